@@ -1,0 +1,227 @@
+//! The wire types: what the runtime emits for every state change and log line, and what the
+//! server ingests. One model, shared by both sides, so they can never disagree.
+//!
+//! An event serializes as one flat JSON object:
+//!
+//! ```json
+//! {"id":"0192…","run_id":"0192…","parent_run_id":null,"flow_run_id":"0192…",
+//!  "run_kind":"task","name":"download","attempt":1,"timestamp":"2026-11-28T12:00:00.123456Z",
+//!  "kind":"state","state":{"type":"Running"}}
+//! ```
+//!
+//! `kind` says what the event carries: `"state"` (a state change, with `state` and on the first
+//! event of a run its `details`) or `"log"` (a `tracing` event captured inside the run, with
+//! `level`, `message` and `fields`).
+
+use crate::state::{State, StateType};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use uuid::Uuid;
+
+/// Whether a run is a flow run or a task run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// A run of a `#[flow]` function.
+    Flow,
+    /// A run of a `#[task]` function.
+    Task,
+}
+
+impl RunKind {
+    /// `"flow"` or `"task"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Flow => "flow",
+            RunKind::Task => "task",
+        }
+    }
+}
+
+/// One event: a state change or a log line of one run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique, time-ordered id of this event (UUID v7); the server ingests each id once.
+    pub id: Uuid,
+    /// The run this event belongs to (UUID v7).
+    pub run_id: Uuid,
+    /// The run that called this one (a flow or a task run), if any.
+    pub parent_run_id: Option<Uuid>,
+    /// The nearest enclosing flow run (the run itself for a flow run); `None` for a task run
+    /// outside any flow.
+    #[serde(default)]
+    pub flow_run_id: Option<Uuid>,
+    /// Flow run or task run.
+    pub run_kind: RunKind,
+    /// The run's display name (the function name unless `name = "..."` was given).
+    pub name: Cow<'static, str>,
+    /// The attempt this event belongs to, starting at 1 (0 before the first attempt starts).
+    pub attempt: u32,
+    /// When the event happened (RFC 3339 on the wire).
+    pub timestamp: DateTime<Utc>,
+    /// What the event carries.
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// What an [`Event`] carries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventBody {
+    /// The run entered a new state.
+    State {
+        /// The new state.
+        state: State,
+        /// Facts about the run that do not change, sent once with its first event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        details: Option<Box<RunDetails>>,
+    },
+    /// A `tracing` event emitted while the run was executing.
+    Log {
+        /// Level of the log event.
+        level: LogLevel,
+        /// The formatted message.
+        message: String,
+        /// The event's other fields, by name.
+        #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+        fields: serde_json::Map<String, serde_json::Value>,
+    },
+}
+
+/// Facts about a run that do not change over its life.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunDetails {
+    /// The function's path, e.g. `my_crate::etl::download`: what makes a task unique.
+    pub task_key: Cow<'static, str>,
+    /// `version = "..."` of the attribute, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Cow<'static, str>>,
+    /// `tags = [...]` of the attribute plus per-call tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Cow<'static, str>>,
+    /// The arguments of a flow run, as JSON (arguments that are not `Serialize` show as a
+    /// placeholder). Not recorded for task runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Value>,
+    /// Runs whose results this run consumed (`TaskHandle` arguments and `wait_for`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream: Vec<Uuid>,
+    /// The cache key, when the run uses the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
+    /// The deployment that created this flow run, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// Which process ran it: `hostname:pid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<Cow<'static, str>>,
+}
+
+/// Level of a captured log event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LogLevel {
+    /// `tracing::Level::TRACE`.
+    Trace,
+    /// `tracing::Level::DEBUG`.
+    Debug,
+    /// `tracing::Level::INFO`.
+    Info,
+    /// `tracing::Level::WARN`.
+    Warn,
+    /// `tracing::Level::ERROR`.
+    Error,
+}
+
+impl From<&tracing::Level> for LogLevel {
+    fn from(level: &tracing::Level) -> Self {
+        match *level {
+            tracing::Level::TRACE => LogLevel::Trace,
+            tracing::Level::DEBUG => LogLevel::Debug,
+            tracing::Level::INFO => LogLevel::Info,
+            tracing::Level::WARN => LogLevel::Warn,
+            tracing::Level::ERROR => LogLevel::Error,
+        }
+    }
+}
+
+impl Event {
+    /// The state this event carries, if it is a state change.
+    pub fn state(&self) -> Option<&State> {
+        match &self.body {
+            EventBody::State { state, .. } => Some(state),
+            EventBody::Log { .. } => None,
+        }
+    }
+
+    /// The state type this event carries, if it is a state change.
+    pub fn state_type(&self) -> Option<StateType> {
+        self.state().map(|s| s.kind)
+    }
+
+    /// The run details, if this is the first event of a run.
+    pub fn details(&self) -> Option<&RunDetails> {
+        match &self.body {
+            EventBody::State { details, .. } => details.as_deref(),
+            EventBody::Log { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateType;
+
+    fn sample(body: EventBody) -> Event {
+        Event {
+            id: Uuid::now_v7(),
+            run_id: Uuid::now_v7(),
+            parent_run_id: None,
+            flow_run_id: None,
+            run_kind: RunKind::Task,
+            name: Cow::Borrowed("download"),
+            attempt: 1,
+            timestamp: Utc::now(),
+            body,
+        }
+    }
+
+    #[test]
+    fn state_event_round_trips_as_flat_json() {
+        let ev = sample(EventBody::State {
+            state: State::new(StateType::Running),
+            details: Some(Box::new(RunDetails {
+                task_key: "demo::download".into(),
+                tags: vec!["db".into()],
+                ..RunDetails::default()
+            })),
+        });
+        let json = serde_json::to_value(&ev).expect("serialize");
+        assert_eq!(json["kind"], "state");
+        assert_eq!(json["run_kind"], "task");
+        assert_eq!(json["state"]["type"], "Running");
+        assert_eq!(json["details"]["tags"][0], "db");
+        assert!(json["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+        let back: Event = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn log_event_round_trips() {
+        let mut fields = serde_json::Map::new();
+        fields.insert("rows".into(), 42.into());
+        let ev = sample(EventBody::Log {
+            level: LogLevel::Warn,
+            message: "<b>slow</b>".into(),
+            fields,
+        });
+        let text = serde_json::to_string(&ev).expect("serialize");
+        assert!(text.contains(r#""level":"WARN""#), "{text}");
+        let back: Event = serde_json::from_str(&text).expect("deserialize");
+        assert_eq!(back, ev);
+    }
+}

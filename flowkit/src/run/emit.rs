@@ -1,0 +1,83 @@
+//! Building events for one run and handing them to the bus (and the test recorder).
+
+use crate::bus;
+use crate::context::{self, Recorder};
+use crate::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
+use crate::state::State;
+use chrono::Utc;
+use std::borrow::Cow;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The fields every event of one run shares.
+#[derive(Clone, Debug)]
+pub(crate) struct Emitter {
+    pub run_id: Uuid,
+    pub parent_run_id: Option<Uuid>,
+    pub flow_run_id: Option<Uuid>,
+    pub kind: RunKind,
+    pub name: Cow<'static, str>,
+    pub recorder: Option<Arc<Recorder>>,
+}
+
+impl Emitter {
+    fn event(&self, attempt: u32, body: EventBody) -> Event {
+        Event {
+            id: Uuid::now_v7(),
+            run_id: self.run_id,
+            parent_run_id: self.parent_run_id,
+            flow_run_id: self.flow_run_id,
+            run_kind: self.kind,
+            name: self.name.clone(),
+            attempt,
+            timestamp: Utc::now(),
+            body,
+        }
+    }
+
+    /// Records that the run entered `state` during `attempt`.
+    pub fn state(&self, attempt: u32, state: State, details: Option<Box<RunDetails>>) {
+        let event = self.event(attempt, EventBody::State { state, details });
+        self.send(event);
+    }
+
+    fn send(&self, event: Event) {
+        if let Some(recorder) = &self.recorder {
+            recorder.record(&event);
+        }
+        bus::emit(event);
+    }
+}
+
+/// Records a log line for the run executing now. Returns `false` (and records nothing) when
+/// no run is executing.
+pub(crate) fn log_to_current_run(
+    level: LogLevel,
+    message: String,
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> bool {
+    let Some(frame) = context::current() else {
+        return false;
+    };
+    let Some(run) = &frame.run else {
+        return false;
+    };
+    let emitter = Emitter {
+        run_id: run.id,
+        parent_run_id: run.parent_run_id,
+        flow_run_id: run.flow_run_id,
+        kind: run.kind,
+        name: run.name.clone(),
+        recorder: frame.recorder.clone(),
+    };
+    let event = emitter.event(
+        run.attempt,
+        EventBody::Log {
+            level,
+            message,
+            fields,
+        },
+    );
+    emitter.send(event);
+    true
+}

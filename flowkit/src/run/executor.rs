@@ -1,0 +1,455 @@
+//! One run, start to end: cache → limits → retry → timeout, with a state event at each step.
+
+use crate::config;
+use crate::context::{self, FlowScope, Frame, RunRef};
+use crate::event::{RunDetails, RunKind};
+use crate::hooks::{HookContext, RunInfo, run_hooks};
+use crate::policy::cache::{self, CacheKey};
+use crate::policy::limits::limits;
+use crate::policy::timeout::TimedOut;
+use crate::run::body::Body;
+use crate::run::emit::Emitter;
+use crate::run::spec::{CacheMode, CallOptions, CallSite, Shape, TaskSpec};
+use crate::state::{State, StateType};
+use futures::FutureExt;
+use std::borrow::Cow;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+use uuid::Uuid;
+
+type Panic = Box<dyn std::any::Any + Send + 'static>;
+
+/// Runs a task or flow: the function every generated wrapper calls.
+///
+/// Returns what the function returned on its last attempt (or the cached result); a panic of
+/// the last attempt is resumed after it has been recorded.
+pub async fn run<T, B>(
+    spec: &'static TaskSpec,
+    shape: Shape<T>,
+    site: CallSite,
+    span: tracing::Span,
+    body: B,
+) -> T
+where
+    B: Body<Output = T>,
+{
+    let parent = context::current();
+    let parent_run = parent.as_ref().and_then(|f| f.run.as_ref());
+    let is_root = parent_run.is_none();
+    let exec = Execution::new(spec, shape, site, parent.as_deref());
+    let outcome = if is_root {
+        crate::sink::logs::capture(exec.execute(span, body)).await
+    } else {
+        exec.execute(span, body).await
+    };
+    if is_root && spec.kind == RunKind::Flow {
+        let timeout = config::get().flush_timeout;
+        if !crate::bus::flush(timeout).await {
+            tracing::warn!(
+                target: "flowkit",
+                "flowkit: events of flow {} did not reach every sink within {:?}",
+                spec.name,
+                timeout
+            );
+        }
+    }
+    match outcome {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Everything one run needs, resolved once before the first attempt.
+struct Execution<T> {
+    spec: &'static TaskSpec,
+    shape: Shape<T>,
+    emitter: Emitter,
+    /// The flow run this run belongs to (its own scope for a flow run).
+    flow: Option<Arc<FlowScope>>,
+    options: Option<Box<CallOptions>>,
+    details: Option<Box<RunDetails>>,
+    /// Key of the inputs, when the run uses the cache, persists or may reuse a kept result.
+    input_key: Option<CacheKey>,
+    /// The parent frame's recorder, passed on to this run's frames.
+    recorder: Option<Arc<crate::context::Recorder>>,
+}
+
+enum AttemptEnd<T> {
+    Returned(T),
+    Panicked(Panic),
+    TimedOut(Duration),
+}
+
+impl<T> Execution<T> {
+    fn new(
+        spec: &'static TaskSpec,
+        shape: Shape<T>,
+        site: CallSite,
+        parent: Option<&Frame>,
+    ) -> Execution<T> {
+        let run_id = site.run_id.unwrap_or_else(Uuid::now_v7);
+        let parent_run_id = parent.and_then(|f| f.run.as_ref()).map(|r| r.id);
+        let recorder = parent.and_then(|f| f.recorder.clone());
+        let name = Cow::Borrowed(spec.name);
+        let flow = match spec.kind {
+            RunKind::Flow => Some(Arc::new(FlowScope {
+                run_id,
+                name: name.clone(),
+                attempt: 1.into(),
+                kept: Default::default(),
+            })),
+            RunKind::Task => parent.and_then(|f| f.flow.clone()),
+        };
+        let wants_key = spec.cache != CacheMode::Off || spec.persist;
+        let input_key = match (&site.inputs, wants_key && shape.codec.is_some()) {
+            (Some(Ok(inputs)), true) => Some(cache::cache_key(
+                spec.task_key,
+                spec.source_hash,
+                inputs,
+            )),
+            (Some(Err(why)), true) => {
+                tracing::warn!(
+                    target: "flowkit",
+                    "{}: inputs could not be serialized for the cache key ({why}); running without the cache",
+                    spec.name
+                );
+                None
+            }
+            _ => None,
+        };
+        let mut upstream = site.upstream;
+        let mut tags: Vec<Cow<'static, str>> =
+            spec.tags.iter().map(|t| Cow::Borrowed(*t)).collect();
+        if let Some(options) = &site.options {
+            upstream.extend(options.wait_for.iter().map(|w| w.run_id));
+            tags.extend(options.tags.iter().cloned().map(Cow::Owned));
+        }
+        let cfg = config::get();
+        let details = RunDetails {
+            task_key: Cow::Borrowed(spec.task_key),
+            version: spec.version.map(Cow::Borrowed),
+            tags,
+            parameters: site.parameters,
+            upstream,
+            cache_key: input_key.filter(|_| spec.cache != CacheMode::Off).map(|k| k.hex()),
+            deployment: None,
+            worker: (spec.kind == RunKind::Flow).then(|| Cow::Owned(cfg.worker.clone())),
+        };
+        Execution {
+            spec,
+            shape,
+            emitter: Emitter {
+                run_id,
+                parent_run_id,
+                flow_run_id: flow.as_ref().map(|f| f.run_id),
+                kind: spec.kind,
+                name,
+                recorder: recorder.clone(),
+            },
+            flow,
+            options: site.options,
+            details: Some(Box::new(details)),
+            input_key,
+            recorder,
+        }
+    }
+
+    async fn execute<B>(mut self, span: tracing::Span, mut body: B) -> Result<T, Panic>
+    where
+        B: Body<Output = T>,
+    {
+        let started = Instant::now();
+        self.emitter
+            .state(0, State::new(StateType::Pending), self.details.take());
+
+        if let Some(options) = &self.options {
+            for upstream in &options.wait_for {
+                upstream.done.wait().await;
+            }
+        }
+        if let Some(value) = self.reuse_kept_result() {
+            return Ok(self.finish_cached(value.0, value.1, started).await);
+        }
+        if let Some((value, message)) = self.cache_lookup() {
+            return Ok(self.finish_cached(value, message, started).await);
+        }
+
+        let retry = self.spec.retry;
+        let retries = self
+            .options
+            .as_ref()
+            .and_then(|o| o.retries)
+            .unwrap_or(retry.retries);
+        let retries = if B::REPEATABLE { retries } else { 0 };
+        let timeout = self.timeout();
+        let extra_tags: &[String] = self.options.as_ref().map_or(&[], |o| &o.tags);
+
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            if let Some(flow) = self.flow.as_ref().filter(|_| self.spec.kind == RunKind::Flow) {
+                flow.attempt.store(attempt, Ordering::Relaxed);
+            }
+            let Some(fut) = body.attempt() else {
+                // Only reachable if a body stops yielding attempts; treat it as a crash.
+                let message = "the task body could not be run again".to_string();
+                self.emitter.state(
+                    attempt,
+                    State::with_message(StateType::Crashed, message.clone()),
+                    None,
+                );
+                return Err(Box::new(message));
+            };
+            let slots = limits().acquire(self.spec.tags, extra_tags).await;
+            self.emitter
+                .state(attempt, State::new(StateType::Running), None);
+            let frame = Arc::new(Frame {
+                run: Some(RunRef {
+                    id: self.emitter.run_id,
+                    kind: self.spec.kind,
+                    name: self.emitter.name.clone(),
+                    parent_run_id: self.emitter.parent_run_id,
+                    flow_run_id: self.emitter.flow_run_id,
+                    attempt,
+                }),
+                flow: self.flow.clone(),
+                recorder: self.recorder.clone(),
+            });
+            let guarded =
+                context::scope(frame, AssertUnwindSafe(fut).catch_unwind()).instrument(span.clone());
+            let end = match timeout {
+                Some(limit) => match tokio::time::timeout(limit, guarded).await {
+                    Ok(Ok(value)) => AttemptEnd::Returned(value),
+                    Ok(Err(panic)) => AttemptEnd::Panicked(panic),
+                    Err(_) => AttemptEnd::TimedOut(limit),
+                },
+                None => match guarded.await {
+                    Ok(value) => AttemptEnd::Returned(value),
+                    Err(panic) => AttemptEnd::Panicked(panic),
+                },
+            };
+            drop(slots);
+            let may_retry = attempt <= retries;
+
+            // Each arm either returns the run's result or falls through to a retry.
+            let failure = match end {
+                AttemptEnd::Returned(value) => match (self.shape.failure)(&value) {
+                    None => return Ok(self.finish_completed(value, attempt, started).await),
+                    Some(message) => {
+                        let retryable = self.shape.retry_if.is_none_or(|f| f(&value));
+                        if may_retry && retryable {
+                            message
+                        } else {
+                            let state = State::with_message(StateType::Failed, message);
+                            self.finish_failed(state, attempt, started).await;
+                            return Ok(value);
+                        }
+                    }
+                },
+                AttemptEnd::Panicked(panic) => {
+                    let message = format!("panicked: {}", crate::run::panic_message(&*panic));
+                    if may_retry {
+                        message
+                    } else {
+                        let state = State::with_message(StateType::Crashed, message);
+                        self.finish_failed(state, attempt, started).await;
+                        return Err(panic);
+                    }
+                }
+                AttemptEnd::TimedOut(limit) => {
+                    let timed_out = TimedOut { after: limit };
+                    let Some(make) = self.shape.timed_out else {
+                        // `timeout()` only returns a limit when the shape can express one.
+                        return Err(Box::new(timed_out.to_string()));
+                    };
+                    let value = make(timed_out);
+                    let retryable = self.shape.retry_if.is_none_or(|f| f(&value));
+                    if may_retry && retryable {
+                        timed_out.to_string()
+                    } else {
+                        let state = State::with_message(StateType::TimedOut, timed_out.to_string());
+                        self.finish_failed(state, attempt, started).await;
+                        return Ok(value);
+                    }
+                }
+            };
+            let delay = retry.delay_before_retry(attempt, fastrand::f64());
+            let message = format!(
+                "attempt {attempt} failed: {failure}; retry {attempt} of {retries} in {}",
+                humantime::format_duration(round_to_millis(delay))
+            );
+            let state = State::with_message(StateType::AwaitingRetry, message);
+            self.emitter.state(attempt, state.clone(), None);
+            if !self.spec.hooks.on_retry.is_empty() {
+                let ctx = self.hook_context(state, attempt, started);
+                run_hooks(&self.spec.hooks.on_retry, &ctx, "on_retry").await;
+            }
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+
+    /// The timeout of each attempt: the per-call override or the attribute's, and only when
+    /// the output can carry a `TimedOut` error.
+    fn timeout(&self) -> Option<Duration> {
+        let wanted = self
+            .options
+            .as_ref()
+            .and_then(|o| o.timeout)
+            .or(self.spec.timeout)?;
+        if self.shape.timed_out.is_none() {
+            tracing::warn!(
+                target: "flowkit",
+                "{}: a timeout needs a fallible task whose error implements From<flowkit::TimedOut>; ignoring it",
+                self.spec.name
+            );
+            return None;
+        }
+        Some(wanted)
+    }
+
+    /// A result this task produced for the same inputs in an earlier attempt of the enclosing
+    /// flow run.
+    fn reuse_kept_result(&self) -> Option<(T, String)> {
+        if self.spec.kind != RunKind::Task {
+            return None;
+        }
+        let flow = self.flow.as_ref()?;
+        let key = self.input_key?;
+        let codec = self.shape.codec?;
+        let current = flow.attempt.load(Ordering::Relaxed);
+        let (bytes, attempt) = {
+            let kept = flow.kept.lock().ok()?;
+            let (bytes, attempt) = kept.get(&key.0)?;
+            (Arc::clone(bytes), *attempt)
+        };
+        if attempt >= current {
+            return None;
+        }
+        let value = (codec.decode)(&bytes).ok()?;
+        Some((
+            value,
+            format!(
+                "result of attempt {attempt} of flow run {} ({})",
+                flow.name, flow.run_id
+            ),
+        ))
+    }
+
+    fn cache_lookup(&self) -> Option<(T, String)> {
+        if self.spec.cache == CacheMode::Off {
+            return None;
+        }
+        let refresh = self
+            .options
+            .as_ref()
+            .and_then(|o| o.refresh_cache)
+            .unwrap_or(self.spec.refresh_cache);
+        if refresh {
+            return None;
+        }
+        let key = self.input_key?;
+        let codec = self.shape.codec?;
+        let bytes = cache::store().get(&key, self.spec.cache_ttl)?;
+        match (codec.decode)(&bytes) {
+            Ok(value) => Some((value, format!("cache hit {}", &key.hex()[..16]))),
+            Err(why) => {
+                tracing::warn!(
+                    target: "flowkit",
+                    "{}: cached result {} no longer decodes ({why}); running the task",
+                    self.spec.name,
+                    key.hex()
+                );
+                None
+            }
+        }
+    }
+
+    async fn finish_cached(&self, value: T, message: String, started: Instant) -> T {
+        let state = State::with_message(StateType::Cached, message);
+        self.emitter.state(0, state.clone(), None);
+        if !self.spec.hooks.on_completion.is_empty() {
+            let ctx = self.hook_context(state, 0, started);
+            run_hooks(&self.spec.hooks.on_completion, &ctx, "on_completion").await;
+        }
+        value
+    }
+
+    async fn finish_completed(&self, value: T, attempt: u32, started: Instant) -> T {
+        self.keep(&value);
+        let state = State::new(StateType::Completed);
+        self.emitter.state(attempt, state.clone(), None);
+        if !self.spec.hooks.on_completion.is_empty() {
+            let ctx = self.hook_context(state, attempt, started);
+            run_hooks(&self.spec.hooks.on_completion, &ctx, "on_completion").await;
+        }
+        value
+    }
+
+    async fn finish_failed(&self, state: State, attempt: u32, started: Instant) {
+        self.emitter.state(attempt, state.clone(), None);
+        if !self.spec.hooks.on_failure.is_empty() {
+            let ctx = self.hook_context(state, attempt, started);
+            run_hooks(&self.spec.hooks.on_failure, &ctx, "on_failure").await;
+        }
+    }
+
+    /// Writes a successful output where the options want it: the cache, the kept results of
+    /// the flow run, the local store.
+    fn keep(&self, value: &T) {
+        let (Some(codec), Some(key)) = (self.shape.codec, self.input_key) else {
+            return;
+        };
+        let bytes: Arc<[u8]> = match (codec.encode)(value) {
+            None => return,
+            Some(Ok(bytes)) => bytes.into(),
+            Some(Err(why)) => {
+                tracing::warn!(
+                    target: "flowkit",
+                    "{}: result could not be serialized ({why}); it is not cached",
+                    self.spec.name
+                );
+                return;
+            }
+        };
+        if self.spec.cache != CacheMode::Off {
+            cache::store().put(&key, self.spec.task_key, Arc::clone(&bytes));
+        }
+        if self.spec.persist {
+            cache::store().put_result(self.emitter.run_id, self.spec.task_key, Arc::clone(&bytes));
+        }
+        if self.spec.kind == RunKind::Task {
+            if let Some(flow) = &self.flow {
+                let attempt = flow.attempt.load(Ordering::Relaxed);
+                if let Ok(mut kept) = flow.kept.lock() {
+                    kept.entry(key.0).or_insert((bytes, attempt));
+                }
+            }
+        }
+    }
+
+    fn hook_context(&self, state: State, attempt: u32, started: Instant) -> HookContext {
+        HookContext {
+            run: RunInfo {
+                id: self.emitter.run_id,
+                kind: self.spec.kind,
+                name: self.emitter.name.clone(),
+                task_key: self.spec.task_key,
+                attempt,
+                parent_run_id: self.emitter.parent_run_id,
+                flow_run_id: self.emitter.flow_run_id,
+                flow_name: self.flow.as_ref().map(|f| f.name.clone()),
+            },
+            state,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+fn round_to_millis(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis().min(u64::MAX as u128) as u64)
+}

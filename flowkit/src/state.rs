@@ -1,0 +1,214 @@
+//! States of a run and the transitions between them.
+//!
+//! A run moves through
+//! `Scheduled → Pending → Running → (AwaitingRetry → Running)* → final`,
+//! where the final state is one of [`StateType::Completed`], [`StateType::Cached`],
+//! [`StateType::Failed`], [`StateType::Crashed`], [`StateType::Cancelled`] or
+//! [`StateType::TimedOut`]. The rules live here as pure functions so the runtime,
+//! the server and the tests agree on them.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The kind of a state, without its message.
+///
+/// ```
+/// use flowkit::StateType;
+/// assert!(StateType::Completed.is_final());
+/// assert!(StateType::Running.can_become(StateType::AwaitingRetry));
+/// assert!(!StateType::Completed.can_become(StateType::Running));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum StateType {
+    /// Created ahead of time (a deployment run waiting for its start time).
+    Scheduled,
+    /// Created and about to start: waiting for cache lookup, limits or upstream runs.
+    Pending,
+    /// An attempt is executing the function body.
+    Running,
+    /// An attempt failed and another one starts after the retry delay.
+    AwaitingRetry,
+    /// The body returned successfully.
+    Completed,
+    /// The result was taken from the cache (or from an earlier attempt of the flow run) without
+    /// running the body.
+    Cached,
+    /// The body returned an error after the last attempt.
+    Failed,
+    /// The body panicked after the last attempt (or the process running it went away).
+    Crashed,
+    /// The run was cancelled before it finished.
+    Cancelled,
+    /// The last attempt exceeded the run's timeout.
+    TimedOut,
+}
+
+impl StateType {
+    /// Every state type, in lifecycle order.
+    pub const ALL: [StateType; 10] = [
+        StateType::Scheduled,
+        StateType::Pending,
+        StateType::Running,
+        StateType::AwaitingRetry,
+        StateType::Completed,
+        StateType::Cached,
+        StateType::Failed,
+        StateType::Crashed,
+        StateType::Cancelled,
+        StateType::TimedOut,
+    ];
+
+    /// The name used on the wire and in the dashboard, e.g. `"Completed"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateType::Scheduled => "Scheduled",
+            StateType::Pending => "Pending",
+            StateType::Running => "Running",
+            StateType::AwaitingRetry => "AwaitingRetry",
+            StateType::Completed => "Completed",
+            StateType::Cached => "Cached",
+            StateType::Failed => "Failed",
+            StateType::Crashed => "Crashed",
+            StateType::Cancelled => "Cancelled",
+            StateType::TimedOut => "TimedOut",
+        }
+    }
+
+    /// A final state ends the run: no transition leaves it.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            StateType::Completed
+                | StateType::Cached
+                | StateType::Failed
+                | StateType::Crashed
+                | StateType::Cancelled
+                | StateType::TimedOut
+        )
+    }
+
+    /// A final state in which the caller did not get a successful result.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            StateType::Failed | StateType::Crashed | StateType::Cancelled | StateType::TimedOut
+        )
+    }
+
+    /// Whether a run in `self` may move to `next`.
+    ///
+    /// Any non-final state may be cancelled; everything else follows the lifecycle above.
+    pub fn can_become(self, next: StateType) -> bool {
+        use StateType::*;
+        if self.is_final() {
+            return false;
+        }
+        if next == Cancelled {
+            return true;
+        }
+        match self {
+            Scheduled => matches!(next, Pending),
+            // A cache hit, or a missing upstream result, ends a run before it ever runs.
+            Pending => matches!(next, Running | Cached | Failed | Crashed),
+            Running => next.is_final() || next == AwaitingRetry,
+            AwaitingRetry => matches!(next, Running),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for StateType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A state: its type and an optional human-readable message (the error of a failed run,
+/// "retry 2 of 3 in 1s", "cached result from attempt 1", ...).
+///
+/// Serialized as `{"type": "Failed", "message": "..."}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The kind of state.
+    #[serde(rename = "type")]
+    pub kind: StateType,
+    /// Why the run is in this state, when there is something to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl State {
+    /// A state without a message.
+    pub fn new(kind: StateType) -> State {
+        State {
+            kind,
+            message: None,
+        }
+    }
+
+    /// A state with a message.
+    pub fn with_message(kind: StateType, message: impl Into<String>) -> State {
+        State {
+            kind,
+            message: Some(message.into()),
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.message {
+            Some(m) => write!(f, "{}: {}", self.kind, m),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_transitions() {
+        use StateType::*;
+        let path = [Scheduled, Pending, Running, AwaitingRetry, Running, Completed];
+        for w in path.windows(2) {
+            assert!(w[0].can_become(w[1]), "{} -> {}", w[0], w[1]);
+        }
+        assert!(Pending.can_become(Cached));
+        assert!(!Pending.can_become(Completed));
+        assert!(!AwaitingRetry.can_become(Completed));
+        for s in ALL_FINAL {
+            for n in StateType::ALL {
+                assert!(!s.can_become(n), "{s} is final but may become {n}");
+            }
+        }
+    }
+
+    const ALL_FINAL: [StateType; 6] = [
+        StateType::Completed,
+        StateType::Cached,
+        StateType::Failed,
+        StateType::Crashed,
+        StateType::Cancelled,
+        StateType::TimedOut,
+    ];
+
+    #[test]
+    fn final_states_are_exactly_the_last_six() {
+        let finals: Vec<_> = StateType::ALL.into_iter().filter(|s| s.is_final()).collect();
+        assert_eq!(finals, ALL_FINAL);
+    }
+
+    #[test]
+    fn wire_format() {
+        let s = State::with_message(StateType::TimedOut, "after 30s");
+        let json = serde_json::to_string(&s).expect("serialize");
+        assert_eq!(json, r#"{"type":"TimedOut","message":"after 30s"}"#);
+        let back: State = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, s);
+        let bare: State = serde_json::from_str(r#"{"type":"Running"}"#).expect("deserialize");
+        assert_eq!(bare, State::new(StateType::Running));
+    }
+}

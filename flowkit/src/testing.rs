@@ -1,0 +1,153 @@
+//! Test your pipelines without a server: run a flow or task with a recording sink and assert
+//! on its runs and states. Needs the `test-util` feature.
+//!
+//! ```
+//! use flowkit::{task, StateType};
+//!
+//! #[task(retries = 2)]
+//! async fn flaky(fail_first: bool) -> Result<u32, String> {
+//!     Ok(7)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let (out, rec) = flowkit::testing::record(flaky(false)).await;
+//! assert_eq!(out, Ok(7));
+//! let run = rec.run("flaky");
+//! assert_eq!(run.state_types(), [StateType::Pending, StateType::Running, StateType::Completed]);
+//! # }
+//! ```
+
+use crate::context::{self, Frame, Recorder};
+use crate::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
+use crate::state::{State, StateType};
+use std::future::Future;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Runs `fut`, recording every event of every run it starts (including runs it spawns with
+/// `submit`, `map` or [`crate::spawn`]). The events are recorded synchronously, so the
+/// recording is complete when `fut` returns.
+pub async fn record<F: Future>(fut: F) -> (F::Output, Recording) {
+    let recorder = Arc::new(Recorder::default());
+    let frame = Arc::new(Frame {
+        run: None,
+        flow: None,
+        recorder: Some(Arc::clone(&recorder)),
+    });
+    let out = context::scope(frame, fut).await;
+    let events = recorder
+        .events
+        .lock()
+        .map(|mut e| std::mem::take(&mut *e))
+        .unwrap_or_default();
+    (out, Recording { events })
+}
+
+/// Every event recorded by [`record`].
+#[derive(Clone, Debug, Default)]
+pub struct Recording {
+    events: Vec<Event>,
+}
+
+/// One run, assembled from its recorded events.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RecordedRun {
+    /// The run's id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// Flow or task.
+    pub kind: RunKind,
+    /// The calling run.
+    pub parent_run_id: Option<Uuid>,
+    /// The nearest enclosing flow run.
+    pub flow_run_id: Option<Uuid>,
+    /// Every state, in order, with the attempt each belongs to.
+    pub states: Vec<(u32, State)>,
+    /// Captured log lines.
+    pub logs: Vec<(LogLevel, String)>,
+    /// What the first event said about the run.
+    pub details: Option<RunDetails>,
+}
+
+impl RecordedRun {
+    /// The state types in order.
+    pub fn state_types(&self) -> Vec<StateType> {
+        self.states.iter().map(|(_, s)| s.kind).collect()
+    }
+
+    /// The last state.
+    pub fn final_state(&self) -> Option<&State> {
+        self.states.last().map(|(_, s)| s)
+    }
+
+    /// How many attempts started (`Running` states).
+    pub fn attempts(&self) -> u32 {
+        self.states
+            .iter()
+            .filter(|(_, s)| s.kind == StateType::Running)
+            .count() as u32
+    }
+}
+
+impl Recording {
+    /// Every event, in the order it was emitted.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// Every run, in the order of its first event.
+    pub fn runs(&self) -> Vec<RecordedRun> {
+        let mut runs: Vec<RecordedRun> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        for event in &self.events {
+            let i = *index.entry(event.run_id).or_insert_with(|| {
+                runs.push(RecordedRun {
+                    id: event.run_id,
+                    name: event.name.to_string(),
+                    kind: event.run_kind,
+                    parent_run_id: event.parent_run_id,
+                    flow_run_id: event.flow_run_id,
+                    states: Vec::new(),
+                    logs: Vec::new(),
+                    details: None,
+                });
+                runs.len() - 1
+            });
+            let run = &mut runs[i];
+            match &event.body {
+                EventBody::State { state, details } => {
+                    run.states.push((event.attempt, state.clone()));
+                    if let Some(d) = details {
+                        run.details = Some((**d).clone());
+                    }
+                }
+                EventBody::Log { level, message, .. } => run.logs.push((*level, message.clone())),
+            }
+        }
+        runs
+    }
+
+    /// Every run named `name`.
+    pub fn runs_named(&self, name: &str) -> Vec<RecordedRun> {
+        self.runs().into_iter().filter(|r| r.name == name).collect()
+    }
+
+    /// The one run named `name`.
+    ///
+    /// # Panics
+    /// If there is not exactly one such run (this is a test helper: the panic is the failed
+    /// assertion, and lists the runs that were recorded).
+    pub fn run(&self, name: &str) -> RecordedRun {
+        let mut found = self.runs_named(name);
+        if found.len() != 1 {
+            let names: Vec<String> = self.runs().into_iter().map(|r| r.name).collect();
+            panic!(
+                "expected exactly one run named {name:?}, found {}; recorded runs: {names:?}",
+                found.len()
+            );
+        }
+        found.remove(0)
+    }
+}
