@@ -1,0 +1,148 @@
+//! What a task run costs: flowkit's per-call overhead against a plain async call and a
+//! `tokio::spawn`, the throughput of `map`, an in-memory cache hit, and the peak memory of a
+//! flow of one million tasks.
+//!
+//! Run with:
+//!
+//! ```sh
+//! cargo run --release --example overhead -- 100000
+//! ```
+//!
+//! Prints one `key=value` per line (the median of several repetitions): `flowkit_task_ns`,
+//! `plain_call_ns`, `tokio_spawn_ns`, `flowkit_map_tasks_per_s`, `cache_hit_ns`,
+//! `peak_rss_mb` (of a child process running a 1 000 000-task flow).
+
+use flowkit::{flow, task};
+use std::hint::black_box;
+use std::time::Instant;
+
+const REPETITIONS: usize = 5;
+
+#[task]
+async fn trivial(x: u64) -> u64 {
+    x.wrapping_mul(2654435761)
+}
+
+async fn plain(x: u64) -> u64 {
+    x.wrapping_mul(2654435761)
+}
+
+#[task(cache = inputs)]
+async fn cached(x: u64) -> u64 {
+    x.wrapping_mul(2654435761)
+}
+
+#[flow]
+async fn sequential(n: u64) -> u64 {
+    let mut acc = 0u64;
+    for i in 0..n {
+        acc = acc.wrapping_add(trivial(black_box(i)).await);
+    }
+    acc
+}
+
+#[flow]
+async fn fan_out(n: u64) -> usize {
+    trivial::map(0..n).await.len()
+}
+
+#[flow]
+async fn cache_hits(n: u64) -> u64 {
+    // The first call fills the cache; every later call with the same input is a hit.
+    let mut acc = cached(7).await;
+    for _ in 0..n {
+        acc = acc.wrapping_add(cached(black_box(7)).await);
+    }
+    acc
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Nanoseconds per item of `f(n)`, median of the repetitions.
+async fn per_item_ns<F, Fut>(n: u64, mut f: F) -> f64
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future,
+{
+    let mut samples = Vec::with_capacity(REPETITIONS);
+    for _ in 0..REPETITIONS {
+        let start = Instant::now();
+        black_box(f(n).await);
+        samples.push(start.elapsed().as_nanos() as f64 / n as f64);
+    }
+    median(samples)
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let first = args.next();
+    if first.as_deref() == Some("--rss-child") {
+        // Child mode: one flow of N tasks, then report this process's peak memory.
+        let n: u64 = args.next().unwrap_or_else(|| "1000000".into()).parse()?;
+        black_box(sequential(n).await);
+        println!("{:.1}", peak_rss_mb().ok_or("no /proc/self/status here")?);
+        return Ok(());
+    }
+    let n: u64 = match first {
+        Some(s) => s
+            .parse()
+            .map_err(|e| format!("the argument is the number of calls, e.g. 100000 ({e})"))?,
+        None => 100_000,
+    };
+
+    // Warm up: start the sink thread, fault in the allocator.
+    black_box(sequential(1_000).await);
+
+    let flowkit_ns = per_item_ns(n, sequential).await;
+    let plain_ns = per_item_ns(n, |n| async move {
+        let mut acc = 0u64;
+        for i in 0..n {
+            acc = acc.wrapping_add(plain(black_box(i)).await);
+        }
+        acc
+    })
+    .await;
+    let spawn_ns = per_item_ns(n, |n| async move {
+        let mut acc = 0u64;
+        for i in 0..n {
+            acc = acc.wrapping_add(tokio::spawn(plain(black_box(i))).await.unwrap_or(0));
+        }
+        acc
+    })
+    .await;
+    let map_ns = per_item_ns(n, fan_out).await;
+    let hit_ns = per_item_ns(n, cache_hits).await;
+
+    println!("flowkit_task_ns={flowkit_ns:.0}");
+    println!("plain_call_ns={plain_ns:.1}");
+    println!("tokio_spawn_ns={spawn_ns:.0}");
+    println!("flowkit_map_tasks_per_s={:.0}", 1e9 / map_ns);
+    println!("cache_hit_ns={hit_ns:.0}");
+    println!("flowkit_over_spawn_ratio={:.2}", flowkit_ns / spawn_ns);
+
+    let exe = std::env::current_exe()?;
+    let child = std::process::Command::new(exe)
+        .args(["--rss-child", "1000000"])
+        .output()?;
+    let rss = String::from_utf8_lossy(&child.stdout).trim().to_string();
+    if child.status.success() && !rss.is_empty() {
+        println!("peak_rss_mb={rss}");
+    } else {
+        eprintln!(
+            "the 1 000 000-task child failed: {}",
+            String::from_utf8_lossy(&child.stderr)
+        );
+    }
+    Ok(())
+}
