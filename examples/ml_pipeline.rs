@@ -69,7 +69,11 @@ fn file_fingerprint(path: &PathBuf) -> String {
     match std::fs::read(path) {
         Ok(bytes) => format!("{}:{}", path.display(), bytes.len()) + &checksum(&bytes),
         // Unreadable: a key that never matches, so `ingest` runs and reports the real error.
-        Err(e) => format!("unreadable {}: {e} {:?}", path.display(), std::time::SystemTime::now()),
+        Err(e) => format!(
+            "unreadable {}: {e} {:?}",
+            path.display(),
+            std::time::SystemTime::now()
+        ),
     }
 }
 
@@ -92,7 +96,10 @@ async fn ingest(path: PathBuf) -> anyhow::Result<Vec<RawRow>> {
     };
     let expected = "id,area_m2,rooms,age_years,distance_km,price_k";
     if header.trim() != expected {
-        bail!("{}: header is {header:?}, expected {expected:?}", path.display());
+        bail!(
+            "{}: header is {header:?}, expected {expected:?}",
+            path.display()
+        );
     }
     let rows: Vec<RawRow> = lines
         .filter(|(_, l)| !l.trim().is_empty())
@@ -129,12 +136,19 @@ async fn clean(rows: Vec<RawRow>) -> anyhow::Result<Vec<House>> {
             }
             _ => {
                 dropped += 1;
-                warn!(line = row.line, "dropping invalid row {:?}", row.fields.join(","));
+                warn!(
+                    line = row.line,
+                    "dropping invalid row {:?}",
+                    row.fields.join(",")
+                );
             }
         }
     }
     if houses.len() < 10 {
-        bail!("only {} valid rows after cleaning; need at least 10", houses.len());
+        bail!(
+            "only {} valid rows after cleaning; need at least 10",
+            houses.len()
+        );
     }
     info!(kept = houses.len(), dropped, "cleaned");
     Ok(houses)
@@ -156,7 +170,12 @@ async fn featurize(houses: Vec<House>, test_fraction: f64) -> anyhow::Result<Dat
         .collect();
     let scaled: Vec<Vec<f64>> = features
         .iter()
-        .map(|f| f.iter().zip(&scaling).map(|(x, (m, s))| (x - m) / s).collect())
+        .map(|f| {
+            f.iter()
+                .zip(&scaling)
+                .map(|(x, (m, s))| (x - m) / s)
+                .collect()
+        })
         .collect();
     let targets: Vec<f64> = houses.iter().map(|h| h.price_k).collect();
     // Every k-th row goes to the test set: deterministic, so the cache stays valid.
@@ -228,20 +247,37 @@ async fn evaluate(model: Model, data: Dataset) -> anyhow::Result<Metrics> {
         .collect();
     let n = data.test_y.len() as f64;
     let mean = data.test_y.iter().sum::<f64>() / n;
-    let ss_res: f64 = preds.iter().zip(&data.test_y).map(|(p, y)| (p - y).powi(2)).sum();
+    let ss_res: f64 = preds
+        .iter()
+        .zip(&data.test_y)
+        .map(|(p, y)| (p - y).powi(2))
+        .sum();
     let ss_tot: f64 = data.test_y.iter().map(|y| (y - mean).powi(2)).sum();
     let metrics = Metrics {
         rmse: (ss_res / n).sqrt(),
         r2: 1.0 - ss_res / ss_tot,
     };
-    info!(learning_rate = model.learning_rate, rmse = metrics.rmse, r2 = metrics.r2, "evaluated");
+    info!(
+        learning_rate = model.learning_rate,
+        rmse = metrics.rmse,
+        r2 = metrics.r2,
+        "evaluated"
+    );
     Ok(metrics)
 }
 
 #[task(retries = 1)]
-async fn deploy(model: Model, scaling: Vec<(f64, f64)>, metrics: Metrics, to: PathBuf) -> anyhow::Result<PathBuf> {
+async fn deploy(
+    model: Model,
+    scaling: Vec<(f64, f64)>,
+    metrics: Metrics,
+    to: PathBuf,
+) -> anyhow::Result<PathBuf> {
     if metrics.r2 < 0.5 {
-        bail!("refusing to deploy a model with R² = {:.3} (< 0.5)", metrics.r2);
+        bail!(
+            "refusing to deploy a model with R² = {:.3} (< 0.5)",
+            metrics.r2
+        );
     }
     if let Some(dir) = to.parent() {
         tokio::fs::create_dir_all(dir).await?;
@@ -268,9 +304,13 @@ async fn house_prices(csv: PathBuf, model_path: PathBuf) -> anyhow::Result<(Path
     let data = featurize(houses, 0.2).await?;
 
     let grid = [0.003, 0.01, 0.03, 0.1];
-    let models = train::map(grid.map(|lr| (data.clone(), lr, 400))).concurrency(2).await;
+    let models = train::map(grid.map(|lr| (data.clone(), lr, 400)))
+        .concurrency(2)
+        .await;
     let models: Vec<Model> = models.into_iter().collect::<anyhow::Result<_>>()?;
-    let scores = evaluate::map(models.iter().map(|m| (m.clone(), data.clone()))).await;
+    let candidates: Vec<(Model, Dataset)> =
+        models.iter().map(|m| (m.clone(), data.clone())).collect();
+    let scores = evaluate::map(candidates).await;
 
     let mut best: Option<(Model, Metrics)> = None;
     for (model, score) in models.into_iter().zip(scores) {
@@ -290,8 +330,7 @@ async fn house_prices(csv: PathBuf, model_path: PathBuf) -> anyhow::Result<(Path
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

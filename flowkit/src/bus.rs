@@ -7,9 +7,9 @@
 
 use crate::event::Event;
 use crate::sink::Sink;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::OnceLock;
 use std::thread::{self, Thread};
 use std::time::Duration;
 

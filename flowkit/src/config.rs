@@ -33,9 +33,22 @@ pub struct Config {
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
-/// The settings of this process (read from the environment on first call).
+/// The settings of this process (read from the environment on first call, unless
+/// [`init`] was called before).
 pub fn get() -> &'static Config {
     CONFIG.get_or_init(Config::from_env)
+}
+
+/// Sets the settings of this process from code instead of the environment. Must be called
+/// before the first run; returns the config back if settings were already in force.
+///
+/// ```
+/// let mut config = flowkit::config::Config::from_env();
+/// config.home = std::env::temp_dir().join("flowkit-doc-example");
+/// let _ = flowkit::config::init(config);
+/// ```
+pub fn init(config: Config) -> Result<(), Box<Config>> {
+    CONFIG.set(config).map_err(Box::new)
 }
 
 impl Config {

@@ -44,8 +44,11 @@ pub(crate) struct FlowScope {
     pub attempt: std::sync::atomic::AtomicU32,
     /// Kept results by (task key + inputs hash): the encoded output and the attempt that
     /// produced it.
-    pub kept: Mutex<HashMap<[u8; 32], (Arc<[u8]>, u32)>>,
+    pub kept: Mutex<HashMap<[u8; 32], KeptResult>>,
 }
+
+/// An encoded output and the flow attempt that produced it.
+pub(crate) type KeptResult = (Arc<[u8]>, u32);
 
 /// Receives every event emitted in its scope, synchronously (see [`crate::testing`]).
 #[derive(Debug, Default)]

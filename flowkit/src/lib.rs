@@ -60,7 +60,7 @@ pub mod __private;
 
 pub use deployment::Deployment;
 pub use event::{Event, EventBody, LogLevel, RunDetails, RunKind};
-// TEMP pub use flowkit_macros::{flow, task};
+pub use flowkit_macros::{flow, task};
 pub use hooks::{Hook, HookContext, RunInfo};
 pub use policy::limits::{Limits, limits};
 pub use policy::retry::RetryPolicy;
@@ -72,5 +72,5 @@ pub use state::{State, StateType};
 
 /// The names most pipelines need: `use flowkit::prelude::*;`.
 pub mod prelude {
-    pub use crate::{CallOptions, State, StateType, TaskHandle, TimedOut};
+    pub use crate::{CallOptions, State, StateType, TaskHandle, TimedOut, flow, task};
 }

@@ -172,7 +172,14 @@ mod tests {
     #[test]
     fn lifecycle_transitions() {
         use StateType::*;
-        let path = [Scheduled, Pending, Running, AwaitingRetry, Running, Completed];
+        let path = [
+            Scheduled,
+            Pending,
+            Running,
+            AwaitingRetry,
+            Running,
+            Completed,
+        ];
         for w in path.windows(2) {
             assert!(w[0].can_become(w[1]), "{} -> {}", w[0], w[1]);
         }
@@ -197,7 +204,10 @@ mod tests {
 
     #[test]
     fn final_states_are_exactly_the_last_six() {
-        let finals: Vec<_> = StateType::ALL.into_iter().filter(|s| s.is_final()).collect();
+        let finals: Vec<_> = StateType::ALL
+            .into_iter()
+            .filter(|s| s.is_final())
+            .collect();
         assert_eq!(finals, ALL_FINAL);
     }
 

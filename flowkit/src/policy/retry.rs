@@ -107,7 +107,10 @@ mod tests {
     #[test]
     fn jitter_band_edges() {
         let p = policy(1000, 1.0, 0.1);
-        assert_eq!(p.delay_bounds(1), (Duration::from_millis(900), Duration::from_millis(1100)));
+        assert_eq!(
+            p.delay_bounds(1),
+            (Duration::from_millis(900), Duration::from_millis(1100))
+        );
     }
 
     #[test]

@@ -105,11 +105,9 @@ impl<T> Execution<T> {
         };
         let wants_key = spec.cache != CacheMode::Off || spec.persist;
         let input_key = match (&site.inputs, wants_key && shape.codec.is_some()) {
-            (Some(Ok(inputs)), true) => Some(cache::cache_key(
-                spec.task_key,
-                spec.source_hash,
-                inputs,
-            )),
+            (Some(Ok(inputs)), true) => {
+                Some(cache::cache_key(spec.task_key, spec.source_hash, inputs))
+            }
             (Some(Err(why)), true) => {
                 tracing::warn!(
                     target: "flowkit",
@@ -134,7 +132,9 @@ impl<T> Execution<T> {
             tags,
             parameters: site.parameters,
             upstream,
-            cache_key: input_key.filter(|_| spec.cache != CacheMode::Off).map(|k| k.hex()),
+            cache_key: input_key
+                .filter(|_| spec.cache != CacheMode::Off)
+                .map(|k| k.hex()),
             deployment: None,
             worker: (spec.kind == RunKind::Flow).then(|| Cow::Owned(cfg.worker.clone())),
         };
@@ -190,7 +190,11 @@ impl<T> Execution<T> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            if let Some(flow) = self.flow.as_ref().filter(|_| self.spec.kind == RunKind::Flow) {
+            if let Some(flow) = self
+                .flow
+                .as_ref()
+                .filter(|_| self.spec.kind == RunKind::Flow)
+            {
                 flow.attempt.store(attempt, Ordering::Relaxed);
             }
             let Some(fut) = body.attempt() else {
@@ -218,8 +222,8 @@ impl<T> Execution<T> {
                 flow: self.flow.clone(),
                 recorder: self.recorder.clone(),
             });
-            let guarded =
-                context::scope(frame, AssertUnwindSafe(fut).catch_unwind()).instrument(span.clone());
+            let guarded = context::scope(frame, AssertUnwindSafe(fut).catch_unwind())
+                .instrument(span.clone());
             let end = match timeout {
                 Some(limit) => match tokio::time::timeout(limit, guarded).await {
                     Ok(Ok(value)) => AttemptEnd::Returned(value),
@@ -422,12 +426,14 @@ impl<T> Execution<T> {
         if self.spec.persist {
             cache::store().put_result(self.emitter.run_id, self.spec.task_key, Arc::clone(&bytes));
         }
-        if self.spec.kind == RunKind::Task {
-            if let Some(flow) = &self.flow {
-                let attempt = flow.attempt.load(Ordering::Relaxed);
-                if let Ok(mut kept) = flow.kept.lock() {
-                    kept.entry(key.0).or_insert((bytes, attempt));
-                }
+        if let Some(flow) = self
+            .flow
+            .as_ref()
+            .filter(|_| self.spec.kind == RunKind::Task)
+        {
+            let attempt = flow.attempt.load(Ordering::Relaxed);
+            if let Ok(mut kept) = flow.kept.lock() {
+                kept.entry(key.0).or_insert((bytes, attempt));
             }
         }
     }

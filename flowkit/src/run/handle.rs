@@ -27,10 +27,14 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    use tracing::Instrument;
     use tracing::instrument::WithSubscriber;
+    // The current span and dispatcher go along too, so the spawned runs' spans nest under
+    // the caller's and their logs are captured.
+    let fut = fut.in_current_span().with_current_subscriber();
     match context::current() {
-        Some(frame) => tokio::spawn(context::scope(frame, fut).with_current_subscriber()),
-        None => tokio::spawn(fut.with_current_subscriber()),
+        Some(frame) => tokio::spawn(context::scope(frame, fut)),
+        None => tokio::spawn(fut),
     }
 }
 
@@ -141,7 +145,10 @@ where
 }
 
 /// Starts a run in the background with per-call options.
-pub fn submit_with<T, Fut>(options: CallOptions, make: impl FnOnce(CallSite) -> Fut) -> TaskHandle<T>
+pub fn submit_with<T, Fut>(
+    options: CallOptions,
+    make: impl FnOnce(CallSite) -> Fut,
+) -> TaskHandle<T>
 where
     T: Send + 'static,
     Fut: Future<Output = T> + Send + 'static,

@@ -115,14 +115,16 @@ impl<T: Send + 'static> IntoFuture for Map<T> {
 
 fn progress_bar(len: Option<usize>) -> Option<indicatif::ProgressBar> {
     let len = len?;
-    if len <= PROGRESS_THRESHOLD || !crate::config::get().summary || !std::io::stderr().is_terminal()
+    if len <= PROGRESS_THRESHOLD
+        || !crate::config::get().summary
+        || !std::io::stderr().is_terminal()
     {
         return None;
     }
     let bar = indicatif::ProgressBar::new(len as u64);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs {elapsed_precise} eta {eta}")
-    {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} runs {elapsed_precise} eta {eta}",
+    ) {
         bar.set_style(style);
     }
     Some(bar)

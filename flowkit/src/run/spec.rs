@@ -170,10 +170,13 @@ impl TaskSpec {
     }
 }
 
+/// The bytes of an encoded output, or why it could not be encoded.
+pub type Encoded = Result<Vec<u8>, String>;
+
 /// Encodes and decodes a task's successful output for the cache and the local store.
 pub struct Codec<T> {
     /// `None` when the output is not to be kept (an `Err`); `Some(Err)` when serializing failed.
-    pub encode: fn(&T) -> Option<Result<Vec<u8>, String>>,
+    pub encode: fn(&T) -> Option<Encoded>,
     /// Rebuilds the output from what `encode` wrote.
     pub decode: fn(&[u8]) -> Result<T, String>,
 }

@@ -1,0 +1,158 @@
+//! Writing the code. Everything here reads a validated [`crate::parse::Config`]; nothing re-parses options.
+//!
+//! - [`task`]: the rewritten function, the body handed to the runtime, and (for a free
+//!   function) the struct of the same name with `submit`, `map`, `with_options`, `call`.
+//! - [`flow`]: what flows add: their arguments as the run's parameters, `deployment`.
+//! - [`checks`]: trait requirements of the options, spanned at the user's tokens.
+
+mod checks;
+mod flow;
+mod task;
+
+use crate::parse::{Kind, RawOptions, validate};
+use proc_macro2::TokenStream;
+use quote::ToTokens as _;
+use syn::ItemFn;
+
+/// `#[task(..)]`.
+pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Task, attr, item)
+}
+
+/// `#[flow(..)]`.
+pub(crate) fn flow(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Flow, attr, item)
+}
+
+fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
+    let func = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(func) => func,
+        Err(e) => {
+            let msg = format!("#[{}] goes on an `async fn` ({e})", kind.attr());
+            return with_error(item, syn::Error::new(e.span(), msg));
+        }
+    };
+    let config = RawOptions::parse(kind.attr(), attr).and_then(|raw| validate(kind, raw, &func));
+    match config {
+        Ok(config) => task::expand(&config, func),
+        Err(e) => with_error(item, e),
+    }
+}
+
+/// The user's item unchanged next to the error, so the rest of the crate (and
+/// rust-analyzer) still sees the function.
+fn with_error(mut item: TokenStream, error: syn::Error) -> TokenStream {
+    item.extend(error.into_compile_error());
+    item
+}
+
+/// BLAKE3 (hex) of the function as written, attribute excluded: editing the body changes it,
+/// and with it the task's cache keys.
+fn source_hash(func: &ItemFn) -> String {
+    blake3::hash(func.to_token_stream().to_string().as_bytes())
+        .to_hex()
+        .to_string()
+}
+
+/// The path the generated code reaches the runtime through.
+fn rt() -> TokenStream {
+    quote::quote!(::flowkit::__private)
+}
+
+/// The same path, spanned so that an error about the call it starts lands at `span`.
+fn rt_at(span: proc_macro2::Span) -> TokenStream {
+    quote::quote_spanned!(span=> ::flowkit::__private)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    #[test]
+    fn hash_changes_with_the_body() {
+        let a: ItemFn = syn::parse2(quote!(
+            async fn f() -> u8 {
+                1
+            }
+        ))
+        .unwrap();
+        let b: ItemFn = syn::parse2(quote!(
+            async fn f() -> u8 {
+                2
+            }
+        ))
+        .unwrap();
+        let a2: ItemFn = syn::parse2(quote!(
+            async fn f() -> u8 {
+                1
+            }
+        ))
+        .unwrap();
+        assert_ne!(source_hash(&a), source_hash(&b));
+        assert_eq!(source_hash(&a), source_hash(&a2));
+        assert_eq!(source_hash(&a).len(), 64);
+    }
+
+    #[test]
+    fn errors_keep_the_function() {
+        let out = task(
+            quote!(retries = "x"),
+            quote!(
+                async fn f() {}
+            ),
+        )
+        .to_string();
+        assert!(out.starts_with("async fn f"), "{out}");
+        assert!(out.contains("compile_error"), "{out}");
+    }
+
+    #[test]
+    fn generated_code_parses() {
+        for (attr, item) in [
+            (
+                quote!(),
+                quote!(
+                    pub async fn f(x: u8) -> u8 {
+                        x
+                    }
+                ),
+            ),
+            (
+                quote!(
+                    retries = 2,
+                    cache = inputs,
+                    timeout = "1s",
+                    on_failure = [a, b(1)]
+                ),
+                quote!(
+                    async fn f<T: Clone>(x: T, (a, b): (u8, u8)) -> anyhow::Result<T> {
+                        Ok(x)
+                    }
+                ),
+            ),
+            (
+                quote!(retries = 1),
+                quote!(
+                    async fn m(mut self, y: u8) -> u8 {
+                        self.0 + y
+                    }
+                ),
+            ),
+            (
+                quote!(persist = true),
+                quote!(
+                    async fn m(&self, s: &str) -> String {
+                        s.into()
+                    }
+                ),
+            ),
+        ] {
+            let out = task(attr.clone(), item.clone());
+            assert!(!out.to_string().contains("compile_error"), "{out}");
+            syn::parse2::<syn::File>(out.clone()).unwrap_or_else(|e| panic!("{e}: {out}"));
+            let out = flow(attr, item);
+            syn::parse2::<syn::File>(out.clone()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        }
+    }
+}

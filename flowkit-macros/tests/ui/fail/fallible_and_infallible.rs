@@ -1,0 +1,9 @@
+// `fallible` and `infallible` override the guess from the return type; both at once contradict.
+use flowkit_macros::task;
+
+#[task(fallible, infallible)]
+async fn fetch(url: String) -> anyhow::Result<String> {
+    Ok(url)
+}
+
+fn main() {}

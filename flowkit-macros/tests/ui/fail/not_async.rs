@@ -1,0 +1,9 @@
+// A task is awaited by its callers, so it must be an `async fn`; the error points at `fn`.
+use flowkit_macros::task;
+
+#[task]
+fn fetch(url: String) -> String {
+    url
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+// `retry_delay` alone does nothing: there are no retries to delay.
+use flowkit_macros::task;
+
+#[task(retry_delay = "1s")]
+async fn fetch(url: String) -> anyhow::Result<String> {
+    Ok(url)
+}
+
+fn main() {}
