@@ -92,6 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let n: u64 = args.next().unwrap_or_else(|| "1000000".into()).parse()?;
         black_box(sequential(n).await);
         println!("{:.1}", peak_rss_mb().ok_or("no /proc/self/status here")?);
+        println!("{}", flowkit::bus::dropped_events());
         return Ok(());
     }
     let n: u64 = match first {
@@ -135,9 +136,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let child = std::process::Command::new(exe)
         .args(["--rss-child", "1000000"])
         .output()?;
-    let rss = String::from_utf8_lossy(&child.stdout).trim().to_string();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    let mut lines = stdout.lines();
+    let (rss, dropped) = (lines.next().unwrap_or(""), lines.next().unwrap_or("?"));
     if child.status.success() && !rss.is_empty() {
         println!("peak_rss_mb={rss}");
+        println!("events_dropped_1m={dropped}");
     } else {
         eprintln!(
             "the 1 000 000-task child failed: {}",

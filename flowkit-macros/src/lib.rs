@@ -1,8 +1,8 @@
 //! The `#[task]` and `#[flow]` attributes of [flowkit](https://docs.rs/flowkit).
 //!
 //! Use them through `flowkit` (`use flowkit::{flow, task};`): the generated code calls the
-//! runtime through `::flowkit::__private`. The crate reads the attribute ([`parse`]: options
-//! → validated config) and then writes the code ([`expand`]: reads only the config).
+//! runtime through `::flowkit::__private`. The crate reads the attribute (`parse`: options
+//! → validated config) and then writes the code (`expand`: reads only the config).
 
 mod expand;
 mod parse;
@@ -18,11 +18,20 @@ use proc_macro::TokenStream;
 /// `fetch::submit(url)` (spawned, returns a `flowkit::TaskHandle`), `fetch::map(items)`
 /// (fan-out, results in input order) and `fetch::with_options(opts).call(url)`.
 ///
-/// ```ignore
-/// #[flowkit::task(retries = 3, retry_delay = "500ms", backoff = 2.0, timeout = "30s")]
-/// async fn fetch(url: String) -> anyhow::Result<Vec<u8>> {
-///     Ok(reqwest::get(url).await?.bytes().await?.to_vec())
+/// ```
+/// use flowkit::task;
+///
+/// #[task(retries = 3, retry_delay = "500ms", backoff = 2.0, timeout = "30s")]
+/// async fn fetch(url: String) -> anyhow::Result<String> {
+///     Ok(format!("contents of {url}"))
 /// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> anyhow::Result<()> {
+/// let page = fetch("https://example.com".into()).await?; // a run
+/// let handle = fetch::submit("https://example.org".into()); // a run in the background
+/// let pages = fetch::map(["a".to_string(), "b".to_string()]).await; // one run per item
+/// assert_eq!(handle.await?, "contents of https://example.org");
+/// # let _ = (page, pages); Ok(()) }
 /// ```
 ///
 /// # Options
@@ -60,12 +69,22 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// Takes the same options as [`macro@task`].
 ///
-/// ```ignore
-/// #[flowkit::flow(retries = 1, timeout = "2h")]
-/// async fn training(cfg: TrainConfig) -> anyhow::Result<Report> {
-///     let raw = download(cfg.url.clone()).await?;
-///     Ok(report(featurize(raw).await?))
+/// ```
+/// use flowkit::{flow, task};
+///
+/// #[task(cache = inputs)]
+/// async fn word_count(text: String) -> anyhow::Result<usize> {
+///     Ok(text.split_whitespace().count())
 /// }
+///
+/// #[flow(retries = 1, timeout = "2h")]
+/// async fn report(texts: Vec<String>) -> anyhow::Result<usize> {
+///     let counts = word_count::map(texts).await;
+///     counts.into_iter().sum()
+/// }
+///
+/// let nightly = report::deployment("nightly");
+/// # let _ = nightly;
 /// ```
 #[proc_macro_attribute]
 pub fn flow(attr: TokenStream, item: TokenStream) -> TokenStream {

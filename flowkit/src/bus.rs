@@ -17,10 +17,10 @@ use std::time::Duration;
 pub const QUEUE_CAPACITY: usize = 1 << 16;
 
 /// How often the sink thread looks for new events when nobody asks it to flush.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
+const DRAIN_INTERVAL: Duration = Duration::from_millis(2);
 
 enum Message {
-    Event(Box<Event>),
+    Event(Event),
     Flush(tokio::sync::oneshot::Sender<()>),
     AddSink(Box<dyn Sink>),
 }
@@ -52,7 +52,7 @@ fn bus() -> &'static Bus {
 /// Hands `event` to the sinks, without ever waiting.
 pub(crate) fn emit(event: Event) {
     let bus = bus();
-    match bus.tx.try_send(Message::Event(Box::new(event))) {
+    match bus.tx.try_send(Message::Event(event)) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
             bus.dropped.fetch_add(1, Ordering::Relaxed);
@@ -110,6 +110,9 @@ fn sink_loop(rx: Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>) {
                     got_any = true;
                     match msg {
                         Message::Event(event) => {
+                            // Drops counted before this event was queued may concern its run:
+                            // tell the sinks first (one atomic load per event).
+                            report_drops(&mut sinks, &mut reported_drops);
                             for sink in sinks.iter_mut() {
                                 sink.on_event(&event);
                             }

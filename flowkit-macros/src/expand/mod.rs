@@ -1,4 +1,5 @@
-//! Writing the code. Everything here reads a validated [`crate::parse::Config`]; nothing re-parses options.
+//! Writing the code. Everything here reads a validated [`crate::parse::Config`]; nothing
+//! re-parses options.
 //!
 //! - [`task`]: the rewritten function, the body handed to the runtime, and (for a free
 //!   function) the struct of the same name with `submit`, `map`, `with_options`, `call`.

@@ -194,7 +194,7 @@ fn free_fn(config: &Config, func: ItemFn, hash: &str) -> TokenStream {
         }
 
         #(#cfgs)*
-        #[allow(dead_code, clippy::too_many_arguments)]
+        #[allow(dead_code, clippy::too_many_arguments, clippy::multiple_bound_locations)]
         impl #ident {
             #[doc(hidden)]
             fn __flowkit_spec() -> &'static #p::TaskSpec {
@@ -356,6 +356,8 @@ fn attempt(config: &Config, block: &Block) -> TokenStream {
         args.push(quote!(#ident));
         pats.push(strip_attrs(pat));
     }
+    // With retries the arguments must be `Clone`: besides each argument's type, the
+    // compiler points at `retries` as the call that needs it.
     let run = match &config.retries {
         Some(retries) => {
             let p = rt_at(retries.span);

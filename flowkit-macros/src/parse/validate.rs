@@ -155,13 +155,11 @@ pub(crate) fn validate(kind: Kind, raw: RawOptions, func: &ItemFn) -> syn::Resul
     if let (Some(retries), Some(FnArg::Receiver(r))) = (&retries, func.sig.inputs.first())
         && matches!(r.kind, ReceiverKind::Reference(_, _, Some(_)))
     {
-        {
-            errors.push(syn::Error::new(
+        errors.push(syn::Error::new(
                 retries.span,
                 "`retries` cannot retry a `&mut self` method: each attempt would need its own `&mut self`. \
                  Take `&self` (with interior mutability) or `self`, or remove `retries`",
             ));
-        }
     }
     let needs_retries = |errors: &mut Errors, key: Span, option: &str| {
         if retries.is_none() {

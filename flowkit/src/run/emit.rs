@@ -22,15 +22,16 @@ pub(crate) struct Emitter {
 
 impl Emitter {
     fn event(&self, attempt: u32, body: EventBody) -> Event {
+        let timestamp = Utc::now();
         Event {
-            id: Uuid::now_v7(),
+            id: crate::ids::new_id_at(timestamp.timestamp_millis().max(0) as u64),
             run_id: self.run_id,
             parent_run_id: self.parent_run_id,
             flow_run_id: self.flow_run_id,
             run_kind: self.kind,
             name: self.name.clone(),
             attempt,
-            timestamp: Utc::now(),
+            timestamp,
             body,
         }
     }

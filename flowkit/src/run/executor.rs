@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
-use uuid::Uuid;
 
 type Panic = Box<dyn std::any::Any + Send + 'static>;
 
@@ -90,7 +89,7 @@ impl<T> Execution<T> {
         site: CallSite,
         parent: Option<&Frame>,
     ) -> Execution<T> {
-        let run_id = site.run_id.unwrap_or_else(Uuid::now_v7);
+        let run_id = site.run_id.unwrap_or_else(crate::ids::new_id);
         let parent_run_id = parent.and_then(|f| f.run.as_ref()).map(|r| r.id);
         let recorder = parent.and_then(|f| f.recorder.clone());
         let name = Cow::Borrowed(spec.name);

@@ -167,7 +167,7 @@ where
     T: Send + 'static,
     Fut: Future<Output = T> + Send + 'static,
 {
-    let run_id = Uuid::now_v7();
+    let run_id = crate::ids::new_id();
     site.run_id = Some(run_id);
     let done = Arc::new(Done::default());
     let guard = SetOnDrop(Arc::clone(&done));

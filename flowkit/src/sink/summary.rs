@@ -21,6 +21,7 @@
 //! live (from its first event to its final state); what remains is one aggregate per name.
 
 use crate::event::{Event, EventBody, RunKind};
+use crate::ids::IdMap;
 use crate::sink::Sink;
 use crate::state::StateType;
 use chrono::{DateTime, Utc};
@@ -54,9 +55,9 @@ const FINAL_STATES: [StateType; 6] = [
 pub struct Summary {
     out: Box<dyn Write + Send>,
     /// Runs that have started and not yet ended, under a top-level flow run.
-    live: HashMap<Uuid, LiveRun>,
+    live: IdMap<LiveRun>,
     /// Top-level flow runs that have started and not yet ended.
-    flows: HashMap<Uuid, FlowTally>,
+    flows: IdMap<FlowTally>,
 }
 
 /// What is kept about a run between its first event and its final state.
@@ -108,8 +109,8 @@ impl Summary {
     pub fn new(out: Box<dyn Write + Send>) -> Summary {
         Summary {
             out,
-            live: HashMap::new(),
-            flows: HashMap::new(),
+            live: IdMap::default(),
+            flows: IdMap::default(),
         }
     }
 

@@ -1,5 +1,5 @@
 // Durations are humantime literals parsed at compile time: "thirty seconds" is not one.
-use flowkit_macros::task;
+use flowkit::task;
 
 #[task(timeout = "thirty seconds")]
 async fn fetch(url: String) -> anyhow::Result<String> {

@@ -1,5 +1,5 @@
 // A type error in the body is reported on the user's line, as without the attribute.
-use flowkit_macros::task;
+use flowkit::task;
 
 #[task]
 async fn count(text: String) -> usize {

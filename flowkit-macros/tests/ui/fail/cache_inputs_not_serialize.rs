@@ -1,6 +1,6 @@
 // `cache = inputs` hashes the arguments, so they must be `Serialize`: the error points at
 // the argument's type.
-use flowkit_macros::task;
+use flowkit::task;
 
 #[derive(Clone)]
 struct Image(Vec<u8>);

@@ -1,6 +1,6 @@
 // A cached output is stored and read back, so it must be `Serialize + DeserializeOwned`: the
 // error points at the return type.
-use flowkit_macros::task;
+use flowkit::task;
 
 struct Model {
     weights: Vec<f32>,

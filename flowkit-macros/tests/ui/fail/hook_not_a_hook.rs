@@ -1,6 +1,6 @@
 // A hook is a `flowkit::Hook`, e.g. a `fn(&HookContext)`; a function taking something else is
 // reported at the hook.
-use flowkit_macros::task;
+use flowkit::task;
 
 fn notify(message: String) {
     eprintln!("{message}");

@@ -1,5 +1,5 @@
 // The runtime needs to name the output type: `impl Trait` in return position is not supported.
-use flowkit_macros::task;
+use flowkit::task;
 
 #[task]
 async fn numbers(n: u32) -> impl Iterator<Item = u32> {

@@ -1,5 +1,5 @@
 // `jitter` is the fraction of the delay to randomize, between 0.0 and 1.0.
-use flowkit_macros::task;
+use flowkit::task;
 
 #[task(retries = 2, jitter = 1.5)]
 async fn fetch(url: String) -> anyhow::Result<String> {

@@ -1,5 +1,5 @@
 // The attributes go on functions, not on types.
-use flowkit_macros::task;
+use flowkit::task;
 
 #[task]
 struct Fetch {

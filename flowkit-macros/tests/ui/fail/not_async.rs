@@ -1,5 +1,5 @@
 // A task is awaited by its callers, so it must be an `async fn`; the error points at `fn`.
-use flowkit_macros::task;
+use flowkit::task;
 
 #[task]
 fn fetch(url: String) -> String {

@@ -1,6 +1,6 @@
 // `submit` spawns the run on the tokio runtime, so a task's future must be `Send`: holding an
 // `Rc` across an `.await` is reported at the function's name.
-use flowkit_macros::task;
+use flowkit::task;
 use std::rc::Rc;
 
 #[task]

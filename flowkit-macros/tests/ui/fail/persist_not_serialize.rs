@@ -1,5 +1,5 @@
 // `persist` keys the stored output by the inputs, so the arguments must be `Serialize`.
-use flowkit_macros::task;
+use flowkit::task;
 
 struct Handle;
 

@@ -1,5 +1,5 @@
 // A `&mut self` method cannot be retried: each attempt would need its own `&mut self`.
-use flowkit_macros::task;
+use flowkit::task;
 
 struct Counter(u32);
 

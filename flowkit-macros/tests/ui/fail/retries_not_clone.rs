@@ -1,6 +1,6 @@
 // With `retries`, every attempt gets its own copy of the arguments, so they must be `Clone`:
 // the error points at the argument's type (and at `retries`).
-use flowkit_macros::task;
+use flowkit::task;
 
 struct Connection;
 

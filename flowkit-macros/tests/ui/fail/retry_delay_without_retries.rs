@@ -1,5 +1,5 @@
 // `retry_delay` alone does nothing: there are no retries to delay.
-use flowkit_macros::task;
+use flowkit::task;
 
 #[task(retry_delay = "1s")]
 async fn fetch(url: String) -> anyhow::Result<String> {

@@ -1,5 +1,5 @@
 // `retry_if` looks at the error of a failed attempt; this function has no error type.
-use flowkit_macros::task;
+use flowkit::task;
 
 fn transient(_: &std::io::Error) -> bool {
     true

@@ -1,5 +1,5 @@
 // `retry_if` takes the error by reference: `fn(&E) -> bool`, here `fn(&std::io::Error) -> bool`.
-use flowkit_macros::task;
+use flowkit::task;
 
 fn transient(e: String) -> bool {
     e.is_empty()

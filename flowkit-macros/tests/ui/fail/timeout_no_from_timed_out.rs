@@ -1,6 +1,6 @@
 // `timeout` turns a timed-out attempt into `Err(E::from(flowkit::TimedOut))`: the error type
 // needs that `From`.
-use flowkit_macros::task;
+use flowkit::task;
 
 #[derive(Debug)]
 enum FetchError {

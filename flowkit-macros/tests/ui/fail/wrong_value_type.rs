@@ -1,5 +1,5 @@
 // `retries` takes a number, not a string: the message shows the right form.
-use flowkit_macros::task;
+use flowkit::task;
 
 #[task(retries = "3")]
 async fn fetch(url: String) -> anyhow::Result<String> {

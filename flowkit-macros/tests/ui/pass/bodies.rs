@@ -1,7 +1,7 @@
 //! Bodies keep working as written: `return`, `?` with error conversion, `mut` and
 //! destructuring arguments, early returns in infallible fns, `async` blocks and closures.
 
-use flowkit_macros::task;
+use flowkit::task;
 
 #[derive(Debug)]
 struct MyError(String);

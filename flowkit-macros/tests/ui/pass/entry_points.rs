@@ -2,8 +2,7 @@
 //! `map` (one-argument items, tuples for several, unit for none), `with_options(..).call(..)`,
 //! and a `TaskHandle` passed on as an argument.
 
-use flowkit::{CallOptions, TaskHandle};
-use flowkit_macros::task;
+use flowkit::{CallOptions, TaskHandle, task};
 
 #[task(retries = 1)]
 async fn square(x: u64) -> u64 {

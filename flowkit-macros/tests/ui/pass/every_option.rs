@@ -1,8 +1,7 @@
 //! Every option at once, each in its accepted forms: hooks as a fn path, a call and a list,
 //! `cache` with a key function, durations in several humantime spellings.
 
-use flowkit::HookContext;
-use flowkit_macros::task;
+use flowkit::{HookContext, task};
 use serde::{Deserialize, Serialize};
 
 fn log_state(ctx: &HookContext) {

@@ -1,7 +1,7 @@
 //! Flows: tasks called inside become children, arguments are recorded as parameters
 //! (non-`Serialize` ones as a placeholder), and `deployment(name)` builds a deployment.
 
-use flowkit_macros::{flow, task};
+use flowkit::{flow, task};
 
 #[derive(Clone, Default, serde::Serialize)]
 struct TrainConfig {

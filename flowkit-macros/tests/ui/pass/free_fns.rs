@@ -1,7 +1,7 @@
 //! Free functions keep their signature: callers compile unchanged, visibility, docs and
 //! attributes stay, and the plain `.await` is a run.
 
-use flowkit_macros::{flow, task};
+use flowkit::{flow, task};
 
 mod steps {
     use super::task;

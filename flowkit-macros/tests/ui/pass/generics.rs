@@ -1,7 +1,7 @@
 //! Generic tasks: type, const and lifetime parameters, where clauses, parameters only in the
 //! return type; `submit` and `map` exist when the parameters are `Send + Sync + 'static`.
 
-use flowkit_macros::task;
+use flowkit::task;
 use std::fmt::Display;
 use std::str::FromStr;
 

@@ -2,7 +2,7 @@
 //! value, `mut self`, `self: Arc<Self>`, with and without retries, and associated fns that
 //! mention `Self`.
 
-use flowkit_macros::task;
+use flowkit::task;
 use std::sync::Arc;
 
 #[derive(Clone, Debug, Default, serde::Serialize)]

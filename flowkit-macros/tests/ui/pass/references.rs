@@ -1,8 +1,7 @@
 //! Functions that borrow (references, lifetimes, `impl Trait` arguments) are runs when
 //! called; they get `with_options(..).call(..)` but no `submit`/`map`.
 
-use flowkit::CallOptions;
-use flowkit_macros::task;
+use flowkit::{CallOptions, task};
 use std::fmt::Display;
 
 #[task]
