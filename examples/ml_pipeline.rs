@@ -65,7 +65,7 @@ struct Metrics {
 
 /// Cache key of `ingest`: the file's contents, so editing the CSV invalidates the cache
 /// while re-running on the same data does not read it twice.
-fn file_fingerprint(path: &PathBuf) -> String {
+fn file_fingerprint(path: &Path) -> String {
     match std::fs::read(path) {
         Ok(bytes) => format!("{}:{}", path.display(), bytes.len()) + &checksum(&bytes),
         // Unreadable: a key that never matches, so `ingest` runs and reports the real error.

@@ -97,7 +97,7 @@ async fn entries_expire_after_their_ttl() {
     );
 }
 
-fn key_fn_of(name: &String) -> String {
+fn key_fn_of(name: &str) -> String {
     name.to_lowercase()
 }
 

@@ -68,9 +68,8 @@ async fn last_err_is_returned_unchanged() {
     assert_eq!(run.final_state().unwrap().kind, Failed);
 }
 
-// `retry_if` gets `&E`, and `E` is `String` here.
-#[allow(clippy::ptr_arg)]
-fn is_transient(e: &String) -> bool {
+// `retry_if` is called with `&E` (`&String` here), so deref coercion lets it take `&str`.
+fn is_transient(e: &str) -> bool {
     e.starts_with("transient")
 }
 
@@ -383,8 +382,8 @@ async fn hooks_from_the_attribute_run() {
     );
 }
 
-#[allow(clippy::ptr_arg)] // key functions get `&A` for each argument `A`
-fn by_lowercase(url: &String) -> String {
+// Called with `&String`: deref coercion lets the key function take `&str`.
+fn by_lowercase(url: &str) -> String {
     url.to_lowercase()
 }
 

@@ -23,7 +23,7 @@
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> anyhow::Result<()> {
-//! assert_eq!(pipeline("https://example.com".into()).await?, 4);
+//! assert_eq!(pipeline("https://example.com".into()).await?, 3);
 //! # Ok(()) }
 //! ```
 //!

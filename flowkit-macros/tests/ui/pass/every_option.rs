@@ -19,7 +19,8 @@ fn transient(e: &anyhow::Error) -> bool {
 #[derive(Clone, Serialize, Deserialize)]
 struct Features(Vec<f32>);
 
-fn by_url(url: &String, _k: &u32) -> String {
+// Called with a reference to each argument; `&String` coerces to `&str`.
+fn by_url(url: &str, _k: &u32) -> String {
     url.to_lowercase()
 }
 
