@@ -7,6 +7,9 @@
 //! | `FLOWKIT_EVENT_LOG` | append every event to this file, one JSON object per line | off |
 //! | `FLOWKIT_LOG_LEVEL` | lowest level of `tracing` events captured as run logs | `info` |
 //! | `FLOWKIT_FLUSH_TIMEOUT` | how long a top-level flow waits for its events to reach the sinks | `5s` |
+//! | `FLOWKIT_API_URL` | report every event to the flowkit server at this URL ([`crate::sink::report`]) | off |
+//! | `FLOWKIT_API_KEY` | sent to the server as `Authorization: Bearer <key>` | none |
+//! | `FLOWKIT_REPORT_FLUSH_TIMEOUT` | how long the end of a top-level flow waits for the server before spooling events (kept below `FLOWKIT_FLUSH_TIMEOUT`) | `3s` |
 
 use crate::sink::Sink;
 use std::path::PathBuf;
@@ -29,6 +32,12 @@ pub struct Config {
     pub flush_timeout: Duration,
     /// `hostname:pid` of this process.
     pub worker: String,
+    /// Base URL of the flowkit server events are reported to, if any.
+    pub api_url: Option<String>,
+    /// The key sent to the server.
+    pub api_key: Option<crate::sink::report::ApiKey>,
+    /// How long the end of a top-level flow waits for the server before spooling events.
+    pub report_flush_timeout: Duration,
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -77,6 +86,13 @@ impl Config {
                 Duration::from_secs(5)
             }),
         };
+        let report_flush_timeout = match var("FLOWKIT_REPORT_FLUSH_TIMEOUT") {
+            None => crate::sink::report::DEFAULT_FLUSH_TIMEOUT,
+            Some(v) => humantime::parse_duration(v.trim()).unwrap_or_else(|e| {
+                eprintln!("flowkit: FLOWKIT_REPORT_FLUSH_TIMEOUT={v:?} is not a duration ({e}), e.g. \"3s\"; using 3s");
+                crate::sink::report::DEFAULT_FLUSH_TIMEOUT
+            }),
+        };
         Config {
             home,
             summary,
@@ -84,6 +100,9 @@ impl Config {
             log_level,
             flush_timeout,
             worker: format!("{}:{}", hostname(), std::process::id()),
+            api_url: var("FLOWKIT_API_URL").map(|v| v.trim().to_string()),
+            api_key: var("FLOWKIT_API_KEY").map(|v| crate::sink::report::ApiKey::new(v.trim())),
+            report_flush_timeout,
         }
     }
 
@@ -102,11 +121,29 @@ impl Config {
                 ),
             }
         }
+        if let Some(url) = &self.api_url {
+            use crate::sink::report::{ReportConfig, ReportSink};
+            let mut report = ReportConfig::new(url.clone(), self.home.join("spool"))
+                .worker(self.worker.clone())
+                // The bus waits `flush_timeout` for every sink: leave room to write the spool.
+                .flush_timeout(
+                    self.report_flush_timeout
+                        .min(self.flush_timeout.mul_f64(0.8)),
+                );
+            report.api_key = self.api_key.clone();
+            match ReportSink::start(report) {
+                Ok(sink) => sinks.push(Box::new(sink)),
+                Err(e) => eprintln!(
+                    "flowkit: cannot report to FLOWKIT_API_URL={url}: {e}; events are not reported"
+                ),
+            }
+        }
         sinks
     }
 }
 
-fn hostname() -> String {
+/// This machine's host name (`HOSTNAME`, else `/etc/hostname`, else `localhost`).
+pub(crate) fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())

@@ -8,6 +8,7 @@ use crate::event::Event;
 
 pub mod jsonl;
 pub(crate) mod logs;
+pub mod report;
 pub mod summary;
 
 /// Something that receives every event of the process, in order, on the sink thread.

@@ -1,0 +1,491 @@
+//! `FLOWKIT_API_URL`: every event POSTed to the flowkit server, in batches, from a background
+//! thread; spooled to disk while the server cannot take them.
+//!
+//! # How events travel
+//!
+//! [`ReportSink::on_event`] runs on the sink thread and only pushes a copy of the event onto a
+//! vector. A dedicated sender thread (a current-thread tokio runtime and one HTTP client)
+//! takes the events as soon as [`ReportConfig::batch_size`] are waiting, or every
+//! [`ReportConfig::batch_interval`] otherwise, serializes them and POSTs them as a JSON array
+//! of [`Event`] to `{api_url}/api/events`, with `Authorization: Bearer <FLOWKIT_API_KEY>` when
+//! a key is set. Under load a POST carries up to [`ReportConfig::max_batch_size`] events.
+//!
+//! | server answer | what the reporter does |
+//! |---|---|
+//! | `2xx` `{"accepted","duplicates","rejected":[…]}` | done; rejected events are counted and the first reason is logged |
+//! | `413` | splits the batch in halves and sends them again (a single event is dropped and counted) |
+//! | `400`, `422` | logs the server's message once, drops the batch (it can never succeed) and counts it |
+//! | `401`, `403` | logs once that `FLOWKIT_API_KEY` is missing or lacks the `report` scope; keeps the events and retries with backoff |
+//! | `5xx`, other, no connection | keeps the events and retries with exponential backoff |
+//!
+//! # When the server is down
+//!
+//! Events wait in memory up to [`ReportConfig::memory_events`]; past that the oldest are
+//! written to the spool, `<FLOWKIT_HOME>/spool/`: one JSON-lines file per chunk, written
+//! to a temporary name, synced and renamed, so a crash never leaves half a file to replay.
+//! Batches are always sent oldest first, spooled or not. The spool is bounded too
+//! ([`ReportConfig::spool_max_events`], [`ReportConfig::spool_max_bytes`]); past the bound
+//! events are dropped and counted, the count is logged, and once the server answers again
+//! it is POSTed to `{api_url}/api/reporter-drops` as `{"dropped": N, "worker": "host:pid"}`
+//! (events the bus dropped because its queue was full are included: the server never sees
+//! those either).
+//!
+//! Only one process at a time sends spooled files: the one holding an exclusive lock on
+//! `spool/.lock` (taken at start, retried every few seconds). Every process may add files.
+//! The lock dies with its process, so the next reporter to start in the same
+//! `FLOWKIT_HOME` (or a running one, on its next try) delivers what an earlier process left.
+//! Spooled files are sent to whatever server the lock holder reports to: processes sharing a
+//! `FLOWKIT_HOME` should share a server.
+//!
+//! # At the end of a flow
+//!
+//! When a top-level flow ends, the sink thread calls [`Sink::flush`]: the reporter waits up to
+//! [`ReportConfig::flush_timeout`] (`FLOWKIT_REPORT_FLUSH_TIMEOUT`, 3 s) for what it holds to
+//! be delivered. If the server cannot be reached (connection refused, `401`/`403`) it stops
+//! waiting at once. What is still undelivered then is moved to the spool, and one line on
+//! stderr says how many events are spooled, where, and for which server.
+//!
+//! Dropping a `ReportSink` does the same and stops its thread. The process-wide sink is
+//! never dropped — the sink thread is not joined when `main` returns — so the flush at the end
+//! of each top-level flow is what makes events durable. Events emitted outside any flow after
+//! the last flush are lost if the process exits before the next batch interval.
+
+mod sender;
+mod spool;
+
+use crate::event::Event;
+use crate::sink::Sink;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Events a POST carries when the reporter is not busy: a batch is sent as soon as this many
+/// are waiting.
+pub const DEFAULT_BATCH_SIZE: usize = 500;
+/// Most events one POST carries under load.
+pub const DEFAULT_MAX_BATCH_SIZE: usize = 5_000;
+/// How long a partial batch waits before it is sent anyway.
+pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// Events kept in memory before the oldest are spooled to disk.
+pub const DEFAULT_MEMORY_EVENTS: usize = 50_000;
+/// Most events the spool holds.
+pub const DEFAULT_SPOOL_MAX_EVENTS: u64 = 1_000_000;
+/// Most bytes the spool holds: 256 MiB.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// How long a flush waits for delivery before it spools what is left.
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// An API key: sent as a bearer token, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: impl Into<String>) -> ApiKey {
+        ApiKey(key.into())
+    }
+
+    /// The key itself, to put in a header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl From<String> for ApiKey {
+    fn from(key: String) -> ApiKey {
+        ApiKey(key)
+    }
+}
+
+impl From<&str> for ApiKey {
+    fn from(key: &str) -> ApiKey {
+        ApiKey(key.to_string())
+    }
+}
+
+/// Where the reporter's notices (server unreachable, spool full, …) go: stderr unless
+/// [`ReportConfig::on_notice`] says otherwise.
+#[derive(Clone, Default)]
+struct Notices(Option<Arc<NoticeFn>>);
+
+type NoticeFn = dyn Fn(&str) + Send + Sync;
+
+impl Notices {
+    fn say(&self, message: &str) {
+        match &self.0 {
+            Some(f) => f(message),
+            None => eprintln!("{message}"),
+        }
+    }
+}
+
+impl fmt::Debug for Notices {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Notices(custom)"
+        } else {
+            "Notices(stderr)"
+        })
+    }
+}
+
+/// Settings of one [`ReportSink`]. [`crate::config::Config`] builds one from
+/// `FLOWKIT_API_URL`, `FLOWKIT_API_KEY`, `FLOWKIT_REPORT_FLUSH_TIMEOUT` and `FLOWKIT_HOME`.
+///
+/// ```
+/// use flowkit::sink::report::ReportConfig;
+/// use std::time::Duration;
+/// let config = ReportConfig::new("http://127.0.0.1:4200", ".flowkit/spool")
+///     .api_key("secret")
+///     .flush_timeout(Duration::from_secs(1));
+/// assert!(!format!("{config:?}").contains("secret"));
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ReportConfig {
+    /// Base URL of the server, e.g. `http://127.0.0.1:4200`.
+    pub api_url: String,
+    /// Sent as `Authorization: Bearer <key>`.
+    pub api_key: Option<ApiKey>,
+    /// Directory of the spool files.
+    pub spool_dir: PathBuf,
+    /// A batch is sent as soon as this many events are waiting.
+    pub batch_size: usize,
+    /// Most events in one POST (batches grow up to this under load).
+    pub max_batch_size: usize,
+    /// A partial batch is sent after this long.
+    pub batch_interval: Duration,
+    /// Events kept in memory (waiting to be serialized, and again serialized) before the
+    /// oldest are spooled.
+    pub memory_events: usize,
+    /// Most events in the spool; past it events are dropped and counted.
+    pub spool_max_events: u64,
+    /// Most bytes in the spool; past it events are dropped and counted.
+    pub spool_max_bytes: u64,
+    /// How long [`Sink::flush`] waits for delivery before spooling what is left.
+    pub flush_timeout: Duration,
+    /// How long one HTTP request may take.
+    pub request_timeout: Duration,
+    /// Delay before the first retry after a failure; doubles on every further failure.
+    pub retry_delay: Duration,
+    /// Longest delay between two retries.
+    pub max_retry_delay: Duration,
+    /// `hostname:pid`, sent with the drop count.
+    pub worker: String,
+    notices: Notices,
+}
+
+impl ReportConfig {
+    /// Reporting to `api_url`, spooling under `spool_dir`, with the defaults of this module.
+    pub fn new(api_url: impl Into<String>, spool_dir: impl Into<PathBuf>) -> ReportConfig {
+        ReportConfig {
+            api_url: api_url.into(),
+            api_key: None,
+            spool_dir: spool_dir.into(),
+            batch_size: DEFAULT_BATCH_SIZE,
+            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            batch_interval: DEFAULT_BATCH_INTERVAL,
+            memory_events: DEFAULT_MEMORY_EVENTS,
+            spool_max_events: DEFAULT_SPOOL_MAX_EVENTS,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+            request_timeout: Duration::from_secs(10),
+            retry_delay: Duration::from_millis(200),
+            max_retry_delay: Duration::from_secs(30),
+            // Not `config::get()`: building a reporter must not fix the process settings.
+            worker: format!("{}:{}", crate::config::hostname(), std::process::id()),
+            notices: Notices::default(),
+        }
+    }
+
+    /// Sets the API key.
+    pub fn api_key(mut self, key: impl Into<ApiKey>) -> ReportConfig {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// Sets the batch size (the events that trigger a send) and the most events per POST.
+    pub fn batch_size(mut self, batch_size: usize, max_batch_size: usize) -> ReportConfig {
+        self.batch_size = batch_size.max(1);
+        self.max_batch_size = max_batch_size.max(self.batch_size);
+        self
+    }
+
+    /// Sets how long a partial batch waits.
+    pub fn batch_interval(mut self, interval: Duration) -> ReportConfig {
+        self.batch_interval = interval;
+        self
+    }
+
+    /// Sets how many events wait in memory before the oldest are spooled.
+    pub fn memory_events(mut self, events: usize) -> ReportConfig {
+        self.memory_events = events.max(1);
+        self
+    }
+
+    /// Sets the bounds of the spool.
+    pub fn spool_max(mut self, events: u64, bytes: u64) -> ReportConfig {
+        self.spool_max_events = events;
+        self.spool_max_bytes = bytes;
+        self
+    }
+
+    /// Sets how long a flush waits for delivery.
+    pub fn flush_timeout(mut self, timeout: Duration) -> ReportConfig {
+        self.flush_timeout = timeout;
+        self
+    }
+
+    /// Sets the first and the longest delay between retries.
+    pub fn retry_delays(mut self, first: Duration, max: Duration) -> ReportConfig {
+        self.retry_delay = first;
+        self.max_retry_delay = max.max(first);
+        self
+    }
+
+    /// Sets how long one HTTP request may take.
+    pub fn request_timeout(mut self, timeout: Duration) -> ReportConfig {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the `hostname:pid` sent with the drop count.
+    pub fn worker(mut self, worker: impl Into<String>) -> ReportConfig {
+        self.worker = worker.into();
+        self
+    }
+
+    /// Sends the reporter's notices (one line each, starting with `flowkit:`) to `f` instead
+    /// of stderr. They never contain the API key.
+    pub fn on_notice(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> ReportConfig {
+        self.notices = Notices(Some(Arc::new(f)));
+        self
+    }
+
+    fn events_url(&self) -> String {
+        format!("{}/api/events", self.api_url.trim_end_matches('/'))
+    }
+
+    fn drops_url(&self) -> String {
+        format!("{}/api/reporter-drops", self.api_url.trim_end_matches('/'))
+    }
+}
+
+/// What a reporter has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReportStats {
+    /// POST requests of events made (answered or not).
+    pub posts: u64,
+    /// Events the server accepted (duplicates included).
+    pub delivered: u64,
+    /// Events the server refused for good (in a `400`/`422` batch, listed as rejected, or
+    /// alone and still too big).
+    pub rejected: u64,
+    /// Events dropped by this reporter because memory and spool were full.
+    pub dropped: u64,
+    /// Events in the spool directory, as far as this process knows.
+    pub spooled: u64,
+    /// Events held in memory by the sender thread.
+    pub in_memory: u64,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    posts: AtomicU64,
+    delivered: AtomicU64,
+    rejected: AtomicU64,
+    dropped: AtomicU64,
+    spooled: AtomicU64,
+    in_memory: AtomicU64,
+}
+
+impl Stats {
+    fn snapshot(&self) -> ReportStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ReportStats {
+            posts: get(&self.posts),
+            delivered: get(&self.delivered),
+            rejected: get(&self.rejected),
+            dropped: get(&self.dropped),
+            spooled: get(&self.spooled),
+            in_memory: get(&self.in_memory),
+        }
+    }
+}
+
+/// How a flush ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlushOutcome {
+    /// Everything this reporter held (and the spool, if this process sends it) was delivered.
+    pub complete: bool,
+    /// Events left in the spool directory.
+    pub spooled: u64,
+    /// The spool directory.
+    pub spool_dir: PathBuf,
+}
+
+/// What the sink thread hands to the sender thread.
+#[derive(Default)]
+struct Pending {
+    events: Vec<Event>,
+    /// Events refused because too many were already waiting.
+    refused: u64,
+    /// Events the bus dropped because its queue was full.
+    bus_dropped: u64,
+    flush: Option<mpsc::Sender<FlushOutcome>>,
+    shutdown: bool,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: tokio::sync::Notify,
+    stats: Stats,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The sink that reports events to the flowkit server. See the [module](self) documentation.
+pub struct ReportSink {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    batch_size: usize,
+    max_pending: usize,
+    flush_timeout: Duration,
+    spool_dir: PathBuf,
+}
+
+impl fmt::Debug for ReportSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReportSink")
+            .field("spool_dir", &self.spool_dir)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReportSink {
+    /// Starts the sender thread. On start it takes over spool files a previous process left
+    /// (if no other live process has), and sends them once the server answers.
+    ///
+    /// Fails if the URL is not an absolute `http(s)` URL, or if the HTTP client or the thread
+    /// cannot be created.
+    pub fn start(config: ReportConfig) -> io::Result<ReportSink> {
+        let url = reqwest::Url::parse(&config.events_url())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the API URL must start with http:// or https://",
+            ));
+        }
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: tokio::sync::Notify::new(),
+            stats: Stats::default(),
+        });
+        let sender = sender::Sender::new(config.clone(), shared.clone())?;
+        let thread = std::thread::Builder::new()
+            .name("flowkit-report".into())
+            .spawn(move || sender.run())?;
+        Ok(ReportSink {
+            shared,
+            thread: Some(thread),
+            batch_size: config.batch_size.max(1),
+            max_pending: config.memory_events.max(1),
+            flush_timeout: config.flush_timeout,
+            spool_dir: config.spool_dir,
+        })
+    }
+
+    /// What the reporter has done so far.
+    pub fn stats(&self) -> ReportStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// The spool directory.
+    pub fn spool_dir(&self) -> &Path {
+        &self.spool_dir
+    }
+
+    /// Waits up to the flush timeout for everything received so far to be delivered, then
+    /// spools what is left. Returns within the flush timeout plus the time to write the spool
+    /// (and gives up waiting one second after that).
+    pub fn flush_report(&mut self) -> FlushOutcome {
+        let (tx, rx) = mpsc::channel();
+        self.shared.lock().flush = Some(tx);
+        self.shared.wake.notify_one();
+        // The sender answers at its deadline; the margin covers writing the spool.
+        match rx.recv_timeout(self.flush_timeout + Duration::from_secs(1)) {
+            Ok(outcome) => outcome,
+            Err(_) => FlushOutcome {
+                complete: false,
+                spooled: self.shared.stats.spooled.load(Ordering::Relaxed),
+                spool_dir: self.spool_dir.clone(),
+            },
+        }
+    }
+}
+
+impl Sink for ReportSink {
+    fn on_event(&mut self, event: &Event) {
+        let mut pending = self.shared.lock();
+        if pending.events.len() >= self.max_pending {
+            // The sender thread is behind (a slow disk): never wait for it.
+            pending.refused += 1;
+            return;
+        }
+        pending.events.push(event.clone());
+        let full = pending.events.len() == self.batch_size;
+        drop(pending);
+        if full {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    fn on_dropped(&mut self, count: u64) {
+        self.shared.lock().bus_dropped += count;
+    }
+
+    fn flush(&mut self) {
+        self.flush_report();
+    }
+}
+
+impl Drop for ReportSink {
+    fn drop(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let (tx, rx) = mpsc::channel();
+        {
+            let mut pending = self.shared.lock();
+            pending.flush = Some(tx);
+            pending.shutdown = true;
+        }
+        self.shared.wake.notify_one();
+        // Join only a thread that answered: one stuck on a dead disk is left behind.
+        if rx
+            .recv_timeout(self.flush_timeout + Duration::from_secs(1))
+            .is_ok()
+        {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,881 @@
+//! The sender thread: serializes what the sink thread hands over, POSTs it, retries, spools.
+//!
+//! Everything here runs on one thread, in one current-thread tokio runtime, one request at a
+//! time: while a request is in flight the thread keeps taking events in and spooling the
+//! oldest when memory is full, so a slow server never makes the sink thread wait.
+
+use super::spool::{self, Key, Spool};
+use super::{FlushOutcome, Notices, ReportConfig, Shared};
+use crate::event::Event;
+use crate::policy::retry::RetryPolicy;
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use serde::Deserialize;
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::{Instant, sleep_until};
+
+/// How often a reporter that does not hold the spool lock tries to take it, and how often the
+/// holder lists the directory for files other processes added.
+const SPOOL_MAINTENANCE: Duration = Duration::from_secs(5);
+
+/// Some events, serialized: one JSON object per line.
+#[derive(Debug)]
+struct Batch {
+    key: Key,
+    lines: Vec<u8>,
+    count: usize,
+    /// The batch is the spool file of this key (deleted once delivered), not held in memory.
+    file: bool,
+}
+
+impl Batch {
+    /// The request body: the lines as a JSON array.
+    fn to_array(&self) -> Vec<u8> {
+        let lines = self.lines.strip_suffix(b"\n").unwrap_or(&self.lines);
+        let mut body = Vec::with_capacity(lines.len() + 2);
+        body.push(b'[');
+        body.extend_from_slice(lines);
+        // Compact JSON never holds a raw newline, so every newline separates two events.
+        for b in &mut body[1..] {
+            if *b == b'\n' {
+                *b = b',';
+            }
+        }
+        body.push(b']');
+        body
+    }
+
+    /// Splits a batch of two or more events into two halves, as memory batches.
+    fn split(self) -> (Batch, Batch) {
+        let half = self.count / 2;
+        let cut = self
+            .lines
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(half.saturating_sub(1))
+            .map_or(self.lines.len(), |(i, _)| i + 1);
+        let (first, second) = self.lines.split_at(cut);
+        (
+            Batch {
+                key: self.key,
+                lines: first.to_vec(),
+                count: half,
+                file: false,
+            },
+            Batch {
+                key: self.key,
+                lines: second.to_vec(),
+                count: self.count - half,
+                file: false,
+            },
+        )
+    }
+}
+
+/// A flush the sink thread is waiting for.
+struct Flush {
+    reply: mpsc::Sender<FlushOutcome>,
+    deadline: Instant,
+    /// The server cannot be reached now: spool at once rather than wait for the deadline.
+    give_up: bool,
+}
+
+/// Why a POST did not deliver, when it should be retried.
+enum Failure {
+    Connect(String),
+    Auth(StatusCode),
+    Other(String),
+}
+
+/// Notices said once (per outage, for `down`).
+#[derive(Default)]
+struct Said {
+    down: bool,
+    auth: bool,
+    refused_batch: bool,
+    rejected_event: bool,
+    too_big: bool,
+    spool_full: bool,
+    spool_error: bool,
+    drops_404: bool,
+}
+
+/// The body of a `2xx` answer to `POST /api/events`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Accepted {
+    rejected: Vec<Rejected>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Rejected {
+    index: usize,
+    error: ApiError,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ApiError {
+    code: String,
+    message: String,
+}
+
+/// The body of a `4xx` answer: `{"error": {"code", "message"}}`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ErrorBody {
+    error: ApiError,
+}
+
+pub(super) struct Sender {
+    runtime: Option<tokio::runtime::Runtime>,
+    client: reqwest::Client,
+    events_url: String,
+    drops_url: String,
+    auth: Option<HeaderValue>,
+    cfg: ReportConfig,
+    notices: Notices,
+    shared: Arc<Shared>,
+    /// Serialized batches, oldest first.
+    queue: VecDeque<Batch>,
+    /// Events in `queue`.
+    queued: usize,
+    /// Reused between intakes.
+    spare: Vec<Event>,
+    spool: Spool,
+    next_maintenance: Instant,
+    failures: u32,
+    retry_at: Option<Instant>,
+    /// Dropped events the server has not been told about.
+    unreported_drops: u64,
+    /// Events dropped since the count was last logged.
+    dropped_unlogged: u64,
+    flush: Option<Flush>,
+    /// Events were spooled while another process held the spool lock.
+    spilled_unowned: bool,
+    shutdown: bool,
+    last_take_all: Instant,
+    last_micros: u64,
+    seq: u64,
+    said: Said,
+}
+
+impl Sender {
+    pub(super) fn new(cfg: ReportConfig, shared: Arc<Shared>) -> io::Result<Sender> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = reqwest::Client::builder()
+            .timeout(cfg.request_timeout)
+            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(io::Error::other)?;
+        let auth = match &cfg.api_key {
+            None => None,
+            Some(key) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                    .map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "FLOWKIT_API_KEY holds characters an HTTP header cannot carry",
+                        )
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        let now = Instant::now();
+        Ok(Sender {
+            runtime: Some(runtime),
+            client,
+            events_url: cfg.events_url(),
+            drops_url: cfg.drops_url(),
+            auth,
+            notices: cfg.notices.clone(),
+            spool: Spool::new(
+                cfg.spool_dir.clone(),
+                cfg.spool_max_events,
+                cfg.spool_max_bytes,
+            ),
+            cfg,
+            shared,
+            queue: VecDeque::new(),
+            queued: 0,
+            spare: Vec::new(),
+            next_maintenance: now,
+            failures: 0,
+            retry_at: None,
+            unreported_drops: 0,
+            dropped_unlogged: 0,
+            flush: None,
+            spilled_unowned: false,
+            shutdown: false,
+            last_take_all: now,
+            last_micros: 0,
+            seq: 0,
+            said: Said::default(),
+        })
+    }
+
+    /// The thread's body: returns after a shutdown flush.
+    pub(super) fn run(mut self) {
+        // Made now so the lock can be taken at once; failing here is reported on first use.
+        let _ = std::fs::create_dir_all(self.spool.dir());
+        if let Some(runtime) = self.runtime.take() {
+            runtime.block_on(self.main_loop());
+        }
+    }
+
+    async fn main_loop(&mut self) {
+        loop {
+            self.intake();
+            self.bound_memory();
+            self.maintain_spool();
+            if self.progress_flush() && self.shutdown {
+                return;
+            }
+            self.publish();
+            match self.next_batch() {
+                Some(batch) => self.send(batch).await,
+                None => self.idle().await,
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let stats = &self.shared.stats;
+        stats.in_memory.store(self.queued as u64, Ordering::Relaxed);
+        stats.spooled.store(self.spool.events(), Ordering::Relaxed);
+    }
+
+    fn say(&self, message: &str) {
+        self.notices.say(message);
+    }
+
+    /// Takes what the sink thread handed over: whole batches, or everything once the batch
+    /// interval has passed or a flush is asked for.
+    fn intake(&mut self) {
+        let batch_size = self.cfg.batch_size.max(1);
+        {
+            let shared = self.shared.clone();
+            let mut pending = shared.lock();
+            if let Some(reply) = pending.flush.take() {
+                self.start_flush(reply);
+            }
+            self.shutdown |= pending.shutdown;
+            let refused = std::mem::take(&mut pending.refused);
+            let bus_dropped = std::mem::take(&mut pending.bus_dropped);
+            if refused > 0 {
+                self.shared
+                    .stats
+                    .dropped
+                    .fetch_add(refused, Ordering::Relaxed);
+                self.dropped_unlogged += refused;
+            }
+            self.unreported_drops += refused + bus_dropped;
+            let take_all = self.flush.is_some()
+                || self.shutdown
+                || self.last_take_all.elapsed() >= self.cfg.batch_interval;
+            let len = pending.events.len();
+            let n = if take_all {
+                self.last_take_all = Instant::now();
+                len
+            } else {
+                len / batch_size * batch_size
+            };
+            if n == 0 {
+                return;
+            } else if n == len {
+                std::mem::swap(&mut pending.events, &mut self.spare);
+            } else {
+                self.spare.extend(pending.events.drain(..n));
+            }
+        }
+        let mut events = std::mem::take(&mut self.spare);
+        for event in events.drain(..) {
+            self.push_event(&event);
+        }
+        self.spare = events;
+    }
+
+    /// Serializes one event at the end of the queue.
+    fn push_event(&mut self, event: &Event) {
+        let max = self.cfg.max_batch_size.max(1);
+        if self.queue.back().is_none_or(|b| b.count >= max) {
+            let key = self.next_key();
+            self.queue.push_back(Batch {
+                key,
+                lines: Vec::with_capacity(max.min(1024) * 256),
+                count: 0,
+                file: false,
+            });
+        }
+        let Some(batch) = self.queue.back_mut() else {
+            return;
+        };
+        let start = batch.lines.len();
+        match serde_json::to_writer(&mut batch.lines, event) {
+            Ok(()) => {
+                batch.lines.push(b'\n');
+                batch.count += 1;
+                self.queued += 1;
+            }
+            Err(_) => {
+                // Only a hand-made `fields` map can fail to serialize; it could never be sent.
+                batch.lines.truncate(start);
+                self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A key later than every key this process made before.
+    fn next_key(&mut self) -> Key {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        self.last_micros = self.last_micros.max(now);
+        self.seq += 1;
+        Key {
+            micros: self.last_micros,
+            pid: std::process::id(),
+            seq: self.seq,
+        }
+    }
+
+    /// Spools the oldest batches while memory holds more than its bound (down to half of it,
+    /// so spooling happens in chunks).
+    fn bound_memory(&mut self) {
+        if self.queued <= self.cfg.memory_events {
+            return;
+        }
+        let target = self.cfg.memory_events / 2;
+        while self.queued > target {
+            let Some(chunk) = self.pop_chunk() else { break };
+            self.spill(chunk);
+        }
+    }
+
+    /// Takes the oldest memory batches, merged up to the largest batch size.
+    fn pop_chunk(&mut self) -> Option<Batch> {
+        let mut chunk = self.queue.pop_front()?;
+        while let Some(next) = self.queue.front() {
+            if chunk.count + next.count > self.cfg.max_batch_size {
+                break;
+            }
+            if let Some(next) = self.queue.pop_front() {
+                chunk.lines.extend_from_slice(&next.lines);
+                chunk.count += next.count;
+            }
+        }
+        self.queued -= chunk.count;
+        Some(chunk)
+    }
+
+    /// Writes a memory batch to the spool, or drops and counts it when the spool is full.
+    fn spill(&mut self, batch: Batch) {
+        if batch.count == 0 || batch.file {
+            return;
+        }
+        if !self.spool.fits(batch.count, batch.lines.len()) {
+            // Another process may have sent files since the last look.
+            let _ = self.spool.scan();
+        }
+        if !self.spool.fits(batch.count, batch.lines.len()) {
+            if !self.said.spool_full {
+                self.said.spool_full = true;
+                self.say(&format!(
+                    "flowkit: the spool under {} is full ({} events, at most {} events or {} bytes); newer events are dropped and counted",
+                    self.spool.dir().display(),
+                    self.spool.events(),
+                    self.cfg.spool_max_events,
+                    self.cfg.spool_max_bytes
+                ));
+            }
+            self.drop_events(batch.count as u64);
+            return;
+        }
+        if !self.spool.is_owner() {
+            // Another process sends the spool: this flush cannot say it delivered everything.
+            self.spilled_unowned = true;
+        }
+        if let Err(e) = self.spool.write(batch.key, &batch.lines, batch.count) {
+            if !self.said.spool_error {
+                self.said.spool_error = true;
+                self.say(&format!(
+                    "flowkit: cannot write the spool under {}: {e}; events that do not fit in memory are dropped",
+                    self.spool.dir().display()
+                ));
+            }
+            self.drop_events(batch.count as u64);
+        }
+    }
+
+    fn drop_events(&mut self, count: u64) {
+        self.shared
+            .stats
+            .dropped
+            .fetch_add(count, Ordering::Relaxed);
+        self.unreported_drops += count;
+        self.dropped_unlogged += count;
+    }
+
+    /// Takes the spool lock when free, and lists the directory now and then.
+    fn maintain_spool(&mut self) {
+        if Instant::now() < self.next_maintenance {
+            return;
+        }
+        self.next_maintenance = Instant::now() + SPOOL_MAINTENANCE;
+        if let Err(e) = self.spool.try_own()
+            && !self.said.spool_error
+        {
+            self.said.spool_error = true;
+            self.say(&format!(
+                "flowkit: cannot lock the spool under {}: {e}; spooled events are not sent by this process",
+                self.spool.dir().display()
+            ));
+        }
+        if let Err(e) = self.spool.scan()
+            && !self.said.spool_error
+        {
+            self.said.spool_error = true;
+            self.say(&format!(
+                "flowkit: cannot list the spool under {}: {e}",
+                self.spool.dir().display()
+            ));
+        }
+    }
+
+    fn start_flush(&mut self, reply: mpsc::Sender<FlushOutcome>) {
+        if let Some(previous) = self.flush.take() {
+            let _ = previous.reply.send(self.outcome(false));
+        }
+        self.flush = Some(Flush {
+            reply,
+            deadline: Instant::now() + self.cfg.flush_timeout,
+            give_up: false,
+        });
+        // Try now rather than at the end of a backoff; pick up what other processes left.
+        self.retry_at = None;
+        self.next_maintenance = Instant::now();
+    }
+
+    fn outcome(&self, complete: bool) -> FlushOutcome {
+        FlushOutcome {
+            complete,
+            spooled: self.spool.events(),
+            spool_dir: self.spool.dir().to_path_buf(),
+        }
+    }
+
+    /// Answers the flush in progress when everything is delivered, or spools what is left when
+    /// its time is up. Returns whether a flush was answered.
+    fn progress_flush(&mut self) -> bool {
+        let Some(flush) = &self.flush else {
+            return false;
+        };
+        let unowned = self.spilled_unowned && !self.spool.is_owner();
+        let done = self.queue.is_empty() && self.spool.oldest().is_none() && !unowned;
+        let stuck = self.queue.is_empty() && unowned;
+        if !done && !stuck && !flush.give_up && Instant::now() < flush.deadline {
+            return false;
+        }
+        if self.spool.is_owner() {
+            self.spilled_unowned = false;
+        }
+        if !done {
+            while let Some(chunk) = self.pop_chunk() {
+                self.spill(chunk);
+            }
+        }
+        self.publish();
+        if self.dropped_unlogged > 0 {
+            self.say(&format!(
+                "flowkit: {} events were dropped because the reporter's memory and the spool under {} were full",
+                self.dropped_unlogged,
+                self.spool.dir().display()
+            ));
+            self.dropped_unlogged = 0;
+        }
+        let outcome = self.outcome(done);
+        if !done && outcome.spooled > 0 {
+            self.say(&format!(
+                "flowkit: {} events are spooled under {} and will be sent when the server at {} answers",
+                outcome.spooled,
+                self.spool.dir().display(),
+                self.cfg.api_url
+            ));
+        }
+        if let Some(flush) = self.flush.take() {
+            let _ = flush.reply.send(outcome);
+        }
+        true
+    }
+
+    /// The oldest batch, from memory or the spool, unless waiting out a backoff.
+    fn next_batch(&mut self) -> Option<Batch> {
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return None;
+        }
+        loop {
+            let file = self.spool.oldest().map(|(k, f)| (k, f.path.clone()));
+            let from_memory = match (self.queue.front(), &file) {
+                (Some(b), Some((k, _))) => b.key <= *k,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => return None,
+            };
+            if from_memory {
+                let batch = self.queue.pop_front()?;
+                self.queued -= batch.count;
+                return Some(batch);
+            }
+            let (key, path) = file?;
+            match spool::read_lines(&path) {
+                Ok((lines, count, skipped)) => {
+                    if skipped > 0 {
+                        self.say(&format!(
+                            "flowkit: skipped {skipped} damaged lines of the spool file {}",
+                            path.display()
+                        ));
+                    }
+                    if count == 0 {
+                        self.spool.remove(&key);
+                        continue;
+                    }
+                    return Some(Batch {
+                        key,
+                        lines,
+                        count,
+                        file: true,
+                    });
+                }
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        self.say(&format!(
+                            "flowkit: cannot read the spool file {}: {e}; it is skipped",
+                            path.display()
+                        ));
+                    }
+                    self.spool.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Waits for events, a flush, the end of a backoff or the batch interval.
+    async fn idle(&mut self) {
+        let mut wake = self.last_take_all + self.cfg.batch_interval;
+        wake = wake.min(self.next_maintenance);
+        if let Some(t) = self.retry_at {
+            wake = wake.min(t);
+        }
+        if let Some(flush) = &self.flush {
+            wake = wake.min(flush.deadline);
+        }
+        let shared = self.shared.clone();
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = sleep_until(wake) => {}
+        }
+    }
+
+    /// POSTs one batch, taking events in meanwhile; handles the answer.
+    async fn send(&mut self, batch: Batch) {
+        let mut request = self
+            .client
+            .post(&self.events_url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(batch.to_array());
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        self.shared.stats.posts.fetch_add(1, Ordering::Relaxed);
+        let answer = async move {
+            let response = request.send().await?;
+            let status = response.status();
+            let body = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, body))
+        };
+        let mut answer = std::pin::pin!(answer);
+        let shared = self.shared.clone();
+        let result = loop {
+            let mut wake = self.last_take_all + self.cfg.batch_interval;
+            if let Some(flush) = &self.flush {
+                wake = wake.min(flush.deadline);
+            }
+            tokio::select! {
+                result = &mut answer => break Some(result),
+                _ = shared.wake.notified() => {}
+                _ = sleep_until(wake) => {}
+            }
+            self.intake();
+            self.bound_memory();
+            self.publish();
+            if self
+                .flush
+                .as_ref()
+                .is_some_and(|f| Instant::now() >= f.deadline)
+            {
+                // The flush may not wait any longer: the batch goes to the spool.
+                break None;
+            }
+        };
+        match result {
+            None => self.put_back(batch),
+            Some(Err(e)) => {
+                let failure = if e.is_connect() {
+                    Failure::Connect(error_chain(&e))
+                } else {
+                    Failure::Other(error_chain(&e))
+                };
+                self.failed(batch, failure);
+            }
+            Some(Ok((status, body))) => self.answered(batch, status, &body).await,
+        }
+    }
+
+    async fn answered(&mut self, batch: Batch, status: StatusCode, body: &[u8]) {
+        let stats = &self.shared.stats;
+        match status.as_u16() {
+            200..=299 => {
+                let accepted: Accepted = serde_json::from_slice(body).unwrap_or_default();
+                let rejected = accepted.rejected.len().min(batch.count);
+                stats
+                    .delivered
+                    .fetch_add((batch.count - rejected) as u64, Ordering::Relaxed);
+                stats.rejected.fetch_add(rejected as u64, Ordering::Relaxed);
+                if let Some(first) = accepted.rejected.first()
+                    && !self.said.rejected_event
+                {
+                    self.said.rejected_event = true;
+                    self.say(&format!(
+                        "flowkit: the server at {} rejected {rejected} events of a batch (event {}: {}: {}); rejected events are counted, not retried",
+                        self.cfg.api_url, first.index, first.error.code, first.error.message
+                    ));
+                }
+                self.done_with(batch);
+                self.succeeded();
+                if self.unreported_drops > 0 {
+                    self.report_drops().await;
+                }
+            }
+            413 if batch.count > 1 => {
+                let file = batch.file.then_some(batch.key);
+                let (first, second) = batch.split();
+                self.queued += first.count + second.count;
+                self.queue.push_front(second);
+                self.queue.push_front(first);
+                if let Some(key) = file {
+                    self.spool.remove(&key);
+                }
+                self.succeeded();
+            }
+            413 | 400 | 422 => {
+                stats
+                    .rejected
+                    .fetch_add(batch.count as u64, Ordering::Relaxed);
+                let said = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    &mut self.said.too_big
+                } else {
+                    &mut self.said.refused_batch
+                };
+                if !*said {
+                    *said = true;
+                    let error: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+                    let message = if error.error.message.is_empty() {
+                        String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
+                    } else {
+                        format!("{}: {}", error.error.code, error.error.message)
+                    };
+                    self.say(&format!(
+                        "flowkit: the server at {} refused a batch of {} events ({status}: {message}); it is dropped, and later refused batches are only counted",
+                        self.cfg.api_url, batch.count
+                    ));
+                }
+                self.done_with(batch);
+                self.succeeded();
+            }
+            401 | 403 => self.failed(batch, Failure::Auth(status)),
+            _ => self.failed(batch, Failure::Other(format!("it answered {status}"))),
+        }
+    }
+
+    /// Forgets a batch the server has answered for good.
+    fn done_with(&mut self, batch: Batch) {
+        if batch.file {
+            self.spool.remove(&batch.key);
+        }
+    }
+
+    fn succeeded(&mut self) {
+        self.failures = 0;
+        self.retry_at = None;
+        if self.said.down {
+            self.said.down = false;
+            self.say(&format!(
+                "flowkit: the server at {} answers again",
+                self.cfg.api_url
+            ));
+        }
+    }
+
+    /// Keeps a batch that was not delivered, to send again first.
+    fn put_back(&mut self, batch: Batch) {
+        if !batch.file {
+            self.queued += batch.count;
+            self.queue.push_front(batch);
+        }
+    }
+
+    fn failed(&mut self, batch: Batch, failure: Failure) {
+        self.put_back(batch);
+        self.failures = self.failures.saturating_add(1);
+        let policy = RetryPolicy {
+            retries: u32::MAX,
+            delay: self.cfg.retry_delay,
+            backoff: 2.0,
+            jitter: 0.2,
+        };
+        let delay = policy
+            .delay_before_retry(self.failures, fastrand::f64())
+            .min(self.cfg.max_retry_delay);
+        self.retry_at = Some(Instant::now() + delay);
+        let hopeless = matches!(failure, Failure::Connect(_) | Failure::Auth(_));
+        if let Some(flush) = &mut self.flush {
+            flush.give_up |= hopeless;
+        }
+        match failure {
+            Failure::Auth(status) => {
+                if !self.said.auth {
+                    self.said.auth = true;
+                    self.say(&format!(
+                        "flowkit: the server at {} answered {status}: FLOWKIT_API_KEY missing or lacks the report scope; events are kept (spooled under {}) and retried",
+                        self.cfg.api_url,
+                        self.spool.dir().display()
+                    ));
+                }
+            }
+            Failure::Connect(reason) | Failure::Other(reason) => {
+                if !self.said.down {
+                    self.said.down = true;
+                    self.say(&format!(
+                        "flowkit: cannot deliver events to the server at {} ({reason}); they are kept and retried",
+                        self.cfg.api_url
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Tells the server how many events it will never see.
+    async fn report_drops(&mut self) {
+        let dropped = self.unreported_drops;
+        let body = serde_json::json!({ "dropped": dropped, "worker": self.cfg.worker });
+        let mut request = self.client.post(&self.drops_url).json(&body);
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        match request.send().await {
+            Ok(response) if response.status().is_success() => {
+                self.unreported_drops -= dropped;
+            }
+            Ok(response) if response.status() == StatusCode::NOT_FOUND => {
+                self.unreported_drops -= dropped;
+                if !self.said.drops_404 {
+                    self.said.drops_404 = true;
+                    self.say(&format!(
+                        "flowkit: the server at {} does not take drop counts (404 on /api/reporter-drops); {dropped} events were dropped",
+                        self.cfg.api_url
+                    ));
+                }
+            }
+            // Kept, and sent again after the next delivered batch.
+            _ => {}
+        }
+    }
+}
+
+/// An error and its causes, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(lines: &[&str]) -> Batch {
+        let mut bytes = Vec::new();
+        for l in lines {
+            bytes.extend_from_slice(l.as_bytes());
+            bytes.push(b'\n');
+        }
+        Batch {
+            key: Key {
+                micros: 1,
+                pid: 1,
+                seq: 1,
+            },
+            lines: bytes,
+            count: lines.len(),
+            file: false,
+        }
+    }
+
+    #[test]
+    fn the_body_is_a_json_array_of_the_lines() {
+        let b = batch(&[r#"{"a":"x\ny"}"#, r#"{"b":2}"#, r#"{"c":3}"#]);
+        let body = b.to_array();
+        let value: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
+        assert_eq!(
+            value,
+            serde_json::json!([{"a": "x\ny"}, {"b": 2}, {"c": 3}])
+        );
+        assert_eq!(batch(&[]).to_array(), b"[]");
+    }
+
+    #[test]
+    fn split_cuts_at_a_line_boundary() {
+        let (a, b) = batch(&["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"]).split();
+        assert_eq!((a.count, b.count), (1, 2));
+        assert_eq!(a.lines, b"{\"n\":1}\n");
+        assert_eq!(b.lines, b"{\"n\":2}\n{\"n\":3}\n");
+        let (a, b) = batch(&["{}", "{}"]).split();
+        assert_eq!((a.count, b.count), (1, 1));
+        assert_eq!(a.lines, b"{}\n");
+    }
+
+    #[test]
+    fn errors_show_their_causes() {
+        #[derive(Debug)]
+        struct Wrap(io::Error);
+        impl std::fmt::Display for Wrap {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error sending request")
+            }
+        }
+        impl std::error::Error for Wrap {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        assert_eq!(
+            error_chain(&Wrap(io::Error::other("refused"))),
+            "error sending request: refused"
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! The spool: batches the server has not taken yet, one JSON-lines file per chunk.
+//!
+//! A file is named `<micros>-<pid>-<seq>-<count>.jsonl`: when its oldest batch was cut
+//! (microseconds since the Unix epoch), by which process, in which order within that process,
+//! and how many events it holds. Sorting by `(micros, pid, seq)` is sorting by age, across
+//! processes. Each line is one [`Event`](crate::Event) exactly as the server ingests it.
+//!
+//! Files are written to a hidden temporary name and renamed into place, so a reader never
+//! sees half a file. Only the process holding the exclusive lock on `.lock` reads and
+//! deletes files; every process may add files. The lock dies with its process, so the next
+//! process that starts (or a running one, on its next scan) takes over what a dead one left.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// Temporary files older than this were left by a crash and are removed on a scan.
+const STALE_TEMP: Duration = Duration::from_secs(60 * 60);
+
+/// The age of a batch: orders batches oldest first, across processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Key {
+    /// When the batch was cut, in microseconds since the Unix epoch.
+    pub micros: u64,
+    /// The process that cut it.
+    pub pid: u32,
+    /// Its order among the batches of that process.
+    pub seq: u64,
+}
+
+impl Key {
+    /// The file name of a chunk of `count` events whose oldest batch has this key.
+    pub(crate) fn file_name(&self, count: usize) -> String {
+        format!(
+            "{:020}-{:010}-{:010}-{count}.jsonl",
+            self.micros, self.pid, self.seq
+        )
+    }
+
+    /// The key and event count a spool file name stands for, if it is one.
+    pub(crate) fn parse_file_name(name: &str) -> Option<(Key, usize)> {
+        let stem = name.strip_suffix(".jsonl")?;
+        let mut parts = stem.split('-');
+        let micros = parts.next()?.parse().ok()?;
+        let pid = parts.next()?.parse().ok()?;
+        let seq = parts.next()?.parse().ok()?;
+        let count = parts.next()?.parse().ok()?;
+        parts
+            .next()
+            .is_none()
+            .then_some((Key { micros, pid, seq }, count))
+    }
+}
+
+/// One spool file this process knows about.
+#[derive(Clone, Debug)]
+pub(crate) struct SpoolFile {
+    pub path: PathBuf,
+    pub count: usize,
+    pub bytes: u64,
+}
+
+/// The spool directory of one reporter.
+#[derive(Debug)]
+pub(crate) struct Spool {
+    dir: PathBuf,
+    /// The open `.lock` file while this process holds the lock.
+    lock: Option<File>,
+    /// Files found by the last scan plus those written since, oldest first (only kept while
+    /// holding the lock: nobody else may send them).
+    files: BTreeMap<Key, SpoolFile>,
+    /// Events and bytes in the directory, as far as this process knows.
+    events: u64,
+    bytes: u64,
+    max_events: u64,
+    max_bytes: u64,
+}
+
+impl Spool {
+    /// A spool in `dir` (created on first write) bounded to `max_events` and `max_bytes`.
+    pub(crate) fn new(dir: PathBuf, max_events: u64, max_bytes: u64) -> Spool {
+        Spool {
+            dir,
+            lock: None,
+            files: BTreeMap::new(),
+            events: 0,
+            bytes: 0,
+            max_events,
+            max_bytes,
+        }
+    }
+
+    /// The directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether this process holds the lock, i.e. is the one that sends spooled files.
+    pub(crate) fn is_owner(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    /// Events in the spool, as far as this process knows.
+    pub(crate) fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Takes the lock if nobody holds it. Returns whether this process holds it now.
+    pub(crate) fn try_own(&mut self) -> io::Result<bool> {
+        if self.lock.is_some() {
+            return Ok(true);
+        }
+        if !self.dir.exists() {
+            // Nothing to send yet; the directory is made on the first write.
+            return Ok(false);
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(".lock"))?;
+        match file.try_lock() {
+            Ok(()) => {
+                self.lock = Some(file);
+                Ok(true)
+            }
+            Err(fs::TryLockError::WouldBlock) => Ok(false),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// Lists the directory again: other processes add files, a previous one left some.
+    pub(crate) fn scan(&mut self) -> io::Result<()> {
+        let mut files = BTreeMap::new();
+        let (mut events, mut bytes) = (0u64, 0u64);
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.files.clear();
+                (self.events, self.bytes) = (0, 0);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') {
+                if name.ends_with(".tmp") {
+                    remove_if_stale(&entry.path());
+                }
+                continue;
+            }
+            let Some((key, count)) = Key::parse_file_name(name) else {
+                continue;
+            };
+            let Ok(meta) = entry.metadata() else { continue };
+            events += count as u64;
+            bytes += meta.len();
+            files.insert(
+                key,
+                SpoolFile {
+                    path: entry.path(),
+                    count,
+                    bytes: meta.len(),
+                },
+            );
+        }
+        (self.events, self.bytes) = (events, bytes);
+        self.files = if self.is_owner() {
+            files
+        } else {
+            BTreeMap::new()
+        };
+        Ok(())
+    }
+
+    /// Whether `count` more events in `bytes` more bytes stay within the bounds.
+    pub(crate) fn fits(&self, count: usize, bytes: usize) -> bool {
+        self.events + count as u64 <= self.max_events && self.bytes + bytes as u64 <= self.max_bytes
+    }
+
+    /// Writes a chunk of `count` events (`lines`: one JSON object per line) under `key`,
+    /// atomically and durably.
+    pub(crate) fn write(&mut self, key: Key, lines: &[u8], count: usize) -> io::Result<()> {
+        let path = self.dir.join(key.file_name(count));
+        write_atomic(&self.dir, &path, lines)?;
+        self.events += count as u64;
+        self.bytes += lines.len() as u64;
+        if self.is_owner() {
+            self.files.insert(
+                key,
+                SpoolFile {
+                    path,
+                    count,
+                    bytes: lines.len() as u64,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The oldest file, if this process may send files.
+    pub(crate) fn oldest(&self) -> Option<(Key, &SpoolFile)> {
+        self.files.iter().next().map(|(k, f)| (*k, f))
+    }
+
+    /// Forgets a file (delivered, unreadable or gone) and deletes it.
+    pub(crate) fn remove(&mut self, key: &Key) {
+        if let Some(file) = self.files.remove(key) {
+            self.events = self.events.saturating_sub(file.count as u64);
+            self.bytes = self.bytes.saturating_sub(file.bytes);
+            match fs::remove_file(&file.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Left behind, it would be sent again: harmless, the server ingests an id once.
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// Reads a spool file back as the lines to send, skipping lines that are not JSON objects.
+/// Returns the lines and how many events they hold.
+pub(crate) fn read_lines(path: &Path) -> io::Result<(Vec<u8>, usize, usize)> {
+    let data = fs::read(path)?;
+    let mut out = Vec::with_capacity(data.len());
+    let (mut count, mut skipped) = (0, 0);
+    for line in data.split(|&b| b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let ok = line.first() == Some(&b'{')
+            && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok();
+        if ok {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+            count += 1;
+        } else {
+            skipped += 1;
+        }
+    }
+    Ok((out, count, skipped))
+}
+
+/// Writes `data` to a hidden temporary file in `dir`, syncs it, and renames it to `path`.
+fn write_atomic(dir: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        ".{}-{}-{:08x}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        fastrand::u32(..)
+    ));
+    let open = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+    let mut file = match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir)?;
+            open()?
+        }
+        other => other?,
+    };
+    let written = (|| {
+        file.write_all(data)?;
+        // Durable before it is visible: after a power cut a file is whole or absent.
+        file.sync_data()?;
+        drop(file);
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn remove_if_stale(path: &Path) {
+    let stale = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age > STALE_TEMP);
+    if stale {
+        let _ = fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(micros: u64, seq: u64) -> Key {
+        Key {
+            micros,
+            pid: 42,
+            seq,
+        }
+    }
+
+    #[test]
+    fn file_names_round_trip_and_sort_by_age() {
+        let k = key(1_764_331_200_123_456, 7);
+        let name = k.file_name(500);
+        assert_eq!(Key::parse_file_name(&name), Some((k, 500)));
+        assert!(key(9, 1).file_name(1) < key(10, 0).file_name(1));
+        assert_eq!(Key::parse_file_name(".x.tmp"), None);
+        assert_eq!(Key::parse_file_name("1-2-3-4-5.jsonl"), None);
+        assert_eq!(Key::parse_file_name("notes.jsonl"), None);
+    }
+
+    #[test]
+    fn only_the_lock_holder_lists_files_and_the_lock_is_exclusive() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spool_dir = dir.path().join("spool");
+        let mut a = Spool::new(spool_dir.clone(), 100, 1 << 20);
+        let mut b = Spool::new(spool_dir.clone(), 100, 1 << 20);
+        assert!(
+            !a.try_own().expect("no dir yet"),
+            "nothing to own before a write"
+        );
+        b.write(key(2, 0), b"{\"a\":2}\n", 1).expect("write");
+        a.write(key(1, 0), b"{\"a\":1}\n{\"a\":1}\n", 2)
+            .expect("write");
+        assert!(a.try_own().expect("lock"));
+        assert!(!b.try_own().expect("lock"), "a holds it");
+        a.scan().expect("scan");
+        b.scan().expect("scan");
+        assert_eq!((a.events(), b.events()), (3, 3));
+        assert_eq!(a.oldest().map(|(k, f)| (k, f.count)), Some((key(1, 0), 2)));
+        assert!(b.oldest().is_none(), "b may not send");
+        a.remove(&key(1, 0));
+        assert_eq!(a.events(), 1);
+        drop(a);
+        assert!(b.try_own().expect("lock"), "the lock dies with its holder");
+        b.scan().expect("scan");
+        assert_eq!(b.oldest().map(|(k, _)| k), Some(key(2, 0)));
+    }
+
+    #[test]
+    fn bounds_count_events_and_bytes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s = Spool::new(dir.path().to_path_buf(), 3, 1000);
+        assert!(s.fits(3, 10));
+        s.write(key(1, 0), b"{}\n{}\n", 2).expect("write");
+        assert!(s.fits(1, 10));
+        assert!(!s.fits(2, 10));
+        assert!(!s.fits(1, 995));
+    }
+
+    #[test]
+    fn damaged_lines_are_skipped_on_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("f.jsonl");
+        fs::write(&path, b"{\"a\":1}\n{\"a\":\n\n{\"b\":2}\n[1]\n").expect("write");
+        let (lines, count, skipped) = read_lines(&path).expect("read");
+        assert_eq!(lines, b"{\"a\":1}\n{\"b\":2}\n");
+        assert_eq!((count, skipped), (2, 2));
+    }
+
+    #[test]
+    fn no_temporary_file_is_left_behind() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s = Spool::new(dir.path().join("nested"), 10, 1000);
+        s.write(key(1, 0), b"{}\n", 1).expect("write");
+        let names: Vec<String> = fs::read_dir(dir.path().join("nested"))
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![key(1, 0).file_name(1)]);
+    }
+}

@@ -1,0 +1,702 @@
+//! The reporter against a real HTTP server on loopback: an axum imitation of the flowkit
+//! server's `POST /api/events` and `POST /api/reporter-drops`, which can be told to fail, to
+//! stall, or to go away.
+//!
+//! The tests drive [`ReportSink`] through the `Sink` API directly, each with its own server
+//! and spool directory: the process-wide bus and config are set once per process.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use chrono::Utc;
+use flowkit::sink::Sink;
+use flowkit::sink::report::{ReportConfig, ReportSink};
+use flowkit::{Event, EventBody, RunKind, State as RunState, StateType};
+use serde_json::{Value, json};
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// How the imitation server answers `POST /api/events`.
+#[derive(Clone, Debug)]
+enum Mode {
+    /// 202 with counts.
+    Accept,
+    /// This status, with an error body.
+    Status(u16),
+    /// Waits this long before answering.
+    Stall(Duration),
+}
+
+#[derive(Debug)]
+struct Recorded {
+    mode: Mode,
+    /// Answer 503 to this many more POSTs, then go back to `mode`.
+    fail_next: usize,
+    /// 413 for a POST of more events than this.
+    max_events: usize,
+    /// Ids received, in order of arrival (duplicates included).
+    ids: Vec<Uuid>,
+    /// Events per accepted POST.
+    posts: Vec<usize>,
+    /// `Authorization` header of every POST.
+    auth: Vec<Option<String>>,
+    /// Bodies of `POST /api/reporter-drops`.
+    drops: Vec<Value>,
+}
+
+type Shared = Arc<Mutex<Recorded>>;
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Recorded> {
+    shared.lock().expect("server state lock")
+}
+
+async fn post_events(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, Json<Value>) {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mode = {
+        let mut r = lock(&s);
+        r.auth.push(auth);
+        if r.fail_next > 0 {
+            r.fail_next -= 1;
+            Mode::Status(503)
+        } else {
+            r.mode.clone()
+        }
+    };
+    match mode {
+        Mode::Status(code) => {
+            let status = StatusCode::from_u16(code).expect("a status code");
+            return (
+                status,
+                Json(
+                    json!({"error": {"code": "test", "message": format!("told to answer {code}")}}),
+                ),
+            );
+        }
+        Mode::Stall(d) => tokio::time::sleep(d).await,
+        Mode::Accept => {}
+    }
+    // The body must be what the server ingests: a JSON array of `Event`.
+    let batch: Vec<Event> = match serde_json::from_str(&body) {
+        Ok(batch) => batch,
+        Err(e) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"error": {"code": "invalid_body", "message": e.to_string()}})),
+            );
+        }
+    };
+    let mut r = lock(&s);
+    if batch.len() > r.max_events {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(json!({"error": {"code": "too_large", "message": "too many events"}})),
+        );
+    }
+    if batch.iter().any(|e| e.name == "poison") {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"code": "invalid_event", "message": "an event is poisoned"}})),
+        );
+    }
+    let seen: HashSet<Uuid> = r.ids.iter().copied().collect();
+    let duplicates = batch.iter().filter(|e| seen.contains(&e.id)).count();
+    r.ids.extend(batch.iter().map(|e| e.id));
+    r.posts.push(batch.len());
+    (
+        StatusCode::ACCEPTED,
+        Json(
+            json!({"accepted": batch.len() - duplicates, "duplicates": duplicates, "rejected": []}),
+        ),
+    )
+}
+
+async fn post_drops(State(s): State<Shared>, Json(body): Json<Value>) -> StatusCode {
+    lock(&s).drops.push(body);
+    StatusCode::ACCEPTED
+}
+
+/// The imitation server, on its own runtime so a blocking `flush` in the test cannot stall it.
+struct Server {
+    addr: SocketAddr,
+    state: Shared,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Server {
+    fn start() -> Server {
+        Server::start_at("127.0.0.1:0".parse().expect("an address"), new_state())
+    }
+
+    fn start_at(addr: SocketAddr, state: Shared) -> Server {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .expect("bind the test server");
+        let addr = listener.local_addr().expect("its address");
+        let app = axum::Router::new()
+            .route("/api/events", post(post_events))
+            .route("/api/reporter-drops", post(post_drops))
+            .with_state(state.clone());
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Server {
+            addr,
+            state,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Goes away: listener and open connections closed.
+    fn stop(mut self) -> (SocketAddr, Shared) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        (self.addr, self.state.clone())
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn set(&self, f: impl FnOnce(&mut Recorded)) {
+        f(&mut lock(&self.state));
+    }
+
+    fn ids(&self) -> Vec<Uuid> {
+        lock(&self.state).ids.clone()
+    }
+
+    fn posts(&self) -> Vec<usize> {
+        lock(&self.state).posts.clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn new_state() -> Shared {
+    Arc::new(Mutex::new(Recorded {
+        mode: Mode::Accept,
+        fail_next: 0,
+        max_events: usize::MAX,
+        ids: Vec::new(),
+        posts: Vec::new(),
+        auth: Vec::new(),
+        drops: Vec::new(),
+    }))
+}
+
+/// A loopback address nobody listens on (until a test starts a server there).
+fn unused_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("its address")
+}
+
+fn events(n: usize) -> Vec<Event> {
+    let run_id = Uuid::now_v7();
+    (0..n)
+        .map(|i| Event {
+            id: Uuid::now_v7(),
+            run_id,
+            parent_run_id: None,
+            flow_run_id: Some(run_id),
+            run_kind: RunKind::Task,
+            name: Cow::Borrowed("step"),
+            attempt: 1,
+            timestamp: Utc::now(),
+            body: EventBody::State {
+                state: if i % 2 == 0 {
+                    RunState::new(StateType::Running)
+                } else {
+                    RunState::with_message(StateType::Failed, "line one\nline \"two\"")
+                },
+                details: None,
+            },
+        })
+        .collect()
+}
+
+fn ids(events: &[Event]) -> Vec<Uuid> {
+    events.iter().map(|e| e.id).collect()
+}
+
+/// A config for tests: quick retries, a long batch interval (only size and flush send), and
+/// notices collected in the returned vector.
+fn config(url: &str, spool: &Path) -> (ReportConfig, Arc<Mutex<Vec<String>>>) {
+    let notices = Arc::new(Mutex::new(Vec::new()));
+    let sink = notices.clone();
+    let config = ReportConfig::new(url, spool)
+        .batch_size(100, 100)
+        .batch_interval(Duration::from_secs(60))
+        .retry_delays(Duration::from_millis(20), Duration::from_millis(200))
+        .flush_timeout(Duration::from_secs(3))
+        .request_timeout(Duration::from_secs(5))
+        .worker("test-host:1")
+        .on_notice(move |m| sink.lock().expect("notices lock").push(m.to_string()));
+    (config, notices)
+}
+
+fn said(notices: &Arc<Mutex<Vec<String>>>) -> String {
+    notices.lock().expect("notices lock").join("\n")
+}
+
+/// Spool files and the events they hold.
+fn spool_contents(dir: &Path) -> (usize, Vec<Event>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, Vec::new());
+    };
+    let mut names: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    names.sort();
+    let mut events = Vec::new();
+    for path in &names {
+        let text = std::fs::read_to_string(path).expect("read a spool file");
+        for line in text.lines() {
+            events.push(serde_json::from_str(line).expect("a spooled line is an Event"));
+        }
+    }
+    (names.len(), events)
+}
+
+/// `got == want`, reported briefly: lengths, duplicates and the first difference.
+#[track_caller]
+fn assert_same_ids(got: &[Uuid], want: &[Uuid]) {
+    if got != want {
+        let unique: HashSet<&Uuid> = got.iter().collect();
+        let first = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "received {} ids ({} distinct), expected {}; first difference at {first:?}; posts in order: {:?}",
+            got.len(),
+            unique.len(),
+            want.len(),
+            first.map(|i| (want.iter().position(|w| *w == got[i]), i))
+        );
+    }
+}
+
+fn feed(sink: &mut ReportSink, events: &[Event]) {
+    for e in events {
+        sink.on_event(e);
+    }
+}
+
+/// Feeds `events` a batch (100) at a time, each once the sender thread has taken the previous
+/// ones in: what a steady flow looks like, where nothing is dropped for want of memory.
+fn feed_paced(sink: &mut ReportSink, events: &[Event]) {
+    let s = sink.stats();
+    let mut fed = s.in_memory + s.spooled + s.delivered + s.dropped;
+    for chunk in events.chunks(100) {
+        feed(sink, chunk);
+        fed += chunk.len() as u64;
+        let start = Instant::now();
+        loop {
+            let s = sink.stats();
+            if s.in_memory + s.spooled + s.delivered + s.dropped >= fed
+                || start.elapsed() > Duration::from_secs(5)
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+#[test]
+fn batches_carry_every_event_exactly_once_with_the_bearer_token() {
+    let server = Server::start();
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, _) = config(&server.url(), spool.path());
+    let mut sink = ReportSink::start(config.batch_size(500, 500).api_key("s3cret")).expect("start");
+    let sent = events(2_137);
+    feed(&mut sink, &sent);
+    let outcome = sink.flush_report();
+    assert!(outcome.complete, "{outcome:?}");
+    assert_same_ids(&server.ids(), &ids(&sent));
+    let posts = server.posts();
+    assert!(posts.len() <= 2_137usize.div_ceil(500), "{posts:?}");
+    let auth = lock(&server.state).auth.clone();
+    assert!(
+        auth.iter().all(|a| a.as_deref() == Some("Bearer s3cret")),
+        "{auth:?}"
+    );
+    let stats = sink.stats();
+    assert_eq!(
+        (stats.delivered, stats.dropped, stats.rejected),
+        (2_137, 0, 0)
+    );
+    assert!(!format!("{sink:?}").contains("s3cret"));
+}
+
+#[test]
+fn no_key_no_authorization_header() {
+    let server = Server::start();
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, _) = config(&server.url(), spool.path());
+    let mut sink = ReportSink::start(config).expect("start");
+    feed(&mut sink, &events(3));
+    assert!(sink.flush_report().complete);
+    assert_eq!(lock(&server.state).auth, vec![None]);
+}
+
+#[test]
+fn a_partial_batch_is_sent_after_the_interval() {
+    let server = Server::start();
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, _) = config(&server.url(), spool.path());
+    let mut sink = ReportSink::start(
+        config
+            .batch_size(500, 500)
+            .batch_interval(Duration::from_millis(50)),
+    )
+    .expect("start");
+    let sent = events(10);
+    feed(&mut sink, &sent);
+    let start = Instant::now();
+    while server.ids().len() < 10 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.ids(), ids(&sent), "sent without a flush");
+    assert_eq!(server.posts(), vec![10]);
+}
+
+#[test]
+fn server_errors_are_retried() {
+    let server = Server::start();
+    server.set(|r| r.fail_next = 3);
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, notices) = config(&server.url(), spool.path());
+    let mut sink = ReportSink::start(config).expect("start");
+    let sent = events(250);
+    feed(&mut sink, &sent);
+    let outcome = sink.flush_report();
+    assert!(outcome.complete, "{outcome:?}");
+    assert_same_ids(&server.ids(), &ids(&sent));
+    assert!(said(&notices).contains("503"), "{}", said(&notices));
+}
+
+#[test]
+fn events_spooled_while_the_server_is_down_are_delivered_oldest_first() {
+    let addr = unused_addr();
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, notices) = config(&format!("http://{addr}"), spool.path());
+    let mut sink = ReportSink::start(config.memory_events(300)).expect("start");
+    let sent = events(1_000);
+    feed_paced(&mut sink, &sent);
+    assert!(
+        spool_contents(spool.path()).0 >= 2,
+        "past 300 events in memory, the oldest are spooled before any flush"
+    );
+    let outcome = sink.flush_report();
+    assert!(!outcome.complete);
+    assert_eq!(outcome.spooled, 1_000);
+    let (files, spooled) = spool_contents(spool.path());
+    assert!(files >= 2, "one file per chunk: {files}");
+    let mut spooled_ids = ids(&spooled);
+    spooled_ids.sort();
+    let mut expected = ids(&sent);
+    expected.sort();
+    assert_eq!(spooled_ids, expected, "every event is in the spool once");
+    assert!(
+        said(&notices).contains("1000 events are spooled under"),
+        "{}",
+        said(&notices)
+    );
+
+    let server = Server::start_at(addr, new_state());
+    let more = events(50);
+    feed(&mut sink, &more);
+    let outcome = sink.flush_report();
+    assert!(outcome.complete, "{outcome:?}");
+    assert_eq!(outcome.spooled, 0);
+    let all: Vec<Uuid> = ids(&sent).into_iter().chain(ids(&more)).collect();
+    assert_same_ids(&server.ids(), &all);
+    assert_eq!(
+        spool_contents(spool.path()).0,
+        0,
+        "delivered files are deleted"
+    );
+}
+
+#[test]
+fn the_server_going_away_and_coming_back_loses_nothing() {
+    let server = Server::start();
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, notices) = config(&server.url(), spool.path());
+    let mut sink = ReportSink::start(config.memory_events(200)).expect("start");
+    let before = events(300);
+    feed_paced(&mut sink, &before);
+    assert!(sink.flush_report().complete);
+    let (addr, state) = server.stop();
+
+    let during = events(700);
+    feed_paced(&mut sink, &during);
+    let outcome = sink.flush_report();
+    assert_eq!(
+        (outcome.complete, outcome.spooled),
+        (false, 700),
+        "{:?} {:?} {}",
+        sink.stats(),
+        lock(&state).ids.len(),
+        said(&notices)
+    );
+    assert!(
+        said(&notices).contains("cannot deliver events"),
+        "{}",
+        said(&notices)
+    );
+
+    let server = Server::start_at(addr, state);
+    assert!(sink.flush_report().complete);
+    let all: Vec<Uuid> = ids(&before).into_iter().chain(ids(&during)).collect();
+    assert_same_ids(&server.ids(), &all);
+    assert!(said(&notices).contains("answers again"));
+}
+
+#[test]
+fn a_second_reporter_delivers_what_the_first_left() {
+    let addr = unused_addr();
+    let spool = tempfile::tempdir().expect("temp dir");
+    let sent = events(420);
+    {
+        let (config, notices) = config(&format!("http://{addr}"), spool.path());
+        let mut first = ReportSink::start(config).expect("start");
+        feed(&mut first, &sent);
+        drop(first);
+        assert!(
+            said(&notices).contains("420 events are spooled under"),
+            "{}",
+            said(&notices)
+        );
+    }
+    assert_eq!(spool_contents(spool.path()).1.len(), 420);
+
+    let server = Server::start_at(addr, new_state());
+    let (config, _) = config(&server.url(), spool.path());
+    let mut second = ReportSink::start(config).expect("start");
+    let outcome = second.flush_report();
+    assert!(outcome.complete, "{outcome:?}");
+    assert_same_ids(&server.ids(), &ids(&sent));
+    assert_eq!(spool_contents(spool.path()).0, 0);
+}
+
+#[test]
+fn only_one_live_reporter_sends_the_spool() {
+    let spool = tempfile::tempdir().expect("temp dir");
+    let addr = unused_addr();
+    let sent = events(200);
+    {
+        let (config, _) = config(&format!("http://{addr}"), spool.path());
+        let mut first = ReportSink::start(config).expect("start");
+        feed(&mut first, &sent);
+    }
+    let server = Server::start_at(addr, new_state());
+    let (config_a, _) = config(&server.url(), spool.path());
+    let (config_b, _) = config(&server.url(), spool.path());
+    let mut a = ReportSink::start(config_a).expect("start");
+    let mut b = ReportSink::start(config_b).expect("start");
+    let (oa, ob) = (a.flush_report(), b.flush_report());
+    // One of them holds the lock and sends; the files are sent once.
+    let start = Instant::now();
+    while server.ids().len() < 200 && start.elapsed() < Duration::from_secs(5) {
+        let _ = (a.flush_report(), b.flush_report());
+    }
+    assert!(oa.complete || ob.complete);
+    assert_same_ids(&server.ids(), &ids(&sent));
+}
+
+#[test]
+fn past_the_spool_bound_events_are_dropped_counted_and_reported() {
+    let addr = unused_addr();
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, notices) = config(&format!("http://{addr}"), spool.path());
+    let mut sink =
+        ReportSink::start(config.memory_events(100).spool_max(300, 1 << 30)).expect("start");
+    let sent = events(1_000);
+    feed_paced(&mut sink, &sent);
+    let outcome = sink.flush_report();
+    assert!(!outcome.complete);
+    let stats = sink.stats();
+    let (_, spooled) = spool_contents(spool.path());
+    assert!(spooled.len() <= 300, "{}", spooled.len());
+    assert_eq!(stats.spooled as usize, spooled.len());
+    assert_eq!(stats.dropped as usize + spooled.len(), 1_000, "{stats:?}");
+    assert!(stats.dropped >= 700);
+    let text = said(&notices);
+    assert!(text.contains("is full"), "{text}");
+    assert!(
+        text.contains(&format!("{} events were dropped", stats.dropped)),
+        "{text}"
+    );
+
+    let server = Server::start_at(addr, new_state());
+    assert!(sink.flush_report().complete);
+    assert_eq!(server.ids().len(), spooled.len());
+    let drops = lock(&server.state).drops.clone();
+    assert_eq!(
+        drops,
+        vec![json!({"dropped": stats.dropped, "worker": "test-host:1"})]
+    );
+}
+
+#[test]
+fn a_batch_too_large_is_split_until_it_fits() {
+    let server = Server::start();
+    server.set(|r| r.max_events = 100);
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, _) = config(&server.url(), spool.path());
+    let mut sink = ReportSink::start(config.batch_size(500, 500)).expect("start");
+    let sent = events(500);
+    feed(&mut sink, &sent);
+    assert!(sink.flush_report().complete);
+    assert_same_ids(&server.ids(), &ids(&sent));
+    assert!(server.posts().iter().all(|&n| n <= 100));
+    assert_eq!(sink.stats().rejected, 0);
+}
+
+#[test]
+fn a_malformed_batch_is_dropped_and_counted_and_the_others_delivered() {
+    let server = Server::start();
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, notices) = config(&server.url(), spool.path());
+    let mut sink = ReportSink::start(config).expect("start");
+    let mut sent = events(300);
+    sent[150].name = Cow::Borrowed("poison");
+    feed(&mut sink, &sent);
+    assert!(sink.flush_report().complete);
+    let expected: Vec<Uuid> = ids(&sent[..100])
+        .into_iter()
+        .chain(ids(&sent[200..]))
+        .collect();
+    assert_same_ids(&server.ids(), &expected);
+    let stats = sink.stats();
+    assert_eq!((stats.delivered, stats.rejected), (200, 100));
+    let text = said(&notices);
+    assert!(text.contains("an event is poisoned"), "{text}");
+    assert_eq!(text.matches("refused a batch").count(), 1, "{text}");
+}
+
+#[test]
+fn unauthorized_keeps_the_events_and_says_why_without_the_key() {
+    let server = Server::start();
+    server.set(|r| r.mode = Mode::Status(401));
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, notices) = config(&server.url(), spool.path());
+    let mut sink = ReportSink::start(config.api_key("wrong-key")).expect("start");
+    let sent = events(120);
+    feed(&mut sink, &sent);
+    let started = Instant::now();
+    let outcome = sink.flush_report();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "gives up at once"
+    );
+    assert_eq!((outcome.complete, outcome.spooled), (false, 120));
+    let text = said(&notices);
+    assert!(
+        text.contains("FLOWKIT_API_KEY missing or lacks the report scope"),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-key"), "{text}");
+
+    server.set(|r| r.mode = Mode::Accept);
+    assert!(sink.flush_report().complete);
+    assert_same_ids(&server.ids(), &ids(&sent));
+}
+
+#[test]
+fn flush_with_the_server_down_returns_within_its_bound() {
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, notices) = config(&format!("http://{}", unused_addr()), spool.path());
+    let mut sink = ReportSink::start(config.flush_timeout(Duration::from_secs(2))).expect("start");
+    feed(&mut sink, &events(5_000));
+    let started = Instant::now();
+    let outcome = sink.flush_report();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!((outcome.complete, outcome.spooled), (false, 5_000));
+    assert!(said(&notices).contains("5000 events are spooled under"));
+}
+
+#[test]
+fn flush_with_a_stalled_server_returns_within_its_bound() {
+    let server = Server::start();
+    server.set(|r| r.mode = Mode::Stall(Duration::from_secs(30)));
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, _) = config(&server.url(), spool.path());
+    let mut sink =
+        ReportSink::start(config.flush_timeout(Duration::from_millis(500))).expect("start");
+    feed(&mut sink, &events(250));
+    let started = Instant::now();
+    let outcome = sink.flush_report();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400),
+        "waits for the server: {took:?}"
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!((outcome.complete, outcome.spooled), (false, 250));
+}
+
+#[test]
+fn on_event_never_blocks_and_the_bounds_hold() {
+    let server = Server::start();
+    server.set(|r| r.mode = Mode::Stall(Duration::from_secs(30)));
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, _) = config(&server.url(), spool.path());
+    let mut sink = ReportSink::start(
+        config
+            .batch_size(500, 5_000)
+            .memory_events(10_000)
+            .spool_max(50_000, 1 << 30)
+            .flush_timeout(Duration::from_millis(300)),
+    )
+    .expect("start");
+    let sent = events(200_000);
+    let started = Instant::now();
+    feed(&mut sink, &sent);
+    let took = started.elapsed();
+    eprintln!("200 000 events handed over in {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let stats = sink.stats();
+    assert!(stats.in_memory <= 10_000, "{stats:?}");
+    assert!(stats.spooled <= 50_000, "{stats:?}");
+    let outcome = sink.flush_report();
+    let stats = sink.stats();
+    let (_, spooled) = spool_contents(spool.path());
+    assert!(spooled.len() <= 50_000, "{}", spooled.len());
+    assert_eq!(outcome.spooled as usize, spooled.len());
+    assert_eq!(
+        stats.dropped as usize + spooled.len(),
+        200_000,
+        "every event is spooled or counted: {stats:?}"
+    );
+}
