@@ -1,13 +1,32 @@
-//! The flowkit server: collects runs from many processes, stores them and shows them.
+//! `flowkit-server`: parse the command line, set up logging, serve.
 //!
-//! Not built yet: this binary exists so the workspace layout is final. It says so and exits
-//! with a non-zero status instead of pretending to serve.
+//! Logging follows `RUST_LOG` (default `info`), e.g. `RUST_LOG=flowkit_server=debug,tower_http=debug`.
 
-fn main() {
-    eprintln!(
-        "flowkit-server {}: the server is not implemented yet; runs are recorded locally \
-         (terminal summary, FLOWKIT_EVENT_LOG, the result cache under FLOWKIT_HOME).",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+use clap::Parser;
+use flowkit_server::config::Cli;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.into_config() {
+        Ok(config) => flowkit_server::serve(config).await,
+        Err(err) => Err(err.into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("flowkit-server: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

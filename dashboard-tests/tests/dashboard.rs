@@ -1,0 +1,270 @@
+//! The dashboard in a real headless Chromium: load the page, see a run reported by a real
+//! pipeline appear live (no reload), open it, see its tasks, its logs (HTML shown as text)
+//! and a retried task.
+//!
+//! Needs Debian's `chromium` (`.ci/run` installs it). Locally, without it, the test prints why
+//! it skips; with `FLOWKIT_REQUIRE_SERVICES=1` (set by CI) a skip is a failure.
+
+use chromiumoxide::{Browser, BrowserConfig, Page};
+use flowkit::{flow, task};
+use futures::StreamExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const CHROMIUM_CANDIDATES: [&str; 3] = [
+    "/usr/bin/chromium",
+    "/usr/bin/chromium-browser",
+    "/usr/bin/google-chrome",
+];
+
+fn chromium() -> Option<PathBuf> {
+    std::env::var_os("FLOWKIT_CHROMIUM")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(CHROMIUM_CANDIDATES.iter().map(PathBuf::from))
+        .find(|p| p.exists())
+}
+
+fn skip(reason: &str) {
+    if std::env::var("FLOWKIT_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("FLOWKIT_REQUIRE_SERVICES=1 but {reason}");
+    }
+    eprintln!("skipping the dashboard browser test: {reason}");
+}
+
+// ---- the pipeline the test reports ------------------------------------------------------
+
+#[task]
+async fn extract(rows: u32) -> anyhow::Result<Vec<u32>> {
+    tracing::info!(
+        rows,
+        "read <b>{rows}</b> rows & <script>alert('x')</script>"
+    );
+    Ok((0..rows).collect())
+}
+
+static FAILED_ONCE: AtomicBool = AtomicBool::new(false);
+
+#[task(retries = 1, retry_delay = "300ms")]
+async fn flaky_transform(rows: Vec<u32>) -> anyhow::Result<u32> {
+    if !FAILED_ONCE.swap(true, Ordering::SeqCst) {
+        anyhow::bail!("warehouse connection reset");
+    }
+    Ok(rows.iter().sum())
+}
+
+#[task]
+async fn load(total: u32) -> anyhow::Result<u32> {
+    tracing::warn!(total, "loaded");
+    Ok(total)
+}
+
+#[flow]
+async fn dashboard_demo(rows: u32) -> anyhow::Result<u32> {
+    let data = extract(rows).await?;
+    let total = flaky_transform(data).await?;
+    load(total).await
+}
+
+// ---- helpers ------------------------------------------------------------------------------
+
+/// Evaluates `js` (an expression) until it returns `true` or `timeout` passes.
+async fn wait_for(page: &Page, js: &str, timeout: Duration, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ok = page
+            .evaluate(js)
+            .await
+            .ok()
+            .and_then(|v| v.into_value::<bool>().ok())
+            .unwrap_or(false);
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let body = page
+                .evaluate("document.body.innerText")
+                .await
+                .ok()
+                .and_then(|v| v.into_value::<String>().ok())
+                .unwrap_or_default();
+            anyhow::bail!("timed out waiting for {what} ({js}); the page shows:\n{body}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn eval<T: serde::de::DeserializeOwned>(page: &Page, js: &str) -> anyhow::Result<T> {
+    Ok(page.evaluate(js).await?.into_value::<T>()?)
+}
+
+async fn launch(
+    chromium: &Path,
+    profile: &Path,
+) -> anyhow::Result<(Browser, tokio::task::JoinHandle<()>)> {
+    let config = BrowserConfig::builder()
+        .chrome_executable(chromium)
+        .user_data_dir(profile)
+        .no_sandbox()
+        .args([
+            "--headless",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .window_size(1280, 1000)
+        .request_timeout(Duration::from_secs(20))
+        .build()
+        .map_err(anyhow::Error::msg)?;
+    let (browser, mut handler) = Browser::launch(config).await?;
+    let events = tokio::spawn(async move {
+        while let Some(event) = handler.next().await {
+            if event.is_err() {
+                break;
+            }
+        }
+    });
+    Ok((browser, events))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reported_run_shows_up_live_with_its_tasks_logs_and_retries() -> anyhow::Result<()> {
+    let Some(chromium) = chromium() else {
+        skip("no Chromium found (apt-get install chromium, or set FLOWKIT_CHROMIUM)");
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+
+    // The real server, on a free loopback port, with a fresh SQLite file.
+    let db = format!("sqlite://{}", dir.path().join("flowkit.db").display());
+    let store = Arc::new(flowkit_server::store::Store::connect(&db).await?);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let config = flowkit_server::config::Config::new(db.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        flowkit_server::run(listener, store, &config, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    // This process reports to it.
+    let mut flowkit_config = flowkit::config::Config::from_env();
+    flowkit_config.home = dir.path().join("home");
+    flowkit_config.summary = false;
+    flowkit_config.api_url = Some(format!("http://{addr}"));
+    flowkit::config::init(flowkit_config)
+        .map_err(|_| anyhow::anyhow!("flowkit was configured before the test"))?;
+
+    let (browser, browser_events) = launch(&chromium, &dir.path().join("profile")).await?;
+    let page = browser.new_page(format!("http://{addr}/")).await?;
+    wait_for(
+        &page,
+        "document.querySelector('#live.on') !== null",
+        Duration::from_secs(15),
+        "the live stream",
+    )
+    .await?;
+    wait_for(
+        &page,
+        "document.querySelector('#runs-body .empty') !== null",
+        Duration::from_secs(10),
+        "the empty runs list",
+    )
+    .await?;
+
+    // Run a real pipeline; the page must show it without being reloaded.
+    let total = dashboard_demo(4).await?;
+    assert_eq!(total, 6);
+    wait_for(
+        &page,
+        "[...document.querySelectorAll('#runs-body tr[data-id]')].some(r => r.textContent.includes('dashboard_demo') && r.textContent.includes('Completed'))",
+        Duration::from_secs(15),
+        "the reported run to appear live as Completed",
+    )
+    .await?;
+    let reloaded: bool = eval(
+        &page,
+        "performance.getEntriesByType('navigation').length === 1",
+    )
+    .await?;
+    assert!(reloaded, "the page was not reloaded");
+
+    // Open it.
+    page.find_element("#runs-body tr[data-id] a")
+        .await?
+        .click()
+        .await?;
+    wait_for(
+        &page,
+        "document.querySelectorAll('#tasks-body tr').length === 3",
+        Duration::from_secs(10),
+        "the three task runs",
+    )
+    .await?;
+    let tasks: Vec<(String, String, String)> = eval(
+        &page,
+        "[...document.querySelectorAll('#tasks-body tr')].map(r => [r.cells[0].textContent, r.cells[1].textContent, r.cells[2].textContent])",
+    )
+    .await?;
+    let names: Vec<&str> = tasks.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(names, ["extract", "flaky_transform", "load"]);
+    assert!(tasks.iter().all(|t| t.1 == "Completed"), "{tasks:?}");
+    assert_eq!(
+        tasks[1].2, "2",
+        "the retried task shows two attempts: {tasks:?}"
+    );
+
+    // The retry is visible on the timeline: a waiting segment between two attempts.
+    let waits: u32 = eval(
+        &page,
+        "document.querySelectorAll('#gantt rect.seg.wait').length",
+    )
+    .await?;
+    assert_eq!(waits, 1, "one retry wait on the timeline");
+    let graph_nodes: u32 = eval(&page, "document.querySelectorAll('#graph g.node').length").await?;
+    assert_eq!(graph_nodes, 3);
+
+    // Logs: HTML in a log line is shown as text, never interpreted.
+    wait_for(
+        &page,
+        "document.querySelector('#logs').textContent.includes(\"read <b>4</b> rows & <script>alert('x')</script>\")",
+        Duration::from_secs(10),
+        "the log line, verbatim",
+    )
+    .await?;
+    let injected: u32 = eval(
+        &page,
+        "document.querySelectorAll('#logs b, #logs script').length",
+    )
+    .await?;
+    assert_eq!(injected, 0, "log text must not become elements");
+    let warn_lines: u32 = eval(&page, "document.querySelectorAll('#logs .l-WARN').length").await?;
+    assert_eq!(warn_lines, 1);
+
+    // A picture for humans reviewing a failure.
+    let shot = std::env::temp_dir().join("flowkit-dashboard-run.png");
+    let _ = page
+        .save_screenshot(
+            chromiumoxide::page::ScreenshotParams::builder()
+                .full_page(true)
+                .build(),
+            &shot,
+        )
+        .await;
+
+    drop(page);
+    let mut browser = browser;
+    let _ = browser.close().await;
+    let _ = browser.wait().await;
+    browser_events.abort();
+    let _ = stop.send(());
+    server.await??;
+    Ok(())
+}

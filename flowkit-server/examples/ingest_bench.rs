@@ -1,0 +1,406 @@
+//! Run with: `cargo run --release -p flowkit-server --example ingest_bench -- --events 200000`
+//!
+//! Measures the server over real HTTP on loopback, in-process, against a temporary SQLite
+//! file (and PostgreSQL when `FLOWKIT_BENCH_PG_URL` is set: a fresh database is created in
+//! that cluster and dropped afterwards):
+//!
+//! - ingestion: realistic events (flows with tasks: Pending, Running, a log line, Completed)
+//!   in batches of `--batch` from `--clients` concurrent clients;
+//! - the first page of the runs list with `--page-runs` flow runs stored (inserted through the
+//!   store directly, then `GET /api/flow-runs?limit=50` timed over HTTP, median of several).
+//!
+//! Prints `key=value` lines: `sqlite_events_per_s`, `p99_batch_ms` (SQLite), `pg_events_per_s`
+//! and `pg_p99_batch_ms` (when run), `runs_page_ms`, `runs_page_filtered_ms`.
+
+use anyhow::Context as _;
+use chrono::{Duration as TimeDelta, Utc};
+use clap::Parser;
+use flowkit::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
+use flowkit::state::{State, StateType};
+use flowkit_server::config::Config;
+use flowkit_server::store::{Backend, Store};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Ingestion and list benchmark of flowkit-server.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Events to send.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Events per POST.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Task runs per flow run.
+    #[arg(long, default_value_t = 5)]
+    tasks: usize,
+    /// Flow runs stored for the list-page measurement (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    page_runs: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    println!("events={}", args.events);
+    println!("batch_size={}", args.batch);
+    println!("clients={}", args.clients);
+
+    let dir = tempfile::tempdir()?;
+    let sqlite_url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let result = ingest(&sqlite_url, &args).await?;
+    println!("sqlite_events_per_s={:.0}", result.events_per_s);
+    println!("p99_batch_ms={:.1}", result.p99_ms);
+    println!("sqlite_p50_batch_ms={:.1}", result.p50_ms);
+
+    if let Ok(pg) = std::env::var("FLOWKIT_BENCH_PG_URL") {
+        let db = format!("flowkit_bench_{}", Uuid::now_v7().simple());
+        let admin = sqlx::PgPool::connect(&pg)
+            .await
+            .context("connect to FLOWKIT_BENCH_PG_URL")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&admin)
+            .await?;
+        let url = with_database(&pg, &db);
+        let outcome = ingest(&url, &args).await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await;
+        admin.close().await;
+        let result = outcome?;
+        println!("pg_events_per_s={:.0}", result.events_per_s);
+        println!("pg_p99_batch_ms={:.1}", result.p99_ms);
+    }
+
+    if args.page_runs > 0 {
+        let url = format!("sqlite://{}", dir.path().join("page.db").display());
+        let (plain, filtered) = runs_page(&url, args.page_runs).await?;
+        println!("page_runs={}", args.page_runs);
+        println!("runs_page_ms={plain:.2}");
+        println!("runs_page_filtered_ms={filtered:.2}");
+    }
+    Ok(())
+}
+
+struct IngestResult {
+    events_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// The server running in-process.
+struct Server {
+    /// `http://127.0.0.1:PORT`.
+    base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Stops it gracefully and waits for the store to close.
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await?
+    }
+}
+
+/// A server over `url` on a free loopback port.
+async fn start_server(url: &str) -> anyhow::Result<Server> {
+    let store = Arc::new(Store::connect(url).await?);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut config = Config::new(url);
+    config.bind = addr;
+    config.retention = None;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        flowkit_server::run(listener, store, &config, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    Ok(Server {
+        base: format!("http://{addr}"),
+        stop,
+        task,
+    })
+}
+
+async fn ingest(url: &str, args: &Args) -> anyhow::Result<IngestResult> {
+    let bodies = Arc::new(batches(args.events, args.batch, args.tasks)?);
+    let server = start_server(url).await?;
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.clients.max(1) {
+        let (client, bodies, next) = (client.clone(), bodies.clone(), next.clone());
+        let endpoint = format!("{}/api/events", server.base);
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((count, body)) = bodies.get(i) else {
+                    return Ok::<_, anyhow::Error>(latencies);
+                };
+                let sent = Instant::now();
+                let response = client
+                    .post(&endpoint)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                let status = response.status();
+                let answer: serde_json::Value = response.json().await?;
+                anyhow::ensure!(status == 202, "batch {i}: {status} {answer}");
+                anyhow::ensure!(answer["accepted"] == *count, "batch {i}: {answer}");
+                latencies.push(sent.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await??);
+    }
+    let elapsed = started.elapsed();
+    server.stop().await?;
+    latencies.sort();
+    let total: usize = bodies.iter().map(|(n, _)| n).sum();
+    Ok(IngestResult {
+        events_per_s: total as f64 / elapsed.as_secs_f64(),
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+    })
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+/// Realistic events, serialized into batch bodies before the clock starts.
+fn batches(events: usize, batch: usize, tasks: usize) -> anyhow::Result<Vec<(usize, Vec<u8>)>> {
+    let mut all = Vec::with_capacity(events);
+    let start = Utc::now() - TimeDelta::hours(1);
+    let mut n = 0;
+    while all.len() < events {
+        all.extend(flow_events(
+            n,
+            tasks,
+            start + TimeDelta::milliseconds(n as i64),
+        ));
+        n += 1;
+    }
+    all.truncate(events);
+    all.chunks(batch.max(1))
+        .map(|chunk| Ok((chunk.len(), serde_json::to_vec(chunk)?)))
+        .collect()
+}
+
+/// One flow run: Pending (with details), Running, tasks (Pending, Running, a log line,
+/// Completed; each consuming the previous one's result), a log line, Completed.
+fn flow_events(n: usize, tasks: usize, start: chrono::DateTime<Utc>) -> Vec<Event> {
+    let flow = Uuid::now_v7();
+    let name = format!("etl_{}", n % 20);
+    let mut at = start;
+    let mut tick = || {
+        at += TimeDelta::microseconds(250);
+        at
+    };
+    let event = |run, kind, name: &str, parent, at, body| Event {
+        id: Uuid::now_v7(),
+        run_id: run,
+        parent_run_id: parent,
+        flow_run_id: Some(flow),
+        run_kind: kind,
+        name: name.to_string().into(),
+        attempt: 1,
+        timestamp: at,
+        body,
+    };
+    let state = |kind, details: Option<RunDetails>| EventBody::State {
+        state: State::new(kind),
+        details: details.map(Box::new),
+    };
+    let mut out = vec![
+        event(
+            flow,
+            RunKind::Flow,
+            &name,
+            None,
+            tick(),
+            state(
+                StateType::Pending,
+                Some(RunDetails {
+                    task_key: format!("bench::{name}").into(),
+                    tags: vec!["bench".into(), format!("shard-{}", n % 4).into()],
+                    parameters: Some(serde_json::json!({"date": "2026-11-28", "rows": n})),
+                    worker: Some("bench-host:1".into()),
+                    ..RunDetails::default()
+                }),
+            ),
+        ),
+        event(
+            flow,
+            RunKind::Flow,
+            &name,
+            None,
+            tick(),
+            state(StateType::Running, None),
+        ),
+    ];
+    let mut previous: Option<Uuid> = None;
+    for t in 0..tasks {
+        let task = Uuid::now_v7();
+        let task_name = format!("step_{t}");
+        let details = RunDetails {
+            task_key: format!("bench::{task_name}").into(),
+            upstream: previous.into_iter().collect(),
+            ..RunDetails::default()
+        };
+        let mut fields = serde_json::Map::new();
+        fields.insert("rows".into(), (n * 10 + t).into());
+        for body in [
+            state(StateType::Pending, Some(details)),
+            state(StateType::Running, None),
+            EventBody::Log {
+                level: LogLevel::Info,
+                message: format!("processed batch {t} of flow {n}"),
+                fields,
+            },
+            state(StateType::Completed, None),
+        ] {
+            out.push(event(
+                task,
+                RunKind::Task,
+                &task_name,
+                Some(flow),
+                tick(),
+                body,
+            ));
+        }
+        previous = Some(task);
+    }
+    out.push(event(
+        flow,
+        RunKind::Flow,
+        &name,
+        None,
+        tick(),
+        EventBody::Log {
+            level: LogLevel::Warn,
+            message: "slow upstream".into(),
+            fields: serde_json::Map::new(),
+        },
+    ));
+    let last = if n.is_multiple_of(10) {
+        StateType::Failed
+    } else {
+        StateType::Completed
+    };
+    out.push(event(
+        flow,
+        RunKind::Flow,
+        &name,
+        None,
+        tick(),
+        state(last, None),
+    ));
+    out
+}
+
+/// Stores `runs` flow runs through the store, then times the first page over HTTP: plain and
+/// filtered by state. Medians of 21 requests, in milliseconds.
+async fn runs_page(url: &str, runs: usize) -> anyhow::Result<(f64, f64)> {
+    let store = Store::connect(url).await?;
+    let start = Utc::now() - TimeDelta::days(2);
+    let mut pending = Vec::with_capacity(10_000);
+    for n in 0..runs {
+        let flow = Uuid::now_v7();
+        let at = start + TimeDelta::milliseconds(n as i64);
+        let name = format!("etl_{}", n % 20);
+        for (i, kind) in [
+            StateType::Running,
+            if n.is_multiple_of(10) {
+                StateType::Failed
+            } else {
+                StateType::Completed
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            pending.push(Event {
+                id: Uuid::now_v7(),
+                run_id: flow,
+                parent_run_id: None,
+                flow_run_id: Some(flow),
+                run_kind: RunKind::Flow,
+                name: name.clone().into(),
+                attempt: 1,
+                timestamp: at + TimeDelta::microseconds(i as i64),
+                body: EventBody::State {
+                    state: State::new(kind),
+                    details: (i == 0).then(|| {
+                        Box::new(RunDetails {
+                            task_key: format!("bench::{name}").into(),
+                            tags: vec!["bench".into()],
+                            ..RunDetails::default()
+                        })
+                    }),
+                },
+            });
+        }
+        if pending.len() >= 10_000 {
+            store.ingest(std::mem::take(&mut pending)).await?;
+        }
+    }
+    if !pending.is_empty() {
+        store.ingest(pending).await?;
+    }
+    store.close().await;
+
+    let server = start_server(url).await?;
+    let client = reqwest::Client::new();
+    let mut medians = Vec::new();
+    for query in ["limit=50", "limit=50&state=Failed"] {
+        let endpoint = format!("{}/api/flow-runs?{query}", server.base);
+        let mut times = Vec::new();
+        for _ in 0..21 {
+            let t = Instant::now();
+            let response = client.get(&endpoint).send().await?;
+            anyhow::ensure!(response.status() == 200, "{query}: {}", response.status());
+            let page: serde_json::Value = response.json().await?;
+            times.push(t.elapsed());
+            anyhow::ensure!(
+                page["items"].as_array().map(Vec::len) == Some(50),
+                "{query}: short page"
+            );
+        }
+        times.sort();
+        medians.push(times[times.len() / 2].as_secs_f64() * 1000.0);
+    }
+    server.stop().await?;
+    Ok((medians[0], medians[1]))
+}
+
+/// `url` with its database name replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host = base[scheme_end..].split('/').next().unwrap_or_default();
+    format!("{}{host}/{db}{query}", &base[..scheme_end])
+}

@@ -1,0 +1,692 @@
+//! `POST /api/events`: batched ingestion of `flowkit::Event`s.
+//!
+//! The body is parsed as a JSON array first, then each element on its own, so one bad event
+//! never costs the good ones: valid events are stored in one `store.ingest` call and the
+//! answer lists every rejected event by index with the field at fault.
+//!
+//! Beyond what the serde types check, an event is rejected when it has a field outside the
+//! wire format (the flattened body defeats `deny_unknown_fields`, so keys are checked here),
+//! an empty name or one over 1000 characters, a timestamp before 2000 or more than a day in
+//! the future, a NUL character in a name, or oversized details or log fields. Over-long
+//! messages (log lines and state messages over 64 KiB) are *truncated*, not rejected: the line
+//! stays useful and nothing else about the run is lost. NUL characters in messages, log fields
+//! and parameters become U+FFFD (PostgreSQL cannot store them in text or JSON); everything
+//! else is stored verbatim.
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody, ErrorDetail};
+use crate::store::Backend;
+use crate::stream::changes_of;
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use chrono::{DateTime, TimeZone, Utc};
+use flowkit::event::{Event, EventBody, LogLevel, RunDetails};
+use flowkit::state::State as RunState;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// The fields of the wire format (`flowkit::Event` with its flattened body).
+pub const KNOWN_FIELDS: [&str; 14] = [
+    "id",
+    "run_id",
+    "parent_run_id",
+    "flow_run_id",
+    "run_kind",
+    "name",
+    "attempt",
+    "timestamp",
+    "kind",
+    "state",
+    "details",
+    "level",
+    "message",
+    "fields",
+];
+/// Longest run name, task key, tag, deployment, version, worker or cache key, in characters.
+pub const MAX_NAME_CHARS: usize = 1000;
+/// Longest log message or state message kept, in bytes; longer ones are truncated.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest `fields` of a log event, as JSON bytes; larger is rejected.
+pub const MAX_FIELDS_BYTES: usize = 64 * 1024;
+/// Largest `details.parameters` of a flow run, as JSON bytes; larger is rejected.
+pub const MAX_PARAMETERS_BYTES: usize = 256 * 1024;
+/// Most tags of a run.
+pub const MAX_TAGS: usize = 100;
+/// Most upstream runs of a run.
+pub const MAX_UPSTREAM: usize = 10_000;
+/// How far ahead of the server's clock a timestamp may be (clock skew between machines).
+pub const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::days(1);
+/// What ends a truncated message.
+pub const TRUNCATION_MARK: &str = "… [truncated by flowkit-server]";
+
+/// Bodies above this are parsed on the blocking pool, so a large batch does not stall the
+/// other requests of this worker thread.
+const PARSE_INLINE_MAX: usize = 64 * 1024;
+
+/// The answer to a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IngestResponse {
+    /// Events stored for the first time.
+    pub accepted: usize,
+    /// Valid events whose id was already stored: nothing changed for them.
+    pub duplicates: usize,
+    /// Events not stored, by their index in the batch.
+    pub rejected: Vec<RejectedEvent>,
+}
+
+/// An event of the batch that was not stored, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RejectedEvent {
+    /// Position in the submitted array, from 0.
+    pub index: usize,
+    /// Code `invalid_event`; the message names the field.
+    pub error: ErrorDetail,
+}
+
+/// Ingests a batch of events.
+#[utoipa::path(
+    post,
+    path = "/api/events",
+    tag = "events",
+    request_body(
+        content = Vec<crate::api::schema::EventDoc>,
+        content_type = "application/json",
+        description = "A JSON array of events (at most `--max-batch`, 10 000 by default; body at most `--max-body`, 8 MiB by default)."
+    ),
+    responses(
+        (status = 202, description = "Valid events stored; invalid ones listed in `rejected`", body = IngestResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `report` scope", body = ErrorBody),
+        (status = 413, description = "Body too large (`payload_too_large`) or too many events (`too_many_events`)", body = ErrorBody),
+        (status = 415, description = "Content type is not JSON", body = ErrorBody),
+        (status = 422, description = "The body is not a JSON array", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn ingest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let is_json = content_type.to_str().is_ok_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().ends_with("json"))
+        });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected `Content-Type: application/json`",
+            ));
+        }
+    }
+    let body = read_body(body, &headers, state.settings().max_body).await?;
+
+    let max_batch = state.settings().max_batch;
+    let parsed = if body.len() <= PARSE_INLINE_MAX {
+        parse_batch(&body, max_batch, Utc::now())
+    } else {
+        tokio::task::spawn_blocking(move || parse_batch(&body, max_batch, Utc::now()))
+            .await
+            .map_err(ApiError::internal)?
+    };
+    let Batch { events, rejected } = parsed?;
+
+    let mut response = IngestResponse {
+        accepted: 0,
+        duplicates: 0,
+        rejected,
+    };
+    if !events.is_empty() {
+        let changes = state
+            .changes()
+            .has_subscribers()
+            .then(|| changes_of(&events));
+        let outcome = state.store().ingest(events).await?;
+        response.accepted = outcome.accepted;
+        response.duplicates = outcome.duplicates;
+        if let Some(changes) = changes
+            && outcome.accepted > 0
+        {
+            state.changes().publish(changes);
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(response)))
+}
+
+/// Reads the body, at most `max` bytes, else 413.
+///
+/// Over the limit, the rest of the body is still read and thrown away (up to [`DRAIN_MAX`]
+/// bytes, for at most [`DRAIN_TIME`]) before answering: a client still writing its body when
+/// the server closes the connection gets a broken pipe instead of the 413 that tells it to
+/// split the batch.
+pub async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::too_large(
+            "payload_too_large",
+            format!("the body is larger than {max} bytes: send smaller batches"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
+    if declared.is_some_and(|n| n > max as u64) {
+        if declared.is_some_and(|n| n <= DRAIN_MAX as u64) {
+            drain(stream).await;
+        }
+        return Err(too_large());
+    }
+    let mut buffer = Vec::with_capacity(declared.map_or(64 * 1024, |n| n as usize));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("cannot read the request body: {e}"),
+            )
+        })?;
+        if buffer.len() + chunk.len() > max {
+            drain(stream).await;
+            return Err(too_large());
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buffer))
+}
+
+/// Most bytes of an oversized body read and thrown away before answering 413.
+pub const DRAIN_MAX: usize = 64 * 1024 * 1024;
+/// Longest time spent reading an oversized body before answering 413.
+pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn drain(mut stream: axum::body::BodyDataStream) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut drained = 0usize;
+        while let Some(Ok(chunk)) = stream.next().await {
+            drained += chunk.len();
+            if drained > DRAIN_MAX {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// A parsed batch: the valid events, and the rejected ones by index.
+#[derive(Debug)]
+pub struct Batch {
+    /// Events that passed every check, in batch order.
+    pub events: Vec<Event>,
+    /// Events that did not.
+    pub rejected: Vec<RejectedEvent>,
+}
+
+/// Parses a body: 400 when it is not JSON, 422 when it is not an array, 413 when it holds
+/// more than `max_batch` elements; otherwise each element is checked on its own.
+pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<Batch, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
+    let Value::Array(items) = value else {
+        return Err(ApiError::invalid_body(format!(
+            "expected a JSON array of events, got {}",
+            json_type(&value)
+        )));
+    };
+    if items.len() > max_batch {
+        return Err(ApiError::too_large(
+            "too_many_events",
+            format!(
+                "{} events in one batch; at most {max_batch} are accepted: split the batch",
+                items.len()
+            ),
+        ));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match parse_event(item, now) {
+            Ok(event) => events.push(event),
+            Err(message) => rejected.push(RejectedEvent {
+                index,
+                error: ErrorDetail {
+                    code: "invalid_event".to_string(),
+                    message,
+                },
+            }),
+        }
+    }
+    Ok(Batch { events, rejected })
+}
+
+/// Checks one element of the batch; the error names the field at fault.
+pub fn parse_event(value: Value, now: DateTime<Utc>) -> Result<Event, String> {
+    let Some(object) = value.as_object() else {
+        return Err(format!(
+            "expected an event object, got {}",
+            json_type(&value)
+        ));
+    };
+    if let Some(unknown) = object.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
+        return Err(format!(
+            "field `{unknown}`: unknown field, expected one of {}",
+            KNOWN_FIELDS.join(", ")
+        ));
+    }
+    // The plain deserializer first (the common, valid case); the path-tracking one only to
+    // explain a failure.
+    let mut event: Event =
+        match Event::deserialize(&value).or_else(|_| serde_path_to_error::deserialize(&value)) {
+            Ok(event) => event,
+            Err(err) => {
+                let path = err.path().to_string();
+                return Err(if path == "." {
+                    // Errors inside the flattened body lose their path: find the field here.
+                    locate_body_error(object).unwrap_or_else(|| err.inner().to_string())
+                } else {
+                    format!("field `{path}`: {}", err.inner())
+                });
+            }
+        };
+    check_event(&mut event, now)?;
+    Ok(event)
+}
+
+/// The checks serde does not do; truncates over-long messages in place.
+fn check_event(event: &mut Event, now: DateTime<Utc>) -> Result<(), String> {
+    check_name("name", &event.name)?;
+    if event.name.trim().is_empty() {
+        return Err("field `name`: must not be empty".to_string());
+    }
+    let earliest = Utc
+        .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(DateTime::UNIX_EPOCH);
+    if event.timestamp < earliest || event.timestamp > now + MAX_CLOCK_SKEW {
+        return Err(format!(
+            "field `timestamp`: {} is out of range (after 2000-01-01 and at most one day ahead of the server's clock, {})",
+            event.timestamp.to_rfc3339(),
+            now.to_rfc3339()
+        ));
+    }
+    match &mut event.body {
+        EventBody::State { state, details } => {
+            if let Some(message) = &mut state.message {
+                truncate_message(message);
+                replace_nul(message);
+            }
+            if let Some(details) = details {
+                check_details(details)?;
+                if let Some(parameters) = &mut details.parameters {
+                    replace_nul_in_json(parameters);
+                }
+            }
+        }
+        EventBody::Log {
+            message, fields, ..
+        } => {
+            truncate_message(message);
+            replace_nul(message);
+            if fields_contain_nul(fields) {
+                let mut value = Value::Object(std::mem::take(fields));
+                replace_nul_in_json(&mut value);
+                if let Value::Object(map) = value {
+                    *fields = map;
+                }
+            }
+            let size = serde_json::to_vec(fields).map_or(usize::MAX, |v| v.len());
+            if size > MAX_FIELDS_BYTES {
+                return Err(format!(
+                    "field `fields`: {size} bytes of JSON, at most {MAX_FIELDS_BYTES} are accepted"
+                ));
+            }
+        }
+        _ => return Err("field `kind`: unsupported event kind".to_string()),
+    }
+    Ok(())
+}
+
+fn check_details(details: &RunDetails) -> Result<(), String> {
+    check_name("details.task_key", &details.task_key)?;
+    for (field, value) in [
+        ("details.version", details.version.as_deref()),
+        ("details.deployment", details.deployment.as_deref()),
+        ("details.worker", details.worker.as_deref()),
+        ("details.cache_key", details.cache_key.as_deref()),
+    ] {
+        if let Some(value) = value {
+            check_name(field, value)?;
+        }
+    }
+    if details.tags.len() > MAX_TAGS {
+        return Err(format!(
+            "field `details.tags`: {} tags, at most {MAX_TAGS}",
+            details.tags.len()
+        ));
+    }
+    for (i, tag) in details.tags.iter().enumerate() {
+        check_name(&format!("details.tags[{i}]"), tag)?;
+    }
+    if details.upstream.len() > MAX_UPSTREAM {
+        return Err(format!(
+            "field `details.upstream`: {} runs, at most {MAX_UPSTREAM}",
+            details.upstream.len()
+        ));
+    }
+    if let Some(parameters) = &details.parameters {
+        let size = serde_json::to_vec(parameters).map_or(usize::MAX, |v| v.len());
+        if size > MAX_PARAMETERS_BYTES {
+            return Err(format!(
+                "field `details.parameters`: {size} bytes of JSON, at most {MAX_PARAMETERS_BYTES}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_name(field: &str, value: &str) -> Result<(), String> {
+    let chars = value.chars().count();
+    if chars > MAX_NAME_CHARS {
+        return Err(format!(
+            "field `{field}`: {chars} characters, at most {MAX_NAME_CHARS}"
+        ));
+    }
+    if value.contains('\0') {
+        return Err(format!("field `{field}`: contains a NUL character"));
+    }
+    Ok(())
+}
+
+fn replace_nul(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "\u{FFFD}");
+    }
+}
+
+fn fields_contain_nul(fields: &serde_json::Map<String, Value>) -> bool {
+    fn walk(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(walk),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || walk(v)),
+            _ => false,
+        }
+    }
+    fields.iter().any(|(k, v)| k.contains('\0') || walk(v))
+}
+
+/// Replaces NUL characters in every string and key of a JSON value.
+fn replace_nul_in_json(value: &mut Value) {
+    match value {
+        Value::String(s) => replace_nul(s),
+        Value::Array(items) => items.iter_mut().for_each(replace_nul_in_json),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let old = std::mem::take(map);
+                for (k, v) in old {
+                    map.insert(k.replace('\0', "\u{FFFD}"), v);
+                }
+            }
+            map.values_mut().for_each(replace_nul_in_json);
+        }
+        _ => {}
+    }
+}
+
+/// Cuts a message to at most [`MAX_MESSAGE_BYTES`] (on a character boundary), ending it with
+/// [`TRUNCATION_MARK`].
+pub fn truncate_message(message: &mut String) {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return;
+    }
+    let mut cut = MAX_MESSAGE_BYTES - TRUNCATION_MARK.len();
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    message.truncate(cut);
+    message.push_str(TRUNCATION_MARK);
+}
+
+/// Names the body field at fault when serde lost the path (inside the flattened body).
+fn locate_body_error(object: &serde_json::Map<String, Value>) -> Option<String> {
+    fn check<T: serde::de::DeserializeOwned>(
+        object: &serde_json::Map<String, Value>,
+        field: &str,
+        required: bool,
+    ) -> Option<String> {
+        match object.get(field) {
+            None if required => Some(format!("field `{field}`: missing")),
+            None => None,
+            Some(value) => serde_path_to_error::deserialize::<_, T>(value)
+                .err()
+                .map(|err| {
+                    let path = err.path().to_string();
+                    if path == "." {
+                        format!("field `{field}`: {}", err.inner())
+                    } else {
+                        format!("field `{field}.{path}`: {}", err.inner())
+                    }
+                }),
+        }
+    }
+    match object.get("kind") {
+        None => Some("field `kind`: missing (expected \"state\" or \"log\")".to_string()),
+        Some(Value::String(kind)) if kind == "state" => check::<RunState>(object, "state", true)
+            .or_else(|| check::<Option<RunDetails>>(object, "details", false)),
+        Some(Value::String(kind)) if kind == "log" => check::<LogLevel>(object, "level", true)
+            .or_else(|| check::<String>(object, "message", true))
+            .or_else(|| check::<serde_json::Map<String, Value>>(object, "fields", false)),
+        Some(other) => Some(format!(
+            "field `kind`: expected \"state\" or \"log\", got {other}"
+        )),
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowkit::event::RunKind;
+    use flowkit::state::StateType;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    fn now() -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    fn state_event() -> Value {
+        json!({
+            "id": Uuid::now_v7(), "run_id": Uuid::now_v7(), "parent_run_id": null,
+            "flow_run_id": null, "run_kind": "task", "name": "download", "attempt": 1,
+            "timestamp": Utc::now(), "kind": "state", "state": {"type": "Running"}
+        })
+    }
+
+    fn log_event() -> Value {
+        json!({
+            "id": Uuid::now_v7(), "run_id": Uuid::now_v7(), "parent_run_id": null,
+            "run_kind": "flow", "name": "etl", "attempt": 1, "timestamp": Utc::now(),
+            "kind": "log", "level": "INFO", "message": "hello", "fields": {"rows": 3}
+        })
+    }
+
+    fn error_of(value: Value) -> String {
+        parse_event(value, now()).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn accepts_what_the_runtime_sends() {
+        let event = Event {
+            id: Uuid::now_v7(),
+            run_id: Uuid::now_v7(),
+            parent_run_id: None,
+            flow_run_id: None,
+            run_kind: RunKind::Task,
+            name: "t".into(),
+            attempt: 1,
+            timestamp: Utc::now(),
+            body: EventBody::State {
+                state: RunState::new(StateType::Pending),
+                details: Some(Box::new(RunDetails {
+                    task_key: "a::t".into(),
+                    tags: vec!["x".into()],
+                    upstream: vec![Uuid::now_v7()],
+                    ..RunDetails::default()
+                })),
+            },
+        };
+        let value = serde_json::to_value(&event).expect("json");
+        for key in value.as_object().expect("object").keys() {
+            assert!(
+                KNOWN_FIELDS.contains(&key.as_str()),
+                "{key} is not in KNOWN_FIELDS"
+            );
+        }
+        assert_eq!(parse_event(value, now()), Ok(event));
+        assert!(parse_event(log_event(), now()).is_ok());
+        assert!(parse_event(state_event(), now()).is_ok());
+    }
+
+    #[test]
+    fn names_the_field_at_fault() {
+        let mut v = state_event();
+        v["run_kind"] = json!("bogus");
+        let e = error_of(v);
+        assert!(
+            e.starts_with("field `run_kind`: unknown variant `bogus`"),
+            "{e}"
+        );
+
+        let mut v = state_event();
+        v["attempt"] = json!("one");
+        assert!(error_of(v).starts_with("field `attempt`"));
+
+        let mut v = state_event();
+        v["id"] = json!("not-a-uuid");
+        assert!(error_of(v).starts_with("field `id`"));
+
+        let mut v = state_event();
+        v["state"] = json!({"type": "Exploded"});
+        let e = error_of(v);
+        assert!(
+            e.starts_with("field `state.type`: unknown variant `Exploded`"),
+            "{e}"
+        );
+
+        let mut v = state_event();
+        v.as_object_mut().expect("object").remove("state");
+        assert_eq!(error_of(v), "field `state`: missing");
+
+        let mut v = state_event();
+        v["details"] = json!({"task_key": "k", "tags": [1]});
+        let e = error_of(v);
+        assert!(e.starts_with("field `details.tags"), "{e}");
+
+        let mut v = log_event();
+        v["level"] = json!("LOUD");
+        assert!(error_of(v).starts_with("field `level`"));
+
+        let mut v = log_event();
+        v["kind"] = json!("metric");
+        assert!(error_of(v).starts_with("field `kind`"));
+
+        let mut v = state_event();
+        v.as_object_mut().expect("object").remove("run_id");
+        assert!(error_of(v).contains("run_id"));
+
+        let mut v = state_event();
+        v["colour"] = json!("red");
+        assert!(error_of(v).starts_with("field `colour`: unknown field"));
+
+        assert!(error_of(json!(42)).contains("a number"));
+    }
+
+    #[test]
+    fn bounds() {
+        let mut v = state_event();
+        v["name"] = json!("x".repeat(MAX_NAME_CHARS + 1));
+        assert!(error_of(v).starts_with("field `name`"));
+
+        let mut v = state_event();
+        v["name"] = json!("");
+        assert!(error_of(v).starts_with("field `name`"));
+
+        let mut v = state_event();
+        v["timestamp"] = json!("1999-12-31T23:59:59Z");
+        assert!(error_of(v).starts_with("field `timestamp`"));
+
+        let mut v = state_event();
+        v["timestamp"] = json!((Utc::now() + chrono::Duration::days(2)).to_rfc3339());
+        assert!(error_of(v).starts_with("field `timestamp`"));
+
+        let mut v = log_event();
+        v["message"] = json!("é".repeat(MAX_MESSAGE_BYTES));
+        let event = parse_event(v, now()).expect("truncated, not rejected");
+        let EventBody::Log { message, .. } = event.body else {
+            panic!("not a log event")
+        };
+        assert!(message.len() <= MAX_MESSAGE_BYTES);
+        assert!(message.ends_with(TRUNCATION_MARK));
+
+        let mut v = log_event();
+        v["fields"] = json!({"big": "x".repeat(MAX_FIELDS_BYTES)});
+        assert!(error_of(v).starts_with("field `fields`"));
+    }
+
+    #[test]
+    fn nul_characters() {
+        let mut v = state_event();
+        v["name"] = json!("a\u{0}b");
+        assert!(error_of(v).starts_with("field `name`: contains a NUL"));
+
+        let mut v = log_event();
+        v["message"] = json!("a\u{0}b");
+        v["fields"] = json!({"k\u{0}": ["x\u{0}"]});
+        let event = parse_event(v, now()).expect("accepted");
+        let EventBody::Log {
+            message, fields, ..
+        } = event.body
+        else {
+            panic!("not a log event")
+        };
+        assert_eq!(message, "a\u{FFFD}b");
+        assert_eq!(Value::Object(fields), json!({"k\u{FFFD}": ["x\u{FFFD}"]}));
+    }
+
+    #[test]
+    fn batch_shapes() {
+        let status = |body: &[u8]| {
+            parse_batch(body, 2, now())
+                .map(|_| 202)
+                .unwrap_or_else(|e| e.status().as_u16())
+        };
+        assert_eq!(status(b"[1,"), 400);
+        assert_eq!(status(b"{}"), 422);
+        assert_eq!(status(b"[1,2,3]"), 413);
+        assert_eq!(status(b"[]"), 202);
+        let body = serde_json::to_vec(&json!([state_event(), {"nope": 1}])).expect("json");
+        let batch = parse_batch(&body, 10, now()).expect("batch");
+        assert_eq!(batch.events.len(), 1);
+        assert_eq!(batch.rejected.len(), 1);
+        assert_eq!(batch.rejected[0].index, 1);
+        assert_eq!(batch.rejected[0].error.code, "invalid_event");
+    }
+}

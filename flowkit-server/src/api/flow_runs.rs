@@ -1,0 +1,570 @@
+//! `/api/flow-runs`: the runs list with filters and keyset pagination, and one flow run with
+//! its task runs (and their state histories, for the timeline), its logs and its task graph.
+//!
+//! The response types here are the API's own, converted from the store's records, so the
+//! storage can change without changing what clients see.
+
+use crate::AppState;
+use crate::api::extract::{
+    ApiQuery, RunId, bounded_text, non_empty, page_request, parse_time, parse_uuid,
+};
+use crate::error::{ApiError, ErrorBody};
+use crate::store::{Backend, LogFilter, LogRecord, RunFilter, RunRecord, StateRecord};
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use flowkit::event::{LogLevel, RunKind};
+use flowkit::state::StateType;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// Longest `search`, `flow_name`, `deployment` or `tag` accepted.
+const MAX_FILTER_CHARS: usize = 1000;
+
+/// A run (flow or task): identity, latest state and the facts of its first event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Run {
+    /// The run's id (UUID v7).
+    pub id: Uuid,
+    /// `flow` or `task`.
+    #[schema(value_type = crate::api::schema::RunKindDoc)]
+    pub kind: RunKind,
+    /// Display name.
+    pub name: String,
+    /// The function's path (empty until the run's details arrive).
+    pub task_key: String,
+    /// The calling run.
+    pub parent_run_id: Option<Uuid>,
+    /// The nearest enclosing flow run.
+    pub flow_run_id: Option<Uuid>,
+    /// The latest state's type.
+    #[schema(value_type = crate::api::schema::StateTypeDoc)]
+    pub state: StateType,
+    /// The latest state's message (the error of a failed run).
+    pub state_message: Option<String>,
+    /// When the latest state was entered.
+    pub state_timestamp: DateTime<Utc>,
+    /// Attempt of the latest state.
+    pub attempt: u32,
+    /// Timestamp of the run's earliest event.
+    pub created: DateTime<Utc>,
+    /// When the first attempt started running.
+    pub started: Option<DateTime<Utc>>,
+    /// When the run reached a final state.
+    pub ended: Option<DateTime<Utc>>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Flow parameters.
+    pub parameters: Option<serde_json::Value>,
+    /// Runs whose results this run consumed.
+    pub upstream: Vec<Uuid>,
+    /// Cache key, when the run uses the cache.
+    pub cache_key: Option<String>,
+    /// Deployment that created the run.
+    pub deployment: Option<String>,
+    /// Version of the task or flow.
+    pub version: Option<String>,
+    /// `host:pid` that ran it.
+    pub worker: Option<String>,
+}
+
+impl From<RunRecord> for Run {
+    fn from(r: RunRecord) -> Run {
+        Run {
+            id: r.id,
+            kind: r.kind,
+            name: r.name,
+            task_key: r.task_key,
+            parent_run_id: r.parent_run_id,
+            flow_run_id: r.flow_run_id,
+            state: r.state,
+            state_message: r.state_message,
+            state_timestamp: r.state_timestamp,
+            attempt: r.attempt,
+            created: r.created,
+            started: r.started,
+            ended: r.ended,
+            tags: r.tags,
+            parameters: r.parameters,
+            upstream: r.upstream,
+            cache_key: r.cache_key,
+            deployment: r.deployment,
+            version: r.version,
+            worker: r.worker,
+        }
+    }
+}
+
+/// One state a run entered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StateEntry {
+    /// The event that carried it.
+    pub event_id: Uuid,
+    /// State type.
+    #[schema(value_type = crate::api::schema::StateTypeDoc)]
+    pub state: StateType,
+    /// State message.
+    pub message: Option<String>,
+    /// Attempt.
+    pub attempt: u32,
+    /// When.
+    pub timestamp: DateTime<Utc>,
+}
+
+impl From<StateRecord> for StateEntry {
+    fn from(s: StateRecord) -> StateEntry {
+        StateEntry {
+            event_id: s.event_id,
+            state: s.state,
+            message: s.message,
+            attempt: s.attempt,
+            timestamp: s.timestamp,
+        }
+    }
+}
+
+/// A run with its state history, oldest state first: one bar of the timeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunWithStates {
+    /// The run.
+    #[serde(flatten)]
+    pub run: Run,
+    /// Every state it entered, retries included.
+    pub states: Vec<StateEntry>,
+}
+
+/// A page of flow runs, newest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunPage {
+    /// The runs.
+    pub items: Vec<Run>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A flow run's task runs (and subflow runs) with their state histories.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskRuns {
+    /// The flow run itself, with its own states.
+    pub flow_run: RunWithStates,
+    /// Its children, oldest first.
+    pub items: Vec<RunWithStates>,
+}
+
+/// One log line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LogEntry {
+    /// The event that carried it.
+    pub event_id: Uuid,
+    /// The run that logged it.
+    pub run_id: Uuid,
+    /// Its flow run.
+    pub flow_run_id: Option<Uuid>,
+    /// Name of the run that logged it.
+    pub run_name: String,
+    /// Level.
+    #[schema(value_type = crate::api::schema::LogLevelDoc)]
+    pub level: LogLevel,
+    /// Message, verbatim (not HTML-escaped: escape it when displaying).
+    pub message: String,
+    /// Other fields of the `tracing` event.
+    #[schema(value_type = Object)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Attempt.
+    pub attempt: u32,
+    /// When.
+    pub timestamp: DateTime<Utc>,
+}
+
+impl From<LogRecord> for LogEntry {
+    fn from(l: LogRecord) -> LogEntry {
+        LogEntry {
+            event_id: l.event_id,
+            run_id: l.run_id,
+            flow_run_id: l.flow_run_id,
+            run_name: l.run_name,
+            level: l.level,
+            message: l.message,
+            fields: l.fields,
+            attempt: l.attempt,
+            timestamp: l.timestamp,
+        }
+    }
+}
+
+/// A page of log lines, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LogPage {
+    /// The lines.
+    pub items: Vec<LogEntry>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The task graph of a flow run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Graph {
+    /// The flow run's children, oldest first.
+    pub nodes: Vec<Run>,
+    /// `from` produced a result that `to` consumed.
+    pub edges: Vec<Edge>,
+}
+
+/// A dependency between two nodes of a [`Graph`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub struct Edge {
+    /// The upstream run.
+    pub from: Uuid,
+    /// The run that consumed its result.
+    pub to: Uuid,
+}
+
+/// Filters and page of `GET /api/flow-runs`. Empty values are ignored.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Latest state, a comma-separated list of state types, e.g. `Failed,Crashed`.
+    #[param(example = "Failed,Crashed")]
+    pub state: Option<String>,
+    /// Exact flow name.
+    pub flow_name: Option<String>,
+    /// Exact deployment name.
+    pub deployment: Option<String>,
+    /// A tag the run carries.
+    pub tag: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub created_after: Option<String>,
+    /// Created before (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub created_before: Option<String>,
+    /// Case-insensitive substring of the name.
+    pub search: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Filters and page of `GET /api/flow-runs/{id}/logs`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LogsQuery {
+    /// Minimum level: `TRACE`, `DEBUG`, `INFO`, `WARN` or `ERROR` (case-insensitive).
+    #[param(value_type = Option<String>, example = "WARN")]
+    pub level: Option<String>,
+    /// Only lines of this run (the flow run or one of its task runs).
+    #[param(value_type = Option<Uuid>)]
+    pub run_id: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl ListQuery {
+    /// The store filter these parameters describe.
+    pub fn filter(&self) -> Result<RunFilter, ApiError> {
+        let states = match non_empty(self.state.clone()) {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(parse_state)
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let created_after = parse_time("created_after", self.created_after.clone())?;
+        let created_before = parse_time("created_before", self.created_before.clone())?;
+        if let (Some(after), Some(before)) = (created_after, created_before)
+            && after >= before
+        {
+            return Err(ApiError::invalid_parameter(
+                "created_before",
+                "must be later than `created_after`",
+            ));
+        }
+        Ok(RunFilter {
+            states,
+            flow_name: bounded_text("flow_name", self.flow_name.clone(), MAX_FILTER_CHARS)?,
+            deployment: bounded_text("deployment", self.deployment.clone(), MAX_FILTER_CHARS)?,
+            tag: bounded_text("tag", self.tag.clone(), MAX_FILTER_CHARS)?,
+            created_after,
+            created_before,
+            search: bounded_text("search", self.search.clone(), MAX_FILTER_CHARS)?,
+        })
+    }
+}
+
+fn parse_state(name: &str) -> Result<StateType, ApiError> {
+    StateType::ALL
+        .into_iter()
+        .find(|s| s.as_str().eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            let valid: Vec<&str> = StateType::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::invalid_parameter(
+                "state",
+                format!(
+                    "unknown state {name:?}, expected a comma-separated list of {}",
+                    valid.join(", ")
+                ),
+            )
+        })
+}
+
+fn parse_level(value: Option<String>) -> Result<Option<LogLevel>, ApiError> {
+    let Some(raw) = non_empty(value) else {
+        return Ok(None);
+    };
+    serde_json::from_value(serde_json::Value::String(raw.trim().to_ascii_uppercase()))
+        .map(Some)
+        .map_err(|_| {
+            ApiError::invalid_parameter(
+                "level",
+                format!("expected TRACE, DEBUG, INFO, WARN or ERROR, got {raw:?}"),
+            )
+        })
+}
+
+/// The flow run `id`, or 404.
+async fn flow_run(state: &AppState, id: Uuid) -> Result<RunRecord, ApiError> {
+    match state.store().get_run(id).await? {
+        Some(run) if run.kind == RunKind::Flow => Ok(run),
+        Some(_) => Err(ApiError::not_found(format!(
+            "run {id} is a task run, not a flow run"
+        ))),
+        None => Err(ApiError::not_found(format!("no flow run {id}"))),
+    }
+}
+
+/// Lists flow runs, newest first, with filters and keyset pagination.
+#[utoipa::path(
+    get,
+    path = "/api/flow-runs",
+    tag = "flow-runs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of flow runs, newest first", body = RunPage),
+        (status = 400, description = "A parameter does not parse; the message names it", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<RunPage>, ApiError> {
+    let filter = query.filter()?;
+    let page = page_request(query.limit, query.cursor)?;
+    let page = state.store().list_flow_runs(&filter, &page).await?;
+    Ok(Json(RunPage {
+        items: page.items.into_iter().map(Run::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// One flow run.
+#[utoipa::path(
+    get,
+    path = "/api/flow-runs/{id}",
+    tag = "flow-runs",
+    params(("id" = Uuid, Path, description = "The flow run's id")),
+    responses(
+        (status = 200, description = "The flow run", body = Run),
+        (status = 400, description = "`id` is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such flow run", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get(State(state): State<AppState>, RunId(id): RunId) -> Result<Json<Run>, ApiError> {
+    Ok(Json(flow_run(&state, id).await?.into()))
+}
+
+/// The flow run's task runs and subflow runs, each with its state history (the timeline).
+#[utoipa::path(
+    get,
+    path = "/api/flow-runs/{id}/task-runs",
+    tag = "flow-runs",
+    params(("id" = Uuid, Path, description = "The flow run's id")),
+    responses(
+        (status = 200, description = "The flow run and its children, with their states", body = TaskRuns),
+        (status = 400, description = "`id` is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such flow run", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn task_runs(
+    State(state): State<AppState>,
+    RunId(id): RunId,
+) -> Result<Json<TaskRuns>, ApiError> {
+    let flow = flow_run(&state, id).await?;
+    let store = state.store();
+    let (children, states) = tokio::try_join!(store.child_runs(id), store.states(id))?;
+    let mut by_run: HashMap<Uuid, Vec<StateEntry>> = HashMap::new();
+    for record in states {
+        by_run.entry(record.run_id).or_default().push(record.into());
+    }
+    let mut with_states = |run: RunRecord| RunWithStates {
+        states: by_run.remove(&run.id).unwrap_or_default(),
+        run: run.into(),
+    };
+    let flow_run = with_states(flow);
+    let items = children.into_iter().map(&mut with_states).collect();
+    Ok(Json(TaskRuns { flow_run, items }))
+}
+
+/// The flow run's logs (its own and its task runs'), oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/flow-runs/{id}/logs",
+    tag = "flow-runs",
+    params(("id" = Uuid, Path, description = "The flow run's id"), LogsQuery),
+    responses(
+        (status = 200, description = "A page of log lines, oldest first", body = LogPage),
+        (status = 400, description = "`id` or a parameter does not parse", body = ErrorBody),
+        (status = 404, description = "No such flow run", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn logs(
+    State(state): State<AppState>,
+    RunId(id): RunId,
+    ApiQuery(query): ApiQuery<LogsQuery>,
+) -> Result<Json<LogPage>, ApiError> {
+    let filter = LogFilter {
+        min_level: parse_level(query.level)?,
+        run_id: parse_uuid("run_id", query.run_id)?,
+    };
+    let page = page_request(query.limit, query.cursor)?;
+    flow_run(&state, id).await?;
+    let page = state.store().logs(id, &filter, &page).await?;
+    Ok(Json(LogPage {
+        items: page.items.into_iter().map(LogEntry::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// The flow run's task graph: its children and the upstream edges between them.
+#[utoipa::path(
+    get,
+    path = "/api/flow-runs/{id}/graph",
+    tag = "flow-runs",
+    params(("id" = Uuid, Path, description = "The flow run's id")),
+    responses(
+        (status = 200, description = "Nodes and edges", body = Graph),
+        (status = 400, description = "`id` is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such flow run", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn graph(
+    State(state): State<AppState>,
+    RunId(id): RunId,
+) -> Result<Json<Graph>, ApiError> {
+    flow_run(&state, id).await?;
+    let children = state.store().child_runs(id).await?;
+    Ok(Json(graph_of(children)))
+}
+
+/// Nodes and the edges from each node's `upstream`, keeping only edges between nodes (an
+/// upstream run of another flow has no node to point from).
+pub fn graph_of(children: Vec<RunRecord>) -> Graph {
+    let ids: HashSet<Uuid> = children.iter().map(|r| r.id).collect();
+    let mut seen = HashSet::new();
+    let edges = children
+        .iter()
+        .flat_map(|run| {
+            run.upstream
+                .iter()
+                .map(move |&from| Edge { from, to: run.id })
+        })
+        .filter(|edge| ids.contains(&edge.from) && seen.insert(*edge))
+        .collect();
+    Graph {
+        nodes: children.into_iter().map(Run::from).collect(),
+        edges,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: Uuid, upstream: Vec<Uuid>) -> RunRecord {
+        RunRecord {
+            id,
+            kind: RunKind::Task,
+            name: "t".into(),
+            task_key: "k".into(),
+            parent_run_id: None,
+            flow_run_id: None,
+            state: StateType::Completed,
+            state_message: None,
+            state_timestamp: Utc::now(),
+            attempt: 1,
+            created: Utc::now(),
+            started: None,
+            ended: None,
+            tags: vec![],
+            parameters: None,
+            upstream,
+            cache_key: None,
+            deployment: None,
+            version: None,
+            worker: None,
+        }
+    }
+
+    #[test]
+    fn graph_edges_come_from_upstream() {
+        let (a, b, c, outside) = (
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+        );
+        let graph = graph_of(vec![
+            run(a, vec![]),
+            run(b, vec![a, a]),
+            run(c, vec![a, b, outside]),
+        ]);
+        assert_eq!(graph.nodes.len(), 3);
+        assert_eq!(
+            graph.edges,
+            vec![
+                Edge { from: a, to: b },
+                Edge { from: a, to: c },
+                Edge { from: b, to: c }
+            ]
+        );
+    }
+
+    #[test]
+    fn filters_parse() {
+        let query = ListQuery {
+            state: Some("failed, Crashed".into()),
+            created_after: Some("2026-01-01T00:00:00Z".into()),
+            ..ListQuery::default()
+        };
+        let filter = query.filter().expect("filter");
+        assert_eq!(filter.states, vec![StateType::Failed, StateType::Crashed]);
+        let bad = ListQuery {
+            state: Some("Exploded".into()),
+            ..ListQuery::default()
+        };
+        let err = bad.filter().expect_err("bad state");
+        assert!(err.message().contains("`state`"), "{}", err.message());
+        assert_eq!(
+            parse_level(Some("warn".into())).ok(),
+            Some(Some(LogLevel::Warn))
+        );
+        assert!(parse_level(Some("loud".into())).is_err());
+    }
+}

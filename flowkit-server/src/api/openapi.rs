@@ -1,0 +1,101 @@
+//! `GET /api/openapi.json`: the OpenAPI 3 document of every route, generated from the
+//! handlers' `#[utoipa::path]` attributes and the response types.
+
+use crate::api::{events, flow_runs, health, reporter_drops, schema, stats, stream};
+use crate::dashboard;
+use crate::error::{ErrorBody, ErrorDetail};
+use axum::http::header;
+use axum::response::IntoResponse;
+use std::sync::OnceLock;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "flowkit-server",
+        description = "Receives flowkit run events and serves runs, logs, graphs and statistics. \
+            Every error is `{\"error\": {\"code\": ..., \"message\": ...}}`. When the server has API \
+            keys, send `Authorization: Bearer <secret>`; GET routes need the `read` scope, \
+            ingestion the `report` scope (`admin` allows everything)."
+    ),
+    paths(
+        dashboard::index,
+        health::health,
+        events::ingest,
+        reporter_drops::record,
+        flow_runs::list,
+        flow_runs::get,
+        flow_runs::task_runs,
+        flow_runs::logs,
+        flow_runs::graph,
+        stats::stats,
+        stream::stream,
+        document,
+    ),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        schema::EventDoc,
+        schema::StateDoc,
+        schema::RunDetailsDoc,
+        schema::StateTypeDoc,
+        schema::RunKindDoc,
+        schema::LogLevelDoc,
+        schema::EventKindDoc,
+        crate::stream::RunChange,
+    )),
+    modifiers(&ApiKeyAuth),
+    tags(
+        (name = "server", description = "Health and API description"),
+        (name = "events", description = "Ingestion, as the flowkit reporter sends it"),
+        (name = "flow-runs", description = "Runs, logs, graphs, statistics and the live stream"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Declares the bearer-token scheme the routes' `security` refers to.
+struct ApiKeyAuth;
+
+impl Modify for ApiKeyAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key's secret (`--api-key NAME:SECRET:SCOPES`). Not needed when the \
+                         server runs without keys.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as JSON, built once.
+pub fn document_json() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| {
+        ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| {
+            format!("{{\"error\":{{\"code\":\"internal\",\"message\":\"{e}\"}}}}")
+        })
+    })
+}
+
+/// The OpenAPI document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "server",
+    responses((status = 200, description = "This document", content_type = "application/json", body = Object))
+)]
+pub async fn document() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document_json(),
+    )
+}

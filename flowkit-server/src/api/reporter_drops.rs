@@ -1,0 +1,55 @@
+//! `POST /api/reporter-drops`: a reporter says it had to drop events (its spool was full), so
+//! the dashboard can warn that some runs are incomplete.
+
+use crate::AppState;
+use crate::api::extract::ApiJson;
+use crate::error::{ApiError, ErrorBody};
+use crate::store::Backend;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// How many events a reporter dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReporterDrops {
+    /// Events dropped since the last report.
+    pub dropped: u64,
+    /// The reporting process, `host:pid` (1 to 1000 characters).
+    #[schema(example = "build-7:4242")]
+    pub worker: String,
+}
+
+/// Records dropped events.
+#[utoipa::path(
+    post,
+    path = "/api/reporter-drops",
+    tag = "events",
+    request_body = ReporterDrops,
+    responses(
+        (status = 202, description = "Recorded"),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `report` scope", body = ErrorBody),
+        (status = 422, description = "Wrong shape; the message names the field", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn record(
+    State(state): State<AppState>,
+    ApiJson(drops): ApiJson<ReporterDrops>,
+) -> Result<StatusCode, ApiError> {
+    let chars = drops.worker.chars().count();
+    if chars == 0 || chars > crate::api::events::MAX_NAME_CHARS || drops.worker.contains('\0') {
+        return Err(ApiError::invalid_body(format!(
+            "field `worker`: expected 1 to {} characters without NUL, got {chars}",
+            crate::api::events::MAX_NAME_CHARS
+        )));
+    }
+    state
+        .store()
+        .record_reporter_drops(&drops.worker, drops.dropped)
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}

@@ -1,0 +1,353 @@
+//! Command line and environment: what `flowkit-server --help` explains, parsed into a
+//! [`Config`] and checked before anything binds.
+
+use crate::auth::{ApiKey, ApiKeys};
+use clap::Parser;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Default address: loopback only, so a server started without keys is not reachable from
+/// other machines.
+pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4200);
+/// Default bound of a request body: 8 MiB.
+pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
+/// Default bound of the number of events in one batch.
+pub const DEFAULT_MAX_BATCH: usize = 10_000;
+
+/// `flowkit-server`: receives run events from flowkit programs over HTTP, stores them and
+/// serves them to the dashboard and the API.
+///
+/// Every flag can also be given by the environment variable shown next to it.
+#[derive(Debug, Parser)]
+#[command(name = "flowkit-server", version, about, long_about)]
+pub struct Cli {
+    /// Address and port to listen on. Without API keys, only a loopback address
+    /// (127.0.0.1, ::1, localhost) is accepted unless --insecure-open is given.
+    #[arg(long, env = "FLOWKIT_BIND", default_value = "127.0.0.1:4200", value_parser = parse_bind)]
+    pub bind: SocketAddr,
+
+    /// Database: `sqlite://PATH` (a file, created with its tables if missing) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` to share one database between several servers.
+    /// Migrations are applied at start.
+    #[arg(
+        long,
+        env = "FLOWKIT_DATABASE_URL",
+        default_value = "sqlite://flowkit.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// How long runs are kept: runs created longer ago than this are deleted by a background
+    /// task (checked hourly). A duration such as `30d`, `12h`, `90days`; `off` keeps
+    /// everything.
+    #[arg(long, env = "FLOWKIT_RETENTION", default_value = "30d", value_parser = parse_retention)]
+    pub retention: Retention,
+
+    /// An API key, as `NAME:SECRET:SCOPES`; repeat the flag for several keys. SCOPES is a
+    /// comma-separated list of `read` (GET routes), `report` (sending events), `trigger`
+    /// (creating runs of deployments) and `admin` (everything). Clients send
+    /// `Authorization: Bearer SECRET`. The secret must be at least 16 characters. In the
+    /// environment variable, separate keys with `;`.
+    #[arg(
+        long = "api-key",
+        value_name = "NAME:SECRET:SCOPES",
+        env = "FLOWKIT_API_KEYS",
+        value_delimiter = ';',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<ApiKey>,
+
+    /// Serve without API keys on a non-loopback address: anyone who can reach the port can
+    /// read every run and send events. Only for trusted networks.
+    #[arg(long)]
+    pub insecure_open: bool,
+
+    /// Largest request body accepted, e.g. `8MiB`, `512KiB` or a number of bytes; larger
+    /// bodies get 413.
+    #[arg(long, env = "FLOWKIT_MAX_BODY", default_value = "8MiB", value_parser = parse_size)]
+    pub max_body: usize,
+
+    /// Most events accepted in one batch (`POST /api/events`); larger batches get 413.
+    #[arg(long, env = "FLOWKIT_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH)]
+    pub max_batch: usize,
+
+    /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish before the
+    /// server stops anyway.
+    #[arg(long, env = "FLOWKIT_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// How long runs are kept; `None` keeps them forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+/// The server's configuration, from [`Cli`] or built by hand (tests, the bench).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// Which database.
+    pub database_url: String,
+    /// Runs older than this are deleted; `None` keeps everything.
+    pub retention: Option<Duration>,
+    /// Serve without keys on a non-loopback address.
+    pub insecure_open: bool,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub shutdown_timeout: Duration,
+    /// What the request handlers need.
+    pub settings: Settings,
+}
+
+/// The part of the configuration the request handlers use.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The API keys; empty means open (loopback only unless `insecure_open`).
+    pub api_keys: ApiKeys,
+    /// Largest request body of `POST /api/events`, in bytes.
+    pub max_body: usize,
+    /// Most events in one batch.
+    pub max_batch: usize,
+    /// How many run changes the live stream buffers for a slow client before telling it to
+    /// refetch.
+    pub stream_capacity: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            api_keys: ApiKeys::default(),
+            max_body: DEFAULT_MAX_BODY,
+            max_batch: DEFAULT_MAX_BATCH,
+            stream_capacity: 4096,
+        }
+    }
+}
+
+impl Config {
+    /// A configuration with the defaults of the command line for `database_url`.
+    pub fn new(database_url: impl Into<String>) -> Config {
+        Config {
+            bind: DEFAULT_BIND,
+            database_url: database_url.into(),
+            retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            insecure_open: false,
+            shutdown_timeout: Duration::from_secs(30),
+            settings: Settings::default(),
+        }
+    }
+
+    /// Checks what can be checked before connecting and binding: see [`check_bind`].
+    pub fn check(&self) -> Result<(), ConfigError> {
+        check_bind(
+            self.bind,
+            !self.settings.api_keys.is_empty(),
+            self.insecure_open,
+        )
+    }
+}
+
+impl Cli {
+    /// The configuration these flags describe; fails on duplicated key names or secrets.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        Ok(Config {
+            bind: self.bind,
+            database_url: self.database_url,
+            retention: self.retention.0,
+            insecure_open: self.insecure_open,
+            shutdown_timeout: self.shutdown_timeout,
+            settings: Settings {
+                api_keys: ApiKeys::new(self.api_keys)?,
+                max_body: self.max_body,
+                max_batch: self.max_batch,
+                ..Settings::default()
+            },
+        })
+    }
+}
+
+/// A configuration the server refuses to start with.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No API keys and a non-loopback address, without `--insecure-open`.
+    #[error(
+        "refusing to listen on {0} without API keys: anyone who can reach it could read every \
+         run and send events. Give keys with --api-key NAME:SECRET:SCOPES (or FLOWKIT_API_KEYS), \
+         listen on a loopback address (--bind 127.0.0.1:4200), or pass --insecure-open if this \
+         network is trusted"
+    )]
+    OpenOnNetwork(SocketAddr),
+    /// Two keys share a name.
+    #[error("two API keys are named {0:?}: key names must be unique")]
+    DuplicateKeyName(String),
+    /// Two keys share a secret, so a request could not tell which one it used.
+    #[error("API keys {0:?} and {1:?} have the same secret")]
+    DuplicateKeySecret(String, String),
+}
+
+/// The one rule about where the server may listen: without API keys, only on loopback, unless
+/// the operator says the network is trusted.
+pub fn check_bind(
+    bind: SocketAddr,
+    has_keys: bool,
+    insecure_open: bool,
+) -> Result<(), ConfigError> {
+    if has_keys || insecure_open || bind.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(ConfigError::OpenOnNetwork(bind))
+    }
+}
+
+/// Parses `ADDR:PORT`; `localhost:PORT` means `127.0.0.1:PORT`.
+pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    if let Some(port) = s.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid port {port:?} in {s:?}"))?;
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    s.parse()
+        .map_err(|_| format!("expected ADDR:PORT such as 127.0.0.1:4200 or [::1]:4200, got {s:?}"))
+}
+
+/// Parses a retention: a humantime duration (`30d`, `12h`) or `off`.
+pub fn parse_retention(s: &str) -> Result<Retention, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("off") || s.eq_ignore_ascii_case("none") {
+        return Ok(Retention(None));
+    }
+    let duration = humantime::parse_duration(s)
+        .map_err(|e| format!("expected a duration such as 30d or 12h, or `off`: {e}"))?;
+    if duration.is_zero() {
+        return Err(
+            "a retention of zero would delete every run; use `off` to keep everything".into(),
+        );
+    }
+    Ok(Retention(Some(duration)))
+}
+
+/// Parses a size: bytes, or a number with `KiB`/`MiB`/`GiB` (also `KB`/`MB`/`GB`, taken as
+/// powers of 1024, and `K`/`M`/`G`).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("expected a size such as 8MiB or 1048576, got {s:?}"))?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?}: use KiB, MiB or GiB"
+            ));
+        }
+    };
+    let size = n
+        .checked_mul(factor)
+        .ok_or_else(|| format!("size {s:?} is too large"))?;
+    if size == 0 {
+        return Err("the body limit must be greater than zero".into());
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::try_parse_from(["flowkit-server"]).expect("parse");
+        let config = cli.into_config().expect("config");
+        assert_eq!(config.bind, DEFAULT_BIND);
+        assert_eq!(config.database_url, "sqlite://flowkit.db");
+        assert_eq!(config.retention, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(config.settings.max_body, DEFAULT_MAX_BODY);
+        assert!(config.settings.api_keys.is_empty());
+        config.check().expect("loopback without keys is fine");
+    }
+
+    #[test]
+    fn flags() {
+        let cli = Cli::try_parse_from([
+            "flowkit-server",
+            "--bind",
+            "0.0.0.0:8080",
+            "--retention",
+            "off",
+            "--max-body",
+            "1MiB",
+            "--api-key",
+            "ci:0123456789abcdef0123:report",
+            "--api-key",
+            "ops:fedcba9876543210fedc:read,admin",
+        ])
+        .expect("parse");
+        let config = cli.into_config().expect("config");
+        assert_eq!(config.retention, None);
+        assert_eq!(config.settings.max_body, 1 << 20);
+        assert_eq!(config.settings.api_keys.len(), 2);
+        config.check().expect("keys allow any address");
+    }
+
+    #[test]
+    fn bind_rule() {
+        let lan: SocketAddr = "0.0.0.0:4200".parse().expect("addr");
+        let v6: SocketAddr = "[::1]:4200".parse().expect("addr");
+        assert!(matches!(
+            check_bind(lan, false, false),
+            Err(ConfigError::OpenOnNetwork(_))
+        ));
+        assert!(check_bind(lan, false, true).is_ok());
+        assert!(check_bind(lan, true, false).is_ok());
+        assert!(check_bind(DEFAULT_BIND, false, false).is_ok());
+        assert!(check_bind(v6, false, false).is_ok());
+        assert_eq!(
+            parse_bind("localhost:9").expect("bind").to_string(),
+            "127.0.0.1:9"
+        );
+        assert!(parse_bind("nowhere").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("8 parsecs").is_err());
+        assert!(parse_size("0").is_err());
+        assert_eq!(
+            parse_retention("12h"),
+            Ok(Retention(Some(Duration::from_secs(43200))))
+        );
+        assert!(parse_retention("0s").is_err());
+        assert!(parse_retention("soon").is_err());
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let cli = Cli::try_parse_from([
+            "flowkit-server",
+            "--api-key",
+            "a:0123456789abcdef0123:read",
+            "--api-key",
+            "a:fedcba9876543210fedc:read",
+        ])
+        .expect("parse");
+        assert!(matches!(
+            cli.into_config(),
+            Err(ConfigError::DuplicateKeyName(_))
+        ));
+    }
+}

@@ -1,0 +1,316 @@
+//! The one error type of the HTTP API, and how every failure becomes the same JSON shape:
+//!
+//! ```json
+//! {"error": {"code": "invalid_parameter", "message": "parameter `limit`: must be between 1 and 500, got 0"}}
+//! ```
+//!
+//! Handlers return [`ApiError`]; axum's own rejections (bad JSON, bad query strings, bad
+//! paths, bodies over the limit) are mapped into it by the extractors of [`crate::api::extract`];
+//! and [`json_errors`] rewrites whatever error response still slips through without a JSON
+//! body (a 405 from the router, a panic caught by the panic layer) into the same shape.
+
+use crate::store::StoreError;
+use axum::extract::Request;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// An error answered to a client: an HTTP status, a stable machine-readable `code` and a
+/// message for humans.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// The cause of an internal error: logged, never sent.
+    source: Option<anyhow::Error>,
+}
+
+/// The body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable code to match on and a message that names the offending input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `invalid_json`, `invalid_body`, `invalid_parameter`,
+    /// `invalid_id`, `invalid_cursor`, `invalid_event`, `unauthorized`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `payload_too_large`, `too_many_events`,
+    /// `unsupported_media_type`, `unavailable`, `internal`.
+    pub code: String,
+    /// Human-readable; names the parameter or field at fault.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with any status and code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// 400 `invalid_parameter`: a query parameter that does not parse or is out of range.
+    pub fn invalid_parameter(name: &str, problem: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            format!("parameter `{name}`: {problem}"),
+        )
+    }
+
+    /// 400 `invalid_json`: the body is not JSON at all.
+    pub fn invalid_json(problem: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("malformed JSON: {problem}"),
+        )
+    }
+
+    /// 422 `invalid_body`: well-formed JSON of the wrong shape.
+    pub fn invalid_body(problem: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", problem)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(what: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    /// 401 `unauthorized`: no API key, or one the server does not know.
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403 `forbidden`: a valid API key without the scope the route needs.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 413 with `code` (`payload_too_large` or `too_many_events`).
+    pub fn too_large(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+    }
+
+    /// 500 `internal`: the cause is logged when the response is built, the client only
+    /// learns that something went wrong on our side.
+    pub fn internal(source: impl Into<anyhow::Error>) -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "internal error".to_string(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The message sent to the client.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The `{ "error": { ... } }` body of this error.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Some(source) = &self.source {
+            tracing::error!(error = format!("{source:#}"), "internal error");
+        }
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        match err {
+            StoreError::InvalidCursor(why) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_cursor",
+                format!("parameter `cursor`: {why} (pass back a `next_cursor` unchanged)"),
+            ),
+            StoreError::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server is shutting down",
+            ),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        let text = rejection.body_text();
+        match &rejection {
+            JsonRejection::JsonDataError(_) => ApiError::invalid_body(text),
+            JsonRejection::JsonSyntaxError(_) => ApiError::invalid_json(text),
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected `Content-Type: application/json`",
+            ),
+            _ => from_status(rejection.status(), text),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            rejection.body_text(),
+        )
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        let status = rejection.status();
+        if status.is_server_error() {
+            return ApiError::internal(anyhow::anyhow!(rejection.body_text()));
+        }
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", rejection.body_text())
+    }
+}
+
+/// An error for a bare status, e.g. a body-limit rejection (413) or anything the router
+/// answers by itself.
+pub fn from_status(status: StatusCode, message: impl Into<String>) -> ApiError {
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => {
+            return ApiError::new(status, "internal", "internal error");
+        }
+        _ => "error",
+    };
+    let mut message = message.into();
+    if message.trim().is_empty() {
+        message = status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string();
+    }
+    ApiError::new(status, code, message)
+}
+
+/// Answers unknown routes: 404 in the JSON shape.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+/// Answers a known route with a method it does not support: 405 in the JSON shape.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not supported on {}", uri.path()),
+    )
+}
+
+/// Middleware, outermost: an error response (4xx/5xx) whose body is not JSON gets the JSON
+/// error shape, so clients never have to handle a second format. Error bodies built by
+/// [`ApiError`] pass untouched.
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Plain-text bodies of axum's and tower-http's rejections are short and say what went
+    // wrong; keep them as the message. Server errors say nothing beyond "internal error".
+    let message = if status.is_server_error() {
+        String::new()
+    } else {
+        match axum::body::to_bytes(body, 4096).await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+            Err(_) => String::new(),
+        }
+    };
+    let error = from_status(status, message);
+    let json = match serde_json::to_vec(&error.body()) {
+        Ok(json) => json,
+        Err(_) => b"{\"error\":{\"code\":\"internal\",\"message\":\"internal error\"}}".to_vec(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(json))
+}
+
+/// The panic layer's answer: the panic is logged, the client gets the plain 500.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(non-string panic payload)");
+    tracing::error!(panic = what, "handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+    .into_response()
+}

@@ -1,0 +1,227 @@
+//! The flowkit server: receives run events over HTTP, stores them (SQLite by default,
+//! PostgreSQL to scale out) and shows them on a dashboard.
+//!
+//! - [`app`] builds the router from an [`AppState`]: tests call it in-process;
+//! - [`run`] serves it on a listener until a shutdown future resolves, then drains in-flight
+//!   requests and closes the store;
+//! - [`serve`] is what `main` calls: connect, check, bind, run until SIGTERM or Ctrl-C.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let config = flowkit_server::config::Config::new("sqlite://flowkit.db");
+//! flowkit_server::serve(config).await
+//! # }
+//! ```
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod dashboard;
+pub mod error;
+pub mod retention;
+pub mod store;
+pub mod stream;
+
+use anyhow::Context as _;
+use config::{Config, Settings};
+use std::future::Future;
+use std::sync::Arc;
+use store::{Backend, Store};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use api::app;
+
+/// What every request handler shares: the store, the settings, the live-change channel and
+/// the shutdown flag (which ends the live streams so a graceful shutdown can finish).
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    settings: Settings,
+    changes: stream::Changes,
+    shutdown: watch::Sender<bool>,
+}
+
+impl AppState {
+    /// State over an open store.
+    pub fn new(store: Arc<Store>, settings: Settings) -> AppState {
+        let changes = stream::Changes::new(settings.stream_capacity);
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                changes,
+                shutdown: watch::Sender::new(false),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The live-change channel.
+    pub fn changes(&self) -> &stream::Changes {
+        &self.inner.changes
+    }
+
+    /// Turns true when the server starts shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// Starts shutting down: live streams end, background tasks stop.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+}
+
+/// Connects to the database (applying migrations), checks the configuration, binds
+/// `config.bind` and serves until SIGTERM or Ctrl-C.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    config.check()?;
+    let store = Store::connect(&config.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                redact_url(&config.database_url)
+            )
+        })?;
+    let store = Arc::new(store);
+    let listener = match TcpListener::bind(config.bind).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            store.close().await;
+            return Err(err).with_context(|| format!("cannot listen on {}", config.bind));
+        }
+    };
+    tracing::info!(
+        address = %config.bind,
+        database = store.backend_name(),
+        api_keys = config.settings.api_keys.len(),
+        retention = %config.retention.map_or("off".to_string(), |d| humantime::format_duration(d).to_string()),
+        "flowkit-server listening on http://{}",
+        config.bind
+    );
+    run(listener, store, &config, shutdown_signal()).await
+}
+
+/// Serves [`app`] on `listener` until `shutdown` resolves; then stops accepting connections,
+/// ends the live streams, lets in-flight requests finish (at most `config.shutdown_timeout`)
+/// and closes the store, so every acknowledged batch is committed. Also runs the retention
+/// task when `config.retention` is set.
+pub async fn run(
+    listener: TcpListener,
+    store: Arc<Store>,
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = AppState::new(store.clone(), config.settings.clone());
+    let retention = config
+        .retention
+        .map(|age| retention::spawn(store.clone(), age, state.shutdown_signal()));
+
+    let (triggered_tx, mut triggered_rx) = watch::channel(false);
+    let on_shutdown = {
+        let state = state.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            state.begin_shutdown();
+            triggered_tx.send_replace(true);
+        }
+    };
+    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(on_shutdown);
+    let grace = config.shutdown_timeout;
+    let result = tokio::select! {
+        result = server.into_future() => result.context("server error"),
+        _ = async {
+            let _ = triggered_rx.wait_for(|t| *t).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("requests still running after {}; stopping anyway", humantime::format_duration(grace));
+            Ok(())
+        }
+    };
+    state.begin_shutdown();
+    if let Some(task) = retention {
+        task.abort();
+        let _ = task.await;
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    result
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+/// The database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact_url("postgres://u:hunter2@db:5432/x"),
+            "postgres://u:***@db:5432/x"
+        );
+        assert_eq!(super::redact_url("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(
+            super::redact_url("sqlite://flowkit.db"),
+            "sqlite://flowkit.db"
+        );
+    }
+}

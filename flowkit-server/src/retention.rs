@@ -1,0 +1,69 @@
+//! Retention: a background task that deletes runs older than the configured age.
+//!
+//! Deletion goes in small batches with short pauses between them, so a large backlog (the
+//! first start after enabling retention, or after a long stop) never holds the database's
+//! write lock for long and ingestion keeps flowing.
+
+use crate::store::{Backend, Store, StoreError};
+use chrono::Utc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Runs deleted per call of [`Backend::delete_before`].
+pub const BATCH: u32 = 500;
+/// Pause between two batches while there is more to delete.
+pub const PAUSE: Duration = Duration::from_millis(50);
+/// Time between two sweeps.
+pub const INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Deletes every run created before `now - retention`, [`BATCH`] at a time, pausing
+/// [`PAUSE`] between batches; stops early when `shutdown` turns true. Returns the number of
+/// runs deleted.
+pub async fn sweep(
+    store: &Store,
+    retention: Duration,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<u64, StoreError> {
+    let Ok(age) = chrono::Duration::from_std(retention) else {
+        return Ok(0); // Longer than chrono can represent: nothing is that old.
+    };
+    let Some(cutoff) = Utc::now().checked_sub_signed(age) else {
+        return Ok(0);
+    };
+    let mut total = 0;
+    loop {
+        let deleted = store.delete_before(cutoff, BATCH).await?;
+        total += deleted;
+        if deleted == 0 || *shutdown.borrow() {
+            return Ok(total);
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+}
+
+/// Starts the retention task: a sweep now, then one every [`INTERVAL`], until `shutdown`
+/// turns true. Errors are logged and retried at the next sweep.
+pub fn spawn(
+    store: Arc<Store>,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match sweep(&store, retention, &shutdown).await {
+                Ok(0) => tracing::debug!("retention: nothing to delete"),
+                Ok(n) => tracing::info!(runs = n, "retention: deleted old runs"),
+                Err(err) => tracing::warn!(error = %err, "retention sweep failed; retrying later"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(INTERVAL) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    })
+}

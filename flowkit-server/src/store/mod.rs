@@ -1,0 +1,365 @@
+//! Where runs are kept: one [`Backend`] trait, one module per database, chosen from the URL
+//! scheme (`sqlite://…` or `postgres://…`). The same conformance suite
+//! (`tests/store_conformance.rs`) runs against both.
+//!
+//! The store keeps, per run, its latest state (the one with the greatest
+//! `(timestamp, event id)`, so events may arrive out of order), its state history (for the
+//! timeline, retries included) and its log lines. Ingestion is idempotent by event id.
+
+use chrono::{DateTime, Utc};
+use flowkit::event::{Event, LogLevel, RunKind};
+use flowkit::state::StateType;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use uuid::Uuid;
+
+mod cursor;
+pub mod postgres;
+mod rows;
+pub mod sqlite;
+
+/// An error of the store. Constraint violations and bad input are the caller's fault;
+/// everything else is a 500 with the details logged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database URL is not one the server understands.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl(String),
+    /// A cursor given by a client does not decode.
+    #[error("invalid cursor: {0}")]
+    InvalidCursor(String),
+    /// The database said no.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed at start.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The store is shutting down or its writer is gone.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// What ingesting a batch did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestOutcome {
+    /// Events stored for the first time.
+    pub accepted: usize,
+    /// Events whose id was already stored (replays): nothing changed.
+    pub duplicates: usize,
+}
+
+/// A run as stored: identity, latest state and the facts of its first event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run's id.
+    pub id: Uuid,
+    /// Flow or task.
+    pub kind: RunKind,
+    /// Display name.
+    pub name: String,
+    /// The function's path (from the run's details; empty until they arrive).
+    pub task_key: String,
+    /// The calling run.
+    pub parent_run_id: Option<Uuid>,
+    /// The nearest enclosing flow run.
+    pub flow_run_id: Option<Uuid>,
+    /// The latest state's type.
+    pub state: StateType,
+    /// The latest state's message.
+    pub state_message: Option<String>,
+    /// When the latest state was entered.
+    pub state_timestamp: DateTime<Utc>,
+    /// The attempt of the latest state.
+    pub attempt: u32,
+    /// Timestamp of the earliest event of the run.
+    pub created: DateTime<Utc>,
+    /// When the first attempt started running.
+    pub started: Option<DateTime<Utc>>,
+    /// When the run reached a final state.
+    pub ended: Option<DateTime<Utc>>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Flow parameters (JSON).
+    pub parameters: Option<serde_json::Value>,
+    /// Upstream runs.
+    pub upstream: Vec<Uuid>,
+    /// Cache key, when cached.
+    pub cache_key: Option<String>,
+    /// Deployment that created the run.
+    pub deployment: Option<String>,
+    /// Version of the task or flow.
+    pub version: Option<String>,
+    /// `host:pid` that ran it.
+    pub worker: Option<String>,
+}
+
+/// One state a run entered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StateRecord {
+    /// The event that carried it.
+    pub event_id: Uuid,
+    /// The run.
+    pub run_id: Uuid,
+    /// State type.
+    pub state: StateType,
+    /// State message.
+    pub message: Option<String>,
+    /// Attempt.
+    pub attempt: u32,
+    /// When.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// One log line of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// The event that carried it.
+    pub event_id: Uuid,
+    /// The run that logged it.
+    pub run_id: Uuid,
+    /// The flow run it belongs to.
+    pub flow_run_id: Option<Uuid>,
+    /// The name of the run that logged it.
+    pub run_name: String,
+    /// Level.
+    pub level: LogLevel,
+    /// Message, verbatim.
+    pub message: String,
+    /// Other fields.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Attempt.
+    pub attempt: u32,
+    /// When.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Filters of the flow-runs list. Every field narrows the result; `None` does not filter.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunFilter {
+    /// Only runs whose latest state is one of these.
+    pub states: Vec<StateType>,
+    /// Only flows with this exact name.
+    pub flow_name: Option<String>,
+    /// Only runs of this deployment.
+    pub deployment: Option<String>,
+    /// Only runs carrying this tag.
+    pub tag: Option<String>,
+    /// Only runs created at or after this instant.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only runs created before this instant.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Case-insensitive substring of the name.
+    pub search: Option<String>,
+}
+
+/// A page request: newest first, keyset-paginated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRequest {
+    /// At most this many items (the API clamps it to 1..=500).
+    pub limit: u32,
+    /// Opaque cursor from the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// One page of results and the cursor of the next (absent on the last page).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items, newest first (logs: oldest first).
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of a flow run's logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogFilter {
+    /// Only lines at or above this level.
+    pub min_level: Option<LogLevel>,
+    /// Only lines of this run (a task run of the flow).
+    pub run_id: Option<Uuid>,
+}
+
+/// The task graph of a flow run: its task runs and subflow runs, and upstream edges.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Graph {
+    /// Every direct child run of the flow run (tasks and subflows), oldest first.
+    pub nodes: Vec<RunRecord>,
+    /// `(upstream, downstream)` pairs between nodes.
+    pub edges: Vec<(Uuid, Uuid)>,
+}
+
+/// Counts of flow runs by latest state over a time window, bucketed for a chart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Start of the window.
+    pub since: DateTime<Utc>,
+    /// End of the window.
+    pub until: DateTime<Utc>,
+    /// Width of each bucket in seconds.
+    pub bucket_seconds: u64,
+    /// One entry per bucket, in time order: its start and the counts by state type.
+    pub buckets: Vec<StatsBucket>,
+    /// Counts by state type over the whole window.
+    pub totals: Vec<(StateType, u64)>,
+}
+
+/// One bucket of [`Stats`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatsBucket {
+    /// Start of the bucket.
+    pub start: DateTime<Utc>,
+    /// Flow runs created in the bucket, by their latest state type.
+    pub counts: Vec<(StateType, u64)>,
+}
+
+/// One database. Every method is safe to call concurrently; writes on SQLite go through one
+/// writer task that batches them into transactions.
+pub trait Backend: Send + Sync + 'static {
+    /// Stores a batch of already-validated events, idempotently by event id, in one
+    /// transaction (so a batch acknowledged to the client is durable).
+    fn ingest(
+        &self,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<IngestOutcome, StoreError>> + Send;
+    /// Flow runs (kind = flow), newest first by `(created, id)`.
+    fn list_flow_runs(
+        &self,
+        filter: &RunFilter,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Page<RunRecord>, StoreError>> + Send;
+    /// One run (flow or task).
+    fn get_run(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<RunRecord>, StoreError>> + Send;
+    /// The task runs and subflow runs whose `flow_run_id` is this flow run, oldest first.
+    fn child_runs(
+        &self,
+        flow_run_id: Uuid,
+    ) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
+    /// The state history of every run of a flow run (the flow itself and its children),
+    /// ordered by `(timestamp, event id)`.
+    fn states(
+        &self,
+        flow_run_id: Uuid,
+    ) -> impl Future<Output = Result<Vec<StateRecord>, StoreError>> + Send;
+    /// Logs of a flow run (its own and its task runs'), oldest first, keyset-paginated.
+    fn logs(
+        &self,
+        flow_run_id: Uuid,
+        filter: &LogFilter,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Page<LogRecord>, StoreError>> + Send;
+    /// Counts of flow runs by state, created in `[since, until)`, in `buckets` buckets.
+    fn stats(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        buckets: u32,
+    ) -> impl Future<Output = Result<Stats, StoreError>> + Send;
+    /// Deletes the `batch` oldest runs created before `cutoff`, each with the rest of its group
+    /// (a flow run's task runs go with it, even ones created after `cutoff`), and their states,
+    /// logs and event ids, in one transaction; returns how many runs were deleted, which may
+    /// exceed `batch`. Called repeatedly by the retention task until it returns 0.
+    fn delete_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: u32,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Records that a reporter dropped events (so the dashboard can say so).
+    fn record_reporter_drops(
+        &self,
+        worker: &str,
+        dropped: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Flushes and closes (graceful shutdown: every acknowledged batch is committed).
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// The store the server runs on: one of the backends, chosen from the database URL.
+pub enum Store {
+    /// SQLite file (the default): WAL mode, one batching writer.
+    Sqlite(sqlite::SqliteStore),
+    /// PostgreSQL: how the server scales out (several servers, one database).
+    Postgres(postgres::PgStore),
+}
+
+impl Store {
+    /// Opens the database at `url` (`sqlite://PATH`, `sqlite:PATH`, `postgres://…`,
+    /// `postgresql://…`), creating a SQLite file if missing, and applies migrations.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(sqlite::SqliteStore::connect(url).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(postgres::PgStore::connect(url).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl(url.to_string()))
+        }
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// Forwards each `Backend` method to the backend in use.
+macro_rules! delegate {
+    ($self:ident, $b:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($b) => $call.await,
+            Store::Postgres($b) => $call.await,
+        }
+    };
+}
+
+impl Backend for Store {
+    async fn ingest(&self, events: Vec<Event>) -> Result<IngestOutcome, StoreError> {
+        delegate!(self, b => b.ingest(events))
+    }
+    async fn list_flow_runs(
+        &self,
+        filter: &RunFilter,
+        page: &PageRequest,
+    ) -> Result<Page<RunRecord>, StoreError> {
+        delegate!(self, b => b.list_flow_runs(filter, page))
+    }
+    async fn get_run(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
+        delegate!(self, b => b.get_run(id))
+    }
+    async fn child_runs(&self, flow_run_id: Uuid) -> Result<Vec<RunRecord>, StoreError> {
+        delegate!(self, b => b.child_runs(flow_run_id))
+    }
+    async fn states(&self, flow_run_id: Uuid) -> Result<Vec<StateRecord>, StoreError> {
+        delegate!(self, b => b.states(flow_run_id))
+    }
+    async fn logs(
+        &self,
+        flow_run_id: Uuid,
+        filter: &LogFilter,
+        page: &PageRequest,
+    ) -> Result<Page<LogRecord>, StoreError> {
+        delegate!(self, b => b.logs(flow_run_id, filter, page))
+    }
+    async fn stats(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        buckets: u32,
+    ) -> Result<Stats, StoreError> {
+        delegate!(self, b => b.stats(since, until, buckets))
+    }
+    async fn delete_before(&self, cutoff: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        delegate!(self, b => b.delete_before(cutoff, batch))
+    }
+    async fn record_reporter_drops(&self, worker: &str, dropped: u64) -> Result<(), StoreError> {
+        delegate!(self, b => b.record_reporter_drops(worker, dropped))
+    }
+    async fn close(&self) {
+        delegate!(self, b => b.close())
+    }
+}

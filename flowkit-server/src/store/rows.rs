@@ -1,0 +1,498 @@
+//! What both backends share: turning batches of events into rows (deduplicated, with the
+//! per-run fold done once in memory so each run is upserted once per transaction), the
+//! encodings of enums and instants, and the arithmetic of stats and retention.
+//!
+//! The fold here and the upsert in SQL implement the same merge, so a run's row is the same
+//! whatever the order and grouping in which its events arrive:
+//! - latest state: the state event with the greatest `(timestamp µs, event id)`;
+//! - `created`: the least timestamp; `started`: the least timestamp of a `Running` state;
+//! - `ended`: the latest state's timestamp when that state is final;
+//! - details: taken from the event that carries them (sent once per run); if several events
+//!   carried details, the first one stored wins.
+
+use super::{IngestOutcome, Stats, StatsBucket, StoreError};
+use chrono::{DateTime, Utc};
+use flowkit::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
+use flowkit::state::StateType;
+use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
+
+/// A value read from the database that the server cannot have written.
+pub(crate) fn corrupt(what: String) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(what.into()))
+}
+
+/// An instant as microseconds since the Unix epoch: the precision both backends keep.
+pub(crate) fn micros(ts: DateTime<Utc>) -> i64 {
+    ts.timestamp_micros()
+}
+
+/// The inverse of [`micros`].
+pub(crate) fn from_micros(value: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(value)
+        .ok_or_else(|| corrupt(format!("instant {value}µs is out of range")))
+}
+
+/// Parses a state type stored by [`StateType::as_str`].
+pub(crate) fn parse_state(text: &str) -> Result<StateType, StoreError> {
+    StateType::ALL
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| corrupt(format!("unknown state type {text:?}")))
+}
+
+/// Parses a run kind stored by [`RunKind::as_str`].
+pub(crate) fn parse_kind(text: &str) -> Result<RunKind, StoreError> {
+    match text {
+        "flow" => Ok(RunKind::Flow),
+        "task" => Ok(RunKind::Task),
+        other => Err(corrupt(format!("unknown run kind {other:?}"))),
+    }
+}
+
+/// A log level as stored: ordered, so "at or above" is `>=`.
+pub(crate) fn level_number(level: LogLevel) -> i16 {
+    match level {
+        LogLevel::Trace => 0,
+        LogLevel::Debug => 1,
+        LogLevel::Info => 2,
+        LogLevel::Warn => 3,
+        LogLevel::Error => 4,
+    }
+}
+
+/// The inverse of [`level_number`].
+pub(crate) fn parse_level(number: i64) -> Result<LogLevel, StoreError> {
+    Ok(match number {
+        0 => LogLevel::Trace,
+        1 => LogLevel::Debug,
+        2 => LogLevel::Info,
+        3 => LogLevel::Warn,
+        4 => LogLevel::Error,
+        other => return Err(corrupt(format!("unknown log level {other}"))),
+    })
+}
+
+/// A stored attempt number.
+pub(crate) fn parse_attempt(value: i64) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| corrupt(format!("attempt {value} is out of range")))
+}
+
+/// The group a run's rows are read and deleted with: its flow run, or itself without one.
+pub(crate) fn group_of(run_id: Uuid, flow_run_id: Option<Uuid>) -> Uuid {
+    flow_run_id.unwrap_or(run_id)
+}
+
+fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Database(sqlx::Error::Encode(e.into())))
+}
+
+/// One row of `run_states`.
+#[derive(Clone, Debug)]
+pub(crate) struct StateRow {
+    pub event_id: Uuid,
+    pub run_id: Uuid,
+    pub group_id: Uuid,
+    pub state: StateType,
+    pub message: Option<String>,
+    pub attempt: u32,
+    /// Microseconds since the epoch.
+    pub ts: i64,
+}
+
+/// One row of `logs`.
+#[derive(Clone, Debug)]
+pub(crate) struct LogRow {
+    pub event_id: Uuid,
+    pub run_id: Uuid,
+    pub flow_run_id: Option<Uuid>,
+    pub group_id: Uuid,
+    pub run_name: String,
+    pub level: LogLevel,
+    pub message: String,
+    /// The fields as a JSON object, `None` when there are none.
+    pub fields: Option<String>,
+    pub attempt: u32,
+    pub ts: i64,
+}
+
+/// The details columns of a run, encoded for storage.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DetailsRow {
+    pub task_key: String,
+    pub version: Option<String>,
+    pub tags: Vec<String>,
+    /// JSON text.
+    pub parameters: Option<String>,
+    pub upstream: Vec<Uuid>,
+    pub cache_key: Option<String>,
+    pub deployment: Option<String>,
+    pub worker: Option<String>,
+}
+
+impl DetailsRow {
+    fn new(details: &RunDetails) -> Result<DetailsRow, StoreError> {
+        Ok(DetailsRow {
+            task_key: details.task_key.to_string(),
+            version: details.version.as_ref().map(|v| v.to_string()),
+            tags: details.tags.iter().map(|t| t.to_string()).collect(),
+            parameters: details.parameters.as_ref().map(json_text).transpose()?,
+            upstream: details.upstream.clone(),
+            cache_key: details.cache_key.clone(),
+            deployment: details.deployment.clone(),
+            worker: details.worker.as_ref().map(|w| w.to_string()),
+        })
+    }
+
+    /// The tags as a JSON array (the SQLite column).
+    pub(crate) fn tags_json(&self) -> Result<String, StoreError> {
+        json_text(&self.tags)
+    }
+
+    /// The upstream ids as a JSON array of strings (the SQLite column).
+    pub(crate) fn upstream_json(&self) -> Result<String, StoreError> {
+        json_text(&self.upstream)
+    }
+}
+
+/// One run as folded from the state events of a transaction, ready to be upserted.
+#[derive(Clone, Debug)]
+pub(crate) struct RunRow {
+    pub id: Uuid,
+    pub kind: RunKind,
+    pub name: String,
+    pub parent_run_id: Option<Uuid>,
+    pub flow_run_id: Option<Uuid>,
+    pub state: StateType,
+    pub state_message: Option<String>,
+    pub state_ts: i64,
+    pub state_event_id: Uuid,
+    pub attempt: u32,
+    pub created: i64,
+    pub started: Option<i64>,
+    pub ended: Option<i64>,
+    pub details: Option<DetailsRow>,
+}
+
+/// What a state event contributes to its run's row besides its `run_states` row.
+#[derive(Debug)]
+struct RunFacts {
+    kind: RunKind,
+    name: String,
+    parent_run_id: Option<Uuid>,
+    flow_run_id: Option<Uuid>,
+    details: Option<DetailsRow>,
+}
+
+/// The rows one transaction writes, from one or more ingest requests.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Distinct state events, sorted by event id (a stable lock order on PostgreSQL).
+    pub states: Vec<StateRow>,
+    /// Distinct log events, sorted by event id.
+    pub logs: Vec<LogRow>,
+    /// Parallel to `states` before sorting; kept with each state row after.
+    facts: Vec<RunFacts>,
+    /// For each row of `states` then `logs`, the request it came from.
+    state_owner: Vec<usize>,
+    log_owner: Vec<usize>,
+    /// Per request: events in it, and events that repeated an id seen earlier in this plan.
+    sizes: Vec<(usize, usize)>,
+}
+
+impl Plan {
+    /// Splits the requests' events into rows (copies: a failed group is retried request by
+    /// request from the same events), dropping repeats of an id already in the plan
+    /// (they are duplicates whatever the database says).
+    pub(crate) fn new(requests: &[Vec<Event>]) -> Result<Plan, StoreError> {
+        let total: usize = requests.iter().map(Vec::len).sum();
+        let mut seen = HashSet::with_capacity(total);
+        let mut plan = Plan::default();
+        let mut states = Vec::new();
+        let mut logs = Vec::new();
+        for (owner, events) in requests.iter().enumerate() {
+            let mut repeats = 0;
+            let len = events.len();
+            for event in events {
+                if !seen.insert(event.id) {
+                    repeats += 1;
+                    continue;
+                }
+                let group_id = group_of(event.run_id, event.flow_run_id);
+                let ts = micros(event.timestamp);
+                match &event.body {
+                    EventBody::State { state, details } => {
+                        let facts = RunFacts {
+                            kind: event.run_kind,
+                            name: event.name.to_string(),
+                            parent_run_id: event.parent_run_id,
+                            flow_run_id: event.flow_run_id,
+                            details: details.as_deref().map(DetailsRow::new).transpose()?,
+                        };
+                        let row = StateRow {
+                            event_id: event.id,
+                            run_id: event.run_id,
+                            group_id,
+                            state: state.kind,
+                            message: state.message.clone(),
+                            attempt: event.attempt,
+                            ts,
+                        };
+                        states.push((row, facts, owner));
+                    }
+                    EventBody::Log {
+                        level,
+                        message,
+                        fields,
+                    } => {
+                        let fields = if fields.is_empty() {
+                            None
+                        } else {
+                            Some(json_text(fields)?)
+                        };
+                        let row = LogRow {
+                            event_id: event.id,
+                            run_id: event.run_id,
+                            flow_run_id: event.flow_run_id,
+                            group_id,
+                            run_name: event.name.to_string(),
+                            level: *level,
+                            message: message.clone(),
+                            fields,
+                            attempt: event.attempt,
+                            ts,
+                        };
+                        logs.push((row, owner));
+                    }
+                    // A kind of event this server does not know yet: nothing to store. It is
+                    // counted as accepted (the API validates bodies before they get here).
+                    _ => {}
+                }
+            }
+            plan.sizes.push((len, repeats));
+        }
+        states.sort_by_key(|(row, _, _)| row.event_id);
+        logs.sort_by_key(|(row, _)| row.event_id);
+        for (row, facts, owner) in states {
+            plan.states.push(row);
+            plan.facts.push(facts);
+            plan.state_owner.push(owner);
+        }
+        for (row, owner) in logs {
+            plan.logs.push(row);
+            plan.log_owner.push(owner);
+        }
+        Ok(plan)
+    }
+
+    /// Whether the plan writes nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.states.is_empty() && self.logs.is_empty()
+    }
+
+    /// What each request did, given the ids the database newly stored.
+    pub(crate) fn outcomes(&self, stored: &HashSet<Uuid>) -> Vec<IngestOutcome> {
+        let mut duplicates: Vec<usize> = self.sizes.iter().map(|&(_, repeats)| repeats).collect();
+        for (row, &owner) in self.states.iter().zip(&self.state_owner) {
+            if !stored.contains(&row.event_id) {
+                duplicates[owner] += 1;
+            }
+        }
+        for (row, &owner) in self.logs.iter().zip(&self.log_owner) {
+            if !stored.contains(&row.event_id) {
+                duplicates[owner] += 1;
+            }
+        }
+        self.sizes
+            .iter()
+            .zip(duplicates)
+            .map(|(&(len, _), duplicates)| IngestOutcome {
+                accepted: len - duplicates,
+                duplicates,
+            })
+            .collect()
+    }
+
+    /// The runs touched by the newly stored state events, folded, sorted by id (a stable lock
+    /// order on PostgreSQL). Replayed events are left out: they would change nothing.
+    pub(crate) fn runs(&self, stored: &HashSet<Uuid>) -> Vec<RunRow> {
+        let mut runs: HashMap<Uuid, RunRow> = HashMap::new();
+        // Fold in arrival order so "first details win" means the same as in the database.
+        let mut order: Vec<usize> = (0..self.states.len()).collect();
+        order.sort_by_key(|&i| self.state_owner[i]);
+        for i in order {
+            let (row, facts) = (&self.states[i], &self.facts[i]);
+            if !stored.contains(&row.event_id) {
+                continue;
+            }
+            let started = (row.state == StateType::Running).then_some(row.ts);
+            match runs.get_mut(&row.run_id) {
+                None => {
+                    runs.insert(
+                        row.run_id,
+                        RunRow {
+                            id: row.run_id,
+                            kind: facts.kind,
+                            name: facts.name.clone(),
+                            parent_run_id: facts.parent_run_id,
+                            flow_run_id: facts.flow_run_id,
+                            state: row.state,
+                            state_message: row.message.clone(),
+                            state_ts: row.ts,
+                            state_event_id: row.event_id,
+                            attempt: row.attempt,
+                            created: row.ts,
+                            started,
+                            ended: None,
+                            details: facts.details.clone(),
+                        },
+                    );
+                }
+                Some(run) => {
+                    run.parent_run_id = run.parent_run_id.or(facts.parent_run_id);
+                    run.flow_run_id = run.flow_run_id.or(facts.flow_run_id);
+                    if (row.ts, row.event_id) > (run.state_ts, run.state_event_id) {
+                        run.state = row.state;
+                        run.state_message.clone_from(&row.message);
+                        run.state_ts = row.ts;
+                        run.state_event_id = row.event_id;
+                        run.attempt = row.attempt;
+                    }
+                    run.created = run.created.min(row.ts);
+                    run.started = match (run.started, started) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    if run.details.is_none() {
+                        run.details.clone_from(&facts.details);
+                    }
+                }
+            }
+        }
+        let mut runs: Vec<RunRow> = runs
+            .into_values()
+            .map(|mut run| {
+                run.ended = run.state.is_final().then_some(run.state_ts);
+                run
+            })
+            .collect();
+        runs.sort_by_key(|run| run.id);
+        runs
+    }
+}
+
+/// The shape of a stats query: `buckets` buckets of `width` µs from `since`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StatsFrame {
+    pub since: i64,
+    pub until: i64,
+    pub width: i64,
+    pub buckets: u32,
+}
+
+impl StatsFrame {
+    /// Equal-width buckets of whole seconds (at least one second, at most 10 000 buckets)
+    /// covering `[since, until)`; the last bucket may end after `until`.
+    pub(crate) fn new(since: DateTime<Utc>, until: DateTime<Utc>, buckets: u32) -> StatsFrame {
+        let buckets = buckets.clamp(1, 10_000);
+        let (since, until) = (micros(since), micros(until));
+        let span_secs = until.saturating_sub(since).max(0).div_euclid(1_000_000)
+            + i64::from(until.saturating_sub(since).rem_euclid(1_000_000) != 0);
+        let width_secs = (span_secs + i64::from(buckets) - 1) / i64::from(buckets);
+        StatsFrame {
+            since,
+            until,
+            width: width_secs.max(1) * 1_000_000,
+            buckets,
+        }
+    }
+
+    /// Builds the answer from `(bucket index, state, count)` rows of the query.
+    pub(crate) fn assemble(&self, rows: Vec<(i64, StateType, u64)>) -> Result<Stats, StoreError> {
+        let mut counts = vec![[0u64; StateType::ALL.len()]; self.buckets as usize];
+        let mut totals = [0u64; StateType::ALL.len()];
+        for (bucket, state, count) in rows {
+            let slot = StateType::ALL.iter().position(|s| *s == state).unwrap_or(0);
+            let Some(bucket) = usize::try_from(bucket).ok().and_then(|b| counts.get_mut(b)) else {
+                return Err(corrupt(format!(
+                    "stats bucket {bucket} outside 0..{}",
+                    self.buckets
+                )));
+            };
+            bucket[slot] += count;
+            totals[slot] += count;
+        }
+        let nonzero = |counts: &[u64; StateType::ALL.len()]| -> Vec<(StateType, u64)> {
+            StateType::ALL
+                .iter()
+                .zip(counts)
+                .filter(|(_, n)| **n > 0)
+                .map(|(s, n)| (*s, *n))
+                .collect()
+        };
+        let buckets = counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Ok(StatsBucket {
+                    start: from_micros(self.since + i as i64 * self.width)?,
+                    counts: nonzero(c),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Stats {
+            since: from_micros(self.since)?,
+            until: from_micros(self.until)?,
+            bucket_seconds: (self.width / 1_000_000) as u64,
+            buckets,
+            totals: nonzero(&totals),
+        })
+    }
+}
+
+/// The groups (see [`group_of`]) of the runs retention picked, without repeats.
+pub(crate) fn retention_groups(candidates: &[(Uuid, Option<Uuid>)]) -> Vec<Uuid> {
+    let mut groups: Vec<Uuid> = candidates
+        .iter()
+        .map(|&(id, flow)| group_of(id, flow))
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_covers_the_window() {
+        let since = DateTime::from_timestamp(1_000, 0).unwrap_or_default();
+        let until = DateTime::from_timestamp(1_000 + 3_600, 0).unwrap_or_default();
+        let f = StatsFrame::new(since, until, 7);
+        assert!(f.width * 7 >= 3_600 * 1_000_000);
+        assert_eq!(f.width % 1_000_000, 0);
+        let f = StatsFrame::new(until, since, 0);
+        assert_eq!((f.buckets, f.width), (1, 1_000_000));
+    }
+
+    #[test]
+    fn levels_and_states_round_trip() {
+        for level in [
+            LogLevel::Trace,
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+        ] {
+            assert_eq!(
+                parse_level(i64::from(level_number(level))).ok(),
+                Some(level)
+            );
+        }
+        for state in StateType::ALL {
+            assert_eq!(parse_state(state.as_str()).ok(), Some(state));
+        }
+        assert!(parse_state("Bogus").is_err());
+    }
+}

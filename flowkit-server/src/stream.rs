@@ -1,0 +1,158 @@
+//! Live run changes for the dashboard: after each successful ingest, one compact
+//! [`RunChange`] per run the batch touched goes into a bounded broadcast channel, and
+//! `GET /api/stream` forwards it as a server-sent event.
+//!
+//! A client too slow to keep up loses the oldest changes; it is then sent a `lagged` event and
+//! should refetch what it shows. Changes are hints for refetching, not a replication log:
+//! when events of a run arrive out of order the change carries the latest state *of the
+//! batch*, and the API has the truth.
+
+use flowkit::event::{Event, EventBody, RunKind};
+use flowkit::state::StateType;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use tokio::sync::broadcast;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A run that changed: it entered a state, or (with `state` null) it logged something.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunChange {
+    /// The run.
+    pub run_id: Uuid,
+    /// Its flow run (itself for a flow run), if any.
+    pub flow_run_id: Option<Uuid>,
+    /// `flow` or `task`.
+    #[schema(value_type = String, example = "task")]
+    pub kind: RunKind,
+    /// The run's name.
+    pub name: String,
+    /// The latest state of the run in this batch; null when the batch only carried its logs.
+    #[schema(value_type = Option<String>, example = "Running")]
+    pub state: Option<StateType>,
+}
+
+/// The sending side, shared by every request handler.
+#[derive(Clone, Debug)]
+pub struct Changes {
+    sender: broadcast::Sender<RunChange>,
+}
+
+impl Changes {
+    /// A channel that buffers `capacity` changes for the slowest client.
+    pub fn new(capacity: usize) -> Changes {
+        let (sender, _) = broadcast::channel(capacity.max(1));
+        Changes { sender }
+    }
+
+    /// A new receiver, seeing changes published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<RunChange> {
+        self.sender.subscribe()
+    }
+
+    /// Whether anyone is listening (skips the work when nobody is).
+    pub fn has_subscribers(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
+    /// Publishes changes; with no listener they are dropped.
+    pub fn publish(&self, changes: Vec<RunChange>) {
+        for change in changes {
+            // An error only means nobody is listening right now.
+            let _ = self.sender.send(change);
+        }
+    }
+}
+
+/// One change per run touched by `events`, in the order the runs first appear; each carries
+/// the run's latest state in the batch by `(timestamp, event id)`.
+pub fn changes_of(events: &[Event]) -> Vec<RunChange> {
+    /// Orders state events of one run: the greatest is the latest.
+    type Key = (chrono::DateTime<chrono::Utc>, Uuid);
+    let mut order: Vec<Uuid> = Vec::new();
+    let mut by_run: HashMap<Uuid, (RunChange, Option<Key>)> = HashMap::new();
+    for event in events {
+        let entry = by_run.entry(event.run_id).or_insert_with(|| {
+            order.push(event.run_id);
+            (
+                RunChange {
+                    run_id: event.run_id,
+                    flow_run_id: event.flow_run_id,
+                    kind: event.run_kind,
+                    name: event.name.to_string(),
+                    state: None,
+                },
+                None,
+            )
+        });
+        if let EventBody::State { state, .. } = &event.body {
+            let key = (event.timestamp, event.id);
+            if entry.1.is_none_or(|latest| key > latest) {
+                entry.0.state = Some(state.kind);
+                entry.0.name = event.name.to_string();
+                entry.1 = Some(key);
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|id| by_run.remove(&id).map(|(change, _)| change))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use flowkit::event::LogLevel;
+    use flowkit::state::State;
+
+    fn event(run: Uuid, secs: i64, body: EventBody) -> Event {
+        Event {
+            id: Uuid::now_v7(),
+            run_id: run,
+            parent_run_id: None,
+            flow_run_id: Some(run),
+            run_kind: RunKind::Flow,
+            name: "etl".into(),
+            attempt: 1,
+            timestamp: Utc
+                .timestamp_opt(1_800_000_000 + secs, 0)
+                .single()
+                .expect("time"),
+            body,
+        }
+    }
+
+    fn state(kind: StateType) -> EventBody {
+        EventBody::State {
+            state: State::new(kind),
+            details: None,
+        }
+    }
+
+    #[test]
+    fn latest_state_per_run_even_out_of_order() {
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        let events = vec![
+            event(a, 2, state(StateType::Completed)),
+            event(a, 1, state(StateType::Running)),
+            event(
+                b,
+                0,
+                EventBody::Log {
+                    level: LogLevel::Info,
+                    message: "hi".into(),
+                    fields: Default::default(),
+                },
+            ),
+        ];
+        let changes = changes_of(&events);
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].run_id, a);
+        assert_eq!(changes[0].state, Some(StateType::Completed));
+        assert_eq!(changes[1].run_id, b);
+        assert_eq!(changes[1].state, None);
+    }
+}
