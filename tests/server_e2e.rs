@@ -50,6 +50,9 @@ async fn reported_pipeline(n: u32) -> anyhow::Result<u32> {
     Ok(model)
 }
 
+/// What the runtime recorded of one run: its name, `(state, attempt)` in order, its log lines.
+type ExpectedRun = (String, Vec<(StateType, u32)>, Vec<String>);
+
 async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
     let res = client
         .get(url)
@@ -100,7 +103,7 @@ async fn a_reported_pipeline_is_complete_and_correct_through_the_api() {
     );
 
     // Ground truth: what the runtime emitted, per run.
-    let mut truth: BTreeMap<String, (String, Vec<(StateType, u32)>, Vec<String>)> = BTreeMap::new();
+    let mut truth: BTreeMap<String, ExpectedRun> = BTreeMap::new();
     for run in rec.runs() {
         truth.insert(
             run.id.to_string(),
