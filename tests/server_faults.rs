@@ -115,16 +115,16 @@ async fn a_server_outage_mid_flow_loses_and_duplicates_nothing() {
     let url = format!("http://{addr}/api/flow-runs/{flow_id}/task-runs");
     let deadline = Instant::now() + Duration::from_secs(60);
     let body: serde_json::Value = loop {
-        if let Ok(res) = client.get(&url).send().await {
-            if res.status().is_success() {
-                let body: serde_json::Value = res.json().await.expect("json");
-                let done = body["flow_run"]["state"] == "Completed"
-                    && body["items"].as_array().is_some_and(|i| {
-                        i.len() == 40 && i.iter().all(|r| r["state"] == "Completed")
-                    });
-                if done {
-                    break body;
-                }
+        if let Ok(res) = client.get(&url).send().await
+            && res.status().is_success()
+        {
+            let body: serde_json::Value = res.json().await.expect("json");
+            let done = body["flow_run"]["state"] == "Completed"
+                && body["items"]
+                    .as_array()
+                    .is_some_and(|i| i.len() == 40 && i.iter().all(|r| r["state"] == "Completed"));
+            if done {
+                break body;
             }
         }
         assert!(
