@@ -32,14 +32,12 @@ fn start(db: &str, port: u16) -> Child {
 async fn wait_healthy(client: &reqwest::Client, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(res) = client
+        let health = client
             .get(format!("http://127.0.0.1:{port}/api/health"))
             .send()
-            .await
-        {
-            if res.status().is_success() {
-                return;
-            }
+            .await;
+        if health.is_ok_and(|res| res.status().is_success()) {
+            return;
         }
         assert!(Instant::now() < deadline, "the server did not come up");
         tokio::time::sleep(Duration::from_millis(50)).await;
