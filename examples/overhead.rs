@@ -8,12 +8,15 @@
 //! cargo run --release --example overhead -- 100000
 //! ```
 //!
-//! Prints one `key=value` per line (the median of several repetitions): `flowkit_task_ns`,
+//! Prints one `key=value` per line (the median of several repetitions): `flowkit_task_ns`
+//! (per call inside a flow), `flow_start_end_ms` (what starting and ending that flow adds:
+//! the end waits for the sinks, and for the server when `FLOWKIT_API_URL` is set),
 //! `plain_call_ns`, `tokio_spawn_ns`, `flowkit_map_tasks_per_s`, `cache_hit_ns`,
 //! `peak_rss_mb` (of a child process running a 1 000 000-task flow).
 
 use flowkit::{flow, task};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 const REPETITIONS: usize = 5;
@@ -32,28 +35,63 @@ async fn cached(x: u64) -> u64 {
     x.wrapping_mul(2654435761)
 }
 
+/// Nanoseconds the last flow below spent on its task calls. The flow's own start and end
+/// (which waits for the sinks, and for the server when reporting) are measured apart.
+static LOOP_NS: AtomicU64 = AtomicU64::new(0);
+
+fn record_loop(start: Instant) {
+    LOOP_NS.store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
+
 #[flow]
 async fn sequential(n: u64) -> u64 {
+    let start = Instant::now();
     let mut acc = 0u64;
     for i in 0..n {
         acc = acc.wrapping_add(trivial(black_box(i)).await);
     }
+    record_loop(start);
     acc
 }
 
 #[flow]
 async fn fan_out(n: u64) -> usize {
-    trivial::map(0..n).await.len()
+    let start = Instant::now();
+    let len = trivial::map(0..n).await.len();
+    record_loop(start);
+    len
 }
 
 #[flow]
 async fn cache_hits(n: u64) -> u64 {
     // The first call fills the cache; every later call with the same input is a hit.
     let mut acc = cached(7).await;
+    let start = Instant::now();
     for _ in 0..n {
         acc = acc.wrapping_add(cached(black_box(7)).await);
     }
+    record_loop(start);
     acc
+}
+
+/// Per item of one of the flows above: (ns per task inside the flow, ms the flow's start
+/// and end add), medians of the repetitions.
+async fn in_flow<F, Fut>(n: u64, mut flow: F) -> (f64, f64)
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future,
+{
+    let mut per_task = Vec::with_capacity(REPETITIONS);
+    let mut start_end = Vec::with_capacity(REPETITIONS);
+    for _ in 0..REPETITIONS {
+        let start = Instant::now();
+        black_box(flow(n).await);
+        let total = start.elapsed().as_nanos() as f64;
+        let in_loop = LOOP_NS.load(Ordering::Relaxed) as f64;
+        per_task.push(in_loop / n as f64);
+        start_end.push((total - in_loop) / 1e6);
+    }
+    (median(per_task), median(start_end))
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -105,7 +143,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Warm up: start the sink thread, fault in the allocator.
     black_box(sequential(1_000).await);
 
-    let flowkit_ns = per_item_ns(n, sequential).await;
+    let (flowkit_ns, flow_end_ms) = in_flow(n, sequential).await;
     let plain_ns = per_item_ns(n, |n| async move {
         let mut acc = 0u64;
         for i in 0..n {
@@ -122,10 +160,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         acc
     })
     .await;
-    let map_ns = per_item_ns(n, fan_out).await;
-    let hit_ns = per_item_ns(n, cache_hits).await;
+    let (map_ns, _) = in_flow(n, fan_out).await;
+    let (hit_ns, _) = in_flow(n, cache_hits).await;
 
     println!("flowkit_task_ns={flowkit_ns:.0}");
+    println!("flow_start_end_ms={flow_end_ms:.1}");
     println!("plain_call_ns={plain_ns:.1}");
     println!("tokio_spawn_ns={spawn_ns:.0}");
     println!("flowkit_map_tasks_per_s={:.0}", 1e9 / map_ns);
