@@ -189,6 +189,16 @@ async fn a_reported_run_shows_up_live_with_its_tasks_logs_and_retries() -> anyho
         "the reported run to appear live as Completed",
     )
     .await?;
+    // The state counts and the chart follow (refreshed shortly after a change).
+    wait_for(
+        &page,
+        "(document.querySelector('#state-counts [data-state=Completed] b') || {}).textContent === '1'",
+        Duration::from_secs(10),
+        "the Completed count of flow runs",
+    )
+    .await?;
+    let bars: u32 = eval(&page, "document.querySelectorAll('#chart rect.bar').length").await?;
+    assert!(bars >= 1, "the chart draws the run");
     let reloaded: bool = eval(
         &page,
         "performance.getEntriesByType('navigation').length === 1",

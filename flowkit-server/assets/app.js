@@ -148,7 +148,7 @@ async function loadStats() {
     const stats = await api("/api/stats?buckets=24");
     const counts = $("state-counts");
     counts.replaceChildren();
-    const totals = new Map(stats.totals);
+    const totals = new Map(Object.entries(stats.totals || {}));
     for (const s of STATES) {
       const n = totals.get(s) || 0;
       if (!n && !["Completed", "Failed", "Running"].includes(s)) continue;
@@ -167,11 +167,12 @@ function drawChart(stats) {
   const W = 720, H = 140, pad = 24;
   chart.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const buckets = stats.buckets || [];
-  const max = Math.max(1, ...buckets.map((b) => b.counts.reduce((a, [, n]) => a + n, 0)));
+  const counts = (b) => Object.entries(b.counts || {});
+  const max = Math.max(1, ...buckets.map((b) => counts(b).reduce((a, [, n]) => a + n, 0)));
   const bw = (W - pad) / Math.max(1, buckets.length);
   buckets.forEach((b, i) => {
     let y = H - pad;
-    for (const [state, n] of b.counts) {
+    for (const [state, n] of counts(b)) {
       if (!n) continue;
       const h = (n / max) * (H - pad * 1.5);
       y -= h;

@@ -390,6 +390,27 @@ async fn runs_page(url: &str, runs: usize) -> anyhow::Result<(f64, f64)> {
         times.sort();
         medians.push(times[times.len() / 2].as_secs_f64() * 1000.0);
     }
+    // The dashboard's chart: counts by state over a window holding every stored run.
+    let since = (start - TimeDelta::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let endpoint = format!("{}/api/stats?since={since}&buckets=48", server.base);
+    let mut times = Vec::new();
+    for _ in 0..11 {
+        let t = Instant::now();
+        let response = client.get(&endpoint).send().await?;
+        anyhow::ensure!(response.status() == 200, "stats: {}", response.status());
+        let stats: serde_json::Value = response.json().await?;
+        times.push(t.elapsed());
+        let total: u64 = stats["totals"]
+            .as_object()
+            .map(|t| t.values().filter_map(|n| n.as_u64()).sum())
+            .unwrap_or(0);
+        anyhow::ensure!(total == runs as u64, "stats counted {total} of {runs} runs");
+    }
+    times.sort();
+    println!(
+        "stats_ms={:.2}",
+        times[times.len() / 2].as_secs_f64() * 1000.0
+    );
     server.stop().await?;
     Ok((medians[0], medians[1]))
 }

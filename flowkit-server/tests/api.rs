@@ -480,6 +480,8 @@ async fn ingest_then_read_back_through_every_route(server: &TestServer) {
         ("search=zzz", 0),
         ("created_after=2000-01-01T00:00:00Z", 1),
         ("created_before=2000-01-01T00:00:00Z", 0),
+        ("started_after=2000-01-01T00:00:00Z", 1),
+        ("started_before=2000-01-01T00:00:00Z", 0),
     ] {
         let page = server.get_ok(&format!("/api/flow-runs?{query}")).await;
         assert_eq!(

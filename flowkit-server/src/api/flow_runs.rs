@@ -235,11 +235,14 @@ pub struct ListQuery {
     pub deployment: Option<String>,
     /// A tag the run carries.
     pub tag: Option<String>,
-    /// Created at or after (RFC 3339).
+    /// Created at or after (RFC 3339). Also accepted as `started_after`: a flow run is
+    /// created as it starts.
     #[param(value_type = Option<String>, format = DateTime)]
+    #[serde(alias = "started_after")]
     pub created_after: Option<String>,
-    /// Created before (RFC 3339).
+    /// Created before (RFC 3339). Also accepted as `started_before`.
     #[param(value_type = Option<String>, format = DateTime)]
+    #[serde(alias = "started_before")]
     pub created_before: Option<String>,
     /// Case-insensitive substring of the name.
     pub search: Option<String>,
