@@ -110,7 +110,8 @@ function runRow(run) {
     el("td", {}, fmtTime(run.started || run.created)),
     el("td", { class: "duration" }, fmtDuration(runDuration(run))),
     el("td", {}, (run.tags || []).join(", ")),
-    el("td", { class: "mono" }, run.id.slice(0, 8)));
+    // UUID v7 ids start with their timestamp: the tail is what tells runs apart.
+    el("td", { class: "mono", title: run.id }, "…" + run.id.slice(-12)));
 }
 
 async function loadRuns(reset) {
