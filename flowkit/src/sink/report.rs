@@ -293,7 +293,8 @@ pub struct ReportStats {
     /// Events the server refused for good (in a `400`/`422` batch, listed as rejected, or
     /// alone and still too big).
     pub rejected: u64,
-    /// Events dropped by this reporter because memory and spool were full.
+    /// Events dropped by this reporter: its memory queue was full (events came faster than it
+    /// could serialize and spool them) or the spool was full.
     pub dropped: u64,
     /// Events in the spool directory, as far as this process knows.
     pub spooled: u64,

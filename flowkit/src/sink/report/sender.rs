@@ -497,7 +497,7 @@ impl Sender {
         self.publish();
         if self.dropped_unlogged > 0 {
             self.say(&format!(
-                "flowkit: {} events were dropped because the reporter's memory and the spool under {} were full",
+                "flowkit: {} events were dropped: events came faster than the reporter could serialize and spool them (its memory queue was full), or the spool under {} was full",
                 self.dropped_unlogged,
                 self.spool.dir().display()
             ));
