@@ -3,7 +3,7 @@
 mod common;
 
 use flowkit::testing::record;
-use flowkit::{StateType, TimedOut, task};
+use flowkit::{StateType, TimedOut, flow, task};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -80,4 +80,34 @@ async fn timed_out_attempts_are_retried() {
     );
     let msg = run.states[2].1.message.clone().unwrap_or_default();
     assert!(msg.contains("timed out after 100ms"), "{msg}");
+}
+
+#[task]
+async fn sleeps_an_hour() -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    Ok(())
+}
+
+#[flow(timeout = "1s")]
+async fn impatient() -> anyhow::Result<()> {
+    sleeps_an_hour().await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_dropped_by_its_timed_out_caller_ends_cancelled() {
+    common::isolated_home();
+    let (out, rec) = record(impatient()).await;
+    assert!(out.is_err(), "the flow timed out");
+    use StateType::*;
+    assert_eq!(
+        rec.run("impatient").state_types(),
+        [Pending, Running, TimedOut]
+    );
+    let child = rec.run("sleeps_an_hour");
+    assert_eq!(
+        child.state_types(),
+        [Pending, Running, Cancelled],
+        "no run stays Running forever"
+    );
+    assert_eq!(child.states[2].0, 1, "cancelled during attempt 1");
 }

@@ -257,6 +257,8 @@ async fn a_reported_run_shows_up_live_with_its_tasks_logs_and_retries() -> anyho
     assert_eq!(injected, 0, "log text must not become elements");
     let warn_lines: u32 = eval(&page, "document.querySelectorAll('#logs .l-WARN').length").await?;
     assert_eq!(warn_lines, 1);
+    let lines: u32 = eval(&page, "document.querySelectorAll('#logs .log').length").await?;
+    assert_eq!(lines, 2, "each log line shown once");
 
     // A picture for humans reviewing a failure.
     let shot = std::env::temp_dir().join("flowkit-dashboard-run.png");

@@ -191,11 +191,12 @@ function drawChart(stats) {
 
 // ---- one flow run -------------------------------------------------------------------------
 
-const detail = { id: null, logCursor: null, lastLog: null, refreshTimer: null };
+const detail = { id: null, logCursor: null, shownLogs: new Set(), refreshTimer: null };
 
 async function showRun(id) {
   detail.id = id;
   detail.logCursor = null;
+  detail.shownLogs.clear();
   $("logs").replaceChildren();
   $("run-error").hidden = true;
   try {
@@ -356,6 +357,7 @@ async function loadLogs(reset) {
   const level = $("log-level").value;
   if (reset) {
     detail.logCursor = null;
+    detail.shownLogs.clear();
     $("logs").replaceChildren();
   }
   // Follow: keep asking from the last cursor until a page comes back short.
@@ -366,6 +368,9 @@ async function loadLogs(reset) {
     const page = await api("/api/flow-runs/" + id + "/logs?" + q);
     if (detail.id !== id) return;
     for (const line of page.items) {
+      // Following re-reads the last (short) page: show each line once.
+      if (detail.shownLogs.has(line.event_id)) continue;
+      detail.shownLogs.add(line.event_id);
       $("logs").append(el("div", { class: "log l-" + line.level },
         el("span", { class: "ts" }, new Date(line.timestamp).toLocaleTimeString()),
         el("span", { class: "lvl" }, line.level),

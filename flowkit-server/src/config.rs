@@ -55,7 +55,9 @@ pub struct Cli {
         value_delimiter = ';',
         hide_env_values = true
     )]
-    pub api_keys: Vec<ApiKey>,
+    // Parsed in `into_config`, not by clap: clap's error would echo the whole value, secret
+    // included.
+    pub api_keys: Vec<String>,
 
     /// Serve without API keys on a non-loopback address: anyone who can reach the port can
     /// read every run and send events. Only for trusted networks.
@@ -156,7 +158,7 @@ impl Cli {
             insecure_open: self.insecure_open,
             shutdown_timeout: self.shutdown_timeout,
             settings: Settings {
-                api_keys: ApiKeys::new(self.api_keys)?,
+                api_keys: ApiKeys::new(parse_keys(&self.api_keys)?)?,
                 max_body: self.max_body,
                 max_batch: self.max_batch,
                 ..Settings::default()
@@ -177,12 +179,40 @@ pub enum ConfigError {
          network is trusted"
     )]
     OpenOnNetwork(SocketAddr),
+    /// An `--api-key` value does not parse; only the key's name is shown, never its secret.
+    #[error("API key {name:?}: {why}")]
+    InvalidKey {
+        /// The part before the first `:`.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// Two keys share a name.
     #[error("two API keys are named {0:?}: key names must be unique")]
     DuplicateKeyName(String),
     /// Two keys share a secret, so a request could not tell which one it used.
     #[error("API keys {0:?} and {1:?} have the same secret")]
     DuplicateKeySecret(String, String),
+}
+
+/// Parses `NAME:SECRET:SCOPES` values; an error names the key, never its secret.
+fn parse_keys(values: &[String]) -> Result<Vec<ApiKey>, ConfigError> {
+    values
+        .iter()
+        .filter(|v| !v.trim().is_empty())
+        .map(|value| {
+            value
+                .parse::<ApiKey>()
+                .map_err(|why| ConfigError::InvalidKey {
+                    name: value
+                        .trim()
+                        .split_once(':')
+                        .map_or("(no name)", |(name, _)| name)
+                        .to_string(),
+                    why: why.replace(value.as_str(), "<key>"),
+                })
+        })
+        .collect()
 }
 
 /// The one rule about where the server may listen: without API keys, only on loopback, unless
@@ -276,6 +306,28 @@ mod tests {
         assert_eq!(config.settings.max_body, DEFAULT_MAX_BODY);
         assert!(config.settings.api_keys.is_empty());
         config.check().expect("loopback without keys is fine");
+    }
+
+    #[test]
+    fn a_bad_key_is_named_but_its_secret_never_shown() {
+        for bad in [
+            "ci:my-real-secret-1234567:reprot",
+            "ci:my-real-secret:read",
+            "no-colons-my-real-secret",
+        ] {
+            let cli = Cli::try_parse_from(["flowkit-server", "--api-key", bad])
+                .expect("clap takes any string");
+            let err = cli.into_config().expect_err("invalid key").to_string();
+            assert!(!err.contains("my-real-secret"), "{err}");
+        }
+        let cli = Cli::try_parse_from([
+            "flowkit-server",
+            "--api-key",
+            "ci:my-real-secret-1234567:reprot",
+        ])
+        .expect("parse");
+        let err = cli.into_config().expect_err("invalid scope").to_string();
+        assert!(err.starts_with("API key \"ci\""), "{err}");
     }
 
     #[test]

@@ -976,6 +976,31 @@ async fn malformed_and_misshapen_bodies() {
     assert_eq!(too_many.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(too_many.error_code(), "too_many_events");
     assert!(too_many.error_message().contains("at most 10"));
+    assert!(
+        too_many.error_message().starts_with("11 events"),
+        "counted, not built"
+    );
+    // Exactly the bound is fine (a run of numbers: each element rejected on its own).
+    let at_bound = server
+        .post_raw(
+            "/api/events",
+            serde_json::to_vec(&vec![1; 10]).expect("json"),
+        )
+        .await;
+    assert_eq!(at_bound.status, StatusCode::ACCEPTED);
+    assert_eq!(at_bound.body["rejected"].as_array().map(Vec::len), Some(10));
+
+    // No content type at all: a browser's cross-origin "simple" request looks like this.
+    let untyped = server
+        .request(
+            Method::POST,
+            "/api/events",
+            Some(Body::from("[]")),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(untyped.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     let text = server
         .request(

@@ -113,15 +113,11 @@ fn sink_loop(rx: Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>) {
                             // Drops counted before this event was queued may concern its run:
                             // tell the sinks first (one atomic load per event).
                             report_drops(&mut sinks, &mut reported_drops);
-                            for sink in sinks.iter_mut() {
-                                sink.on_event(&event);
-                            }
+                            each_sink(&mut sinks, |sink| sink.on_event(&event));
                         }
                         Message::Flush(done) => {
                             report_drops(&mut sinks, &mut reported_drops);
-                            for sink in sinks.iter_mut() {
-                                sink.flush();
-                            }
+                            each_sink(&mut sinks, |sink| sink.flush());
                             let _ = done.send(());
                         }
                         Message::AddSink(sink) => sinks.push(sink),
@@ -138,12 +134,29 @@ fn sink_loop(rx: Receiver<Message>, mut sinks: Vec<Box<dyn Sink>>) {
     }
 }
 
-fn report_drops(sinks: &mut [Box<dyn Sink>], reported: &mut u64) {
+fn report_drops(sinks: &mut Vec<Box<dyn Sink>>, reported: &mut u64) {
     let total = dropped_events();
     if total > *reported {
-        for sink in sinks.iter_mut() {
-            sink.on_dropped(total - *reported);
-        }
+        let count = total - *reported;
+        each_sink(sinks, |sink| sink.on_dropped(count));
         *reported = total;
     }
+}
+
+/// Calls `f` on every sink; a sink that panics is removed (and said so on stderr) so the
+/// others keep receiving events.
+fn each_sink(sinks: &mut Vec<Box<dyn Sink>>, mut f: impl FnMut(&mut dyn Sink)) {
+    sinks.retain_mut(|sink| {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(sink.as_mut())));
+        match outcome {
+            Ok(()) => true,
+            Err(panic) => {
+                eprintln!(
+                    "flowkit: a sink panicked and was removed; the other sinks go on: {}",
+                    crate::run::panic_message(&*panic)
+                );
+                false
+            }
+        }
+    });
 }

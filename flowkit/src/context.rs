@@ -21,6 +21,9 @@ pub(crate) struct Frame {
     pub run: Option<RunRef>,
     pub flow: Option<Arc<FlowScope>>,
     pub recorder: Option<Arc<Recorder>>,
+    /// Limited tags whose slots this run or an enclosing one holds: a run nested inside runs
+    /// inside that slot instead of waiting for another (which could never come at limit 1).
+    pub held_tags: Option<Arc<[String]>>,
 }
 
 /// The identity of the run a frame belongs to.

@@ -111,25 +111,41 @@ impl std::fmt::Debug for Hooks {
     }
 }
 
-/// Runs `hooks` one after the other, each on a blocking thread (so a hook that blocks cannot
-/// stall the runtime) and bounded by [`HOOK_TIMEOUT`]; panics and timeouts are logged, never
-/// propagated.
+/// Runs `hooks` one after the other, each on a thread of its own (so a hook that blocks
+/// cannot stall the runtime, nor keep it from shutting down), waiting at most
+/// [`HOOK_TIMEOUT`] of real time for each; panics and timeouts are logged, never propagated.
 pub(crate) async fn run_hooks(hooks: &[Arc<dyn Hook>], ctx: &HookContext, which: &'static str) {
     for hook in hooks {
         let hook = Arc::clone(hook);
         let owned = ctx.clone();
         let handle = tokio::runtime::Handle::current();
-        let job = tokio::task::spawn_blocking(move || handle.block_on(hook.call(&owned)));
-        match tokio::time::timeout(HOOK_TIMEOUT, job).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                let why = match err.try_into_panic() {
-                    Ok(panic) => crate::run::panic_message(&*panic),
-                    Err(err) => err.to_string(),
-                };
-                tracing::warn!(target: "flowkit", run = %ctx.run.name, "{which} hook panicked: {why}");
-            }
-            Err(_) => tracing::warn!(
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // A detached thread: if the hook never returns, only that thread is lost — a tokio
+        // blocking task would make the runtime wait for it at shutdown.
+        let spawned = std::thread::Builder::new()
+            .name("flowkit-hook".into())
+            .spawn(move || {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handle.block_on(hook.call(&owned))
+                }));
+                let _ = done_tx.send(outcome);
+            });
+        if let Err(err) = spawned {
+            tracing::warn!(target: "flowkit", run = %ctx.run.name, "{which} hook not run: no thread ({err})");
+            continue;
+        }
+        // Waiting on a blocking thread with a real-time bound keeps tokio's paused clock (in
+        // tests) from skipping past the hook.
+        let waited = tokio::task::spawn_blocking(move || done_rx.recv_timeout(HOOK_TIMEOUT)).await;
+        match waited {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(panic))) => tracing::warn!(
+                target: "flowkit",
+                run = %ctx.run.name,
+                "{which} hook panicked: {}",
+                crate::run::panic_message(&*panic)
+            ),
+            Ok(Err(_)) | Err(_) => tracing::warn!(
                 target: "flowkit",
                 run = %ctx.run.name,
                 "{which} hook did not finish within {:?}; the run goes on without it",

@@ -33,6 +33,7 @@ pub async fn record<F: Future>(fut: F) -> (F::Output, Recording) {
         run: None,
         flow: None,
         recorder: Some(Arc::clone(&recorder)),
+        held_tags: None,
     });
     let out = context::scope(frame, fut).await;
     let events = recorder

@@ -113,19 +113,23 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
-    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-        let is_json = content_type.to_str().is_ok_and(|ct| {
-            ct.split(';')
-                .next()
-                .is_some_and(|m| m.trim().ends_with("json"))
+    // Required, not just checked when present: a browser sends a body without a content type
+    // cross-origin without asking first, and that must not reach a keyless server on loopback.
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|content_type| {
+            content_type.to_str().is_ok_and(|ct| {
+                ct.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().ends_with("json"))
+            })
         });
-        if !is_json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "expected `Content-Type: application/json`",
-            ));
-        }
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected `Content-Type: application/json`",
+        ));
     }
     let body = read_body(body, &headers, state.settings().max_body).await?;
 
@@ -233,22 +237,27 @@ pub struct Batch {
 /// Parses a body: 400 when it is not JSON, 422 when it is not an array, 413 when it holds
 /// more than `max_batch` elements; otherwise each element is checked on its own.
 pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<Batch, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
-    let Value::Array(items) = value else {
-        return Err(ApiError::invalid_body(format!(
-            "expected a JSON array of events, got {}",
-            json_type(&value)
-        )));
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed =
+        serde::Deserializer::deserialize_any(&mut deserializer, BatchVisitor { max_batch })
+            .and_then(|parsed| deserializer.end().map(|()| parsed))
+            .map_err(ApiError::invalid_json)?;
+    let items = match parsed {
+        BatchShape::Array(items) => items,
+        BatchShape::TooMany(count) => {
+            return Err(ApiError::too_large(
+                "too_many_events",
+                format!(
+                    "{count} events in one batch; at most {max_batch} are accepted: split the batch"
+                ),
+            ));
+        }
+        BatchShape::Other(kind) => {
+            return Err(ApiError::invalid_body(format!(
+                "expected a JSON array of events, got {kind}"
+            )));
+        }
     };
-    if items.len() > max_batch {
-        return Err(ApiError::too_large(
-            "too_many_events",
-            format!(
-                "{} events in one batch; at most {max_batch} are accepted: split the batch",
-                items.len()
-            ),
-        ));
-    }
     let mut events = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
@@ -497,6 +506,74 @@ fn json_type(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+/// What the top level of a batch body holds. Elements past `max_batch` are counted but never
+/// built, so an oversized array of tiny values costs no memory beyond the body itself.
+enum BatchShape {
+    Array(Vec<Value>),
+    TooMany(usize),
+    Other(&'static str),
+}
+
+struct BatchVisitor {
+    max_batch: usize,
+}
+
+impl<'de> serde::de::Visitor<'de> for BatchVisitor {
+    type Value = BatchShape;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array of events")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<BatchShape, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max_batch));
+        loop {
+            if items.len() == self.max_batch {
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
+                    return Ok(BatchShape::Array(items));
+                }
+                let mut count = items.len() + 1;
+                drop(items);
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    count += 1;
+                }
+                return Ok(BatchShape::TooMany(count));
+            }
+            match seq.next_element::<Value>()? {
+                Some(item) => items.push(item),
+                None => return Ok(BatchShape::Array(items)),
+            }
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<BatchShape, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(BatchShape::Other("an object"))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<BatchShape, E> {
+        Ok(BatchShape::Other("a boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<BatchShape, E> {
+        Ok(BatchShape::Other("a number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<BatchShape, E> {
+        Ok(BatchShape::Other("a number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<BatchShape, E> {
+        Ok(BatchShape::Other("a number"))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<BatchShape, E> {
+        Ok(BatchShape::Other("a string"))
+    }
+    fn visit_unit<E>(self) -> Result<BatchShape, E> {
+        Ok(BatchShape::Other("null"))
     }
 }
 

@@ -18,6 +18,11 @@ pub(crate) struct Cursor {
 
 const LEN: usize = 48;
 
+/// 1900-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z in microseconds: the instants a cursor
+/// may hold.
+const MIN_MICROS: i64 = -2_208_988_800_000_000;
+const MAX_MICROS: i64 = 253_402_300_799_999_999;
+
 impl Cursor {
     /// The opaque string handed to clients.
     pub(crate) fn encode(&self) -> String {
@@ -45,6 +50,11 @@ impl Cursor {
         let (micros, id) = bytes.split_at(8);
         let micros = i64::from_be_bytes(micros.try_into().map_err(|_| invalid("not a cursor"))?);
         let id = Uuid::from_slice(id).map_err(|_| invalid("not a cursor"))?;
+        // Forged instants outside what both databases can hold would be a 500 on PostgreSQL
+        // and an empty page on SQLite: reject them the same way everywhere.
+        if !(MIN_MICROS..=MAX_MICROS).contains(&micros) {
+            return Err(invalid("not a cursor"));
+        }
         Ok(Cursor { micros, id })
     }
 }
@@ -71,7 +81,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for micros in [0, 1, -1, i64::MAX, i64::MIN, 1_764_331_200_123_456] {
+        for micros in [0, 1, -1, MIN_MICROS, MAX_MICROS, 1_764_331_200_123_456] {
             let cursor = Cursor {
                 micros,
                 id: Uuid::now_v7(),
@@ -91,6 +101,18 @@ mod tests {
             &"g".repeat(LEN),
             &"é".repeat(LEN / 2),
             "'; DROP TABLE runs; --",
+            &Cursor {
+                micros: i64::MAX,
+                id: Uuid::nil(),
+            }
+            .encode(),
+            &Cursor {
+                micros: i64::MIN,
+                id: Uuid::nil(),
+            }
+            .encode(),
+            // A well-formed cursor whose instant lies around 29 000 BC.
+            &format!("{}{}", "f21f494c589c0000", "0".repeat(32)),
         ] {
             match Cursor::decode(garbage) {
                 Err(StoreError::InvalidCursor(_)) => {}

@@ -15,7 +15,7 @@ use futures::FutureExt;
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -39,11 +39,18 @@ where
     let parent_run = parent.as_ref().and_then(|f| f.run.as_ref());
     let is_root = parent_run.is_none();
     let exec = Execution::new(spec, shape, site, parent.as_deref());
-    let outcome = if is_root {
-        crate::sink::logs::capture(exec.execute(span, body)).await
-    } else {
-        exec.execute(span, body).await
+    let mut unfinished = Unfinished {
+        emitter: exec.emitter.clone(),
+        attempt: AtomicU32::new(0),
+        armed: true,
     };
+    let outcome = if is_root {
+        crate::sink::logs::capture(exec.execute(span, body, &unfinished.attempt)).await
+    } else {
+        exec.execute(span, body, &unfinished.attempt).await
+    };
+    // Every path out of `execute` recorded a final state.
+    unfinished.armed = false;
     if is_root && spec.kind == RunKind::Flow {
         let timeout = config::get().flush_timeout;
         if !crate::bus::flush(timeout).await {
@@ -61,6 +68,31 @@ where
     }
 }
 
+/// Records `Cancelled` for a run whose future is dropped before it finished (its caller
+/// timed out or was cancelled, the handle was aborted, the process is shutting down), so no
+/// run stays `Running` forever. Hooks do not run then: they would need to be awaited.
+struct Unfinished {
+    emitter: Emitter,
+    /// The attempt executing, updated by `execute`.
+    attempt: AtomicU32,
+    armed: bool,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if self.armed {
+            self.emitter.state(
+                self.attempt.load(Ordering::Relaxed),
+                State::with_message(
+                    StateType::Cancelled,
+                    "dropped before it finished: its caller timed out or was cancelled, or the run was aborted",
+                ),
+                None,
+            );
+        }
+    }
+}
+
 /// Everything one run needs, resolved once before the first attempt.
 struct Execution<T> {
     spec: &'static TaskSpec,
@@ -74,6 +106,8 @@ struct Execution<T> {
     input_key: Option<CacheKey>,
     /// The parent frame's recorder, passed on to this run's frames.
     recorder: Option<Arc<crate::context::Recorder>>,
+    /// Limited tags the enclosing runs hold.
+    held_tags: Option<Arc<[String]>>,
 }
 
 enum AttemptEnd<T> {
@@ -92,6 +126,7 @@ impl<T> Execution<T> {
         let run_id = site.run_id.unwrap_or_else(crate::ids::new_id);
         let parent_run_id = parent.and_then(|f| f.run.as_ref()).map(|r| r.id);
         let recorder = parent.and_then(|f| f.recorder.clone());
+        let held_tags = parent.and_then(|f| f.held_tags.clone());
         let name = Cow::Borrowed(spec.name);
         let flow = match spec.kind {
             RunKind::Flow => Some(Arc::new(FlowScope {
@@ -153,10 +188,16 @@ impl<T> Execution<T> {
             details: Some(Box::new(details)),
             input_key,
             recorder,
+            held_tags,
         }
     }
 
-    async fn execute<B>(mut self, span: tracing::Span, mut body: B) -> Result<T, Panic>
+    async fn execute<B>(
+        mut self,
+        span: tracing::Span,
+        mut body: B,
+        current_attempt: &AtomicU32,
+    ) -> Result<T, Panic>
     where
         B: Body<Output = T>,
     {
@@ -189,6 +230,7 @@ impl<T> Execution<T> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            current_attempt.store(attempt, Ordering::Relaxed);
             if let Some(flow) = self
                 .flow
                 .as_ref()
@@ -206,7 +248,23 @@ impl<T> Execution<T> {
                 );
                 return Err(Box::new(message));
             };
-            let slots = limits().acquire(self.spec.tags, extra_tags).await;
+            let slots = limits()
+                .acquire(
+                    self.spec.tags,
+                    extra_tags,
+                    self.held_tags.as_deref().unwrap_or(&[]),
+                )
+                .await;
+            let held_tags = match &slots {
+                Some(slots) if !slots.tags.is_empty() => Some(
+                    self.held_tags
+                        .iter()
+                        .flat_map(|held| held.iter().cloned())
+                        .chain(slots.tags.iter().cloned())
+                        .collect::<Arc<[String]>>(),
+                ),
+                _ => self.held_tags.clone(),
+            };
             self.emitter
                 .state(attempt, State::new(StateType::Running), None);
             let frame = Arc::new(Frame {
@@ -220,6 +278,7 @@ impl<T> Execution<T> {
                 }),
                 flow: self.flow.clone(),
                 recorder: self.recorder.clone(),
+                held_tags,
             });
             let guarded = context::scope(frame, AssertUnwindSafe(fut).catch_unwind())
                 .instrument(span.clone());
@@ -318,7 +377,7 @@ impl<T> Execution<T> {
     /// A result this task produced for the same inputs in an earlier attempt of the enclosing
     /// flow run.
     fn reuse_kept_result(&self) -> Option<(T, String)> {
-        if self.spec.kind != RunKind::Task {
+        if self.spec.kind != RunKind::Task || self.refresh_cache() {
             return None;
         }
         let flow = self.flow.as_ref()?;
@@ -343,16 +402,19 @@ impl<T> Execution<T> {
         ))
     }
 
+    /// `refresh_cache`, per call or from the attribute: run the body, never reuse a result.
+    fn refresh_cache(&self) -> bool {
+        self.options
+            .as_ref()
+            .and_then(|o| o.refresh_cache)
+            .unwrap_or(self.spec.refresh_cache)
+    }
+
     fn cache_lookup(&self) -> Option<(T, String)> {
         if self.spec.cache == CacheMode::Off {
             return None;
         }
-        let refresh = self
-            .options
-            .as_ref()
-            .and_then(|o| o.refresh_cache)
-            .unwrap_or(self.spec.refresh_cache);
-        if refresh {
+        if self.refresh_cache() {
             return None;
         }
         let key = self.input_key?;

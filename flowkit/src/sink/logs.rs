@@ -282,6 +282,7 @@ mod tests {
             }),
             flow: None,
             recorder: Some(Arc::clone(&recorder)),
+            held_tags: None,
         });
         (frame, recorder)
     }
@@ -415,6 +416,7 @@ mod tests {
             run: None,
             flow: None,
             recorder: Some(Arc::clone(&recorder)),
+            held_tags: None,
         });
         capture_at(
             Level::INFO,
