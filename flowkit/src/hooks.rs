@@ -126,6 +126,8 @@ pub(crate) async fn run_hooks(hooks: &[Arc<dyn Hook>], ctx: &HookContext, which:
             .name("flowkit-hook".into())
             .spawn(move || {
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    // A plain-function hook runs inside `call`: give it the runtime too.
+                    let _entered = handle.enter();
                     handle.block_on(hook.call(&owned))
                 }));
                 let _ = done_tx.send(outcome);
