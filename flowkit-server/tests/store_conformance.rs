@@ -1370,6 +1370,18 @@ async fn retention_deletes_old_runs_with_their_children(env: &mut Env) {
     let orphan = Run::task("orphan", &ghost);
     events.push(orphan.first(old, StateType::Pending, details("demo::orphan")));
     old_runs.extend([standalone.id, orphan.id]);
+    // Old log lines of a run whose states never arrived (a reporter dropped them).
+    let unseen = Run::flow("unseen", None);
+    let orphan_logs = 2u64;
+    for n in 0..orphan_logs {
+        events.push(unseen.log(
+            1,
+            old,
+            LogLevel::Info,
+            &format!("orphan log {n}"),
+            json!({}),
+        ));
+    }
     // New runs that must stay.
     let fresh = scenario("fresh", cutoff + Duration::hours(1));
     events.extend(fresh.events.clone());
@@ -1386,7 +1398,26 @@ async fn retention_deletes_old_runs_with_their_children(env: &mut Env) {
         }
         total += deleted;
     }
-    assert_eq!(total, old_runs.len() as u64);
+    assert_eq!(
+        total,
+        old_runs.len() as u64 + orphan_logs,
+        "every old run and orphan log line"
+    );
+    let unseen_logs = store
+        .logs(
+            unseen.id,
+            &LogFilter::default(),
+            &PageRequest {
+                limit: 10,
+                cursor: None,
+            },
+        )
+        .await
+        .expect("logs");
+    assert!(
+        unseen_logs.items.is_empty(),
+        "orphan log lines are deleted too"
+    );
     for id in &old_runs {
         assert_eq!(
             store.get_run(*id).await.expect("get"),

@@ -76,19 +76,35 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
         let groups = rows::retention_groups(&candidates);
-        if groups.is_empty() {
-            return Ok(0);
+        let mut deleted = 0;
+        if !groups.is_empty() {
+            deleted += sqlx::query("DELETE FROM runs WHERE flow_run_id = ANY($1) OR id = ANY($1)")
+                .bind(&groups)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            for sql in [
+                "DELETE FROM run_states WHERE group_id = ANY($1)",
+                "DELETE FROM logs WHERE group_id = ANY($1)",
+            ] {
+                sqlx::query(sql).bind(&groups).execute(&mut *tx).await?;
+            }
         }
-        let deleted = sqlx::query("DELETE FROM runs WHERE flow_run_id = ANY($1) OR id = ANY($1)")
-            .bind(&groups)
+        if candidates.len() < batch as usize {
+            // Old log lines whose run never sent a state have no run row to go with.
+            deleted += sqlx::query(
+                "DELETE FROM logs WHERE event_id IN (
+                     SELECT event_id FROM logs AS l
+                     WHERE l.ts < $1
+                       AND NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.id = l.group_id)
+                       AND NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.flow_run_id = l.group_id)
+                     LIMIT $2)",
+            )
+            .bind(cutoff)
+            .bind(i64::from(batch))
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        for sql in [
-            "DELETE FROM run_states WHERE group_id = ANY($1)",
-            "DELETE FROM logs WHERE group_id = ANY($1)",
-        ] {
-            sqlx::query(sql).bind(&groups).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(deleted)

@@ -470,8 +470,33 @@ async fn delete_before(
             }
         }
     }
+    if candidates.len() < batch as usize {
+        deleted += delete_orphan_logs(&mut tx, cutoff, batch).await?;
+    }
     tx.commit().await?;
     Ok(deleted)
+}
+
+/// Old log lines whose run never sent a state (its state events were dropped by a reporter)
+/// have no run row to be deleted with: delete up to `batch` of them once no old run is left.
+async fn delete_orphan_logs(
+    tx: &mut SqliteConnection,
+    cutoff: i64,
+    batch: u32,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM logs WHERE event_id IN (
+             SELECT event_id FROM logs AS l
+             WHERE l.ts < ?1
+               AND NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.id = l.group_id)
+               AND NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.flow_run_id = l.group_id)
+             LIMIT ?2)",
+    )
+    .bind(cutoff)
+    .bind(i64::from(batch))
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 async fn record_drops(
