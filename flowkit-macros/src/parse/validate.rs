@@ -749,7 +749,7 @@ mod tests {
             quote!(),
             quote!(
                 async fn new() -> Self {
-                    todo!()
+                    Self::default()
                 }
             ),
         )
