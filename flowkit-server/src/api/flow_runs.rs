@@ -23,79 +23,8 @@ use uuid::Uuid;
 /// Longest `search`, `flow_name`, `deployment` or `tag` accepted.
 const MAX_FILTER_CHARS: usize = 1000;
 
-/// A run (flow or task): identity, latest state and the facts of its first event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Run {
-    /// The run's id (UUID v7).
-    pub id: Uuid,
-    /// `flow` or `task`.
-    #[schema(value_type = crate::api::schema::RunKindDoc)]
-    pub kind: RunKind,
-    /// Display name.
-    pub name: String,
-    /// The function's path (empty until the run's details arrive).
-    pub task_key: String,
-    /// The calling run.
-    pub parent_run_id: Option<Uuid>,
-    /// The nearest enclosing flow run.
-    pub flow_run_id: Option<Uuid>,
-    /// The latest state's type.
-    #[schema(value_type = crate::api::schema::StateTypeDoc)]
-    pub state: StateType,
-    /// The latest state's message (the error of a failed run).
-    pub state_message: Option<String>,
-    /// When the latest state was entered.
-    pub state_timestamp: DateTime<Utc>,
-    /// Attempt of the latest state.
-    pub attempt: u32,
-    /// Timestamp of the run's earliest event.
-    pub created: DateTime<Utc>,
-    /// When the first attempt started running.
-    pub started: Option<DateTime<Utc>>,
-    /// When the run reached a final state.
-    pub ended: Option<DateTime<Utc>>,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// Flow parameters.
-    pub parameters: Option<serde_json::Value>,
-    /// Runs whose results this run consumed.
-    pub upstream: Vec<Uuid>,
-    /// Cache key, when the run uses the cache.
-    pub cache_key: Option<String>,
-    /// Deployment that created the run.
-    pub deployment: Option<String>,
-    /// Version of the task or flow.
-    pub version: Option<String>,
-    /// `host:pid` that ran it.
-    pub worker: Option<String>,
-}
-
-impl From<RunRecord> for Run {
-    fn from(r: RunRecord) -> Run {
-        Run {
-            id: r.id,
-            kind: r.kind,
-            name: r.name,
-            task_key: r.task_key,
-            parent_run_id: r.parent_run_id,
-            flow_run_id: r.flow_run_id,
-            state: r.state,
-            state_message: r.state_message,
-            state_timestamp: r.state_timestamp,
-            attempt: r.attempt,
-            created: r.created,
-            started: r.started,
-            ended: r.ended,
-            tags: r.tags,
-            parameters: r.parameters,
-            upstream: r.upstream,
-            cache_key: r.cache_key,
-            deployment: r.deployment,
-            version: r.version,
-            worker: r.worker,
-        }
-    }
-}
+/// A run (flow or task) as the API shows it: the store's record, unchanged.
+pub use crate::store::RunRecord as Run;
 
 /// One state a run entered.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -368,7 +297,7 @@ pub async fn list(
     let page = page_request(query.limit, query.cursor)?;
     let page = state.store().list_flow_runs(&filter, &page).await?;
     Ok(Json(RunPage {
-        items: page.items.into_iter().map(Run::from).collect(),
+        items: page.items,
         next_cursor: page.next_cursor,
     }))
 }
@@ -387,7 +316,7 @@ pub async fn list(
     security(("api_key" = []))
 )]
 pub async fn get(State(state): State<AppState>, RunId(id): RunId) -> Result<Json<Run>, ApiError> {
-    Ok(Json(flow_run(&state, id).await?.into()))
+    Ok(Json(flow_run(&state, id).await?))
 }
 
 /// The flow run's task runs and subflow runs, each with its state history (the timeline).
@@ -416,7 +345,7 @@ pub async fn task_runs(
     }
     let mut with_states = |run: RunRecord| RunWithStates {
         states: by_run.remove(&run.id).unwrap_or_default(),
-        run: run.into(),
+        run,
     };
     let flow_run = with_states(flow);
     let items = children.into_iter().map(&mut with_states).collect();
@@ -491,7 +420,7 @@ pub fn graph_of(children: Vec<RunRecord>) -> Graph {
         .filter(|edge| ids.contains(&edge.from) && seen.insert(*edge))
         .collect();
     Graph {
-        nodes: children.into_iter().map(Run::from).collect(),
+        nodes: children,
         edges,
     }
 }

@@ -49,12 +49,15 @@ pub struct IngestOutcome {
     pub duplicates: usize,
 }
 
-/// A run as stored: identity, latest state and the facts of its first event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A run as stored (and as the API shows it): identity, latest state and the facts of its
+/// first event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Run)]
 pub struct RunRecord {
-    /// The run's id.
+    /// The run's id (UUID v7).
     pub id: Uuid,
-    /// Flow or task.
+    /// `flow` or `task`.
+    #[schema(value_type = crate::api::schema::RunKindDoc)]
     pub kind: RunKind,
     /// Display name.
     pub name: String,
@@ -65,8 +68,9 @@ pub struct RunRecord {
     /// The nearest enclosing flow run.
     pub flow_run_id: Option<Uuid>,
     /// The latest state's type.
+    #[schema(value_type = crate::api::schema::StateTypeDoc)]
     pub state: StateType,
-    /// The latest state's message.
+    /// The latest state's message (the error of a failed run).
     pub state_message: Option<String>,
     /// When the latest state was entered.
     pub state_timestamp: DateTime<Utc>,
