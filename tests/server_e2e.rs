@@ -5,7 +5,6 @@
 use flowkit::testing::record;
 use flowkit::{StateType, flow, task};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -69,23 +68,13 @@ async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
 async fn a_reported_pipeline_is_complete_and_correct_through_the_api() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = format!("sqlite://{}", dir.path().join("flowkit.db").display());
-    let store = Arc::new(
-        flowkit_server::store::Store::connect(&db)
-            .await
-            .expect("open store"),
-    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let config = flowkit_server::config::Config::new(db.clone());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        flowkit_server::run(listener, store, &config, async {
-            let _ = stopped.await;
-        })
+    let server = flowkit_server::spawn(listener, flowkit_server::config::Config::new(db))
         .await
-    });
+        .expect("start the server");
+    let addr = server.addr();
 
     let mut cfg = flowkit::config::Config::from_env();
     cfg.home = dir.path().join("home");
@@ -224,6 +213,5 @@ async fn a_reported_pipeline_is_complete_and_correct_through_the_api() {
         "every log line of the flow run, verbatim"
     );
 
-    let _ = stop.send(());
-    server.await.expect("server task").expect("server ran");
+    server.stop().await.expect("server stopped cleanly");
 }

@@ -6,21 +6,10 @@ use flowkit::testing::record;
 use flowkit::{flow, task};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
-struct RunningServer {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn start_server(db: &str, addr: SocketAddr) -> RunningServer {
-    let store = Arc::new(
-        flowkit_server::store::Store::connect(db)
-            .await
-            .expect("open store"),
-    );
+async fn start_server(db: &str, addr: SocketAddr) -> flowkit_server::Spawned {
     // The port was just released by the previous server: retry briefly.
     let deadline = Instant::now() + Duration::from_secs(10);
     let listener = loop {
@@ -33,24 +22,13 @@ async fn start_server(db: &str, addr: SocketAddr) -> RunningServer {
             Err(e) => panic!("cannot bind {addr} again: {e}"),
         }
     };
-    let config = flowkit_server::config::Config::new(db.to_string());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        flowkit_server::run(listener, store, &config, async {
-            let _ = stopped.await;
-        })
+    flowkit_server::spawn(listener, flowkit_server::config::Config::new(db))
         .await
-    });
-    RunningServer { stop, task }
+        .expect("start the server")
 }
 
-async fn stop_server(server: RunningServer) {
-    let _ = server.stop.send(());
-    server
-        .task
-        .await
-        .expect("server task")
-        .expect("server stopped cleanly");
+async fn stop_server(server: flowkit_server::Spawned) {
+    server.stop().await.expect("server stopped cleanly");
 }
 
 #[task]

@@ -9,7 +9,6 @@ use chromiumoxide::{Browser, BrowserConfig, Page};
 use flowkit::{flow, task};
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -142,17 +141,9 @@ async fn a_reported_run_shows_up_live_with_its_tasks_logs_and_retries() -> anyho
 
     // The real server, on a free loopback port, with a fresh SQLite file.
     let db = format!("sqlite://{}", dir.path().join("flowkit.db").display());
-    let store = Arc::new(flowkit_server::store::Store::connect(&db).await?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let config = flowkit_server::config::Config::new(db.clone());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        flowkit_server::run(listener, store, &config, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let server = flowkit_server::spawn(listener, flowkit_server::config::Config::new(db)).await?;
+    let addr = server.addr();
 
     // This process reports to it.
     let mut flowkit_config = flowkit::config::Config::from_env();
@@ -276,7 +267,6 @@ async fn a_reported_run_shows_up_live_with_its_tasks_logs_and_retries() -> anyho
     let _ = browser.close().await;
     let _ = browser.wait().await;
     browser_events.abort();
-    let _ = stop.send(());
-    server.await??;
+    server.stop().await?;
     Ok(())
 }

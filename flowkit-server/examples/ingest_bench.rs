@@ -95,42 +95,12 @@ struct IngestResult {
     p99_ms: f64,
 }
 
-/// The server running in-process.
-struct Server {
-    /// `http://127.0.0.1:PORT`.
-    base: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Server {
-    /// Stops it gracefully and waits for the store to close.
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        self.task.await?
-    }
-}
-
-/// A server over `url` on a free loopback port.
-async fn start_server(url: &str) -> anyhow::Result<Server> {
-    let store = Arc::new(Store::connect(url).await?);
+/// A server over `url` on a free loopback port (retention off: the bench's runs are old).
+async fn start_server(url: &str) -> anyhow::Result<flowkit_server::Spawned> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let mut config = Config::new(url);
-    config.bind = addr;
     config.retention = None;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        flowkit_server::run(listener, store, &config, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
-    Ok(Server {
-        base: format!("http://{addr}"),
-        stop,
-        task,
-    })
+    flowkit_server::spawn(listener, config).await
 }
 
 async fn ingest(url: &str, args: &Args) -> anyhow::Result<IngestResult> {
@@ -142,7 +112,7 @@ async fn ingest(url: &str, args: &Args) -> anyhow::Result<IngestResult> {
     let mut workers = Vec::new();
     for _ in 0..args.clients.max(1) {
         let (client, bodies, next) = (client.clone(), bodies.clone(), next.clone());
-        let endpoint = format!("{}/api/events", server.base);
+        let endpoint = format!("{}/api/events", server.url());
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -374,7 +344,7 @@ async fn runs_page(url: &str, runs: usize) -> anyhow::Result<(f64, f64)> {
     let client = reqwest::Client::new();
     let mut medians = Vec::new();
     for query in ["limit=50", "limit=50&state=Failed"] {
-        let endpoint = format!("{}/api/flow-runs?{query}", server.base);
+        let endpoint = format!("{}/api/flow-runs?{query}", server.url());
         let mut times = Vec::new();
         for _ in 0..21 {
             let t = Instant::now();
@@ -392,7 +362,7 @@ async fn runs_page(url: &str, runs: usize) -> anyhow::Result<(f64, f64)> {
     }
     // The dashboard's chart: counts by state over a window holding every stored run.
     let since = (start - TimeDelta::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let endpoint = format!("{}/api/stats?since={since}&buckets=48", server.base);
+    let endpoint = format!("{}/api/stats?since={since}&buckets=48", server.url());
     let mut times = Vec::new();
     for _ in 0..11 {
         let t = Instant::now();

@@ -164,6 +164,64 @@ pub async fn run(
     result
 }
 
+/// A server running inside this process, started by [`spawn`]: for tests, benchmarks and
+/// programs that embed the server.
+pub struct Spawned {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Spawned {
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, what `FLOWKIT_API_URL` should say.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops it gracefully (in-flight requests finish, the store closes) and waits for that.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.context("the server task panicked")?
+    }
+}
+
+/// Opens `config.database_url` (applying migrations) and serves on `listener` in a
+/// background task until [`Spawned::stop`].
+///
+/// ```no_run
+/// # async fn demo() -> anyhow::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let config = flowkit_server::config::Config::new("sqlite:///tmp/flowkit-demo.db");
+/// let server = flowkit_server::spawn(listener, config).await?;
+/// println!("report with FLOWKIT_API_URL={}", server.url());
+/// server.stop().await
+/// # }
+/// ```
+pub async fn spawn(listener: TcpListener, config: Config) -> anyhow::Result<Spawned> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                redact_url(&config.database_url)
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        run(listener, Arc::new(store), &config, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    Ok(Spawned { addr, stop, task })
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
