@@ -4,8 +4,6 @@
 //! The restart tests run this test binary again as a child process (see `child_mode`), with
 //! `FLOWKIT_HOME` pointing at a temporary directory.
 
-mod common;
-
 use flowkit::testing::record;
 use flowkit::{CallOptions, StateType, task};
 use std::process::Command;
@@ -22,7 +20,7 @@ async fn square(x: u64, label: String) -> anyhow::Result<u64> {
 
 #[tokio::test]
 async fn a_second_call_with_the_same_inputs_is_cached() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let (first, rec1) = record(square(12, "a".into())).await;
     let (second, rec2) = record(square(12, "a".into())).await;
     let (third, rec3) = record(square(12, "b".into())).await;
@@ -59,7 +57,7 @@ async fn refreshable(x: u32) -> u32 {
 
 #[tokio::test]
 async fn refresh_cache_runs_the_body_and_rewrites_the_entry() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let first = refreshable(1000).await;
     assert_eq!(refreshable(1000).await, first, "cached");
     let refreshed = refreshable::with_options(CallOptions::new().refresh_cache(true))
@@ -84,7 +82,7 @@ async fn short_lived(x: u32) -> u32 {
 
 #[tokio::test]
 async fn entries_expire_after_their_ttl() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     short_lived(5).await;
     short_lived(5).await;
     assert_eq!(TTL_CALLS.load(Ordering::SeqCst), 1);
@@ -111,7 +109,7 @@ async fn greet(name: String) -> String {
 
 #[tokio::test]
 async fn a_key_function_decides_what_is_the_same_input() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     assert_eq!(greet("Ada".into()).await, "hello Ada");
     assert_eq!(
         greet("ADA".into()).await,

@@ -1,8 +1,6 @@
 //! Flows, subflows, standalone tasks, submit/upstream, wait_for, map, and flow retries that
 //! rerun only what did not finish.
 
-mod common;
-
 use flowkit::testing::record;
 use flowkit::{CallOptions, RunKind, StateType, TaskHandle, flow, task};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -25,7 +23,7 @@ async fn outer(x: u64) -> u64 {
 
 #[tokio::test]
 async fn subflows_and_tasks_know_their_parents() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let (out, rec) = record(outer(5)).await;
     assert_eq!(out, 21);
     let outer_run = rec.run("outer");
@@ -63,7 +61,7 @@ async fn subflows_and_tasks_know_their_parents() {
 
 #[tokio::test]
 async fn a_task_outside_any_flow_is_a_standalone_run() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let (out, rec) = record(double(21)).await;
     assert_eq!(out, 42);
     let run = rec.run("double");
@@ -98,7 +96,7 @@ async fn with_handles() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submitted_runs_record_their_upstream_runs() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let (out, rec) = record(with_handles()).await;
     assert_eq!(out, 25);
     let flow = rec.run("with_handles");
@@ -130,7 +128,7 @@ async fn squares(n: u64) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn map_returns_results_in_input_order() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let (out, rec) = record(squares(300)).await;
     assert_eq!(out, (0..300).map(|x| x * 2).collect::<Vec<_>>());
     let flow = rec.run("squares");
@@ -164,7 +162,7 @@ async fn resumable(input: String) -> anyhow::Result<usize> {
 
 #[tokio::test]
 async fn a_flow_retry_reruns_only_what_did_not_finish() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let (out, rec) = record(resumable("hello".into())).await;
     assert_eq!(out.expect("the second flow attempt succeeds"), 5);
     assert_eq!(PREPARE_CALLS.load(Ordering::SeqCst), 1, "prepare ran once");

@@ -1,7 +1,5 @@
 //! Hooks fire once per final state, after it is recorded, and can never fail the run.
 
-mod common;
-
 use flowkit::testing::record;
 use flowkit::{HookContext, StateType, task};
 use std::sync::Mutex;
@@ -29,7 +27,7 @@ async fn hooked(fail_times: u32) -> Result<u32, String> {
 
 #[tokio::test]
 async fn hooks_fire_once_per_state() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let (out, _rec) = record(hooked(1)).await;
     assert_eq!(out, Ok(1));
     let seen = std::mem::take(&mut *SEEN.lock().expect("lock"));
@@ -61,7 +59,7 @@ async fn survives_its_hooks() -> u32 {
 
 #[tokio::test]
 async fn a_panicking_hook_does_not_fail_the_run() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let (out, rec) = record(survives_its_hooks()).await;
     assert_eq!(out, 7);
     assert_eq!(
@@ -89,7 +87,7 @@ async fn fails() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn on_failure_fires_once_and_on_completion_not_at_all() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     assert!(fails().await.is_err());
     assert_eq!(FAILURES.load(Ordering::SeqCst), 1);
 }

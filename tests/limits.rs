@@ -1,8 +1,6 @@
 //! Tag-based concurrency limits are never exceeded, whether runs start by plain call,
 //! `submit` or `map`.
 
-mod common;
-
 use flowkit::{flow, limits, task};
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,7 +31,7 @@ async fn many_queries(n: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limit_holds_under_map_of_a_thousand() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     limits().set("db", 3);
     let sum = many_queries(1000).await;
     assert_eq!(sum, (0..1000).sum::<u64>() + (0..50).sum::<u64>());
@@ -62,7 +60,7 @@ async fn outer_gpu(i: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_nested_in_a_limited_run_uses_its_slot() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     limits().set("gpu", 1);
     let results = tokio::time::timeout(Duration::from_secs(20), outer_gpu::map(0..20))
         .await
@@ -89,7 +87,7 @@ async fn io_call(i: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setting_a_limit_again_resizes_it_instead_of_adding_slots() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     limits().set("io", 2);
     let first = tokio::spawn(io_call::map(0..60).concurrency(16).into_future());
     tokio::time::sleep(Duration::from_millis(5)).await;

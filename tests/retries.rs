@@ -1,8 +1,6 @@
 //! Retries through the public API: attempts counted exactly, backoff within bounds,
 //! `retry_if`, panics recorded, retried and resumed.
 
-mod common;
-
 use flowkit::testing::record;
 use flowkit::{StateType, task};
 use std::sync::Mutex;
@@ -26,7 +24,7 @@ static ATTEMPT_TIMES: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
 
 #[tokio::test(start_paused = true)]
 async fn attempts_are_counted_exactly_and_backoff_stays_in_bounds() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let (out, rec) = record(flaky(4)).await;
     assert_eq!(out, Ok(4), "succeeds on the fourth attempt");
     assert_eq!(
@@ -84,7 +82,7 @@ async fn always_fails() -> Result<(), String> {
 
 #[tokio::test]
 async fn the_caller_gets_the_last_error_unchanged() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let (out, rec) = record(always_fails()).await;
     assert_eq!(out, Err("failure #3".to_string()));
     let run = rec.run("always_fails");
@@ -124,7 +122,7 @@ async fn fetch(missing: bool) -> Result<String, FetchError> {
 
 #[tokio::test]
 async fn retry_if_stops_retrying_permanent_errors() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     FETCH_CALLS.store(0, Ordering::SeqCst);
     let (out, rec) = record(fetch(true)).await;
     assert_eq!(out, Err(FetchError::NotFound));
@@ -150,7 +148,7 @@ async fn panics_every_time(label: String) -> usize {
 
 #[tokio::test]
 async fn panics_are_recorded_retried_and_resumed() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     use futures::FutureExt;
     let (caught, rec) =
         record(std::panic::AssertUnwindSafe(panics_every_time("step".into())).catch_unwind()).await;
@@ -184,7 +182,7 @@ async fn overridable() -> Result<(), String> {
 
 #[tokio::test]
 async fn with_options_overrides_retries_for_one_call() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let options = flowkit::CallOptions::new().retries(3);
     let (out, rec) = record(overridable::with_options(options).call()).await;
     assert!(out.is_err());

@@ -1,7 +1,5 @@
 //! Timeouts: the run becomes `TimedOut` and the caller gets `Err(TimedOut.into())`.
 
-mod common;
-
 use flowkit::testing::record;
 use flowkit::{StateType, TimedOut, flow, task};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,7 +13,7 @@ async fn slow(secs: u64) -> anyhow::Result<u64> {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_attempt_times_out() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let started = tokio::time::Instant::now();
     let (out, rec) = record(slow(3600)).await;
     let err = out.expect_err("an hour-long sleep cannot finish within 1s");
@@ -34,7 +32,7 @@ async fn a_slow_attempt_times_out() {
 
 #[tokio::test(start_paused = true)]
 async fn a_fast_attempt_is_not_affected() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let (out, rec) = record(slow(0)).await;
     assert_eq!(out.expect("fast enough"), 0);
     assert_eq!(
@@ -61,7 +59,7 @@ async fn hangs_then_works() -> Result<&'static str, JobError> {
 
 #[tokio::test(start_paused = true)]
 async fn timed_out_attempts_are_retried() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let (out, rec) = record(hangs_then_works()).await;
     assert_eq!(out.expect("the third attempt finishes"), "done");
     let run = rec.run("hangs_then_works");
@@ -95,7 +93,7 @@ async fn impatient() -> anyhow::Result<()> {
 
 #[tokio::test(start_paused = true)]
 async fn a_run_dropped_by_its_timed_out_caller_ends_cancelled() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let (out, rec) = record(impatient()).await;
     assert!(out.is_err(), "the flow timed out");
     use StateType::*;

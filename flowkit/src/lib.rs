@@ -45,14 +45,14 @@ pub mod bus;
 pub mod config;
 mod context;
 pub mod deployment;
-pub mod event;
+pub use flowkit_wire::event;
 pub mod hooks;
 mod ids;
 pub mod notify;
 pub mod policy;
 mod run;
 pub mod sink;
-pub mod state;
+pub use flowkit_wire::state;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

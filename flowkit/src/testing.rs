@@ -125,6 +125,8 @@ impl Recording {
                     }
                 }
                 EventBody::Log { level, message, .. } => run.logs.push((*level, message.clone())),
+                // Kinds this version does not record.
+                _ => {}
             }
         }
         runs
@@ -151,4 +153,40 @@ impl Recording {
         }
         found.remove(0)
     }
+}
+
+/// Points this test process at a fresh, empty `FLOWKIT_HOME` under the system's temporary
+/// directory and turns the summary table off — once per process, before its first run — so
+/// cached results of earlier test runs cannot leak into this one.
+///
+/// Call it first in every test of a test binary (the configuration is fixed by the first run
+/// of the process). Returns the home directory in force.
+///
+/// ```
+/// let home = flowkit::testing::isolated_home();
+/// assert!(home.is_dir());
+/// ```
+pub fn isolated_home() -> std::path::PathBuf {
+    static HOME: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("flowkit-test-home-{}-{nanos}", std::process::id()));
+        if let Err(err) = std::fs::create_dir_all(&dir) {
+            panic!(
+                "cannot create the test FLOWKIT_HOME {}: {err}",
+                dir.display()
+            );
+        }
+        let mut config = crate::config::Config::from_env();
+        config.home = dir;
+        config.summary = false;
+        // Another run of this process may have started first: then its configuration stays
+        // in force (and is what this returns).
+        let _ = crate::config::init(config);
+        crate::config::get().home.clone()
+    })
+    .clone()
 }

@@ -116,11 +116,7 @@ impl Subscriber for Capture {
         if self.capturable(metadata) && in_run() {
             let mut visitor = LogVisitor::default();
             event.record(&mut visitor);
-            log_to_current_run(
-                LogLevel::from(metadata.level()),
-                visitor.message,
-                visitor.fields,
-            );
+            log_to_current_run(log_level(metadata.level()), visitor.message, visitor.fields);
             // Enabled for the capture: the inner subscriber may not want it.
             if self.inner.enabled(metadata) {
                 self.inner.event(event);
@@ -227,6 +223,17 @@ impl Visit for LogVisitor {
     }
 }
 
+/// The wire's level of a `tracing` level.
+fn log_level(level: &Level) -> LogLevel {
+    match *level {
+        Level::TRACE => LogLevel::Trace,
+        Level::DEBUG => LogLevel::Debug,
+        Level::INFO => LogLevel::Info,
+        Level::WARN => LogLevel::Warn,
+        Level::ERROR => LogLevel::Error,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,7 +305,7 @@ mod tests {
                     message,
                     fields,
                 } => Some((*level, message.clone(), fields.clone())),
-                EventBody::State { .. } => None,
+                _ => None,
             })
             .collect()
     }

@@ -13,7 +13,7 @@ use std::fmt;
 /// The kind of a state, without its message.
 ///
 /// ```
-/// use flowkit::StateType;
+/// use flowkit_wire::StateType;
 /// assert!(StateType::Completed.is_final());
 /// assert!(StateType::Running.can_become(StateType::AwaitingRetry));
 /// assert!(!StateType::Completed.can_become(StateType::Running));

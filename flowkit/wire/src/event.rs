@@ -124,28 +124,16 @@ pub struct RunDetails {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum LogLevel {
-    /// `tracing::Level::TRACE`.
+    /// Finest detail (`tracing::Level::TRACE`).
     Trace,
-    /// `tracing::Level::DEBUG`.
+    /// Debugging detail (`tracing::Level::DEBUG`).
     Debug,
-    /// `tracing::Level::INFO`.
+    /// Information (`tracing::Level::INFO`).
     Info,
-    /// `tracing::Level::WARN`.
+    /// A warning (`tracing::Level::WARN`).
     Warn,
-    /// `tracing::Level::ERROR`.
+    /// An error (`tracing::Level::ERROR`).
     Error,
-}
-
-impl From<&tracing::Level> for LogLevel {
-    fn from(level: &tracing::Level) -> Self {
-        match *level {
-            tracing::Level::TRACE => LogLevel::Trace,
-            tracing::Level::DEBUG => LogLevel::Debug,
-            tracing::Level::INFO => LogLevel::Info,
-            tracing::Level::WARN => LogLevel::Warn,
-            tracing::Level::ERROR => LogLevel::Error,
-        }
-    }
 }
 
 impl Event {

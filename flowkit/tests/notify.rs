@@ -1,8 +1,6 @@
 //! A failure notification really sent: a task with `on_failure = flowkit::notify::webhook(..)`
 //! fails, and a small HTTP server on loopback started by the test receives the JSON.
 
-mod common;
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -56,7 +54,7 @@ async fn start_receiver() -> (String, Received) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_task_notifies_a_webhook() {
-    common::isolated_home();
+    flowkit::testing::isolated_home();
     let (url, received) = start_receiver().await;
     HOOK_URL.set(url).expect("set once");
 

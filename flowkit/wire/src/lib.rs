@@ -1,0 +1,19 @@
+//! The flowkit wire model: what the runtime emits, what the server stores and answers, and
+//! what clients send — defined once, so the runtime, the server, the typed client and the CLI
+//! can never disagree.
+//!
+//! It depends only on serde, serde_json, uuid and chrono; the `openapi` feature derives the
+//! OpenAPI schemas the server publishes at `/api/openapi.json`.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`state`] | states of a run and the transitions between them |
+//! | [`event`] | the events a process reports: state changes and log lines of runs |
+//! | [`links`] | the URLs of the server's pages, e.g. a run's page on the dashboard |
+
+pub mod event;
+pub mod links;
+pub mod state;
+
+pub use event::{Event, EventBody, LogLevel, RunDetails, RunKind};
+pub use state::{State, StateType};
