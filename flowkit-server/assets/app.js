@@ -124,7 +124,7 @@ async function loadRuns(reset) {
       list.shown.clear();
       $("runs-body").replaceChildren();
     }
-    const page = await api("/api/flow-runs?" + filterQuery({ limit: PAGE, cursor: list.cursor }));
+    const page = await api("/api/v1/flow-runs?" + filterQuery({ limit: PAGE, cursor: list.cursor }));
     for (const run of page.items) {
       if (list.shown.has(run.id)) continue;
       const row = runRow(run);
@@ -146,7 +146,7 @@ async function loadRuns(reset) {
 
 async function loadStats() {
   try {
-    const stats = await api("/api/stats?buckets=24");
+    const stats = await api("/api/v1/stats?buckets=24");
     const counts = $("state-counts");
     counts.replaceChildren();
     const totals = new Map(Object.entries(stats.totals || {}));
@@ -200,7 +200,7 @@ async function showRun(id) {
   $("logs").replaceChildren();
   $("run-error").hidden = true;
   try {
-    const run = await api("/api/flow-runs/" + encodeURIComponent(id));
+    const run = await api("/api/v1/flow-runs/" + encodeURIComponent(id));
     renderRunHeader(run);
     await Promise.all([refreshTasks(), loadLogs(true)]);
   } catch (e) {
@@ -233,8 +233,8 @@ function renderRunHeader(run) {
 async function refreshTasks() {
   const id = detail.id;
   const [runsBody, graph] = await Promise.all([
-    api("/api/flow-runs/" + id + "/task-runs"),
-    api("/api/flow-runs/" + id + "/graph"),
+    api("/api/v1/flow-runs/" + id + "/task-runs"),
+    api("/api/v1/flow-runs/" + id + "/graph"),
   ]);
   if (detail.id !== id) return;
   const runs = Array.isArray(runsBody) ? runsBody : runsBody.items || [];
@@ -365,7 +365,7 @@ async function loadLogs(reset) {
     const q = new URLSearchParams({ limit: 200 });
     if (level) q.set("level", level);
     if (detail.logCursor) q.set("cursor", detail.logCursor);
-    const page = await api("/api/flow-runs/" + id + "/logs?" + q);
+    const page = await api("/api/v1/flow-runs/" + id + "/logs?" + q);
     if (detail.id !== id) return;
     for (const line of page.items) {
       // Following re-reads the last (short) page: show each line once.
@@ -387,7 +387,7 @@ async function loadLogs(reset) {
 // ---- live updates -------------------------------------------------------------------------
 
 /**
- * Follows `/api/stream` (server-sent events). Read with fetch rather than EventSource so the
+ * Follows `/api/v1/stream` (server-sent events). Read with fetch rather than EventSource so the
  * API key can go in the Authorization header; reconnects with backoff.
  */
 async function connectStream() {
@@ -396,7 +396,7 @@ async function connectStream() {
     try {
       const headers = { Accept: "text/event-stream" };
       if (apiKey()) headers.Authorization = "Bearer " + apiKey();
-      const res = await fetch("/api/stream", { headers });
+      const res = await fetch("/api/v1/stream", { headers });
       if (!res.ok || !res.body) throw new Error("stream answered " + res.status);
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
@@ -446,7 +446,7 @@ function onStreamEvent(name, data) {
     clearTimeout(detail.refreshTimer);
     detail.refreshTimer = setTimeout(async () => {
       try {
-        const run = await api("/api/flow-runs/" + detail.id);
+        const run = await api("/api/v1/flow-runs/" + detail.id);
         renderRunHeader(run);
         await refreshTasks();
         await loadLogs(false);
@@ -464,7 +464,7 @@ async function onFlowChange(change) {
   // A new flow run: show it on top when the list is unfiltered.
   if (Object.values(list.filter).some(Boolean)) return;
   try {
-    const run = await api("/api/flow-runs/" + change.run_id);
+    const run = await api("/api/v1/flow-runs/" + change.run_id);
     if (list.shown.has(run.id)) return;
     const empty = $("runs-body").querySelector(".empty");
     if (empty) empty.parentElement.remove();

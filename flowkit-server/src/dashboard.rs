@@ -1,5 +1,5 @@
 //! The dashboard: three static files embedded in the binary (no separate web server, no Node
-//! to build or run it). The page talks to the JSON API and follows `/api/stream`.
+//! to build or run it). The page talks to the JSON API and follows `/api/v1/stream`.
 
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -13,10 +13,7 @@ const STYLE_CSS: &str = include_str!("../assets/style.css");
 /// The dashboard's routes: `/` and `/assets/{file}`.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route(
-            "/",
-            get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }),
-        )
+        .route("/", get(index))
         .route(
             "/assets/app.js",
             get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),

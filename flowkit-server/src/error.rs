@@ -15,42 +15,22 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+pub use flowkit_wire::api::error::{ErrorBody, ErrorCode, ErrorDetail};
 
 /// An error answered to a client: an HTTP status, a stable machine-readable `code` and a
 /// message for humans.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     /// The cause of an internal error: logged, never sent.
     source: Option<anyhow::Error>,
 }
 
-/// The body of every error response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong.
-    pub error: ErrorDetail,
-}
-
-/// What went wrong: a stable code to match on and a message that names the offending input.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable, machine-readable: `invalid_json`, `invalid_body`, `invalid_parameter`,
-    /// `invalid_id`, `invalid_cursor`, `invalid_event`, `unauthorized`, `forbidden`,
-    /// `not_found`, `method_not_allowed`, `payload_too_large`, `too_many_events`,
-    /// `unsupported_media_type`, `unavailable`, `internal`.
-    pub code: String,
-    /// Human-readable; names the parameter or field at fault.
-    pub message: String,
-}
-
 impl ApiError {
     /// An error with any status and code.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -63,7 +43,7 @@ impl ApiError {
     pub fn invalid_parameter(name: &str, problem: impl std::fmt::Display) -> ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_parameter",
+            ErrorCode::InvalidParameter,
             format!("parameter `{name}`: {problem}"),
         )
     }
@@ -72,33 +52,37 @@ impl ApiError {
     pub fn invalid_json(problem: impl std::fmt::Display) -> ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_json",
+            ErrorCode::InvalidJson,
             format!("malformed JSON: {problem}"),
         )
     }
 
     /// 422 `invalid_body`: well-formed JSON of the wrong shape.
     pub fn invalid_body(problem: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", problem)
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidBody,
+            problem,
+        )
     }
 
     /// 404 `not_found`.
     pub fn not_found(what: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+        ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, what)
     }
 
     /// 401 `unauthorized`: no API key, or one the server does not know.
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
     /// 403 `forbidden`: a valid API key without the scope the route needs.
     pub fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+        ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
 
     /// 413 with `code` (`payload_too_large` or `too_many_events`).
-    pub fn too_large(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn too_large(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
     }
 
@@ -107,7 +91,7 @@ impl ApiError {
     pub fn internal(source: impl Into<anyhow::Error>) -> ApiError {
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal",
+            code: ErrorCode::Internal,
             message: "internal error".to_string(),
             source: Some(source.into()),
         }
@@ -119,7 +103,7 @@ impl ApiError {
     }
 
     /// The stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.code
     }
 
@@ -132,7 +116,7 @@ impl ApiError {
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
             error: ErrorDetail {
-                code: self.code.to_string(),
+                code: self.code,
                 message: self.message.clone(),
             },
         }
@@ -145,7 +129,7 @@ impl std::fmt::Display for ApiError {
             f,
             "{} {}: {}",
             self.status.as_u16(),
-            self.code,
+            self.code.as_str(),
             self.message
         )
     }
@@ -167,12 +151,12 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::InvalidCursor(why) => ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_cursor",
+                ErrorCode::InvalidCursor,
                 format!("parameter `cursor`: {why} (pass back a `next_cursor` unchanged)"),
             ),
             StoreError::Closed => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ErrorCode::Unavailable,
                 "the server is shutting down",
             ),
             other => ApiError::internal(other),
@@ -188,7 +172,7 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonSyntaxError(_) => ApiError::invalid_json(text),
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "expected `Content-Type: application/json`",
             ),
             _ => from_status(rejection.status(), text),
@@ -200,7 +184,7 @@ impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_parameter",
+            ErrorCode::InvalidParameter,
             rejection.body_text(),
         )
     }
@@ -212,7 +196,11 @@ impl From<PathRejection> for ApiError {
         if status.is_server_error() {
             return ApiError::internal(anyhow::anyhow!(rejection.body_text()));
         }
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", rejection.body_text())
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidId,
+            rejection.body_text(),
+        )
     }
 }
 
@@ -220,19 +208,21 @@ impl From<PathRejection> for ApiError {
 /// answers by itself.
 pub fn from_status(status: StatusCode, message: impl Into<String>) -> ApiError {
     let code = match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::FORBIDDEN => "forbidden",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::Timeout,
+        StatusCode::CONFLICT => ErrorCode::Conflict,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::InvalidBody,
+        StatusCode::TOO_MANY_REQUESTS => ErrorCode::TooManyRequests,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
         s if s.is_server_error() => {
-            return ApiError::new(status, "internal", "internal error");
+            return ApiError::new(status, ErrorCode::Internal, "internal error");
         }
-        _ => "error",
+        _ => ErrorCode::BadRequest,
     };
     let mut message = message.into();
     if message.trim().is_empty() {
@@ -253,7 +243,7 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         format!("{method} is not supported on {}", uri.path()),
     )
 }
@@ -309,7 +299,7 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
     tracing::error!(panic = what, "handler panicked");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
+        ErrorCode::Internal,
         "internal error",
     )
     .into_response()

@@ -4,7 +4,10 @@
 //! - [`app`] builds the router from an [`AppState`]: tests call it in-process;
 //! - [`run`] serves it on a listener until a shutdown future resolves, then drains in-flight
 //!   requests and closes the store;
-//! - [`serve`] is what `main` calls: connect, check, bind, run until SIGTERM or Ctrl-C.
+//! - [`serve`] is what `main` calls: connect, check, bind, run until SIGTERM or Ctrl-C;
+//! - [`spawn`] runs one in a background task of this process (tests, benchmarks, embedding);
+//! - [`store`] is the database behind it, [`config`] its flags, [`auth`] its API keys;
+//! - the bodies of every route are [`wire::api`]'s, shared with every client.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -13,17 +16,17 @@
 //! # }
 //! ```
 
-pub mod api;
+pub(crate) mod api;
 pub mod auth;
 pub mod config;
-pub mod dashboard;
-pub mod error;
+pub(crate) mod dashboard;
+pub(crate) mod error;
 pub mod retention;
 pub mod store;
-pub mod stream;
+pub(crate) mod stream;
 
 use anyhow::Context as _;
-use config::{Config, Settings};
+use config::Settings;
 use std::future::Future;
 use std::sync::Arc;
 use store::{Backend, Store};
@@ -31,6 +34,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use api::app;
+pub use config::Config;
+pub use flowkit_wire as wire;
 
 /// What every request handler shares: the store, the settings, the live-change channel and
 /// the shutdown flag (which ends the live streams so a graceful shutdown can finish).
@@ -71,7 +76,7 @@ impl AppState {
     }
 
     /// The live-change channel.
-    pub fn changes(&self) -> &stream::Changes {
+    pub(crate) fn changes(&self) -> &stream::Changes {
         &self.inner.changes
     }
 

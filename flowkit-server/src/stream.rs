@@ -7,30 +7,12 @@
 //! when events of a run arrive out of order the change carries the latest state *of the
 //! batch*, and the API has the truth.
 
-use flowkit::event::{Event, EventBody, RunKind};
-use flowkit::state::StateType;
-use serde::{Deserialize, Serialize};
+use flowkit_wire::event::{Event, EventBody};
 use std::collections::HashMap;
 use tokio::sync::broadcast;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// A run that changed: it entered a state, or (with `state` null) it logged something.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct RunChange {
-    /// The run.
-    pub run_id: Uuid,
-    /// Its flow run (itself for a flow run), if any.
-    pub flow_run_id: Option<Uuid>,
-    /// `flow` or `task`.
-    #[schema(value_type = String, example = "task")]
-    pub kind: RunKind,
-    /// The run's name.
-    pub name: String,
-    /// The latest state of the run in this batch; null when the batch only carried its logs.
-    #[schema(value_type = Option<String>, example = "Running")]
-    pub state: Option<StateType>,
-}
+pub use flowkit_wire::api::stream::RunChange;
 
 /// The sending side, shared by every request handler.
 #[derive(Clone, Debug)]
@@ -104,8 +86,8 @@ pub fn changes_of(events: &[Event]) -> Vec<RunChange> {
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
-    use flowkit::event::LogLevel;
-    use flowkit::state::State;
+    use flowkit_wire::event::{LogLevel, RunKind};
+    use flowkit_wire::state::{State, StateType};
 
     fn event(run: Uuid, secs: i64, body: EventBody) -> Event {
         Event {

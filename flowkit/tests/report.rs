@@ -1,5 +1,5 @@
 //! The reporter against a real HTTP server on loopback: an axum imitation of the flowkit
-//! server's `POST /api/events` and `POST /api/reporter-drops`, which can be told to fail, to
+//! server's `POST /api/v1/events` and `POST /api/v1/reporter-drops`, which can be told to fail, to
 //! stall, or to go away.
 //!
 //! The tests drive [`ReportSink`] through the `Sink` API directly, each with its own server
@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// How the imitation server answers `POST /api/events`.
+/// How the imitation server answers `POST /api/v1/events`.
 #[derive(Clone, Debug)]
 enum Mode {
     /// 202 with counts.
@@ -46,7 +46,7 @@ struct Recorded {
     posts: Vec<usize>,
     /// `Authorization` header of every POST.
     auth: Vec<Option<String>>,
-    /// Bodies of `POST /api/reporter-drops`.
+    /// Bodies of `POST /api/v1/reporter-drops`.
     drops: Vec<Value>,
 }
 
@@ -151,8 +151,8 @@ impl Server {
             .expect("bind the test server");
         let addr = listener.local_addr().expect("its address");
         let app = axum::Router::new()
-            .route("/api/events", post(post_events))
-            .route("/api/reporter-drops", post(post_drops))
+            .route("/api/v1/events", post(post_events))
+            .route("/api/v1/reporter-drops", post(post_drops))
             .with_state(state.clone());
         runtime.spawn(async move {
             let _ = axum::serve(listener, app).await;

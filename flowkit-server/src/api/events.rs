@@ -1,12 +1,15 @@
-//! `POST /api/events`: batched ingestion of `flowkit::Event`s.
+//! `POST /api/v1/events`: batched ingestion of `flowkit_wire::Event`s.
 //!
 //! The body is parsed as a JSON array first, then each element on its own, so one bad event
 //! never costs the good ones: valid events are stored in one `store.ingest` call and the
 //! answer lists every rejected event by index with the field at fault.
 //!
-//! Beyond what the serde types check, an event is rejected when it has a field outside the
-//! wire format (the flattened body defeats `deny_unknown_fields`, so keys are checked here),
-//! an empty name or one over 1000 characters, a timestamp before 2000 or more than a day in
+//! A newer client's event is read, not rejected: unknown fields are ignored, an unknown state
+//! type is stored as `Unknown`, and an event of an unknown `kind` is acknowledged and counted
+//! as `ignored` (a client should only send the kinds `GET /api/v1/health` lists).
+//!
+//! Beyond what the serde types check, an event is rejected when it has an empty name or one
+//! over 1000 characters, a timestamp before 2000 or more than a day in
 //! the future, a NUL character in a name, or oversized details or log fields. Over-long
 //! messages (log lines and state messages over 64 KiB) are *truncated*, not rejected: the line
 //! stays useful and nothing else about the run is lost. NUL characters in messages, log fields
@@ -14,7 +17,7 @@
 //! else is stored verbatim.
 
 use crate::AppState;
-use crate::error::{ApiError, ErrorBody, ErrorDetail};
+use crate::error::ApiError;
 use crate::store::Backend;
 use crate::stream::changes_of;
 use axum::Json;
@@ -22,78 +25,28 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use chrono::{DateTime, TimeZone, Utc};
-use flowkit::event::{Event, EventBody, LogLevel, RunDetails};
-use flowkit::state::State as RunState;
+use flowkit_wire::api::error::{ErrorBody, ErrorCode, ErrorDetail};
+use flowkit_wire::api::ingest::{
+    IngestResponse, MAX_CLOCK_SKEW_SECS, MAX_FIELDS_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_CHARS,
+    MAX_PARAMETERS_BYTES, MAX_TAGS, MAX_UPSTREAM, RejectedEvent, TRUNCATION_MARK,
+};
+use flowkit_wire::event::{Event, EventBody, LogLevel, RunDetails};
+use flowkit_wire::state::State as RunState;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
-use utoipa::ToSchema;
-
-/// The fields of the wire format (`flowkit::Event` with its flattened body).
-pub const KNOWN_FIELDS: [&str; 14] = [
-    "id",
-    "run_id",
-    "parent_run_id",
-    "flow_run_id",
-    "run_kind",
-    "name",
-    "attempt",
-    "timestamp",
-    "kind",
-    "state",
-    "details",
-    "level",
-    "message",
-    "fields",
-];
-/// Longest run name, task key, tag, deployment, version, worker or cache key, in characters.
-pub const MAX_NAME_CHARS: usize = 1000;
-/// Longest log message or state message kept, in bytes; longer ones are truncated.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// Largest `fields` of a log event, as JSON bytes; larger is rejected.
-pub const MAX_FIELDS_BYTES: usize = 64 * 1024;
-/// Largest `details.parameters` of a flow run, as JSON bytes; larger is rejected.
-pub const MAX_PARAMETERS_BYTES: usize = 256 * 1024;
-/// Most tags of a run.
-pub const MAX_TAGS: usize = 100;
-/// Most upstream runs of a run.
-pub const MAX_UPSTREAM: usize = 10_000;
-/// How far ahead of the server's clock a timestamp may be (clock skew between machines).
-pub const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::days(1);
-/// What ends a truncated message.
-pub const TRUNCATION_MARK: &str = "… [truncated by flowkit-server]";
 
 /// Bodies above this are parsed on the blocking pool, so a large batch does not stall the
 /// other requests of this worker thread.
 const PARSE_INLINE_MAX: usize = 64 * 1024;
 
-/// The answer to a batch.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct IngestResponse {
-    /// Events stored for the first time.
-    pub accepted: usize,
-    /// Valid events whose id was already stored: nothing changed for them.
-    pub duplicates: usize,
-    /// Events not stored, by their index in the batch.
-    pub rejected: Vec<RejectedEvent>,
-}
-
-/// An event of the batch that was not stored, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct RejectedEvent {
-    /// Position in the submitted array, from 0.
-    pub index: usize,
-    /// Code `invalid_event`; the message names the field.
-    pub error: ErrorDetail,
-}
-
 /// Ingests a batch of events.
 #[utoipa::path(
     post,
-    path = "/api/events",
+    path = "/api/v1/events",
     tag = "events",
     request_body(
-        content = Vec<crate::api::schema::EventDoc>,
+        content = Vec<Event>,
         content_type = "application/json",
         description = "A JSON array of events (at most `--max-batch`, 10 000 by default; body at most `--max-body`, 8 MiB by default)."
     ),
@@ -127,7 +80,7 @@ pub async fn ingest(
     if !is_json {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected `Content-Type: application/json`",
         ));
     }
@@ -141,11 +94,16 @@ pub async fn ingest(
             .await
             .map_err(ApiError::internal)?
     };
-    let Batch { events, rejected } = parsed?;
+    let Batch {
+        events,
+        ignored,
+        rejected,
+    } = parsed?;
 
     let mut response = IngestResponse {
         accepted: 0,
         duplicates: 0,
+        ignored,
         rejected,
     };
     if !events.is_empty() {
@@ -174,7 +132,7 @@ pub async fn ingest(
 pub async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::too_large(
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the body is larger than {max} bytes: send smaller batches"),
         )
     };
@@ -194,7 +152,7 @@ pub async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<By
         let chunk = chunk.map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
+                ErrorCode::BadRequest,
                 format!("cannot read the request body: {e}"),
             )
         })?;
@@ -230,7 +188,10 @@ async fn drain(mut stream: axum::body::BodyDataStream) {
 pub struct Batch {
     /// Events that passed every check, in batch order.
     pub events: Vec<Event>,
-    /// Events that did not.
+    /// Events of a kind this server does not know (from a newer client): acknowledged, not
+    /// stored.
+    pub ignored: usize,
+    /// Events that did not pass.
     pub rejected: Vec<RejectedEvent>,
 }
 
@@ -246,7 +207,7 @@ pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<
         BatchShape::Array(items) => items,
         BatchShape::TooMany(count) => {
             return Err(ApiError::too_large(
-                "too_many_events",
+                ErrorCode::TooManyEvents,
                 format!(
                     "{count} events in one batch; at most {max_batch} are accepted: split the batch"
                 ),
@@ -259,20 +220,26 @@ pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<
         }
     };
     let mut events = Vec::with_capacity(items.len());
+    let mut ignored = 0;
     let mut rejected = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
         match parse_event(item, now) {
+            Ok(event) if matches!(event.body, EventBody::Unknown) => ignored += 1,
             Ok(event) => events.push(event),
             Err(message) => rejected.push(RejectedEvent {
                 index,
                 error: ErrorDetail {
-                    code: "invalid_event".to_string(),
+                    code: ErrorCode::InvalidEvent,
                     message,
                 },
             }),
         }
     }
-    Ok(Batch { events, rejected })
+    Ok(Batch {
+        events,
+        ignored,
+        rejected,
+    })
 }
 
 /// Checks one element of the batch; the error names the field at fault.
@@ -283,12 +250,6 @@ pub fn parse_event(value: Value, now: DateTime<Utc>) -> Result<Event, String> {
             json_type(&value)
         ));
     };
-    if let Some(unknown) = object.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
-        return Err(format!(
-            "field `{unknown}`: unknown field, expected one of {}",
-            KNOWN_FIELDS.join(", ")
-        ));
-    }
     // The plain deserializer first (the common, valid case); the path-tracking one only to
     // explain a failure.
     let mut event: Event =
@@ -318,7 +279,9 @@ fn check_event(event: &mut Event, now: DateTime<Utc>) -> Result<(), String> {
         .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
         .single()
         .unwrap_or(DateTime::UNIX_EPOCH);
-    if event.timestamp < earliest || event.timestamp > now + MAX_CLOCK_SKEW {
+    if event.timestamp < earliest
+        || event.timestamp > now + chrono::Duration::seconds(MAX_CLOCK_SKEW_SECS)
+    {
         return Err(format!(
             "field `timestamp`: {} is out of range (after 2000-01-01 and at most one day ahead of the server's clock, {})",
             event.timestamp.to_rfc3339(),
@@ -357,7 +320,8 @@ fn check_event(event: &mut Event, now: DateTime<Utc>) -> Result<(), String> {
                 ));
             }
         }
-        _ => return Err("field `kind`: unsupported event kind".to_string()),
+        // A newer client's kind: the caller counts it as ignored.
+        _ => {}
     }
     Ok(())
 }
@@ -492,8 +456,9 @@ fn locate_body_error(object: &serde_json::Map<String, Value>) -> Option<String> 
         Some(Value::String(kind)) if kind == "log" => check::<LogLevel>(object, "level", true)
             .or_else(|| check::<String>(object, "message", true))
             .or_else(|| check::<serde_json::Map<String, Value>>(object, "fields", false)),
+        Some(Value::String(_)) => None,
         Some(other) => Some(format!(
-            "field `kind`: expected \"state\" or \"log\", got {other}"
+            "field `kind`: expected a string such as \"state\" or \"log\", got {other}"
         )),
     }
 }
@@ -580,8 +545,8 @@ impl<'de> serde::de::Visitor<'de> for BatchVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flowkit::event::RunKind;
-    use flowkit::state::StateType;
+    use flowkit_wire::event::RunKind;
+    use flowkit_wire::state::StateType;
     use serde_json::json;
     use uuid::Uuid;
 
@@ -631,12 +596,6 @@ mod tests {
             },
         };
         let value = serde_json::to_value(&event).expect("json");
-        for key in value.as_object().expect("object").keys() {
-            assert!(
-                KNOWN_FIELDS.contains(&key.as_str()),
-                "{key} is not in KNOWN_FIELDS"
-            );
-        }
         assert_eq!(parse_event(value, now()), Ok(event));
         assert!(parse_event(log_event(), now()).is_ok());
         assert!(parse_event(state_event(), now()).is_ok());
@@ -661,12 +620,9 @@ mod tests {
         assert!(error_of(v).starts_with("field `id`"));
 
         let mut v = state_event();
-        v["state"] = json!({"type": "Exploded"});
+        v["state"] = json!({"type": true});
         let e = error_of(v);
-        assert!(
-            e.starts_with("field `state.type`: unknown variant `Exploded`"),
-            "{e}"
-        );
+        assert!(e.starts_with("field `state.type`"), "{e}");
 
         let mut v = state_event();
         v.as_object_mut().expect("object").remove("state");
@@ -682,18 +638,42 @@ mod tests {
         assert!(error_of(v).starts_with("field `level`"));
 
         let mut v = log_event();
-        v["kind"] = json!("metric");
+        v["kind"] = json!(true);
         assert!(error_of(v).starts_with("field `kind`"));
 
         let mut v = state_event();
         v.as_object_mut().expect("object").remove("run_id");
         assert!(error_of(v).contains("run_id"));
 
-        let mut v = state_event();
-        v["colour"] = json!("red");
-        assert!(error_of(v).starts_with("field `colour`: unknown field"));
-
         assert!(error_of(json!(42)).contains("a number"));
+    }
+
+    #[test]
+    fn a_newer_clients_event_is_read_not_rejected() {
+        let mut unknown_field = state_event();
+        unknown_field["colour"] = json!("red");
+        unknown_field["details"] = json!({"task_key": "k", "priority": 9});
+        let event = parse_event(unknown_field, now()).expect("unknown fields are ignored");
+        assert_eq!(event.details().map(|d| &*d.task_key), Some("k"));
+
+        let mut unknown_state = state_event();
+        unknown_state["state"] = json!({"type": "Cancelling", "message": "asked"});
+        let event = parse_event(unknown_state, now()).expect("unknown states are read");
+        assert_eq!(event.state_type(), Some(StateType::Unknown));
+
+        let mut unknown_kind = log_event();
+        unknown_kind["kind"] = json!("run_record");
+        unknown_kind["states"] = json!([{"type": "Completed"}]);
+        let batch = parse_batch(
+            serde_json::to_vec(&json!([state_event(), unknown_kind]))
+                .expect("json")
+                .as_slice(),
+            10,
+            now(),
+        )
+        .expect("batch");
+        assert_eq!((batch.events.len(), batch.ignored), (1, 1));
+        assert!(batch.rejected.is_empty(), "{:?}", batch.rejected);
     }
 
     #[test]
@@ -764,6 +744,6 @@ mod tests {
         assert_eq!(batch.events.len(), 1);
         assert_eq!(batch.rejected.len(), 1);
         assert_eq!(batch.rejected[0].index, 1);
-        assert_eq!(batch.rejected[0].error.code, "invalid_event");
+        assert_eq!(batch.rejected[0].error.code, ErrorCode::InvalidEvent);
     }
 }

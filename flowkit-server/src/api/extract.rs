@@ -54,7 +54,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RunId {
         Uuid::parse_str(&raw).map(RunId).map_err(|e| {
             ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,
-                "invalid_id",
+                flowkit_wire::api::error::ErrorCode::InvalidId,
                 format!("`{raw}` is not a run id (a UUID): {e}"),
             )
         })

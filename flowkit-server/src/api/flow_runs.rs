@@ -1,153 +1,43 @@
 //! `/api/flow-runs`: the runs list with filters and keyset pagination, and one flow run with
 //! its task runs (and their state histories, for the timeline), its logs and its task graph.
 //!
-//! The response types here are the API's own, converted from the store's records, so the
-//! storage can change without changing what clients see.
+//! The bodies are `flowkit_wire::api::{runs, logs, graph, page}`, shared with every client.
 
 use crate::AppState;
 use crate::api::extract::{
     ApiQuery, RunId, bounded_text, non_empty, page_request, parse_time, parse_uuid,
 };
 use crate::error::{ApiError, ErrorBody};
-use crate::store::{Backend, LogFilter, LogRecord, RunFilter, RunRecord, StateRecord};
+use crate::store::{Backend, LogFilter, RunFilter, StateRecord};
 use axum::Json;
 use axum::extract::State;
-use chrono::{DateTime, Utc};
-use flowkit::event::{LogLevel, RunKind};
-use flowkit::state::StateType;
-use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
-use utoipa::{IntoParams, ToSchema};
+use flowkit_wire::api::graph::Graph;
+use flowkit_wire::api::logs::LogEntry;
+use flowkit_wire::api::page::Page;
+use flowkit_wire::api::runs::{Run, RunWithStates, StateEntry, TaskRuns};
+use flowkit_wire::event::{LogLevel, RunKind};
+use flowkit_wire::state::StateType;
+use serde::Deserialize;
+use std::collections::HashMap;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 /// Longest `search`, `flow_name`, `deployment` or `tag` accepted.
 const MAX_FILTER_CHARS: usize = 1000;
 
-/// A run (flow or task) as the API shows it: the store's record, unchanged.
-pub use crate::store::RunRecord as Run;
-
-/// One state a run entered.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct StateEntry {
-    /// The event that carried it.
-    pub event_id: Uuid,
-    /// State type.
-    #[schema(value_type = crate::api::schema::StateTypeDoc)]
-    pub state: StateType,
-    /// State message.
-    pub message: Option<String>,
-    /// Attempt.
-    pub attempt: u32,
-    /// When.
-    pub timestamp: DateTime<Utc>,
-}
-
-impl From<StateRecord> for StateEntry {
-    fn from(s: StateRecord) -> StateEntry {
-        StateEntry {
-            event_id: s.event_id,
-            state: s.state,
-            message: s.message,
-            attempt: s.attempt,
-            timestamp: s.timestamp,
-        }
-    }
-}
-
-/// A run with its state history, oldest state first: one bar of the timeline.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct RunWithStates {
-    /// The run.
-    #[serde(flatten)]
-    pub run: Run,
-    /// Every state it entered, retries included.
-    pub states: Vec<StateEntry>,
-}
-
 /// A page of flow runs, newest first.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct RunPage {
-    /// The runs.
-    pub items: Vec<Run>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// A flow run's task runs (and subflow runs) with their state histories.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct TaskRuns {
-    /// The flow run itself, with its own states.
-    pub flow_run: RunWithStates,
-    /// Its children, oldest first.
-    pub items: Vec<RunWithStates>,
-}
-
-/// One log line.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct LogEntry {
-    /// The event that carried it.
-    pub event_id: Uuid,
-    /// The run that logged it.
-    pub run_id: Uuid,
-    /// Its flow run.
-    pub flow_run_id: Option<Uuid>,
-    /// Name of the run that logged it.
-    pub run_name: String,
-    /// Level.
-    #[schema(value_type = crate::api::schema::LogLevelDoc)]
-    pub level: LogLevel,
-    /// Message, verbatim (not HTML-escaped: escape it when displaying).
-    pub message: String,
-    /// Other fields of the `tracing` event.
-    #[schema(value_type = Object)]
-    pub fields: serde_json::Map<String, serde_json::Value>,
-    /// Attempt.
-    pub attempt: u32,
-    /// When.
-    pub timestamp: DateTime<Utc>,
-}
-
-impl From<LogRecord> for LogEntry {
-    fn from(l: LogRecord) -> LogEntry {
-        LogEntry {
-            event_id: l.event_id,
-            run_id: l.run_id,
-            flow_run_id: l.flow_run_id,
-            run_name: l.run_name,
-            level: l.level,
-            message: l.message,
-            fields: l.fields,
-            attempt: l.attempt,
-            timestamp: l.timestamp,
-        }
-    }
-}
-
+pub type RunPage = Page<Run>;
 /// A page of log lines, oldest first.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct LogPage {
-    /// The lines.
-    pub items: Vec<LogEntry>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
+pub type LogPage = Page<LogEntry>;
 
-/// The task graph of a flow run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Graph {
-    /// The flow run's children, oldest first.
-    pub nodes: Vec<Run>,
-    /// `from` produced a result that `to` consumed.
-    pub edges: Vec<Edge>,
-}
-
-/// A dependency between two nodes of a [`Graph`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-pub struct Edge {
-    /// The upstream run.
-    pub from: Uuid,
-    /// The run that consumed its result.
-    pub to: Uuid,
+fn state_entry(s: StateRecord) -> StateEntry {
+    StateEntry {
+        event_id: s.event_id,
+        state: s.state,
+        message: s.message,
+        attempt: s.attempt,
+        timestamp: s.timestamp,
+    }
 }
 
 /// Filters and page of `GET /api/flow-runs`. Empty values are ignored.
@@ -265,7 +155,7 @@ fn parse_level(value: Option<String>) -> Result<Option<LogLevel>, ApiError> {
 }
 
 /// The flow run `id`, or 404.
-async fn flow_run(state: &AppState, id: Uuid) -> Result<RunRecord, ApiError> {
+async fn flow_run(state: &AppState, id: Uuid) -> Result<Run, ApiError> {
     match state.store().get_run(id).await? {
         Some(run) if run.kind == RunKind::Flow => Ok(run),
         Some(_) => Err(ApiError::not_found(format!(
@@ -278,7 +168,7 @@ async fn flow_run(state: &AppState, id: Uuid) -> Result<RunRecord, ApiError> {
 /// Lists flow runs, newest first, with filters and keyset pagination.
 #[utoipa::path(
     get,
-    path = "/api/flow-runs",
+    path = "/api/v1/flow-runs",
     tag = "flow-runs",
     params(ListQuery),
     responses(
@@ -295,17 +185,13 @@ pub async fn list(
 ) -> Result<Json<RunPage>, ApiError> {
     let filter = query.filter()?;
     let page = page_request(query.limit, query.cursor)?;
-    let page = state.store().list_flow_runs(&filter, &page).await?;
-    Ok(Json(RunPage {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(state.store().list_flow_runs(&filter, &page).await?))
 }
 
 /// One flow run.
 #[utoipa::path(
     get,
-    path = "/api/flow-runs/{id}",
+    path = "/api/v1/flow-runs/{id}",
     tag = "flow-runs",
     params(("id" = Uuid, Path, description = "The flow run's id")),
     responses(
@@ -322,7 +208,7 @@ pub async fn get(State(state): State<AppState>, RunId(id): RunId) -> Result<Json
 /// The flow run's task runs and subflow runs, each with its state history (the timeline).
 #[utoipa::path(
     get,
-    path = "/api/flow-runs/{id}/task-runs",
+    path = "/api/v1/flow-runs/{id}/task-runs",
     tag = "flow-runs",
     params(("id" = Uuid, Path, description = "The flow run's id")),
     responses(
@@ -341,9 +227,12 @@ pub async fn task_runs(
     let (children, states) = tokio::try_join!(store.child_runs(id), store.states(id))?;
     let mut by_run: HashMap<Uuid, Vec<StateEntry>> = HashMap::new();
     for record in states {
-        by_run.entry(record.run_id).or_default().push(record.into());
+        by_run
+            .entry(record.run_id)
+            .or_default()
+            .push(state_entry(record));
     }
-    let mut with_states = |run: RunRecord| RunWithStates {
+    let mut with_states = |run: Run| RunWithStates {
         states: by_run.remove(&run.id).unwrap_or_default(),
         run,
     };
@@ -355,7 +244,7 @@ pub async fn task_runs(
 /// The flow run's logs (its own and its task runs'), oldest first.
 #[utoipa::path(
     get,
-    path = "/api/flow-runs/{id}/logs",
+    path = "/api/v1/flow-runs/{id}/logs",
     tag = "flow-runs",
     params(("id" = Uuid, Path, description = "The flow run's id"), LogsQuery),
     responses(
@@ -376,17 +265,13 @@ pub async fn logs(
     };
     let page = page_request(query.limit, query.cursor)?;
     flow_run(&state, id).await?;
-    let page = state.store().logs(id, &filter, &page).await?;
-    Ok(Json(LogPage {
-        items: page.items.into_iter().map(LogEntry::from).collect(),
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(state.store().logs(id, &filter, &page).await?))
 }
 
 /// The flow run's task graph: its children and the upstream edges between them.
 #[utoipa::path(
     get,
-    path = "/api/flow-runs/{id}/graph",
+    path = "/api/v1/flow-runs/{id}/graph",
     tag = "flow-runs",
     params(("id" = Uuid, Path, description = "The flow run's id")),
     responses(
@@ -402,35 +287,18 @@ pub async fn graph(
 ) -> Result<Json<Graph>, ApiError> {
     flow_run(&state, id).await?;
     let children = state.store().child_runs(id).await?;
-    Ok(Json(graph_of(children)))
-}
-
-/// Nodes and the edges from each node's `upstream`, keeping only edges between nodes (an
-/// upstream run of another flow has no node to point from).
-pub fn graph_of(children: Vec<RunRecord>) -> Graph {
-    let ids: HashSet<Uuid> = children.iter().map(|r| r.id).collect();
-    let mut seen = HashSet::new();
-    let edges = children
-        .iter()
-        .flat_map(|run| {
-            run.upstream
-                .iter()
-                .map(move |&from| Edge { from, to: run.id })
-        })
-        .filter(|edge| ids.contains(&edge.from) && seen.insert(*edge))
-        .collect();
-    Graph {
-        nodes: children,
-        edges,
-    }
+    Ok(Json(Graph::of(children)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn run(id: Uuid, upstream: Vec<Uuid>) -> RunRecord {
-        RunRecord {
+    use chrono::Utc;
+    use flowkit_wire::api::graph::Edge;
+
+    fn run(id: Uuid, upstream: Vec<Uuid>) -> Run {
+        Run {
             id,
             kind: RunKind::Task,
             name: "t".into(),
@@ -462,7 +330,7 @@ mod tests {
             Uuid::now_v7(),
             Uuid::now_v7(),
         );
-        let graph = graph_of(vec![
+        let graph = Graph::of(vec![
             run(a, vec![]),
             run(b, vec![a, a]),
             run(c, vec![a, b, outside]),

@@ -1,19 +1,23 @@
-//! The HTTP API: the route table, and one module per resource, mirroring the URLs.
+//! The HTTP API: the route table, and one module per resource, mirroring the URLs. The bodies
+//! are `flowkit_wire::api`'s, shared with every client.
 //!
-//! | route | scope | handler |
+//! Every route lives under `/api/v1`; the same routes answer under `/api` (the paths of the
+//! first release), so existing clients keep working.
+//!
+//! | route (under `/api/v1`) | scope | handler |
 //! |---|---|---|
-//! | `GET /`, `GET /assets/*` | open | [`crate::dashboard`] (static page; its data needs `read`) |
-//! | `GET /api/health` | open | [`health::health`] |
-//! | `GET /api/openapi.json` | open | [`openapi::document`] |
-//! | `GET /api/flow-runs` | read | [`flow_runs::list`] |
-//! | `GET /api/flow-runs/{id}` | read | [`flow_runs::get`] |
-//! | `GET /api/flow-runs/{id}/task-runs` | read | [`flow_runs::task_runs`] |
-//! | `GET /api/flow-runs/{id}/logs` | read | [`flow_runs::logs`] |
-//! | `GET /api/flow-runs/{id}/graph` | read | [`flow_runs::graph`] |
-//! | `GET /api/stats` | read | [`stats::stats`] |
-//! | `GET /api/stream` | read | [`stream::stream`] |
-//! | `POST /api/events` | report | [`events::ingest`] |
-//! | `POST /api/reporter-drops` | report | [`reporter_drops::record`] |
+//! | `GET /`, `GET /runs/{id}`, `GET /assets/*` (not under the API) | open | [`crate::dashboard`] (static page; its data needs `read`) |
+//! | `GET /health` | open | [`health::health`] |
+//! | `GET /openapi.json` | open | [`openapi::document`] |
+//! | `GET /flow-runs` | read | [`flow_runs::list`] |
+//! | `GET /flow-runs/{id}` | read | [`flow_runs::get`] |
+//! | `GET /flow-runs/{id}/task-runs` | read | [`flow_runs::task_runs`] |
+//! | `GET /flow-runs/{id}/logs` | read | [`flow_runs::logs`] |
+//! | `GET /flow-runs/{id}/graph` | read | [`flow_runs::graph`] |
+//! | `GET /stats` | read | [`stats::stats`] |
+//! | `GET /stream` | read | [`stream::stream`] |
+//! | `POST /events` | report | [`events::ingest`] |
+//! | `POST /reporter-drops` | report | [`reporter_drops::record`] |
 
 pub mod events;
 pub mod extract;
@@ -21,7 +25,6 @@ pub mod flow_runs;
 pub mod health;
 pub mod openapi;
 pub mod reporter_drops;
-pub mod schema;
 pub mod stats;
 pub mod stream;
 
@@ -35,25 +38,40 @@ use tower_http::trace::TraceLayer;
 /// The whole server as a router: every route, its scope, and the layers that make every error
 /// JSON.
 pub fn app(state: AppState) -> Router {
-    let open = Router::new()
+    let api = routes(&state);
+    Router::new()
         .merge(crate::dashboard::routes())
-        .route("/api/health", get(health::health))
-        .route("/api/openapi.json", get(openapi::document));
+        .nest(flowkit_wire::api::PREFIX, api.clone())
+        // The paths of the first release, kept as aliases.
+        .nest("/api", api)
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(TraceLayer::new_for_http())
+        .layer(from_fn(error::json_errors))
+        .with_state(state)
+}
+
+/// The API's routes, relative to its prefix, each group behind its scope.
+fn routes(state: &AppState) -> Router<AppState> {
+    let open = Router::new()
+        .route("/health", get(health::health))
+        .route("/openapi.json", get(openapi::document));
 
     let read = Router::new()
-        .route("/api/flow-runs", get(flow_runs::list))
-        .route("/api/flow-runs/{id}", get(flow_runs::get))
-        .route("/api/flow-runs/{id}/task-runs", get(flow_runs::task_runs))
-        .route("/api/flow-runs/{id}/logs", get(flow_runs::logs))
-        .route("/api/flow-runs/{id}/graph", get(flow_runs::graph))
-        .route("/api/stats", get(stats::stats))
-        .route("/api/stream", get(stream::stream))
+        .route("/flow-runs", get(flow_runs::list))
+        .route("/flow-runs/{id}", get(flow_runs::get))
+        .route("/flow-runs/{id}/task-runs", get(flow_runs::task_runs))
+        .route("/flow-runs/{id}/logs", get(flow_runs::logs))
+        .route("/flow-runs/{id}/graph", get(flow_runs::graph))
+        .route("/stats", get(stats::stats))
+        .route("/stream", get(stream::stream))
         .route_layer(from_fn_with_state(state.clone(), auth::require_read));
 
     let report = Router::new()
         // Reads its body itself, bounded by `--max-body`.
-        .route("/api/events", post(events::ingest))
-        .route("/api/reporter-drops", post(reporter_drops::record))
+        .route("/events", post(events::ingest))
+        .route("/reporter-drops", post(reporter_drops::record))
         .route_layer(from_fn_with_state(state.clone(), auth::require_report));
 
     Router::new()
@@ -62,8 +80,4 @@ pub fn app(state: AppState) -> Router {
         .merge(report)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(CatchPanicLayer::custom(error::panic_response))
-        .layer(TraceLayer::new_for_http())
-        .layer(from_fn(error::json_errors))
-        .with_state(state)
 }

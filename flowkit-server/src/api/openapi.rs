@@ -1,11 +1,14 @@
 //! `GET /api/openapi.json`: the OpenAPI 3 document of every route, generated from the
 //! handlers' `#[utoipa::path]` attributes and the response types.
 
-use crate::api::{events, flow_runs, health, reporter_drops, schema, stats, stream};
+use crate::api::{events, flow_runs, health, reporter_drops, stats, stream};
 use crate::dashboard;
-use crate::error::{ErrorBody, ErrorDetail};
 use axum::http::header;
 use axum::response::IntoResponse;
+use flowkit_wire::api::error::{ErrorBody, ErrorCode, ErrorDetail};
+use flowkit_wire::api::stream::{Lagged, RunChange};
+use flowkit_wire::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
+use flowkit_wire::state::{State, StateType};
 use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -16,9 +19,12 @@ use utoipa::{Modify, OpenApi};
     info(
         title = "flowkit-server",
         description = "Receives flowkit run events and serves runs, logs, graphs and statistics. \
-            Every error is `{\"error\": {\"code\": ..., \"message\": ...}}`. When the server has API \
-            keys, send `Authorization: Bearer <secret>`; GET routes need the `read` scope, \
-            ingestion the `report` scope (`admin` allows everything)."
+            Every route is under `/api/v1`; `/api/...` answers the same as an alias. \
+            Every error is `{\"error\": {\"code\": ..., \"message\": ...}}` (`code` is one of \
+            `ErrorCode`). When the server has API keys, send `Authorization: Bearer <secret>`; \
+            GET routes need the `read` scope, ingestion the `report` scope (`admin` allows \
+            everything). Readers ignore unknown fields, and read unknown state types as \
+            `Unknown`, so newer peers never break older ones."
     ),
     paths(
         dashboard::index,
@@ -37,14 +43,16 @@ use utoipa::{Modify, OpenApi};
     components(schemas(
         ErrorBody,
         ErrorDetail,
-        schema::EventDoc,
-        schema::StateDoc,
-        schema::RunDetailsDoc,
-        schema::StateTypeDoc,
-        schema::RunKindDoc,
-        schema::LogLevelDoc,
-        schema::EventKindDoc,
-        crate::stream::RunChange,
+        ErrorCode,
+        Event,
+        EventBody,
+        State,
+        StateType,
+        RunDetails,
+        RunKind,
+        LogLevel,
+        RunChange,
+        Lagged,
     )),
     modifiers(&ApiKeyAuth),
     tags(
@@ -89,7 +97,7 @@ pub fn document_json() -> &'static str {
 /// The OpenAPI document.
 #[utoipa::path(
     get,
-    path = "/api/openapi.json",
+    path = "/api/v1/openapi.json",
     tag = "server",
     responses((status = 200, description = "This document", content_type = "application/json", body = Object))
 )]

@@ -7,24 +7,12 @@ use crate::error::{ApiError, ErrorBody};
 use crate::store::Backend;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
-/// How many events a reporter dropped.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReporterDrops {
-    /// Events dropped since the last report.
-    pub dropped: u64,
-    /// The reporting process, `host:pid` (1 to 1000 characters).
-    #[schema(example = "build-7:4242")]
-    pub worker: String,
-}
+use flowkit_wire::api::ingest::{MAX_NAME_CHARS, ReporterDrops};
 
 /// Records dropped events.
 #[utoipa::path(
     post,
-    path = "/api/reporter-drops",
+    path = "/api/v1/reporter-drops",
     tag = "events",
     request_body = ReporterDrops,
     responses(
@@ -41,10 +29,10 @@ pub async fn record(
     ApiJson(drops): ApiJson<ReporterDrops>,
 ) -> Result<StatusCode, ApiError> {
     let chars = drops.worker.chars().count();
-    if chars == 0 || chars > crate::api::events::MAX_NAME_CHARS || drops.worker.contains('\0') {
+    if chars == 0 || chars > MAX_NAME_CHARS || drops.worker.contains('\0') {
         return Err(ApiError::invalid_body(format!(
             "field `worker`: expected 1 to {} characters without NUL, got {chars}",
-            crate::api::events::MAX_NAME_CHARS
+            MAX_NAME_CHARS
         )));
     }
     state

@@ -7,11 +7,12 @@ use crate::error::{ApiError, ErrorBody};
 use crate::store::Backend;
 use axum::Json;
 use axum::extract::State;
-use chrono::{DateTime, Utc};
-use flowkit::state::StateType;
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
+use flowkit_wire::api::stats::{Stats, StatsBucket};
+use flowkit_wire::state::StateType;
+use serde::Deserialize;
 use std::collections::BTreeMap;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 /// Most buckets of one answer.
 pub const MAX_BUCKETS: u32 = 1000;
@@ -35,30 +36,6 @@ pub struct StatsQuery {
     pub buckets: Option<String>,
 }
 
-/// Counts of flow runs by latest state.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct StatsResponse {
-    /// Start of the window.
-    pub since: DateTime<Utc>,
-    /// End of the window.
-    pub until: DateTime<Utc>,
-    /// Width of each bucket, in seconds.
-    pub bucket_seconds: u64,
-    /// The buckets, in time order.
-    pub buckets: Vec<StatsBucket>,
-    /// Counts by state type over the whole window, e.g. `{"Completed": 12, "Failed": 1}`.
-    pub totals: BTreeMap<String, u64>,
-}
-
-/// One bucket.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct StatsBucket {
-    /// Start of the bucket.
-    pub start: DateTime<Utc>,
-    /// Flow runs created in the bucket, by latest state type.
-    pub counts: BTreeMap<String, u64>,
-}
-
 fn by_name(counts: Vec<(StateType, u64)>) -> BTreeMap<String, u64> {
     let mut map = BTreeMap::new();
     for (state, n) in counts {
@@ -70,11 +47,11 @@ fn by_name(counts: Vec<(StateType, u64)>) -> BTreeMap<String, u64> {
 /// Counts flow runs by state.
 #[utoipa::path(
     get,
-    path = "/api/stats",
+    path = "/api/v1/stats",
     tag = "flow-runs",
     params(StatsQuery),
     responses(
-        (status = 200, description = "Counts by state, bucketed", body = StatsResponse),
+        (status = 200, description = "Counts by state, bucketed", body = Stats),
         (status = 400, description = "A parameter does not parse; the message names it", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -82,7 +59,7 @@ fn by_name(counts: Vec<(StateType, u64)>) -> BTreeMap<String, u64> {
 pub async fn stats(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<StatsQuery>,
-) -> Result<Json<StatsResponse>, ApiError> {
+) -> Result<Json<Stats>, ApiError> {
     let until = parse_time("until", query.until)?.unwrap_or_else(Utc::now);
     let since = parse_time("since", query.since)?.unwrap_or(until - chrono::Duration::hours(24));
     let buckets = parse_int("buckets", query.buckets, 1, MAX_BUCKETS)?.unwrap_or(24);
@@ -99,7 +76,7 @@ pub async fn stats(
         ));
     }
     let stats = state.store().stats(since, until, buckets).await?;
-    Ok(Json(StatsResponse {
+    Ok(Json(Stats {
         since: stats.since,
         until: stats.until,
         bucket_seconds: stats.bucket_seconds,

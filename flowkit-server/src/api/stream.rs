@@ -10,6 +10,7 @@ use crate::error::ErrorBody;
 use crate::stream::RunChange;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use flowkit_wire::api::stream::Lagged;
 use futures::{Stream, StreamExt};
 use std::convert::Infallible;
 use std::time::Duration;
@@ -22,7 +23,7 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Streams run changes.
 #[utoipa::path(
     get,
-    path = "/api/stream",
+    path = "/api/v1/stream",
     tag = "flow-runs",
     responses(
         (status = 200, description = "Server-sent events: `ready`, then `run` (data: a RunChange) and `lagged` (data: {\"missed\": N})", content_type = "text/event-stream", body = RunChange),
@@ -39,10 +40,8 @@ pub async fn stream(
             Ok(change) => Event::default()
                 .event("run")
                 .json_data(&change)
-                .unwrap_or_else(|_| Event::default().event("lagged").data("{\"missed\":1}")),
-            Err(BroadcastStreamRecvError::Lagged(missed)) => Event::default()
-                .event("lagged")
-                .data(format!("{{\"missed\":{missed}}}")),
+                .unwrap_or_else(|_| lagged(1)),
+            Err(BroadcastStreamRecvError::Lagged(missed)) => lagged(missed),
         })
     });
     let ready = futures::stream::once(async { Ok(Event::default().event("ready").data("{}")) });
@@ -52,4 +51,13 @@ pub async fn stream(
     };
     Sse::new(ready.chain(changes).take_until(stopped))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+/// A `lagged` event: this client missed `missed` changes and should refetch what it shows.
+fn lagged(missed: u64) -> Event {
+    let data = Lagged { missed };
+    Event::default()
+        .event("lagged")
+        .json_data(data)
+        .unwrap_or_else(|_| Event::default().event("lagged").data("{}"))
 }

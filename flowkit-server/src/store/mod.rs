@@ -7,8 +7,8 @@
 //! timeline, retries included) and its log lines. Ingestion is idempotent by event id.
 
 use chrono::{DateTime, Utc};
-use flowkit::event::{Event, LogLevel, RunKind};
-use flowkit::state::StateType;
+use flowkit_wire::event::{Event, LogLevel};
+use flowkit_wire::state::StateType;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use uuid::Uuid;
@@ -49,56 +49,11 @@ pub struct IngestOutcome {
     pub duplicates: usize,
 }
 
-/// A run as stored (and as the API shows it): identity, latest state and the facts of its
-/// first event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = Run)]
-pub struct RunRecord {
-    /// The run's id (UUID v7).
-    pub id: Uuid,
-    /// `flow` or `task`.
-    #[schema(value_type = crate::api::schema::RunKindDoc)]
-    pub kind: RunKind,
-    /// Display name.
-    pub name: String,
-    /// The function's path (from the run's details; empty until they arrive).
-    pub task_key: String,
-    /// The calling run.
-    pub parent_run_id: Option<Uuid>,
-    /// The nearest enclosing flow run.
-    pub flow_run_id: Option<Uuid>,
-    /// The latest state's type.
-    #[schema(value_type = crate::api::schema::StateTypeDoc)]
-    pub state: StateType,
-    /// The latest state's message (the error of a failed run).
-    pub state_message: Option<String>,
-    /// When the latest state was entered.
-    pub state_timestamp: DateTime<Utc>,
-    /// The attempt of the latest state.
-    pub attempt: u32,
-    /// Timestamp of the earliest event of the run.
-    pub created: DateTime<Utc>,
-    /// When the first attempt started running.
-    pub started: Option<DateTime<Utc>>,
-    /// When the run reached a final state.
-    pub ended: Option<DateTime<Utc>>,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// Flow parameters (JSON).
-    pub parameters: Option<serde_json::Value>,
-    /// Upstream runs.
-    pub upstream: Vec<Uuid>,
-    /// Cache key, when cached.
-    pub cache_key: Option<String>,
-    /// Deployment that created the run.
-    pub deployment: Option<String>,
-    /// Version of the task or flow.
-    pub version: Option<String>,
-    /// `host:pid` that ran it.
-    pub worker: Option<String>,
-}
+/// A run as stored, which is how the API shows it.
+pub use flowkit_wire::api::runs::Run as RunRecord;
 
-/// One state a run entered.
+/// One state a run entered, with the run it belongs to (the API nests these under their runs
+/// as [`flowkit_wire::api::runs::StateEntry`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StateRecord {
     /// The event that carried it.
@@ -115,28 +70,8 @@ pub struct StateRecord {
     pub timestamp: DateTime<Utc>,
 }
 
-/// One log line of a run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LogRecord {
-    /// The event that carried it.
-    pub event_id: Uuid,
-    /// The run that logged it.
-    pub run_id: Uuid,
-    /// The flow run it belongs to.
-    pub flow_run_id: Option<Uuid>,
-    /// The name of the run that logged it.
-    pub run_name: String,
-    /// Level.
-    pub level: LogLevel,
-    /// Message, verbatim.
-    pub message: String,
-    /// Other fields.
-    pub fields: serde_json::Map<String, serde_json::Value>,
-    /// Attempt.
-    pub attempt: u32,
-    /// When.
-    pub timestamp: DateTime<Utc>,
-}
+/// One log line of a run, as stored and as the API shows it.
+pub use flowkit_wire::api::logs::LogEntry as LogRecord;
 
 /// Filters of the flow-runs list. Every field narrows the result; `None` does not filter.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -166,14 +101,7 @@ pub struct PageRequest {
     pub cursor: Option<String>,
 }
 
-/// One page of results and the cursor of the next (absent on the last page).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Page<T> {
-    /// The items, newest first (logs: oldest first).
-    pub items: Vec<T>,
-    /// Pass as `cursor` to get the next page.
-    pub next_cursor: Option<String>,
-}
+pub use flowkit_wire::api::page::Page;
 
 /// Filters of a flow run's logs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,15 +110,6 @@ pub struct LogFilter {
     pub min_level: Option<LogLevel>,
     /// Only lines of this run (a task run of the flow).
     pub run_id: Option<Uuid>,
-}
-
-/// The task graph of a flow run: its task runs and subflow runs, and upstream edges.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Graph {
-    /// Every direct child run of the flow run (tasks and subflows), oldest first.
-    pub nodes: Vec<RunRecord>,
-    /// `(upstream, downstream)` pairs between nodes.
-    pub edges: Vec<(Uuid, Uuid)>,
 }
 
 /// Counts of flow runs by latest state over a time window, bucketed for a chart.

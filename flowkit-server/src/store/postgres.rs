@@ -24,7 +24,7 @@ use super::{
     StateRecord, Stats, StoreError,
 };
 use chrono::{DateTime, Utc};
-use flowkit::event::Event;
+use flowkit_wire::event::Event;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
 use std::collections::HashSet;

@@ -12,8 +12,8 @@
 
 use super::{IngestOutcome, Stats, StatsBucket, StoreError};
 use chrono::{DateTime, Utc};
-use flowkit::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
-use flowkit::state::StateType;
+use flowkit_wire::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
+use flowkit_wire::state::StateType;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
@@ -33,12 +33,13 @@ pub(crate) fn from_micros(value: i64) -> Result<DateTime<Utc>, StoreError> {
         .ok_or_else(|| corrupt(format!("instant {value}µs is out of range")))
 }
 
-/// Parses a state type stored by [`StateType::as_str`].
+/// Parses a state type stored by [`StateType::as_str`]. A name this version does not know
+/// (written by a newer server sharing the database) reads as [`StateType::Unknown`].
 pub(crate) fn parse_state(text: &str) -> Result<StateType, StoreError> {
-    StateType::ALL
+    Ok(StateType::ALL
         .into_iter()
         .find(|s| s.as_str() == text)
-        .ok_or_else(|| corrupt(format!("unknown state type {text:?}")))
+        .unwrap_or(StateType::Unknown))
 }
 
 /// Parses a run kind stored by [`RunKind::as_str`].
@@ -493,6 +494,7 @@ mod tests {
         for state in StateType::ALL {
             assert_eq!(parse_state(state.as_str()).ok(), Some(state));
         }
-        assert!(parse_state("Bogus").is_err());
+        // Written by a newer server sharing the database: read, not an error.
+        assert_eq!(parse_state("Expired").ok(), Some(StateType::Unknown));
     }
 }

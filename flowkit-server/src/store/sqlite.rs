@@ -23,7 +23,7 @@ use super::{
     StateRecord, Stats, StoreError,
 };
 use chrono::{DateTime, Utc};
-use flowkit::event::Event;
+use flowkit_wire::event::Event;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
@@ -904,7 +904,7 @@ mod tests {
             ),
             (
                 RunFilter {
-                    states: vec![flowkit::state::StateType::Failed],
+                    states: vec![flowkit_wire::state::StateType::Failed],
                     ..RunFilter::default()
                 },
                 "runs_flow_state",

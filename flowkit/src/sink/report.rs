@@ -7,7 +7,7 @@
 //! vector. A dedicated sender thread (a current-thread tokio runtime and one HTTP client)
 //! takes the events as soon as [`ReportConfig::batch_size`] are waiting, or every
 //! [`ReportConfig::batch_interval`] otherwise, serializes them and POSTs them as a JSON array
-//! of [`Event`] to `{api_url}/api/events`, with `Authorization: Bearer <FLOWKIT_API_KEY>` when
+//! of [`Event`] to `{api_url}/api/v1/events`, with `Authorization: Bearer <FLOWKIT_API_KEY>` when
 //! a key is set. Under load a POST carries up to [`ReportConfig::max_batch_size`] events.
 //!
 //! | server answer | what the reporter does |
@@ -26,7 +26,7 @@
 //! Batches are always sent oldest first, spooled or not. The spool is bounded too
 //! ([`ReportConfig::spool_max_events`], [`ReportConfig::spool_max_bytes`]); past the bound
 //! events are dropped and counted, the count is logged, and once the server answers again
-//! it is POSTed to `{api_url}/api/reporter-drops` as `{"dropped": N, "worker": "host:pid"}`
+//! it is POSTed to `{api_url}/api/v1/reporter-drops` as `{"dropped": N, "worker": "host:pid"}`
 //! (events the bus dropped because its queue was full are included: the server never sees
 //! those either).
 //!
@@ -274,11 +274,11 @@ impl ReportConfig {
     }
 
     fn events_url(&self) -> String {
-        format!("{}/api/events", self.api_url.trim_end_matches('/'))
+        flowkit_wire::links::api(&self.api_url, "/events")
     }
 
     fn drops_url(&self) -> String {
-        format!("{}/api/reporter-drops", self.api_url.trim_end_matches('/'))
+        flowkit_wire::links::api(&self.api_url, "/reporter-drops")
     }
 }
 

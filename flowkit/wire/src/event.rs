@@ -12,6 +12,14 @@
 //! `kind` says what the event carries: `"state"` (a state change, with `state` and on the first
 //! event of a run its `details`) or `"log"` (a `tracing` event captured inside the run, with
 //! `level`, `message` and `fields`).
+//!
+//! # Evolving the format
+//!
+//! Readers ignore fields they do not know, read a `kind` they do not know as
+//! [`EventBody::Unknown`] and a state type they do not know as
+//! [`StateType::Unknown`](crate::StateType::Unknown), so a newer peer's
+//! events never fail an older one. A client sends a new *kind* only to a server that lists it
+//! in `event_kinds` of `GET /api/v1/health` ([`crate::api::health::Health`]).
 
 use crate::state::{State, StateType};
 use chrono::{DateTime, Utc};
@@ -21,6 +29,7 @@ use uuid::Uuid;
 
 /// Whether a run is a flow run or a task run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunKind {
     /// A run of a `#[flow]` function.
@@ -41,6 +50,7 @@ impl RunKind {
 
 /// One event: a state change or a log line of one run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Unique, time-ordered id of this event (UUID v7); the server ingests each id once.
     pub id: Uuid,
@@ -55,6 +65,7 @@ pub struct Event {
     /// Flow run or task run.
     pub run_kind: RunKind,
     /// The run's display name (the function name unless `name = "..."` was given).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub name: Cow<'static, str>,
     /// The attempt this event belongs to, starting at 1 (0 before the first attempt starts).
     pub attempt: u32,
@@ -65,8 +76,9 @@ pub struct Event {
     pub body: EventBody,
 }
 
-/// What an [`Event`] carries.
+/// What an [`Event`] carries, tagged by its `kind`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventBody {
@@ -86,21 +98,29 @@ pub enum EventBody {
         message: String,
         /// The event's other fields, by name.
         #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
         fields: serde_json::Map<String, serde_json::Value>,
     },
+    /// A kind this version does not know (from a newer peer): its other fields are ignored.
+    #[serde(other)]
+    Unknown,
 }
 
-/// Facts about a run that do not change over its life.
+/// Facts about a run that do not change over its life. Fields this version does not know are
+/// ignored.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunDetails {
     /// The function's path, e.g. `my_crate::etl::download`: what makes a task unique.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub task_key: Cow<'static, str>,
     /// `version = "..."` of the attribute, if given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub version: Option<Cow<'static, str>>,
     /// `tags = [...]` of the attribute plus per-call tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub tags: Vec<Cow<'static, str>>,
     /// The arguments of a flow run, as JSON (arguments that are not `Serialize` show as a
     /// placeholder). Not recorded for task runs.
@@ -117,11 +137,13 @@ pub struct RunDetails {
     pub deployment: Option<String>,
     /// Which process ran it: `hostname:pid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub worker: Option<Cow<'static, str>>,
 }
 
 /// Level of a captured log event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum LogLevel {
     /// Finest detail (`tracing::Level::TRACE`).
@@ -141,7 +163,7 @@ impl Event {
     pub fn state(&self) -> Option<&State> {
         match &self.body {
             EventBody::State { state, .. } => Some(state),
-            EventBody::Log { .. } => None,
+            _ => None,
         }
     }
 
@@ -154,7 +176,7 @@ impl Event {
     pub fn details(&self) -> Option<&RunDetails> {
         match &self.body {
             EventBody::State { details, .. } => details.as_deref(),
-            EventBody::Log { .. } => None,
+            _ => None,
         }
     }
 }
@@ -196,6 +218,29 @@ mod tests {
         assert!(json["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
         let back: Event = serde_json::from_value(json).expect("deserialize");
         assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn a_newer_peers_event_is_read_not_rejected() {
+        let id = Uuid::now_v7();
+        let newer = serde_json::json!({
+            "id": id, "run_id": id, "parent_run_id": null, "flow_run_id": id,
+            "run_kind": "flow", "name": "train", "attempt": 1,
+            "timestamp": "2026-11-28T12:00:00Z", "trace_id": "abc",
+            "kind": "state", "state": {"type": "Late", "since": "x"},
+            "details": {"task_key": "demo::train", "priority": 3}
+        });
+        let event: Event = serde_json::from_value(newer).expect("unknown fields are ignored");
+        assert_eq!(event.state_type(), Some(StateType::Unknown));
+        assert_eq!(event.details().map(|d| &*d.task_key), Some("demo::train"));
+
+        let new_kind = serde_json::json!({
+            "id": id, "run_id": id, "parent_run_id": null, "run_kind": "task", "name": "t",
+            "attempt": 1, "timestamp": "2026-11-28T12:00:00Z",
+            "kind": "run_record", "states": [{"type": "Completed"}]
+        });
+        let event: Event = serde_json::from_value(new_kind).expect("unknown kinds are read");
+        assert_eq!(event.body, EventBody::Unknown);
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //! |---|---|
 //! | [`state`] | states of a run and the transitions between them |
 //! | [`event`] | the events a process reports: state changes and log lines of runs |
+//! | [`api`] | every body of the HTTP API: errors, ingestion, runs, logs, graph, stats, pages |
 //! | [`links`] | the URLs of the server's pages, e.g. a run's page on the dashboard |
 
+pub mod api;
 pub mod event;
 pub mod links;
 pub mod state;

@@ -16,3 +16,20 @@ use uuid::Uuid;
 pub fn run_page(base: &str, id: Uuid) -> String {
     format!("{}/runs/{id}", base.trim_end_matches('/'))
 }
+
+/// The URL of an API route of this version under the server's base URL:
+/// `{base}/api/v1{route}`. A trailing `/` of `base` is ignored.
+///
+/// ```
+/// assert_eq!(
+///     flowkit_wire::links::api("http://127.0.0.1:4200/", "/events"),
+///     "http://127.0.0.1:4200/api/v1/events"
+/// );
+/// ```
+pub fn api(base: &str, route: &str) -> String {
+    format!(
+        "{}{}{route}",
+        base.trim_end_matches('/'),
+        crate::api::PREFIX
+    )
+}

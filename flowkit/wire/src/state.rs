@@ -18,7 +18,18 @@ use std::fmt;
 /// assert!(StateType::Running.can_become(StateType::AwaitingRetry));
 /// assert!(!StateType::Completed.can_become(StateType::Running));
 /// ```
+///
+/// A state type this version does not know (sent by a newer client, or answered by a newer
+/// server) reads as [`StateType::Unknown`] instead of failing the whole message: the protocol
+/// can gain states without breaking older peers.
+///
+/// ```
+/// use flowkit_wire::StateType;
+/// let later: StateType = serde_json::from_str(r#""Hibernating""#).unwrap();
+/// assert_eq!(later, StateType::Unknown);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub enum StateType {
     /// Created ahead of time (a deployment run waiting for its start time).
@@ -42,10 +53,15 @@ pub enum StateType {
     Cancelled,
     /// The last attempt exceeded the run's timeout.
     TimedOut,
+    /// A state type this version does not know (from a newer peer). Not final; no transition
+    /// rule applies to it.
+    #[serde(other)]
+    Unknown,
 }
 
 impl StateType {
-    /// Every state type, in lifecycle order.
+    /// Every state type this version knows, in lifecycle order ([`StateType::Unknown`] is not
+    /// one of them).
     pub const ALL: [StateType; 10] = [
         StateType::Scheduled,
         StateType::Pending,
@@ -72,6 +88,7 @@ impl StateType {
             StateType::Crashed => "Crashed",
             StateType::Cancelled => "Cancelled",
             StateType::TimedOut => "TimedOut",
+            StateType::Unknown => "Unknown",
         }
     }
 
@@ -98,13 +115,15 @@ impl StateType {
 
     /// Whether a run in `self` may move to `next`.
     ///
-    /// Any non-final state may be cancelled; everything else follows the lifecycle above.
+    /// Any non-final state may be cancelled; everything else follows the lifecycle above. A
+    /// state type this version does not know ([`StateType::Unknown`]) may follow or precede any
+    /// non-final state: a newer peer knows its rules.
     pub fn can_become(self, next: StateType) -> bool {
         use StateType::*;
         if self.is_final() {
             return false;
         }
-        if next == Cancelled {
+        if next == Cancelled || self == Unknown || next == Unknown {
             return true;
         }
         match self {
@@ -129,6 +148,7 @@ impl fmt::Display for StateType {
 ///
 /// Serialized as `{"type": "Failed", "message": "..."}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct State {
     /// The kind of state.
     #[serde(rename = "type")]
@@ -209,6 +229,20 @@ mod tests {
             .filter(|s| s.is_final())
             .collect();
         assert_eq!(finals, ALL_FINAL);
+    }
+
+    #[test]
+    fn unknown_state_types_are_tolerated() {
+        let later: State =
+            serde_json::from_str(r#"{"type":"Cancelling","message":"asked by ops","since":1}"#)
+                .expect("a newer peer's state parses");
+        assert_eq!(later.kind, StateType::Unknown);
+        assert_eq!(later.message.as_deref(), Some("asked by ops"));
+        assert!(!StateType::Unknown.is_final());
+        assert!(StateType::Running.can_become(StateType::Unknown));
+        assert!(StateType::Unknown.can_become(StateType::Completed));
+        assert!(!StateType::Completed.can_become(StateType::Unknown));
+        assert!(!StateType::ALL.contains(&StateType::Unknown));
     }
 
     #[test]

@@ -8,9 +8,10 @@ use super::spool::{self, Key, Spool};
 use super::{FlushOutcome, Notices, ReportConfig, Shared};
 use crate::event::Event;
 use crate::policy::retry::RetryPolicy;
+use flowkit_wire::api::error::ErrorBody;
+use flowkit_wire::api::ingest::{IngestResponse, ReporterDrops};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
-use serde::Deserialize;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
@@ -104,34 +105,6 @@ struct Said {
     spool_full: bool,
     spool_error: bool,
     drops_404: bool,
-}
-
-/// The body of a `2xx` answer to `POST /api/events`.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Accepted {
-    rejected: Vec<Rejected>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Rejected {
-    index: usize,
-    error: ApiError,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ApiError {
-    code: String,
-    message: String,
-}
-
-/// The body of a `4xx` answer: `{"error": {"code", "message"}}`.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ErrorBody {
-    error: ApiError,
 }
 
 pub(super) struct Sender {
@@ -645,7 +618,8 @@ impl Sender {
         let stats = &self.shared.stats;
         match status.as_u16() {
             200..=299 => {
-                let accepted: Accepted = serde_json::from_slice(body).unwrap_or_default();
+                // A 2xx whose body does not parse still delivered the batch.
+                let accepted: IngestResponse = serde_json::from_slice(body).unwrap_or_default();
                 let rejected = accepted.rejected.len().min(batch.count);
                 stats
                     .delivered
@@ -688,11 +662,11 @@ impl Sender {
                 };
                 if !*said {
                     *said = true;
-                    let error: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-                    let message = if error.error.message.is_empty() {
-                        String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
-                    } else {
-                        format!("{}: {}", error.error.code, error.error.message)
+                    let message = match serde_json::from_slice::<ErrorBody>(body) {
+                        Ok(error) => error.error.to_string(),
+                        Err(_) => {
+                            String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
+                        }
                     };
                     self.say(&format!(
                         "flowkit: the server at {} refused a batch of {} events ({status}: {message}); it is dropped, and later refused batches are only counted",
@@ -777,7 +751,10 @@ impl Sender {
     /// Tells the server how many events it will never see.
     async fn report_drops(&mut self) {
         let dropped = self.unreported_drops;
-        let body = serde_json::json!({ "dropped": dropped, "worker": self.cfg.worker });
+        let body = ReporterDrops {
+            dropped,
+            worker: self.cfg.worker.clone(),
+        };
         let mut request = self.client.post(&self.drops_url).json(&body);
         if let Some(auth) = &self.auth {
             request = request.header(AUTHORIZATION, auth.clone());
@@ -791,7 +768,7 @@ impl Sender {
                 if !self.said.drops_404 {
                     self.said.drops_404 = true;
                     self.say(&format!(
-                        "flowkit: the server at {} does not take drop counts (404 on /api/reporter-drops); {dropped} events were dropped",
+                        "flowkit: the server at {} does not take drop counts (404 on /api/v1/reporter-drops); {dropped} events were dropped",
                         self.cfg.api_url
                     ));
                 }

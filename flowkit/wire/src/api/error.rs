@@ -1,0 +1,161 @@
+//! The body of every error response:
+//!
+//! ```json
+//! {"error": {"code": "invalid_parameter", "message": "parameter `limit`: must be between 1 and 500, got 0"}}
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable code to match on and a message that names the offending input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: match on this.
+    pub code: ErrorCode,
+    /// For humans; names the parameter or field at fault and what to send instead.
+    pub message: String,
+}
+
+impl fmt::Display for ErrorDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// The stable code of an error. A code this version does not know (from a newer server)
+/// reads as [`ErrorCode::Unknown`].
+///
+/// ```
+/// use flowkit_wire::api::error::ErrorCode;
+/// assert_eq!(serde_json::to_string(&ErrorCode::InvalidCursor).unwrap(), r#""invalid_cursor""#);
+/// assert_eq!(ErrorCode::InvalidCursor.as_str(), "invalid_cursor");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 400: the body is not JSON at all.
+    InvalidJson,
+    /// 422: well-formed JSON of the wrong shape; the message names the field.
+    InvalidBody,
+    /// 400: a query parameter does not parse or is out of range; the message names it.
+    InvalidParameter,
+    /// 400: an id in the path is not a UUID.
+    InvalidId,
+    /// 400: a cursor that is not a `next_cursor` this server gave.
+    InvalidCursor,
+    /// In `rejected` of an ingestion answer: one event of the batch is invalid.
+    InvalidEvent,
+    /// 400: the request cannot be read.
+    BadRequest,
+    /// 401: no API key, or one the server does not know.
+    Unauthorized,
+    /// 403: a valid API key without the scope the route needs.
+    Forbidden,
+    /// 404: no such route or resource.
+    NotFound,
+    /// 405: the route does not support this method.
+    MethodNotAllowed,
+    /// 408: the request took too long to arrive.
+    Timeout,
+    /// 409: the request conflicts with what exists.
+    Conflict,
+    /// 413: the body is larger than the server accepts.
+    PayloadTooLarge,
+    /// 413: a batch with more events than the server accepts.
+    TooManyEvents,
+    /// 415: the body is not JSON.
+    UnsupportedMediaType,
+    /// 429: too many requests; try again later.
+    TooManyRequests,
+    /// 503: the server is shutting down or overloaded; try again.
+    Unavailable,
+    /// 500: something went wrong on the server's side (it logged the details).
+    Internal,
+    /// A code this version does not know (from a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire, e.g. `"not_found"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidBody => "invalid_body",
+            ErrorCode::InvalidParameter => "invalid_parameter",
+            ErrorCode::InvalidId => "invalid_id",
+            ErrorCode::InvalidCursor => "invalid_cursor",
+            ErrorCode::InvalidEvent => "invalid_event",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::TooManyEvents => "too_many_events",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_str_is_the_wire_name() {
+        let all = [
+            ErrorCode::InvalidJson,
+            ErrorCode::InvalidBody,
+            ErrorCode::InvalidParameter,
+            ErrorCode::InvalidId,
+            ErrorCode::InvalidCursor,
+            ErrorCode::InvalidEvent,
+            ErrorCode::BadRequest,
+            ErrorCode::Unauthorized,
+            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::Timeout,
+            ErrorCode::Conflict,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::TooManyEvents,
+            ErrorCode::UnsupportedMediaType,
+            ErrorCode::TooManyRequests,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ];
+        for code in all {
+            let json = serde_json::to_value(code).expect("serialize");
+            assert_eq!(json, code.as_str());
+            assert_eq!(serde_json::from_value::<ErrorCode>(json).ok(), Some(code));
+        }
+        let newer: ErrorBody =
+            serde_json::from_str(r#"{"error":{"code":"quota_exceeded","message":"m"}}"#)
+                .expect("a newer server's code parses");
+        assert_eq!(newer.error.code, ErrorCode::Unknown);
+    }
+}

@@ -1,0 +1,84 @@
+//! `POST /api/v1/events` — a JSON array of [`Event`](crate::Event)s — and
+//! `POST /api/v1/reporter-drops`: what a reporter sends and what the server answers.
+//!
+//! The constants are the limits the server checks on each event; a client may check them
+//! first. Over-long messages are truncated by the server (ending with [`TRUNCATION_MARK`]),
+//! everything else over a limit rejects the one event, never the batch.
+
+use crate::api::error::ErrorDetail;
+use serde::{Deserialize, Serialize};
+
+/// Longest run name, task key, tag, deployment, version, worker or cache key, in characters.
+pub const MAX_NAME_CHARS: usize = 1000;
+/// Longest log message or state message kept, in bytes; longer ones are truncated.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest `fields` of a log event, as JSON bytes; larger is rejected.
+pub const MAX_FIELDS_BYTES: usize = 64 * 1024;
+/// Largest `details.parameters` of a flow run, as JSON bytes; larger is rejected.
+pub const MAX_PARAMETERS_BYTES: usize = 256 * 1024;
+/// Most tags of a run.
+pub const MAX_TAGS: usize = 100;
+/// Most upstream runs of a run.
+pub const MAX_UPSTREAM: usize = 10_000;
+/// How far ahead of the server's clock a timestamp may be, in seconds (clock skew between
+/// machines): one day.
+pub const MAX_CLOCK_SKEW_SECS: i64 = 24 * 60 * 60;
+/// What ends a message the server truncated.
+pub const TRUNCATION_MARK: &str = "… [truncated by flowkit-server]";
+
+/// The answer to a batch of events (status 202).
+///
+/// ```
+/// use flowkit_wire::api::ingest::IngestResponse;
+/// let answer: IngestResponse =
+///     serde_json::from_str(r#"{"accepted":2,"duplicates":1,"rejected":[]}"#).unwrap();
+/// assert_eq!(answer.stored(), 3);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IngestResponse {
+    /// Events stored for the first time.
+    pub accepted: usize,
+    /// Valid events whose id was already stored: nothing changed for them.
+    pub duplicates: usize,
+    /// Events of a `kind` this server does not know (from a newer client): acknowledged and
+    /// not stored. A client should only send the kinds `GET /api/v1/health` lists. Absent
+    /// when zero.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ignored: usize,
+    /// Events not stored, by their index in the batch.
+    pub rejected: Vec<RejectedEvent>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl IngestResponse {
+    /// Events the server holds after this answer (new or already stored).
+    pub fn stored(&self) -> usize {
+        self.accepted + self.duplicates
+    }
+}
+
+/// An event of the batch that was not stored, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RejectedEvent {
+    /// Position in the submitted array, from 0.
+    pub index: usize,
+    /// Code `invalid_event`; the message names the field.
+    pub error: ErrorDetail,
+}
+
+/// The body of `POST /api/v1/reporter-drops`: a reporter had to drop events (its spool was
+/// full), so the dashboard can warn that some runs are incomplete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReporterDrops {
+    /// Events dropped since the last report.
+    pub dropped: u64,
+    /// The reporting process, `host:pid` (1 to 1000 characters).
+    #[cfg_attr(feature = "openapi", schema(example = "build-7:4242"))]
+    pub worker: String,
+}

@@ -1,0 +1,32 @@
+//! The bodies of the HTTP API, as the server answers them and clients send them: one
+//! definition each, used by the server, the reporter, the typed client and the CLI.
+//!
+//! Every route lives under [`PREFIX`] (`/api/v1`); `/api/...` is kept as an alias of it.
+//!
+//! | module | bodies of |
+//! |---|---|
+//! | [`error`] | every error response: `{"error": {"code", "message"}}` |
+//! | [`ingest`] | `POST /events` (the answer, and the limits an event must respect) and `POST /reporter-drops` |
+//! | [`runs`] | `GET /flow-runs`, `/flow-runs/{id}`, `/flow-runs/{id}/task-runs` |
+//! | [`logs`] | `GET /flow-runs/{id}/logs` |
+//! | [`graph`] | `GET /flow-runs/{id}/graph` |
+//! | [`stats`] | `GET /stats` |
+//! | [`stream`] | `GET /stream` (server-sent events) |
+//! | [`health`] | `GET /health`, which also says what this server understands |
+//! | [`page`] | pages and cursors of every list |
+
+pub mod error;
+pub mod graph;
+pub mod health;
+pub mod ingest;
+pub mod logs;
+pub mod page;
+pub mod runs;
+pub mod stats;
+pub mod stream;
+
+/// The path every route of this version of the API lives under.
+pub const PREFIX: &str = "/api/v1";
+
+/// The version of the API this crate describes: the last segment of [`PREFIX`].
+pub const VERSION: &str = "v1";

@@ -1,0 +1,92 @@
+//! Runs as the API shows them: `GET /api/v1/flow-runs` (a [`Page`](crate::api::page::Page) of
+//! [`Run`]), `GET /api/v1/flow-runs/{id}` (a [`Run`]) and
+//! `GET /api/v1/flow-runs/{id}/task-runs` ([`TaskRuns`]).
+
+use crate::event::RunKind;
+use crate::state::StateType;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A run (flow or task): identity, latest state and the facts of its first event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Run {
+    /// The run's id (UUID v7).
+    pub id: Uuid,
+    /// `flow` or `task`.
+    pub kind: RunKind,
+    /// Display name.
+    pub name: String,
+    /// The function's path (from the run's details; empty until they arrive).
+    pub task_key: String,
+    /// The calling run.
+    pub parent_run_id: Option<Uuid>,
+    /// The nearest enclosing flow run.
+    pub flow_run_id: Option<Uuid>,
+    /// The latest state's type.
+    pub state: StateType,
+    /// The latest state's message (the error of a failed run).
+    pub state_message: Option<String>,
+    /// When the latest state was entered.
+    pub state_timestamp: DateTime<Utc>,
+    /// The attempt of the latest state.
+    pub attempt: u32,
+    /// Timestamp of the earliest event of the run.
+    pub created: DateTime<Utc>,
+    /// When the first attempt started running.
+    pub started: Option<DateTime<Utc>>,
+    /// When the run reached a final state.
+    pub ended: Option<DateTime<Utc>>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Flow parameters (JSON).
+    pub parameters: Option<serde_json::Value>,
+    /// Upstream runs.
+    pub upstream: Vec<Uuid>,
+    /// Cache key, when cached.
+    pub cache_key: Option<String>,
+    /// Deployment that created the run.
+    pub deployment: Option<String>,
+    /// Version of the task or flow.
+    pub version: Option<String>,
+    /// `host:pid` that ran it.
+    pub worker: Option<String>,
+}
+
+/// One state a run entered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StateEntry {
+    /// The event that carried it.
+    pub event_id: Uuid,
+    /// State type.
+    pub state: StateType,
+    /// State message.
+    pub message: Option<String>,
+    /// Attempt.
+    pub attempt: u32,
+    /// When.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// A run with its state history, oldest state first: one bar of the timeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunWithStates {
+    /// The run.
+    #[serde(flatten)]
+    pub run: Run,
+    /// Every state it entered, retries included.
+    pub states: Vec<StateEntry>,
+}
+
+/// A flow run's task runs (and subflow runs) with their state histories.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskRuns {
+    /// The flow run itself, with its own states.
+    pub flow_run: RunWithStates,
+    /// Its children, oldest first.
+    pub items: Vec<RunWithStates>,
+}
