@@ -2,7 +2,6 @@
 //! duplicates), [`validate`] checks it against itself and the function and yields the
 //! [`Config`] that code generation reads.
 
-mod kw;
 mod options;
 mod validate;
 
