@@ -10,10 +10,9 @@ mod checks;
 mod flow;
 mod task;
 
-use crate::parse::{Kind, RawOptions, validate};
+use crate::parse::{Func, Kind, RawOptions, validate};
 use proc_macro2::TokenStream;
 use quote::ToTokens as _;
-use syn::ItemFn;
 
 /// `#[task(..)]`.
 pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -26,14 +25,15 @@ pub(crate) fn flow(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
-    let func = match syn::parse2::<ItemFn>(item.clone()) {
+    let func = match syn::parse2::<Func>(item.clone()) {
         Ok(func) => func,
         Err(e) => {
             let msg = format!("#[{}] goes on an `async fn` ({e})", kind.attr());
             return with_error(item, syn::Error::new(e.span(), msg));
         }
     };
-    let config = RawOptions::parse(kind.attr(), attr).and_then(|raw| validate(kind, raw, &func));
+    let config =
+        RawOptions::parse(kind.attr(), attr).and_then(|raw| validate(kind, raw, &func.sig));
     match config {
         Ok(config) => task::expand(&config, func),
         Err(e) => with_error(item, e),
@@ -49,7 +49,7 @@ fn with_error(mut item: TokenStream, error: syn::Error) -> TokenStream {
 
 /// BLAKE3 (hex) of the function as written, attribute excluded: editing the body changes it,
 /// and with it the task's cache keys.
-fn source_hash(func: &ItemFn) -> String {
+fn source_hash(func: &Func) -> String {
     blake3::hash(func.to_token_stream().to_string().as_bytes())
         .to_hex()
         .to_string()
@@ -72,19 +72,19 @@ mod tests {
 
     #[test]
     fn hash_changes_with_the_body() {
-        let a: ItemFn = syn::parse2(quote!(
+        let a: Func = syn::parse2(quote!(
             async fn f() -> u8 {
                 1
             }
         ))
         .unwrap();
-        let b: ItemFn = syn::parse2(quote!(
+        let b: Func = syn::parse2(quote!(
             async fn f() -> u8 {
                 2
             }
         ))
         .unwrap();
-        let a2: ItemFn = syn::parse2(quote!(
+        let a2: Func = syn::parse2(quote!(
             async fn f() -> u8 {
                 1
             }
@@ -106,6 +106,23 @@ mod tests {
         .to_string();
         assert!(out.starts_with("async fn f"), "{out}");
         assert!(out.contains("compile_error"), "{out}");
+    }
+
+    #[test]
+    fn a_body_that_does_not_parse_is_expanded_as_is() {
+        let out = task(
+            quote!(retries = 1),
+            quote!(
+                async fn f(x: u8) -> u8 {
+                    let y = x +;
+                    y
+                }
+            ),
+        )
+        .to_string();
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(out.contains("let y = x + ; y"), "{out}");
+        assert!(out.contains("fn map"), "{out}");
     }
 
     #[test]
