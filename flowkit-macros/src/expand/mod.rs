@@ -10,10 +10,9 @@ mod checks;
 mod flow;
 mod task;
 
-use crate::parse::{Kind, RawOptions, validate};
+use crate::parse::{Func, Kind, RawOptions, validate};
 use proc_macro2::TokenStream;
 use quote::ToTokens as _;
-use syn::ItemFn;
 
 /// `#[task(..)]`.
 pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -26,17 +25,37 @@ pub(crate) fn flow(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
-    let func = match syn::parse2::<ItemFn>(item.clone()) {
+    let func = match syn::parse2::<Func>(item.clone()) {
         Ok(func) => func,
         Err(e) => {
             let msg = format!("#[{}] goes on an `async fn` ({e})", kind.attr());
             return with_error(item, syn::Error::new(e.span(), msg));
         }
     };
-    let config = RawOptions::parse(kind.attr(), attr).and_then(|raw| validate(kind, raw, &func));
-    match config {
-        Ok(config) => task::expand(&config, func),
-        Err(e) => with_error(item, e),
+    // Options that do not parse are reported, and the signature is still checked on its own.
+    let (raw, parse_error) = match RawOptions::parse(kind.attr(), attr) {
+        Ok(raw) => (raw, None),
+        Err(e) => (RawOptions::default(), Some(e)),
+    };
+    let error = match (parse_error, validate(kind, raw, &func.sig)) {
+        (None, Ok(config)) => return task::expand(&config, func),
+        (None, Err(e)) | (Some(e), Ok(_)) => e,
+        (Some(mut e), Err(more)) => {
+            e.combine(more);
+            e
+        }
+    };
+    // An option is wrong but the function is fine: expand it as if it had no options, so the
+    // struct beside it (`submit`, `map`, `deployment`, ..) still exists and its call sites
+    // neither fail a second time nor go dark in rust-analyzer. The error is the only one.
+    match validate(kind, RawOptions::default(), &func.sig) {
+        Ok(defaults) => {
+            let mut out = task::expand(&defaults, func);
+            out.extend(error.into_compile_error());
+            out
+        }
+        // The signature itself is wrong (not `async`, ..): nothing sound can be generated.
+        Err(_) => with_error(item, error),
     }
 }
 
@@ -49,7 +68,7 @@ fn with_error(mut item: TokenStream, error: syn::Error) -> TokenStream {
 
 /// BLAKE3 (hex) of the function as written, attribute excluded: editing the body changes it,
 /// and with it the task's cache keys.
-fn source_hash(func: &ItemFn) -> String {
+fn source_hash(func: &Func) -> String {
     blake3::hash(func.to_token_stream().to_string().as_bytes())
         .to_hex()
         .to_string()
@@ -72,19 +91,19 @@ mod tests {
 
     #[test]
     fn hash_changes_with_the_body() {
-        let a: ItemFn = syn::parse2(quote!(
+        let a: Func = syn::parse2(quote!(
             async fn f() -> u8 {
                 1
             }
         ))
         .unwrap();
-        let b: ItemFn = syn::parse2(quote!(
+        let b: Func = syn::parse2(quote!(
             async fn f() -> u8 {
                 2
             }
         ))
         .unwrap();
-        let a2: ItemFn = syn::parse2(quote!(
+        let a2: Func = syn::parse2(quote!(
             async fn f() -> u8 {
                 1
             }
@@ -97,15 +116,67 @@ mod tests {
 
     #[test]
     fn errors_keep_the_function() {
+        // The signature is wrong: nothing is generated but the function as written.
         let out = task(
-            quote!(retries = "x"),
+            quote!(),
             quote!(
-                async fn f() {}
+                fn f() {}
             ),
         )
         .to_string();
-        assert!(out.starts_with("async fn f"), "{out}");
+        assert!(out.starts_with("fn f () { }"), "{out}");
         assert!(out.contains("compile_error"), "{out}");
+    }
+
+    #[test]
+    fn a_bad_option_keeps_the_whole_expansion() {
+        for (attr, extra) in [
+            (quote!(retries = "x"), None),
+            (quote!(retry = 3), None),
+            (quote!(timeout = "soon"), Some("fn deployment")),
+            (quote!(retries = 1, retries = 2), None),
+        ] {
+            for (out, extra) in [
+                (task(attr.clone(), item()), None),
+                (flow(attr, item()), extra),
+            ] {
+                let out = out.to_string();
+                assert_eq!(out.matches("compile_error").count(), 1, "{out}");
+                for needed in ["struct f", "fn submit", "fn map", "fn with_options"]
+                    .into_iter()
+                    .chain(extra)
+                {
+                    assert!(out.contains(needed), "no `{needed}` in {out}");
+                }
+                let file = syn::parse2::<syn::File>(out.parse().unwrap());
+                file.unwrap_or_else(|e| panic!("{e}: {out}"));
+            }
+        }
+
+        fn item() -> TokenStream {
+            quote!(
+                async fn f(x: u8) -> anyhow::Result<u8> {
+                    Ok(x)
+                }
+            )
+        }
+    }
+
+    #[test]
+    fn a_body_that_does_not_parse_is_expanded_as_is() {
+        let out = task(
+            quote!(retries = 1),
+            quote!(
+                async fn f(x: u8) -> u8 {
+                    let y = x +;
+                    y
+                }
+            ),
+        )
+        .to_string();
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(out.contains("let y = x + ; y"), "{out}");
+        assert!(out.contains("fn map"), "{out}");
     }
 
     #[test]

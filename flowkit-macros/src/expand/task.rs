@@ -6,14 +6,15 @@
 //! is rewritten in place.
 
 use super::{checks, flow, rt, rt_at, source_hash};
-use crate::parse::{Cache, Config, Kind};
+use crate::parse::{Body, Cache, Config, Func, Kind};
 use proc_macro2::{Ident, Literal, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
+use syn::parse::Parser as _;
 use syn::spanned::Spanned as _;
 use syn::visit_mut::VisitMut;
-use syn::{AttrStyle, Attribute, Block, FnArg, ItemFn, Pat};
+use syn::{Attribute, Block, FnArg, Pat};
 
-pub(crate) fn expand(config: &Config, func: ItemFn) -> TokenStream {
+pub(crate) fn expand(config: &Config, func: Func) -> TokenStream {
     let hash = source_hash(&func);
     if config.sig.in_impl {
         method(config, func, &hash)
@@ -23,16 +24,15 @@ pub(crate) fn expand(config: &Config, func: ItemFn) -> TokenStream {
 }
 
 /// A free function: the function, its hidden body, and the struct of the same name.
-fn free_fn(config: &Config, func: ItemFn, hash: &str) -> TokenStream {
+fn free_fn(config: &Config, func: Func, hash: &str) -> TokenStream {
     let p = rt();
-    let ItemFn {
-        attrs,
+    let Func {
+        attrs: outer_attrs,
         vis,
         sig,
-        block,
-        ..
+        body,
     } = func;
-    let (outer_attrs, inner_attrs) = split_inner(attrs);
+    let inner_attrs = body.inner_attrs.iter().cloned();
     let cfgs: Vec<Attribute> = outer_attrs
         .iter()
         .filter(|a| a.path().is_ident("cfg"))
@@ -70,7 +70,7 @@ fn free_fn(config: &Config, func: ItemFn, hash: &str) -> TokenStream {
 
     let body = run_body(
         config,
-        &block,
+        &body,
         quote!(#ident::__flowkit_spec()),
         quote!(__flowkit_site),
     );
@@ -220,16 +220,14 @@ fn free_fn(config: &Config, func: ItemFn, hash: &str) -> TokenStream {
 
 /// A method (or associated fn) inside an `impl`: rewritten in place, the spec in a `static`
 /// inside it.
-fn method(config: &Config, func: ItemFn, hash: &str) -> TokenStream {
-    let ItemFn {
-        attrs,
+fn method(config: &Config, func: Func, hash: &str) -> TokenStream {
+    let Func {
+        mut attrs,
         vis,
         mut sig,
-        block,
-        ..
+        body,
     } = func;
-    let (mut attrs, inner_attrs) = split_inner(attrs);
-    attrs.extend(inner_attrs);
+    attrs.extend(body.inner_attrs.iter().cloned());
     let moves_self = moves_self(config);
     // Arguments are passed on by name; patterns are bound inside the body.
     for (input, arg) in sig
@@ -248,7 +246,7 @@ fn method(config: &Config, func: ItemFn, hash: &str) -> TokenStream {
     }
     let spec = spec(config, hash, &sig.ident);
     let site = quote!(::core::default::Default::default());
-    let body = run_body(config, &block, spec, site);
+    let body = run_body(config, &body, spec, site);
     quote! {
         #(#attrs)*
         #vis #sig #body
@@ -263,7 +261,7 @@ fn moves_self(config: &Config) -> bool {
 
 /// The body: the call's site filled in (inputs, upstream runs, parameters), then the user's
 /// block handed to the runtime.
-fn run_body(config: &Config, block: &Block, spec: TokenStream, site: TokenStream) -> TokenStream {
+fn run_body(config: &Config, body: &Body, spec: TokenStream, site: TokenStream) -> TokenStream {
     let p = rt();
     let sig = &config.sig;
     let idents: Vec<&Ident> = sig.args.iter().map(|a| &a.ident).collect();
@@ -319,7 +317,7 @@ fn run_body(config: &Config, block: &Block, spec: TokenStream, site: TokenStream
     let parameters = flow::parameters(config);
     let name = Literal::string(&config.name);
     let shape = shape(config);
-    let attempt = attempt(config, block);
+    let attempt = attempt(config, body);
 
     quote! {
         {
@@ -338,14 +336,14 @@ fn run_body(config: &Config, block: &Block, spec: TokenStream, site: TokenStream
 }
 
 /// `once(args, |args| async move { body })`, or `repeat(..)` when the body may run again.
-fn attempt(config: &Config, block: &Block) -> TokenStream {
+fn attempt(config: &Config, body: &Body) -> TokenStream {
     let p = rt();
     let sig = &config.sig;
-    let mut block = block.clone();
+    let mut stmts = body.stmts.clone();
     let mut args: Vec<TokenStream> = Vec::new();
     let mut pats: Vec<TokenStream> = Vec::new();
     if moves_self(config) {
-        RenameSelf.visit_block_mut(&mut block);
+        stmts = rename_self(stmts);
         args.push(quote!(self));
         // `mut self` stays mutable in the body.
         let mutability = sig.receiver.as_ref().and_then(|r| r.mutability);
@@ -365,12 +363,11 @@ fn attempt(config: &Config, block: &Block) -> TokenStream {
         }
         None => quote!(#p::once),
     };
-    let edge = fake_return_edge(config);
+    // The statements go straight into the async block, which takes the user's braces: a
+    // block nested in it would be flagged as "unnecessary braces" on a one-line body.
+    let block = body.with_prefix(fake_return_edge(config), stmts);
     quote! {
-        #run((#(#args,)*), move |(#(#pats,)*)| async move {
-            #edge
-            #block
-        })
+        #run((#(#args,)*), move |(#(#pats,)*)| async move #block)
     }
 }
 
@@ -544,18 +541,6 @@ fn contains_impl(ty: &syn::Type) -> bool {
         .any(|t| matches!(&t, TokenTree::Ident(i) if i == "impl"))
 }
 
-/// Inner attributes (`#![..]` at the top of the body) become outer ones of the function that
-/// holds the body.
-fn split_inner(attrs: Vec<Attribute>) -> (Vec<Attribute>, Vec<Attribute>) {
-    let (outer, mut inner): (Vec<_>, Vec<_>) = attrs
-        .into_iter()
-        .partition(|a| matches!(a.style, AttrStyle::Outer));
-    for a in &mut inner {
-        a.style = AttrStyle::Outer;
-    }
-    (outer, inner)
-}
-
 /// A lint attribute, with `expect` turned into `allow`: it goes on two functions and only one
 /// of them would fulfil the expectation.
 fn lint_as_allow(attr: &Attribute) -> Option<Attribute> {
@@ -585,8 +570,22 @@ fn strip_attrs(pat: &Pat) -> TokenStream {
     }
 }
 
-/// `self` → `__flowkit_self` in a body that gets its receiver as an argument. Nested items
-/// have their own `self` and are left alone; macro arguments are renamed token by token.
+/// `self` → `__flowkit_self` in the statements of a body that gets its receiver as an
+/// argument. When they parse, nested items (which have their own `self`) are left alone; when
+/// they do not, rustc reports the syntax error and the renaming is token by token.
+fn rename_self(stmts: TokenStream) -> TokenStream {
+    match Block::parse_within.parse2(stmts.clone()) {
+        Ok(mut parsed) => {
+            for stmt in &mut parsed {
+                RenameSelf.visit_stmt_mut(stmt);
+            }
+            quote!(#(#parsed)*)
+        }
+        Err(_) => rename_self_tokens(stmts),
+    }
+}
+
+/// The renaming in parsed code. Macro arguments are renamed token by token.
 struct RenameSelf;
 
 impl VisitMut for RenameSelf {

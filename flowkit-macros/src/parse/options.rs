@@ -1,12 +1,78 @@
 //! The options as written: each value with the span of its name, nothing checked beyond
 //! syntax and duplicates. [`super::validate`] turns them into a [`super::Config`].
+//!
+//! Every option is declared once, in the table below: its keyword, its type and the example
+//! the errors show. The table makes the keyword, the list of names the errors show, the field
+//! of [`RawOptions`] and the parse arm, so adding an option is one line here (and reading it
+//! in `validate`).
 
-use super::kw;
 use proc_macro2::Span;
 use syn::ext::IdentExt as _;
 use syn::parse::{Parse, ParseStream, Parser as _};
 use syn::punctuated::Punctuated;
 use syn::{Expr, Ident, LitBool, LitInt, LitStr, Path, Token};
+
+declare_options! {
+    name: LitStr = "name = \"download\"",
+    version: LitStr = "version = \"1.2.0\"",
+    retries: LitInt = "retries = 3",
+    retry_delay: LitStr = "retry_delay = \"500ms\"",
+    backoff: Number = "backoff = 2.0",
+    jitter: Number = "jitter = 0.1",
+    retry_if: Path = "retry_if = is_transient",
+    timeout: LitStr = "timeout = \"30s\"",
+    cache: CacheArg = "cache = inputs",
+    cache_ttl: LitStr = "cache_ttl = \"1d\"",
+    refresh_cache: LitBool = "refresh_cache = true",
+    tags: Tags = "tags = [\"db\", \"gpu\"]",
+    on_completion: Hooks = "on_completion = my_hook",
+    on_failure: Hooks = "on_failure = [my_hook, flowkit::notify::slack(url)]",
+    on_retry: Hooks = "on_retry = my_hook",
+    persist: LitBool = "persist = true",
+    fallible: Flag = "fallible",
+    infallible: Flag = "infallible",
+}
+
+/// Expands the table: one line `name: Type = "example"` per option, in the order the errors
+/// list them. `Type` says how the value is written ([`OptionValue`]).
+macro_rules! declare_options {
+    ($($name:ident: $ty:ty = $example:literal,)*) => {
+        /// The options' names as keywords, so `input.peek(kw::retries)` reads as what it is.
+        mod kw {
+            $(syn::custom_keyword!($name);)*
+        }
+
+        /// Every option, in the order the error messages list them.
+        const ALL: &[&str] = &[$(stringify!($name)),*];
+
+        /// Every option of `#[task(..)]` / `#[flow(..)]`, as written.
+        #[derive(Default)]
+        pub(crate) struct RawOptions {
+            $(pub(crate) $name: Option<Opt<$ty>>,)*
+        }
+
+        impl RawOptions {
+            /// Parses the option the input starts with, if it is one; `false` if it is none.
+            fn parse_known(&mut self, input: ParseStream) -> syn::Result<bool> {
+                $(
+                    if input.peek(kw::$name) {
+                        let key = input.parse::<kw::$name>()?.span;
+                        let value = <$ty as OptionValue>::parse_value(input, $example)?;
+                        set_once(&mut self.$name, stringify!($name), $example, Opt { key, value })?;
+                        return Ok(true);
+                    }
+                )*
+                Ok(false)
+            }
+        }
+    };
+}
+use declare_options;
+
+/// Not an option: the value of `cache = inputs`.
+mod value_kw {
+    syn::custom_keyword!(inputs);
+}
 
 /// One option: where its name is (errors about the option point there) and its value.
 pub(crate) struct Opt<T> {
@@ -28,27 +94,32 @@ pub(crate) enum CacheArg {
     KeyFn(Path),
 }
 
-/// Every option of `#[task(..)]` / `#[flow(..)]`, as written.
-#[derive(Default)]
-pub(crate) struct RawOptions {
-    pub(crate) name: Option<Opt<LitStr>>,
-    pub(crate) version: Option<Opt<LitStr>>,
-    pub(crate) retries: Option<Opt<LitInt>>,
-    pub(crate) retry_delay: Option<Opt<LitStr>>,
-    pub(crate) backoff: Option<Opt<Number>>,
-    pub(crate) jitter: Option<Opt<Number>>,
-    pub(crate) retry_if: Option<Opt<Path>>,
-    pub(crate) timeout: Option<Opt<LitStr>>,
-    pub(crate) cache: Option<Opt<CacheArg>>,
-    pub(crate) cache_ttl: Option<Opt<LitStr>>,
-    pub(crate) refresh_cache: Option<Opt<LitBool>>,
-    pub(crate) tags: Option<Opt<Tags>>,
-    pub(crate) on_completion: Option<Opt<Hooks>>,
-    pub(crate) on_failure: Option<Opt<Hooks>>,
-    pub(crate) on_retry: Option<Opt<Hooks>>,
-    pub(crate) persist: Option<Opt<LitBool>>,
-    pub(crate) fallible: Option<Opt<()>>,
-    pub(crate) infallible: Option<Opt<()>>,
+/// The value of a bare flag such as `fallible`: its presence.
+pub(crate) struct Flag;
+
+/// How an option's value is written: `= VALUE` for any value that parses, nothing for a
+/// [`Flag`]. Errors show `example`, the option written correctly.
+trait OptionValue: Sized {
+    fn parse_value(input: ParseStream, example: &str) -> syn::Result<Self>;
+}
+
+impl<T: Parse> OptionValue for T {
+    fn parse_value(input: ParseStream, example: &str) -> syn::Result<Self> {
+        let hint = |e: syn::Error| syn::Error::new(e.span(), format!("{e}: write `{example}`"));
+        input.parse::<Token![=]>().map_err(hint)?;
+        input.parse::<T>().map_err(hint)
+    }
+}
+
+impl OptionValue for Flag {
+    fn parse_value(input: ParseStream, example: &str) -> syn::Result<Self> {
+        if input.peek(Token![=]) {
+            return Err(input.error(format!(
+                "`{example}` takes no value: write just `{example}`"
+            )));
+        }
+        Ok(Flag)
+    }
 }
 
 impl RawOptions {
@@ -72,38 +143,8 @@ impl RawOptions {
     }
 
     fn parse_one(&mut self, attr: &str, input: ParseStream) -> syn::Result<()> {
-        // One line per option: its keyword, where it goes, the example the errors show, how
-        // its value parses.
-        macro_rules! options {
-            ($($kw:ident => $example:literal, $value:expr;)*) => {
-                $(
-                    if input.peek(kw::$kw) {
-                        let key = input.parse::<kw::$kw>()?.span;
-                        let value = $value(input, $example)?;
-                        return set_once(&mut self.$kw, stringify!($kw), $example, Opt { key, value });
-                    }
-                )*
-            };
-        }
-        options! {
-            name => "name = \"download\"", assigned::<LitStr>;
-            version => "version = \"1.2.0\"", assigned::<LitStr>;
-            retries => "retries = 3", assigned::<LitInt>;
-            retry_delay => "retry_delay = \"500ms\"", assigned::<LitStr>;
-            backoff => "backoff = 2.0", assigned::<Number>;
-            jitter => "jitter = 0.1", assigned::<Number>;
-            retry_if => "retry_if = is_transient", assigned::<Path>;
-            timeout => "timeout = \"30s\"", assigned::<LitStr>;
-            cache => "cache = inputs", assigned::<CacheArg>;
-            cache_ttl => "cache_ttl = \"1d\"", assigned::<LitStr>;
-            refresh_cache => "refresh_cache = true", assigned::<LitBool>;
-            tags => "tags = [\"db\", \"gpu\"]", assigned::<Tags>;
-            on_completion => "on_completion = my_hook", assigned::<Hooks>;
-            on_failure => "on_failure = [my_hook, flowkit::notify::slack(url)]", assigned::<Hooks>;
-            on_retry => "on_retry = my_hook", assigned::<Hooks>;
-            persist => "persist = true", assigned::<LitBool>;
-            fallible => "fallible", flag;
-            infallible => "infallible", flag;
+        if self.parse_known(input)? {
+            return Ok(());
         }
         if input.peek(Ident::peek_any) {
             let ident = input.call(Ident::parse_any)?;
@@ -144,23 +185,6 @@ fn set_once<T>(
     Ok(())
 }
 
-/// `= VALUE`, with an error that shows the option written correctly.
-fn assigned<T: Parse>(input: ParseStream, example: &str) -> syn::Result<T> {
-    let hint = |e: syn::Error| syn::Error::new(e.span(), format!("{e}: write `{example}`"));
-    input.parse::<Token![=]>().map_err(hint)?;
-    input.parse::<T>().map_err(hint)
-}
-
-/// A bare flag such as `fallible`: nothing follows it.
-fn flag(input: ParseStream, example: &str) -> syn::Result<()> {
-    if input.peek(Token![=]) {
-        return Err(input.error(format!(
-            "`{example}` takes no value: write just `{example}`"
-        )));
-    }
-    Ok(())
-}
-
 impl Parse for Number {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let minus = input.parse::<Option<Token![-]>>()?;
@@ -182,8 +206,8 @@ impl Parse for Number {
 
 impl Parse for CacheArg {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        if input.peek(kw::inputs) && !input.peek2(Token![::]) {
-            input.parse::<kw::inputs>()?;
+        if input.peek(value_kw::inputs) && !input.peek2(Token![::]) {
+            input.parse::<value_kw::inputs>()?;
             return Ok(CacheArg::Inputs);
         }
         input.parse::<Path>().map(CacheArg::KeyFn).map_err(|e| {
@@ -228,8 +252,7 @@ impl Parse for Hooks {
 }
 
 fn valid_list() -> String {
-    kw::ALL
-        .iter()
+    ALL.iter()
         .map(|o| format!("`{o}`"))
         .collect::<Vec<_>>()
         .join(", ")
@@ -237,8 +260,7 @@ fn valid_list() -> String {
 
 /// The option nearest to a misspelt one, if it is near enough to be what was meant.
 fn closest(unknown: &str) -> Option<&'static str> {
-    kw::ALL
-        .iter()
+    ALL.iter()
         .map(|o| (edit_distance(unknown, o), *o))
         .filter(|(d, o)| *d <= (o.len() / 2).max(1))
         .min_by_key(|(d, _)| *d)

@@ -6,7 +6,7 @@ use super::options::{CacheArg, Opt, RawOptions};
 use proc_macro2::Span;
 use syn::spanned::Spanned as _;
 use syn::visit_mut::VisitMut;
-use syn::{Expr, FnArg, Ident, ItemFn, LitStr, Pat, Path, ReceiverKind, ReturnType, Type};
+use syn::{Expr, FnArg, Ident, LitStr, Pat, Path, ReceiverKind, ReturnType, Signature, Type};
 
 /// Task or flow.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -102,19 +102,19 @@ pub(crate) struct Arg {
     pub(crate) param_name: String,
 }
 
-/// Checks the options against each other and the function.
-pub(crate) fn validate(kind: Kind, raw: RawOptions, func: &ItemFn) -> syn::Result<Config> {
+/// Checks the options against each other and the function's signature.
+pub(crate) fn validate(kind: Kind, raw: RawOptions, signature: &Signature) -> syn::Result<Config> {
     let mut errors = Errors::default();
     let attr = kind.attr();
-    let fn_name = func.sig.ident.to_string();
+    let fn_name = signature.ident.to_string();
 
-    if func.sig.asyncness.is_none() {
+    if signature.asyncness.is_none() {
         errors.push(syn::Error::new(
-            func.sig.fn_token.span,
+            signature.fn_token.span,
             format!("#[{attr}] needs an `async fn`: write `async fn {fn_name}(..)`"),
         ));
     }
-    if let Some(variadic) = &func.sig.variadic {
+    if let Some(variadic) = &signature.variadic {
         errors.push(syn::Error::new(
             variadic.dots.spans[0],
             format!("#[{attr}] does not support variadic functions"),
@@ -131,9 +131,9 @@ pub(crate) fn validate(kind: Kind, raw: RawOptions, func: &ItemFn) -> syn::Resul
         }
         (Some(_), None) => true,
         (None, Some(_)) => false,
-        (None, None) => returns_result(&func.sig.output),
+        (None, None) => returns_result(&signature.output),
     };
-    let sig = fn_info(func, fallible, &mut errors);
+    let sig = fn_info(signature, fallible, &mut errors);
 
     let retries = match raw.retries {
         Some(Opt { key, value }) => match value.base10_parse::<u32>() {
@@ -152,7 +152,7 @@ pub(crate) fn validate(kind: Kind, raw: RawOptions, func: &ItemFn) -> syn::Resul
         },
         None => None,
     };
-    if let (Some(retries), Some(FnArg::Receiver(r))) = (&retries, func.sig.inputs.first())
+    if let (Some(retries), Some(FnArg::Receiver(r))) = (&retries, signature.inputs.first())
         && matches!(r.kind, ReceiverKind::Reference(_, _, Some(_)))
     {
         errors.push(syn::Error::new(
@@ -255,7 +255,7 @@ pub(crate) fn validate(kind: Kind, raw: RawOptions, func: &ItemFn) -> syn::Resul
     let persist = raw.persist.and_then(|o| o.value.value.then_some(o.key));
 
     let name = raw.name.map_or_else(
-        || sig_name(func),
+        || signature.ident.unraw_string(),
         |o| {
             let name = o.value.value();
             if name.trim().is_empty() {
@@ -295,10 +295,6 @@ pub(crate) fn validate(kind: Kind, raw: RawOptions, func: &ItemFn) -> syn::Resul
     };
     errors.finish()?;
     Ok(config)
-}
-
-fn sig_name(func: &ItemFn) -> String {
-    func.sig.ident.unraw_string()
 }
 
 trait Unraw {
@@ -358,8 +354,7 @@ fn result_args(ty: &Type) -> Option<&syn::PathArguments> {
     }
 }
 
-fn fn_info(func: &ItemFn, fallible: bool, errors: &mut Errors) -> FnInfo {
-    let sig = &func.sig;
+fn fn_info(sig: &Signature, fallible: bool, errors: &mut Errors) -> FnInfo {
     let (output, output_span) = match &sig.output {
         ReturnType::Type(_, ty) => ((**ty).clone(), ty.span()),
         ReturnType::Default => (syn::parse_quote!(()), sig.ident.span()),
@@ -521,7 +516,8 @@ mod tests {
         item: proc_macro2::TokenStream,
     ) -> syn::Result<Config> {
         let raw = RawOptions::parse("task", attr)?;
-        validate(Kind::Task, raw, &syn::parse2(item).unwrap())
+        let func: crate::parse::Func = syn::parse2(item).unwrap();
+        validate(Kind::Task, raw, &func.sig)
     }
 
     fn error(attr: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> String {
