@@ -1389,6 +1389,9 @@ async fn openapi_document_describes_every_route() {
             schemas.keys().collect::<Vec<_>>()
         );
     }
+    // Descriptions are prose for API readers, not the crate's doc tests.
+    let text = doc.to_string();
+    assert!(!text.contains("```"), "a description carries a code block");
     // Every error code the server can answer is listed, so clients can match on them.
     let codes = serde_json::to_string(&schemas["ErrorCode"]).expect("json");
     for code in [

@@ -25,11 +25,6 @@ use uuid::Uuid;
 /// Longest `search`, `flow_name`, `deployment` or `tag` accepted.
 const MAX_FILTER_CHARS: usize = 1000;
 
-/// A page of flow runs, newest first.
-pub type RunPage = Page<Run>;
-/// A page of log lines, oldest first.
-pub type LogPage = Page<LogEntry>;
-
 fn state_entry(s: StateRecord) -> StateEntry {
     StateEntry {
         event_id: s.event_id,
@@ -172,7 +167,7 @@ async fn flow_run(state: &AppState, id: Uuid) -> Result<Run, ApiError> {
     tag = "flow-runs",
     params(ListQuery),
     responses(
-        (status = 200, description = "A page of flow runs, newest first", body = RunPage),
+        (status = 200, description = "A page of flow runs, newest first", body = Page<Run>),
         (status = 400, description = "A parameter does not parse; the message names it", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
@@ -182,7 +177,7 @@ async fn flow_run(state: &AppState, id: Uuid) -> Result<Run, ApiError> {
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<RunPage>, ApiError> {
+) -> Result<Json<Page<Run>>, ApiError> {
     let filter = query.filter()?;
     let page = page_request(query.limit, query.cursor)?;
     Ok(Json(state.store().list_flow_runs(&filter, &page).await?))
@@ -248,7 +243,7 @@ pub async fn task_runs(
     tag = "flow-runs",
     params(("id" = Uuid, Path, description = "The flow run's id"), LogsQuery),
     responses(
-        (status = 200, description = "A page of log lines, oldest first", body = LogPage),
+        (status = 200, description = "A page of log lines, oldest first", body = Page<LogEntry>),
         (status = 400, description = "`id` or a parameter does not parse", body = ErrorBody),
         (status = 404, description = "No such flow run", body = ErrorBody),
     ),
@@ -258,7 +253,7 @@ pub async fn logs(
     State(state): State<AppState>,
     RunId(id): RunId,
     ApiQuery(query): ApiQuery<LogsQuery>,
-) -> Result<Json<LogPage>, ApiError> {
+) -> Result<Json<Page<LogEntry>>, ApiError> {
     let filter = LogFilter {
         min_level: parse_level(query.level)?,
         run_id: parse_uuid("run_id", query.run_id)?,

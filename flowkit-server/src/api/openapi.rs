@@ -6,6 +6,9 @@ use crate::dashboard;
 use axum::http::header;
 use axum::response::IntoResponse;
 use flowkit_wire::api::error::{ErrorBody, ErrorCode, ErrorDetail};
+use flowkit_wire::api::logs::LogEntry;
+use flowkit_wire::api::page::Page;
+use flowkit_wire::api::runs::Run;
 use flowkit_wire::api::stream::{Lagged, RunChange};
 use flowkit_wire::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
 use flowkit_wire::state::{State, StateType};
@@ -53,6 +56,8 @@ use utoipa::{Modify, OpenApi};
         LogLevel,
         RunChange,
         Lagged,
+        Page<Run>,
+        Page<LogEntry>,
     )),
     modifiers(&ApiKeyAuth),
     tags(

@@ -6,28 +6,26 @@
 //! [`StateType::Failed`], [`StateType::Crashed`], [`StateType::Cancelled`] or
 //! [`StateType::TimedOut`]. The rules live here as pure functions so the runtime,
 //! the server and the tests agree on them.
+//!
+//! ```
+//! use flowkit_wire::StateType;
+//! assert!(StateType::Completed.is_final());
+//! assert!(StateType::Running.can_become(StateType::AwaitingRetry));
+//! assert!(!StateType::Completed.can_become(StateType::Running));
+//!
+//! // A newer peer's state type reads as `Unknown`, it does not fail the message.
+//! let later: StateType = serde_json::from_str(r#""Hibernating""#).unwrap();
+//! assert_eq!(later, StateType::Unknown);
+//! ```
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The kind of a state, without its message.
 ///
-/// ```
-/// use flowkit_wire::StateType;
-/// assert!(StateType::Completed.is_final());
-/// assert!(StateType::Running.can_become(StateType::AwaitingRetry));
-/// assert!(!StateType::Completed.can_become(StateType::Running));
-/// ```
-///
 /// A state type this version does not know (sent by a newer client, or answered by a newer
 /// server) reads as [`StateType::Unknown`] instead of failing the whole message: the protocol
 /// can gain states without breaking older peers.
-///
-/// ```
-/// use flowkit_wire::StateType;
-/// let later: StateType = serde_json::from_str(r#""Hibernating""#).unwrap();
-/// assert_eq!(later, StateType::Unknown);
-/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]

@@ -3,6 +3,15 @@
 //! ```json
 //! {"error": {"code": "invalid_parameter", "message": "parameter `limit`: must be between 1 and 500, got 0"}}
 //! ```
+//!
+//! ```
+//! use flowkit_wire::api::error::{ErrorBody, ErrorCode};
+//! let body: ErrorBody = serde_json::from_str(
+//!     r#"{"error":{"code":"invalid_cursor","message":"parameter `cursor`: …"}}"#,
+//! ).unwrap();
+//! assert_eq!(body.error.code, ErrorCode::InvalidCursor);
+//! assert_eq!(ErrorCode::InvalidCursor.as_str(), "invalid_cursor");
+//! ```
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -33,12 +42,6 @@ impl fmt::Display for ErrorDetail {
 
 /// The stable code of an error. A code this version does not know (from a newer server)
 /// reads as [`ErrorCode::Unknown`].
-///
-/// ```
-/// use flowkit_wire::api::error::ErrorCode;
-/// assert_eq!(serde_json::to_string(&ErrorCode::InvalidCursor).unwrap(), r#""invalid_cursor""#);
-/// assert_eq!(ErrorCode::InvalidCursor.as_str(), "invalid_cursor");
-/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]

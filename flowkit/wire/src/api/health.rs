@@ -1,17 +1,18 @@
 //! `GET /api/v1/health`: liveness, and what this server understands, so a newer client can
 //! send a newer kind of event only to a server that can store it.
+//!
+//! ```
+//! use flowkit_wire::api::health::Health;
+//! // An older server's answer, without the lists: assume only what every server knows.
+//! let old: Health =
+//!     serde_json::from_str(r#"{"status":"ok","database":"sqlite","version":"0.1.0"}"#).unwrap();
+//! assert!(old.accepts_event_kind("state"));
+//! assert!(!old.accepts_event_kind("run_record"));
+//! ```
 
 use serde::{Deserialize, Serialize};
 
 /// The health answer.
-///
-/// ```
-/// use flowkit_wire::api::health::Health;
-/// // An older server's answer, without the lists: assume only what every server knows.
-/// let old: Health = serde_json::from_str(r#"{"status":"ok","database":"sqlite","version":"0.1.0"}"#).unwrap();
-/// assert!(old.accepts_event_kind("state"));
-/// assert!(!old.accepts_event_kind("run_record"));
-/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {

@@ -4,6 +4,13 @@
 //! The constants are the limits the server checks on each event; a client may check them
 //! first. Over-long messages are truncated by the server (ending with [`TRUNCATION_MARK`]),
 //! everything else over a limit rejects the one event, never the batch.
+//!
+//! ```
+//! use flowkit_wire::api::ingest::IngestResponse;
+//! let answer: IngestResponse =
+//!     serde_json::from_str(r#"{"accepted":2,"duplicates":1,"rejected":[]}"#).unwrap();
+//! assert_eq!(answer.stored(), 3);
+//! ```
 
 use crate::api::error::ErrorDetail;
 use serde::{Deserialize, Serialize};
@@ -27,13 +34,6 @@ pub const MAX_CLOCK_SKEW_SECS: i64 = 24 * 60 * 60;
 pub const TRUNCATION_MARK: &str = "… [truncated by flowkit-server]";
 
 /// The answer to a batch of events (status 202).
-///
-/// ```
-/// use flowkit_wire::api::ingest::IngestResponse;
-/// let answer: IngestResponse =
-///     serde_json::from_str(r#"{"accepted":2,"duplicates":1,"rejected":[]}"#).unwrap();
-/// assert_eq!(answer.stored(), 3);
-/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IngestResponse {

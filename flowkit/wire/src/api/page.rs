@@ -1,5 +1,11 @@
 //! Pages of every list: newest first (logs: oldest first), keyset-paginated by an opaque
 //! cursor.
+//!
+//! ```
+//! use flowkit_wire::api::page::Page;
+//! let page: Page<u32> = serde_json::from_str(r#"{"items":[1,2],"next_cursor":"abc"}"#).unwrap();
+//! assert_eq!(page.next_cursor.as_deref(), Some("abc"));
+//! ```
 
 use serde::{Deserialize, Serialize};
 
@@ -9,12 +15,6 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50;
 pub const MAX_PAGE_SIZE: u32 = 500;
 
 /// One page of a list, and the cursor of the next page.
-///
-/// ```
-/// use flowkit_wire::api::page::Page;
-/// let page: Page<u32> = serde_json::from_str(r#"{"items":[1,2],"next_cursor":"abc"}"#).unwrap();
-/// assert_eq!(page.next_cursor.as_deref(), Some("abc"));
-/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
