@@ -27,7 +27,11 @@ async fn fetch_item(i: u32) -> anyhow::Result<u32> {
 #[flow(retries = 1, timeout = "10s")]
 async fn fetch_all(n: u32) -> anyhow::Result<Vec<u32>> {
     FLOW_ATTEMPT.fetch_add(1, Ordering::SeqCst);
-    fetch_item::map(0..n).concurrency(4).await.into_iter().collect()
+    fetch_item::map(0..n)
+        .concurrency(4)
+        .await
+        .into_iter()
+        .collect()
 }
 
 #[tokio::test(start_paused = true)]
@@ -89,7 +93,11 @@ async fn a_slow_head_does_not_stop_the_refill() {
     flowkit::testing::isolated_home();
     let started = tokio::time::Instant::now();
     let out = crunch::map(0..8).concurrency(3).await;
-    assert_eq!(out, [0, 10, 20, 30, 40, 50, 60, 70], "results in input order");
+    assert_eq!(
+        out,
+        [0, 10, 20, 30, 40, 50, 60, 70],
+        "results in input order"
+    );
 
     let order = FINISH_ORDER
         .lock()

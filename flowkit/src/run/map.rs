@@ -1,7 +1,7 @@
 //! `my_task::map(items)`: one run per item, a bounded number at a time, results in input order.
 
-use futures::future::BoxFuture;
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use std::future::{Future, IntoFuture};
 use std::io::IsTerminal;
 
