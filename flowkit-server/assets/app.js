@@ -103,7 +103,7 @@ function filterQuery(extra) {
 }
 
 function runRow(run) {
-  const link = el("a", { href: "#/runs/" + run.id }, run.name);
+  const link = el("a", { href: runHref(run.id) }, run.name);
   return el("tr", { dataset: { id: run.id } },
     el("td", {}, link),
     el("td", { class: "state-cell" }, stateBadge(run.state, run.state_message)),
@@ -246,7 +246,7 @@ async function refreshTasks() {
     const run = item.run || item;
     const attempts = (item.states || []).filter((s) => s.state === "Running").length || run.attempt;
     body.append(el("tr", { dataset: { id: run.id } },
-      el("td", {}, run.kind === "flow" ? el("a", { href: "#/runs/" + run.id }, run.name) : run.name),
+      el("td", {}, run.kind === "flow" ? el("a", { href: runHref(run.id) }, run.name) : run.name),
       el("td", {}, stateBadge(run.state, run.state_message)),
       el("td", { class: "attempts" }, String(attempts)),
       el("td", {}, fmtDuration(runDuration(run))),
@@ -476,11 +476,32 @@ async function onFlowChange(change) {
 
 // ---- routing ------------------------------------------------------------------------------
 
+const RUN_ROUTE = /^\/runs\/([0-9a-fA-F-]{36})$/;
+
+/**
+ * A link to a run inside the dashboard. Absolute, so that it also works from the page served
+ * at /runs/<id>; from / it only changes the hash, so following it does not reload the page.
+ */
+function runHref(id) {
+  return "/#/runs/" + id;
+}
+
+/**
+ * The run to show, or null for the list: the hash `#/runs/<id>` (links inside the page) wins;
+ * without a hash, the path `/runs/<id>` (the link notifications carry, built by
+ * flowkit_wire::links::run_page).
+ */
+function routedRunId() {
+  const hash = location.hash.replace(/^#/, "");
+  const m = (hash || location.pathname).match(RUN_ROUTE);
+  return m ? m[1] : null;
+}
+
 function route() {
-  const m = location.hash.match(/^#\/runs\/([0-9a-fA-F-]{36})$/);
-  $("list-view").hidden = !!m;
-  $("run-view").hidden = !m;
-  if (m) showRun(m[1]);
+  const id = routedRunId();
+  $("list-view").hidden = !!id;
+  $("run-view").hidden = !id;
+  if (id) showRun(id);
   else { loadStats(); loadRuns(true); }
 }
 

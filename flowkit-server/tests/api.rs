@@ -1161,6 +1161,25 @@ async fn unknown_routes_and_methods_answer_json() {
     server.finish().await;
 }
 
+/// The link a notification carries (`flowkit_wire::links::run_page`) is the dashboard page.
+#[tokio::test]
+async fn a_run_page_link_answers_the_dashboard() {
+    let server = TestServer::sqlite().await;
+    let link = flowkit_wire::links::run_page("http://flowkit.example", Uuid::now_v7());
+    let path = link.trim_start_matches("http://flowkit.example");
+    let page = server.get(path).await;
+    assert_eq!(page.status, StatusCode::OK, "GET {path}");
+    assert!(
+        page.content_type.starts_with("text/html"),
+        "{}",
+        page.content_type
+    );
+    // Not a run id: a JSON error (checked by the harness), not the page.
+    let bad = server.get("/runs/not-a-run").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    server.finish().await;
+}
+
 #[tokio::test]
 async fn api_keys_and_scopes() {
     let key = |s: &str| s.parse::<ApiKey>().expect("key");
@@ -1305,6 +1324,7 @@ async fn openapi_document_describes_every_route() {
     );
     let routes = [
         ("get", "/"),
+        ("get", "/runs/{id}"),
         ("get", "/api/v1/health"),
         ("get", "/api/v1/openapi.json"),
         ("post", "/api/v1/events"),

@@ -41,6 +41,7 @@
 //! | [`config`] | the environment variables flowkit reads |
 //! | [`testing`] | recording runs in your tests (feature `test-util`) |
 
+mod atomic_file;
 pub mod bus;
 pub mod config;
 mod context;

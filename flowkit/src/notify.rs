@@ -19,8 +19,10 @@
 //! Webhook URLs are secrets (a Slack URL is a credential): logs and `Debug` output show only
 //! their scheme, host and port, never their path or query; header values are never shown.
 //!
-//! When `FLOWKIT_API_URL` is set (read when the notification is sent), messages link to the run
-//! on the server: `<FLOWKIT_API_URL>/runs/<flow run id, or the run id outside a flow>`.
+//! When events are reported to a server (`FLOWKIT_API_URL`, also read when the notification is
+//! sent), messages link to the run's page on its dashboard,
+//! `<FLOWKIT_API_URL>/runs/<flow run id, or the run id outside a flow>`
+//! ([`flowkit_wire::links::run_page`]).
 
 use crate::event::RunKind;
 use crate::hooks::{Hook, HookContext, RunInfo};
@@ -513,18 +515,22 @@ async fn deliver(
 // ---------------------------------------------------------------------------------------------
 // Messages.
 
-/// `FLOWKIT_API_URL`, read now (not cached: a process may set it after start).
+/// The server the run links point to: the one this process reports to
+/// ([`crate::config::Config::api_url`]), else `FLOWKIT_API_URL` read now (a process may set it
+/// after flowkit read its configuration).
 fn api_url() -> Option<String> {
-    std::env::var(API_URL_VAR)
-        .ok()
-        .map(|v| v.trim().trim_end_matches('/').to_string())
+    crate::config::get()
+        .api_url
+        .clone()
+        .or_else(|| std::env::var(API_URL_VAR).ok())
+        .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
 }
 
-/// The run's page on the server: the flow run's when there is one.
+/// The run's page on the server's dashboard: the flow run's when there is one.
 fn run_url(run: &RunInfo, api: Option<&str>) -> Option<String> {
     let id = run.flow_run_id.unwrap_or(run.id);
-    api.map(|api| format!("{api}/runs/{id}"))
+    api.map(|api| flowkit_wire::links::run_page(api, id))
 }
 
 #[derive(Serialize)]
@@ -801,7 +807,11 @@ mod tests {
         assert_eq!(body["state"]["message"], "connection refused <by peer>");
         assert_eq!(body["attempt"], 3);
         assert_eq!(body["elapsed_ms"], 1520);
-        assert_eq!(body["url"], format!("http://srv:4200/runs/{flow}"));
+        // The dashboard's page of the flow run, as the server routes it.
+        assert_eq!(
+            body["url"],
+            flowkit_wire::links::run_page("http://srv:4200", flow)
+        );
 
         let body = serde_json::to_value(webhook_body(&ctx, None)).unwrap();
         assert!(body["url"].is_null());
@@ -822,10 +832,8 @@ mod tests {
         );
         assert!(text.contains("`etl::download`"), "{text}");
         assert!(text.contains("attempt 3 · 1s 520ms"), "{text}");
-        let link = format!(
-            "<http://srv:4200/runs/{}|view run>",
-            ctx.run.flow_run_id.unwrap()
-        );
+        let page = flowkit_wire::links::run_page("http://srv:4200", ctx.run.flow_run_id.unwrap());
+        let link = format!("<{page}|view run>");
         assert!(text.contains(&link), "{text}");
         assert_eq!(msg["blocks"][0]["type"], "section");
         assert!(

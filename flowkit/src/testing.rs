@@ -190,3 +190,44 @@ pub fn isolated_home() -> std::path::PathBuf {
     })
     .clone()
 }
+
+/// Holds every disk read and write of the result cache until the test lets it through, to
+/// check that a slow disk stalls no other task. One per process at a time: put the test in a
+/// test binary of its own.
+///
+/// A held operation waits on the thread doing the I/O; after 10 s it goes on regardless and
+/// counts in [`CacheDiskGate::gave_up`] — what happens when the I/O blocks the very thread that
+/// would release it. Dropping the gate lets everything through.
+pub fn hold_cache_disk() -> CacheDiskGate {
+    crate::policy::cache::gate::hold();
+    CacheDiskGate { _private: () }
+}
+
+/// The gate returned by [`hold_cache_disk`].
+#[derive(Debug)]
+pub struct CacheDiskGate {
+    _private: (),
+}
+
+impl CacheDiskGate {
+    /// How many cache reads and writes have reached the gate since it was made.
+    pub fn arrived(&self) -> usize {
+        crate::policy::cache::gate::arrived()
+    }
+
+    /// Lets the next held operation through (in arrival order).
+    pub fn release_one(&self) {
+        crate::policy::cache::gate::release_one();
+    }
+
+    /// How many operations stopped waiting for their release.
+    pub fn gave_up(&self) -> usize {
+        crate::policy::cache::gate::gave_up()
+    }
+}
+
+impl Drop for CacheDiskGate {
+    fn drop(&mut self) {
+        crate::policy::cache::gate::open();
+    }
+}

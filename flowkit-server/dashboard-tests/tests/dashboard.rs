@@ -1,6 +1,9 @@
 //! The dashboard in a real headless Chromium: load the page, see a run reported by a real
 //! pipeline appear live (no reload), open it, see its tasks, its logs (HTML shown as text)
-//! and a retried task.
+//! and a retried task; then follow the link of a real failure notification to its run.
+//!
+//! One server, one browser and one flowkit configuration for the whole suite (a process
+//! reports to one server): the scenarios run in order inside one test.
 //!
 //! Needs Debian's `chromium` (`.ci/run` installs it). Locally, without it, the test prints why
 //! it skips; with `FLOWKIT_REQUIRE_SERVICES=1` (set by CI) a skip is a failure.
@@ -10,6 +13,7 @@ use flowkit::{flow, task};
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 const CHROMIUM_CANDIDATES: [&str; 3] = [
@@ -65,6 +69,50 @@ async fn dashboard_demo(rows: u32) -> anyhow::Result<u32> {
     let data = extract(rows).await?;
     let total = flaky_transform(data).await?;
     load(total).await
+}
+
+// ---- the pipeline whose failure is notified -----------------------------------------------
+
+/// Where the webhook receiver listens, known once it is up; the attribute reads it when the
+/// task first runs.
+static HOOK_URL: OnceLock<String> = OnceLock::new();
+
+fn hook_url() -> String {
+    HOOK_URL.get().cloned().unwrap_or_default()
+}
+
+#[task(on_failure = flowkit::notify::webhook(hook_url()))]
+async fn publish_report(day: String) -> anyhow::Result<()> {
+    anyhow::bail!("the warehouse refused the report of {day}")
+}
+
+#[flow]
+async fn nightly_report(day: String) -> anyhow::Result<()> {
+    publish_report(day).await
+}
+
+type Received = Arc<Mutex<Vec<serde_json::Value>>>;
+
+/// A webhook receiver on loopback: every JSON body POSTed to `/hook` is kept.
+async fn start_receiver() -> anyhow::Result<(String, Received)> {
+    use axum::routing::post;
+    let received: Received = Arc::default();
+    let keep = Arc::clone(&received);
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |body: axum::Json<serde_json::Value>| async move {
+            keep.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(body.0);
+            axum::http::StatusCode::NO_CONTENT
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((format!("http://{addr}/hook"), received))
 }
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -132,7 +180,7 @@ async fn launch(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reported_run_shows_up_live_with_its_tasks_logs_and_retries() -> anyhow::Result<()> {
+async fn dashboard_in_a_real_browser() -> anyhow::Result<()> {
     let Some(chromium) = chromium() else {
         skip("no Chromium found (apt-get install chromium, or set FLOWKIT_CHROMIUM)");
         return Ok(());
@@ -153,17 +201,38 @@ async fn a_reported_run_shows_up_live_with_its_tasks_logs_and_retries() -> anyho
     flowkit::config::init(flowkit_config)
         .map_err(|_| anyhow::anyhow!("flowkit was configured before the test"))?;
 
+    let (url, received) = start_receiver().await?;
+    HOOK_URL
+        .set(url)
+        .map_err(|_| anyhow::anyhow!("the hook URL was set before the test"))?;
+
     let (browser, browser_events) = launch(&chromium, &dir.path().join("profile")).await?;
-    let page = browser.new_page(format!("http://{addr}/")).await?;
+    let base = format!("http://{addr}");
+    let page = browser.new_page(format!("{base}/")).await?;
+    a_reported_run_shows_up_live_with_its_tasks_logs_and_retries(&page).await?;
+    a_failure_notification_links_to_its_run(&browser, &base, &received).await?;
+
+    drop(page);
+    let mut browser = browser;
+    let _ = browser.close().await;
+    let _ = browser.wait().await;
+    browser_events.abort();
+    server.stop().await?;
+    Ok(())
+}
+
+async fn a_reported_run_shows_up_live_with_its_tasks_logs_and_retries(
+    page: &Page,
+) -> anyhow::Result<()> {
     wait_for(
-        &page,
+        page,
         "document.querySelector('#live.on') !== null",
         Duration::from_secs(15),
         "the live stream",
     )
     .await?;
     wait_for(
-        &page,
+        page,
         "document.querySelector('#runs-body .empty') !== null",
         Duration::from_secs(10),
         "the empty runs list",
@@ -174,7 +243,7 @@ async fn a_reported_run_shows_up_live_with_its_tasks_logs_and_retries() -> anyho
     let total = dashboard_demo(4).await?;
     assert_eq!(total, 6);
     wait_for(
-        &page,
+        page,
         "[...document.querySelectorAll('#runs-body tr[data-id]')].some(r => r.textContent.includes('dashboard_demo') && r.textContent.includes('Completed'))",
         Duration::from_secs(15),
         "the reported run to appear live as Completed",
@@ -182,16 +251,16 @@ async fn a_reported_run_shows_up_live_with_its_tasks_logs_and_retries() -> anyho
     .await?;
     // The state counts and the chart follow (refreshed shortly after a change).
     wait_for(
-        &page,
+        page,
         "(document.querySelector('#state-counts [data-state=Completed] b') || {}).textContent === '1'",
         Duration::from_secs(10),
         "the Completed count of flow runs",
     )
     .await?;
-    let bars: u32 = eval(&page, "document.querySelectorAll('#chart rect.bar').length").await?;
+    let bars: u32 = eval(page, "document.querySelectorAll('#chart rect.bar').length").await?;
     assert!(bars >= 1, "the chart draws the run");
     let reloaded: bool = eval(
-        &page,
+        page,
         "performance.getEntriesByType('navigation').length === 1",
     )
     .await?;
@@ -203,14 +272,14 @@ async fn a_reported_run_shows_up_live_with_its_tasks_logs_and_retries() -> anyho
         .click()
         .await?;
     wait_for(
-        &page,
+        page,
         "document.querySelectorAll('#tasks-body tr').length === 3",
         Duration::from_secs(10),
         "the three task runs",
     )
     .await?;
     let tasks: Vec<(String, String, String)> = eval(
-        &page,
+        page,
         "[...document.querySelectorAll('#tasks-body tr')].map(r => [r.cells[0].textContent, r.cells[1].textContent, r.cells[2].textContent])",
     )
     .await?;
@@ -224,31 +293,31 @@ async fn a_reported_run_shows_up_live_with_its_tasks_logs_and_retries() -> anyho
 
     // The retry is visible on the timeline: a waiting segment between two attempts.
     let waits: u32 = eval(
-        &page,
+        page,
         "document.querySelectorAll('#gantt rect.seg.wait').length",
     )
     .await?;
     assert_eq!(waits, 1, "one retry wait on the timeline");
-    let graph_nodes: u32 = eval(&page, "document.querySelectorAll('#graph g.node').length").await?;
+    let graph_nodes: u32 = eval(page, "document.querySelectorAll('#graph g.node').length").await?;
     assert_eq!(graph_nodes, 3);
 
     // Logs: HTML in a log line is shown as text, never interpreted.
     wait_for(
-        &page,
+        page,
         "document.querySelector('#logs').textContent.includes(\"read <b>4</b> rows & <script>alert('x')</script>\")",
         Duration::from_secs(10),
         "the log line, verbatim",
     )
     .await?;
     let injected: u32 = eval(
-        &page,
+        page,
         "document.querySelectorAll('#logs b, #logs script').length",
     )
     .await?;
     assert_eq!(injected, 0, "log text must not become elements");
-    let warn_lines: u32 = eval(&page, "document.querySelectorAll('#logs .l-WARN').length").await?;
+    let warn_lines: u32 = eval(page, "document.querySelectorAll('#logs .l-WARN').length").await?;
     assert_eq!(warn_lines, 1);
-    let lines: u32 = eval(&page, "document.querySelectorAll('#logs .log').length").await?;
+    let lines: u32 = eval(page, "document.querySelectorAll('#logs .log').length").await?;
     assert_eq!(lines, 2, "each log line shown once");
 
     // A picture for humans reviewing a failure.
@@ -262,11 +331,96 @@ async fn a_reported_run_shows_up_live_with_its_tasks_logs_and_retries() -> anyho
         )
         .await;
 
-    drop(page);
-    let mut browser = browser;
-    let _ = browser.close().await;
-    let _ = browser.wait().await;
-    browser_events.abort();
-    server.stop().await?;
+    Ok(())
+}
+
+/// A task fails with `on_failure = flowkit::notify::webhook(..)`; the `url` of the JSON the
+/// receiver gets, opened in the browser, shows that run.
+async fn a_failure_notification_links_to_its_run(
+    browser: &Browser,
+    base: &str,
+    received: &Received,
+) -> anyhow::Result<()> {
+    let failed = nightly_report("2026-11-28".into()).await;
+    assert!(failed.is_err(), "the report cannot be published");
+
+    // The notification is sent by a hook: give it the time it may take.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let first = received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .first()
+            .cloned();
+        if let Some(body) = first {
+            break body;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no notification arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(body["name"], "publish_report", "{body}");
+    let flow_run = body["flow_run_id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no flow_run_id in {body}"))?
+        .to_string();
+    let url = body["url"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no url in {body}"))?
+        .to_string();
+    let expected = flowkit_wire::links::run_page(base, flow_run.parse()?);
+    assert_eq!(url, expected, "the link is the server's run page");
+
+    // Reported asynchronously: wait until the server has the failed run.
+    let list = browser.new_page(format!("{base}/")).await?;
+    wait_for(
+        &list,
+        "[...document.querySelectorAll('#runs-body tr[data-id]')].some(r => r.textContent.includes('nightly_report') && r.textContent.includes('Failed'))",
+        Duration::from_secs(15),
+        "the failed run to be reported",
+    )
+    .await?;
+
+    let page = browser.new_page(url.as_str()).await?;
+    wait_for(
+        &page,
+        "!document.querySelector('#run-view').hidden && document.querySelector('#list-view').hidden",
+        Duration::from_secs(10),
+        "the run view",
+    )
+    .await?;
+    let shows_run = format!(
+        "document.querySelector('#run-meta code') !== null && document.querySelector('#run-meta code').textContent === '{flow_run}'"
+    );
+    wait_for(
+        &page,
+        &shows_run,
+        Duration::from_secs(10),
+        "the notified run",
+    )
+    .await?;
+    let title: String = eval(&page, "document.querySelector('#run-title').textContent").await?;
+    assert!(
+        title.contains("nightly_report") && title.contains("Failed"),
+        "{title}"
+    );
+    wait_for(
+        &page,
+        "[...document.querySelectorAll('#tasks-body tr')].some(r => r.cells[0].textContent === 'publish_report' && r.cells[1].textContent === 'Failed')",
+        Duration::from_secs(10),
+        "the failed task",
+    )
+    .await?;
+    // The page's own links lead back to the list from the nested path.
+    page.find_element("#run-view a[href='/#/']")
+        .await?
+        .click()
+        .await?;
+    wait_for(
+        &page,
+        "location.pathname === '/' && !document.querySelector('#list-view').hidden",
+        Duration::from_secs(10),
+        "the runs list",
+    )
+    .await?;
     Ok(())
 }

@@ -31,6 +31,7 @@ use utoipa::{Modify, OpenApi};
     ),
     paths(
         dashboard::index,
+        dashboard::run_page,
         health::health,
         events::ingest,
         reporter_drops::record,

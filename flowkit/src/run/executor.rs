@@ -213,7 +213,7 @@ impl<T> Execution<T> {
         if let Some(value) = self.reuse_kept_result() {
             return Ok(self.finish_cached(value.0, value.1, started).await);
         }
-        if let Some((value, message)) = self.cache_lookup() {
+        if let Some((value, message)) = self.cache_lookup().await {
             return Ok(self.finish_cached(value, message, started).await);
         }
 
@@ -410,7 +410,7 @@ impl<T> Execution<T> {
             .unwrap_or(self.spec.refresh_cache)
     }
 
-    fn cache_lookup(&self) -> Option<(T, String)> {
+    async fn cache_lookup(&self) -> Option<(T, String)> {
         if self.spec.cache == CacheMode::Off {
             return None;
         }
@@ -419,7 +419,7 @@ impl<T> Execution<T> {
         }
         let key = self.input_key?;
         let codec = self.shape.codec?;
-        let bytes = cache::store().get(&key, self.spec.cache_ttl)?;
+        let bytes = cache::store().load(key, self.spec.cache_ttl).await?;
         match (codec.decode)(&bytes) {
             Ok(value) => Some((value, format!("cache hit {}", &key.hex()[..16]))),
             Err(why) => {
@@ -445,7 +445,9 @@ impl<T> Execution<T> {
     }
 
     async fn finish_completed(&self, value: T, attempt: u32, started: Instant) -> T {
-        self.keep(&value);
+        if let Some((key, bytes)) = self.keep(&value) {
+            self.write_through(key, bytes).await;
+        }
         let state = State::new(StateType::Completed);
         self.emitter.state(attempt, state.clone(), None);
         if !self.spec.hooks.on_completion.is_empty() {
@@ -463,30 +465,25 @@ impl<T> Execution<T> {
         }
     }
 
-    /// Writes a successful output where the options want it: the cache, the kept results of
-    /// the flow run, the local store.
-    fn keep(&self, value: &T) {
+    /// Encodes a successful output and keeps it among the results of the flow run; returns
+    /// the encoding for [`write_through`](Self::write_through). Synchronous, so that no
+    /// reference to the output is held across an await (the run's future stays `Send` for
+    /// outputs that are not `Sync`).
+    fn keep(&self, value: &T) -> Option<(CacheKey, Arc<[u8]>)> {
         let (Some(codec), Some(key)) = (self.shape.codec, self.input_key) else {
-            return;
+            return None;
         };
-        let bytes: Arc<[u8]> = match (codec.encode)(value) {
-            None => return,
-            Some(Ok(bytes)) => bytes.into(),
-            Some(Err(why)) => {
+        let bytes: Arc<[u8]> = match (codec.encode)(value)? {
+            Ok(bytes) => bytes.into(),
+            Err(why) => {
                 tracing::warn!(
                     target: "flowkit",
                     "{}: result could not be serialized ({why}); it is not cached",
                     self.spec.name
                 );
-                return;
+                return None;
             }
         };
-        if self.spec.cache != CacheMode::Off {
-            cache::store().put(&key, self.spec.task_key, Arc::clone(&bytes));
-        }
-        if self.spec.persist {
-            cache::store().put_result(self.emitter.run_id, self.spec.task_key, Arc::clone(&bytes));
-        }
         if let Some(flow) = self
             .flow
             .as_ref()
@@ -494,8 +491,25 @@ impl<T> Execution<T> {
         {
             let attempt = flow.attempt.load(Ordering::Relaxed);
             if let Ok(mut kept) = flow.kept.lock() {
-                kept.entry(key.0).or_insert((bytes, attempt));
+                kept.entry(key.0).or_insert((Arc::clone(&bytes), attempt));
             }
+        }
+        Some((key, bytes))
+    }
+
+    /// Writes an encoded output where the options want it: the cache, the local store of kept
+    /// results. Done when it returns, so the next process finds it.
+    async fn write_through(&self, key: CacheKey, bytes: Arc<[u8]>) {
+        let store = cache::store();
+        if self.spec.cache != CacheMode::Off {
+            store
+                .save(key, self.spec.task_key, Arc::clone(&bytes))
+                .await;
+        }
+        if self.spec.persist {
+            store
+                .save_result(self.emitter.run_id, self.spec.task_key, bytes)
+                .await;
         }
     }
 

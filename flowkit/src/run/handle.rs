@@ -27,14 +27,20 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    tokio::spawn(in_current_context(fut))
+}
+
+/// `fut`, carrying what [`spawn`] carries into a new tokio task: the run context, the current
+/// span and dispatcher (so the spawned runs' spans nest under the caller's and their logs
+/// are captured).
+pub(crate) fn in_current_context<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    use futures::future::Either;
     use tracing::Instrument;
     use tracing::instrument::WithSubscriber;
-    // The current span and dispatcher go along too, so the spawned runs' spans nest under
-    // the caller's and their logs are captured.
     let fut = fut.in_current_span().with_current_subscriber();
     match context::current() {
-        Some(frame) => tokio::spawn(context::scope(frame, fut)),
-        None => tokio::spawn(fut),
+        Some(frame) => Either::Left(context::scope(frame, fut)),
+        None => Either::Right(fut),
     }
 }
 

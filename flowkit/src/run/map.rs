@@ -1,7 +1,7 @@
 //! `my_task::map(items)`: one run per item, a bounded number at a time, results in input order.
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use std::future::{Future, IntoFuture};
 use std::io::IsTerminal;
 
@@ -12,8 +12,14 @@ pub const DEFAULT_MAP_CONCURRENCY: usize = 256;
 /// summary is on): about a screenful.
 const PROGRESS_THRESHOLD: usize = 50;
 
-/// The runs of one `map`, not started yet. Await it to run them all; the output has one
-/// result per item, in input order.
+/// The runs of one `map`, not started yet. Await it to run them all, at most `concurrency` at
+/// a time (a slow item does not hold back the ones after it); the output has one result per
+/// item, in input order.
+///
+/// The runs belong to the awaiting future: when it is dropped (its flow attempt timed out, its
+/// caller was cancelled) the runs still going are aborted, recorded `Cancelled`, and give
+/// their limit slots back, so a retry of the flow does not race its own leftovers. When a run
+/// panics, the panic is resumed in the awaiting task and the other runs are aborted likewise.
 ///
 /// ```
 /// use flowkit::task;
@@ -80,21 +86,31 @@ impl<T: Send + 'static> IntoFuture for Map<T> {
     fn into_future(self) -> Self::IntoFuture {
         async move {
             let progress = progress_bar(self.len);
-            let mut results = Vec::with_capacity(self.len.unwrap_or(0));
+            // Filled as runs finish, in any order; read out in input order at the end.
+            let mut results: Vec<Option<T>> = Vec::with_capacity(self.len.unwrap_or(0));
             let mut runs = self.runs;
-            let mut in_flight = futures::stream::FuturesOrdered::new();
+            // A `JoinSet` aborts its tasks when dropped: that is what ties the runs to this
+            // future. Its length counts runs not yet joined, and a run is joined as soon as it
+            // finishes, so a slow early item never holds a later one's place.
+            let mut running = tokio::task::JoinSet::new();
             loop {
-                while in_flight.len() < self.concurrency {
-                    match runs.next() {
-                        Some(run) => in_flight.push_back(crate::run::handle::spawn(run)),
-                        None => break,
-                    }
+                while running.len() < self.concurrency {
+                    let Some(run) = runs.next() else { break };
+                    let index = results.len();
+                    results.push(None);
+                    running.spawn(crate::run::handle::in_current_context(async move {
+                        (index, run.await)
+                    }));
                 }
-                let Some(joined) = in_flight.next().await else {
+                let Some(joined) = running.join_next().await else {
                     break;
                 };
                 match joined {
-                    Ok(value) => results.push(value),
+                    Ok((index, value)) => {
+                        if let Some(slot) = results.get_mut(index) {
+                            *slot = Some(value);
+                        }
+                    }
                     Err(err) => match err.try_into_panic() {
                         Ok(panic) => std::panic::resume_unwind(panic),
                         Err(err) => panic!("flowkit: a run of map was cancelled: {err}"),
@@ -107,7 +123,8 @@ impl<T: Send + 'static> IntoFuture for Map<T> {
             if let Some(bar) = progress {
                 bar.finish_and_clear();
             }
-            results
+            // Every run was joined once with its own index, so every slot is filled.
+            results.into_iter().flatten().collect()
         }
         .boxed()
     }

@@ -1,13 +1,35 @@
 //! Capturing `tracing` events inside a run as that run's logs.
 //!
-//! A root run (one started outside any other run) executes with [`Capture`] as the default
-//! `tracing` dispatcher. `Capture` wraps the dispatcher that was the default when the run
-//! started — the user's own subscriber, or none — and forwards everything to it, so the
-//! user's logs look exactly as they would without flowkit. In addition, every event at or
-//! above `FLOWKIT_LOG_LEVEL` emitted while a run is executing is recorded as a
-//! [`Log`](crate::event::EventBody::Log) event of that run, with its level, message and
-//! fields. Runs started inside the root run (called, submitted, mapped or moved with
-//! [`crate::spawn`]) inherit the dispatcher, so their events are captured too.
+//! Every event at or above `FLOWKIT_LOG_LEVEL` emitted while a run is executing is recorded as
+//! a [`Log`](crate::event::EventBody::Log) event of that run, with its level, message and
+//! fields. Runs started inside a run (called, submitted, mapped or moved with
+//! [`crate::spawn`]) are captured too.
+//!
+//! # With your own subscriber: add the [`layer`]
+//!
+//! ```
+//! use tracing_subscriber::prelude::*;
+//!
+//! let _default = tracing_subscriber::registry()
+//!     // .with(tracing_subscriber::fmt::layer())   // your layers, as before
+//!     .with(flowkit::sink::logs::layer())
+//!     .set_default(); // or `.init()` for the whole process
+//! ```
+//!
+//! The capture is then one layer of your subscriber: inside runs, your subscriber stays the
+//! current dispatcher, so everything that finds a layer by downcasting it keeps working —
+//! tracing-error's `SpanTrace`, tracing-opentelemetry's context, `reload` handles. The layer
+//! sees the events your subscriber enables (filter your terminal output per layer, with
+//! `.with_filter(..)`, to capture more than you print).
+//!
+//! # Without the layer
+//!
+//! A root run (one started outside any other run) whose dispatcher does not capture executes
+//! with [`Capture`] as the default dispatcher instead: it wraps the dispatcher that was the
+//! default when the run started — your subscriber, or none — and forwards everything to it,
+//! so your logs look as they would without flowkit. A wrapper cannot pass on downcasts
+//! (`tracing` gives no way to reach the subscriber inside a `Dispatch`), which is why a
+//! subscriber that has layers of its own should include the [`layer`].
 //!
 //! Only the capturing allocates: an event that is not captured (below the level, or outside
 //! any run) costs a level comparison and a task-local lookup on top of the user's
@@ -28,11 +50,50 @@ use tracing::span;
 use tracing::subscriber::{Interest, Subscriber};
 use tracing::{Event, Level, Metadata};
 
+/// The capture as a layer of your own subscriber: see [the module docs](self).
+///
+/// Captures events at `FLOWKIT_LOG_LEVEL` and above unless [`CaptureLayer::level`] says
+/// otherwise.
+pub fn layer() -> CaptureLayer {
+    CaptureLayer { level: None }
+}
+
+/// A [`tracing_subscriber::Layer`] that records `tracing` events inside runs as the runs'
+/// logs; made by [`layer`].
+#[derive(Clone, Debug)]
+pub struct CaptureLayer {
+    /// `None`: the configured `FLOWKIT_LOG_LEVEL`, read at the first event inside a run (the
+    /// layer is usually built before flowkit is configured).
+    level: Option<Level>,
+}
+
+impl CaptureLayer {
+    /// Captures events at `level` and above.
+    pub fn level(mut self, level: Level) -> CaptureLayer {
+        self.level = Some(level);
+        self
+    }
+}
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for CaptureLayer {
+    // No `register_callsite` or `enabled`: an observer that defers to the rest of the
+    // subscriber on what is enabled.
+    fn on_event(&self, event: &Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if !event.metadata().is_event() || !in_run() {
+            return;
+        }
+        let level = self.level.unwrap_or_else(|| crate::config::get().log_level);
+        if *event.metadata().level() <= level {
+            record_to_current_run(event);
+        }
+    }
+}
+
 /// Wraps a root run's future so that `tracing` events emitted inside any run it starts are
 /// captured, while still reaching the user's own subscriber.
 ///
-/// When the current dispatcher already captures (a root run started inside a future that is
-/// itself captured), the future is returned as it is.
+/// When the current dispatcher already captures (it includes [`CaptureLayer`], or a root run
+/// starts inside a future that is itself captured), the future is returned as it is.
 pub(crate) fn capture<F: Future>(fut: F) -> Either<WithDispatch<F>, F> {
     capture_at(crate::config::get().log_level, fut)
 }
@@ -40,7 +101,8 @@ pub(crate) fn capture<F: Future>(fut: F) -> Either<WithDispatch<F>, F> {
 /// [`capture`] with an explicit lowest captured level.
 fn capture_at<F: Future>(level: Level, fut: F) -> Either<WithDispatch<F>, F> {
     let wrapper = dispatcher::get_default(|current| {
-        (!current.is::<Capture>()).then(|| Capture::new(current.clone(), level))
+        let captures = current.is::<CaptureLayer>() || current.is::<Capture>();
+        (!captures).then(|| Capture::new(current.clone(), level))
     });
     match wrapper {
         Some(capture) => Either::Left(fut.with_subscriber(capture)),
@@ -48,8 +110,20 @@ fn capture_at<F: Future>(level: Level, fut: F) -> Either<WithDispatch<F>, F> {
     }
 }
 
-/// The `tracing` subscriber a root run executes with: forwards everything to the dispatcher
-/// it wraps and records events inside runs as run logs.
+/// Records `event` as a log of the run executing on this task.
+fn record_to_current_run(event: &Event<'_>) {
+    let mut visitor = LogVisitor::default();
+    event.record(&mut visitor);
+    log_to_current_run(
+        log_level(event.metadata().level()),
+        visitor.message,
+        visitor.fields,
+    );
+}
+
+/// The `tracing` subscriber a root run executes with when the user's subscriber does not
+/// include [`CaptureLayer`]: forwards everything to the dispatcher it wraps and records events
+/// inside runs as run logs.
 #[derive(Debug)]
 pub(crate) struct Capture {
     /// The dispatcher that was the default when the root run started.
@@ -114,9 +188,7 @@ impl Subscriber for Capture {
     fn event(&self, event: &Event<'_>) {
         let metadata = event.metadata();
         if self.capturable(metadata) && in_run() {
-            let mut visitor = LogVisitor::default();
-            event.record(&mut visitor);
-            log_to_current_run(log_level(metadata.level()), visitor.message, visitor.fields);
+            record_to_current_run(event);
             // Enabled for the capture: the inner subscriber may not want it.
             if self.inner.enabled(metadata) {
                 self.inner.event(event);

@@ -7,7 +7,7 @@
 use crate::event::Event;
 
 pub mod jsonl;
-pub(crate) mod logs;
+pub mod logs;
 pub mod report;
 pub mod summary;
 

@@ -3,6 +3,10 @@
 
 use uuid::Uuid;
 
+/// The server's route of [`run_page`], in axum's path syntax: the server serves the dashboard
+/// there, and the dashboard shows the run named by the path.
+pub const RUN_PAGE_ROUTE: &str = "/runs/{id}";
+
 /// The dashboard's page of one run, under the server's base URL (`FLOWKIT_API_URL`):
 /// `{base}/runs/{id}`. A trailing `/` of `base` is ignored.
 ///
@@ -14,7 +18,8 @@ use uuid::Uuid;
 /// );
 /// ```
 pub fn run_page(base: &str, id: Uuid) -> String {
-    format!("{}/runs/{id}", base.trim_end_matches('/'))
+    let path = RUN_PAGE_ROUTE.replace("{id}", &id.to_string());
+    format!("{}{path}", base.trim_end_matches('/'))
 }
 
 /// The URL of an API route of this version under the server's base URL:

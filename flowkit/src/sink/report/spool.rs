@@ -10,11 +10,11 @@
 //! deletes files; every process may add files. The lock dies with its process, so the next
 //! process that starts (or a running one, on its next scan) takes over what a dead one left.
 
+use crate::atomic_file::{self, Durability};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// Temporary files older than this were left by a crash and are removed on a scan.
@@ -188,7 +188,8 @@ impl Spool {
     /// atomically and durably.
     pub(crate) fn write(&mut self, key: Key, lines: &[u8], count: usize) -> io::Result<()> {
         let path = self.dir.join(key.file_name(count));
-        write_atomic(&self.dir, &path, lines)?;
+        // Durable before it is visible: after a power cut a file is whole or absent.
+        atomic_file::write(&path, &[lines], Durability::Machine)?;
         self.events += count as u64;
         self.bytes += lines.len() as u64;
         if self.is_owner() {
@@ -245,36 +246,6 @@ pub(crate) fn read_lines(path: &Path) -> io::Result<(Vec<u8>, usize, usize)> {
         }
     }
     Ok((out, count, skipped))
-}
-
-/// Writes `data` to a hidden temporary file in `dir`, syncs it, and renames it to `path`.
-fn write_atomic(dir: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let tmp = dir.join(format!(
-        ".{}-{}-{:08x}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        fastrand::u32(..)
-    ));
-    let open = || OpenOptions::new().write(true).create_new(true).open(&tmp);
-    let mut file = match open() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir)?;
-            open()?
-        }
-        other => other?,
-    };
-    let written = (|| {
-        file.write_all(data)?;
-        // Durable before it is visible: after a power cut a file is whole or absent.
-        file.sync_data()?;
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
 }
 
 fn remove_if_stale(path: &Path) {
