@@ -5,9 +5,9 @@
 //! oldest when memory is full, so a slow server never makes the sink thread wait.
 
 use super::spool::{self, Key, Spool};
-use super::{FlushOutcome, Notices, ReportConfig, Shared};
+use super::{FlushOutcome, FlushReply, Notices, ReportConfig, Shared};
 use crate::event::Event;
-use crate::policy::retry::RetryPolicy;
+use crate::http::{self, Backoff};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
@@ -15,7 +15,6 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::{Instant, sleep_until};
 
@@ -78,9 +77,9 @@ impl Batch {
     }
 }
 
-/// A flush the sink thread is waiting for.
+/// The flush in progress: everyone who asked for it since it started is answered together.
 struct Flush {
-    reply: mpsc::Sender<FlushOutcome>,
+    replies: Vec<FlushReply>,
     deadline: Instant,
     /// The server cannot be reached now: spool at once rather than wait for the deadline.
     give_up: bool,
@@ -161,7 +160,9 @@ pub(super) struct Sender {
     /// Events were spooled while another process held the spool lock.
     spilled_unowned: bool,
     shutdown: bool,
-    last_take_all: Instant,
+    /// When the oldest event still with the sink thread started waiting (`None`: none waits):
+    /// a partial batch is taken once it has waited the batch interval.
+    window_start: Option<Instant>,
     last_micros: u64,
     seq: u64,
     said: Said,
@@ -172,11 +173,7 @@ impl Sender {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let client = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(io::Error::other)?;
+        let client = http::client(cfg.request_timeout).map_err(io::Error::other)?;
         let auth = match &cfg.api_key {
             None => None,
             Some(key) => {
@@ -217,7 +214,7 @@ impl Sender {
             flush: None,
             spilled_unowned: false,
             shutdown: false,
-            last_take_all: now,
+            window_start: None,
             last_micros: 0,
             seq: 0,
             said: Said::default(),
@@ -266,9 +263,11 @@ impl Sender {
         {
             let shared = self.shared.clone();
             let mut pending = shared.lock();
-            if let Some(reply) = pending.flush.take() {
-                self.start_flush(reply);
+            let replies = std::mem::take(&mut pending.flush);
+            if !replies.is_empty() {
+                self.start_flush(replies);
             }
+            let send_now = std::mem::take(&mut pending.send_now);
             self.shutdown |= pending.shutdown;
             let refused = std::mem::take(&mut pending.refused);
             let bus_dropped = std::mem::take(&mut pending.bus_dropped);
@@ -280,16 +279,24 @@ impl Sender {
                 self.dropped_unlogged += refused;
             }
             self.unreported_drops += refused + bus_dropped;
+            let len = pending.events.len();
+            if len > 0 && self.window_start.is_none() {
+                self.window_start = Some(Instant::now());
+            }
             let take_all = self.flush.is_some()
                 || self.shutdown
-                || self.last_take_all.elapsed() >= self.cfg.batch_interval;
-            let len = pending.events.len();
+                || send_now
+                || self
+                    .window_start
+                    .is_some_and(|t| t.elapsed() >= self.cfg.batch_interval);
             let n = if take_all {
-                self.last_take_all = Instant::now();
                 len
             } else {
                 len / batch_size * batch_size
             };
+            if n == len {
+                self.window_start = None;
+            }
             if n == 0 {
                 return;
             } else if n == len {
@@ -452,15 +459,22 @@ impl Sender {
         }
     }
 
-    fn start_flush(&mut self, reply: mpsc::Sender<FlushOutcome>) {
-        if let Some(previous) = self.flush.take() {
-            let _ = previous.reply.send(self.outcome(false));
+    fn start_flush(&mut self, replies: Vec<FlushReply>) {
+        let deadline = Instant::now() + self.cfg.flush_timeout;
+        match &mut self.flush {
+            // Joined to the flush in progress, which now lasts until the latest deadline.
+            Some(flush) => {
+                flush.replies.extend(replies);
+                flush.deadline = flush.deadline.max(deadline);
+            }
+            None => {
+                self.flush = Some(Flush {
+                    replies,
+                    deadline,
+                    give_up: false,
+                })
+            }
         }
-        self.flush = Some(Flush {
-            reply,
-            deadline: Instant::now() + self.cfg.flush_timeout,
-            give_up: false,
-        });
         // Try now rather than at the end of a backoff; pick up what other processes left.
         self.retry_at = None;
         self.next_maintenance = Instant::now();
@@ -513,7 +527,9 @@ impl Sender {
             ));
         }
         if let Some(flush) = self.flush.take() {
-            let _ = flush.reply.send(outcome);
+            for reply in flush.replies {
+                reply(outcome.clone());
+            }
         }
         true
     }
@@ -569,10 +585,17 @@ impl Sender {
         }
     }
 
+    /// When the partial batch waiting with the sink thread is due, if one waits.
+    fn partial_batch_due(&self) -> Option<Instant> {
+        self.window_start.map(|t| t + self.cfg.batch_interval)
+    }
+
     /// Waits for events, a flush, the end of a backoff or the batch interval.
     async fn idle(&mut self) {
-        let mut wake = self.last_take_all + self.cfg.batch_interval;
-        wake = wake.min(self.next_maintenance);
+        let mut wake = self.next_maintenance;
+        if let Some(t) = self.partial_batch_due() {
+            wake = wake.min(t);
+        }
         if let Some(t) = self.retry_at {
             wake = wake.min(t);
         }
@@ -606,7 +629,10 @@ impl Sender {
         let mut answer = std::pin::pin!(answer);
         let shared = self.shared.clone();
         let result = loop {
-            let mut wake = self.last_take_all + self.cfg.batch_interval;
+            // Wakes for a partial batch or a flush's deadline; else far enough to be never.
+            let mut wake = self
+                .partial_batch_due()
+                .unwrap_or_else(|| Instant::now() + SPOOL_MAINTENANCE);
             if let Some(flush) = &self.flush {
                 wake = wake.min(flush.deadline);
             }
@@ -631,9 +657,9 @@ impl Sender {
             None => self.put_back(batch),
             Some(Err(e)) => {
                 let failure = if e.is_connect() {
-                    Failure::Connect(error_chain(&e))
+                    Failure::Connect(http::describe(&e))
                 } else {
-                    Failure::Other(error_chain(&e))
+                    Failure::Other(http::describe(&e))
                 };
                 self.failed(batch, failure);
             }
@@ -737,15 +763,9 @@ impl Sender {
     fn failed(&mut self, batch: Batch, failure: Failure) {
         self.put_back(batch);
         self.failures = self.failures.saturating_add(1);
-        let policy = RetryPolicy {
-            retries: u32::MAX,
-            delay: self.cfg.retry_delay,
-            backoff: 2.0,
-            jitter: 0.2,
-        };
-        let delay = policy
-            .delay_before_retry(self.failures, fastrand::f64())
-            .min(self.cfg.max_retry_delay);
+        // Jittered, so processes that lost the same server do not come back in step.
+        let delay = Backoff::doubling(self.cfg.retry_delay, self.cfg.max_retry_delay, 0.2)
+            .after(self.failures);
         self.retry_at = Some(Instant::now() + delay);
         let hopeless = matches!(failure, Failure::Connect(_) | Failure::Auth(_));
         if let Some(flush) = &mut self.flush {
@@ -802,18 +822,6 @@ impl Sender {
     }
 }
 
-/// An error and its causes, on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -857,25 +865,5 @@ mod tests {
         let (a, b) = batch(&["{}", "{}"]).split();
         assert_eq!((a.count, b.count), (1, 1));
         assert_eq!(a.lines, b"{}\n");
-    }
-
-    #[test]
-    fn errors_show_their_causes() {
-        #[derive(Debug)]
-        struct Wrap(io::Error);
-        impl std::fmt::Display for Wrap {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("error sending request")
-            }
-        }
-        impl std::error::Error for Wrap {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                Some(&self.0)
-            }
-        }
-        assert_eq!(
-            error_chain(&Wrap(io::Error::other("refused"))),
-            "error sending request: refused"
-        );
     }
 }
