@@ -1,28 +1,5 @@
-//! When events are made durable: [`init`], its [`FlushGuard`], [`flush`], and the exit flush.
-//!
-//! A top-level flow returns as soon as its events are in the local sinks (the terminal
-//! summary, the event log): it never waits for the server, so a service that runs a flow per
-//! request does not pay the server's latency on every call. The reporter sends events in the
-//! background, within milliseconds of a top-level flow's end. What it has not sent when the
-//! process ends is taken care of, in this order:
-//!
-//! 1. **the guard**: `let _flowkit = flowkit::init();` at the top of `main`; when it drops, it
-//!    flushes every sink and waits (at most `FLOWKIT_FLUSH_TIMEOUT`, 5 s) until the reporter
-//!    has delivered everything, or has written what the server did not take to the spool;
-//! 2. **[`flush`]**: the same, awaited wherever you want it (before a deliberate
-//!    `std::process::exit`, in a shutdown handler, every N requests);
-//! 3. **the exit flush**, for a program that does neither: the thread that ran a top-level run
-//!    registers a thread-local destructor, which does the same flush when that thread ends.
-//!    The main thread's destructors run when `main` returns, when it calls
-//!    `std::process::exit`, and after a panic in `main`; a tokio worker's when its runtime is
-//!    dropped. It is best-effort: a process killed by a signal, aborted, or exiting from
-//!    another thread than the one that ran its flows skips it, and then only what was already
-//!    delivered or spooled survives.
-//!
-//! Whatever a flush could not deliver (server down, slow, or refusing the API key) is in the
-//! spool, `<FLOWKIT_HOME>/spool/`, bounded, and the next process that reports from the same
-//! `FLOWKIT_HOME` delivers it. A flush that finds everything already delivered returns in
-//! well under a millisecond.
+//! When events are made durable: [`init`], its [`FlushGuard`], [`flush`], and the exit flush
+//! (documented on [`init`], where users look).
 
 use crate::config;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +38,31 @@ static FLUSHED_THROUGH: AtomicU64 = AtomicU64::new(0);
 /// ```
 ///
 /// Calling it more than once is fine: each guard flushes when it drops.
+///
+/// # When events are durable
+///
+/// A top-level flow returns as soon as its events are in the local sinks (the terminal summary,
+/// the event log): it never waits for the server, so a service that runs a flow per request
+/// does not pay the server's latency on every call. The reporter sends events in the
+/// background, within milliseconds of a top-level flow's end. What it has not sent when the
+/// process ends is taken care of by:
+///
+/// 1. **the guard**: when it drops, it flushes every sink and waits (at most
+///    `FLOWKIT_FLUSH_TIMEOUT`, 5 s) until the reporter has delivered everything, or has written
+///    what the server did not take in time to the spool;
+/// 2. **[`flush`]**: the same, awaited wherever you want it (before a deliberate
+///    `std::process::exit`, in a shutdown handler, every N requests);
+/// 3. **the exit flush**, for a program that does neither: a thread that ran a top-level run
+///    registers a thread-local destructor, which does the same flush when that thread ends.
+///    The main thread's destructors run when `main` returns, when it calls
+///    `std::process::exit`, and after a panic in `main`; a tokio worker's when its runtime is
+///    dropped. It is best-effort: a process killed by a signal or aborted, or one that exits
+///    from another thread than those that ran its flows, skips it, and then only what was
+///    already delivered or spooled survives.
+///
+/// Whatever a flush cannot deliver (the server is down, slow, or refuses the API key) goes to
+/// the spool, `<FLOWKIT_HOME>/spool/` (bounded), and the next process that reports from the
+/// same `FLOWKIT_HOME` delivers it. A flush that finds everything delivered already is quick.
 pub fn init() -> FlushGuard {
     crate::bus::start();
     FlushGuard { _private: () }
