@@ -28,7 +28,8 @@
 //! - `peak_rss_mb` (of a child process running a 1 000 000-task flow).
 //!
 //! The terminal summary is off here (it would print a table per flow call); a configured
-//! `FLOWKIT_EVENT_LOG` is kept, and measured.
+//! `FLOWKIT_EVENT_LOG` is kept, and measured. The runs use a fresh `FLOWKIT_HOME` under the
+//! temporary directory, removed at the end.
 
 use flowkit::{flow, task};
 use std::hint::black_box;
@@ -96,13 +97,14 @@ async fn request_tasks() -> f64 {
 }
 
 /// Wall time of a child process running one `request` flow, median of the repetitions.
-fn one_flow_process_ms() -> Result<f64, Box<dyn std::error::Error>> {
+fn one_flow_process_ms(home: &std::path::Path) -> Result<f64, Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
     let mut samples = Vec::with_capacity(REPETITIONS);
     for _ in 0..REPETITIONS {
         let start = Instant::now();
         let child = std::process::Command::new(&exe)
             .arg("--one-flow-child")
+            .env("FLOWKIT_HOME", home)
             .output()?;
         if !child.status.success() {
             return Err(format!(
@@ -196,16 +198,24 @@ fn peak_rss_mb() -> Option<f64> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let first = args.next();
+    let child = first.as_deref().is_some_and(|a| a.ends_with("-child"));
+
     let mut config = flowkit::config::Config::from_env();
     // A table per flow call on stderr would measure the terminal, not flowkit.
     config.summary = false;
+    if !child {
+        // A fresh store (the children get it through FLOWKIT_HOME): no cache or spool of an
+        // earlier run changes the figures.
+        config.home = std::env::temp_dir().join(format!("flowkit-overhead-{}", std::process::id()));
+    }
+    let home = config.home.clone();
     let reporting = config.api_url.clone();
     let _ = flowkit::config::init(config);
-    // Flushes every sink (and, when reporting, waits for the server) when `main` ends.
-    let _flowkit = flowkit::init();
+    // Flushes every sink (and, when reporting, waits for the server) when it drops.
+    let flowkit_guard = flowkit::init();
 
-    let mut args = std::env::args().skip(1);
-    let first = args.next();
     if first.as_deref() == Some("--one-flow-child") {
         black_box(request(1).await);
         return Ok(());
@@ -230,6 +240,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..REQUESTS {
         black_box(request(i).await);
     }
+    flowkit::flush().await;
 
     // First, while nothing else keeps the reporter busy.
     let call_us = flow_call_us().await;
@@ -250,6 +261,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if reporting.is_some() {
         println!("reported_all={reported_all}");
     }
+    println!("one_flow_process_ms={:.1}", one_flow_process_ms(&home)?);
 
     let (flowkit_ns, flow_end_ms) = in_flow(n, sequential).await;
     let plain_ns = per_item_ns(n, |n| async move {
@@ -278,11 +290,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("flowkit_map_tasks_per_s={:.0}", 1e9 / map_ns);
     println!("cache_hit_ns={hit_ns:.0}");
     println!("flowkit_over_spawn_ratio={:.2}", flowkit_ns / spawn_ns);
-    println!("one_flow_process_ms={:.1}", one_flow_process_ms()?);
 
     let exe = std::env::current_exe()?;
     let child = std::process::Command::new(exe)
         .args(["--rss-child", "1000000"])
+        .env("FLOWKIT_HOME", &home)
         .output()?;
     let stdout = String::from_utf8_lossy(&child.stdout);
     let mut lines = stdout.lines();
@@ -296,5 +308,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             String::from_utf8_lossy(&child.stderr)
         );
     }
+    // Delivered (or spooled) before the store goes: a benchmark's spool is not worth keeping.
+    drop(flowkit_guard);
+    let _ = std::fs::remove_dir_all(&home);
     Ok(())
 }

@@ -15,11 +15,18 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(50);
 
 /// A client whose every request gives up after `request_timeout` (connecting, after at most
 /// [`CONNECT_TIMEOUT`]), so no caller depends on its own timer to stop waiting.
-pub(crate) fn client(request_timeout: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+///
+/// Without `tls`, the system's root certificates are not loaded (that takes milliseconds): for
+/// a client that only ever talks plain `http://`; an `https://` request (a redirect) then fails.
+pub(crate) fn client(request_timeout: Duration, tls: bool) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
         .user_agent(concat!("flowkit/", env!("CARGO_PKG_VERSION")))
         .timeout(request_timeout)
-        .connect_timeout(request_timeout.min(CONNECT_TIMEOUT))
+        .connect_timeout(request_timeout.min(CONNECT_TIMEOUT));
+    if !tls {
+        builder = builder.tls_certs_only(std::iter::empty());
+    }
+    builder
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {}", describe(&e)))
 }

@@ -347,7 +347,7 @@ fn worth_retrying(status: StatusCode) -> bool {
 fn client() -> Result<&'static reqwest::Client, &'static str> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     CLIENT
-        .get_or_init(|| http::client(MAX_TOTAL_TIME))
+        .get_or_init(|| http::client(MAX_TOTAL_TIME, true))
         .as_ref()
         .map_err(String::as_str)
 }

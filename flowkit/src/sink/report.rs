@@ -40,9 +40,10 @@
 //! # At the end of a flow, and of the process
 //!
 //! A top-level flow never waits for the reporter: when its final state reaches the sink, the
-//! sender is woken to POST what it holds at once (rather than at the next batch interval), in
-//! the background. One request is in flight at a time; events that arrive meanwhile form the
-//! next batch, so a busy service sends back-to-back batches, not a request per flow.
+//! sender is woken to POST what it holds at once (rather than at the end of the batch
+//! interval), in the background — unless it started a request less than a batch interval ago:
+//! a service ending flows back to back sends full batches and a partial one per interval, not
+//! a request per flow. One request is in flight at a time.
 //!
 //! Waiting for delivery is [`Sink::deliver`], which [`crate::flush`], the guard of
 //! [`crate::init`] and the exit flush call (see [`crate::init`]): the reporter answers once everything it received is delivered, or at [`ReportConfig::flush_timeout`]
@@ -400,8 +401,9 @@ impl ReportSink {
     /// Starts the sender thread. On start it takes over spool files a previous process left
     /// (if no other live process has), and sends them once the server answers.
     ///
-    /// Fails if the URL is not an absolute `http(s)` URL, or if the HTTP client or the thread
-    /// cannot be created.
+    /// Fails if the URL is not an absolute `http(s)` URL, the API key cannot be a header, or
+    /// the thread cannot be started. The HTTP client is built on that thread, so starting costs
+    /// the caller no TLS set-up; if it cannot be built, a notice says so and events are spooled.
     pub fn start(config: ReportConfig) -> io::Result<ReportSink> {
         let url = reqwest::Url::parse(&config.events_url())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e}")))?;

@@ -134,8 +134,9 @@ struct ErrorBody {
 }
 
 pub(super) struct Sender {
-    runtime: Option<tokio::runtime::Runtime>,
-    client: reqwest::Client,
+    /// Built on the sender thread when it starts (loading TLS roots takes milliseconds that
+    /// the first run of the process should not wait for); the error says why there is none.
+    client: Result<reqwest::Client, String>,
     events_url: String,
     drops_url: String,
     auth: Option<HeaderValue>,
@@ -163,6 +164,8 @@ pub(super) struct Sender {
     /// When the oldest event still with the sink thread started waiting (`None`: none waits):
     /// a partial batch is taken once it has waited the batch interval.
     window_start: Option<Instant>,
+    /// When the last POST of events started.
+    last_post: Option<Instant>,
     last_micros: u64,
     seq: u64,
     said: Said,
@@ -170,10 +173,6 @@ pub(super) struct Sender {
 
 impl Sender {
     pub(super) fn new(cfg: ReportConfig, shared: Arc<Shared>) -> io::Result<Sender> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let client = http::client(cfg.request_timeout).map_err(io::Error::other)?;
         let auth = match &cfg.api_key {
             None => None,
             Some(key) => {
@@ -190,8 +189,7 @@ impl Sender {
         };
         let now = Instant::now();
         Ok(Sender {
-            runtime: Some(runtime),
-            client,
+            client: Err("the sender thread has not started".to_string()),
             events_url: cfg.events_url(),
             drops_url: cfg.drops_url(),
             auth,
@@ -215,6 +213,7 @@ impl Sender {
             spilled_unowned: false,
             shutdown: false,
             window_start: None,
+            last_post: None,
             last_micros: 0,
             seq: 0,
             said: Said::default(),
@@ -225,9 +224,27 @@ impl Sender {
     pub(super) fn run(mut self) {
         // Made now so the lock can be taken at once; failing here is reported on first use.
         let _ = std::fs::create_dir_all(self.spool.dir());
-        if let Some(runtime) = self.runtime.take() {
-            runtime.block_on(self.main_loop());
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                self.say(&format!(
+                    "flowkit: cannot start the reporter ({e}); events are not reported"
+                ));
+                return;
+            }
+        };
+        let plain_http = self.events_url.starts_with("http://");
+        self.client = http::client(self.cfg.request_timeout, !plain_http);
+        if let Err(why) = &self.client {
+            self.say(&format!(
+                "flowkit: {why}; events are kept (spooled under {}) and not sent",
+                self.spool.dir().display()
+            ));
         }
+        runtime.block_on(self.main_loop());
     }
 
     async fn main_loop(&mut self) {
@@ -267,7 +284,13 @@ impl Sender {
             if !replies.is_empty() {
                 self.start_flush(replies);
             }
-            let send_now = std::mem::take(&mut pending.send_now);
+            // A top-level flow ended: send at once, unless a request started less than a batch
+            // interval ago (a service ending flows back to back then sends a batch per
+            // interval, not a request per flow).
+            let send_now = std::mem::take(&mut pending.send_now)
+                && self
+                    .last_post
+                    .is_none_or(|t| t.elapsed() >= self.cfg.batch_interval);
             self.shutdown |= pending.shutdown;
             let refused = std::mem::take(&mut pending.refused);
             let bus_dropped = std::mem::take(&mut pending.bus_dropped);
@@ -611,8 +634,15 @@ impl Sender {
 
     /// POSTs one batch, taking events in meanwhile; handles the answer.
     async fn send(&mut self, batch: Batch) {
-        let mut request = self
-            .client
+        let client = match &self.client {
+            Ok(client) => client,
+            Err(why) => {
+                let why = why.clone();
+                self.failed(batch, Failure::Connect(why));
+                return;
+            }
+        };
+        let mut request = client
             .post(&self.events_url)
             .header(CONTENT_TYPE, "application/json")
             .body(batch.to_array());
@@ -620,6 +650,7 @@ impl Sender {
             request = request.header(AUTHORIZATION, auth.clone());
         }
         self.shared.stats.posts.fetch_add(1, Ordering::Relaxed);
+        self.last_post = Some(Instant::now());
         let answer = async move {
             let response = request.send().await?;
             let status = response.status();
@@ -798,7 +829,8 @@ impl Sender {
     async fn report_drops(&mut self) {
         let dropped = self.unreported_drops;
         let body = serde_json::json!({ "dropped": dropped, "worker": self.cfg.worker });
-        let mut request = self.client.post(&self.drops_url).json(&body);
+        let Ok(client) = &self.client else { return };
+        let mut request = client.post(&self.drops_url).json(&body);
         if let Some(auth) = &self.auth {
             request = request.header(AUTHORIZATION, auth.clone());
         }
