@@ -6,8 +6,8 @@
 //!
 //! # Waking the sink thread
 //!
-//! While events keep coming the sink thread polls the queue every [`DRAIN_INTERVAL`], and an
-//! emitter only reads one flag: no system call on the hot path. After [`LINGER`] without any
+//! While events keep coming the sink thread polls the queue every 2 ms, and an
+//! emitter only reads one flag: no system call on the hot path. After 20 ms without any
 //! message the thread raises that flag and parks without a timeout, so an idle process has a
 //! sink thread that never wakes up; the next emitter sees the flag and unparks it (one system
 //! call, once per idle period). Flush requests always unpark it, so they are answered at once.
