@@ -356,20 +356,47 @@ mod tests {
                 tokio::spawn(async move { run_hooks(&hooks, &context(), "on_completion").await });
             }
         };
+        // Calls one after the other reuse the pool's threads: no thread per call.
+        static QUICK: AtomicUsize = AtomicUsize::new(0);
+        let quick: Arc<dyn Hook> = Arc::new(|_: &HookContext| {
+            QUICK.fetch_add(1, Ordering::SeqCst);
+        });
+        for _ in 0..20 {
+            run_hooks(&[Arc::clone(&quick)], &context(), "on_completion").await;
+        }
+        assert_eq!(QUICK.load(Ordering::SeqCst), 20);
+        assert!(pool::threads() <= pool::POOL_THREADS, "{}", pool::threads());
+
         calls(pool::POOL_THREADS);
         wait_for("every kept thread runs a stuck hook", || {
             ENTERED.load(Ordering::SeqCst) == pool::POOL_THREADS
         })
         .await;
 
-        // Every kept thread is stuck: a later hook still runs, at once, on an extra thread.
-        static LATER: AtomicUsize = AtomicUsize::new(0);
-        let later: Arc<dyn Hook> = Arc::new(|_: &HookContext| {
-            LATER.fetch_add(1, Ordering::SeqCst);
-        });
+        // Every kept thread is stuck: a later notification still goes out, at once, from an
+        // extra thread.
+        let received = Arc::new(AtomicUsize::new(0));
+        let app = axum::Router::new()
+            .fallback(
+                |axum::extract::State(n): axum::extract::State<Arc<AtomicUsize>>| async move {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    axum::http::StatusCode::NO_CONTENT
+                },
+            )
+            .with_state(Arc::clone(&received));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let later: Arc<dyn Hook> = Arc::new(crate::notify::webhook(url));
         let start = std::time::Instant::now();
         run_hooks(&[later], &context(), "on_completion").await;
-        assert_eq!(LATER.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            received.load(Ordering::SeqCst),
+            1,
+            "the notification went out"
+        );
         assert!(
             start.elapsed() < Duration::from_secs(2),
             "{:?}",
