@@ -172,7 +172,13 @@ struct Job {
 }
 
 impl Job {
-    fn run(self) {
+    /// Runs the hook; returns how it ended and who to tell.
+    fn run(
+        self,
+    ) -> (
+        Result<(), Panic>,
+        std::sync::mpsc::Sender<Result<(), Panic>>,
+    ) {
         let Job {
             hook,
             ctx,
@@ -184,8 +190,7 @@ impl Job {
             let _entered = runtime.enter();
             runtime.block_on(hook.call(&ctx));
         }));
-        // The run may have stopped waiting (timeout): nobody to tell then.
-        let _ = done.send(outcome);
+        (outcome, done)
     }
 }
 
@@ -207,8 +212,8 @@ mod pool {
 
     struct State {
         jobs: VecDeque<Job>,
-        /// Threads waiting for a job.
-        idle: usize,
+        /// Threads running a hook.
+        busy: usize,
         threads: usize,
     }
 
@@ -220,7 +225,7 @@ mod pool {
     static POOL: Pool = Pool {
         state: Mutex::new(State {
             jobs: VecDeque::new(),
-            idle: 0,
+            busy: 0,
             threads: 0,
         }),
         work: Condvar::new(),
@@ -233,7 +238,8 @@ mod pool {
     /// Hands `job` to a free thread, a new one, or the queue; says why not when it cannot.
     pub(super) fn submit(job: Job) -> Result<(), String> {
         let mut state = lock();
-        let free = state.idle > state.jobs.len();
+        // Threads not running a hook (waiting, or about to) take the queued jobs first.
+        let free = state.threads - state.busy > state.jobs.len();
         if !free && state.threads < POOL_THREADS + MAX_EXTRA_THREADS {
             let kept = state.threads < POOL_THREADS;
             let spawned = std::thread::Builder::new()
@@ -265,9 +271,9 @@ mod pool {
                 let mut state = lock();
                 loop {
                     if let Some(job) = state.jobs.pop_front() {
+                        state.busy += 1;
                         break job;
                     }
-                    state.idle += 1;
                     let timed_out = if kept {
                         state = POOL
                             .work
@@ -282,14 +288,17 @@ mod pool {
                         state = s;
                         wait.timed_out()
                     };
-                    state.idle -= 1;
                     if timed_out && state.jobs.is_empty() {
                         state.threads -= 1;
                         return;
                     }
                 }
             };
-            job.run();
+            let (outcome, done) = job.run();
+            // Free again before the run hears back, so its next hook finds this thread free.
+            lock().busy -= 1;
+            // The run may have stopped waiting (timeout): nobody to tell then.
+            let _ = done.send(outcome);
         }
     }
 
