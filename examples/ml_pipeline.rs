@@ -8,6 +8,7 @@
 //! cargo run --example ml_pipeline                 # first run: every step executes
 //! cargo run --example ml_pipeline                 # second run: expensive steps are Cached
 //! FLOWKIT_EVENT_LOG=events.jsonl cargo run --example ml_pipeline   # also log every event
+//! FLOWKIT_API_URL=http://127.0.0.1:4200 cargo run --example ml_pipeline  # report to a server
 //! ```
 //!
 //! The data is `examples/data/houses.csv` (300 houses, a few dirty rows); pass another CSV
@@ -328,6 +329,9 @@ async fn house_prices(csv: PathBuf, model_path: PathBuf) -> anyhow::Result<(Path
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // When `main` ends, the guard waits (a few seconds at most) until the server has every run,
+    // or the spool under `.flowkit/` has what it could not take.
+    let _flowkit = flowkit::init();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -6,10 +6,10 @@
 //! | `FLOWKIT_SUMMARY` | `0` turns off the terminal summary printed after each top-level flow | on |
 //! | `FLOWKIT_EVENT_LOG` | append every event to this file, one JSON object per line | off |
 //! | `FLOWKIT_LOG_LEVEL` | lowest level of `tracing` events captured as run logs | `info` |
-//! | `FLOWKIT_FLUSH_TIMEOUT` | how long a top-level flow waits for its events to reach the sinks | `5s` |
+//! | `FLOWKIT_FLUSH_TIMEOUT` | most time [`crate::flush`], the guard of [`crate::init`] and the exit flush wait for every sink (the server included); also bounds a top-level flow's wait for the local sinks | `5s` |
 //! | `FLOWKIT_API_URL` | report every event to the flowkit server at this URL ([`crate::sink::report`]) | off |
 //! | `FLOWKIT_API_KEY` | sent to the server as `Authorization: Bearer <key>` | none |
-//! | `FLOWKIT_REPORT_FLUSH_TIMEOUT` | how long the end of a top-level flow waits for the server before spooling events (kept below `FLOWKIT_FLUSH_TIMEOUT`) | `3s` |
+//! | `FLOWKIT_REPORT_FLUSH_TIMEOUT` | how long a flush waits for the server before spooling what is left (kept below `FLOWKIT_FLUSH_TIMEOUT`) | `3s` |
 
 use crate::sink::Sink;
 use std::path::PathBuf;
@@ -28,7 +28,8 @@ pub struct Config {
     pub event_log: Option<PathBuf>,
     /// Lowest level captured as run logs.
     pub log_level: tracing::Level,
-    /// How long a top-level flow waits for its events to reach the sinks.
+    /// Most time [`crate::flush`], the guard of [`crate::init`] and the exit flush wait for
+    /// every sink; also bounds a top-level flow's wait for the local sinks.
     pub flush_timeout: Duration,
     /// `hostname:pid` of this process.
     pub worker: String,
@@ -36,7 +37,7 @@ pub struct Config {
     pub api_url: Option<String>,
     /// The key sent to the server.
     pub api_key: Option<crate::sink::report::ApiKey>,
-    /// How long the end of a top-level flow waits for the server before spooling events.
+    /// How long a flush waits for the server before spooling what is left.
     pub report_flush_timeout: Duration,
 }
 

@@ -28,8 +28,13 @@
 //! ```
 //!
 //! Every call is a *run* with a time-ordered id, a parent and a sequence of [`State`]s,
-//! emitted as [`Event`]s to the sinks: the terminal summary, the JSONL event log and (soon)
-//! the server.
+//! emitted as [`Event`]s to the sinks: the terminal summary, the JSONL event log and, with
+//! `FLOWKIT_API_URL`, the server.
+//!
+//! A top-level flow returns once its events are in the local sinks; it never waits for the
+//! server. Keep the guard of [`init`] for the whole of `main` (`let _flowkit =
+//! flowkit::init();`) so the process ends only once the server has every run, or call
+//! [`flush`]; see [`init`] for what happens without either.
 //!
 //! | module | what it holds |
 //! |---|---|
@@ -48,7 +53,9 @@ mod context;
 pub mod deployment;
 pub use flowkit_wire::event;
 pub mod hooks;
+mod http;
 mod ids;
+mod lifecycle;
 pub mod notify;
 pub mod policy;
 mod run;
@@ -65,6 +72,7 @@ pub use event::{Event, EventBody, LogLevel, RunDetails, RunKind};
 pub use flowkit_macros::{flow, task};
 pub use hooks::{Hook, HookContext, RunInfo};
 pub use ids::new_id;
+pub use lifecycle::{FlushGuard, flush, init};
 pub use policy::limits::{Limits, limits};
 pub use policy::retry::RetryPolicy;
 pub use policy::timeout::TimedOut;

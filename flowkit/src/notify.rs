@@ -26,16 +26,15 @@
 
 use crate::event::RunKind;
 use crate::hooks::{Hook, HookContext, RunInfo};
+use crate::http::{self, Attempt, Backoff};
 use crate::state::StateType;
 use futures::future::BoxFuture;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde::Serialize;
-use std::error::Error as _;
 use std::fmt;
 use std::sync::OnceLock;
 use std::time::Duration;
-use tokio::time::Instant;
 use uuid::Uuid;
 
 /// Per-request timeout unless [`Webhook::timeout`] / [`Slack::timeout`] says otherwise.
@@ -52,9 +51,6 @@ pub const MAX_TOTAL_TIME: Duration = Duration::from_secs(12);
 /// Wait before the first retry; it doubles for every further retry, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
-
-/// Not worth starting an attempt with less time than this left.
-const MIN_ATTEMPT: Duration = Duration::from_millis(50);
 
 /// Longest error message quoted in a Slack message.
 const MAX_MESSAGE_CHARS: usize = 1500;
@@ -333,12 +329,10 @@ impl Default for SendOptions {
     }
 }
 
-/// The wait before retry number `retry` (1-based): 250 ms doubling, at most [`MAX_BACKOFF`].
-fn backoff(retry: u32) -> Duration {
-    let doublings = retry.saturating_sub(1).min(16);
-    FIRST_BACKOFF
-        .saturating_mul(1 << doublings)
-        .min(MAX_BACKOFF)
+/// 250 ms doubling, at most [`MAX_BACKOFF`], without jitter (a notification is one request, not
+/// a crowd to spread out).
+fn backoff() -> Backoff {
+    Backoff::doubling(FIRST_BACKOFF, MAX_BACKOFF, 0.0)
 }
 
 /// Whether an answer with this status may be different next time.
@@ -351,48 +345,16 @@ fn worth_retrying(status: StatusCode) -> bool {
 }
 
 /// One client for every notification of the process (connection pools, TLS configuration).
+/// Each request carries its own timeout; the client's is only the outer bound.
 fn client() -> Result<&'static reqwest::Client, &'static str> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .user_agent(concat!("flowkit/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| format!("cannot build an HTTP client: {}", describe(&e)))
-        })
+        .get_or_init(|| http::client(MAX_TOTAL_TIME, true))
         .as_ref()
         .map_err(String::as_str)
 }
 
-/// What went wrong, with the error's causes, and without the URL reqwest puts in its messages.
-fn describe(err: &reqwest::Error) -> String {
-    let mut out = if err.is_timeout() {
-        "timed out".to_string()
-    } else if err.is_connect() {
-        "cannot connect".to_string()
-    } else if err.is_body() || err.is_decode() {
-        "cannot read the answer".to_string()
-    } else {
-        "request failed".to_string()
-    };
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
-
-/// Outcome of one attempt.
-enum Attempt {
-    Delivered,
-    /// Failed; may be retried, after at least the given wait if the server asked for one.
-    Retry(String, Option<Duration>),
-    /// Failed in a way another attempt would not change.
-    GiveUp(String),
-}
-
+/// One POST, cut off after `timeout` by the client's own timer.
 async fn attempt(
     client: &reqwest::Client,
     url: &Url,
@@ -402,6 +364,7 @@ async fn attempt(
 ) -> Attempt {
     let mut request = client
         .post(url.clone())
+        .timeout(timeout)
         .header(CONTENT_TYPE, "application/json")
         .body(body.to_vec());
     for (name, value) in headers {
@@ -411,7 +374,7 @@ async fn attempt(
         let response = request.send().await?;
         let status = response.status();
         if status.is_success() {
-            return Ok(Attempt::Delivered);
+            return Ok(Attempt::Done);
         }
         let retry_after = response
             .headers()
@@ -427,16 +390,18 @@ async fn attempt(
         } else {
             format!("answered {status}: {snippet}")
         };
-        Ok(if worth_retrying(status) {
+        Ok::<_, reqwest::Error>(if worth_retrying(status) {
             Attempt::Retry(why, retry_after)
         } else {
             Attempt::GiveUp(why)
         })
     };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(err)) => Attempt::Retry(describe(&err), None),
-        Err(_) => Attempt::Retry(format!("no answer within {timeout:?}"), None),
+    match exchange.await {
+        Ok(outcome) => outcome,
+        Err(err) if err.is_timeout() => {
+            Attempt::Retry(format!("no answer within {timeout:?}"), None)
+        }
+        Err(err) => Attempt::Retry(http::describe(&err), None),
     }
 }
 
@@ -464,52 +429,30 @@ async fn deliver(
             return;
         }
     };
-    let deadline = Instant::now() + send.budget;
-    let mut attempts = 0u32;
-    let mut last_error = String::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left < MIN_ATTEMPT {
-            if attempts == 0 {
-                last_error.push_str("no time left for a first attempt");
-            } else {
-                last_error.push_str("; out of time for another attempt");
-            }
-            break;
+    let outcome = http::with_retries(
+        send.retries,
+        backoff(),
+        send.budget,
+        |left| attempt(client, url, headers, &body, send.timeout.min(left)),
+        |why, wait, attempts| {
+            tracing::debug!(target: "flowkit", run = %run.name, destination, attempts, "{what} notification failed ({why}); retrying in {wait:?}");
+        },
+    )
+    .await;
+    let attempts = outcome.attempts;
+    match outcome.failure {
+        None => {
+            tracing::debug!(target: "flowkit", run = %run.name, destination, attempts, "{what} notification delivered");
         }
-        attempts += 1;
-        let wait = match attempt(client, url, headers, &body, send.timeout.min(left)).await {
-            Attempt::Delivered => {
-                tracing::debug!(target: "flowkit", run = %run.name, destination, attempts, "{what} notification delivered");
-                return;
-            }
-            Attempt::GiveUp(why) => {
-                last_error = why;
-                break;
-            }
-            Attempt::Retry(why, asked) => {
-                last_error = why;
-                backoff(attempts).max(asked.unwrap_or_default())
-            }
-        };
-        if attempts > send.retries {
-            break;
-        }
-        if Instant::now() + wait + MIN_ATTEMPT > deadline {
-            last_error.push_str("; out of time for another attempt");
-            break;
-        }
-        tracing::debug!(target: "flowkit", run = %run.name, destination, attempts, "{what} notification failed ({last_error}); retrying in {wait:?}");
-        tokio::time::sleep(wait).await;
+        Some(last_error) => tracing::warn!(
+            target: "flowkit",
+            run = %run.name,
+            run_id = %run.id,
+            destination,
+            attempts,
+            "{what} notification not delivered: {last_error}"
+        ),
     }
-    tracing::warn!(
-        target: "flowkit",
-        run = %run.name,
-        run_id = %run.id,
-        destination,
-        attempts,
-        "{what} notification not delivered: {last_error}"
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -757,6 +700,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_a_bound() {
+        let backoff = |n| backoff().after(n);
         assert_eq!(backoff(1), Duration::from_millis(250));
         assert_eq!(backoff(2), Duration::from_millis(500));
         assert_eq!(backoff(3), Duration::from_secs(1));

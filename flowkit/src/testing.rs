@@ -231,3 +231,20 @@ impl Drop for CacheDiskGate {
         crate::policy::cache::gate::open();
     }
 }
+
+/// How many times emitting an event had to wake flowkit's sink thread from its idle sleep.
+///
+/// The sink thread sleeps (without waking up at all) once nothing has happened for a few
+/// milliseconds, and emitters wake it; while events keep coming it stays awake and emitting
+/// makes no system call. A loop of runs therefore adds about one wake-up, not one per event.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let before = flowkit::testing::sink_thread_wakeups();
+/// // ... run flows ...
+/// assert!(flowkit::testing::sink_thread_wakeups() >= before);
+/// # }
+/// ```
+pub fn sink_thread_wakeups() -> u64 {
+    crate::bus::wakeups()
+}

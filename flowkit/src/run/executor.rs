@@ -51,12 +51,17 @@ where
     };
     // Every path out of `execute` recorded a final state.
     unfinished.armed = false;
+    if is_root {
+        crate::lifecycle::root_run_ended();
+    }
+    // Local sinks (the summary, the event log) are complete when a top-level flow returns;
+    // the server is not waited for (see `crate::lifecycle`).
     if is_root && spec.kind == RunKind::Flow {
         let timeout = config::get().flush_timeout;
-        if !crate::bus::flush(timeout).await {
+        if !crate::bus::flush_local(timeout).await {
             tracing::warn!(
                 target: "flowkit",
-                "flowkit: events of flow {} did not reach every sink within {:?}",
+                "flowkit: events of flow {} did not reach every local sink within {:?}",
                 spec.name,
                 timeout
             );

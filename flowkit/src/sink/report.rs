@@ -37,24 +37,33 @@
 //! Spooled files are sent to whatever server the lock holder reports to: processes sharing a
 //! `FLOWKIT_HOME` should share a server.
 //!
-//! # At the end of a flow
+//! # At the end of a flow, and of the process
 //!
-//! When a top-level flow ends, the sink thread calls [`Sink::flush`]: the reporter waits up to
-//! [`ReportConfig::flush_timeout`] (`FLOWKIT_REPORT_FLUSH_TIMEOUT`, 3 s) for what it holds to
-//! be delivered. If the server cannot be reached (connection refused, `401`/`403`) it stops
-//! waiting at once. What is still undelivered then is moved to the spool, and one line on
-//! stderr says how many events are spooled, where, and for which server.
+//! A top-level flow never waits for the reporter: when its final state reaches the sink, the
+//! sender is woken to POST what it holds at once (rather than at the end of the batch
+//! interval), in the background — unless it started a request less than a batch interval ago:
+//! a service ending flows back to back sends full batches and a partial one per interval, not
+//! a request per flow. One request is in flight at a time.
 //!
-//! Dropping a `ReportSink` does the same and stops its thread. The process-wide sink is
-//! never dropped — the sink thread is not joined when `main` returns — so the flush at the end
-//! of each top-level flow is what makes events durable. Events emitted outside any flow after
-//! the last flush are lost if the process exits before the next batch interval.
+//! Waiting for delivery is [`Sink::deliver`], which [`crate::flush`], the guard of
+//! [`crate::init`] and the exit flush call (see [`crate::init`]): the reporter answers once everything it received is delivered, or at [`ReportConfig::flush_timeout`]
+//! (`FLOWKIT_REPORT_FLUSH_TIMEOUT`, 3 s) — at once if the server cannot be reached (connection
+//! refused, `401`/`403`) — after moving what is still undelivered to the spool, with one line
+//! on stderr saying how many events are spooled, where, and for which server.
+//! [`ReportSink::flush_report`] does the same on the calling thread.
+//!
+//! Dropping a `ReportSink` does the same and stops its thread. The process-wide sink is never
+//! dropped (the sink thread is not joined when `main` returns): the guard, [`crate::flush`] or
+//! the exit flush is what makes its events durable.
+//!
+//! While nothing is waiting to be sent, the sender thread sleeps until the sink wakes it (or,
+//! every few seconds, to look at the spool): an idle process does not poll.
 
 mod sender;
 mod spool;
 
-use crate::event::Event;
-use crate::sink::Sink;
+use crate::event::{Event, EventBody, RunKind};
+use crate::sink::{Delivery, Sink};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -173,7 +182,8 @@ pub struct ReportConfig {
     pub spool_max_events: u64,
     /// Most bytes in the spool; past it events are dropped and counted.
     pub spool_max_bytes: u64,
-    /// How long [`Sink::flush`] waits for delivery before spooling what is left.
+    /// How long a flush ([`Sink::deliver`], [`ReportSink::flush_report`]) waits for delivery
+    /// before spooling what is left.
     pub flush_timeout: Duration,
     /// How long one HTTP request may take.
     pub request_timeout: Duration,
@@ -338,6 +348,9 @@ pub struct FlushOutcome {
     pub spool_dir: PathBuf,
 }
 
+/// Who waits for a flush: answered once, when it completes or its time is up.
+type FlushReply = Box<dyn FnOnce(FlushOutcome) + Send>;
+
 /// What the sink thread hands to the sender thread.
 #[derive(Default)]
 struct Pending {
@@ -346,7 +359,10 @@ struct Pending {
     refused: u64,
     /// Events the bus dropped because its queue was full.
     bus_dropped: u64,
-    flush: Option<mpsc::Sender<FlushOutcome>>,
+    /// Flushes asked for since the sender last looked.
+    flush: Vec<FlushReply>,
+    /// A top-level flow ended: send what is waiting now rather than at the batch interval.
+    send_now: bool,
     shutdown: bool,
 }
 
@@ -385,8 +401,9 @@ impl ReportSink {
     /// Starts the sender thread. On start it takes over spool files a previous process left
     /// (if no other live process has), and sends them once the server answers.
     ///
-    /// Fails if the URL is not an absolute `http(s)` URL, or if the HTTP client or the thread
-    /// cannot be created.
+    /// Fails if the URL is not an absolute `http(s)` URL, the API key cannot be a header, or
+    /// the thread cannot be started. The HTTP client is built on that thread, so starting costs
+    /// the caller no TLS set-up; if it cannot be built, a notice says so and events are spooled.
     pub fn start(config: ReportConfig) -> io::Result<ReportSink> {
         let url = reqwest::Url::parse(&config.events_url())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e}")))?;
@@ -430,8 +447,9 @@ impl ReportSink {
     /// (and gives up waiting one second after that).
     pub fn flush_report(&mut self) -> FlushOutcome {
         let (tx, rx) = mpsc::channel();
-        self.shared.lock().flush = Some(tx);
-        self.shared.wake.notify_one();
+        self.request_flush(Box::new(move |outcome| {
+            let _ = tx.send(outcome);
+        }));
         // The sender answers at its deadline; the margin covers writing the spool.
         match rx.recv_timeout(self.flush_timeout + Duration::from_secs(1)) {
             Ok(outcome) => outcome,
@@ -442,6 +460,18 @@ impl ReportSink {
             },
         }
     }
+
+    fn request_flush(&self, reply: FlushReply) {
+        self.shared.lock().flush.push(reply);
+        self.shared.wake.notify_one();
+    }
+}
+
+/// Whether `event` ends a top-level flow run.
+fn ends_top_level_flow(event: &Event) -> bool {
+    event.parent_run_id.is_none()
+        && event.run_kind == RunKind::Flow
+        && matches!(&event.body, EventBody::State { state, .. } if state.kind.is_final())
 }
 
 impl Sink for ReportSink {
@@ -453,9 +483,14 @@ impl Sink for ReportSink {
             return;
         }
         pending.events.push(event.clone());
-        let full = pending.events.len() == self.batch_size;
+        // The sender sleeps while nothing waits: wake it for the first event (it then sends
+        // at the batch interval), a full batch, or the end of a top-level flow (sent at once,
+        // so the server shows the run done within milliseconds and little is left for exit).
+        let len = pending.events.len();
+        let flow_ended = ends_top_level_flow(event);
+        pending.send_now |= flow_ended;
         drop(pending);
-        if full {
+        if len == 1 || len == self.batch_size || flow_ended {
             self.shared.wake.notify_one();
         }
     }
@@ -464,8 +499,21 @@ impl Sink for ReportSink {
         self.shared.lock().bus_dropped += count;
     }
 
+    /// Asks the sender to send what it holds now; never waits (the reporter has nothing
+    /// local to make durable: [`Sink::deliver`] is the flush that waits).
     fn flush(&mut self) {
-        self.flush_report();
+        self.shared.lock().send_now = true;
+        self.shared.wake.notify_one();
+    }
+
+    fn waits_at_flow_end(&self) -> bool {
+        false
+    }
+
+    /// Answers once everything received so far is delivered, or, at the flush timeout (at
+    /// once if the server cannot be reached), once what is left is in the spool.
+    fn deliver(&mut self, delivery: Delivery) {
+        self.request_flush(Box::new(move |outcome| delivery.finish(outcome.complete)));
     }
 }
 
@@ -477,7 +525,9 @@ impl Drop for ReportSink {
         let (tx, rx) = mpsc::channel();
         {
             let mut pending = self.shared.lock();
-            pending.flush = Some(tx);
+            pending.flush.push(Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            }));
             pending.shutdown = true;
         }
         self.shared.wake.notify_one();

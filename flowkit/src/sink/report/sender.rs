@@ -5,9 +5,9 @@
 //! oldest when memory is full, so a slow server never makes the sink thread wait.
 
 use super::spool::{self, Key, Spool};
-use super::{FlushOutcome, Notices, ReportConfig, Shared};
+use super::{FlushOutcome, FlushReply, Notices, ReportConfig, Shared};
 use crate::event::Event;
-use crate::policy::retry::RetryPolicy;
+use crate::http::{self, Backoff};
 use flowkit_wire::api::error::ErrorBody;
 use flowkit_wire::api::ingest::{IngestResponse, ReporterDrops};
 use reqwest::StatusCode;
@@ -16,7 +16,6 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::{Instant, sleep_until};
 
@@ -79,9 +78,9 @@ impl Batch {
     }
 }
 
-/// A flush the sink thread is waiting for.
+/// The flush in progress: everyone who asked for it since it started is answered together.
 struct Flush {
-    reply: mpsc::Sender<FlushOutcome>,
+    replies: Vec<FlushReply>,
     deadline: Instant,
     /// The server cannot be reached now: spool at once rather than wait for the deadline.
     give_up: bool,
@@ -108,8 +107,9 @@ struct Said {
 }
 
 pub(super) struct Sender {
-    runtime: Option<tokio::runtime::Runtime>,
-    client: reqwest::Client,
+    /// Built on the sender thread when it starts (loading TLS roots takes milliseconds that
+    /// the first run of the process should not wait for); the error says why there is none.
+    client: Result<reqwest::Client, String>,
     events_url: String,
     drops_url: String,
     auth: Option<HeaderValue>,
@@ -134,7 +134,11 @@ pub(super) struct Sender {
     /// Events were spooled while another process held the spool lock.
     spilled_unowned: bool,
     shutdown: bool,
-    last_take_all: Instant,
+    /// When the oldest event still with the sink thread started waiting (`None`: none waits):
+    /// a partial batch is taken once it has waited the batch interval.
+    window_start: Option<Instant>,
+    /// When the last POST of events started.
+    last_post: Option<Instant>,
     last_micros: u64,
     seq: u64,
     said: Said,
@@ -142,14 +146,6 @@ pub(super) struct Sender {
 
 impl Sender {
     pub(super) fn new(cfg: ReportConfig, shared: Arc<Shared>) -> io::Result<Sender> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let client = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(io::Error::other)?;
         let auth = match &cfg.api_key {
             None => None,
             Some(key) => {
@@ -166,8 +162,7 @@ impl Sender {
         };
         let now = Instant::now();
         Ok(Sender {
-            runtime: Some(runtime),
-            client,
+            client: Err("the sender thread has not started".to_string()),
             events_url: cfg.events_url(),
             drops_url: cfg.drops_url(),
             auth,
@@ -190,7 +185,8 @@ impl Sender {
             flush: None,
             spilled_unowned: false,
             shutdown: false,
-            last_take_all: now,
+            window_start: None,
+            last_post: None,
             last_micros: 0,
             seq: 0,
             said: Said::default(),
@@ -201,9 +197,27 @@ impl Sender {
     pub(super) fn run(mut self) {
         // Made now so the lock can be taken at once; failing here is reported on first use.
         let _ = std::fs::create_dir_all(self.spool.dir());
-        if let Some(runtime) = self.runtime.take() {
-            runtime.block_on(self.main_loop());
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                self.say(&format!(
+                    "flowkit: cannot start the reporter ({e}); events are not reported"
+                ));
+                return;
+            }
+        };
+        let plain_http = self.events_url.starts_with("http://");
+        self.client = http::client(self.cfg.request_timeout, !plain_http);
+        if let Err(why) = &self.client {
+            self.say(&format!(
+                "flowkit: {why}; events are kept (spooled under {}) and not sent",
+                self.spool.dir().display()
+            ));
         }
+        runtime.block_on(self.main_loop());
     }
 
     async fn main_loop(&mut self) {
@@ -239,9 +253,17 @@ impl Sender {
         {
             let shared = self.shared.clone();
             let mut pending = shared.lock();
-            if let Some(reply) = pending.flush.take() {
-                self.start_flush(reply);
+            let replies = std::mem::take(&mut pending.flush);
+            if !replies.is_empty() {
+                self.start_flush(replies);
             }
+            // A top-level flow ended: send at once, unless a request started less than a batch
+            // interval ago (a service ending flows back to back then sends a batch per
+            // interval, not a request per flow).
+            let send_now = std::mem::take(&mut pending.send_now)
+                && self
+                    .last_post
+                    .is_none_or(|t| t.elapsed() >= self.cfg.batch_interval);
             self.shutdown |= pending.shutdown;
             let refused = std::mem::take(&mut pending.refused);
             let bus_dropped = std::mem::take(&mut pending.bus_dropped);
@@ -253,16 +275,24 @@ impl Sender {
                 self.dropped_unlogged += refused;
             }
             self.unreported_drops += refused + bus_dropped;
+            let len = pending.events.len();
+            if len > 0 && self.window_start.is_none() {
+                self.window_start = Some(Instant::now());
+            }
             let take_all = self.flush.is_some()
                 || self.shutdown
-                || self.last_take_all.elapsed() >= self.cfg.batch_interval;
-            let len = pending.events.len();
+                || send_now
+                || self
+                    .window_start
+                    .is_some_and(|t| t.elapsed() >= self.cfg.batch_interval);
             let n = if take_all {
-                self.last_take_all = Instant::now();
                 len
             } else {
                 len / batch_size * batch_size
             };
+            if n == len {
+                self.window_start = None;
+            }
             if n == 0 {
                 return;
             } else if n == len {
@@ -425,15 +455,22 @@ impl Sender {
         }
     }
 
-    fn start_flush(&mut self, reply: mpsc::Sender<FlushOutcome>) {
-        if let Some(previous) = self.flush.take() {
-            let _ = previous.reply.send(self.outcome(false));
+    fn start_flush(&mut self, replies: Vec<FlushReply>) {
+        let deadline = Instant::now() + self.cfg.flush_timeout;
+        match &mut self.flush {
+            // Joined to the flush in progress, which now lasts until the latest deadline.
+            Some(flush) => {
+                flush.replies.extend(replies);
+                flush.deadline = flush.deadline.max(deadline);
+            }
+            None => {
+                self.flush = Some(Flush {
+                    replies,
+                    deadline,
+                    give_up: false,
+                })
+            }
         }
-        self.flush = Some(Flush {
-            reply,
-            deadline: Instant::now() + self.cfg.flush_timeout,
-            give_up: false,
-        });
         // Try now rather than at the end of a backoff; pick up what other processes left.
         self.retry_at = None;
         self.next_maintenance = Instant::now();
@@ -486,7 +523,9 @@ impl Sender {
             ));
         }
         if let Some(flush) = self.flush.take() {
-            let _ = flush.reply.send(outcome);
+            for reply in flush.replies {
+                reply(outcome.clone());
+            }
         }
         true
     }
@@ -542,10 +581,17 @@ impl Sender {
         }
     }
 
+    /// When the partial batch waiting with the sink thread is due, if one waits.
+    fn partial_batch_due(&self) -> Option<Instant> {
+        self.window_start.map(|t| t + self.cfg.batch_interval)
+    }
+
     /// Waits for events, a flush, the end of a backoff or the batch interval.
     async fn idle(&mut self) {
-        let mut wake = self.last_take_all + self.cfg.batch_interval;
-        wake = wake.min(self.next_maintenance);
+        let mut wake = self.next_maintenance;
+        if let Some(t) = self.partial_batch_due() {
+            wake = wake.min(t);
+        }
         if let Some(t) = self.retry_at {
             wake = wake.min(t);
         }
@@ -561,8 +607,15 @@ impl Sender {
 
     /// POSTs one batch, taking events in meanwhile; handles the answer.
     async fn send(&mut self, batch: Batch) {
-        let mut request = self
-            .client
+        let client = match &self.client {
+            Ok(client) => client,
+            Err(why) => {
+                let why = why.clone();
+                self.failed(batch, Failure::Connect(why));
+                return;
+            }
+        };
+        let mut request = client
             .post(&self.events_url)
             .header(CONTENT_TYPE, "application/json")
             .body(batch.to_array());
@@ -570,6 +623,7 @@ impl Sender {
             request = request.header(AUTHORIZATION, auth.clone());
         }
         self.shared.stats.posts.fetch_add(1, Ordering::Relaxed);
+        self.last_post = Some(Instant::now());
         let answer = async move {
             let response = request.send().await?;
             let status = response.status();
@@ -579,7 +633,10 @@ impl Sender {
         let mut answer = std::pin::pin!(answer);
         let shared = self.shared.clone();
         let result = loop {
-            let mut wake = self.last_take_all + self.cfg.batch_interval;
+            // Wakes for a partial batch or a flush's deadline; else far enough to be never.
+            let mut wake = self
+                .partial_batch_due()
+                .unwrap_or_else(|| Instant::now() + SPOOL_MAINTENANCE);
             if let Some(flush) = &self.flush {
                 wake = wake.min(flush.deadline);
             }
@@ -604,9 +661,9 @@ impl Sender {
             None => self.put_back(batch),
             Some(Err(e)) => {
                 let failure = if e.is_connect() {
-                    Failure::Connect(error_chain(&e))
+                    Failure::Connect(http::describe(&e))
                 } else {
-                    Failure::Other(error_chain(&e))
+                    Failure::Other(http::describe(&e))
                 };
                 self.failed(batch, failure);
             }
@@ -711,15 +768,9 @@ impl Sender {
     fn failed(&mut self, batch: Batch, failure: Failure) {
         self.put_back(batch);
         self.failures = self.failures.saturating_add(1);
-        let policy = RetryPolicy {
-            retries: u32::MAX,
-            delay: self.cfg.retry_delay,
-            backoff: 2.0,
-            jitter: 0.2,
-        };
-        let delay = policy
-            .delay_before_retry(self.failures, fastrand::f64())
-            .min(self.cfg.max_retry_delay);
+        // Jittered, so processes that lost the same server do not come back in step.
+        let delay = Backoff::doubling(self.cfg.retry_delay, self.cfg.max_retry_delay, 0.2)
+            .after(self.failures);
         self.retry_at = Some(Instant::now() + delay);
         let hopeless = matches!(failure, Failure::Connect(_) | Failure::Auth(_));
         if let Some(flush) = &mut self.flush {
@@ -755,7 +806,8 @@ impl Sender {
             dropped,
             worker: self.cfg.worker.clone(),
         };
-        let mut request = self.client.post(&self.drops_url).json(&body);
+        let Ok(client) = &self.client else { return };
+        let mut request = client.post(&self.drops_url).json(&body);
         if let Some(auth) = &self.auth {
             request = request.header(AUTHORIZATION, auth.clone());
         }
@@ -777,18 +829,6 @@ impl Sender {
             _ => {}
         }
     }
-}
-
-/// An error and its causes, on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -834,25 +874,5 @@ mod tests {
         let (a, b) = batch(&["{}", "{}"]).split();
         assert_eq!((a.count, b.count), (1, 1));
         assert_eq!(a.lines, b"{}\n");
-    }
-
-    #[test]
-    fn errors_show_their_causes() {
-        #[derive(Debug)]
-        struct Wrap(io::Error);
-        impl std::fmt::Display for Wrap {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("error sending request")
-            }
-        }
-        impl std::error::Error for Wrap {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                Some(&self.0)
-            }
-        }
-        assert_eq!(
-            error_chain(&Wrap(io::Error::other("refused"))),
-            "error sending request: refused"
-        );
     }
 }
