@@ -19,16 +19,37 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(50);
 /// Without `tls`, the system's root certificates are not loaded (that takes milliseconds): for
 /// a client that only ever talks plain `http://`; an `https://` request (a redirect) then fails.
 pub(crate) fn client(request_timeout: Duration, tls: bool) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
+    reqwest::Client::builder()
         .user_agent(concat!("flowkit/", env!("CARGO_PKG_VERSION")))
         .timeout(request_timeout)
-        .connect_timeout(request_timeout.min(CONNECT_TIMEOUT));
-    if !tls {
-        builder = builder.tls_certs_only(std::iter::empty());
-    }
-    builder
+        .connect_timeout(request_timeout.min(CONNECT_TIMEOUT))
+        .tls_backend_preconfigured(tls_config(tls)?)
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {}", describe(&e)))
+}
+
+/// TLS by rustls with the `ring` provider, passed to each client rather than installed as the
+/// process's default provider, which belongs to the user's program. Certificates are checked
+/// by the operating system's verifier (its root store); without `roots`, none is trusted.
+fn tls_config(roots: bool) -> Result<rustls::ClientConfig, String> {
+    use rustls_platform_verifier::BuilderVerifierExt as _;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    let mut config = if roots {
+        builder
+            .with_platform_verifier()
+            .map_err(|e| format!("cannot load the system's TLS roots: {e}"))?
+            .with_no_client_auth()
+    } else {
+        builder
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    };
+    // HTTP/1.1 only: the client is built without HTTP/2.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// What went wrong, with the error's causes, without the URL reqwest puts in its messages
