@@ -12,7 +12,6 @@
 //! Prints `key=value` lines: `sqlite_events_per_s`, `p99_batch_ms` (SQLite), `pg_events_per_s`
 //! and `pg_p99_batch_ms` (when run), `runs_page_ms`, `runs_page_filtered_ms`.
 
-use anyhow::Context as _;
 use chrono::{Duration as TimeDelta, Utc};
 use clap::Parser;
 use flowkit::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
@@ -59,24 +58,7 @@ async fn main() -> anyhow::Result<()> {
     println!("sqlite_p50_batch_ms={:.1}", result.p50_ms);
 
     if let Ok(pg) = std::env::var("FLOWKIT_BENCH_PG_URL") {
-        let db = format!("flowkit_bench_{}", Uuid::now_v7().simple());
-        let admin = sqlx::PgPool::connect(&pg)
-            .await
-            .context("connect to FLOWKIT_BENCH_PG_URL")?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-            .execute(&admin)
-            .await?;
-        let url = with_database(&pg, &db);
-        let outcome = ingest(&url, &args).await;
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-        )))
-        .execute(&admin)
-        .await;
-        admin.close().await;
-        let result = outcome?;
-        println!("pg_events_per_s={:.0}", result.events_per_s);
-        println!("pg_p99_batch_ms={:.1}", result.p99_ms);
+        postgres(&pg, &args).await?;
     }
 
     if args.page_runs > 0 {
@@ -87,6 +69,38 @@ async fn main() -> anyhow::Result<()> {
         println!("runs_page_filtered_ms={filtered:.2}");
     }
     Ok(())
+}
+
+/// Ingestion into a fresh database of the PostgreSQL cluster at `pg`, dropped afterwards.
+#[cfg(feature = "postgres")]
+async fn postgres(pg: &str, args: &Args) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let db = format!("flowkit_bench_{}", Uuid::now_v7().simple());
+    let admin = sqlx::PgPool::connect(pg)
+        .await
+        .context("connect to FLOWKIT_BENCH_PG_URL")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&admin)
+        .await?;
+    let url = with_database(pg, &db);
+    let outcome = ingest(&url, args).await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await;
+    admin.close().await;
+    let result = outcome?;
+    println!("pg_events_per_s={:.0}", result.events_per_s);
+    println!("pg_p99_batch_ms={:.1}", result.p99_ms);
+    Ok(())
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres(_pg: &str, _args: &Args) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "FLOWKIT_BENCH_PG_URL is set, but this build has no PostgreSQL: add `--features postgres`"
+    )
 }
 
 struct IngestResult {
@@ -386,6 +400,7 @@ async fn runs_page(url: &str, runs: usize) -> anyhow::Result<(f64, f64)> {
 }
 
 /// `url` with its database name replaced by `db`.
+#[cfg(feature = "postgres")]
 fn with_database(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, format!("?{query}")),

@@ -5,6 +5,12 @@
 //! `FLOWKIT_TEST_PG_URL` is set (each test in a database of its own, created and dropped
 //! here). Without it the PostgreSQL tests print why they skip — and fail when
 //! `FLOWKIT_REQUIRE_SERVICES=1`, as in CI.
+//!
+//! Each backend's tests are compiled only with its cargo feature; the tests that need a SQLite
+//! file (not about the data: errors, keys, the socket) only with `sqlite`.
+
+// Without SQLite, the helpers only the SQLite-only tests use are unused.
+#![cfg_attr(not(feature = "sqlite"), allow(unused_imports, dead_code))]
 
 use axum::Router;
 use axum::body::Body;
@@ -36,6 +42,7 @@ struct TestServer {
     /// Keeps the SQLite file alive.
     _dir: Option<tempfile::TempDir>,
     /// PostgreSQL: the admin URL and the database to drop at the end.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pg_drop: Option<(String, String)>,
 }
 
@@ -60,10 +67,12 @@ impl Reply {
 }
 
 impl TestServer {
+    #[cfg(feature = "sqlite")]
     async fn sqlite() -> TestServer {
         TestServer::sqlite_with(Settings::default()).await
     }
 
+    #[cfg(feature = "sqlite")]
     async fn sqlite_with(settings: Settings) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("flowkit.db").display());
@@ -71,6 +80,7 @@ impl TestServer {
         TestServer::over(store, settings, url, Some(dir), None)
     }
 
+    #[cfg(feature = "postgres")]
     /// A server on a database of its own in the PostgreSQL of `FLOWKIT_TEST_PG_URL`; `None`
     /// (after saying why) when it is not set, unless services are required.
     async fn postgres() -> Option<TestServer> {
@@ -113,6 +123,7 @@ impl TestServer {
     /// Closes the store (and drops a PostgreSQL test database).
     async fn finish(self) {
         self.store.close().await;
+        #[cfg(feature = "postgres")]
         if let Some((admin_url, db)) = self.pg_drop {
             let admin = sqlx_connect(&admin_url).await;
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -210,6 +221,7 @@ impl TestServer {
     }
 }
 
+#[cfg(feature = "postgres")]
 fn pg_url() -> Option<String> {
     match std::env::var("FLOWKIT_TEST_PG_URL") {
         Ok(url) if !url.is_empty() => Some(url),
@@ -225,6 +237,7 @@ fn pg_url() -> Option<String> {
     }
 }
 
+#[cfg(feature = "postgres")]
 async fn sqlx_connect(url: &str) -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
@@ -233,6 +246,7 @@ async fn sqlx_connect(url: &str) -> sqlx::PgPool {
         .expect("connect to FLOWKIT_TEST_PG_URL")
 }
 
+#[cfg(feature = "postgres")]
 /// `url` with its database name replaced by `db`.
 fn with_database(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {
@@ -248,6 +262,7 @@ fn with_database(url: &str, db: &str) -> String {
 /// Runs each listed test on SQLite (`sqlite::name`) and PostgreSQL (`postgres::name`).
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
+        #[cfg(feature = "sqlite")]
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,6 +273,7 @@ macro_rules! on_every_backend {
                 }
             )*
         }
+        #[cfg(feature = "postgres")]
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -981,6 +997,7 @@ async fn retention_deletes_old_runs(server: &TestServer) {
 // The HTTP surface (SQLite)
 // ---------------------------------------------------------------------------------------------
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn malformed_and_misshapen_bodies() {
     let server = TestServer::sqlite_with(Settings {
@@ -1098,6 +1115,7 @@ async fn malformed_and_misshapen_bodies() {
     server.finish().await;
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn bad_query_parameters_name_the_parameter() {
     let server = TestServer::sqlite().await;
@@ -1141,6 +1159,7 @@ async fn bad_query_parameters_name_the_parameter() {
     server.finish().await;
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let server = TestServer::sqlite().await;
@@ -1162,6 +1181,7 @@ async fn unknown_routes_and_methods_answer_json() {
 }
 
 /// The link a notification carries (`flowkit_wire::links::run_page`) is the dashboard page.
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn a_run_page_link_answers_the_dashboard() {
     let server = TestServer::sqlite().await;
@@ -1180,6 +1200,7 @@ async fn a_run_page_link_answers_the_dashboard() {
     server.finish().await;
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn api_keys_and_scopes() {
     let key = |s: &str| s.parse::<ApiKey>().expect("key");
@@ -1310,6 +1331,7 @@ async fn refuses_to_listen_openly_without_keys() {
     assert!(!db.exists());
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn openapi_document_describes_every_route() {
     let server = TestServer::sqlite().await;
@@ -1429,6 +1451,7 @@ async fn openapi_document_describes_every_route() {
 // Over a real socket: the live stream and graceful shutdown
 // ---------------------------------------------------------------------------------------------
 
+#[cfg(feature = "sqlite")]
 /// The real server on a free loopback port, stopped by dropping or sending on `stop`.
 struct Running {
     addr: std::net::SocketAddr,
@@ -1438,6 +1461,7 @@ struct Running {
     _dir: tempfile::TempDir,
 }
 
+#[cfg(feature = "sqlite")]
 async fn start(settings: Settings) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("flowkit.db").display());
@@ -1466,6 +1490,7 @@ async fn start(settings: Settings) -> Running {
     }
 }
 
+#[cfg(feature = "sqlite")]
 /// Reads the SSE response until `needle` shows up (or fails after 10 s).
 async fn read_until(response: &mut reqwest::Response, buffer: &mut String, needle: &str) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -1481,6 +1506,7 @@ async fn read_until(response: &mut reqwest::Response, buffer: &mut String, needl
     }
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_stream_sends_run_changes() {
     let server = start(Settings::default()).await;
@@ -1537,6 +1563,7 @@ async fn live_stream_sends_run_changes() {
     stop(server).await;
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_stream_clients_are_told_to_refetch() {
     let server = start(Settings {
@@ -1567,6 +1594,7 @@ async fn slow_stream_clients_are_told_to_refetch() {
     stop(server).await;
 }
 
+#[cfg(feature = "sqlite")]
 async fn stop(mut server: Running) {
     if let Some(stop) = server.stop.take() {
         let _ = stop.send(());
@@ -1578,6 +1606,7 @@ async fn stop(mut server: Running) {
         .expect("run");
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_in_flight_requests() {
     let mut server = start(Settings::default()).await;
@@ -1674,6 +1703,7 @@ fn urlencode(value: &str) -> String {
     out
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_over_a_real_socket_gets_a_json_413() {
     let server = start(Settings {
@@ -1704,4 +1734,66 @@ async fn oversized_body_over_a_real_socket_gets_a_json_413() {
         assert_eq!(error["error"]["code"], "payload_too_large");
     }
     stop(server).await;
+}
+
+/// A row the server cannot have written (edited by hand, damaged) is a plain 500 for the
+/// client, and the store's description of what is wrong goes to the log.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn a_corrupt_row_is_a_logged_500() {
+    use sqlx::Connection as _;
+    use std::fmt::Write as _;
+    use std::sync::Mutex;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    /// Keeps the fields of every ERROR event, as `name=value` text.
+    #[derive(Clone, Default)]
+    struct Errors(Arc<Mutex<Vec<String>>>);
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Errors {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if *event.metadata().level() != tracing::Level::ERROR {
+                return;
+            }
+            let mut text = String::new();
+            event.record(
+                &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+                    let _ = write!(text, "{}={value:?} ", field.name());
+                },
+            );
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).push(text);
+        }
+    }
+    let errors = Errors::default();
+    // This test's thread only: the current-thread runtime runs the handler here.
+    let _logging =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(errors.clone()));
+
+    let server = TestServer::sqlite().await;
+    let run = flow_run("damaged", 1, Utc::now() - Duration::minutes(1));
+    server.ingest(&run.events).await;
+    let mut db = sqlx::SqliteConnection::connect(&server.url)
+        .await
+        .expect("open the file");
+    sqlx::query("UPDATE runs SET attempt = -1")
+        .execute(&mut db)
+        .await
+        .expect("damage the runs");
+    db.close().await.expect("close");
+
+    let reply = server.get(&format!("/api/flow-runs/{}", run.flow)).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.error_code(), "internal");
+    assert_eq!(reply.error_message(), "internal error", "nothing leaks");
+    let logged = errors.0.lock().expect("errors").clone();
+    assert!(
+        logged
+            .iter()
+            .any(|e| e.contains("corrupt row: attempt -1 is out of range")),
+        "the cause must be logged as an error: {logged:?}"
+    );
+    server.finish().await;
 }

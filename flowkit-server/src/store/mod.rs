@@ -1,6 +1,14 @@
-//! Where runs are kept: one [`Backend`] trait, one module per database, chosen from the URL
-//! scheme (`sqlite://…` or `postgres://…`). The same conformance suite
-//! (`tests/store_conformance.rs`) runs against both.
+//! Where runs are kept: one [`Backend`] trait, implemented by [`Store`] over one of two
+//! databases chosen from the URL scheme (`sqlite://…` or `postgres://…`), each behind a cargo
+//! feature of the same name (both on by default). The same conformance suite
+//! (`tests/store_conformance/`) runs against both.
+//!
+//! - `queries`: every query written once, generic over a `dialect` that holds what the two
+//!   databases spell differently;
+//! - `rows`: turning batches of events into rows, and the merge rule of a run's row;
+//! - `sqlite`, `postgres`: connecting, and what really is per backend: how writes reach the
+//!   database (SQLite's single batching writer, PostgreSQL's pool with retries) and the bulk
+//!   insert of a batch's rows.
 //!
 //! The store keeps, per run, its latest state (the one with the greatest
 //! `(timestamp, event id)`, so events may arrive out of order), its state history (for the
@@ -9,14 +17,22 @@
 use chrono::{DateTime, Utc};
 use flowkit_wire::event::{Event, LogLevel};
 use flowkit_wire::state::StateType;
+use queries::Maintenance;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use uuid::Uuid;
 
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("flowkit-server needs a database: enable its `sqlite` or `postgres` feature");
+
 mod cursor;
-pub mod postgres;
+mod dialect;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod queries;
 mod rows;
-pub mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 /// An error of the store. Constraint violations and bad input are the caller's fault;
 /// everything else is a 500 with the details logged.
@@ -26,6 +42,17 @@ pub enum StoreError {
     /// The database URL is not one the server understands.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
+    /// The database URL names a backend this build of the server leaves out.
+    #[error(
+        "this server was built without {backend} support: rebuild flowkit-server with \
+         `--features {feature}` to use a {feature}:// database URL"
+    )]
+    NotCompiledIn {
+        /// The database, as people call it.
+        backend: &'static str,
+        /// The cargo feature of `flowkit-server` that brings it in.
+        feature: &'static str,
+    },
     /// A cursor given by a client does not decode.
     #[error("invalid cursor: {0}")]
     InvalidCursor(String),
@@ -35,6 +62,10 @@ pub enum StoreError {
     /// Migrations failed at start.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A value read from the database is not one the server can have written (the database
+    /// was edited by hand, or damaged): says which and why.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
     /// The store is shutting down or its writer is gone.
     #[error("the store is closed")]
     Closed,
@@ -136,8 +167,8 @@ pub struct StatsBucket {
     pub counts: Vec<(StateType, u64)>,
 }
 
-/// One database. Every method is safe to call concurrently; writes on SQLite go through one
-/// writer task that batches them into transactions.
+/// What the server asks of its database. Every method is safe to call concurrently; writes on
+/// SQLite go through one writer task that batches them into transactions.
 pub trait Backend: Send + Sync + 'static {
     /// Stores a batch of already-validated events, idempotently by event id, in one
     /// transaction (so a batch acknowledged to the client is durable).
@@ -201,64 +232,104 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// The store the server runs on: one of the backends, chosen from the database URL.
-pub enum Store {
+pub struct Store {
+    db: Db,
+}
+
+/// The backends compiled in.
+enum Db {
     /// SQLite file (the default): WAL mode, one batching writer.
+    #[cfg(feature = "sqlite")]
     Sqlite(sqlite::SqliteStore),
     /// PostgreSQL: how the server scales out (several servers, one database).
+    #[cfg(feature = "postgres")]
     Postgres(postgres::PgStore),
 }
 
 impl Store {
     /// Opens the database at `url` (`sqlite://PATH`, `sqlite:PATH`, `postgres://…`,
-    /// `postgresql://…`), creating a SQLite file if missing, and applies migrations.
+    /// `postgresql://…`), creating a SQLite file if missing, and applies migrations. A URL of
+    /// a backend left out of this build is [`StoreError::NotCompiledIn`].
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(sqlite::SqliteStore::connect(url).await?))
+        let db = if url.starts_with("sqlite:") {
+            open_sqlite(url).await?
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Store::Postgres(postgres::PgStore::connect(url).await?))
+            open_postgres(url).await?
         } else {
-            Err(StoreError::UnsupportedUrl(url.to_string()))
-        }
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        Ok(Store { db })
     }
 
     /// `"sqlite"` or `"postgres"`.
     pub fn backend_name(&self) -> &'static str {
-        match self {
-            Store::Sqlite(_) => "sqlite",
-            Store::Postgres(_) => "postgres",
+        match &self.db {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
+            Db::Postgres(_) => "postgres",
         }
     }
 }
 
-/// Forwards each `Backend` method to the backend in use.
-macro_rules! delegate {
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(url: &str) -> Result<Db, StoreError> {
+    Ok(Db::Sqlite(sqlite::SqliteStore::connect(url).await?))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn open_sqlite(_url: &str) -> Result<Db, StoreError> {
+    Err(StoreError::NotCompiledIn {
+        backend: "SQLite",
+        feature: "sqlite",
+    })
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<Db, StoreError> {
+    Ok(Db::Postgres(postgres::PgStore::connect(url).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_url: &str) -> Result<Db, StoreError> {
+    Err(StoreError::NotCompiledIn {
+        backend: "PostgreSQL",
+        feature: "postgres",
+    })
+}
+
+/// Runs `$call` on the backend in use, named `$b`. The reads are the shared queries over the
+/// backend's pool (`$b.pool()`); writes go through the backend's own path.
+macro_rules! on_backend {
     ($self:ident, $b:ident => $call:expr) => {
-        match $self {
-            Store::Sqlite($b) => $call.await,
-            Store::Postgres($b) => $call.await,
+        match &$self.db {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite($b) => $call.await,
+            #[cfg(feature = "postgres")]
+            Db::Postgres($b) => $call.await,
         }
     };
 }
 
 impl Backend for Store {
     async fn ingest(&self, events: Vec<Event>) -> Result<IngestOutcome, StoreError> {
-        delegate!(self, b => b.ingest(events))
+        on_backend!(self, b => b.ingest(events))
     }
     async fn list_flow_runs(
         &self,
         filter: &RunFilter,
         page: &PageRequest,
     ) -> Result<Page<RunRecord>, StoreError> {
-        delegate!(self, b => b.list_flow_runs(filter, page))
+        on_backend!(self, b => queries::list_flow_runs(b.pool(), filter, page))
     }
     async fn get_run(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
-        delegate!(self, b => b.get_run(id))
+        on_backend!(self, b => queries::get_run(b.pool(), id))
     }
     async fn child_runs(&self, flow_run_id: Uuid) -> Result<Vec<RunRecord>, StoreError> {
-        delegate!(self, b => b.child_runs(flow_run_id))
+        on_backend!(self, b => queries::child_runs(b.pool(), flow_run_id))
     }
     async fn states(&self, flow_run_id: Uuid) -> Result<Vec<StateRecord>, StoreError> {
-        delegate!(self, b => b.states(flow_run_id))
+        on_backend!(self, b => queries::states(b.pool(), flow_run_id))
     }
     async fn logs(
         &self,
@@ -266,7 +337,7 @@ impl Backend for Store {
         filter: &LogFilter,
         page: &PageRequest,
     ) -> Result<Page<LogRecord>, StoreError> {
-        delegate!(self, b => b.logs(flow_run_id, filter, page))
+        on_backend!(self, b => queries::logs(b.pool(), flow_run_id, filter, page))
     }
     async fn stats(
         &self,
@@ -274,15 +345,55 @@ impl Backend for Store {
         until: DateTime<Utc>,
         buckets: u32,
     ) -> Result<Stats, StoreError> {
-        delegate!(self, b => b.stats(since, until, buckets))
+        on_backend!(self, b => queries::stats(b.pool(), since, until, buckets))
     }
     async fn delete_before(&self, cutoff: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
-        delegate!(self, b => b.delete_before(cutoff, batch))
+        let task = Maintenance::DeleteBefore { cutoff, batch };
+        on_backend!(self, b => b.maintain(task))
     }
     async fn record_reporter_drops(&self, worker: &str, dropped: u64) -> Result<(), StoreError> {
-        delegate!(self, b => b.record_reporter_drops(worker, dropped))
+        let task = Maintenance::ReporterDrops {
+            worker: worker.to_string(),
+            dropped,
+        };
+        on_backend!(self, b => b.maintain(task)).map(|_| ())
     }
     async fn close(&self) {
-        delegate!(self, b => b.close())
+        on_backend!(self, b => b.close())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A URL of a backend this build leaves out says which feature brings it in; one of no
+    /// backend says what URLs work.
+    #[tokio::test]
+    async fn a_backend_left_out_names_its_feature() {
+        #[cfg(not(feature = "postgres"))]
+        let left_out = Some(("postgres://u@localhost/db", "postgres"));
+        #[cfg(not(feature = "sqlite"))]
+        let left_out = Some(("sqlite://flowkit.db", "sqlite"));
+        #[cfg(all(feature = "sqlite", feature = "postgres"))]
+        let left_out: Option<(&str, &str)> = None;
+        if let Some((url, feature)) = left_out {
+            match Store::connect(url).await {
+                Err(e @ StoreError::NotCompiledIn { .. }) => {
+                    let message = e.to_string();
+                    assert!(
+                        message.contains(&format!("--features {feature}")),
+                        "{message}"
+                    );
+                }
+                Err(other) => panic!("{url}: {other}"),
+                Ok(_) => panic!("{url} opened without its backend"),
+            }
+        }
+        match Store::connect("mysql://u@localhost/db").await {
+            Err(StoreError::UnsupportedUrl(url)) => assert_eq!(url, "mysql://u@localhost/db"),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("mysql:// opened"),
+        }
     }
 }

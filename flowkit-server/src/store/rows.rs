@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 /// A value read from the database that the server cannot have written.
 pub(crate) fn corrupt(what: String) -> StoreError {
-    StoreError::Database(sqlx::Error::Decode(what.into()))
+    StoreError::Corrupt(what)
 }
 
 /// An instant as microseconds since the Unix epoch: the precision both backends keep.

@@ -13,25 +13,20 @@
 //! kernel crash. `FULL` would fsync every group; it was not needed for the process-crash
 //! guarantee the server makes.
 
-use super::cursor::Cursor;
-use super::rows::{
-    self, LogRow, Plan, RunRow, StateRow, StatsFrame, corrupt, from_micros, micros, parse_attempt,
-    parse_kind, parse_level, parse_state,
+use super::queries::{
+    self, BulkWrite, LOG_COLUMNS, Maintenance, NEW_EVENTS_ONLY, RUN_COLUMNS, STATE_COLUMNS,
 };
-use super::{
-    Backend, IngestOutcome, LogFilter, LogRecord, Page, PageRequest, RunFilter, RunRecord,
-    StateRecord, Stats, StoreError,
-};
-use chrono::{DateTime, Utc};
+use super::rows::{self, LogRow, Plan, RunRow, StateRow};
+use super::{IngestOutcome, StoreError};
 use flowkit_wire::event::Event;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection, QueryBuilder, Row, Sqlite};
+use sqlx::{AssertSqlSafe, Connection, Row, Sqlite};
 use std::collections::HashSet;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -52,7 +47,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const CHUNKS: [usize; 4] = [256, 32, 8, 1];
 
 /// The SQLite store. See the module documentation.
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     /// Taken (dropped) by `close`, which lets the writer drain its queue and stop.
     sender: Mutex<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -65,15 +60,9 @@ enum Command {
         events: Vec<Event>,
         reply: oneshot::Sender<Result<IngestOutcome, StoreError>>,
     },
-    DeleteBefore {
-        cutoff: i64,
-        batch: u32,
+    Maintain {
+        task: Maintenance,
         reply: oneshot::Sender<Result<u64, StoreError>>,
-    },
-    Drops {
-        worker: String,
-        dropped: u64,
-        reply: oneshot::Sender<Result<(), StoreError>>,
     },
 }
 
@@ -84,7 +73,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl SqliteStore {
     /// Opens (creating if missing) the database file of `url` (`sqlite://PATH` or
     /// `sqlite:PATH`), switches it to WAL, applies the migrations and starts the writer.
-    pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
+    pub(crate) async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
         if url.contains(":memory:") || url.contains("mode=memory") {
             // Each connection of the reader pool would see its own empty database.
             return Err(StoreError::UnsupportedUrl(url.to_string()));
@@ -122,6 +111,12 @@ impl SqliteStore {
         })
     }
 
+    /// The read-only connections the shared queries read through; WAL lets them run
+    /// alongside the writer.
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.readers
+    }
+
     /// Hands a command to the writer and waits for its answer.
     async fn write<T>(
         &self,
@@ -136,11 +131,36 @@ impl SqliteStore {
         drop(sender);
         answer.await.map_err(|_| StoreError::Closed)?
     }
+
+    /// See [`super::Backend::ingest`]: committed by the writer, possibly in one transaction
+    /// with other requests.
+    pub(crate) async fn ingest(&self, events: Vec<Event>) -> Result<IngestOutcome, StoreError> {
+        if events.is_empty() {
+            return Ok(IngestOutcome::default());
+        }
+        self.write(|reply| Command::Ingest { events, reply }).await
+    }
+
+    /// Runs a write besides ingestion on the writer, between ingestion groups.
+    pub(crate) async fn maintain(&self, task: Maintenance) -> Result<u64, StoreError> {
+        self.write(|reply| Command::Maintain { task, reply }).await
+    }
+
+    /// Lets the writer commit what is queued, waits for it to stop, closes the readers.
+    pub(crate) async fn close(&self) {
+        drop(lock(&self.sender).take());
+        let writer = lock(&self.writer).take();
+        if let Some(writer) = writer
+            && let Err(e) = writer.await
+        {
+            tracing::error!("the SQLite writer task failed: {e}");
+        }
+        self.readers.close().await;
+    }
 }
 
 /// The writer: takes what has queued, commits it as one transaction, answers, repeats.
 async fn write_loop(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Command>) {
-    let sql = IngestSql::new();
     while let Some(first) = receiver.recv().await {
         let mut ingests = Vec::new();
         let mut others = Vec::new();
@@ -162,25 +182,11 @@ async fn write_loop(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Com
             }
         }
         if !ingests.is_empty() {
-            ingest_group(&mut conn, &sql, ingests).await;
+            ingest_group(&mut conn, ingests).await;
         }
         for command in others {
-            match command {
-                Command::DeleteBefore {
-                    cutoff,
-                    batch,
-                    reply,
-                } => {
-                    let _ = reply.send(delete_before(&mut conn, cutoff, batch).await);
-                }
-                Command::Drops {
-                    worker,
-                    dropped,
-                    reply,
-                } => {
-                    let _ = reply.send(record_drops(&mut conn, &worker, dropped).await);
-                }
-                Command::Ingest { .. } => {}
+            if let Command::Maintain { task, reply } = command {
+                let _ = reply.send(queries::maintain::<Sqlite>(&mut conn, &task).await);
             }
         }
     }
@@ -193,14 +199,10 @@ type IngestReply = oneshot::Sender<Result<IngestOutcome, StoreError>>;
 
 /// Commits several requests in one transaction; if that fails, tries each on its own so one
 /// bad request cannot fail the others.
-async fn ingest_group(
-    conn: &mut SqliteConnection,
-    sql: &IngestSql,
-    group: Vec<(Vec<Event>, IngestReply)>,
-) {
+async fn ingest_group(conn: &mut SqliteConnection, group: Vec<(Vec<Event>, IngestReply)>) {
     let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
     let result = match Plan::new(&batches) {
-        Ok(plan) => apply(conn, sql, &plan).await,
+        Ok(plan) => queries::apply::<Sqlite>(conn, &plan).await,
         Err(e) => Err(e),
     };
     match result {
@@ -222,7 +224,9 @@ async fn ingest_group(
             for (batch, reply) in batches.into_iter().zip(replies) {
                 let batch = [batch];
                 let result = match Plan::new(&batch) {
-                    Ok(plan) => apply(conn, sql, &plan).await.map(|mut o| o.remove(0)),
+                    Ok(plan) => queries::apply::<Sqlite>(conn, &plan)
+                        .await
+                        .map(|mut o| o.remove(0)),
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(result);
@@ -231,85 +235,28 @@ async fn ingest_group(
     }
 }
 
-/// Writes a plan in one transaction; returns each request's outcome.
-async fn apply(
-    conn: &mut SqliteConnection,
-    sql: &IngestSql,
-    plan: &Plan,
-) -> Result<Vec<IngestOutcome>, StoreError> {
-    let mut stored = HashSet::with_capacity(plan.states.len() + plan.logs.len());
-    if !plan.is_empty() {
-        // IMMEDIATE: take the write lock now (waiting up to busy_timeout for another process)
-        // rather than fail on upgrading a read transaction.
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        insert_states(&mut tx, sql, &plan.states, &mut stored).await?;
-        insert_logs(&mut tx, sql, &plan.logs, &mut stored).await?;
-        upsert_runs(&mut tx, sql, &plan.runs(&stored)).await?;
-        tx.commit().await?;
-    }
-    Ok(plan.outcomes(&stored))
-}
-
-/// The multi-row statements of ingestion, one per chunk size.
+/// The multi-row statements of ingestion, one per chunk size, built once.
 struct IngestSql {
     states: Vec<Arc<str>>,
     logs: Vec<Arc<str>>,
     runs: Vec<Arc<str>>,
 }
 
-const INSERT_STATES: &str =
-    "INSERT INTO run_states (event_id, run_id, group_id, state, message, attempt, ts) VALUES ";
-const INSERT_STATES_TAIL: &str = " ON CONFLICT (event_id) DO NOTHING RETURNING event_id";
-const INSERT_LOGS: &str = "INSERT INTO logs (event_id, run_id, flow_run_id, group_id, run_name, level, message, \
-     fields, attempt, ts) VALUES ";
-const INSERT_LOGS_TAIL: &str = " ON CONFLICT (event_id) DO NOTHING RETURNING event_id";
-const UPSERT_RUNS: &str = "INSERT INTO runs (id, kind, name, parent_run_id, flow_run_id, state, state_message, \
-     state_ts, state_event_id, attempt, created, started, ended, has_details, task_key, tags, parameters, \
-     upstream, cache_key, deployment, version, worker) VALUES ";
-/// The merge described in `rows`: latest state by (timestamp, event id), least `created` and
-/// `started`, first details. All right-hand sides see the row as it was before the update.
-const UPSERT_RUNS_TAIL: &str = "
- ON CONFLICT (id) DO UPDATE SET
-    parent_run_id = coalesce(runs.parent_run_id, excluded.parent_run_id),
-    flow_run_id = coalesce(runs.flow_run_id, excluded.flow_run_id),
-    state = CASE WHEN (excluded.state_ts, excluded.state_event_id) > (runs.state_ts, runs.state_event_id)
-        THEN excluded.state ELSE runs.state END,
-    state_message = CASE WHEN (excluded.state_ts, excluded.state_event_id) > (runs.state_ts, runs.state_event_id)
-        THEN excluded.state_message ELSE runs.state_message END,
-    attempt = CASE WHEN (excluded.state_ts, excluded.state_event_id) > (runs.state_ts, runs.state_event_id)
-        THEN excluded.attempt ELSE runs.attempt END,
-    ended = CASE WHEN (excluded.state_ts, excluded.state_event_id) > (runs.state_ts, runs.state_event_id)
-        THEN excluded.ended ELSE runs.ended END,
-    state_ts = max(runs.state_ts, excluded.state_ts),
-    state_event_id = CASE WHEN (excluded.state_ts, excluded.state_event_id) > (runs.state_ts, runs.state_event_id)
-        THEN excluded.state_event_id ELSE runs.state_event_id END,
-    created = min(runs.created, excluded.created),
-    started = coalesce(min(runs.started, excluded.started), runs.started, excluded.started),
-    has_details = max(runs.has_details, excluded.has_details),
-    task_key = CASE WHEN runs.has_details THEN runs.task_key ELSE excluded.task_key END,
-    tags = CASE WHEN runs.has_details THEN runs.tags ELSE excluded.tags END,
-    parameters = CASE WHEN runs.has_details THEN runs.parameters ELSE excluded.parameters END,
-    upstream = CASE WHEN runs.has_details THEN runs.upstream ELSE excluded.upstream END,
-    cache_key = CASE WHEN runs.has_details THEN runs.cache_key ELSE excluded.cache_key END,
-    deployment = CASE WHEN runs.has_details THEN runs.deployment ELSE excluded.deployment END,
-    version = CASE WHEN runs.has_details THEN runs.version ELSE excluded.version END,
-    worker = CASE WHEN runs.has_details THEN runs.worker ELSE excluded.worker END";
-
-impl IngestSql {
-    fn new() -> IngestSql {
-        let build = |head: &str, columns: usize, tail: &str| -> Vec<Arc<str>> {
-            CHUNKS
-                .iter()
-                .map(|&rows| Arc::from(values_sql(head, columns, rows, tail)))
-                .collect()
-        };
-        IngestSql {
-            states: build(INSERT_STATES, 7, INSERT_STATES_TAIL),
-            logs: build(INSERT_LOGS, 10, INSERT_LOGS_TAIL),
-            runs: build(UPSERT_RUNS, 22, UPSERT_RUNS_TAIL),
-        }
+static INGEST_SQL: LazyLock<IngestSql> = LazyLock::new(|| {
+    let build = |table: &str, columns: &str, tail: &str| -> Vec<Arc<str>> {
+        let head = format!("INSERT INTO {table} ({columns}) VALUES ");
+        let width = columns.split(',').count();
+        CHUNKS
+            .iter()
+            .map(|&rows| Arc::from(values_sql(&head, width, rows, tail)))
+            .collect()
+    };
+    IngestSql {
+        states: build("run_states", STATE_COLUMNS, NEW_EVENTS_ONLY),
+        logs: build("logs", LOG_COLUMNS, NEW_EVENTS_ONLY),
+        runs: build("runs", RUN_COLUMNS, &queries::merge_runs::<Sqlite>()),
     }
-}
+});
 
 /// `head (?, …), (?, …) tail` with `rows` tuples of `columns` placeholders.
 fn values_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String {
@@ -332,24 +279,21 @@ fn chunked<T>(mut rows: &[T]) -> impl Iterator<Item = (usize, &[T])> {
     })
 }
 
-async fn insert_states(
+/// A statement of [`IngestSql`] with its arguments.
+type Statement = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
+
+/// Inserts event rows with `statements` (one per chunk size), binding each row's values with
+/// `bind`; adds the event ids newly stored to `stored`.
+async fn insert_events<R: Sync>(
     conn: &mut SqliteConnection,
-    sql: &IngestSql,
-    rows: &[StateRow],
+    statements: &[Arc<str>],
+    rows: &[R],
     stored: &mut HashSet<Uuid>,
+    bind: impl Fn(Statement, &R) -> Statement,
 ) -> Result<(), StoreError> {
     for (which, chunk) in chunked(rows) {
-        let mut query = sqlx::query(AssertSqlSafe(sql.states[which].clone()));
-        for row in chunk {
-            query = query
-                .bind(row.event_id)
-                .bind(row.run_id)
-                .bind(row.group_id)
-                .bind(row.state.as_str())
-                .bind(row.message.clone())
-                .bind(i64::from(row.attempt))
-                .bind(row.ts);
-        }
+        let query = sqlx::query(AssertSqlSafe(statements[which].clone()));
+        let query = chunk.iter().fold(query, &bind);
         for returned in query.fetch_all(&mut *conn).await? {
             stored.insert(returned.try_get::<Uuid, _>(0)?);
         }
@@ -357,16 +301,34 @@ async fn insert_states(
     Ok(())
 }
 
-async fn insert_logs(
-    conn: &mut SqliteConnection,
-    sql: &IngestSql,
-    rows: &[LogRow],
-    stored: &mut HashSet<Uuid>,
-) -> Result<(), StoreError> {
-    for (which, chunk) in chunked(rows) {
-        let mut query = sqlx::query(AssertSqlSafe(sql.logs[which].clone()));
-        for row in chunk {
-            query = query
+/// Bulk ingestion on SQLite: multi-row `VALUES` statements of the sizes in [`CHUNKS`], one
+/// row's values after another.
+impl BulkWrite for Sqlite {
+    async fn insert_states(
+        conn: &mut SqliteConnection,
+        rows: &[StateRow],
+        stored: &mut HashSet<Uuid>,
+    ) -> Result<(), StoreError> {
+        insert_events(conn, &INGEST_SQL.states, rows, stored, |query, row| {
+            query
+                .bind(row.event_id)
+                .bind(row.run_id)
+                .bind(row.group_id)
+                .bind(row.state.as_str())
+                .bind(row.message.clone())
+                .bind(i64::from(row.attempt))
+                .bind(row.ts)
+        })
+        .await
+    }
+
+    async fn insert_logs(
+        conn: &mut SqliteConnection,
+        rows: &[LogRow],
+        stored: &mut HashSet<Uuid>,
+    ) -> Result<(), StoreError> {
+        insert_events(conn, &INGEST_SQL.logs, rows, stored, |query, row| {
+            query
                 .bind(row.event_id)
                 .bind(row.run_id)
                 .bind(row.flow_run_id)
@@ -376,474 +338,51 @@ async fn insert_logs(
                 .bind(row.message.clone())
                 .bind(row.fields.clone())
                 .bind(i64::from(row.attempt))
-                .bind(row.ts);
-        }
-        for returned in query.fetch_all(&mut *conn).await? {
-            stored.insert(returned.try_get::<Uuid, _>(0)?);
-        }
-    }
-    Ok(())
-}
-
-async fn upsert_runs(
-    conn: &mut SqliteConnection,
-    sql: &IngestSql,
-    runs: &[RunRow],
-) -> Result<(), StoreError> {
-    let no_details = rows::DetailsRow::default();
-    for (which, chunk) in chunked(runs) {
-        let mut query = sqlx::query(AssertSqlSafe(sql.runs[which].clone()));
-        for run in chunk {
-            let details = run.details.as_ref().unwrap_or(&no_details);
-            query = query
-                .bind(run.id)
-                .bind(run.kind.as_str())
-                .bind(run.name.clone())
-                .bind(run.parent_run_id)
-                .bind(run.flow_run_id)
-                .bind(run.state.as_str())
-                .bind(run.state_message.clone())
-                .bind(run.state_ts)
-                .bind(run.state_event_id)
-                .bind(i64::from(run.attempt))
-                .bind(run.created)
-                .bind(run.started)
-                .bind(run.ended)
-                .bind(run.details.is_some())
-                .bind(details.task_key.clone())
-                .bind(details.tags_json()?)
-                .bind(details.parameters.clone())
-                .bind(details.upstream_json()?)
-                .bind(details.cache_key.clone())
-                .bind(details.deployment.clone())
-                .bind(details.version.clone())
-                .bind(details.worker.clone());
-        }
-        query.execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// Binds a list of ids as `?, ?, …` into a statement built at run time.
-fn id_list(head: &str, ids: &[Uuid], tail: &str) -> QueryBuilder<Sqlite> {
-    let mut builder = QueryBuilder::new(head);
-    let mut separated = builder.separated(", ");
-    for id in ids {
-        separated.push_bind(*id);
-    }
-    builder.push(tail);
-    builder
-}
-
-/// Retention, in one transaction: the `batch` oldest runs created before `cutoff`, with every
-/// run, state and log line of their groups (a flow run and its task runs go together).
-async fn delete_before(
-    conn: &mut SqliteConnection,
-    cutoff: i64,
-    batch: u32,
-) -> Result<u64, StoreError> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let candidates: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(
-        "SELECT id, flow_run_id FROM runs WHERE created < ?1 ORDER BY created LIMIT ?2",
-    )
-    .bind(cutoff)
-    .bind(i64::from(batch))
-    .fetch_all(&mut *tx)
-    .await?;
-    let groups = rows::retention_groups(&candidates);
-    let mut deleted = 0;
-    // Stay well below SQLite's limit on bound parameters.
-    for chunk in groups.chunks(500) {
-        for (head, tail, count) in [
-            ("DELETE FROM runs WHERE flow_run_id IN (", ")", true),
-            ("DELETE FROM runs WHERE id IN (", ")", true),
-            ("DELETE FROM run_states WHERE group_id IN (", ")", false),
-            ("DELETE FROM logs WHERE group_id IN (", ")", false),
-        ] {
-            let done = id_list(head, chunk, tail)
-                .build()
-                .persistent(false)
-                .execute(&mut *tx)
-                .await?;
-            if count {
-                deleted += done.rows_affected();
-            }
-        }
-    }
-    if candidates.len() < batch as usize {
-        deleted += delete_orphan_logs(&mut tx, cutoff, batch).await?;
-    }
-    tx.commit().await?;
-    Ok(deleted)
-}
-
-/// Old log lines whose run never sent a state (its state events were dropped by a reporter)
-/// have no run row to be deleted with: delete up to `batch` of them once no old run is left.
-async fn delete_orphan_logs(
-    tx: &mut SqliteConnection,
-    cutoff: i64,
-    batch: u32,
-) -> Result<u64, StoreError> {
-    let done = sqlx::query(
-        "DELETE FROM logs WHERE event_id IN (
-             SELECT event_id FROM logs AS l
-             WHERE l.ts < ?1
-               AND NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.id = l.group_id)
-               AND NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.flow_run_id = l.group_id)
-             LIMIT ?2)",
-    )
-    .bind(cutoff)
-    .bind(i64::from(batch))
-    .execute(&mut *tx)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-async fn record_drops(
-    conn: &mut SqliteConnection,
-    worker: &str,
-    dropped: u64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO reporter_drops (worker, dropped, last_seen) VALUES (?1, ?2, ?3)
-         ON CONFLICT (worker) DO UPDATE SET
-            dropped = CASE WHEN reporter_drops.dropped > 9223372036854775807 - excluded.dropped
-                THEN 9223372036854775807 ELSE reporter_drops.dropped + excluded.dropped END,
-            last_seen = max(reporter_drops.last_seen, excluded.last_seen)",
-    )
-    .bind(worker)
-    .bind(i64::try_from(dropped).unwrap_or(i64::MAX))
-    .bind(micros(Utc::now()))
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// The columns [`run_from_row`] reads.
-const RUN_COLUMNS: &str = "id, kind, name, task_key, parent_run_id, flow_run_id, state, state_message, state_ts, \
-     attempt, created, started, ended, tags, parameters, upstream, cache_key, deployment, version, worker";
-
-fn json_column<T: serde::de::DeserializeOwned>(
-    row: &SqliteRow,
-    column: &str,
-) -> Result<T, StoreError> {
-    let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|e| corrupt(format!("column {column}: {e}")))
-}
-
-fn optional_instant(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-    row.try_get::<Option<i64>, _>(column)?
-        .map(from_micros)
-        .transpose()
-}
-
-fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
-    let parameters: Option<String> = row.try_get("parameters")?;
-    Ok(RunRecord {
-        id: row.try_get("id")?,
-        kind: parse_kind(row.try_get("kind")?)?,
-        name: row.try_get("name")?,
-        task_key: row.try_get("task_key")?,
-        parent_run_id: row.try_get("parent_run_id")?,
-        flow_run_id: row.try_get("flow_run_id")?,
-        state: parse_state(row.try_get("state")?)?,
-        state_message: row.try_get("state_message")?,
-        state_timestamp: from_micros(row.try_get("state_ts")?)?,
-        attempt: parse_attempt(row.try_get("attempt")?)?,
-        created: from_micros(row.try_get("created")?)?,
-        started: optional_instant(row, "started")?,
-        ended: optional_instant(row, "ended")?,
-        tags: json_column(row, "tags")?,
-        parameters: parameters
-            .map(|p| serde_json::from_str(&p))
-            .transpose()
-            .map_err(|e| corrupt(format!("column parameters: {e}")))?,
-        upstream: json_column(row, "upstream")?,
-        cache_key: row.try_get("cache_key")?,
-        deployment: row.try_get("deployment")?,
-        version: row.try_get("version")?,
-        worker: row.try_get("worker")?,
-    })
-}
-
-fn state_from_row(row: &SqliteRow) -> Result<StateRecord, StoreError> {
-    Ok(StateRecord {
-        event_id: row.try_get("event_id")?,
-        run_id: row.try_get("run_id")?,
-        state: parse_state(row.try_get("state")?)?,
-        message: row.try_get("message")?,
-        attempt: parse_attempt(row.try_get("attempt")?)?,
-        timestamp: from_micros(row.try_get("ts")?)?,
-    })
-}
-
-fn log_from_row(row: &SqliteRow) -> Result<LogRecord, StoreError> {
-    let fields: Option<String> = row.try_get("fields")?;
-    Ok(LogRecord {
-        event_id: row.try_get("event_id")?,
-        run_id: row.try_get("run_id")?,
-        flow_run_id: row.try_get("flow_run_id")?,
-        run_name: row.try_get("run_name")?,
-        level: parse_level(row.try_get("level")?)?,
-        message: row.try_get("message")?,
-        fields: match fields {
-            Some(text) => {
-                serde_json::from_str(&text).map_err(|e| corrupt(format!("column fields: {e}")))?
-            }
-            None => serde_json::Map::new(),
-        },
-        attempt: parse_attempt(row.try_get("attempt")?)?,
-        timestamp: from_micros(row.try_get("ts")?)?,
-    })
-}
-
-/// The flow-runs list query; `limit` rows at most (the caller asks one more than a page to
-/// learn whether a next page exists).
-fn list_query(filter: &RunFilter, after: Option<Cursor>, limit: i64) -> QueryBuilder<Sqlite> {
-    let mut q = QueryBuilder::new(format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE kind = 'flow'"
-    ));
-    if !filter.states.is_empty() {
-        q.push(" AND state IN (");
-        let mut states = q.separated(", ");
-        for state in &filter.states {
-            states.push_bind(state.as_str());
-        }
-        q.push(")");
-    }
-    if let Some(name) = &filter.flow_name {
-        q.push(" AND name = ").push_bind(name.clone());
-    }
-    if let Some(deployment) = &filter.deployment {
-        q.push(" AND deployment = ").push_bind(deployment.clone());
-    }
-    if let Some(tag) = &filter.tag {
-        q.push(" AND EXISTS (SELECT 1 FROM json_each(runs.tags) WHERE json_each.value = ")
-            .push_bind(tag.clone())
-            .push(")");
-    }
-    if let Some(after) = filter.created_after {
-        q.push(" AND created >= ").push_bind(micros(after));
-    }
-    if let Some(before) = filter.created_before {
-        q.push(" AND created < ").push_bind(micros(before));
-    }
-    if let Some(search) = &filter.search {
-        // instr, not LIKE: the search text is matched literally, `%` and `_` included.
-        q.push(" AND instr(lower(name), lower(")
-            .push_bind(search.clone())
-            .push(")) > 0");
-    }
-    if let Some(cursor) = after {
-        q.push(" AND (created, id) < (")
-            .push_bind(cursor.micros)
-            .push(", ")
-            .push_bind(cursor.id)
-            .push(")");
-    }
-    q.push(" ORDER BY created DESC, id DESC LIMIT ")
-        .push_bind(limit);
-    q
-}
-
-/// The page size a request asks for, within 1..=1000.
-fn page_size(page: &PageRequest) -> usize {
-    page.limit.clamp(1, 1000) as usize
-}
-
-fn decode_cursor(page: &PageRequest) -> Result<Option<Cursor>, StoreError> {
-    page.cursor.as_deref().map(Cursor::decode).transpose()
-}
-
-/// Cuts `items` (fetched with one extra) to `size` and derives the next cursor.
-fn paginate<T>(mut items: Vec<T>, size: usize, key: impl Fn(&T) -> Cursor) -> Page<T> {
-    let next_cursor = if items.len() > size {
-        items.truncate(size);
-        items.last().map(|last| key(last).encode())
-    } else {
-        None
-    };
-    Page { items, next_cursor }
-}
-
-/// Subflow runs of a flow run: flow runs called by it or by one of its task runs.
-const SUBFLOWS: &str = "SELECT id FROM runs WHERE kind = 'flow' AND id <> ?1 AND (parent_run_id = ?1 \
-     OR parent_run_id IN (SELECT id FROM runs WHERE flow_run_id = ?1 AND kind = 'task'))";
-
-impl Backend for SqliteStore {
-    async fn ingest(&self, events: Vec<Event>) -> Result<IngestOutcome, StoreError> {
-        if events.is_empty() {
-            return Ok(IngestOutcome::default());
-        }
-        self.write(|reply| Command::Ingest { events, reply }).await
-    }
-
-    async fn list_flow_runs(
-        &self,
-        filter: &RunFilter,
-        page: &PageRequest,
-    ) -> Result<Page<RunRecord>, StoreError> {
-        let size = page_size(page);
-        let after = decode_cursor(page)?;
-        let rows = list_query(filter, after, size as i64 + 1)
-            .build()
-            .fetch_all(&self.readers)
-            .await?;
-        let runs = rows
-            .iter()
-            .map(run_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(paginate(runs, size, |run| Cursor {
-            micros: micros(run.created),
-            id: run.id,
-        }))
-    }
-
-    async fn get_run(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.readers)
-        .await?;
-        row.as_ref().map(run_from_row).transpose()
-    }
-
-    async fn child_runs(&self, flow_run_id: Uuid) -> Result<Vec<RunRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE flow_run_id = ?1 AND id <> ?1
-             UNION ALL
-             SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({SUBFLOWS}) AND flow_run_id IS NOT ?1
-             ORDER BY created, id"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(flow_run_id)
-            .fetch_all(&self.readers)
-            .await?;
-        rows.iter().map(run_from_row).collect()
-    }
-
-    async fn states(&self, flow_run_id: Uuid) -> Result<Vec<StateRecord>, StoreError> {
-        let sql = format!(
-            "SELECT event_id, run_id, state, message, attempt, ts FROM run_states WHERE group_id = ?1
-             UNION ALL
-             SELECT event_id, run_id, state, message, attempt, ts FROM run_states
-                 WHERE group_id IN ({SUBFLOWS}) AND run_id = group_id
-             ORDER BY ts, event_id"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(flow_run_id)
-            .fetch_all(&self.readers)
-            .await?;
-        rows.iter().map(state_from_row).collect()
-    }
-
-    async fn logs(
-        &self,
-        flow_run_id: Uuid,
-        filter: &LogFilter,
-        page: &PageRequest,
-    ) -> Result<Page<LogRecord>, StoreError> {
-        let size = page_size(page);
-        let after = decode_cursor(page)?;
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT event_id, run_id, flow_run_id, run_name, level, message, fields, attempt, ts \
-             FROM logs WHERE group_id = ",
-        );
-        q.push_bind(flow_run_id);
-        if let Some(level) = filter.min_level {
-            q.push(" AND level >= ")
-                .push_bind(rows::level_number(level));
-        }
-        if let Some(run_id) = filter.run_id {
-            q.push(" AND run_id = ").push_bind(run_id);
-        }
-        if let Some(cursor) = after {
-            q.push(" AND (ts, event_id) > (")
-                .push_bind(cursor.micros)
-                .push(", ")
-                .push_bind(cursor.id)
-                .push(")");
-        }
-        q.push(" ORDER BY ts, event_id LIMIT ")
-            .push_bind(size as i64 + 1);
-        let rows = q.build().fetch_all(&self.readers).await?;
-        let logs = rows
-            .iter()
-            .map(log_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(paginate(logs, size, |log| Cursor {
-            micros: micros(log.timestamp),
-            id: log.event_id,
-        }))
-    }
-
-    async fn stats(
-        &self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-        buckets: u32,
-    ) -> Result<Stats, StoreError> {
-        let frame = StatsFrame::new(since, until, buckets);
-        let rows = sqlx::query(
-            "SELECT (created - ?1) / ?2 AS bucket, state, count(*) AS n FROM runs
-             WHERE kind = 'flow' AND created >= ?1 AND created < ?3
-             GROUP BY bucket, state",
-        )
-        .bind(frame.since)
-        .bind(frame.width)
-        .bind(frame.until)
-        .fetch_all(&self.readers)
-        .await?;
-        let counts = rows
-            .iter()
-            .map(|row| {
-                let n: i64 = row.try_get("n")?;
-                Ok((
-                    row.try_get("bucket")?,
-                    parse_state(row.try_get("state")?)?,
-                    n.max(0) as u64,
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        frame.assemble(counts)
-    }
-
-    async fn delete_before(&self, cutoff: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
-        let cutoff = micros(cutoff);
-        self.write(|reply| Command::DeleteBefore {
-            cutoff,
-            batch,
-            reply,
+                .bind(row.ts)
         })
         .await
     }
 
-    async fn record_reporter_drops(&self, worker: &str, dropped: u64) -> Result<(), StoreError> {
-        let worker = worker.to_string();
-        self.write(|reply| Command::Drops {
-            worker,
-            dropped,
-            reply,
-        })
-        .await
-    }
-
-    async fn close(&self) {
-        drop(lock(&self.sender).take());
-        let writer = lock(&self.writer).take();
-        if let Some(writer) = writer
-            && let Err(e) = writer.await
-        {
-            tracing::error!("the SQLite writer task failed: {e}");
+    async fn upsert_runs(conn: &mut SqliteConnection, runs: &[RunRow]) -> Result<(), StoreError> {
+        let no_details = rows::DetailsRow::default();
+        for (which, chunk) in chunked(runs) {
+            let mut query = sqlx::query(AssertSqlSafe(INGEST_SQL.runs[which].clone()));
+            for run in chunk {
+                let details = run.details.as_ref().unwrap_or(&no_details);
+                query = query
+                    .bind(run.id)
+                    .bind(run.kind.as_str())
+                    .bind(run.name.clone())
+                    .bind(run.parent_run_id)
+                    .bind(run.flow_run_id)
+                    .bind(run.state.as_str())
+                    .bind(run.state_message.clone())
+                    .bind(run.state_ts)
+                    .bind(run.state_event_id)
+                    .bind(i64::from(run.attempt))
+                    .bind(run.created)
+                    .bind(run.started)
+                    .bind(run.ended)
+                    .bind(run.details.is_some())
+                    .bind(details.task_key.clone())
+                    .bind(details.tags_json()?)
+                    .bind(details.parameters.clone())
+                    .bind(details.upstream_json()?)
+                    .bind(details.cache_key.clone())
+                    .bind(details.deployment.clone())
+                    .bind(details.version.clone())
+                    .bind(details.worker.clone());
+            }
+            query.execute(&mut *conn).await?;
         }
-        self.readers.close().await;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::QueryBuilder;
 
     /// `sqlite:PATH` works as well as `sqlite://PATH`, creates the file and turns WAL on.
     #[tokio::test]
@@ -865,8 +404,12 @@ mod tests {
                 store.ingest(vec![]).await,
                 Ok(IngestOutcome { accepted: 0, .. })
             ));
+            let drops = Maintenance::ReporterDrops {
+                worker: "w".into(),
+                dropped: 1,
+            };
             assert!(matches!(
-                store.record_reporter_drops("w", 1).await,
+                store.maintain(drops).await,
                 Err(StoreError::Closed)
             ));
         }
@@ -879,6 +422,8 @@ mod tests {
     /// The list query must walk an index in the page's order: no sort of all flow runs.
     #[tokio::test]
     async fn list_query_uses_an_index_without_sorting() {
+        use super::super::RunFilter;
+        use super::super::cursor::Cursor;
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("plan.db").display());
         let store = SqliteStore::connect(&url).await.expect("connect");
@@ -920,29 +465,12 @@ mod tests {
         ];
         for (filter, index) in cases {
             for after in [None, cursor] {
-                let q = list_query(&filter, after, 51);
-                let sql = format!("EXPLAIN QUERY PLAN {}", q.sql().as_str());
-                let mut explain = sqlx::query(AssertSqlSafe(sql));
-                // Re-bind the same values: EXPLAIN needs them to plan with the same shape.
-                for state in &filter.states {
-                    explain = explain.bind(state.as_str());
-                }
-                for value in [
-                    &filter.flow_name,
-                    &filter.deployment,
-                    &filter.tag,
-                    &filter.search,
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    explain = explain.bind(value.clone());
-                }
-                if let Some(c) = after {
-                    explain = explain.bind(c.micros).bind(c.id);
-                }
-                explain = explain.bind(51i64);
+                // The very query the store runs, with its values bound: EXPLAIN needs them to
+                // plan with the same shape.
+                let mut explain = QueryBuilder::<Sqlite>::new("EXPLAIN QUERY PLAN ");
+                queries::push_list_query(&mut explain, &filter, after, 51).expect("query");
                 let plan: Vec<String> = explain
+                    .build()
                     .fetch_all(&store.readers)
                     .await
                     .expect("explain")

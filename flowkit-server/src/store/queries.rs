@@ -1,0 +1,650 @@
+//! Every query of the store, written once for both backends: the reads, retention, reporter
+//! drops, and the parts of ingestion that are not about moving rows in bulk (the transaction,
+//! the column lists, the merge of a run's row). What the backends spell differently comes from
+//! their [`Dialect`]; only the bulk insert of a batch's rows is written per backend
+//! ([`BulkWrite`]: multi-row `VALUES` on SQLite, `UNNEST` of arrays on PostgreSQL).
+
+use super::cursor::Cursor;
+use super::dialect::{Bind, Dialect, Get, PushBind};
+use super::rows::{
+    self, LogRow, Plan, RunRow, StateRow, StatsFrame, corrupt, from_micros, micros, parse_attempt,
+    parse_kind, parse_level, parse_state,
+};
+use super::{
+    IngestOutcome, LogFilter, LogRecord, Page, PageRequest, RunFilter, RunRecord, StateRecord,
+    Stats, StoreError,
+};
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use sqlx::{AssertSqlSafe, Connection, Pool, QueryBuilder};
+use std::collections::HashSet;
+use std::future::Future;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------------
+// Reading rows
+// ---------------------------------------------------------------------------------------------
+
+/// One row of a result, read by column name.
+struct Columns<'r, D: Dialect>(&'r D::Row);
+
+impl<D: Dialect> Columns<'_, D> {
+    fn get<T>(&self, column: &str) -> Result<T, StoreError>
+    where
+        D: Get<T>,
+    {
+        Ok(D::get(self.0, column)?)
+    }
+
+    fn instant(&self, column: &str) -> Result<DateTime<Utc>, StoreError> {
+        D::instant(self.0, column)
+    }
+
+    fn opt_instant(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        D::opt_instant(self.0, column)
+    }
+
+    /// A column holding JSON text (see [`Dialect::json_text`]).
+    fn json<T: DeserializeOwned>(&self, column: &str) -> Result<T, StoreError> {
+        let text: String = self.get(column)?;
+        serde_json::from_str(&text).map_err(|e| corrupt(format!("column {column}: {e}")))
+    }
+
+    /// A nullable column holding JSON text.
+    fn opt_json<T: DeserializeOwned>(&self, column: &str) -> Result<Option<T>, StoreError> {
+        let text: Option<String> = self.get(column)?;
+        text.map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|e| corrupt(format!("column {column}: {e}")))
+    }
+}
+
+/// The columns [`run_record`] reads.
+fn run_columns<D: Dialect>() -> String {
+    format!(
+        "id, kind, name, task_key, parent_run_id, flow_run_id, state, state_message, state_ts, \
+         attempt, created, started, ended, {}, {}, {}, cache_key, deployment, version, worker",
+        D::json_text("tags"),
+        D::json_text("parameters"),
+        D::json_text("upstream"),
+    )
+}
+
+fn run_record<D: Dialect>(row: &D::Row) -> Result<RunRecord, StoreError> {
+    let c = Columns::<D>(row);
+    Ok(RunRecord {
+        id: c.get("id")?,
+        kind: parse_kind(&c.get::<String>("kind")?)?,
+        name: c.get("name")?,
+        task_key: c.get("task_key")?,
+        parent_run_id: c.get("parent_run_id")?,
+        flow_run_id: c.get("flow_run_id")?,
+        state: parse_state(&c.get::<String>("state")?)?,
+        state_message: c.get("state_message")?,
+        state_timestamp: c.instant("state_ts")?,
+        attempt: parse_attempt(c.get("attempt")?)?,
+        created: c.instant("created")?,
+        started: c.opt_instant("started")?,
+        ended: c.opt_instant("ended")?,
+        tags: c.json("tags")?,
+        parameters: c.opt_json("parameters")?,
+        upstream: c.json("upstream")?,
+        cache_key: c.get("cache_key")?,
+        deployment: c.get("deployment")?,
+        version: c.get("version")?,
+        worker: c.get("worker")?,
+    })
+}
+
+/// The columns [`state_record`] reads.
+const STATE_RECORD_COLUMNS: &str = "event_id, run_id, state, message, attempt, ts";
+
+fn state_record<D: Dialect>(row: &D::Row) -> Result<StateRecord, StoreError> {
+    let c = Columns::<D>(row);
+    Ok(StateRecord {
+        event_id: c.get("event_id")?,
+        run_id: c.get("run_id")?,
+        state: parse_state(&c.get::<String>("state")?)?,
+        message: c.get("message")?,
+        attempt: parse_attempt(c.get("attempt")?)?,
+        timestamp: c.instant("ts")?,
+    })
+}
+
+/// The columns [`log_record`] reads. The level is widened to one integer type on both
+/// backends (PostgreSQL keeps it in a smallint).
+fn log_columns<D: Dialect>() -> String {
+    format!(
+        "event_id, run_id, flow_run_id, run_name, CAST(level AS BIGINT) AS level, message, {}, \
+         attempt, ts",
+        D::json_text("fields")
+    )
+}
+
+fn log_record<D: Dialect>(row: &D::Row) -> Result<LogRecord, StoreError> {
+    let c = Columns::<D>(row);
+    Ok(LogRecord {
+        event_id: c.get("event_id")?,
+        run_id: c.get("run_id")?,
+        flow_run_id: c.get("flow_run_id")?,
+        run_name: c.get("run_name")?,
+        level: parse_level(c.get("level")?)?,
+        message: c.get("message")?,
+        fields: c.opt_json("fields")?.unwrap_or_default(),
+        attempt: parse_attempt(c.get("attempt")?)?,
+        timestamp: c.instant("ts")?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages
+// ---------------------------------------------------------------------------------------------
+
+/// The page size a request asks for, within 1..=1000.
+fn page_size(page: &PageRequest) -> usize {
+    page.limit.clamp(1, 1000) as usize
+}
+
+/// The position after which a page starts, if it is not the first.
+fn decode_cursor(page: &PageRequest) -> Result<Option<Cursor>, StoreError> {
+    page.cursor.as_deref().map(Cursor::decode).transpose()
+}
+
+/// A cursor's instant. [`Cursor::decode`] only accepts instants both backends can hold.
+fn cursor_instant(cursor: &Cursor) -> Result<DateTime<Utc>, StoreError> {
+    from_micros(cursor.micros).map_err(|_| StoreError::InvalidCursor("instant out of range".into()))
+}
+
+/// Every row of `q`, read with `read`.
+async fn read_all<D: Dialect, T>(
+    pool: &Pool<D>,
+    q: &mut QueryBuilder<D>,
+    read: fn(&D::Row) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let rows = D::fetch_all(&mut *pool.acquire().await?, q).await?;
+    rows.iter().map(read).collect()
+}
+
+/// A page of `q`'s rows, read with `read`: `q` asks for one row more than `size`, which says
+/// whether a next page exists; its cursor is the `key` of the page's last item.
+async fn read_page<D: Dialect, T>(
+    pool: &Pool<D>,
+    q: &mut QueryBuilder<D>,
+    size: usize,
+    read: fn(&D::Row) -> Result<T, StoreError>,
+    key: impl Fn(&T) -> Cursor,
+) -> Result<Page<T>, StoreError> {
+    let mut items = read_all(pool, q, read).await?;
+    let next_cursor = if items.len() > size {
+        items.truncate(size);
+        items.last().map(|last| key(last).encode())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// `value, value, …` as placeholders.
+fn push_list<D, T>(q: &mut QueryBuilder<D>, values: impl IntoIterator<Item = T>)
+where
+    D: Dialect + Bind<T>,
+{
+    for (i, value) in values.into_iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.bind(value);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+// ---------------------------------------------------------------------------------------------
+
+/// Appends the flow-runs list query (to an `EXPLAIN` in a test): at most `limit` rows (the caller asks one more than a page
+/// to learn whether a next page exists). Every filter keeps the query on an index that walks
+/// the runs in page order (see the migrations).
+pub(crate) fn push_list_query<D: Dialect>(
+    q: &mut QueryBuilder<D>,
+    filter: &RunFilter,
+    after: Option<Cursor>,
+    limit: i64,
+) -> Result<(), StoreError> {
+    q.push(format!(
+        "SELECT {} FROM runs WHERE kind = 'flow'",
+        run_columns::<D>()
+    ));
+    match filter.states.as_slice() {
+        [] => {}
+        // `=` rather than a one-item list: PostgreSQL then reads runs_flow_state in page order.
+        [state] => {
+            q.push(" AND state = ").bind(state.as_str().to_string());
+        }
+        states => {
+            q.push(" AND state IN (");
+            push_list(q, states.iter().map(|s| s.as_str().to_string()));
+            q.push(")");
+        }
+    }
+    if let Some(name) = &filter.flow_name {
+        q.push(" AND name = ").bind(D::text(name));
+    }
+    if let Some(deployment) = &filter.deployment {
+        q.push(" AND deployment = ").bind(D::text(deployment));
+    }
+    if let Some(tag) = &filter.tag {
+        D::push_has_tag(q, tag);
+    }
+    if let Some(after) = filter.created_after {
+        q.push(" AND created >= ").bind_instant(after);
+    }
+    if let Some(before) = filter.created_before {
+        q.push(" AND created < ").bind_instant(before);
+    }
+    if let Some(search) = &filter.search {
+        // A position, not LIKE: the search text is matched literally, `%` and `_` included.
+        q.push(format!(" AND {}(lower(name), lower(", D::POSITION))
+            .bind(D::text(search))
+            .push(")) > 0");
+    }
+    if let Some(cursor) = &after {
+        q.push(" AND (created, id) < (")
+            .bind_instant(cursor_instant(cursor)?)
+            .push(", ")
+            .bind(cursor.id)
+            .push(")");
+    }
+    q.push(" ORDER BY created DESC, id DESC LIMIT ").bind(limit);
+    Ok(())
+}
+
+/// Flow runs, newest first: see [`super::Backend::list_flow_runs`].
+pub(crate) async fn list_flow_runs<D: Dialect>(
+    pool: &Pool<D>,
+    filter: &RunFilter,
+    page: &PageRequest,
+) -> Result<Page<RunRecord>, StoreError> {
+    let size = page_size(page);
+    let mut q = QueryBuilder::new("");
+    push_list_query(&mut q, filter, decode_cursor(page)?, size as i64 + 1)?;
+    read_page(pool, &mut q, size, run_record::<D>, |run| Cursor {
+        micros: micros(run.created),
+        id: run.id,
+    })
+    .await
+}
+
+/// One run.
+pub(crate) async fn get_run<D: Dialect>(
+    pool: &Pool<D>,
+    id: Uuid,
+) -> Result<Option<RunRecord>, StoreError> {
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {} FROM runs WHERE id = ",
+        run_columns::<D>()
+    ));
+    q.bind(id);
+    let row = D::fetch_optional(&mut *pool.acquire().await?, &mut q).await?;
+    row.as_ref().map(run_record::<D>).transpose()
+}
+
+/// Appends the ids of the subflow runs of a flow run: flow runs called by it or by one of its
+/// task runs.
+fn push_subflows<D: Dialect>(q: &mut QueryBuilder<D>, flow_run_id: Uuid) {
+    q.push("SELECT id FROM runs WHERE kind = 'flow' AND id <> ")
+        .bind(flow_run_id)
+        .push(" AND (parent_run_id = ")
+        .bind(flow_run_id)
+        .push(" OR parent_run_id IN (SELECT id FROM runs WHERE flow_run_id = ")
+        .bind(flow_run_id)
+        .push(" AND kind = 'task'))");
+}
+
+/// Task runs and subflow runs of a flow run, oldest first.
+pub(crate) async fn child_runs<D: Dialect>(
+    pool: &Pool<D>,
+    flow_run_id: Uuid,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let columns = run_columns::<D>();
+    let mut q = QueryBuilder::new(format!("SELECT {columns} FROM runs WHERE flow_run_id = "));
+    q.bind(flow_run_id).push(" AND id <> ").bind(flow_run_id);
+    q.push(format!(
+        " UNION ALL SELECT {columns} FROM runs WHERE id IN ("
+    ));
+    push_subflows(&mut q, flow_run_id);
+    q.push(") AND flow_run_id IS DISTINCT FROM ")
+        .bind(flow_run_id)
+        .push(" ORDER BY created, id");
+    read_all(pool, &mut q, run_record::<D>).await
+}
+
+/// The state history of a flow run and of its children (a subflow's own states, not its
+/// children's), in `(timestamp, event id)` order.
+pub(crate) async fn states<D: Dialect>(
+    pool: &Pool<D>,
+    flow_run_id: Uuid,
+) -> Result<Vec<StateRecord>, StoreError> {
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {STATE_RECORD_COLUMNS} FROM run_states WHERE group_id = "
+    ));
+    q.bind(flow_run_id).push(format!(
+        " UNION ALL SELECT {STATE_RECORD_COLUMNS} FROM run_states WHERE group_id IN ("
+    ));
+    push_subflows(&mut q, flow_run_id);
+    q.push(") AND run_id = group_id ORDER BY ts, event_id");
+    read_all(pool, &mut q, state_record::<D>).await
+}
+
+/// Logs of a flow run, oldest first, keyset-paginated.
+pub(crate) async fn logs<D: Dialect>(
+    pool: &Pool<D>,
+    flow_run_id: Uuid,
+    filter: &LogFilter,
+    page: &PageRequest,
+) -> Result<Page<LogRecord>, StoreError> {
+    let size = page_size(page);
+    let after = decode_cursor(page)?;
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {} FROM logs WHERE group_id = ",
+        log_columns::<D>()
+    ));
+    q.bind(flow_run_id);
+    if let Some(level) = filter.min_level {
+        q.push(" AND level >= ")
+            .bind(i64::from(rows::level_number(level)));
+    }
+    if let Some(run_id) = filter.run_id {
+        q.push(" AND run_id = ").bind(run_id);
+    }
+    if let Some(cursor) = &after {
+        q.push(" AND (ts, event_id) > (")
+            .bind_instant(cursor_instant(cursor)?)
+            .push(", ")
+            .bind(cursor.id)
+            .push(")");
+    }
+    q.push(" ORDER BY ts, event_id LIMIT ")
+        .bind(size as i64 + 1);
+    read_page(pool, &mut q, size, log_record::<D>, |log| Cursor {
+        micros: micros(log.timestamp),
+        id: log.event_id,
+    })
+    .await
+}
+
+/// Flow runs created in `[since, until)` counted by bucket and latest state.
+pub(crate) async fn stats<D: Dialect>(
+    pool: &Pool<D>,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    buckets: u32,
+) -> Result<Stats, StoreError> {
+    let frame = StatsFrame::new(since, until, buckets);
+    // Integer division of non-negative offsets: the bucket's index, rounded down.
+    let mut q = QueryBuilder::new(format!("SELECT ({} - ", D::micros_of("created")));
+    q.bind(frame.since)
+        .push(") / ")
+        .bind(frame.width)
+        .push(" AS bucket, state, count(*) AS n FROM runs WHERE kind = 'flow' AND created >= ")
+        .bind_instant(from_micros(frame.since)?)
+        .push(" AND created < ")
+        .bind_instant(from_micros(frame.until)?)
+        .push(" GROUP BY bucket, state");
+    let counts = read_all(pool, &mut q, |row| {
+        let c = Columns::<D>(row);
+        let n: i64 = c.get("n")?;
+        Ok((
+            c.get("bucket")?,
+            parse_state(&c.get::<String>("state")?)?,
+            n.max(0) as u64,
+        ))
+    })
+    .await?;
+    frame.assemble(counts)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes besides ingestion
+// ---------------------------------------------------------------------------------------------
+
+/// A write besides ingestion. Each backend runs it where it runs its writes (SQLite: on the
+/// writer, between ingestion groups; PostgreSQL: on the pool, retried after a deadlock).
+pub(crate) enum Maintenance {
+    /// See [`super::Backend::delete_before`].
+    DeleteBefore {
+        /// Runs created before this go.
+        cutoff: DateTime<Utc>,
+        /// At most this many runs (with their groups) per call.
+        batch: u32,
+    },
+    /// See [`super::Backend::record_reporter_drops`].
+    ReporterDrops {
+        /// The reporter's worker.
+        worker: String,
+        /// Events it dropped since its last report.
+        dropped: u64,
+    },
+}
+
+/// Runs `task` on `conn`; returns the rows it deleted (0 for anything else).
+pub(crate) async fn maintain<D: Dialect>(
+    conn: &mut D::Connection,
+    task: &Maintenance,
+) -> Result<u64, StoreError> {
+    match task {
+        Maintenance::DeleteBefore { cutoff, batch } => {
+            delete_before::<D>(conn, *cutoff, *batch).await
+        }
+        Maintenance::ReporterDrops { worker, dropped } => {
+            record_reporter_drops::<D>(conn, worker, *dropped).await?;
+            Ok(0)
+        }
+    }
+}
+
+/// Retention, in one transaction: the `batch` oldest runs created before `cutoff`, with every
+/// run, state and log line of their groups (a flow run and its task runs go together); then,
+/// once no old run is left, up to `batch` old log lines whose run never sent a state (its state
+/// events were dropped by a reporter), which have no run row to be deleted with. Returns the
+/// runs and orphan log lines deleted.
+async fn delete_before<D: Dialect>(
+    conn: &mut D::Connection,
+    cutoff: DateTime<Utc>,
+    batch: u32,
+) -> Result<u64, StoreError> {
+    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let mut q = QueryBuilder::new("SELECT id, flow_run_id FROM runs WHERE created < ");
+    q.bind_instant(cutoff)
+        .push(" ORDER BY created LIMIT ")
+        .bind(i64::from(batch));
+    let candidates = D::fetch_all(&mut tx, &mut q)
+        .await?
+        .iter()
+        .map(|row| {
+            let c = Columns::<D>(row);
+            Ok((c.get("id")?, c.get("flow_run_id")?))
+        })
+        .collect::<Result<Vec<(Uuid, Option<Uuid>)>, StoreError>>()?;
+    let groups = rows::retention_groups(&candidates);
+    let mut deleted = 0;
+    // Stay well below SQLite's limit on bound parameters.
+    for chunk in groups.chunks(500) {
+        for (table, column, counted) in [
+            ("runs", "flow_run_id", true),
+            ("runs", "id", true),
+            ("run_states", "group_id", false),
+            ("logs", "group_id", false),
+        ] {
+            let mut q = QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
+            push_list(&mut q, chunk.iter().copied());
+            q.push(")");
+            let done = D::execute_once(&mut tx, &mut q).await?;
+            if counted {
+                deleted += D::rows_affected(&done);
+            }
+        }
+    }
+    if candidates.len() < batch as usize {
+        let mut q = QueryBuilder::new(
+            "DELETE FROM logs WHERE event_id IN (
+                 SELECT event_id FROM logs AS l
+                 WHERE l.ts < ",
+        );
+        q.bind_instant(cutoff)
+            .push(
+                " AND NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.id = l.group_id)
+                  AND NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.flow_run_id = l.group_id)
+                 LIMIT ",
+            )
+            .bind(i64::from(batch))
+            .push(")");
+        deleted += D::rows_affected(&D::execute(&mut tx, &mut q).await?);
+    }
+    tx.commit().await?;
+    Ok(deleted)
+}
+
+/// Adds `dropped` to a worker's count of dropped events (saturating), and notes when.
+async fn record_reporter_drops<D: Dialect>(
+    conn: &mut D::Connection,
+    worker: &str,
+    dropped: u64,
+) -> Result<(), StoreError> {
+    let mut q =
+        QueryBuilder::new("INSERT INTO reporter_drops (worker, dropped, last_seen) VALUES (");
+    q.bind(D::text(worker))
+        .push(", ")
+        .bind(i64::try_from(dropped).unwrap_or(i64::MAX))
+        .push(", ");
+    D::push_now(&mut q);
+    q.push(format!(
+        ") ON CONFLICT (worker) DO UPDATE SET
+            dropped = CASE WHEN reporter_drops.dropped > 9223372036854775807 - excluded.dropped
+                THEN 9223372036854775807 ELSE reporter_drops.dropped + excluded.dropped END,
+            last_seen = {}(reporter_drops.last_seen, excluded.last_seen)",
+        D::GREATEST
+    ));
+    D::execute(conn, &mut q).await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ingestion
+// ---------------------------------------------------------------------------------------------
+
+/// The columns of `run_states`, in the order ingestion writes them.
+pub(crate) const STATE_COLUMNS: &str = "event_id, run_id, group_id, state, message, attempt, ts";
+/// The columns of `logs`, in the order ingestion writes them.
+pub(crate) const LOG_COLUMNS: &str =
+    "event_id, run_id, flow_run_id, group_id, run_name, level, message, fields, attempt, ts";
+/// The columns of `runs`, in the order ingestion writes them.
+pub(crate) const RUN_COLUMNS: &str = "id, kind, name, parent_run_id, flow_run_id, state, \
+     state_message, state_ts, state_event_id, attempt, created, started, ended, has_details, \
+     task_key, tags, parameters, upstream, cache_key, deployment, version, worker";
+/// The end of an insert of events: a stored event id (a replay) is skipped, and the ids newly
+/// stored come back, so the caller can count duplicates and fold only new states into runs.
+pub(crate) const NEW_EVENTS_ONLY: &str = " ON CONFLICT (event_id) DO NOTHING RETURNING event_id";
+
+/// The end of the upsert of runs: the merge described in `store::rows`. A CASE per column
+/// rather than one `WHERE (excluded.state_ts, excluded.state_event_id) > (runs.state_ts,
+/// runs.state_event_id)` on the whole update: `created`, `started` and the details merge
+/// independently of which state is latest (an older event can carry the earliest timestamp or
+/// the details). All right-hand sides see the row as it was before the update.
+pub(crate) fn merge_runs<D: Dialect>() -> String {
+    let newer =
+        "(excluded.state_ts, excluded.state_event_id) > (runs.state_ts, runs.state_event_id)";
+    let latest = |column: &str| {
+        format!("{column} = CASE WHEN {newer} THEN excluded.{column} ELSE runs.{column} END")
+    };
+    let first_details = |column: &str| {
+        format!(
+            "{column} = CASE WHEN runs.has_details THEN runs.{column} ELSE excluded.{column} END"
+        )
+    };
+    let (greatest, least) = (D::GREATEST, D::LEAST);
+    let mut set = vec![
+        "parent_run_id = coalesce(runs.parent_run_id, excluded.parent_run_id)".to_string(),
+        "flow_run_id = coalesce(runs.flow_run_id, excluded.flow_run_id)".to_string(),
+    ];
+    set.extend(
+        [
+            "state",
+            "state_message",
+            "attempt",
+            "ended",
+            "state_event_id",
+        ]
+        .into_iter()
+        .map(latest),
+    );
+    set.extend([
+        format!("state_ts = {greatest}(runs.state_ts, excluded.state_ts)"),
+        format!("created = {least}(runs.created, excluded.created)"),
+        // SQLite's two-argument min is NULL when either is; PostgreSQL's LEAST skips NULLs.
+        format!(
+            "started = coalesce({least}(runs.started, excluded.started), runs.started, \
+             excluded.started)"
+        ),
+        "has_details = runs.has_details OR excluded.has_details".to_string(),
+    ]);
+    set.extend(
+        [
+            "task_key",
+            "tags",
+            "parameters",
+            "upstream",
+            "cache_key",
+            "deployment",
+            "version",
+            "worker",
+        ]
+        .into_iter()
+        .map(first_details),
+    );
+    format!(" ON CONFLICT (id) DO UPDATE SET {}", set.join(",\n    "))
+}
+
+/// How a backend writes a plan's rows in bulk: the only SQL written per backend. Each method
+/// is called with at least one row.
+pub(crate) trait BulkWrite: Dialect {
+    /// Inserts state rows, skipping stored event ids; adds the ids it stored to `stored`.
+    fn insert_states(
+        conn: &mut Self::Connection,
+        rows: &[StateRow],
+        stored: &mut HashSet<Uuid>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Inserts log rows, skipping stored event ids; adds the ids it stored to `stored`.
+    fn insert_logs(
+        conn: &mut Self::Connection,
+        rows: &[LogRow],
+        stored: &mut HashSet<Uuid>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Upserts runs with [`merge_runs`].
+    fn upsert_runs(
+        conn: &mut Self::Connection,
+        runs: &[RunRow],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Writes a plan in one transaction; returns each of its requests' outcome.
+pub(crate) async fn apply<D: BulkWrite>(
+    conn: &mut D::Connection,
+    plan: &Plan,
+) -> Result<Vec<IngestOutcome>, StoreError> {
+    let mut stored = HashSet::with_capacity(plan.states.len() + plan.logs.len());
+    if !plan.is_empty() {
+        let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+        if !plan.states.is_empty() {
+            D::insert_states(&mut tx, &plan.states, &mut stored).await?;
+        }
+        if !plan.logs.is_empty() {
+            D::insert_logs(&mut tx, &plan.logs, &mut stored).await?;
+        }
+        let runs = plan.runs(&stored);
+        if !runs.is_empty() {
+            D::upsert_runs(&mut tx, &runs).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(plan.outcomes(&stored))
+}

@@ -1,0 +1,180 @@
+//! One fresh database per test on each backend compiled in, and the macro that runs a test on
+//! every one of them.
+
+use flowkit_server::store::{Backend, Store};
+use std::sync::Arc;
+#[cfg(feature = "postgres")]
+use {sqlx::Connection, uuid::Uuid};
+
+/// One backend with a fresh database, and what is needed to reopen and clean it up.
+pub(crate) struct Env {
+    /// Shared so tests can hand it to spawned tasks.
+    pub(crate) store: Arc<Store>,
+    pub(crate) url: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    #[cfg(feature = "sqlite")]
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    #[cfg(feature = "postgres")]
+    Postgres { admin_url: String, database: String },
+}
+
+#[cfg(feature = "postgres")]
+const PG_SKIP: &str = "skipping PostgreSQL conformance: set FLOWKIT_TEST_PG_URL (see .ci/pg.sh)";
+
+impl Env {
+    #[cfg(feature = "sqlite")]
+    pub(crate) async fn sqlite() -> Env {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("flowkit.db").display());
+        let store = Arc::new(Store::connect(&url).await.expect("open SQLite store"));
+        Env {
+            store,
+            url,
+            cleanup: Cleanup::Sqlite(dir),
+        }
+    }
+
+    /// A fresh PostgreSQL database for `test`, or `None` (with the reason printed) when none is
+    /// configured.
+    #[cfg(feature = "postgres")]
+    pub(crate) async fn postgres(test: &str) -> Option<Env> {
+        let Ok(admin_url) = std::env::var("FLOWKIT_TEST_PG_URL") else {
+            if std::env::var("FLOWKIT_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!(
+                    "FLOWKIT_REQUIRE_SERVICES=1 forbids skipping PostgreSQL conformance: \
+                     set FLOWKIT_TEST_PG_URL (see .ci/pg.sh)"
+                );
+            }
+            eprintln!("{PG_SKIP}");
+            return None;
+        };
+        let database = format!("flowkit_{}_{}", test, Uuid::now_v7().simple())
+            .chars()
+            .take(63)
+            .collect::<String>();
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to FLOWKIT_TEST_PG_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{database}\""
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+        let _ = admin.close().await;
+        let url = with_database(&admin_url, &database);
+        let store = Arc::new(Store::connect(&url).await.expect("open PostgreSQL store"));
+        Some(Env {
+            store,
+            url,
+            cleanup: Cleanup::Postgres {
+                admin_url,
+                database,
+            },
+        })
+    }
+
+    /// Closes the store and opens it again from its URL.
+    pub(crate) async fn reopen(&mut self) {
+        self.store.close().await;
+        self.store = Arc::new(Store::connect(&self.url).await.expect("reopen store"));
+    }
+
+    /// Runs `sql` on the database directly, behind the store's back (to damage it).
+    pub(crate) async fn execute_raw(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match &self.cleanup {
+            #[cfg(feature = "sqlite")]
+            Cleanup::Sqlite(_) => {
+                let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&self.url)
+                    .await
+                    .expect("connect to the SQLite file");
+                sqlx::query(sql).execute(&mut conn).await.expect("raw SQL");
+            }
+            #[cfg(feature = "postgres")]
+            Cleanup::Postgres { .. } => {
+                let mut conn = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect to the test database");
+                sqlx::query(sql).execute(&mut conn).await.expect("raw SQL");
+            }
+        }
+    }
+
+    pub(crate) async fn finish(self) {
+        self.store.close().await;
+        match self.cleanup {
+            #[cfg(feature = "sqlite")]
+            Cleanup::Sqlite(_) => {}
+            #[cfg(feature = "postgres")]
+            Cleanup::Postgres {
+                admin_url,
+                database,
+            } => {
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .expect("connect for cleanup");
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await
+                .expect("drop test database");
+            }
+        }
+    }
+}
+
+/// `url` with its database name replaced.
+#[cfg(feature = "postgres")]
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{database}", &base[..path_start]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// Generates one `#[tokio::test]` per backend compiled in for each test function of the
+/// suite it is called in: `<suite>::sqlite::<test>` and `<suite>::postgres::<test>`.
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        #[cfg(feature = "sqlite")]
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let mut env = $crate::harness::Env::sqlite().await;
+                    super::$test(&mut env).await;
+                    env.finish().await;
+                }
+            )*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some(mut env) = $crate::harness::Env::postgres(stringify!($test)).await
+                    else {
+                        return;
+                    };
+                    super::$test(&mut env).await;
+                    env.finish().await;
+                }
+            )*
+        }
+    };
+}
