@@ -225,7 +225,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let n: u64 = args.next().unwrap_or_else(|| "1000000".into()).parse()?;
         black_box(sequential(n).await);
         println!("{:.1}", peak_rss_mb().ok_or("no /proc/self/status here")?);
-        println!("{}", flowkit::bus::dropped_events());
+        println!("{}", flowkit::sink::dropped_events());
         return Ok(());
     }
     let n: u64 = match first {

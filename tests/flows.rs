@@ -129,11 +129,12 @@ async fn squares(n: u64) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn map_returns_results_in_input_order() {
     flowkit::testing::isolated_home();
-    let (out, rec) = record(squares(300)).await;
-    assert_eq!(out, (0..300).map(|x| x * 2).collect::<Vec<_>>());
+    let n = flowkit::testing::scaled(300);
+    let (out, rec) = record(squares(n as u64)).await;
+    assert_eq!(out, (0..n as u64).map(|x| x * 2).collect::<Vec<_>>());
     let flow = rec.run("squares");
     let runs = rec.runs_named("double");
-    assert_eq!(runs.len(), 300);
+    assert_eq!(runs.len(), n);
     assert!(runs.iter().all(|r| r.parent_run_id == Some(flow.id)));
 }
 

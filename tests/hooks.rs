@@ -1,7 +1,8 @@
 //! Hooks fire once per final state, after it is recorded, and can never fail the run.
 
+use flowkit::hooks::HookContext;
 use flowkit::testing::record;
-use flowkit::{HookContext, StateType, task};
+use flowkit::{StateType, task};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 

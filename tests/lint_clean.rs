@@ -7,7 +7,8 @@
 #![deny(warnings)]
 #![deny(clippy::all)]
 
-use flowkit::{HookContext, flow, task};
+use flowkit::hooks::HookContext;
+use flowkit::{flow, task};
 use serde::{Deserialize, Serialize};
 
 fn log_state(ctx: &HookContext) {

@@ -4,7 +4,7 @@
 //! One test, in stages: the sink thread is process-wide, and the idle stage needs a process
 //! where nothing else happens.
 
-use flowkit::event::Event;
+use flowkit::Event;
 use flowkit::sink::Sink;
 use flowkit::{flow, task};
 use std::sync::Arc;
@@ -70,7 +70,7 @@ async fn the_sink_thread_sleeps_when_idle_and_stays_awake_while_busy() {
     );
 
     // Idle: once the last events are handled, the sink thread does not wake up at all.
-    assert!(flowkit::bus::flush(Duration::from_secs(5)).await);
+    assert!(flowkit::flush().await);
     tokio::time::sleep(Duration::from_millis(150)).await;
     #[cfg(target_os = "linux")]
     {
@@ -86,7 +86,7 @@ async fn the_sink_thread_sleeps_when_idle_and_stays_awake_while_busy() {
     // Woken again: a local sink (one the end of a flow waits for) has every event of a flow
     // by the time the flow's call returns.
     let seen = Arc::new(AtomicUsize::new(0));
-    flowkit::bus::add_sink(Counts(Arc::clone(&seen)));
+    flowkit::sink::add_sink(Counts(Arc::clone(&seen)));
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(request(5).await, 22);
     assert_eq!(seen.load(Ordering::SeqCst), EVENTS_PER_CALL);

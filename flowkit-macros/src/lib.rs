@@ -51,7 +51,7 @@ use proc_macro::TokenStream;
 /// | `cache_ttl = "1d"` | how long a cached output stays valid |
 /// | `refresh_cache = true` | always run and overwrite the cached output |
 /// | `tags = ["db"]` | tags recorded with each run |
-/// | `on_completion = hook`, `on_failure = ..`, `on_retry = ..` | a `flowkit::Hook` (a fn path, `flowkit::notify::slack(url)`, ..) or a list `[a, b]` |
+/// | `on_completion = hook`, `on_failure = ..`, `on_retry = ..` | a `flowkit::hooks::Hook` (a fn path, `flowkit::notify::slack(url)`, ..) or a list `[a, b]` |
 /// | `persist = true` | keep the output in the local store; needs `Serialize` inputs and a `Serialize + DeserializeOwned` output |
 /// | `fallible` / `infallible` | override fallibility: by default a return type whose last path segment is `Result` is fallible, and an `Err` fails the run; otherwise only a panic does |
 ///
@@ -65,7 +65,7 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Makes an `async fn` a flow: like [`macro@task`], and the tasks it calls become its
 /// children. Its arguments are recorded as the run's parameters, and the struct beside it
-/// has `deployment(name)` for `flowkit::serve`.
+/// has `deployment(name)`, which describes a deployment of the flow (`flowkit::Deployment`).
 ///
 /// Takes the same options as [`macro@task`].
 ///

@@ -3,8 +3,9 @@
 //! generics, the struct's entry points, flow parameters and upstream runs.
 
 use flowkit::StateType::{AwaitingRetry, Cached, Completed, Crashed, Failed, Pending, Running};
+use flowkit::hooks::HookContext;
 use flowkit::testing::record;
-use flowkit::{CallOptions, HookContext, StateType, TaskHandle, flow, task};
+use flowkit::{CallOptions, StateType, TaskHandle, flow, task};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 fn states(rec: &flowkit::testing::Recording, name: &str) -> Vec<StateType> {

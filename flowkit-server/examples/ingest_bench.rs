@@ -14,10 +14,10 @@
 
 use chrono::{Duration as TimeDelta, Utc};
 use clap::Parser;
-use flowkit::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
-use flowkit::state::{State, StateType};
 use flowkit_server::config::Config;
 use flowkit_server::store::{Backend, Store};
+use flowkit_server::wire::{Event, EventBody, LogLevel, RunDetails, RunKind};
+use flowkit_server::wire::{State, StateType};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -30,7 +30,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-/// Capacity of the event queue.
+/// Capacity of the event queue: past it, events are dropped and counted
+/// ([`dropped_events`]), never waited for.
 pub const QUEUE_CAPACITY: usize = 1 << 16;
 
 /// How often the sink thread looks for new events while events keep coming.
@@ -163,6 +164,20 @@ pub(crate) fn emit(event: Event) {
 }
 
 /// Adds a sink to the process. It receives the events emitted from now on.
+///
+/// ```
+/// use flowkit::Event;
+/// use flowkit::sink::{Sink, add_sink};
+///
+/// struct Count(usize);
+/// impl Sink for Count {
+///     fn on_event(&mut self, _event: &Event) {
+///         self.0 += 1;
+///     }
+/// }
+///
+/// add_sink(Count(0));
+/// ```
 pub fn add_sink(sink: impl Sink) {
     let bus = bus();
     let entry = Entry::new(Box::new(sink));
@@ -208,16 +223,6 @@ pub(crate) async fn flush_local(timeout: Duration) -> bool {
     matches!(tokio::time::timeout_at(deadline, done_rx).await, Ok(Ok(())))
 }
 
-/// Waits until every event emitted before this call has been handed to every sink, the sinks
-/// have flushed and each has delivered what it holds (the reporter: to the server, or to its
-/// spool), or until `timeout` passes. Returns whether every sink delivered everything.
-///
-/// [`crate::flush`] is the same with the configured timeout. The wait is in real time, even
-/// under tokio's paused test clock.
-pub async fn flush(timeout: Duration) -> bool {
-    crate::lifecycle::flush_within(timeout).await
-}
-
 /// What a blocking flush found.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Flushed {
@@ -227,7 +232,7 @@ pub(crate) struct Flushed {
     pub delivered: bool,
 }
 
-/// [`flush`] on the calling thread, until `deadline`. Uses only locks and condition variables,
+/// [`crate::flush`] on the calling thread, until `deadline`. Uses only locks and condition variables,
 /// so it may run at thread exit (from a thread-local destructor).
 pub(crate) fn flush_blocking(deadline: Instant) -> Flushed {
     let Some(bus) = BUS.get() else {
@@ -250,7 +255,7 @@ pub(crate) fn flush_blocking(deadline: Instant) -> Flushed {
     waiter.wait()
 }
 
-/// Events dropped so far because the queue was full.
+/// Events dropped so far because the queue of [`QUEUE_CAPACITY`] events was full.
 pub fn dropped_events() -> u64 {
     BUS.get().map_or(0, |b| b.dropped.load(Ordering::Relaxed))
 }

@@ -1,7 +1,8 @@
 //! Deployments: a flow made available to be run by name, on a schedule or on demand.
 //!
-//! This records what a deployment is (name, flow, schedule, default parameters); the server
-//! registers and triggers them (`flowkit::serve`, a later release).
+//! A [`Deployment`] records what a deployment is: its name, its flow, a schedule and default
+//! parameters. It is a description only: registering deployments with the server and running
+//! them there is not part of this release.
 
 use serde::{Deserialize, Serialize};
 

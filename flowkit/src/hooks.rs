@@ -19,7 +19,8 @@
 //! threads are detached: they never keep the process from exiting.
 //!
 //! ```
-//! use flowkit::{task, HookContext};
+//! use flowkit::hooks::HookContext;
+//! use flowkit::task;
 //!
 //! fn page_someone(ctx: &HookContext) {
 //!     eprintln!("{} ended {}", ctx.run.name, ctx.state);
@@ -98,20 +99,13 @@ where
 
 /// The hooks of one task or flow, by the state that triggers them.
 #[derive(Clone, Default)]
-pub struct Hooks {
+pub(crate) struct Hooks {
     /// Run after a run ends `Completed` or `Cached`.
     pub on_completion: Vec<Arc<dyn Hook>>,
     /// Run after a run ends `Failed`, `Crashed` or `TimedOut`.
     pub on_failure: Vec<Arc<dyn Hook>>,
     /// Run when an attempt failed and a retry is scheduled.
     pub on_retry: Vec<Arc<dyn Hook>>,
-}
-
-impl Hooks {
-    /// Whether no hook is set (the common case, checked on the hot path).
-    pub fn is_empty(&self) -> bool {
-        self.on_completion.is_empty() && self.on_failure.is_empty() && self.on_retry.is_empty()
-    }
 }
 
 impl std::fmt::Debug for Hooks {

@@ -29,49 +29,57 @@
 //!
 //! Every call is a *run* with a time-ordered id, a parent and a sequence of [`State`]s,
 //! emitted as [`Event`]s to the sinks: the terminal summary, the JSONL event log and, with
-//! `FLOWKIT_API_URL`, the server.
+//! `FLOWKIT_API_URL`, the server (`flowkit-server`).
 //!
 //! A top-level flow returns once its events are in the local sinks; it never waits for the
 //! server. Keep the guard of [`init`] for the whole of `main` (`let _flowkit =
 //! flowkit::init();`) so the process ends only once the server has every run, or call
 //! [`flush`]; see [`init`] for what happens without either.
 //!
+//! # What is here
+//!
+//! The attributes [`task`] and [`flow`], and at the root the types their runs use: the
+//! per-call entry points ([`CallOptions`], [`TaskHandle`], [`spawn`], [`Map`], [`WaitFor`]),
+//! the policies ([`RetryPolicy`], [`TimedOut`], [`limits`]), the record of a run ([`State`],
+//! [`StateType`], [`Event`] and its parts, shared with the server), the lifecycle ([`init`],
+//! [`flush`]) and [`Deployment`]. The modules hold what you extend or configure:
+//!
 //! | module | what it holds |
 //! |---|---|
-//! | [`state`] | states and allowed transitions |
-//! | [`event`] | the wire types the server ingests |
-//! | [`policy`] | retry, cache, timeout and limits |
-//! | [`hooks`], [`notify`] | functions run after state changes; webhook and Slack notifications |
-//! | [`sink`] | where events go: summary, JSONL, your own |
+//! | [`hooks`] | functions run after a run reaches a state, and where they run |
+//! | [`notify`] | webhook and Slack notifications, ready to use as hooks |
+//! | [`sink`] | where events go: the summary, the JSONL log, the reporter, the log capture, your own |
 //! | [`config`] | the environment variables flowkit reads |
-//! | [`testing`] | recording runs in your tests (feature `test-util`) |
+//! | `testing` | recording runs in your tests (with the feature `test-util`) |
 
-mod atomic_file;
-pub mod bus;
+// What users extend or configure.
 pub mod config;
-mod context;
-pub mod deployment;
-pub use flowkit_wire::event;
 pub mod hooks;
+pub mod notify;
+pub mod sink;
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+// The runtime: private, reached through the re-exports below.
+mod atomic_file;
+mod bus;
+mod context;
+mod deployment;
 mod http;
 mod ids;
 mod lifecycle;
-pub mod notify;
-pub mod policy;
+mod policy;
 mod run;
-pub mod sink;
-pub use flowkit_wire::state;
-#[cfg(feature = "test-util")]
-pub mod testing;
+
+// The wire model, shared with the server (crate `flowkit-wire`).
+pub(crate) use flowkit_wire::{event, state};
 
 #[doc(hidden)]
 pub mod __private;
 
 pub use deployment::Deployment;
-pub use event::{Event, EventBody, LogLevel, RunDetails, RunKind};
 pub use flowkit_macros::{flow, task};
-pub use hooks::{Hook, HookContext, RunInfo};
-pub use ids::new_id;
+pub use flowkit_wire::{Event, EventBody, LogLevel, RunDetails, RunKind, State, StateType};
 pub use lifecycle::{FlushGuard, flush, init};
 pub use policy::limits::{Limits, limits};
 pub use policy::retry::RetryPolicy;
@@ -79,9 +87,8 @@ pub use policy::timeout::TimedOut;
 pub use run::handle::{TaskHandle, spawn};
 pub use run::map::{DEFAULT_MAP_CONCURRENCY, Map};
 pub use run::spec::{CallOptions, WaitFor};
-pub use state::{State, StateType};
 
-/// The names most pipelines need: `use flowkit::prelude::*;`.
-pub mod prelude {
-    pub use crate::{CallOptions, State, StateType, TaskHandle, TimedOut, flow, task};
-}
+/// A fresh run id (UUID v7, time-ordered). Not a stable API: for tests and tools that forge
+/// events.
+#[doc(hidden)]
+pub use ids::new_id;

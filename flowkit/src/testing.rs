@@ -191,6 +191,8 @@ pub fn isolated_home() -> std::path::PathBuf {
     .clone()
 }
 
+/// For flowkit's own tests: not a stable API.
+///
 /// Holds every disk read and write of the result cache until the test lets it through, to
 /// check that a slow disk stalls no other task. One per process at a time: put the test in a
 /// test binary of its own.
@@ -198,12 +200,14 @@ pub fn isolated_home() -> std::path::PathBuf {
 /// A held operation waits on the thread doing the I/O; after 10 s it goes on regardless and
 /// counts in [`CacheDiskGate::gave_up`] — what happens when the I/O blocks the very thread that
 /// would release it. Dropping the gate lets everything through.
+#[doc(hidden)]
 pub fn hold_cache_disk() -> CacheDiskGate {
     crate::policy::cache::gate::hold();
     CacheDiskGate { _private: () }
 }
 
 /// The gate returned by [`hold_cache_disk`].
+#[doc(hidden)]
 #[derive(Debug)]
 pub struct CacheDiskGate {
     _private: (),
@@ -232,6 +236,8 @@ impl Drop for CacheDiskGate {
     }
 }
 
+/// For flowkit's own tests: not a stable API.
+///
 /// How many times emitting an event had to wake flowkit's sink thread from its idle sleep.
 ///
 /// The sink thread sleeps (without waking up at all) once nothing has happened for a few
@@ -245,6 +251,78 @@ impl Drop for CacheDiskGate {
 /// assert!(flowkit::testing::sink_thread_wakeups() >= before);
 /// # }
 /// ```
+#[doc(hidden)]
 pub fn sink_thread_wakeups() -> u64 {
     crate::bus::wakeups()
+}
+
+/// The environment variable that scales the sizes of size-sensitive tests: [`scaled`].
+pub const SCALE_VAR: &str = "FLOWKIT_TEST_SCALE";
+
+/// The factor in `FLOWKIT_TEST_SCALE` (default 1): `0.1` for a quick run on a slow machine,
+/// `10` or `100` to run the same tests at sizes a debug build in CI cannot afford.
+///
+/// # Panics
+///
+/// When the variable is set to something other than a positive number, with a message naming
+/// the variable and the value: a test run at a size nobody asked for would prove nothing.
+pub fn scale() -> f64 {
+    static SCALE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *SCALE.get_or_init(|| match std::env::var(SCALE_VAR) {
+        Err(_) => 1.0,
+        Ok(value) => match parse_scale(&value) {
+            Ok(scale) => scale,
+            Err(why) => panic!("{SCALE_VAR}={value:?}: {why}"),
+        },
+    })
+}
+
+/// `n` times [`scale`], rounded, and at least 1: the size of a test loop, a batch or a fan-out
+/// that should grow or shrink with `FLOWKIT_TEST_SCALE`.
+///
+/// ```
+/// // With FLOWKIT_TEST_SCALE unset:
+/// # if std::env::var_os(flowkit::testing::SCALE_VAR).is_none() {
+/// assert_eq!(flowkit::testing::scaled(1000), 1000);
+/// # }
+/// ```
+pub fn scaled(n: usize) -> usize {
+    scale_by(n, scale())
+}
+
+fn parse_scale(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(scale) if scale.is_finite() && scale > 0.0 => Ok(scale),
+        Ok(_) => Err("the scale must be a positive number, e.g. 0.5 or 10".into()),
+        Err(_) => Err("not a number; write a positive factor such as 0.5 or 10".into()),
+    }
+}
+
+fn scale_by(n: usize, scale: f64) -> usize {
+    // `as` saturates at usize::MAX for huge products.
+    ((n as f64 * scale).round() as usize).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_scale, scale_by};
+
+    #[test]
+    fn scale_is_a_positive_factor() {
+        assert_eq!(parse_scale("10"), Ok(10.0));
+        assert_eq!(parse_scale(" 0.5 "), Ok(0.5));
+        for bad in ["0", "-1", "inf", "NaN", "ten", ""] {
+            let err = parse_scale(bad).expect_err(bad);
+            assert!(err.contains("positive"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn scaled_sizes_round_and_never_reach_zero() {
+        assert_eq!(scale_by(1000, 1.0), 1000);
+        assert_eq!(scale_by(1000, 0.25), 250);
+        assert_eq!(scale_by(3, 0.1), 1);
+        assert_eq!(scale_by(7, 1.5), 11);
+        assert_eq!(scale_by(usize::MAX, 10.0), usize::MAX);
+    }
 }

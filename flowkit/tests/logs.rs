@@ -9,7 +9,6 @@ use flowkit::sink::Sink;
 use flowkit::{Event, EventBody, LogLevel};
 use std::io::Write;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
 
 static FLOW: LazyLock<TaskSpec> =
     LazyLock::new(|| TaskSpec::new(RunKind::Flow, "log_flow", "logs::log_flow", "0"));
@@ -74,7 +73,7 @@ impl Write for Buffer {
 #[tokio::test]
 async fn logs_inside_runs_are_captured_and_still_reach_the_user() {
     let collect = Collect::default();
-    flowkit::bus::add_sink(collect.clone());
+    flowkit::sink::add_sink(collect.clone());
     let buffer = Buffer::default();
     let writer = buffer.clone();
     let user = tracing_subscriber::fmt()
@@ -86,7 +85,7 @@ async fn logs_inside_runs_are_captured_and_still_reach_the_user() {
 
     tracing::info!("before the flow");
     assert_eq!(log_flow().await, 42);
-    assert!(flowkit::bus::flush(Duration::from_secs(5)).await);
+    assert!(flowkit::flush().await);
 
     let events = collect.0.lock().expect("collector lock").clone();
     let logs: Vec<(&str, RunKind, LogLevel, &str, serde_json::Value)> = events

@@ -17,11 +17,11 @@ fn hook_url() -> String {
     HOOK_URL.get().cloned().unwrap_or_default()
 }
 
-fn notify_failure(ctx: &flowkit::HookContext) {
+fn notify_failure(ctx: &flowkit::hooks::HookContext) {
     // Forward to the ready-made webhook notification, whose URL is only known at run time.
     let hook = flowkit::notify::webhook(hook_url());
     let handle = tokio::runtime::Handle::current();
-    handle.block_on(flowkit::Hook::call(&hook, ctx));
+    handle.block_on(flowkit::hooks::Hook::call(&hook, ctx));
 }
 
 #[task(retries = 1, on_failure = notify_failure)]

@@ -1,5 +1,5 @@
 //! What a flow adds to a task: its arguments recorded as the run's parameters, and
-//! `deployment(name)` for `flowkit::serve`.
+//! `deployment(name)`, which describes a deployment of the flow.
 
 use super::rt;
 use crate::parse::{Config, Kind};
@@ -39,7 +39,7 @@ pub(crate) fn deployment(config: &Config, vis: &syn::Visibility) -> TokenStream 
     }
     let p = rt();
     let doc = format!(
-        "A deployment of the flow `{}` named `name`, to register with `flowkit::serve()`.",
+        "A deployment of the flow `{}` named `name`: see `flowkit::Deployment`.",
         config.name
     );
     quote! {

@@ -495,7 +495,7 @@ fn spec(config: &Config, hash: &str, ident: &Ident) -> TokenStream {
         ("on_retry", &config.on_retry),
     ] {
         for hook in hooks {
-            // A hook that is not a `flowkit::Hook` is reported at the hook.
+            // A hook that is not a `flowkit::hooks::Hook` is reported at the hook.
             let method = Ident::new(method, hook.span());
             calls.extend(quote!(.#method(#hook)));
         }

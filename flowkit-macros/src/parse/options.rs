@@ -331,7 +331,7 @@ mod tests {
             tags = ["a", "b"],
             on_completion = done,
             on_failure = [a, flowkit::notify::slack("u")],
-            on_retry = |_ctx: &flowkit::HookContext| {},
+            on_retry = |_ctx: &flowkit::hooks::HookContext| {},
             persist = true,
             fallible,
         ))

@@ -7,13 +7,9 @@ use crate::store::PageRequest;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
+use flowkit_wire::api::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
-
-/// Default page size.
-pub const DEFAULT_LIMIT: u32 = 50;
-/// Largest page size.
-pub const MAX_LIMIT: u32 = 500;
 
 /// `Json<T>` whose rejections are [`ApiError`]s: 400 for malformed JSON, 422 for the wrong
 /// shape (naming the field), 415 without a JSON content type, 413 over the body limit.
@@ -120,7 +116,7 @@ pub fn page_request(
     limit: Option<String>,
     cursor: Option<String>,
 ) -> Result<PageRequest, ApiError> {
-    let limit = parse_int("limit", limit, 1, MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
+    let limit = parse_int("limit", limit, 1, MAX_PAGE_SIZE)?.unwrap_or(DEFAULT_PAGE_SIZE);
     let cursor = non_empty(cursor);
     if cursor
         .as_ref()

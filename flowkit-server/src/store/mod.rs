@@ -126,7 +126,10 @@ pub struct RunFilter {
 /// A page request: newest first, keyset-paginated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageRequest {
-    /// At most this many items (the API clamps it to 1..=500).
+    /// At most this many items. The store brings it within 1..=[`MAX_PAGE_SIZE`]; the API
+    /// refuses a `limit` outside that range with a 400.
+    ///
+    /// [`MAX_PAGE_SIZE`]: flowkit_wire::api::page::MAX_PAGE_SIZE
     pub limit: u32,
     /// Opaque cursor from the previous page's `next_cursor`.
     pub cursor: Option<String>,

@@ -15,6 +15,7 @@ use super::{
     Stats, StoreError,
 };
 use chrono::{DateTime, Utc};
+use flowkit_wire::api::page::MAX_PAGE_SIZE;
 use serde::de::DeserializeOwned;
 use sqlx::{AssertSqlSafe, Connection, Pool, QueryBuilder};
 use std::collections::HashSet;
@@ -140,9 +141,10 @@ fn log_record<D: Dialect>(row: &D::Row) -> Result<LogRecord, StoreError> {
 // Pages
 // ---------------------------------------------------------------------------------------------
 
-/// The page size a request asks for, within 1..=1000.
+/// The page size a request asks for, brought within 1..=[`MAX_PAGE_SIZE`] (the API refuses a
+/// `limit` outside that range before it gets here).
 fn page_size(page: &PageRequest) -> usize {
-    page.limit.clamp(1, 1000) as usize
+    page.limit.clamp(1, MAX_PAGE_SIZE) as usize
 }
 
 /// The position after which a page starts, if it is not the first.

@@ -4,9 +4,9 @@
 
 use crate::fixtures::*;
 use crate::harness::Env;
-use flowkit::event::{Event, LogLevel, RunDetails};
-use flowkit::state::StateType;
 use flowkit_server::store::{Backend, PageRequest, RunFilter};
+use flowkit_server::wire::StateType;
+use flowkit_server::wire::{Event, LogLevel, RunDetails};
 use serde_json::json;
 use std::borrow::Cow;
 use std::time::Instant;

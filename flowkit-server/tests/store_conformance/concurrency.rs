@@ -2,9 +2,9 @@
 
 use crate::fixtures::*;
 use crate::harness::Env;
-use flowkit::event::LogLevel;
-use flowkit::state::StateType;
 use flowkit_server::store::{Backend, RunFilter};
+use flowkit_server::wire::LogLevel;
+use flowkit_server::wire::StateType;
 use serde_json::json;
 use std::collections::HashSet;
 use uuid::Uuid;
@@ -14,7 +14,7 @@ conformance!(concurrent_ingestion, reopening_keeps_everything,);
 async fn concurrent_ingestion(env: &mut Env) {
     let store = env.store.clone();
     let writers = 8;
-    let batches = 25;
+    let batches = flowkit::testing::scaled(25);
     let mut tasks = tokio::task::JoinSet::new();
     let shared = scenario("shared", t0());
     let mut expected_runs = HashSet::new();

@@ -1,9 +1,9 @@
 //! Durability of acknowledged batches (SQLite): a batch acknowledged by `ingest` is committed.
 
 use crate::fixtures::*;
-use flowkit::event::LogLevel;
-use flowkit::state::StateType;
 use flowkit_server::store::{Backend, Store};
+use flowkit_server::wire::LogLevel;
+use flowkit_server::wire::StateType;
 use serde_json::json;
 use uuid::Uuid;
 

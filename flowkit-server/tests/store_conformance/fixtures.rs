@@ -2,11 +2,11 @@
 //! records it must read back as) and reading whole lists back through the store.
 
 use chrono::{DateTime, Duration, Utc};
-use flowkit::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
-use flowkit::state::{State, StateType};
 use flowkit_server::store::{
     Backend, LogFilter, LogRecord, PageRequest, RunFilter, RunRecord, StateRecord, Store,
 };
+use flowkit_server::wire::{Event, EventBody, LogLevel, RunDetails, RunKind};
+use flowkit_server::wire::{State, StateType};
 use serde_json::json;
 use std::borrow::Cow;
 use uuid::Uuid;

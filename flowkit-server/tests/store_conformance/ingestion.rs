@@ -3,9 +3,9 @@
 
 use crate::fixtures::*;
 use crate::harness::Env;
-use flowkit::event::RunDetails;
-use flowkit::state::StateType;
 use flowkit_server::store::{Backend, RunFilter};
+use flowkit_server::wire::RunDetails;
+use flowkit_server::wire::StateType;
 use uuid::Uuid;
 
 conformance!(

@@ -3,9 +3,9 @@
 use crate::fixtures::*;
 use crate::harness::Env;
 use chrono::{DateTime, Utc};
-use flowkit::event::RunDetails;
-use flowkit::state::StateType;
 use flowkit_server::store::{Backend, LogFilter, PageRequest, RunFilter, StoreError};
+use flowkit_server::wire::RunDetails;
+use flowkit_server::wire::StateType;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 

@@ -2,9 +2,9 @@
 
 use crate::fixtures::*;
 use crate::harness::Env;
-use flowkit::event::LogLevel;
-use flowkit::state::StateType;
 use flowkit_server::store::{Backend, LogFilter, LogRecord};
+use flowkit_server::wire::LogLevel;
+use flowkit_server::wire::StateType;
 use serde_json::json;
 
 conformance!(logs_page_and_filter_by_level,);

@@ -3,9 +3,9 @@
 use crate::fixtures::*;
 use crate::harness::Env;
 use chrono::{DateTime, Duration};
-use flowkit::event::LogLevel;
-use flowkit::state::StateType;
 use flowkit_server::store::{Backend, LogFilter, PageRequest, RunFilter};
+use flowkit_server::wire::LogLevel;
+use flowkit_server::wire::StateType;
 use serde_json::json;
 
 conformance!(retention_deletes_old_runs_with_their_children,);

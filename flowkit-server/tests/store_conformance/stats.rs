@@ -3,8 +3,8 @@
 use crate::fixtures::*;
 use crate::harness::Env;
 use chrono::{DateTime, Duration, Utc};
-use flowkit::state::StateType;
 use flowkit_server::store::Backend;
+use flowkit_server::wire::StateType;
 
 conformance!(stats_buckets_by_latest_state,);
 

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 /// Longest delay between two attempts, whatever the backoff says: one day.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How a run is retried.
 ///
 /// The delay before retry `n` (1-based) is `delay × backoff^(n-1)`, then spread uniformly by
-/// `± jitter` of itself, and capped at [`MAX_RETRY_DELAY`].
+/// `± jitter` of itself, and capped at one day.
 ///
 /// ```
 /// use flowkit::RetryPolicy;

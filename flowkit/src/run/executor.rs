@@ -1,4 +1,8 @@
-//! One run, start to end: cache → limits → retry → timeout, with a state event at each step.
+//! One run, start to end, with a state event at each step: `Pending`; wait for the upstream
+//! runs of `wait_for`; a kept result (`persist`) or a cache hit ends it `Cached`; otherwise
+//! each attempt takes its concurrency-limit slots, goes `Running` under its timeout and gives
+//! the slots back; a failed attempt that may be retried goes `AwaitingRetry`, runs the
+//! `on_retry` hooks and waits out the retry delay (holding no slot) before the next attempt.
 
 use crate::config;
 use crate::context::{self, FlowScope, Frame, RunRef};

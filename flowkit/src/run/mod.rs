@@ -1,5 +1,5 @@
-//! One task or flow run: the executor (cache → limits → retry → timeout), background handles
-//! and fan-out with `map`.
+//! One task or flow run: the executor (cache, then per attempt limits and timeout, then retry;
+//! see `executor`), background handles and fan-out with `map`.
 
 pub(crate) mod body;
 pub(crate) mod emit;

@@ -25,7 +25,7 @@
 //! # Without the layer
 //!
 //! A root run (one started outside any other run) whose dispatcher does not capture executes
-//! with [`Capture`] as the default dispatcher instead: it wraps the dispatcher that was the
+//! with a capturing wrapper as the default dispatcher instead: it wraps the dispatcher that was the
 //! default when the run started — your subscriber, or none — and forwards everything to it,
 //! so your logs look as they would without flowkit. A wrapper cannot pass on downcasts
 //! (`tracing` gives no way to reach the subscriber inside a `Dispatch`), which is why a

@@ -1,8 +1,9 @@
 //! Sinks: where events go, off the hot path.
 //!
-//! The runtime emits events into one bounded queue per process ([`crate::bus`]); a background
-//! thread hands each one to every sink. A sink that falls behind makes the queue fill up, and
-//! then events are dropped and counted, never waited for: a run is never slowed by a sink.
+//! The runtime emits events into one bounded queue per process ([`QUEUE_CAPACITY`] events); a
+//! background thread hands each one to every sink. A sink that falls behind makes the queue
+//! fill up, and then events are dropped and counted ([`dropped_events`]), never waited for: a
+//! run is never slowed by a sink. [`add_sink`] adds your own.
 //!
 //! A sink is flushed at two moments: at the end of every top-level flow ([`Sink::flush`],
 //! waited for by the flow when the sink [waits at flow end](Sink::waits_at_flow_end)), and on
@@ -13,6 +14,8 @@ use crate::bus::Waiter;
 use crate::event::Event;
 use std::sync::Arc;
 use std::time::Instant;
+
+pub use crate::bus::{QUEUE_CAPACITY, add_sink, dropped_events};
 
 pub mod jsonl;
 pub mod logs;

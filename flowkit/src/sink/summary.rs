@@ -51,7 +51,7 @@ const FINAL_STATES: [StateType; 6] = [
 /// Prints a table of the runs of each top-level flow run when it ends.
 ///
 /// It is on by default (see [`crate::config`]); write it somewhere else with
-/// [`Summary::new`] and [`crate::bus::add_sink`].
+/// [`Summary::new`] and [`crate::sink::add_sink`].
 pub struct Summary {
     out: Box<dyn Write + Send>,
     /// Runs that have started and not yet ended, under a top-level flow run.

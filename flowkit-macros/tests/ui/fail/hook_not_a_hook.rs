@@ -1,4 +1,4 @@
-// A hook is a `flowkit::Hook`, e.g. a `fn(&HookContext)`; a function taking something else is
+// A hook is a `flowkit::hooks::Hook`, e.g. a `fn(&HookContext)`; a function taking something else is
 // reported at the hook.
 use flowkit::task;
 

@@ -1,7 +1,8 @@
 //! Every option at once, each in its accepted forms: hooks as a fn path, a call and a list,
 //! `cache` with a key function, durations in several humantime spellings.
 
-use flowkit::{HookContext, task};
+use flowkit::hooks::HookContext;
+use flowkit::task;
 use serde::{Deserialize, Serialize};
 
 fn log_state(ctx: &HookContext) {

@@ -1,0 +1,122 @@
+//! The OpenAPI document describes every route, and every route it describes exists.
+
+use crate::harness::TestServer;
+use axum::http::StatusCode;
+use serde_json::Value;
+use uuid::Uuid;
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn openapi_document_describes_every_route() {
+    let server = TestServer::sqlite().await;
+    let reply = server.get("/api/openapi.json").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.content_type.starts_with("application/json"));
+    let doc = reply.body;
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{}",
+        doc["openapi"]
+    );
+    let routes = [
+        ("get", "/"),
+        ("get", "/runs/{id}"),
+        ("get", "/api/v1/health"),
+        ("get", "/api/v1/openapi.json"),
+        ("post", "/api/v1/events"),
+        ("post", "/api/v1/reporter-drops"),
+        ("get", "/api/v1/flow-runs"),
+        ("get", "/api/v1/flow-runs/{id}"),
+        ("get", "/api/v1/flow-runs/{id}/task-runs"),
+        ("get", "/api/v1/flow-runs/{id}/logs"),
+        ("get", "/api/v1/flow-runs/{id}/graph"),
+        ("get", "/api/v1/stats"),
+        ("get", "/api/v1/stream"),
+    ];
+    let paths = doc["paths"].as_object().expect("paths");
+    let documented: usize = paths
+        .values()
+        .map(|p| p.as_object().map_or(0, |o| o.len()))
+        .sum();
+    assert_eq!(
+        documented,
+        routes.len(),
+        "documented operations: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    for (method, path) in routes {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is not documented");
+        assert!(
+            op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+            "{method} {path}: no responses"
+        );
+        // Every documented route exists, under `/api/v1` and under its `/api` alias: a GET on
+        // a POST route is 405, an unknown run is "no flow run", never "no route". (The stream
+        // would not end: it is probed elsewhere.)
+        if path != "/api/v1/stream" {
+            let uri = path.replace("{id}", &Uuid::now_v7().to_string());
+            for uri in [uri.clone(), uri.replacen("/api/v1/", "/api/", 1)] {
+                let probe = server.get(&uri).await;
+                assert!(
+                    probe.status != StatusCode::NOT_FOUND
+                        || !probe.error_message().starts_with("no route"),
+                    "{uri} is documented but not routed"
+                );
+            }
+        }
+    }
+    for (path, param) in [
+        ("/api/v1/flow-runs", "limit"),
+        ("/api/v1/flow-runs", "state"),
+        ("/api/v1/flow-runs", "cursor"),
+        ("/api/v1/flow-runs/{id}", "id"),
+        ("/api/v1/flow-runs/{id}/logs", "level"),
+        ("/api/v1/stats", "buckets"),
+    ] {
+        let params = doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .expect("parameters");
+        assert!(
+            params.iter().any(|p| p["name"] == param),
+            "{path} lacks {param}"
+        );
+    }
+    assert!(doc["paths"]["/api/v1/events"]["post"]["requestBody"].is_object());
+    assert!(doc["paths"]["/api/v1/reporter-drops"]["post"]["requestBody"].is_object());
+    assert!(doc["paths"]["/api/v1/flow-runs"]["get"]["security"].is_array());
+    assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    for schema in [
+        "Event",
+        "Run",
+        "TaskRuns",
+        "Graph",
+        "Stats",
+        "ErrorBody",
+        "ErrorCode",
+        "IngestResponse",
+        "RunChange",
+        "StateType",
+    ] {
+        assert!(
+            schemas.get(schema).is_some_and(Value::is_object),
+            "schema {schema} missing; documented: {:?}",
+            schemas.keys().collect::<Vec<_>>()
+        );
+    }
+    // Descriptions are prose for API readers, not the crate's doc tests.
+    let text = doc.to_string();
+    assert!(!text.contains("```"), "a description carries a code block");
+    // Every error code the server can answer is listed, so clients can match on them.
+    let codes = serde_json::to_string(&schemas["ErrorCode"]).expect("json");
+    for code in [
+        "invalid_cursor",
+        "payload_too_large",
+        "unauthorized",
+        "internal",
+    ] {
+        assert!(codes.contains(code), "ErrorCode lacks {code}: {codes}");
+    }
+    server.finish().await;
+}
