@@ -19,6 +19,7 @@ use flowkit::{flow, task};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
+use tracing_subscriber::prelude::*;
 
 /// One line of the CSV as read, before cleaning.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -332,11 +333,17 @@ async fn main() -> anyhow::Result<()> {
     // When `main` ends, the guard waits (a few seconds at most) until the server has every run,
     // or the spool under `.flowkit/` has what it could not take.
     let _flowkit = flowkit::init();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+    // Your subscriber as usual, plus flowkit's layer: logs inside a run become that run's logs
+    // (on the dashboard, in the event log) and your layers keep working inside runs.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
         )
-        .with_writer(std::io::stderr)
+        .with(flowkit::sink::logs::layer())
         .init();
 
     let csv = std::env::args()

@@ -11,7 +11,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! let config = flowkit_server::config::Config::new("sqlite://flowkit.db");
+//! let config = flowkit_server::Config::new("sqlite://flowkit.db");
 //! flowkit_server::serve(config).await
 //! # }
 //! ```

@@ -1,7 +1,7 @@
 //! Capturing `tracing` events inside a run as that run's logs.
 //!
 //! Every event at or above `FLOWKIT_LOG_LEVEL` emitted while a run is executing is recorded as
-//! a [`Log`](crate::event::EventBody::Log) event of that run, with its level, message and
+//! a [`Log`](crate::EventBody::Log) event of that run, with its level, message and
 //! fields. Runs started inside a run (called, submitted, mapped or moved with
 //! [`crate::spawn`]) are captured too.
 //!
@@ -25,9 +25,9 @@
 //! # Without the layer
 //!
 //! A root run (one started outside any other run) whose dispatcher does not capture executes
-//! with a capturing wrapper as the default dispatcher instead: it wraps the dispatcher that was the
-//! default when the run started — your subscriber, or none — and forwards everything to it,
-//! so your logs look as they would without flowkit. A wrapper cannot pass on downcasts
+//! with a capturing wrapper as the default dispatcher instead: the wrapper holds the dispatcher
+//! that was the default when the run started — your subscriber, or none — and forwards
+//! everything to it, so your logs look as they would without flowkit. A wrapper cannot pass on downcasts
 //! (`tracing` gives no way to reach the subscriber inside a `Dispatch`), which is why a
 //! subscriber that has layers of its own should include the [`layer`].
 //!
