@@ -19,6 +19,7 @@ use flowkit::{flow, task};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 /// One line of the CSV as read, before cleaning.
@@ -328,6 +329,19 @@ async fn house_prices(csv: PathBuf, model_path: PathBuf) -> anyhow::Result<(Path
     Ok((path, metrics))
 }
 
+/// What the terminal shows: `RUST_LOG` as `target=level` pairs (`info`,
+/// `ml_pipeline=debug,flowkit=warn`), `info` by default.
+fn terminal_filter() -> Targets {
+    let default = Targets::new().with_default(tracing::Level::INFO);
+    match std::env::var("RUST_LOG") {
+        Err(_) => default,
+        Ok(spec) => spec.parse().unwrap_or_else(|err| {
+            eprintln!("ignoring RUST_LOG={spec:?} ({err}); write e.g. RUST_LOG=info or RUST_LOG=ml_pipeline=debug");
+            default
+        }),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // When `main` ends, the guard waits (a few seconds at most) until the server has every run,
@@ -335,13 +349,11 @@ async fn main() -> anyhow::Result<()> {
     let _flowkit = flowkit::init();
     // Your subscriber as usual, plus flowkit's layer: logs inside a run become that run's logs
     // (on the dashboard, in the event log) and your layers keep working inside runs.
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_filter(filter),
+                .with_filter(terminal_filter()),
         )
         .with(flowkit::sink::logs::layer())
         .init();
