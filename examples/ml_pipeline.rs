@@ -336,7 +336,10 @@ fn terminal_filter() -> Targets {
     match std::env::var("RUST_LOG") {
         Err(_) => default,
         Ok(spec) => spec.parse().unwrap_or_else(|err| {
-            eprintln!("ignoring RUST_LOG={spec:?} ({err}); write e.g. RUST_LOG=info or RUST_LOG=ml_pipeline=debug");
+            eprintln!(
+                "ignoring RUST_LOG={spec:?} ({err}); \
+                 write e.g. RUST_LOG=info or RUST_LOG=ml_pipeline=debug"
+            );
             default
         }),
     }

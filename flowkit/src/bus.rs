@@ -232,8 +232,8 @@ pub(crate) struct Flushed {
     pub delivered: bool,
 }
 
-/// [`crate::flush`] on the calling thread, until `deadline`. Uses only locks and condition variables,
-/// so it may run at thread exit (from a thread-local destructor).
+/// [`crate::flush`] on the calling thread, until `deadline`. Uses only locks and condition
+/// variables, so it may run at thread exit (from a thread-local destructor).
 pub(crate) fn flush_blocking(deadline: Instant) -> Flushed {
     let Some(bus) = BUS.get() else {
         // Nothing was ever emitted.

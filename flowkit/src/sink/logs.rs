@@ -27,9 +27,9 @@
 //! A root run (one started outside any other run) whose dispatcher does not capture executes
 //! with a capturing wrapper as the default dispatcher instead: the wrapper holds the dispatcher
 //! that was the default when the run started — your subscriber, or none — and forwards
-//! everything to it, so your logs look as they would without flowkit. A wrapper cannot pass on downcasts
-//! (`tracing` gives no way to reach the subscriber inside a `Dispatch`), which is why a
-//! subscriber that has layers of its own should include the [`layer`].
+//! everything to it, so your logs look as they would without flowkit. A wrapper cannot pass on
+//! downcasts (`tracing` gives no way to reach the subscriber inside a `Dispatch`), which is why
+//! a subscriber that has layers of its own should include the [`layer`].
 //!
 //! Only the capturing allocates: an event that is not captured (below the level, or outside
 //! any run) costs a level comparison and a task-local lookup on top of the user's
