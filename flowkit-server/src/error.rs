@@ -115,10 +115,7 @@ impl ApiError {
     /// The `{ "error": { ... } }` body of this error.
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: self.message.clone(),
-            },
+            error: ErrorDetail::new(self.code, self.message.clone()),
         }
     }
 }
