@@ -5,6 +5,8 @@
 use crate::harness::{Reply, TestServer};
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
+use flowkit_server::auth::{ApiKey, ApiKeys};
+use flowkit_server::config::Settings;
 use serde_json::{Value, json};
 
 on_every_backend!(
@@ -15,6 +17,7 @@ on_every_backend!(
     invalid_parameters_list_every_error_at_its_pointer,
     idempotency_keys_are_scoped_and_fingerprinted,
     concurrent_identical_triggers_make_one_run,
+    a_triggered_run_is_announced_on_the_live_stream,
 );
 
 /// The parameters of `train(dataset: String, epochs: u32, learning_rate: f64)`, as the
@@ -574,4 +577,125 @@ async fn concurrent_identical_triggers_make_one_run(server: &TestServer) {
         .get_ok("/api/v1/flow-runs?deployment=train/nightly")
         .await;
     assert_eq!(runs["items"].as_array().map(Vec::len), Some(1), "{runs}");
+}
+
+async fn a_triggered_run_is_announced_on_the_live_stream(server: &TestServer) {
+    register_ok(server, &spec("abc@0.1.0")).await;
+    let listening = server.listen().await;
+    let client = reqwest::Client::new();
+    let mut stream = client
+        .get(format!("{}/api/v1/stream", listening.url))
+        .send()
+        .await
+        .expect("connect to the stream");
+    assert_eq!(stream.status(), 200);
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut read_until = async |needle: &str, seen: &mut String| {
+        while !seen.contains(needle) {
+            let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("no {needle:?} within 10 s; got {seen:?}"))
+                .expect("read the stream")
+                .unwrap_or_else(|| panic!("the stream ended before {needle:?}"));
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    read_until("event: ready", &mut seen).await;
+    let reply = trigger(
+        server,
+        "train/nightly",
+        &json!({"parameters": {"dataset": "d", "learning_rate": 0.5}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let id = reply.body["id"].as_str().expect("id").to_string();
+    read_until(&id, &mut seen).await;
+    assert!(seen.contains("Scheduled"), "{seen}");
+}
+
+/// Registering needs `worker`, triggering `trigger`, reading `read`; `admin` does everything.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn deployment_routes_need_their_scopes() {
+    let key = |s: &str| s.parse::<ApiKey>().expect("key");
+    let server = TestServer::sqlite_with(Settings {
+        api_keys: ApiKeys::new(vec![
+            key("dashboard:read-secret-0123456789:read"),
+            key("worker:worker-secret-0123456789:report,worker"),
+            key("other-team:trigger-secret-0123456789:trigger"),
+            key("ops:admin-secret-0123456789:admin"),
+        ])
+        .expect("keys"),
+        ..Settings::default()
+    })
+    .await;
+    let send = |method: Method, uri: &'static str, body: Option<Value>, secret: &'static str| {
+        let body = body.map(|b| Body::from(serde_json::to_vec(&b).expect("json")));
+        server.request(method, uri, body, Some(secret), Some("application/json"))
+    };
+    let register = || Some(spec("abc@0.1.0"));
+    let run = || Some(json!({"parameters": {"dataset": "d", "learning_rate": 0.5}}));
+    const DEPLOYMENTS: &str = "/api/v1/deployments";
+    const RUNS: &str = "/api/v1/deployments/train/nightly/runs";
+
+    for secret in ["read-secret-0123456789", "trigger-secret-0123456789"] {
+        let reply = send(Method::POST, DEPLOYMENTS, register(), secret).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{secret}");
+        assert!(
+            reply.error_message().contains("worker"),
+            "{}",
+            reply.error_message()
+        );
+    }
+    let reply = send(
+        Method::POST,
+        DEPLOYMENTS,
+        register(),
+        "worker-secret-0123456789",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let reply = send(
+        Method::POST,
+        DEPLOYMENTS,
+        register(),
+        "admin-secret-0123456789",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+
+    for secret in ["read-secret-0123456789", "worker-secret-0123456789"] {
+        let reply = send(Method::POST, RUNS, run(), secret).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{secret}");
+        assert!(reply.error_message().contains("trigger"));
+    }
+    for secret in ["trigger-secret-0123456789", "admin-secret-0123456789"] {
+        let reply = send(Method::POST, RUNS, run(), secret).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "{secret}: {}",
+            reply.body
+        );
+    }
+    let reply = server.request(Method::POST, RUNS, None, None, None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+
+    for (secret, status) in [
+        ("read-secret-0123456789", StatusCode::OK),
+        ("admin-secret-0123456789", StatusCode::OK),
+        ("trigger-secret-0123456789", StatusCode::FORBIDDEN),
+        ("worker-secret-0123456789", StatusCode::FORBIDDEN),
+    ] {
+        for uri in [
+            DEPLOYMENTS,
+            "/api/v1/deployments/train/nightly",
+            "/api/v1/deployments/train/nightly/versions",
+        ] {
+            let reply = send(Method::GET, uri, None, secret).await;
+            assert_eq!(reply.status, status, "{secret} GET {uri}: {}", reply.body);
+        }
+    }
+    server.finish().await;
 }
