@@ -481,7 +481,7 @@ impl Backend for Store {
             fingerprint: fingerprint.to_string(),
         };
         match on_backend!(self, b => b.maintain(task))? {
-            Written::Registered(registration) => Ok(registration),
+            Written::Registered(registration) => Ok(*registration),
             other => Err(unexpected(other)),
         }
     }

@@ -446,7 +446,7 @@ pub(crate) enum Written {
     /// Rows deleted ([`Maintenance::DeleteBefore`]), 0 for [`Maintenance::ReporterDrops`].
     Count(u64),
     /// [`Maintenance::Register`].
-    Registered(Registration),
+    Registered(Box<Registration>),
     /// [`Maintenance::Trigger`].
     Triggered(Triggered),
 }
@@ -466,7 +466,7 @@ pub(crate) async fn maintain<D: BulkWrite>(
         }
         Maintenance::Register { spec, fingerprint } => register::<D>(conn, spec, fingerprint)
             .await
-            .map(Written::Registered),
+            .map(|registration| Written::Registered(Box::new(registration))),
         Maintenance::Trigger(run) => trigger::<D>(conn, run).await.map(Written::Triggered),
     }
 }
