@@ -327,7 +327,22 @@ mod tests {
         assert_eq!(config.retention, Some(Duration::from_secs(30 * 86400)));
         assert_eq!(config.settings.max_body, DEFAULT_MAX_BODY);
         assert!(config.settings.api_keys.is_empty());
+        assert_eq!(config.settings.idempotency_ttl, Duration::from_secs(86400));
         config.check().expect("loopback without keys is fine");
+    }
+
+    #[test]
+    fn idempotency_ttl() {
+        let cli =
+            Cli::try_parse_from(["flowkit-server", "--idempotency-ttl", "90m"]).expect("parse");
+        let config = cli.into_config().expect("config");
+        assert_eq!(config.settings.idempotency_ttl, Duration::from_secs(5400));
+        for bad in ["0s", "400d", "soon"] {
+            assert!(
+                Cli::try_parse_from(["flowkit-server", "--idempotency-ttl", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -279,8 +279,10 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Stats, StoreError>> + Send;
     /// Deletes the `batch` oldest runs created before `cutoff`, each with the rest of its group
     /// (a flow run's task runs go with it, even ones created after `cutoff`), and their states,
-    /// logs and event ids, in one transaction; returns how many runs were deleted, which may
-    /// exceed `batch`. Called repeatedly by the retention task until it returns 0.
+    /// logs and event ids, in one transaction; once no old run is left, also up to `batch`
+    /// orphan log lines and expired idempotency keys. Returns how many runs, orphan lines and
+    /// keys were deleted, which may exceed `batch`. Called repeatedly by the retention task
+    /// until it returns 0.
     fn delete_before(
         &self,
         cutoff: DateTime<Utc>,

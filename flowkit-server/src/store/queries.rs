@@ -474,8 +474,8 @@ pub(crate) async fn maintain<D: BulkWrite>(
 /// Retention, in one transaction: the `batch` oldest runs created before `cutoff`, with every
 /// run, state and log line of their groups (a flow run and its task runs go together); then,
 /// once no old run is left, up to `batch` old log lines whose run never sent a state (its state
-/// events were dropped by a reporter), which have no run row to be deleted with. Returns the
-/// runs and orphan log lines deleted.
+/// events were dropped by a reporter), which have no run row to be deleted with, and up to
+/// `batch` expired idempotency keys. Returns the runs, orphan log lines and keys deleted.
 async fn delete_before<D: Dialect>(
     conn: &mut D::Connection,
     cutoff: DateTime<Utc>,
