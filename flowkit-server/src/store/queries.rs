@@ -943,11 +943,14 @@ async fn register<D: BulkWrite>(
     let versions: i64 = c.get("versions")?;
     let updated = c.instant("updated")?;
     if owner != D::text(&spec.flow_key) {
+        tx.rollback().await?;
         return Ok(Registration::OwnedByAnother { flow_key: owner });
     }
     if let Some(known) =
         find_version::<D>(&mut tx, &spec.flow, &spec.name, Some(&spec.version)).await?
     {
+        // Nothing to write: the upsert above only took the lock.
+        tx.rollback().await?;
         return Ok(if known.fingerprint == fingerprint {
             Registration::Unchanged(known.version)
         } else {

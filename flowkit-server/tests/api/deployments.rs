@@ -529,6 +529,31 @@ async fn idempotency_keys_are_scoped_and_fingerprinted(server: &TestServer) {
     assert_eq!(scoped.status, StatusCode::CREATED, "{}", scoped.body);
     assert_ne!(scoped.body["id"], id);
 
+    // A refused trigger does not use up its key.
+    let invalid = json!({"parameters": {"dataset": 1}, "idempotency_key": "retry-me"});
+    let reply = trigger(server, "train/nightly", &invalid).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.body
+    );
+    let fixed = json!({
+        "parameters": {"dataset": "d", "learning_rate": 1},
+        "idempotency_key": "retry-me"
+    });
+    let reply = trigger(server, "train/nightly", &fixed).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+
+    // A replay gets its run even after a newer version changed the schema.
+    let mut stricter = spec("def@0.2.0");
+    stricter["parameter_schema"]["required"] = json!(["dataset", "learning_rate", "epochs"]);
+    stricter["default_parameters"] = json!({});
+    register_ok(server, &stricter).await;
+    let replay = trigger(server, "train/nightly", &body).await;
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
+    assert_eq!(replay.body["id"], id);
+
     for bad in [String::new(), "k".repeat(256)] {
         let mut bad_key = body.clone();
         bad_key["idempotency_key"] = json!(bad);
@@ -539,7 +564,7 @@ async fn idempotency_keys_are_scoped_and_fingerprinted(server: &TestServer) {
         server.get_ok("/api/v1/flow-runs").await["items"]
             .as_array()
             .map(Vec::len),
-        Some(3)
+        Some(4)
     );
 }
 
