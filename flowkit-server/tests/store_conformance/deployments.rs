@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 conformance!(
     versions_are_kept_in_registration_order,
+    concurrent_registrations_agree_on_the_newest,
     one_key_makes_one_run_under_concurrency,
     expired_keys_are_forgotten_and_swept,
 );
@@ -130,6 +131,49 @@ async fn versions_are_kept_in_registration_order(env: &mut Env) {
         .map(|d| (d.flow.as_str(), d.versions))
         .collect();
     assert_eq!(listed, [("etl", 1), ("train", 3)]);
+}
+
+async fn concurrent_registrations_agree_on_the_newest(env: &mut Env) {
+    let store = &env.store;
+    let outcomes = futures::future::join_all((0..16).map(|i| {
+        let store = store.clone();
+        async move {
+            let version = format!("v{i:02}");
+            // Each version twice at once: one creates it, the other finds it unchanged.
+            let spec = spec("train", &version);
+            let (a, b) = futures::join!(
+                store.register_deployment(&spec, &version),
+                store.register_deployment(&spec, &version),
+            );
+            (a.expect("register"), b.expect("register"))
+        }
+    }))
+    .await;
+    for (a, b) in &outcomes {
+        let created = [a, b]
+            .iter()
+            .filter(|r| matches!(r, Registration::Created(_)))
+            .count();
+        assert_eq!(created, 1, "{a:?} {b:?}");
+    }
+    let all = store
+        .deployment_versions("train", "nightly", &page(100, None))
+        .await
+        .expect("versions");
+    assert_eq!(all.items.len(), 16);
+    // Newest first, strictly: `registered` orders them as the registrations committed.
+    for pair in all.items.windows(2) {
+        assert!(pair[0].registered > pair[1].registered, "{pair:?}");
+    }
+    let (latest, count) = store
+        .deployment("train", "nightly")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(count, 16);
+    assert_eq!(latest.version, all.items[0].version);
+    let summary = store.list_deployments(&page(10, None)).await.expect("list");
+    assert_eq!(summary.items[0].latest_version, latest.version);
 }
 
 fn new_run(key: Option<(&str, &str, DateTime<Utc>)>) -> NewRun {
