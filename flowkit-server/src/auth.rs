@@ -33,12 +33,20 @@ pub enum Scope {
     Report,
     /// Creating runs of deployments.
     Trigger,
+    /// Registering deployments (what `flowkit::serve` workers need, with `report`).
+    Worker,
     /// Everything.
     Admin,
 }
 
 impl Scope {
-    const ALL: [Scope; 4] = [Scope::Read, Scope::Report, Scope::Trigger, Scope::Admin];
+    const ALL: [Scope; 5] = [
+        Scope::Read,
+        Scope::Report,
+        Scope::Trigger,
+        Scope::Worker,
+        Scope::Admin,
+    ];
 
     /// The name in `--api-key` and in error messages.
     pub fn as_str(self) -> &'static str {
@@ -46,6 +54,7 @@ impl Scope {
             Scope::Read => "read",
             Scope::Report => "report",
             Scope::Trigger => "trigger",
+            Scope::Worker => "worker",
             Scope::Admin => "admin",
         }
     }
@@ -56,6 +65,7 @@ impl Scope {
             Scope::Report => 2,
             Scope::Trigger => 4,
             Scope::Admin => 8,
+            Scope::Worker => 16,
         }
     }
 }
@@ -66,7 +76,9 @@ impl FromStr for Scope {
         Scope::ALL
             .into_iter()
             .find(|scope| scope.as_str() == s.trim())
-            .ok_or_else(|| format!("unknown scope {s:?}: expected read, report, trigger or admin"))
+            .ok_or_else(|| {
+                format!("unknown scope {s:?}: expected read, report, trigger, worker or admin")
+            })
     }
 }
 
@@ -290,6 +302,24 @@ pub async fn require_report(
     require(&state, Scope::Report, request, next).await
 }
 
+/// Middleware of the routes that need the `trigger` scope.
+pub async fn require_trigger(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    require(&state, Scope::Trigger, request, next).await
+}
+
+/// Middleware of the routes that need the `worker` scope.
+pub async fn require_worker(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    require(&state, Scope::Worker, request, next).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,6 +340,9 @@ mod tests {
         assert!(key.scopes().allows(Scope::Read));
         assert!(key.scopes().allows(Scope::Report));
         assert!(!key.scopes().allows(Scope::Trigger));
+        let worker: ApiKey = "w:0123456789abcdef:report,worker".parse().expect("key");
+        assert!(worker.scopes().allows(Scope::Worker));
+        assert!(!worker.scopes().allows(Scope::Trigger));
         assert!("ops:short:read".parse::<ApiKey>().is_err());
         assert!("ops:0123456789abcdef:write".parse::<ApiKey>().is_err());
         assert!("ops:0123456789abcdef:".parse::<ApiKey>().is_err());
@@ -356,6 +389,14 @@ mod tests {
         assert_eq!(
             status(Some("Bearer root-secret-0123456789"), Scope::Trigger),
             200
+        );
+        assert_eq!(
+            status(Some("Bearer root-secret-0123456789"), Scope::Worker),
+            200
+        );
+        assert_eq!(
+            status(Some("Bearer reader-secret-0123456789"), Scope::Worker),
+            403
         );
     }
 

@@ -45,7 +45,8 @@ pub struct Cli {
 
     /// An API key, as `NAME:SECRET:SCOPES`; repeat the flag for several keys. SCOPES is a
     /// comma-separated list of `read` (GET routes), `report` (sending events), `trigger`
-    /// (creating runs of deployments) and `admin` (everything). Clients send
+    /// (creating runs of deployments), `worker` (registering deployments; a worker process
+    /// uses `report,worker`) and `admin` (everything). Clients send
     /// `Authorization: Bearer SECRET`. The secret must be at least 16 characters. In the
     /// environment variable, separate keys with `;`.
     #[arg(
@@ -72,6 +73,12 @@ pub struct Cli {
     /// Most events accepted in one batch (`POST /api/events`); larger batches get 413.
     #[arg(long, env = "FLOWKIT_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
+
+    /// How long the idempotency key of a trigger is remembered (`Idempotency-Key`): within
+    /// it, the same key with the same body gives back the run it created, with another body a
+    /// 409. A duration such as `24h`, `30m`, `7d`.
+    #[arg(long, env = "FLOWKIT_IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_ttl)]
+    pub idempotency_ttl: Duration,
 
     /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish before the
     /// server stops anyway.
@@ -112,6 +119,8 @@ pub struct Settings {
     /// How many run changes the live stream buffers for a slow client before telling it to
     /// refetch.
     pub stream_capacity: usize,
+    /// How long a trigger's idempotency key is remembered.
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -121,6 +130,7 @@ impl Default for Settings {
             max_body: DEFAULT_MAX_BODY,
             max_batch: DEFAULT_MAX_BATCH,
             stream_capacity: 4096,
+            idempotency_ttl: flowkit_wire::api::deployments::DEFAULT_IDEMPOTENCY_TTL,
         }
     }
 }
@@ -161,6 +171,7 @@ impl Cli {
                 api_keys: ApiKeys::new(parse_keys(&self.api_keys)?)?,
                 max_body: self.max_body,
                 max_batch: self.max_batch,
+                idempotency_ttl: self.idempotency_ttl,
                 ..Settings::default()
             },
         })
@@ -257,6 +268,17 @@ pub fn parse_retention(s: &str) -> Result<Retention, String> {
     Ok(Retention(Some(duration)))
 }
 
+/// Parses the idempotency-key TTL: a positive duration of at most a year (chrono adds it to
+/// instants, and a key kept longer is a leak rather than a guarantee).
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration such as 24h or 30m: {e}"))?;
+    if duration.is_zero() || duration > Duration::from_secs(366 * 24 * 3600) {
+        return Err("expected a duration between 1s and 366d".into());
+    }
+    Ok(duration)
+}
+
 /// Parses a size: bytes, or a number with `KiB`/`MiB`/`GiB` (also `KB`/`MB`/`GB`, taken as
 /// powers of 1024, and `K`/`M`/`G`).
 pub fn parse_size(s: &str) -> Result<usize, String> {
@@ -305,7 +327,22 @@ mod tests {
         assert_eq!(config.retention, Some(Duration::from_secs(30 * 86400)));
         assert_eq!(config.settings.max_body, DEFAULT_MAX_BODY);
         assert!(config.settings.api_keys.is_empty());
+        assert_eq!(config.settings.idempotency_ttl, Duration::from_secs(86400));
         config.check().expect("loopback without keys is fine");
+    }
+
+    #[test]
+    fn idempotency_ttl() {
+        let cli =
+            Cli::try_parse_from(["flowkit-server", "--idempotency-ttl", "90m"]).expect("parse");
+        let config = cli.into_config().expect("config");
+        assert_eq!(config.settings.idempotency_ttl, Duration::from_secs(5400));
+        for bad in ["0s", "400d", "soon"] {
+            assert!(
+                Cli::try_parse_from(["flowkit-server", "--idempotency-ttl", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

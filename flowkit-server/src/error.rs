@@ -15,7 +15,9 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+pub use flowkit_wire::api::deployments::FieldError;
 pub use flowkit_wire::api::error::{ErrorBody, ErrorCode, ErrorDetail};
+use uuid::Uuid;
 
 /// An error answered to a client: an HTTP status, a stable machine-readable `code` and a
 /// message for humans.
@@ -24,6 +26,10 @@ pub struct ApiError {
     status: StatusCode,
     code: ErrorCode,
     message: String,
+    /// Every error found, each at its JSON pointer (`invalid_parameters`, `invalid_body`).
+    details: Vec<FieldError>,
+    /// The run the error is about (`idempotency_key_reused`).
+    run_id: Option<Uuid>,
     /// The cause of an internal error: logged, never sent.
     source: Option<anyhow::Error>,
 }
@@ -35,8 +41,34 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: Vec::new(),
+            run_id: None,
             source: None,
         }
+    }
+
+    /// The same error listing `details`, each at its JSON pointer.
+    pub fn with_details(mut self, details: Vec<FieldError>) -> ApiError {
+        self.details = details;
+        self
+    }
+
+    /// The same error about the run `run_id`.
+    pub fn with_run_id(mut self, run_id: Uuid) -> ApiError {
+        self.run_id = Some(run_id);
+        self
+    }
+
+    /// 422 `invalid_body` listing every field at fault; the message sums them up.
+    pub fn invalid_fields(details: Vec<FieldError>) -> ApiError {
+        let message = match details.as_slice() {
+            [one] => format!("`{}`: {}", one.pointer, one.message),
+            many => format!(
+                "{} fields are invalid: see `details`, one entry per field",
+                many.len()
+            ),
+        };
+        ApiError::invalid_body(message).with_details(details)
     }
 
     /// 400 `invalid_parameter`: a query parameter that does not parse or is out of range.
@@ -93,6 +125,8 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: ErrorCode::Internal,
             message: "internal error".to_string(),
+            details: Vec::new(),
+            run_id: None,
             source: Some(source.into()),
         }
     }
@@ -112,14 +146,17 @@ impl ApiError {
         &self.message
     }
 
+    /// The errors listed at their JSON pointers.
+    pub fn details(&self) -> &[FieldError] {
+        &self.details
+    }
+
     /// The `{ "error": { ... } }` body of this error.
     pub fn body(&self) -> ErrorBody {
-        ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: self.message.clone(),
-            },
-        }
+        let mut error = ErrorDetail::new(self.code, self.message.clone());
+        error.details.clone_from(&self.details);
+        error.run_id = self.run_id;
+        ErrorBody { error }
     }
 }
 

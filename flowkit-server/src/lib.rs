@@ -21,6 +21,7 @@ pub mod auth;
 pub mod config;
 pub(crate) mod dashboard;
 pub(crate) mod error;
+pub(crate) mod params;
 pub mod retention;
 pub mod store;
 pub(crate) mod stream;
@@ -49,6 +50,7 @@ struct Inner {
     settings: Settings,
     changes: stream::Changes,
     shutdown: watch::Sender<bool>,
+    validators: params::Validators,
 }
 
 impl AppState {
@@ -61,6 +63,7 @@ impl AppState {
                 settings,
                 changes,
                 shutdown: watch::Sender::new(false),
+                validators: params::Validators::default(),
             }),
         }
     }
@@ -78,6 +81,11 @@ impl AppState {
     /// The live-change channel.
     pub(crate) fn changes(&self) -> &stream::Changes {
         &self.inner.changes
+    }
+
+    /// Compiled parameter schemas of deployment versions.
+    pub(crate) fn validators(&self) -> &params::Validators {
+        &self.inner.validators
     }
 
     /// Turns true when the server starts shutting down.

@@ -1,4 +1,6 @@
-//! Retention: a background task that deletes runs older than the configured age.
+//! Retention: a background task that deletes runs older than the configured age, and the
+//! idempotency keys of triggers that have expired (a trigger also ignores and replaces an
+//! expired key by itself; the sweep only reclaims the space).
 //!
 //! Deletion goes in small batches with short pauses between them, so a large backlog (the
 //! first start after enabling retention, or after a long stop) never holds the database's
@@ -54,7 +56,10 @@ pub fn spawn(
         loop {
             match sweep(&store, retention, &shutdown).await {
                 Ok(0) => tracing::debug!("retention: nothing to delete"),
-                Ok(n) => tracing::info!(runs = n, "retention: deleted old runs"),
+                Ok(n) => tracing::info!(
+                    rows = n,
+                    "retention: deleted old runs, orphan log lines and expired idempotency keys"
+                ),
                 Err(err) => tracing::warn!(error = %err, "retention sweep failed; retrying later"),
             }
             tokio::select! {

@@ -228,10 +228,7 @@ pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<
             Ok(event) => events.push(event),
             Err(message) => rejected.push(RejectedEvent {
                 index,
-                error: ErrorDetail {
-                    code: ErrorCode::InvalidEvent,
-                    message,
-                },
+                error: ErrorDetail::new(ErrorCode::InvalidEvent, message),
             }),
         }
     }

@@ -314,6 +314,7 @@ mod tests {
             deployment: None,
             version: None,
             worker: None,
+            scheduled_for: None,
         }
     }
 

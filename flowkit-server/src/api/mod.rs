@@ -18,7 +18,15 @@
 //! | `GET /stream` | read | [`stream::stream`] |
 //! | `POST /events` | report | [`events::ingest`] |
 //! | `POST /reporter-drops` | report | [`reporter_drops::record`] |
+//! | `GET /deployments` | read | [`deployments::list`] |
+//! | `GET /deployments/{flow}/{name}` | read | [`deployments::get`] |
+//! | `GET /deployments/{flow}/{name}/versions` | read | [`deployments::versions`] |
+//! | `POST /deployments` | worker | [`deployments::register`] |
+//! | `POST /deployments/{flow}/{name}/runs` | trigger | [`deployments::trigger`] |
+//!
+//! `admin` allows every route.
 
+pub mod deployments;
 pub mod events;
 pub mod extract;
 pub mod flow_runs;
@@ -66,6 +74,12 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route("/flow-runs/{id}/graph", get(flow_runs::graph))
         .route("/stats", get(stats::stats))
         .route("/stream", get(stream::stream))
+        .route("/deployments", get(deployments::list))
+        .route("/deployments/{flow}/{name}", get(deployments::get))
+        .route(
+            "/deployments/{flow}/{name}/versions",
+            get(deployments::versions),
+        )
         .route_layer(from_fn_with_state(state.clone(), auth::require_read));
 
     let report = Router::new()
@@ -74,10 +88,23 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route("/reporter-drops", post(reporter_drops::record))
         .route_layer(from_fn_with_state(state.clone(), auth::require_report));
 
+    let worker = Router::new()
+        .route("/deployments", post(deployments::register))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_worker));
+
+    let trigger = Router::new()
+        .route(
+            "/deployments/{flow}/{name}/runs",
+            post(deployments::trigger),
+        )
+        .route_layer(from_fn_with_state(state.clone(), auth::require_trigger));
+
     Router::new()
         .merge(open)
         .merge(read)
         .merge(report)
+        .merge(worker)
+        .merge(trigger)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
 }

@@ -1,10 +1,14 @@
 //! `GET /api/openapi.json`: the OpenAPI 3 document of every route, generated from the
 //! handlers' `#[utoipa::path]` attributes and the response types.
 
-use crate::api::{events, flow_runs, health, reporter_drops, stats, stream};
+use crate::api::{deployments, events, flow_runs, health, reporter_drops, stats, stream};
 use crate::dashboard;
 use axum::http::header;
 use axum::response::IntoResponse;
+use flowkit_wire::api::deployments::{
+    DeploymentDetail, DeploymentSpec, DeploymentSummary, DeploymentVersion, FieldError,
+    TriggerRequest,
+};
 use flowkit_wire::api::error::{ErrorBody, ErrorCode, ErrorDetail};
 use flowkit_wire::api::logs::LogEntry;
 use flowkit_wire::api::page::Page;
@@ -25,8 +29,10 @@ use utoipa::{Modify, OpenApi};
             Every route is under `/api/v1`; `/api/...` answers the same as an alias. \
             Every error is `{\"error\": {\"code\": ..., \"message\": ...}}` (`code` is one of \
             `ErrorCode`). When the server has API keys, send `Authorization: Bearer <secret>`; \
-            GET routes need the `read` scope, ingestion the `report` scope (`admin` allows \
-            everything). Readers ignore unknown fields, and read unknown state types as \
+            GET routes need the `read` scope, ingestion the `report` scope, registering \
+            deployments the `worker` scope, triggering runs the `trigger` scope (`admin` allows \
+            everything). Invalid parameters of a trigger are a 422 `invalid_parameters` whose \
+            `details` list every error at its JSON pointer. Readers ignore unknown fields, and read unknown state types as \
             `Unknown`, so newer peers never break older ones."
     ),
     paths(
@@ -42,6 +48,11 @@ use utoipa::{Modify, OpenApi};
         flow_runs::graph,
         stats::stats,
         stream::stream,
+        deployments::register,
+        deployments::list,
+        deployments::get,
+        deployments::versions,
+        deployments::trigger,
         document,
     ),
     components(schemas(
@@ -59,12 +70,21 @@ use utoipa::{Modify, OpenApi};
         Lagged,
         Page<Run>,
         Page<LogEntry>,
+        FieldError,
+        DeploymentSpec,
+        DeploymentVersion,
+        DeploymentSummary,
+        DeploymentDetail,
+        TriggerRequest,
+        Page<DeploymentSummary>,
+        Page<DeploymentVersion>,
     )),
     modifiers(&ApiKeyAuth),
     tags(
         (name = "server", description = "Health and API description"),
         (name = "events", description = "Ingestion, as the flowkit reporter sends it"),
         (name = "flow-runs", description = "Runs, logs, graphs, statistics and the live stream"),
+        (name = "deployments", description = "Flows registered by workers, and triggering runs of them with parameters validated against the flow's JSON Schema"),
     )
 )]
 pub struct ApiDoc;

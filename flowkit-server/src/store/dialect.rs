@@ -11,6 +11,7 @@
 //! | tags, upstream ids | JSON text | `text[]`, `uuid[]` (read as `to_json(…)::text`) |
 //! | JSON values | `TEXT` | `json` (read as `…::text`) |
 //! | tag containment | `EXISTS (… json_each …)` | `tags @> ARRAY[…]` (GIN index) |
+//! | binding JSON, tags | text | `$n::json`, `$n::text[]` |
 //! | greatest, least of two | `max`, `min` | `GREATEST`, `LEAST` |
 //! | literal substring | `instr` | `strpos` |
 //! | text | any | no NUL character |
@@ -37,11 +38,14 @@ pub(crate) trait Dialect:
     + Bind<Uuid>
     + Bind<String>
     + Bind<i64>
+    + Bind<Option<String>>
+    + Bind<Option<i64>>
     + Get<Uuid>
     + Get<Option<Uuid>>
     + Get<String>
     + Get<Option<String>>
     + Get<i64>
+    + Get<Option<i64>>
     + Run
 {
     /// Starts the transaction of a write.
@@ -69,6 +73,10 @@ pub(crate) trait Dialect:
     fn micros_of(column: &str) -> String;
     /// SQL for the JSON-valued (or array) column `column` as JSON text, named `column`.
     fn json_text(column: &str) -> String;
+    /// Binds JSON text for a JSON-valued column.
+    fn push_json(query: &mut QueryBuilder<Self>, json: String);
+    /// Binds a list of strings for a tags column (JSON text on SQLite, `text[]` on PostgreSQL).
+    fn push_strings(query: &mut QueryBuilder<Self>, values: &[String]) -> Result<(), StoreError>;
     /// Appends ` AND` "the run's tags contain `tag`" to a query on `runs`.
     fn push_has_tag(query: &mut QueryBuilder<Self>, tag: &str);
     /// Rows a statement changed.
@@ -226,6 +234,17 @@ impl Dialect for sqlx::Sqlite {
         column.to_string()
     }
 
+    fn push_json(query: &mut QueryBuilder<Self>, json: String) {
+        query.push_bind(json);
+    }
+
+    fn push_strings(query: &mut QueryBuilder<Self>, values: &[String]) -> Result<(), StoreError> {
+        let json = serde_json::to_string(values)
+            .map_err(|e| StoreError::Database(sqlx::Error::Encode(e.into())))?;
+        query.push_bind(json);
+        Ok(())
+    }
+
     fn push_has_tag(query: &mut QueryBuilder<Self>, tag: &str) {
         // Membership tested on the rows the list query walks anyway (see the migration).
         query
@@ -280,6 +299,16 @@ impl Dialect for sqlx::Postgres {
     fn json_text(column: &str) -> String {
         // Arrays become JSON arrays; a json value comes back as the text it was stored as.
         format!("to_json({column})::text AS {column}")
+    }
+
+    fn push_json(query: &mut QueryBuilder<Self>, json: String) {
+        query.push_bind(json).push("::json");
+    }
+
+    fn push_strings(query: &mut QueryBuilder<Self>, values: &[String]) -> Result<(), StoreError> {
+        let values: Vec<String> = values.iter().map(|v| Self::text(v)).collect();
+        query.push_bind(values).push("::text[]");
+        Ok(())
     }
 
     fn push_has_tag(query: &mut QueryBuilder<Self>, tag: &str) {

@@ -15,9 +15,10 @@
 //! timeline, retries included) and its log lines. Ingestion is idempotent by event id.
 
 use chrono::{DateTime, Utc};
+use flowkit_wire::api::deployments::{DeploymentSpec, DeploymentSummary, DeploymentVersion};
 use flowkit_wire::event::{Event, LogLevel};
 use flowkit_wire::state::StateType;
-use queries::Maintenance;
+use queries::{Maintenance, Written};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use uuid::Uuid;
@@ -170,6 +171,67 @@ pub struct StatsBucket {
     pub counts: Vec<(StateType, u64)>,
 }
 
+/// What registering a deployment version did ([`Backend::register_deployment`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Registration {
+    /// A new version, now the newest.
+    Created(DeploymentVersion),
+    /// This version was registered before with the same spec: nothing changed.
+    Unchanged(DeploymentVersion),
+    /// This version was registered before with another spec (returned): nothing changed.
+    VersionConflict(DeploymentVersion),
+    /// The flow/name belongs to another function (its `flow_key` is returned): nothing changed.
+    OwnedByAnother {
+        /// The function that registered the pair first.
+        flow_key: String,
+    },
+}
+
+/// A run to create for a trigger ([`Backend::trigger`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRun {
+    /// Its first state event (`Scheduled`, with the run's details): stored like any event,
+    /// so the run has a state history and later events of a worker merge into it.
+    pub event: Event,
+    /// `flow/name`: the scope of the idempotency key.
+    pub deployment: String,
+    /// Not to start before this instant.
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// The idempotency key of the trigger, if it has one.
+    pub idempotency: Option<IdempotencyClaim>,
+}
+
+/// An idempotency key a trigger claims for the run it creates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    /// The key.
+    pub key: String,
+    /// The fingerprint of the trigger's body.
+    pub fingerprint: String,
+    /// When the key is forgotten.
+    pub expires: DateTime<Utc>,
+}
+
+/// A stored idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// The fingerprint of the body that first used it.
+    pub fingerprint: String,
+    /// The run it created.
+    pub run_id: Uuid,
+}
+
+/// What a trigger did ([`Backend::trigger`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Triggered {
+    /// The run was created.
+    Created(Uuid),
+    /// The key was used before with the same body: this is the run it created.
+    Replayed(Uuid),
+    /// The key was used before with another body: this is the run it created.
+    KeyReused(Uuid),
+}
+
 /// What the server asks of its database. Every method is safe to call concurrently; writes on
 /// SQLite go through one writer task that batches them into transactions.
 pub trait Backend: Send + Sync + 'static {
@@ -217,8 +279,10 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Stats, StoreError>> + Send;
     /// Deletes the `batch` oldest runs created before `cutoff`, each with the rest of its group
     /// (a flow run's task runs go with it, even ones created after `cutoff`), and their states,
-    /// logs and event ids, in one transaction; returns how many runs were deleted, which may
-    /// exceed `batch`. Called repeatedly by the retention task until it returns 0.
+    /// logs and event ids, in one transaction; once no old run is left, also up to `batch`
+    /// orphan log lines and expired idempotency keys. Returns how many runs, orphan lines and
+    /// keys were deleted, which may exceed `batch`. Called repeatedly by the retention task
+    /// until it returns 0.
     fn delete_before(
         &self,
         cutoff: DateTime<Utc>,
@@ -230,6 +294,51 @@ pub trait Backend: Send + Sync + 'static {
         worker: &str,
         dropped: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Registers a version of a deployment in one transaction. The pair `flow`/`name` belongs
+    /// to the `flow_key` that registered it first; a version is kept forever and never
+    /// changed; a new version becomes the newest (registration order, even across servers).
+    /// `fingerprint` identifies the spec's content, to tell a repeat from a conflict.
+    fn register_deployment(
+        &self,
+        spec: &DeploymentSpec,
+        fingerprint: &str,
+    ) -> impl Future<Output = Result<Registration, StoreError>> + Send;
+    /// Deployments, most recently updated first, keyset-paginated.
+    fn list_deployments(
+        &self,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Page<DeploymentSummary>, StoreError>> + Send;
+    /// A deployment's newest version and its number of versions.
+    fn deployment(
+        &self,
+        flow: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<(DeploymentVersion, u64)>, StoreError>> + Send;
+    /// One version of a deployment, or its newest when `version` is `None`.
+    fn deployment_version(
+        &self,
+        flow: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> impl Future<Output = Result<Option<DeploymentVersion>, StoreError>> + Send;
+    /// A deployment's versions, newest first, keyset-paginated.
+    fn deployment_versions(
+        &self,
+        flow: &str,
+        name: &str,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Page<DeploymentVersion>, StoreError>> + Send;
+    /// An idempotency key of a deployment (`flow/name`), unless it has expired.
+    fn idempotency_key(
+        &self,
+        deployment: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
+    /// Creates a triggered run (its first state event and its row) in one transaction with its
+    /// idempotency key, if any. A key already held (and not expired) creates nothing: the
+    /// answer names the run it created, and whether the fingerprint matched. Concurrent
+    /// triggers with one key create one run, on every backend.
+    fn trigger(&self, run: NewRun) -> impl Future<Output = Result<Triggered, StoreError>> + Send;
     /// Flushes and closes (graceful shutdown: every acknowledged batch is committed).
     fn close(&self) -> impl Future<Output = ()> + Send;
 }
@@ -352,7 +461,10 @@ impl Backend for Store {
     }
     async fn delete_before(&self, cutoff: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
         let task = Maintenance::DeleteBefore { cutoff, batch };
-        on_backend!(self, b => b.maintain(task))
+        match on_backend!(self, b => b.maintain(task))? {
+            Written::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
     }
     async fn record_reporter_drops(&self, worker: &str, dropped: u64) -> Result<(), StoreError> {
         let task = Maintenance::ReporterDrops {
@@ -361,9 +473,70 @@ impl Backend for Store {
         };
         on_backend!(self, b => b.maintain(task)).map(|_| ())
     }
+    async fn register_deployment(
+        &self,
+        spec: &DeploymentSpec,
+        fingerprint: &str,
+    ) -> Result<Registration, StoreError> {
+        let task = Maintenance::Register {
+            spec: Box::new(spec.clone()),
+            fingerprint: fingerprint.to_string(),
+        };
+        match on_backend!(self, b => b.maintain(task))? {
+            Written::Registered(registration) => Ok(*registration),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn list_deployments(
+        &self,
+        page: &PageRequest,
+    ) -> Result<Page<DeploymentSummary>, StoreError> {
+        on_backend!(self, b => queries::list_deployments(b.pool(), page))
+    }
+    async fn deployment(
+        &self,
+        flow: &str,
+        name: &str,
+    ) -> Result<Option<(DeploymentVersion, u64)>, StoreError> {
+        on_backend!(self, b => queries::deployment(b.pool(), flow, name))
+    }
+    async fn deployment_version(
+        &self,
+        flow: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Option<DeploymentVersion>, StoreError> {
+        on_backend!(self, b => queries::deployment_version(b.pool(), flow, name, version))
+    }
+    async fn deployment_versions(
+        &self,
+        flow: &str,
+        name: &str,
+        page: &PageRequest,
+    ) -> Result<Page<DeploymentVersion>, StoreError> {
+        on_backend!(self, b => queries::deployment_versions(b.pool(), flow, name, page))
+    }
+    async fn idempotency_key(
+        &self,
+        deployment: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        on_backend!(self, b => queries::idempotency_key(b.pool(), deployment, key))
+    }
+    async fn trigger(&self, run: NewRun) -> Result<Triggered, StoreError> {
+        match on_backend!(self, b => b.maintain(Maintenance::Trigger(Box::new(run))))? {
+            Written::Triggered(triggered) => Ok(triggered),
+            other => Err(unexpected(other)),
+        }
+    }
     async fn close(&self) {
         on_backend!(self, b => b.close())
     }
+}
+
+/// A write answered with the outcome of another kind of write: a bug, reported as a 500.
+fn unexpected(written: Written) -> StoreError {
+    StoreError::Corrupt(format!("unexpected outcome of a write: {written:?}"))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 
 use super::dialect::Dialect;
 use super::queries::{
-    self, BulkWrite, LOG_COLUMNS, Maintenance, NEW_EVENTS_ONLY, RUN_COLUMNS, STATE_COLUMNS,
+    self, BulkWrite, LOG_COLUMNS, Maintenance, NEW_EVENTS_ONLY, RUN_COLUMNS, STATE_COLUMNS, Written,
 };
 use super::rows::{self, LogRow, Plan, RunRow, StateRow, from_micros};
 use super::{IngestOutcome, StoreError};
@@ -71,7 +71,7 @@ impl PgStore {
     }
 
     /// Runs a write besides ingestion, retried if it collided with another transaction.
-    pub(crate) async fn maintain(&self, task: Maintenance) -> Result<u64, StoreError> {
+    pub(crate) async fn maintain(&self, task: Maintenance) -> Result<Written, StoreError> {
         let task = &task;
         with_retries(move || async move {
             queries::maintain::<Postgres>(&mut *self.pool.acquire().await?, task).await

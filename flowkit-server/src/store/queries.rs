@@ -11,10 +11,11 @@ use super::rows::{
     parse_kind, parse_level, parse_state,
 };
 use super::{
-    IngestOutcome, LogFilter, LogRecord, Page, PageRequest, RunFilter, RunRecord, StateRecord,
-    Stats, StoreError,
+    IdempotencyRecord, IngestOutcome, LogFilter, LogRecord, NewRun, Page, PageRequest,
+    Registration, RunFilter, RunRecord, StateRecord, Stats, StoreError, Triggered,
 };
 use chrono::{DateTime, Utc};
+use flowkit_wire::api::deployments::{DeploymentSpec, DeploymentSummary, DeploymentVersion};
 use flowkit_wire::api::page::MAX_PAGE_SIZE;
 use serde::de::DeserializeOwned;
 use sqlx::{AssertSqlSafe, Connection, Pool, QueryBuilder};
@@ -64,7 +65,8 @@ impl<D: Dialect> Columns<'_, D> {
 fn run_columns<D: Dialect>() -> String {
     format!(
         "id, kind, name, task_key, parent_run_id, flow_run_id, state, state_message, state_ts, \
-         attempt, created, started, ended, {}, {}, {}, cache_key, deployment, version, worker",
+         attempt, created, started, ended, {}, {}, {}, cache_key, deployment, version, worker, \
+         scheduled_for",
         D::json_text("tags"),
         D::json_text("parameters"),
         D::json_text("upstream"),
@@ -94,6 +96,7 @@ fn run_record<D: Dialect>(row: &D::Row) -> Result<RunRecord, StoreError> {
         deployment: c.get("deployment")?,
         version: c.get("version")?,
         worker: c.get("worker")?,
+        scheduled_for: c.opt_instant("scheduled_for")?,
     })
 }
 
@@ -426,29 +429,53 @@ pub(crate) enum Maintenance {
         /// Events it dropped since its last report.
         dropped: u64,
     },
+    /// See [`super::Backend::register_deployment`].
+    Register {
+        /// The version to register.
+        spec: Box<DeploymentSpec>,
+        /// The spec's fingerprint.
+        fingerprint: String,
+    },
+    /// See [`super::Backend::trigger`].
+    Trigger(Box<NewRun>),
 }
 
-/// Runs `task` on `conn`; returns the rows it deleted (0 for anything else).
-pub(crate) async fn maintain<D: Dialect>(
+/// What a [`Maintenance`] task did.
+#[derive(Debug)]
+pub(crate) enum Written {
+    /// Rows deleted ([`Maintenance::DeleteBefore`]), 0 for [`Maintenance::ReporterDrops`].
+    Count(u64),
+    /// [`Maintenance::Register`].
+    Registered(Box<Registration>),
+    /// [`Maintenance::Trigger`].
+    Triggered(Triggered),
+}
+
+/// Runs `task` on `conn`.
+pub(crate) async fn maintain<D: BulkWrite>(
     conn: &mut D::Connection,
     task: &Maintenance,
-) -> Result<u64, StoreError> {
+) -> Result<Written, StoreError> {
     match task {
-        Maintenance::DeleteBefore { cutoff, batch } => {
-            delete_before::<D>(conn, *cutoff, *batch).await
-        }
+        Maintenance::DeleteBefore { cutoff, batch } => delete_before::<D>(conn, *cutoff, *batch)
+            .await
+            .map(Written::Count),
         Maintenance::ReporterDrops { worker, dropped } => {
             record_reporter_drops::<D>(conn, worker, *dropped).await?;
-            Ok(0)
+            Ok(Written::Count(0))
         }
+        Maintenance::Register { spec, fingerprint } => register::<D>(conn, spec, fingerprint)
+            .await
+            .map(|registration| Written::Registered(Box::new(registration))),
+        Maintenance::Trigger(run) => trigger::<D>(conn, run).await.map(Written::Triggered),
     }
 }
 
 /// Retention, in one transaction: the `batch` oldest runs created before `cutoff`, with every
 /// run, state and log line of their groups (a flow run and its task runs go together); then,
 /// once no old run is left, up to `batch` old log lines whose run never sent a state (its state
-/// events were dropped by a reporter), which have no run row to be deleted with. Returns the
-/// runs and orphan log lines deleted.
+/// events were dropped by a reporter), which have no run row to be deleted with, and up to
+/// `batch` expired idempotency keys. Returns the runs, orphan log lines and keys deleted.
 async fn delete_before<D: Dialect>(
     conn: &mut D::Connection,
     cutoff: DateTime<Utc>,
@@ -498,6 +525,17 @@ async fn delete_before<D: Dialect>(
                   AND NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.flow_run_id = l.group_id)
                  LIMIT ",
             )
+            .bind(i64::from(batch))
+            .push(")");
+        deleted += D::rows_affected(&D::execute(&mut tx, &mut q).await?);
+        // Idempotency keys past their time: a trigger ignores (and replaces) an expired key
+        // anyway; this only reclaims the space.
+        let mut q = QueryBuilder::new(
+            "DELETE FROM idempotency_keys WHERE (deployment, key) IN (
+                 SELECT deployment, key FROM idempotency_keys WHERE expires <= ",
+        );
+        q.bind_instant(Utc::now())
+            .push(" LIMIT ")
             .bind(i64::from(batch))
             .push(")");
         deleted += D::rows_affected(&D::execute(&mut tx, &mut q).await?);
@@ -636,17 +674,439 @@ pub(crate) async fn apply<D: BulkWrite>(
     let mut stored = HashSet::with_capacity(plan.states.len() + plan.logs.len());
     if !plan.is_empty() {
         let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
-        if !plan.states.is_empty() {
-            D::insert_states(&mut tx, &plan.states, &mut stored).await?;
-        }
-        if !plan.logs.is_empty() {
-            D::insert_logs(&mut tx, &plan.logs, &mut stored).await?;
-        }
-        let runs = plan.runs(&stored);
-        if !runs.is_empty() {
-            D::upsert_runs(&mut tx, &runs).await?;
-        }
+        write_plan::<D>(&mut tx, plan, &mut stored).await?;
         tx.commit().await?;
     }
     Ok(plan.outcomes(&stored))
+}
+
+/// Writes a plan's rows inside the caller's transaction; adds the event ids newly stored to
+/// `stored`.
+async fn write_plan<D: BulkWrite>(
+    conn: &mut D::Connection,
+    plan: &Plan,
+    stored: &mut HashSet<Uuid>,
+) -> Result<(), StoreError> {
+    if !plan.states.is_empty() {
+        D::insert_states(conn, &plan.states, stored).await?;
+    }
+    if !plan.logs.is_empty() {
+        D::insert_logs(conn, &plan.logs, stored).await?;
+    }
+    let runs = plan.runs(stored);
+    if !runs.is_empty() {
+        D::upsert_runs(conn, &runs).await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deployments
+// ---------------------------------------------------------------------------------------------
+
+/// The columns [`version_record`] reads.
+fn version_columns<D: Dialect>() -> String {
+    format!(
+        "flow, name, version, id, flow_key, description, {}, {}, {}, {}, concurrency_limit, \
+         registered, fingerprint",
+        D::json_text("parameter_schema"),
+        D::json_text("output_schema"),
+        D::json_text("default_parameters"),
+        D::json_text("tags"),
+    )
+}
+
+/// A version row, with its id (the keyset tie-breaker) and fingerprint.
+struct VersionRow {
+    version: DeploymentVersion,
+    id: Uuid,
+    fingerprint: String,
+}
+
+fn version_row<D: Dialect>(row: &D::Row) -> Result<VersionRow, StoreError> {
+    let c = Columns::<D>(row);
+    let limit: Option<i64> = c.get("concurrency_limit")?;
+    Ok(VersionRow {
+        version: DeploymentVersion {
+            flow: c.get("flow")?,
+            name: c.get("name")?,
+            version: c.get("version")?,
+            flow_key: c.get("flow_key")?,
+            description: c.get("description")?,
+            parameter_schema: c.json("parameter_schema")?,
+            output_schema: c.json("output_schema")?,
+            default_parameters: c.json("default_parameters")?,
+            tags: c.json("tags")?,
+            concurrency_limit: limit
+                .map(|n| u32::try_from(n).map_err(|_| corrupt(format!("concurrency limit {n}"))))
+                .transpose()?,
+            registered: c.instant("registered")?,
+        },
+        id: c.get("id")?,
+        fingerprint: c.get("fingerprint")?,
+    })
+}
+
+/// Appends `SELECT … FROM deployment_versions WHERE flow = … AND name = …`.
+fn push_versions_of<D: Dialect>(q: &mut QueryBuilder<D>, flow: &str, name: &str) {
+    q.push(format!(
+        "SELECT {} FROM deployment_versions WHERE flow = ",
+        version_columns::<D>()
+    ))
+    .bind(flow.to_string())
+    .push(" AND name = ")
+    .bind(name.to_string());
+}
+
+/// One version of a deployment, or its newest (the greatest `(registered, id)`) when
+/// `version` is `None`.
+async fn find_version<D: Dialect>(
+    conn: &mut D::Connection,
+    flow: &str,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Option<VersionRow>, StoreError> {
+    let mut q = QueryBuilder::new("");
+    push_versions_of(&mut q, flow, name);
+    match version {
+        Some(version) => {
+            q.push(" AND version = ").bind(D::text(version));
+        }
+        None => {
+            q.push(" ORDER BY registered DESC, id DESC LIMIT 1");
+        }
+    }
+    let row = D::fetch_optional(conn, &mut q).await?;
+    row.as_ref().map(version_row::<D>).transpose()
+}
+
+/// One version of a deployment (the newest when `version` is `None`).
+pub(crate) async fn deployment_version<D: Dialect>(
+    pool: &Pool<D>,
+    flow: &str,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Option<DeploymentVersion>, StoreError> {
+    let found = find_version::<D>(&mut *pool.acquire().await?, flow, name, version).await?;
+    Ok(found.map(|v| v.version))
+}
+
+/// The newest version of a deployment and how many it has.
+pub(crate) async fn deployment<D: Dialect>(
+    pool: &Pool<D>,
+    flow: &str,
+    name: &str,
+) -> Result<Option<(DeploymentVersion, u64)>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let mut q = QueryBuilder::new("SELECT versions FROM deployments WHERE flow = ");
+    q.bind(flow.to_string())
+        .push(" AND name = ")
+        .bind(name.to_string());
+    let Some(row) = D::fetch_optional(&mut conn, &mut q).await? else {
+        return Ok(None);
+    };
+    let versions: i64 = Columns::<D>(&row).get("versions")?;
+    let latest = find_version::<D>(&mut conn, flow, name, None).await?;
+    // Registered in one transaction with its first version: never one without the other.
+    let latest =
+        latest.ok_or_else(|| corrupt(format!("deployment {flow}/{name} has no version")))?;
+    Ok(Some((latest.version, versions.max(0) as u64)))
+}
+
+/// Deployments, most recently updated first.
+pub(crate) async fn list_deployments<D: Dialect>(
+    pool: &Pool<D>,
+    page: &PageRequest,
+) -> Result<Page<DeploymentSummary>, StoreError> {
+    let size = page_size(page);
+    let mut q = QueryBuilder::new(
+        "SELECT d.flow, d.name, d.id, d.latest_version, d.versions, d.updated,
+            (SELECT v.description FROM deployment_versions AS v
+             WHERE v.flow = d.flow AND v.name = d.name AND v.version = d.latest_version)
+            AS description
+         FROM deployments AS d",
+    );
+    if let Some(cursor) = decode_cursor(page)? {
+        q.push(" WHERE (d.updated, d.id) < (")
+            .bind_instant(cursor_instant(&cursor)?)
+            .push(", ")
+            .bind(cursor.id)
+            .push(")");
+    }
+    q.push(" ORDER BY d.updated DESC, d.id DESC LIMIT ")
+        .bind(size as i64 + 1);
+    let rows = read_all(pool, &mut q, |row| {
+        let c = Columns::<D>(row);
+        let versions: i64 = c.get("versions")?;
+        Ok((
+            DeploymentSummary {
+                flow: c.get("flow")?,
+                name: c.get("name")?,
+                description: c.get("description")?,
+                latest_version: c.get("latest_version")?,
+                versions: versions.max(0) as u64,
+                updated: c.instant("updated")?,
+            },
+            c.get::<Uuid>("id")?,
+        ))
+    })
+    .await?;
+    Ok(keyset_page(rows, size, |(d, id)| Cursor {
+        micros: micros(d.updated),
+        id: *id,
+    }))
+}
+
+/// A deployment's versions, newest first.
+pub(crate) async fn deployment_versions<D: Dialect>(
+    pool: &Pool<D>,
+    flow: &str,
+    name: &str,
+    page: &PageRequest,
+) -> Result<Page<DeploymentVersion>, StoreError> {
+    let size = page_size(page);
+    let mut q = QueryBuilder::new("");
+    push_versions_of(&mut q, flow, name);
+    if let Some(cursor) = decode_cursor(page)? {
+        q.push(" AND (registered, id) < (")
+            .bind_instant(cursor_instant(&cursor)?)
+            .push(", ")
+            .bind(cursor.id)
+            .push(")");
+    }
+    q.push(" ORDER BY registered DESC, id DESC LIMIT ")
+        .bind(size as i64 + 1);
+    let rows = read_all(pool, &mut q, |row| {
+        version_row::<D>(row).map(|v| (v.version, v.id))
+    })
+    .await?;
+    Ok(keyset_page(rows, size, |(v, id)| Cursor {
+        micros: micros(v.registered),
+        id: *id,
+    }))
+}
+
+/// A page of items read with their keyset id (one more than `size` if a next page exists).
+fn keyset_page<T>(
+    mut rows: Vec<(T, Uuid)>,
+    size: usize,
+    key: impl Fn(&(T, Uuid)) -> Cursor,
+) -> Page<T> {
+    let next_cursor = if rows.len() > size {
+        rows.truncate(size);
+        rows.last().map(|last| key(last).encode())
+    } else {
+        None
+    };
+    Page {
+        items: rows.into_iter().map(|(item, _)| item).collect(),
+        next_cursor,
+    }
+}
+
+/// Registers a version, in one transaction: see [`super::Backend::register_deployment`].
+async fn register<D: BulkWrite>(
+    conn: &mut D::Connection,
+    spec: &DeploymentSpec,
+    fingerprint: &str,
+) -> Result<Registration, StoreError> {
+    let now = from_micros(micros(Utc::now()))?;
+    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    // Creates the deployment's row, or touches it without changing it: either way the row is
+    // locked until commit (PostgreSQL), so registrations of one deployment take turns.
+    let mut q = QueryBuilder::new(
+        "INSERT INTO deployments (flow, name, id, flow_key, latest_version, versions, created, \
+         updated) VALUES (",
+    );
+    q.bind(spec.flow.clone())
+        .push(", ")
+        .bind(spec.name.clone())
+        .push(", ")
+        .bind(Uuid::now_v7())
+        .push(", ")
+        .bind(D::text(&spec.flow_key))
+        .push(", ")
+        .bind(D::text(&spec.version))
+        .push(", 0, ")
+        .bind_instant(now)
+        .push(", ")
+        .bind_instant(now)
+        .push(
+            ") ON CONFLICT (flow, name) DO UPDATE SET versions = deployments.versions \
+             RETURNING flow_key, versions, updated",
+        );
+    let row = D::fetch_optional(&mut tx, &mut q)
+        .await?
+        .ok_or_else(|| corrupt("the upsert of a deployment returned nothing".into()))?;
+    let c = Columns::<D>(&row);
+    let owner: String = c.get("flow_key")?;
+    let versions: i64 = c.get("versions")?;
+    let updated = c.instant("updated")?;
+    if owner != D::text(&spec.flow_key) {
+        tx.rollback().await?;
+        return Ok(Registration::OwnedByAnother { flow_key: owner });
+    }
+    if let Some(known) =
+        find_version::<D>(&mut tx, &spec.flow, &spec.name, Some(&spec.version)).await?
+    {
+        // Nothing to write: the upsert above only took the lock.
+        tx.rollback().await?;
+        return Ok(if known.fingerprint == fingerprint {
+            Registration::Unchanged(known.version)
+        } else {
+            Registration::VersionConflict(known.version)
+        });
+    }
+    // Strictly after the previous version, whatever the clocks of the servers say, so the
+    // newest by `registered` is the one registered last.
+    let registered = if versions > 0 && updated >= now {
+        updated + chrono::Duration::microseconds(1)
+    } else {
+        now
+    };
+    let mut q = QueryBuilder::new(format!(
+        "INSERT INTO deployment_versions ({}) VALUES (",
+        "flow, name, version, id, flow_key, description, parameter_schema, output_schema, \
+         default_parameters, tags, concurrency_limit, registered, fingerprint"
+    ));
+    q.bind(spec.flow.clone())
+        .push(", ")
+        .bind(spec.name.clone())
+        .push(", ")
+        .bind(D::text(&spec.version))
+        .push(", ")
+        .bind(Uuid::now_v7())
+        .push(", ")
+        .bind(D::text(&spec.flow_key))
+        .push(", ")
+        .bind(spec.description.as_deref().map(D::text))
+        .push(", ");
+    D::push_json(&mut q, json_string(&spec.parameter_schema)?);
+    q.push(", ");
+    D::push_json(&mut q, json_string(&spec.output_schema)?);
+    q.push(", ");
+    D::push_json(&mut q, json_string(&spec.default_parameters)?);
+    q.push(", ");
+    D::push_strings(&mut q, &spec.tags)?;
+    q.push(", ")
+        .bind(spec.concurrency_limit.map(i64::from))
+        .push(", ")
+        .bind_instant(registered)
+        .push(", ")
+        .bind(fingerprint.to_string())
+        .push(")");
+    D::execute(&mut tx, &mut q).await?;
+    let mut q = QueryBuilder::new("UPDATE deployments SET latest_version = ");
+    q.bind(D::text(&spec.version))
+        .push(", versions = versions + 1, updated = ")
+        .bind_instant(registered)
+        .push(" WHERE flow = ")
+        .bind(spec.flow.clone())
+        .push(" AND name = ")
+        .bind(spec.name.clone());
+    D::execute(&mut tx, &mut q).await?;
+    let created = find_version::<D>(&mut tx, &spec.flow, &spec.name, Some(&spec.version))
+        .await?
+        .ok_or_else(|| corrupt("a version just registered cannot be read back".into()))?;
+    tx.commit().await?;
+    Ok(Registration::Created(created.version))
+}
+
+/// JSON text of a value (NUL characters are escaped by JSON, so any backend stores it).
+fn json_string<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Database(sqlx::Error::Encode(e.into())))
+}
+
+/// An idempotency key of a deployment that has not expired.
+pub(crate) async fn idempotency_key<D: Dialect>(
+    pool: &Pool<D>,
+    deployment: &str,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let mut q =
+        QueryBuilder::new("SELECT fingerprint, run_id FROM idempotency_keys WHERE deployment = ");
+    q.bind(D::text(deployment))
+        .push(" AND key = ")
+        .bind(D::text(key))
+        .push(" AND expires > ")
+        .bind_instant(Utc::now());
+    let row = D::fetch_optional(&mut *pool.acquire().await?, &mut q).await?;
+    row.as_ref()
+        .map(|row| {
+            let c = Columns::<D>(row);
+            Ok(IdempotencyRecord {
+                fingerprint: c.get("fingerprint")?,
+                run_id: c.get("run_id")?,
+            })
+        })
+        .transpose()
+}
+
+/// Creates a triggered run, in one transaction with its idempotency key: see
+/// [`super::Backend::trigger`].
+async fn trigger<D: BulkWrite>(
+    conn: &mut D::Connection,
+    new: &NewRun,
+) -> Result<Triggered, StoreError> {
+    let run_id = new.event.run_id;
+    let now = Utc::now();
+    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    if let Some(claim) = &new.idempotency {
+        let deployment = D::text(&new.deployment);
+        let key = D::text(&claim.key);
+        // An expired key is forgotten: the trigger that reuses it starts afresh.
+        let mut q = QueryBuilder::new("DELETE FROM idempotency_keys WHERE deployment = ");
+        q.bind(deployment.clone())
+            .push(" AND key = ")
+            .bind(key.clone())
+            .push(" AND expires <= ")
+            .bind_instant(now);
+        D::execute(&mut tx, &mut q).await?;
+        // The primary key decides: on PostgreSQL a concurrent insert of the same key waits for
+        // the first transaction, then finds the key taken.
+        let mut q = QueryBuilder::new(
+            "INSERT INTO idempotency_keys (deployment, key, fingerprint, run_id, created, expires) \
+             VALUES (",
+        );
+        q.bind(deployment.clone())
+            .push(", ")
+            .bind(key.clone())
+            .push(", ")
+            .bind(claim.fingerprint.clone())
+            .push(", ")
+            .bind(run_id)
+            .push(", ")
+            .bind_instant(now)
+            .push(", ")
+            .bind_instant(claim.expires)
+            .push(") ON CONFLICT (deployment, key) DO NOTHING RETURNING run_id");
+        if D::fetch_optional(&mut tx, &mut q).await?.is_none() {
+            let mut q = QueryBuilder::new(
+                "SELECT fingerprint, run_id FROM idempotency_keys WHERE deployment = ",
+            );
+            q.bind(deployment).push(" AND key = ").bind(key);
+            let row = D::fetch_optional(&mut tx, &mut q).await?.ok_or_else(|| {
+                corrupt("an idempotency key was taken and is gone in one transaction".into())
+            })?;
+            let c = Columns::<D>(&row);
+            let fingerprint: String = c.get("fingerprint")?;
+            let existing: Uuid = c.get("run_id")?;
+            tx.commit().await?;
+            return Ok(if fingerprint == claim.fingerprint {
+                Triggered::Replayed(existing)
+            } else {
+                Triggered::KeyReused(existing)
+            });
+        }
+    }
+    let plan = Plan::new(std::slice::from_ref(&vec![new.event.clone()]))?;
+    let mut stored = HashSet::with_capacity(1);
+    write_plan::<D>(&mut tx, &plan, &mut stored).await?;
+    if let Some(at) = new.scheduled_for {
+        let mut q = QueryBuilder::new("UPDATE runs SET scheduled_for = ");
+        q.bind_instant(at).push(" WHERE id = ").bind(run_id);
+        D::execute(&mut tx, &mut q).await?;
+    }
+    tx.commit().await?;
+    Ok(Triggered::Created(run_id))
 }

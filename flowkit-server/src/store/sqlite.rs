@@ -14,7 +14,7 @@
 //! guarantee the server makes.
 
 use super::queries::{
-    self, BulkWrite, LOG_COLUMNS, Maintenance, NEW_EVENTS_ONLY, RUN_COLUMNS, STATE_COLUMNS,
+    self, BulkWrite, LOG_COLUMNS, Maintenance, NEW_EVENTS_ONLY, RUN_COLUMNS, STATE_COLUMNS, Written,
 };
 use super::rows::{self, LogRow, Plan, RunRow, StateRow};
 use super::{IngestOutcome, StoreError};
@@ -62,7 +62,7 @@ enum Command {
     },
     Maintain {
         task: Maintenance,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
+        reply: oneshot::Sender<Result<Written, StoreError>>,
     },
 }
 
@@ -142,7 +142,7 @@ impl SqliteStore {
     }
 
     /// Runs a write besides ingestion on the writer, between ingestion groups.
-    pub(crate) async fn maintain(&self, task: Maintenance) -> Result<u64, StoreError> {
+    pub(crate) async fn maintain(&self, task: Maintenance) -> Result<Written, StoreError> {
         self.write(|reply| Command::Maintain { task, reply }).await
     }
 

@@ -168,6 +168,38 @@ impl TestServer {
         }
     }
 
+    /// Sends a request built by the caller (extra headers) with `body`.
+    pub(crate) async fn request_with(
+        &self,
+        builder: axum::http::request::Builder,
+        body: Body,
+    ) -> Reply {
+        let response = self
+            .router
+            .clone()
+            .oneshot(builder.body(body).expect("request"))
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        Reply {
+            status,
+            content_type,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
     pub(crate) async fn get(&self, uri: &str) -> Reply {
         self.request(Method::GET, uri, None, None, None).await
     }
@@ -199,6 +231,33 @@ impl TestServer {
         let reply = self.post_json("/api/events", &events).await;
         assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
         reply.body
+    }
+}
+
+/// A test server's router on a free loopback port, for tests over real HTTP; stops when
+/// dropped (the store stays with its [`TestServer`]).
+pub(crate) struct Listening {
+    pub(crate) url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestServer {
+    pub(crate) async fn listen(&self) -> Listening {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let router = self.router.clone();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Listening { url, task }
     }
 }
 

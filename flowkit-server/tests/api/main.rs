@@ -21,6 +21,7 @@ mod fixtures;
 
 // The data, on every backend.
 mod compatibility;
+mod deployments;
 mod drops;
 mod ingestion;
 mod pagination;

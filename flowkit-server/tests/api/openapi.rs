@@ -32,6 +32,11 @@ async fn openapi_document_describes_every_route() {
         ("get", "/api/v1/flow-runs/{id}/graph"),
         ("get", "/api/v1/stats"),
         ("get", "/api/v1/stream"),
+        ("post", "/api/v1/deployments"),
+        ("get", "/api/v1/deployments"),
+        ("get", "/api/v1/deployments/{flow}/{name}"),
+        ("get", "/api/v1/deployments/{flow}/{name}/versions"),
+        ("post", "/api/v1/deployments/{flow}/{name}/runs"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths
@@ -55,7 +60,10 @@ async fn openapi_document_describes_every_route() {
         // a POST route is 405, an unknown run is "no flow run", never "no route". (The stream
         // would not end: it is probed elsewhere.)
         if path != "/api/v1/stream" {
-            let uri = path.replace("{id}", &Uuid::now_v7().to_string());
+            let uri = path
+                .replace("{id}", &Uuid::now_v7().to_string())
+                .replace("{flow}", "train")
+                .replace("{name}", "nightly");
             for uri in [uri.clone(), uri.replacen("/api/v1/", "/api/", 1)] {
                 let probe = server.get(&uri).await;
                 assert!(
@@ -73,6 +81,9 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/flow-runs/{id}", "id"),
         ("/api/v1/flow-runs/{id}/logs", "level"),
         ("/api/v1/stats", "buckets"),
+        ("/api/v1/deployments", "limit"),
+        ("/api/v1/deployments/{flow}/{name}/versions", "cursor"),
+        ("/api/v1/deployments/{flow}/{name}", "flow"),
     ] {
         let params = doc["paths"][path]["get"]["parameters"]
             .as_array()
@@ -84,6 +95,57 @@ async fn openapi_document_describes_every_route() {
     }
     assert!(doc["paths"]["/api/v1/events"]["post"]["requestBody"].is_object());
     assert!(doc["paths"]["/api/v1/reporter-drops"]["post"]["requestBody"].is_object());
+    // The deployment routes list every status they answer.
+    for (method, path, statuses) in [
+        (
+            "post",
+            "/api/v1/deployments",
+            &[
+                "200", "201", "400", "401", "403", "409", "413", "415", "422",
+            ][..],
+        ),
+        (
+            "get",
+            "/api/v1/deployments",
+            &["200", "400", "401", "403"][..],
+        ),
+        (
+            "get",
+            "/api/v1/deployments/{flow}/{name}",
+            &["200", "401", "403", "404"][..],
+        ),
+        (
+            "get",
+            "/api/v1/deployments/{flow}/{name}/versions",
+            &["200", "400", "401", "403", "404"][..],
+        ),
+        (
+            "post",
+            "/api/v1/deployments/{flow}/{name}/runs",
+            &[
+                "200", "201", "400", "401", "403", "404", "409", "413", "415", "422",
+            ][..],
+        ),
+    ] {
+        let op = &doc["paths"][path][method];
+        let mut documented: Vec<&str> = op["responses"]
+            .as_object()
+            .expect("responses")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        documented.sort_unstable();
+        assert_eq!(documented, statuses, "{method} {path}");
+        assert!(op["security"].is_array(), "{method} {path}");
+    }
+    assert!(doc["paths"]["/api/v1/deployments"]["post"]["requestBody"].is_object());
+    assert!(
+        doc["paths"]["/api/v1/deployments/{flow}/{name}/runs"]["post"]["requestBody"].is_object()
+    );
+    assert!(
+        doc["paths"]["/api/v1/deployments/{flow}/{name}/runs"]["post"]["responses"]["201"]["headers"]["Location"]
+            .is_object()
+    );
     assert!(doc["paths"]["/api/v1/flow-runs"]["get"]["security"].is_array());
     assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
     let schemas = doc["components"]["schemas"].as_object().expect("schemas");
@@ -98,6 +160,12 @@ async fn openapi_document_describes_every_route() {
         "IngestResponse",
         "RunChange",
         "StateType",
+        "DeploymentSpec",
+        "DeploymentVersion",
+        "DeploymentSummary",
+        "DeploymentDetail",
+        "TriggerRequest",
+        "FieldError",
     ] {
         assert!(
             schemas.get(schema).is_some_and(Value::is_object),
@@ -115,6 +183,9 @@ async fn openapi_document_describes_every_route() {
         "payload_too_large",
         "unauthorized",
         "internal",
+        "invalid_parameters",
+        "idempotency_key_reused",
+        "deployment_conflict",
     ] {
         assert!(codes.contains(code), "ErrorCode lacks {code}: {codes}");
     }

@@ -161,6 +161,7 @@ impl Run {
             deployment: None,
             version: None,
             worker: None,
+            scheduled_for: None,
         }
     }
 }

@@ -16,6 +16,7 @@ mod fixtures;
 mod bench;
 mod concurrency;
 mod corruption;
+mod deployments;
 #[cfg(feature = "sqlite")]
 mod durability;
 mod ingestion;

@@ -13,8 +13,11 @@
 //! assert_eq!(ErrorCode::InvalidCursor.as_str(), "invalid_cursor");
 //! ```
 
+use crate::api::deployments::FieldError;
+use crate::state::StateType;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use uuid::Uuid;
 
 /// The body of every error response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +35,29 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     /// For humans; names the parameter or field at fault and what to send instead.
     pub message: String,
+    /// Every error found, each at its JSON pointer (`invalid_parameters`, `invalid_body`);
+    /// absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<FieldError>,
+    /// The run the error is about (`idempotency_key_reused`: the run the key created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<Uuid>,
+    /// The state of that run (`run_not_completed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateType>,
+}
+
+impl ErrorDetail {
+    /// An error with a code and a message, and nothing else.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorDetail {
+        ErrorDetail {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            run_id: None,
+            state: None,
+        }
+    }
 }
 
 impl fmt::Display for ErrorDetail {
@@ -73,6 +99,14 @@ pub enum ErrorCode {
     Timeout,
     /// 409: the request conflicts with what exists.
     Conflict,
+    /// 422: parameters of a trigger that the deployment's schema refuses; `details` lists
+    /// every error at its JSON pointer.
+    InvalidParameters,
+    /// 409: an idempotency key already used for this deployment with another body; `run_id`
+    /// is the run it created.
+    IdempotencyKeyReused,
+    /// 409: another function already registered this `flow`/`name`.
+    DeploymentConflict,
     /// 413: the body is larger than the server accepts.
     PayloadTooLarge,
     /// 413: a batch with more events than the server accepts.
@@ -107,6 +141,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::InvalidParameters => "invalid_parameters",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::DeploymentConflict => "deployment_conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::TooManyEvents => "too_many_events",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -144,6 +181,9 @@ mod tests {
             ErrorCode::MethodNotAllowed,
             ErrorCode::Timeout,
             ErrorCode::Conflict,
+            ErrorCode::InvalidParameters,
+            ErrorCode::IdempotencyKeyReused,
+            ErrorCode::DeploymentConflict,
             ErrorCode::PayloadTooLarge,
             ErrorCode::TooManyEvents,
             ErrorCode::UnsupportedMediaType,
@@ -160,5 +200,26 @@ mod tests {
             serde_json::from_str(r#"{"error":{"code":"quota_exceeded","message":"m"}}"#)
                 .expect("a newer server's code parses");
         assert_eq!(newer.error.code, ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn optional_parts_are_absent_when_empty() {
+        let plain = ErrorBody {
+            error: ErrorDetail::new(ErrorCode::NotFound, "no such run"),
+        };
+        let json = serde_json::to_value(&plain).expect("serialize");
+        assert_eq!(
+            json,
+            serde_json::json!({"error": {"code": "not_found", "message": "no such run"}})
+        );
+        let mut detail = ErrorDetail::new(ErrorCode::InvalidParameters, "2 parameters are invalid");
+        detail.details.push(FieldError {
+            pointer: "/epochs".into(),
+            message: "-1 is less than the minimum of 0".into(),
+        });
+        let json = serde_json::to_value(&detail).expect("serialize");
+        assert_eq!(json["details"][0]["pointer"], "/epochs");
+        let back: ErrorDetail = serde_json::from_value(json).expect("parse");
+        assert_eq!(back, detail);
     }
 }

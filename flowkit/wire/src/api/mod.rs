@@ -6,6 +6,7 @@
 //! | module | bodies of |
 //! |---|---|
 //! | [`error`] | every error response: `{"error": {"code", "message"}}` |
+//! | [`deployments`] | `POST /deployments`, `GET /deployments…`, `POST /deployments/{flow}/{name}/runs` |
 //! | [`ingest`] | `POST /events` (the answer, and the limits an event must respect) and `POST /reporter-drops` |
 //! | [`runs`] | `GET /flow-runs`, `/flow-runs/{id}`, `/flow-runs/{id}/task-runs` |
 //! | [`logs`] | `GET /flow-runs/{id}/logs` |
@@ -15,6 +16,7 @@
 //! | [`health`] | `GET /health`, which also says what this server understands |
 //! | [`page`] | pages and cursors of every list |
 
+pub mod deployments;
 pub mod error;
 pub mod graph;
 pub mod health;

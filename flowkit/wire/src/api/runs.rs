@@ -52,6 +52,10 @@ pub struct Run {
     pub version: Option<String>,
     /// `host:pid` that ran it.
     pub worker: Option<String>,
+    /// Not to start before this instant (a triggered run's `scheduled_for`); absent for runs
+    /// that were not scheduled ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<DateTime<Utc>>,
 }
 
 /// One state a run entered.

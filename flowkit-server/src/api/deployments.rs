@@ -1,0 +1,628 @@
+//! `/api/v1/deployments`: registering deployment versions (scope `worker`), reading them
+//! (`read`), and triggering runs of them (`trigger`).
+//!
+//! A trigger is checked in this order, so the answer names the first thing to fix: the
+//! idempotency key (400), the body's own fields (422 `invalid_body`), the deployment (404) and
+//! pinned version (422 `invalid_body` at `/version`: the path names an existing resource, the
+//! body a version it does not have), a known idempotency key (200 with its run, or 409), then
+//! the parameters against the version's schema (422 `invalid_parameters`, every error listed).
+//! A run created by a trigger is a flow run like any other: `Scheduled` (no worker serves
+//! deployments yet, and its state message says so), listed by `GET /flow-runs` and announced
+//! on the live stream.
+
+use crate::AppState;
+use crate::api::extract::{ApiJson, ApiQuery, page_request};
+use crate::error::{ApiError, ErrorBody, ErrorCode, FieldError};
+use crate::params;
+use crate::store::{
+    Backend, IdempotencyClaim, NewRun, PageRequest, Registration, RunFilter, Triggered,
+};
+use crate::stream::changes_of;
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use flowkit_wire::api::PREFIX;
+use flowkit_wire::api::deployments::{
+    DeploymentDetail, DeploymentSpec, DeploymentSummary, DeploymentVersion, IDEMPOTENCY_KEY_HEADER,
+    MAX_IDEMPOTENCY_KEY_LEN, TriggerRequest, check_name,
+};
+use flowkit_wire::api::ingest::{
+    MAX_MESSAGE_BYTES, MAX_NAME_CHARS, MAX_PARAMETERS_BYTES, MAX_TAGS,
+};
+use flowkit_wire::api::page::Page;
+use flowkit_wire::api::runs::Run;
+use flowkit_wire::event::{Event, EventBody, RunDetails, RunKind};
+use flowkit_wire::state::{State as RunState, StateType};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+/// Recent runs in a deployment's detail.
+const RECENT_RUNS: u32 = 10;
+/// Longest `flow_key` or `version`, in characters.
+const MAX_IDENTITY_CHARS: usize = 1000;
+
+/// The `{flow}/{name}` of a deployment path. Names that break the naming rules cannot exist,
+/// so they are simply not found.
+pub struct DeploymentPath {
+    /// The flow's name.
+    pub flow: String,
+    /// The deployment's name.
+    pub name: String,
+}
+
+impl DeploymentPath {
+    /// `flow/name`, as runs record their deployment.
+    fn key(&self) -> String {
+        format!("{}/{}", self.flow, self.name)
+    }
+
+    fn not_found(&self) -> ApiError {
+        ApiError::not_found(format!(
+            "no deployment {}: register it first (POST {PREFIX}/deployments)",
+            self.key()
+        ))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for DeploymentPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((flow, name)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::not_found(format!("no such deployment: {}", e.body_text())))?;
+        Ok(DeploymentPath { flow, name })
+    }
+}
+
+/// `limit` and `cursor` of a deployments list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size, 1 to 500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    fn page(self) -> Result<PageRequest, ApiError> {
+        page_request(self.limit, self.cursor)
+    }
+}
+
+fn field(pointer: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        pointer: pointer.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Checks a list of tags, adding an error per bad one.
+fn check_tags(pointer: &str, tags: &[String], found: &mut Vec<FieldError>) {
+    if tags.len() > MAX_TAGS {
+        found.push(field(
+            pointer,
+            format!("{} tags; at most {MAX_TAGS} are allowed", tags.len()),
+        ));
+    }
+    for (i, tag) in tags.iter().enumerate() {
+        if tag.trim().is_empty() || tag.chars().count() > MAX_NAME_CHARS || tag.contains('\0') {
+            found.push(field(
+                &format!("{pointer}/{i}"),
+                format!("a tag is 1 to {MAX_NAME_CHARS} characters, without NUL"),
+            ));
+        }
+    }
+}
+
+/// Checks a text field that identifies something: not empty, bounded, no NUL.
+fn check_identity(pointer: &str, what: &str, text: &str, found: &mut Vec<FieldError>) {
+    if text.trim().is_empty() || text.chars().count() > MAX_IDENTITY_CHARS || text.contains('\0') {
+        found.push(field(
+            pointer,
+            format!("the {what} must be 1 to {MAX_IDENTITY_CHARS} characters, without NUL"),
+        ));
+    }
+}
+
+/// Every problem of a registration, each at its pointer into the body.
+fn check_spec(spec: &DeploymentSpec) -> Vec<FieldError> {
+    let mut found = Vec::new();
+    if let Err(message) = check_name("flow", &spec.flow) {
+        found.push(field("/flow", message));
+    }
+    if let Err(message) = check_name("deployment", &spec.name) {
+        found.push(field("/name", message));
+    }
+    check_identity("/flow_key", "flow key", &spec.flow_key, &mut found);
+    check_identity("/version", "version", &spec.version, &mut found);
+    if let Some(description) = &spec.description
+        && (description.len() > MAX_MESSAGE_BYTES || description.contains('\0'))
+    {
+        found.push(field(
+            "/description",
+            format!("at most {MAX_MESSAGE_BYTES} bytes, without NUL"),
+        ));
+    }
+    check_tags("/tags", &spec.tags, &mut found);
+    if spec.concurrency_limit == Some(0) {
+        found.push(field(
+            "/concurrency_limit",
+            "a limit of 0 would never run anything: give at least 1, or leave it out for no limit",
+        ));
+    }
+    match params::compile(&spec.parameter_schema) {
+        Ok(validator) => found.extend(params::errors(
+            &validator,
+            &Value::Object(spec.default_parameters.clone()),
+            "/default_parameters",
+            true,
+        )),
+        Err(why) => found.push(field(
+            "/parameter_schema",
+            format!("not a valid JSON Schema: {why}"),
+        )),
+    }
+    if let Err(why) = params::compile(&spec.output_schema) {
+        found.push(field(
+            "/output_schema",
+            format!("not a valid JSON Schema: {why}"),
+        ));
+    }
+    found
+}
+
+/// Registers a version of a deployment.
+#[utoipa::path(
+    post,
+    path = "/api/v1/deployments",
+    tag = "deployments",
+    request_body(content = DeploymentSpec, content_type = "application/json"),
+    responses(
+        (status = 201, description = "A new version, now the newest; `Location` is the deployment", body = DeploymentVersion),
+        (status = 200, description = "This version was registered before with the same spec: nothing changed", body = DeploymentVersion),
+        (status = 400, description = "Malformed JSON (`invalid_json`)", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `worker` scope", body = ErrorBody),
+        (status = 409, description = "`deployment_conflict`: another function (`flow_key`) registered this flow/name; `conflict`: this version was registered with another spec", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Content type is not JSON", body = ErrorBody),
+        (status = 422, description = "`invalid_body`: a bad name, schema or default, every one listed in `details` at its JSON pointer", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn register(
+    State(state): State<AppState>,
+    ApiJson(spec): ApiJson<DeploymentSpec>,
+) -> Result<Response, ApiError> {
+    let problems = check_spec(&spec);
+    if !problems.is_empty() {
+        return Err(ApiError::invalid_fields(problems));
+    }
+    let fingerprint =
+        params::fingerprint(&serde_json::to_value(&spec).map_err(ApiError::internal)?);
+    let location = format!("{PREFIX}/deployments/{}/{}", spec.flow, spec.name);
+    match state
+        .store()
+        .register_deployment(&spec, &fingerprint)
+        .await?
+    {
+        Registration::Created(version) => Ok((
+            StatusCode::CREATED,
+            [(header::LOCATION, location)],
+            Json(version),
+        )
+            .into_response()),
+        Registration::Unchanged(version) => Ok((StatusCode::OK, Json(version)).into_response()),
+        Registration::VersionConflict(existing) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::Conflict,
+            format!(
+                "version {:?} of {}/{} was registered on {} with another spec; a version never \
+                 changes once registered: register the change under a new version",
+                existing.version,
+                existing.flow,
+                existing.name,
+                existing.registered.to_rfc3339()
+            ),
+        )),
+        Registration::OwnedByAnother { flow_key } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::DeploymentConflict,
+            format!(
+                "{}/{} is registered by the function `{flow_key}`, not `{}`: two functions \
+                 cannot share a deployment; give this one another flow or deployment name",
+                spec.flow, spec.name, spec.flow_key
+            ),
+        )),
+    }
+}
+
+/// Lists deployments, most recently updated first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/deployments",
+    tag = "deployments",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of deployments, most recently updated first", body = Page<DeploymentSummary>),
+        (status = 400, description = "A parameter does not parse; the message names it", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Page<DeploymentSummary>>, ApiError> {
+    Ok(Json(state.store().list_deployments(&query.page()?).await?))
+}
+
+/// One deployment: its newest version with its schemas, and its recent runs.
+#[utoipa::path(
+    get,
+    path = "/api/v1/deployments/{flow}/{name}",
+    tag = "deployments",
+    params(
+        ("flow" = String, Path, description = "The flow's name"),
+        ("name" = String, Path, description = "The deployment's name"),
+    ),
+    responses(
+        (status = 200, description = "The deployment", body = DeploymentDetail),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    path: DeploymentPath,
+) -> Result<Json<DeploymentDetail>, ApiError> {
+    let (latest, versions) = state
+        .store()
+        .deployment(&path.flow, &path.name)
+        .await?
+        .ok_or_else(|| path.not_found())?;
+    let filter = RunFilter {
+        deployment: Some(path.key()),
+        ..RunFilter::default()
+    };
+    let page = PageRequest {
+        limit: RECENT_RUNS,
+        cursor: None,
+    };
+    let recent_runs = state.store().list_flow_runs(&filter, &page).await?.items;
+    Ok(Json(DeploymentDetail {
+        latest,
+        versions,
+        recent_runs,
+    }))
+}
+
+/// A deployment's versions, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/deployments/{flow}/{name}/versions",
+    tag = "deployments",
+    params(
+        ("flow" = String, Path, description = "The flow's name"),
+        ("name" = String, Path, description = "The deployment's name"),
+        PageQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of versions, newest first", body = Page<DeploymentVersion>),
+        (status = 400, description = "A parameter does not parse; the message names it", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn versions(
+    State(state): State<AppState>,
+    path: DeploymentPath,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Page<DeploymentVersion>>, ApiError> {
+    let page = query.page()?;
+    if state
+        .store()
+        .deployment_version(&path.flow, &path.name, None)
+        .await?
+        .is_none()
+    {
+        return Err(path.not_found());
+    }
+    Ok(Json(
+        state
+            .store()
+            .deployment_versions(&path.flow, &path.name, &page)
+            .await?,
+    ))
+}
+
+/// The idempotency key of a trigger: the body's, the header's, or both if they agree.
+fn idempotency_key(
+    headers: &HeaderMap,
+    request: &TriggerRequest,
+) -> Result<Option<String>, ApiError> {
+    let bad =
+        |message: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message);
+    let header = headers
+        .get(IDEMPOTENCY_KEY_HEADER)
+        .map(|value| {
+            value.to_str().map(str::to_string).map_err(|_| {
+                bad(format!(
+                    "the `{IDEMPOTENCY_KEY_HEADER}` header is not visible ASCII"
+                ))
+            })
+        })
+        .transpose()?;
+    let key = match (header, &request.idempotency_key) {
+        (Some(header), Some(body)) if &header != body => {
+            return Err(bad(format!(
+                "the `{IDEMPOTENCY_KEY_HEADER}` header ({header:?}) and `idempotency_key` of the \
+                 body ({body:?}) differ: send one of them"
+            )));
+        }
+        (Some(key), _) => key,
+        (None, Some(key)) => key.clone(),
+        (None, None) => return Ok(None),
+    };
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || key.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes without control \
+             characters (a UUID is a good one)"
+        )));
+    }
+    Ok(Some(key))
+}
+
+/// What identifies a trigger's request for its idempotency key: everything but the key.
+fn request_fingerprint(request: &TriggerRequest) -> String {
+    params::fingerprint(&json!({
+        "parameters": request.parameters,
+        "scheduled_for": request.scheduled_for,
+        "tags": request.tags,
+        "version": request.version,
+    }))
+}
+
+/// The run an idempotency key created, as the answer to a replay.
+async fn replay(state: &AppState, run_id: Uuid) -> Result<Response, ApiError> {
+    let run = state.store().get_run(run_id).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "the run {run_id} this idempotency key created has been deleted (retention)"
+        ))
+    })?;
+    Ok((StatusCode::OK, Json(run)).into_response())
+}
+
+fn key_reused(deployment: &str, run_id: Uuid) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::IdempotencyKeyReused,
+        format!(
+            "this idempotency key already created run {run_id} of {deployment} with another \
+             body: use a new key for a different request"
+        ),
+    )
+    .with_run_id(run_id)
+}
+
+/// Creates a run of a deployment.
+#[utoipa::path(
+    post,
+    path = "/api/v1/deployments/{flow}/{name}/runs",
+    tag = "deployments",
+    params(
+        ("flow" = String, Path, description = "The flow's name"),
+        ("name" = String, Path, description = "The deployment's name"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same as `idempotency_key` of the body (1 to 255 bytes); both given must agree"),
+    ),
+    request_body(content = TriggerRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The run was created (`Scheduled`: it waits for a worker); `Location` is the run", body = Run,
+            headers(("Location" = String, description = "`/api/v1/flow-runs/{id}`"))),
+        (status = 200, description = "The idempotency key was used before with the same body: the run it created", body = Run),
+        (status = 400, description = "Malformed JSON, a bad idempotency key, or header and body keys that differ", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `trigger` scope", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `run_id` is the run it created", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Content type is not JSON", body = ErrorBody),
+        (status = 422, description = "`invalid_parameters`: the parameters do not fit the version's schema, every error in `details` at its JSON pointer; `invalid_body`: an unknown field, a bad tag, or a `version` the deployment does not have (at `/version`)", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn trigger(
+    State(state): State<AppState>,
+    path: DeploymentPath,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<TriggerRequest>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers, &request)?;
+    let mut problems = Vec::new();
+    check_tags("/tags", &request.tags, &mut problems);
+    if let Some(version) = &request.version {
+        check_identity("/version", "version", version, &mut problems);
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::invalid_fields(problems));
+    }
+    let store = state.store();
+    let deployment = path.key();
+    let Some(version) = store
+        .deployment_version(&path.flow, &path.name, request.version.as_deref())
+        .await?
+    else {
+        return match &request.version {
+            Some(wanted)
+                if store
+                    .deployment_version(&path.flow, &path.name, None)
+                    .await?
+                    .is_some() =>
+            {
+                Err(ApiError::invalid_fields(vec![field(
+                    "/version",
+                    format!(
+                        "{deployment} has no version {wanted:?}: see GET {PREFIX}/deployments/{deployment}/versions"
+                    ),
+                )]))
+            }
+            _ => Err(path.not_found()),
+        };
+    };
+    let fingerprint = request_fingerprint(&request);
+    if let Some(key) = &key
+        && let Some(known) = store.idempotency_key(&deployment, key).await?
+    {
+        return if known.fingerprint == fingerprint {
+            replay(&state, known.run_id).await
+        } else {
+            Err(key_reused(&deployment, known.run_id))
+        };
+    }
+
+    let parameters = params::merge(&version.default_parameters, &request.parameters);
+    let validator = state
+        .validators()
+        .get(
+            &version.flow,
+            &version.name,
+            &version.version,
+            &version.parameter_schema,
+        )
+        // Checked at registration: a schema that no longer compiles is the server's problem.
+        .map_err(|why| {
+            ApiError::internal(anyhow::anyhow!("stored schema of {deployment}: {why}"))
+        })?;
+    let parameters = Value::Object(parameters);
+    let errors = params::errors(&validator, &parameters, "", false);
+    if !errors.is_empty() {
+        let message = format!(
+            "{} invalid for {deployment} version {:?}: see `details`, one entry per error",
+            match errors.len() {
+                1 => "1 parameter is".to_string(),
+                n => format!("{n} errors make the parameters"),
+            },
+            version.version
+        );
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidParameters,
+            message,
+        )
+        .with_details(errors));
+    }
+    if parameters.to_string().len() > MAX_PARAMETERS_BYTES {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidParameters,
+            format!("the parameters take more than {MAX_PARAMETERS_BYTES} bytes of JSON"),
+        )
+        .with_details(vec![field("", "too large")]));
+    }
+
+    let now = Utc::now();
+    let new = new_run(&version, &deployment, &request, parameters, now);
+    let run_id = new.event.run_id;
+    let event = new.event.clone();
+    let new = NewRun {
+        idempotency: key.map(|key| IdempotencyClaim {
+            key,
+            fingerprint,
+            expires: expiry(now, state.settings().idempotency_ttl),
+        }),
+        ..new
+    };
+    match store.trigger(new).await? {
+        Triggered::Created(id) => {
+            debug_assert_eq!(id, run_id);
+            if state.changes().has_subscribers() {
+                state
+                    .changes()
+                    .publish(changes_of(std::slice::from_ref(&event)));
+            }
+            let run = store.get_run(id).await?.ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!("run {id} created but not found"))
+            })?;
+            Ok((
+                StatusCode::CREATED,
+                [(header::LOCATION, format!("{PREFIX}/flow-runs/{id}"))],
+                Json(run),
+            )
+                .into_response())
+        }
+        Triggered::Replayed(id) => replay(&state, id).await,
+        Triggered::KeyReused(id) => Err(key_reused(&deployment, id)),
+    }
+}
+
+/// When a key claimed at `now` expires.
+fn expiry(now: DateTime<Utc>, ttl: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The run a trigger creates: its first state event, `Scheduled`, carrying its details.
+fn new_run(
+    version: &DeploymentVersion,
+    deployment: &str,
+    request: &TriggerRequest,
+    parameters: Value,
+    now: DateTime<Utc>,
+) -> NewRun {
+    let run_id = Uuid::now_v7();
+    let mut tags: Vec<String> = Vec::new();
+    for tag in version.tags.iter().chain(&request.tags) {
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    let message = format!(
+        "waiting for a worker: no worker serves {deployment} yet (version {:?})",
+        version.version
+    );
+    let details = RunDetails {
+        task_key: version.flow_key.clone().into(),
+        version: Some(version.version.clone().into()),
+        tags: tags.into_iter().map(Into::into).collect(),
+        parameters: Some(parameters),
+        upstream: Vec::new(),
+        cache_key: None,
+        deployment: Some(deployment.to_string()),
+        worker: None,
+    };
+    NewRun {
+        event: Event {
+            id: Uuid::now_v7(),
+            run_id,
+            parent_run_id: None,
+            flow_run_id: Some(run_id),
+            run_kind: RunKind::Flow,
+            name: version.flow.clone().into(),
+            attempt: 1,
+            timestamp: now,
+            body: EventBody::State {
+                state: RunState::with_message(StateType::Scheduled, message),
+                details: Some(Box::new(details)),
+            },
+        },
+        deployment: deployment.to_string(),
+        scheduled_for: request.scheduled_for,
+        idempotency: None,
+    }
+}
