@@ -1,7 +1,9 @@
 //! What the generated code of `#[task]` and `#[flow]` calls. Not a public API: it changes
 //! without notice.
 
-pub use crate::deployment::{FlowTypes, Parameter, accepts_null, output_schema, subschema};
+pub use crate::deployment::{
+    FlowTypes, Parameter, accepts_null, check_parameter, output_schema, subschema,
+};
 pub use crate::event::RunKind;
 pub use crate::policy::cache::hash_inputs;
 pub use crate::run::body::{Body, Once, Repeat, once, repeat};
@@ -27,12 +29,6 @@ pub fn deployment(name: &str, spec: &'static TaskSpec, types: FlowTypes<'_>) -> 
     crate::deployment::new(name, spec, types)
 }
 
-/// `value` as the type `T` of a flow's parameter, for [`FlowTypes::check`].
-pub fn check_parameter<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> Result<(), String> {
-    serde_json::from_value::<T>(value.clone())
-        .map(drop)
-        .map_err(|e| e.to_string())
-}
 
 /// `T` of `Result<T, E>`: what a fallible flow gives back when its return type is an alias.
 pub trait Fallible {

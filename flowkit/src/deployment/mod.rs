@@ -12,6 +12,7 @@
 
 mod schema;
 mod signature;
+mod strict;
 
 pub use schema::{Parameter, accepts_null, output_schema, subschema};
 pub use signature::{FlowSignature, InvalidParameters};
@@ -273,6 +274,13 @@ impl fmt::Display for InvalidDeployment {
         }
         Ok(())
     }
+}
+
+/// Whether `value` (numbers normalized) reads as `T`, strictly, for [`FlowTypes::check`].
+pub fn check_parameter<T: serde::de::DeserializeOwned>(value: &Value) -> Result<(), String> {
+    strict::from_value::<T>(value.clone())
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// What the macro knows of a flow beyond its [`TaskSpec`](crate::__private::TaskSpec), for

@@ -30,7 +30,7 @@ pub fn subschema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
 
 /// Whether `T` deserializes from `null`, for [`Parameter::nullable`].
 pub fn accepts_null<T: serde::de::DeserializeOwned>() -> bool {
-    serde_json::from_value::<T>(Value::Null).is_ok()
+    super::strict::from_value::<T>(Value::Null).is_ok()
 }
 
 /// The schema of the output type `T` (`T` of `Result<T, E>`).

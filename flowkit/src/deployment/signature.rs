@@ -22,6 +22,10 @@ use std::fmt;
 /// position). A missing property is read as `null`, which an `Option<T>` argument takes as
 /// `None`: those arguments are optional, the others required. Unknown properties are refused.
 ///
+/// Forms: what `Serialize` writes and the schema describes, nothing else. serde_json also
+/// reads a struct from an array of its fields and a unit variant from `{"Variant": null}`;
+/// flowkit does not, as the schema does not.
+///
 /// Numbers: a whole-number float (`50.0`) is read as the integer it equals (`50`) before the
 /// arguments are deserialized, so an integer argument accepts it, as JSON Schema's `integer`
 /// does; `50.5` is refused by both. The deployment's parameter schema bounds integers by
@@ -162,7 +166,7 @@ pub(crate) fn args_from_json<A: DeserializeOwned>(
     } else {
         Value::Array(values)
     };
-    match serde_path_to_error::deserialize::<_, A>(whole) {
+    match serde_path_to_error::deserialize::<_, A>(super::strict::Strict(whole)) {
         Ok(args) if errors.is_empty() => Ok(args),
         Ok(_) => Err(InvalidParameters { errors }),
         Err(e) => {
