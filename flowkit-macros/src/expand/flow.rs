@@ -108,9 +108,14 @@ pub(crate) fn deployment(
     for arg in args {
         let ty = &arg.ty;
         let span = ty.span();
-        let q = rt_at(span);
-        bounds.push(quote_spanned!(span=> for<'__flowkit> #ty: #q::ParameterSchema));
-        bounds.push(quote_spanned!(span=> for<'__flowkit> #ty: #q::ParameterDeserialize));
+        // The trait's path starts at the argument's name and ends at its type: rustc spans the
+        // path from its first token to its last, so the note about the bound underlines
+        // `name: Type`, naming the argument.
+        let start = quote_spanned!(arg.pat.span()=> ::flowkit);
+        for bound in ["ParameterSchema", "ParameterDeserialize"] {
+            let bound = syn::Ident::new(bound, span);
+            bounds.push(quote_spanned!(span=> for<'__flowkit> #ty: #start::__private::#bound));
+        }
     }
     let (output, output_span) = output(config);
     let q = rt_at(output_span);
