@@ -128,6 +128,17 @@ pub(crate) fn deployment(
     });
     let names: Vec<&String> = args.iter().map(|a| &a.param_name).collect();
     let tys: Vec<&syn::Type> = args.iter().map(|a| &a.ty).collect();
+    // Without arguments a `match` would be a lone wildcard (clippy's `match_single_binding`).
+    let check = if args.is_empty() {
+        quote!(|_, _| ::core::option::Option::None)
+    } else {
+        quote! {
+            |__flowkit_name, __flowkit_value| match __flowkit_name {
+                #(#names => ::core::option::Option::Some(#p::check_parameter::<#tys>(__flowkit_value)),)*
+                _ => ::core::option::Option::None,
+            }
+        }
+    };
     let fn_doc = format!(
         "A deployment of the flow `{}` named `name`: see `flowkit::Deployment`. Needs every \
          argument to be `serde::de::DeserializeOwned + schemars::JsonSchema` and the output \
@@ -151,10 +162,7 @@ pub(crate) fn deployment(
                     }
                 ),*],
                 output_schema: #p::output_schema::<#output>,
-                check: |__flowkit_name, __flowkit_value| match __flowkit_name {
-                    #(#names => ::core::option::Option::Some(#p::check_parameter::<#tys>(__flowkit_value)),)*
-                    _ => ::core::option::Option::None,
-                },
+                check: #check,
             })
         }
     }
