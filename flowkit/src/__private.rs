@@ -29,7 +29,6 @@ pub fn deployment(name: &str, spec: &'static TaskSpec, types: FlowTypes<'_>) -> 
     crate::deployment::new(name, spec, types)
 }
 
-
 /// `T` of `Result<T, E>`: what a fallible flow gives back when its return type is an alias.
 pub trait Fallible {
     /// `T`.

@@ -79,8 +79,8 @@ pub(crate) use flowkit_wire::{event, state};
 pub mod __private;
 
 pub use deployment::{Deployment, FlowSignature, InvalidDeployment, InvalidParameters};
-pub use flowkit_wire::api::deployments::{DeploymentSpec, FieldError};
 pub use flowkit_macros::{flow, task};
+pub use flowkit_wire::api::deployments::{DeploymentSpec, FieldError};
 pub use flowkit_wire::{Event, EventBody, LogLevel, RunDetails, RunKind, State, StateType};
 pub use lifecycle::{FlushGuard, flush, init};
 pub use policy::limits::{Limits, limits};

@@ -36,7 +36,11 @@ struct Metrics {
 ///
 /// Reads the dataset and fits.
 #[flow]
-async fn train(dataset: String, epochs: u32, learning_rate: Option<f64>) -> anyhow::Result<Metrics> {
+async fn train(
+    dataset: String,
+    epochs: u32,
+    learning_rate: Option<f64>,
+) -> anyhow::Result<Metrics> {
     Ok(Metrics {
         loss: learning_rate.unwrap_or(0.1) / f64::from(epochs.max(1)) + dataset.len() as f64,
     })
@@ -107,7 +111,10 @@ fn the_spec_describes_the_flow() {
     assert_eq!(spec.tags, ["ml"]);
     assert_eq!(spec.concurrency_limit, Some(2));
     // The whole-number float is stored as the integer the flow reads.
-    assert_eq!(Value::Object(spec.default_parameters), json!({"epochs": 50}));
+    assert_eq!(
+        Value::Object(spec.default_parameters),
+        json!({"epochs": 50})
+    );
     assert_eq!(
         spec.parameter_schema,
         json!({
@@ -132,7 +139,10 @@ fn named_types_are_defined_once() {
     let spec = p_all::deployment("x").spec().unwrap();
     let schema = &spec.parameter_schema;
     assert_eq!(schema["properties"]["j"], json!({"$ref": "#/$defs/Config"}));
-    assert_eq!(schema["$defs"]["Config"]["properties"]["level"]["maximum"], 65535);
+    assert_eq!(
+        schema["$defs"]["Config"]["properties"]["level"]["maximum"],
+        65535
+    );
     assert!(schema["$defs"]["Mode"].is_object(), "{schema:#}");
     assert_eq!(
         schema["required"],
@@ -258,10 +268,9 @@ fn value() -> impl Strategy<Value = Value> {
     leaf().prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
-            prop::collection::btree_map(prop::sample::select(KEYS), inner.clone(), 0..5)
-                .prop_map(|m| Value::Object(
-                    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-                )),
+            prop::collection::btree_map(prop::sample::select(KEYS), inner.clone(), 0..5).prop_map(
+                |m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            ),
             // An enum's variant in map form, `{"Fast": null}` included.
             (prop::sample::select(VARIANTS), inner).prop_map(|(k, v)| json!({ k: v })),
             config_like(),

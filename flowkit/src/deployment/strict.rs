@@ -178,7 +178,10 @@ impl<'de> VariantAccess<'de> for Variant {
         match self.value {
             Some(Value::Array(items)) => seq(items, visitor),
             Some(other) => Err(Error::invalid_type(unexpected(&other), &"tuple variant")),
-            None => Err(Error::invalid_type(Unexpected::UnitVariant, &"tuple variant")),
+            None => Err(Error::invalid_type(
+                Unexpected::UnitVariant,
+                &"tuple variant",
+            )),
         }
     }
 
@@ -190,7 +193,10 @@ impl<'de> VariantAccess<'de> for Variant {
         match self.value {
             Some(Value::Object(entries)) => map(entries, visitor),
             Some(other) => Err(Error::invalid_type(unexpected(&other), &"struct variant")),
-            None => Err(Error::invalid_type(Unexpected::UnitVariant, &"struct variant")),
+            None => Err(Error::invalid_type(
+                Unexpected::UnitVariant,
+                &"struct variant",
+            )),
         }
     }
 }
@@ -227,9 +233,16 @@ mod tests {
             Point { x: 1, y: None }
         );
         assert_eq!(
-            from_value::<Vec<Shape>>(json!(["Dot", {"Circle": 2}, {"Pair": [1, 2]}, {"Box": {"w": 3}}]))
-                .unwrap(),
-            [Shape::Dot, Shape::Circle(2), Shape::Pair(1, 2), Shape::Box { w: 3 }]
+            from_value::<Vec<Shape>>(
+                json!(["Dot", {"Circle": 2}, {"Pair": [1, 2]}, {"Box": {"w": 3}}])
+            )
+            .unwrap(),
+            [
+                Shape::Dot,
+                Shape::Circle(2),
+                Shape::Pair(1, 2),
+                Shape::Box { w: 3 }
+            ]
         );
         assert_eq!(
             from_value::<(u8, String)>(json!([1, "a"])).unwrap(),
