@@ -26,8 +26,9 @@ use std::fmt;
 ///
 /// `deployment()` needs the flow's arguments to be `DeserializeOwned + schemars::JsonSchema`
 /// and its output (`T` of `Result<T, E>`) `Serialize + schemars::JsonSchema`; a flow that is
-/// never deployed needs none of it. Deployments of different flows have the same type, so they
-/// fit in one array.
+/// never deployed needs none of it. Derive `JsonSchema` with schemars 1.x in your own
+/// `Cargo.toml` (`schemars = "1"`, the version flowkit uses). Deployments of different flows
+/// have the same type, so they fit in one array.
 ///
 /// - **Version**: `version = "..."` of `#[flow]` if given, else the first 16 hex digits of
 ///   the hash of the flow's source, `@`, and its crate's version (`3f2a..@0.4.1`): editing
