@@ -65,7 +65,14 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Makes an `async fn` a flow: like [`macro@task`], and the tasks it calls become its
 /// children. Its arguments are recorded as the run's parameters, and the struct beside it
-/// has `deployment(name)`, which describes a deployment of the flow (`flowkit::Deployment`).
+/// has `deployment(name)`, which describes a deployment of the flow (`flowkit::Deployment`),
+/// and implements `flowkit::FlowSignature` (its argument and output types).
+///
+/// `deployment(name)` needs every argument to be `serde::de::DeserializeOwned +
+/// schemars::JsonSchema` and the output (`T` of `Result<T, E>`) `serde::Serialize +
+/// schemars::JsonSchema`; a flow that is never deployed needs none of it. The flow's doc
+/// comment is the deployment's description. Generic flows and flows taking borrowed or
+/// `impl Trait` arguments have neither `deployment` nor `FlowSignature`.
 ///
 /// Takes the same options as [`macro@task`].
 ///

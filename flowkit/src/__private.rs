@@ -1,6 +1,9 @@
 //! What the generated code of `#[task]` and `#[flow]` calls. Not a public API: it changes
 //! without notice.
 
+pub use crate::deployment::{
+    FlowTypes, Parameter, accepts_null, check_parameter, output_schema, subschema,
+};
 pub use crate::event::RunKind;
 pub use crate::policy::cache::hash_inputs;
 pub use crate::run::body::{Body, Once, Repeat, once, repeat};
@@ -8,6 +11,7 @@ pub use crate::run::executor::run;
 pub use crate::run::handle::{call_with, submit, submit_with};
 pub use crate::run::map::map;
 pub use crate::run::spec::{CacheMode, CallOptions, CallSite, Codec, Shape, TaskSpec};
+pub use schemars;
 pub use serde;
 pub use serde_json;
 pub use std::sync::LazyLock;
@@ -21,9 +25,59 @@ pub fn assert_clone<T: Clone>(_: &T) {}
 pub fn assert_serialize<T: serde::Serialize + ?Sized>(_: &T) {}
 
 /// The builder of `my_flow::deployment(name)`.
-pub fn deployment(name: &str, spec: &'static TaskSpec) -> crate::Deployment {
-    crate::Deployment::new(name, spec.name(), spec.task_key())
+pub fn deployment(name: &str, spec: &'static TaskSpec, types: FlowTypes<'_>) -> crate::Deployment {
+    crate::deployment::new(name, spec, types)
 }
+
+/// `T` of `Result<T, E>`: what a fallible flow gives back when its return type is an alias.
+pub trait Fallible {
+    /// `T`.
+    type Ok;
+}
+impl<T, E> Fallible for Result<T, E> {
+    type Ok = T;
+}
+
+// What `deployment()` asks of a flow's types. Each bound is written at the argument's (or the
+// output's) type in a where clause of `deployment` under a `for<'__flowkit>` binder, which
+// defers it to the callers of `deployment`: a flow that is never deployed needs none of them.
+// The supertraits give the body of `deployment` what it uses.
+
+/// A flow argument's type, for `deployment()`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not `schemars::JsonSchema`, so `deployment()` cannot describe the flow's parameter of this type",
+    label = "`deployment()` needs every argument of the flow to implement `schemars::JsonSchema`",
+    note = "derive it with `#[derive(schemars::JsonSchema)]`, or take a type that implements it; a flow that is never deployed does not need it"
+)]
+pub trait ParameterSchema: schemars::JsonSchema {}
+impl<T: schemars::JsonSchema> ParameterSchema for T {}
+
+/// A flow argument's type, for `deployment()`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not `serde::Deserialize`, so `deployment()` cannot read the flow's parameter of this type from JSON",
+    label = "`deployment()` needs every argument of the flow to implement `serde::de::DeserializeOwned`",
+    note = "derive it with `#[derive(serde::Deserialize)]`, or take an owned type that implements it; a flow that is never deployed does not need it"
+)]
+pub trait ParameterDeserialize: serde::de::DeserializeOwned {}
+impl<T: serde::de::DeserializeOwned> ParameterDeserialize for T {}
+
+/// A flow's output (`T` of `Result<T, E>`), for `deployment()`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not `schemars::JsonSchema`, so `deployment()` cannot describe the flow's output",
+    label = "`deployment()` needs the flow's output (`T` of `Result<T, E>`) to implement `schemars::JsonSchema`",
+    note = "derive it with `#[derive(schemars::JsonSchema)]`, or return a type that implements it; a flow that is never deployed does not need it"
+)]
+pub trait OutputSchema: schemars::JsonSchema {}
+impl<T: schemars::JsonSchema> OutputSchema for T {}
+
+/// A flow's output (`T` of `Result<T, E>`), for `deployment()`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not `serde::Serialize`, so a deployed flow's output cannot be sent as JSON",
+    label = "`deployment()` needs the flow's output (`T` of `Result<T, E>`) to implement `serde::Serialize`",
+    note = "derive it with `#[derive(serde::Serialize)]`, or return a type that implements it; a flow that is never deployed does not need it"
+)]
+pub trait OutputSerialize: serde::Serialize {}
+impl<T: serde::Serialize> OutputSerialize for T {}
 
 /// Autoref specialization: pick the best available trait impl for a concrete type at the
 /// macro's call site. Use as `(&&&Describe(&e)).flowkit_describe()`.

@@ -42,7 +42,8 @@
 //! per-call entry points ([`CallOptions`], [`TaskHandle`], [`spawn`], [`Map`], [`WaitFor`]),
 //! the policies ([`RetryPolicy`], [`TimedOut`], [`limits`]), the record of a run ([`State`],
 //! [`StateType`], [`Event`] and its parts, shared with the server), the lifecycle ([`init`],
-//! [`flush`]) and [`Deployment`]. The modules hold what you extend or configure:
+//! [`flush`]) and deployments ([`Deployment`], [`FlowSignature`], [`DeploymentSpec`]). The
+//! modules hold what you extend or configure:
 //!
 //! | module | what it holds |
 //! |---|---|
@@ -77,8 +78,9 @@ pub(crate) use flowkit_wire::{event, state};
 #[doc(hidden)]
 pub mod __private;
 
-pub use deployment::Deployment;
+pub use deployment::{Deployment, FlowSignature, InvalidDeployment, InvalidParameters};
 pub use flowkit_macros::{flow, task};
+pub use flowkit_wire::api::deployments::{DeploymentSpec, FieldError};
 pub use flowkit_wire::{Event, EventBody, LogLevel, RunDetails, RunKind, State, StateType};
 pub use lifecycle::{FlushGuard, flush, init};
 pub use policy::limits::{Limits, limits};

@@ -163,6 +163,44 @@ mod tests {
     }
 
     #[test]
+    fn only_flows_with_owned_concrete_arguments_can_be_deployed() {
+        let deployable = |item: TokenStream| {
+            let out = flow(quote!(), item).to_string();
+            let (deployment, signature) = (
+                out.contains("fn deployment"),
+                out.contains(":: flowkit :: FlowSignature for"),
+            );
+            assert_eq!(deployment, signature, "{out}");
+            deployment
+        };
+        assert!(deployable(quote!(
+            async fn f(x: u8, (a, b): (u8, u8)) -> anyhow::Result<u8> {
+                Ok(x + a + b)
+            }
+        )));
+        assert!(!deployable(quote!(
+            async fn f<T: Clone>(x: T) -> T {
+                x
+            }
+        )));
+        assert!(!deployable(quote!(
+            async fn f(x: &str) -> usize {
+                x.len()
+            }
+        )));
+        let task = task(
+            quote!(),
+            quote!(
+                async fn f(x: u8) -> u8 {
+                    x
+                }
+            ),
+        )
+        .to_string();
+        assert!(!task.contains("FlowSignature"), "{task}");
+    }
+
+    #[test]
     fn a_body_that_does_not_parse_is_expanded_as_is() {
         let out = task(
             quote!(retries = 1),

@@ -172,7 +172,14 @@ fn free_fn(config: &Config, func: Func, hash: &str) -> TokenStream {
             TokenStream::new()
         }
     };
-    let deployment = flow::deployment(config, &vis);
+    if let Some(why) = flow::not_deployable(config, generics) {
+        doc.push_str(&format!(
+            "\n\nThere is no `deployment`: {why}, and a deployed flow's arguments must be \
+             owned, concrete types read from JSON."
+        ));
+    }
+    let deployment = flow::deployment(config, &vis, generics, &outer_attrs);
+    let signature = flow::signature(config, ident, generics, &cfgs);
 
     quote! {
         #(#outer_attrs)*
@@ -215,6 +222,8 @@ fn free_fn(config: &Config, func: Func, hash: &str) -> TokenStream {
 
             #deployment
         }
+
+        #signature
     }
 }
 

@@ -1,5 +1,6 @@
 //! Flows: tasks called inside become children, arguments are recorded as parameters
-//! (non-`Serialize` ones as a placeholder), and `deployment(name)` builds a deployment.
+//! (non-`Serialize` ones as a placeholder), and `deployment(name)` builds a deployment. A flow
+//! that is never deployed (`training`) needs neither `JsonSchema` nor `Deserialize`.
 
 use flowkit::{flow, task};
 
@@ -26,8 +27,7 @@ async fn training(cfg: TrainConfig, _opaque: Opaque) -> anyhow::Result<f64> {
 async fn nightly() {}
 
 fn main() {
-    let _deployment: flowkit::Deployment = training::deployment("nightly");
-    let _other = nightly::deployment("on-demand");
+    let _deployment: flowkit::Deployment = nightly::deployment("on-demand");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let loss = rt.block_on(training(TrainConfig { epochs: 2 }, Opaque)).unwrap();
     assert!((loss - 0.75).abs() < 1e-9);
