@@ -23,52 +23,89 @@ pub(crate) fn compile(schema: &Value) -> Result<Validator, String> {
     jsonschema::validator_for(schema).map_err(|e| bounded(e.to_string()))
 }
 
-/// Every error of `instance` against `validator`, each at its pointer under `prefix` (`""`
-/// for parameters themselves, `"/default_parameters"` for a registration's defaults). With
-/// `partial`, missing required properties of the top-level object are not errors (defaults
-/// need not give every parameter).
+/// The most errors listed in one answer; past it, one last entry (at `""`) counts the rest, so
+/// a body with a million unknown properties gets a small answer.
+pub(crate) const MAX_LISTED_ERRORS: usize = 100;
+
+/// Every error of `instance` against `validator` (up to [`MAX_LISTED_ERRORS`]), each at its
+/// pointer under `prefix` (`""` for parameters themselves, `"/default_parameters"` for a
+/// registration's defaults). With `partial`, missing required properties of the top-level
+/// object are not errors (defaults need not give every parameter).
 pub(crate) fn errors(
     validator: &Validator,
     instance: &Value,
     prefix: &str,
     partial: bool,
 ) -> Vec<FieldError> {
-    let mut found = Vec::new();
+    let mut listed = Listed {
+        found: Vec::new(),
+        unlisted: 0,
+    };
     for error in validator.iter_errors(instance) {
         let at = error.instance_path().as_str();
-        let pointer = format!("{prefix}{at}");
         match error.kind() {
             ValidationErrorKind::Required { property } => {
                 if partial && at.is_empty() {
                     continue;
                 }
-                let property = property
-                    .as_str()
-                    .map_or_else(|| property.to_string(), str::to_string);
-                found.push(FieldError {
-                    pointer: format!("{pointer}/{}", escape(&property)),
-                    message: format!("`{property}` is required but missing"),
+                listed.add(|| {
+                    let property = property
+                        .as_str()
+                        .map_or_else(|| property.to_string(), str::to_string);
+                    FieldError {
+                        pointer: format!("{prefix}{at}/{}", escape(&property)),
+                        message: bounded(format!("`{property}` is required but missing")),
+                    }
                 });
             }
             ValidationErrorKind::AdditionalProperties { unexpected }
             | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
                 for property in unexpected {
-                    found.push(FieldError {
-                        pointer: format!("{pointer}/{}", escape(property)),
-                        message: format!(
+                    listed.add(|| FieldError {
+                        pointer: format!("{prefix}{at}/{}", escape(property)),
+                        message: bounded(format!(
                             "`{property}` is not a parameter of this deployment (unknown \
                              properties are refused)"
-                        ),
+                        )),
                     });
                 }
             }
-            _ => found.push(FieldError {
-                pointer,
+            _ => listed.add(|| FieldError {
+                pointer: format!("{prefix}{at}"),
                 message: bounded(error.to_string()),
             }),
         }
     }
+    let Listed {
+        mut found,
+        unlisted,
+    } = listed;
+    if unlisted > 0 {
+        found.push(FieldError {
+            pointer: prefix.to_string(),
+            message: format!(
+                "{unlisted} more errors are not listed (at most {MAX_LISTED_ERRORS} are)"
+            ),
+        });
+    }
     found
+}
+
+/// The errors kept, and how many more there were.
+struct Listed {
+    found: Vec<FieldError>,
+    unlisted: usize,
+}
+
+impl Listed {
+    /// Keeps the error `make` builds, or only counts it once [`MAX_LISTED_ERRORS`] are kept.
+    fn add(&mut self, make: impl FnOnce() -> FieldError) {
+        if self.found.len() < MAX_LISTED_ERRORS {
+            self.found.push(make());
+        } else {
+            self.unlisted += 1;
+        }
+    }
 }
 
 /// A reference token of a JSON pointer (RFC 6901: `~` is `~0`, `/` is `~1`).
@@ -211,6 +248,24 @@ mod tests {
         let found = errors(&validator, &defaults, "/default_parameters", true);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].pointer, "/default_parameters/epochs");
+    }
+
+    #[test]
+    fn a_flood_of_errors_is_listed_up_to_the_bound() {
+        let validator = compile(&schema()).expect("compiles");
+        let mut flood = serde_json::Map::new();
+        for i in 0..(MAX_LISTED_ERRORS + 250) {
+            flood.insert(format!("unknown{i}"), Value::from(i));
+        }
+        let found = errors(&validator, &Value::Object(flood), "", true);
+        assert_eq!(found.len(), MAX_LISTED_ERRORS + 1);
+        let last = found.last().expect("the count of the rest");
+        assert_eq!(last.pointer, "");
+        assert!(
+            last.message.starts_with("250 more errors"),
+            "{}",
+            last.message
+        );
     }
 
     #[test]

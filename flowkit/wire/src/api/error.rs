@@ -35,8 +35,8 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     /// For humans; names the parameter or field at fault and what to send instead.
     pub message: String,
-    /// Every error found, each at its JSON pointer (`invalid_parameters`, `invalid_body`);
-    /// absent when empty.
+    /// Every error found, each at its JSON pointer (`invalid_parameters`, `invalid_body`):
+    /// at most 100, then one last entry at the top that counts the rest. Absent when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<FieldError>,
     /// The run the error is about (`idempotency_key_reused`: the run the key created).
