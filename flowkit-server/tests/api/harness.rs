@@ -131,13 +131,21 @@ impl TestServer {
         if let Some(ct) = content_type {
             builder = builder.header(header::CONTENT_TYPE, ct);
         }
-        let request = builder
-            .body(body.unwrap_or_else(Body::empty))
-            .expect("request");
+        self.request_with(builder, body.unwrap_or_else(Body::empty))
+            .await
+    }
+
+    /// Sends a request built by the caller (extra headers) with `body`. Every error answer
+    /// must be in the JSON error shape.
+    pub(crate) async fn request_with(
+        &self,
+        builder: axum::http::request::Builder,
+        body: Body,
+    ) -> Reply {
         let response = self
             .router
             .clone()
-            .oneshot(request)
+            .oneshot(builder.body(body).expect("request"))
             .await
             .expect("infallible");
         let status = response.status();
@@ -165,38 +173,6 @@ impl TestServer {
             status,
             content_type,
             body,
-        }
-    }
-
-    /// Sends a request built by the caller (extra headers) with `body`.
-    pub(crate) async fn request_with(
-        &self,
-        builder: axum::http::request::Builder,
-        body: Body,
-    ) -> Reply {
-        let response = self
-            .router
-            .clone()
-            .oneshot(builder.body(body).expect("request"))
-            .await
-            .expect("infallible");
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        Reply {
-            status,
-            content_type,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         }
     }
 
