@@ -133,7 +133,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// Serves [`app`] on `listener` until `shutdown` resolves; then stops accepting connections,
 /// ends the live streams, lets in-flight requests finish (at most `config.shutdown_timeout`)
 /// and closes the store, so every acknowledged batch is committed. Also runs the retention
-/// task when `config.retention` is set.
+/// task (old runs when `config.retention` is set, expired idempotency keys always).
 pub async fn run(
     listener: TcpListener,
     store: Arc<Store>,
@@ -141,9 +141,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = AppState::new(store.clone(), config.settings.clone());
-    let retention = config
-        .retention
-        .map(|age| retention::spawn(store.clone(), age, state.shutdown_signal()));
+    let retention = retention::spawn(store.clone(), config.retention, state.shutdown_signal());
 
     let (triggered_tx, mut triggered_rx) = watch::channel(false);
     let on_shutdown = {
@@ -168,10 +166,8 @@ pub async fn run(
         }
     };
     state.begin_shutdown();
-    if let Some(task) = retention {
-        task.abort();
-        let _ = task.await;
-    }
+    retention.abort();
+    let _ = retention.await;
     store.close().await;
     tracing::info!("stopped");
     result

@@ -1,13 +1,15 @@
 //! Retention: a background task that deletes runs older than the configured age, and the
 //! idempotency keys of triggers that have expired (a trigger also ignores and replaces an
-//! expired key by itself; the sweep only reclaims the space).
+//! expired key by itself; the sweep only reclaims the space). The task runs even with run
+//! retention off (`--retention off`): then it only sweeps expired keys, so the key table stays
+//! bounded by the triggers of one `--idempotency-ttl`.
 //!
 //! Deletion goes in small batches with short pauses between them, so a large backlog (the
 //! first start after enabling retention, or after a long stop) never holds the database's
 //! write lock for long and ingestion keeps flowing.
 
 use crate::store::{Backend, Store, StoreError};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -28,12 +30,25 @@ pub async fn sweep(
     retention: Duration,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<u64, StoreError> {
-    let Ok(age) = chrono::Duration::from_std(retention) else {
-        return Ok(0); // Longer than chrono can represent: nothing is that old.
-    };
-    let Some(cutoff) = Utc::now().checked_sub_signed(age) else {
-        return Ok(0);
-    };
+    sweep_before(store, cutoff(Some(retention)), shutdown).await
+}
+
+/// The instant before which runs are deleted: `now - retention`, or the beginning of time
+/// (no run is that old) when retention is off or longer than chrono can represent.
+fn cutoff(retention: Option<Duration>) -> DateTime<Utc> {
+    retention
+        .and_then(|age| chrono::Duration::from_std(age).ok())
+        .and_then(|age| Utc::now().checked_sub_signed(age))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Deletes the runs created before `cutoff` and the expired idempotency keys, [`BATCH`] at a
+/// time.
+async fn sweep_before(
+    store: &Store,
+    cutoff: DateTime<Utc>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
         let deleted = store.delete_before(cutoff, BATCH).await?;
@@ -46,15 +61,16 @@ pub async fn sweep(
 }
 
 /// Starts the retention task: a sweep now, then one every [`INTERVAL`], until `shutdown`
-/// turns true. Errors are logged and retried at the next sweep.
+/// turns true. Errors are logged and retried at the next sweep. With `retention` `None` runs
+/// are kept and only expired idempotency keys go.
 pub fn spawn(
     store: Arc<Store>,
-    retention: Duration,
+    retention: Option<Duration>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match sweep(&store, retention, &shutdown).await {
+            match sweep_before(&store, cutoff(retention), &shutdown).await {
                 Ok(0) => tracing::debug!("retention: nothing to delete"),
                 Ok(n) => tracing::info!(
                     rows = n,
@@ -71,4 +87,18 @@ pub fn spawn(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_run_retention_no_run_is_old_enough() {
+        assert_eq!(cutoff(None), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(cutoff(Some(Duration::MAX)), DateTime::<Utc>::MIN_UTC);
+        let day = cutoff(Some(Duration::from_secs(86_400)));
+        let age = Utc::now() - day;
+        assert!(age >= chrono::Duration::days(1) && age < chrono::Duration::days(2));
+    }
 }
