@@ -183,6 +183,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What every route that reads or writes the store may answer besides its own statuses (see
+/// `From<StoreError> for ApiError`): listed in each such route's OpenAPI `responses`.
+#[derive(utoipa::IntoResponses)]
+#[expect(dead_code, reason = "only its OpenAPI description is used")]
+pub(crate) enum StoreFailures {
+    /// `internal`: the database failed in a way the client cannot fix; the server logged it.
+    #[response(status = 500)]
+    Internal(ErrorBody),
+    /// `unavailable`: the server is shutting down; retry, on this server or another replica.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
         match err {

@@ -12,7 +12,7 @@
 
 use crate::AppState;
 use crate::api::extract::{ApiJson, ApiQuery, page_request};
-use crate::error::{ApiError, ErrorBody, ErrorCode, FieldError};
+use crate::error::{ApiError, ErrorBody, ErrorCode, FieldError, StoreFailures};
 use crate::params;
 use crate::store::{
     Backend, IdempotencyClaim, NewRun, PageRequest, Registration, RunFilter, Triggered,
@@ -196,6 +196,7 @@ fn check_spec(spec: &DeploymentSpec) -> Vec<FieldError> {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Content type is not JSON", body = ErrorBody),
         (status = 422, description = "`invalid_body`: a bad name, schema or default, every one listed in `details` at its JSON pointer", body = ErrorBody),
+        StoreFailures,
     ),
     security(("api_key" = []))
 )]
@@ -257,6 +258,7 @@ pub async fn register(
         (status = 400, description = "A parameter does not parse; the message names it", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        StoreFailures,
     ),
     security(("api_key" = []))
 )]
@@ -281,6 +283,7 @@ pub async fn list(
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody),
+        StoreFailures,
     ),
     security(("api_key" = []))
 )]
@@ -325,6 +328,7 @@ pub async fn get(
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody),
+        StoreFailures,
     ),
     security(("api_key" = []))
 )]
@@ -442,6 +446,7 @@ fn key_reused(deployment: &str, run_id: Uuid) -> ApiError {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Content type is not JSON", body = ErrorBody),
         (status = 422, description = "`invalid_parameters`: the parameters do not fit the version's schema, every error in `details` at its JSON pointer; `invalid_body`: an unknown field, a bad tag, or a `version` the deployment does not have (at `/version`)", body = ErrorBody),
+        StoreFailures,
     ),
     security(("api_key" = []))
 )]

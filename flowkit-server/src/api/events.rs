@@ -18,6 +18,7 @@
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::error::StoreFailures;
 use crate::store::Backend;
 use crate::stream::changes_of;
 use axum::Json;
@@ -58,6 +59,7 @@ const PARSE_INLINE_MAX: usize = 64 * 1024;
         (status = 413, description = "Body too large (`payload_too_large`) or too many events (`too_many_events`)", body = ErrorBody),
         (status = 415, description = "Content type is not JSON", body = ErrorBody),
         (status = 422, description = "The body is not a JSON array", body = ErrorBody),
+        StoreFailures,
     ),
     security(("api_key" = []))
 )]

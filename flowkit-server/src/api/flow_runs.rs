@@ -7,7 +7,7 @@ use crate::AppState;
 use crate::api::extract::{
     ApiQuery, RunId, bounded_text, non_empty, page_request, parse_time, parse_uuid,
 };
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, StoreFailures};
 use crate::store::{Backend, LogFilter, RunFilter, StateRecord};
 use axum::Json;
 use axum::extract::State;
@@ -171,6 +171,7 @@ async fn flow_run(state: &AppState, id: Uuid) -> Result<Run, ApiError> {
         (status = 400, description = "A parameter does not parse; the message names it", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        StoreFailures,
     ),
     security(("api_key" = []))
 )]
@@ -193,6 +194,9 @@ pub async fn list(
         (status = 200, description = "The flow run", body = Run),
         (status = 400, description = "`id` is not a UUID", body = ErrorBody),
         (status = 404, description = "No such flow run", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        StoreFailures,
     ),
     security(("api_key" = []))
 )]
@@ -210,6 +214,9 @@ pub async fn get(State(state): State<AppState>, RunId(id): RunId) -> Result<Json
         (status = 200, description = "The flow run and its children, with their states", body = TaskRuns),
         (status = 400, description = "`id` is not a UUID", body = ErrorBody),
         (status = 404, description = "No such flow run", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        StoreFailures,
     ),
     security(("api_key" = []))
 )]
@@ -246,6 +253,9 @@ pub async fn task_runs(
         (status = 200, description = "A page of log lines, oldest first", body = Page<LogEntry>),
         (status = 400, description = "`id` or a parameter does not parse", body = ErrorBody),
         (status = 404, description = "No such flow run", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        StoreFailures,
     ),
     security(("api_key" = []))
 )]
@@ -273,6 +283,9 @@ pub async fn logs(
         (status = 200, description = "Nodes and edges", body = Graph),
         (status = 400, description = "`id` is not a UUID", body = ErrorBody),
         (status = 404, description = "No such flow run", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        StoreFailures,
     ),
     security(("api_key" = []))
 )]

@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use crate::api::extract::ApiJson;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, StoreFailures};
 use crate::store::Backend;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,6 +21,9 @@ use flowkit_wire::api::ingest::{MAX_NAME_CHARS, ReporterDrops};
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `report` scope", body = ErrorBody),
         (status = 422, description = "Wrong shape; the message names the field", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Content type is not JSON", body = ErrorBody),
+        StoreFailures,
     ),
     security(("api_key" = []))
 )]

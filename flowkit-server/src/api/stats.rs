@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use crate::api::extract::{ApiQuery, parse_int, parse_time};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, StoreFailures};
 use crate::store::Backend;
 use axum::Json;
 use axum::extract::State;
@@ -53,6 +53,9 @@ fn by_name(counts: Vec<(StateType, u64)>) -> BTreeMap<String, u64> {
     responses(
         (status = 200, description = "Counts by state, bucketed", body = Stats),
         (status = 400, description = "A parameter does not parse; the message names it", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        StoreFailures,
     ),
     security(("api_key" = []))
 )]

@@ -101,29 +101,29 @@ async fn openapi_document_describes_every_route() {
             "post",
             "/api/v1/deployments",
             &[
-                "200", "201", "400", "401", "403", "409", "413", "415", "422",
+                "200", "201", "400", "401", "403", "409", "413", "415", "422", "500", "503",
             ][..],
         ),
         (
             "get",
             "/api/v1/deployments",
-            &["200", "400", "401", "403"][..],
+            &["200", "400", "401", "403", "500", "503"][..],
         ),
         (
             "get",
             "/api/v1/deployments/{flow}/{name}",
-            &["200", "401", "403", "404"][..],
+            &["200", "401", "403", "404", "500", "503"][..],
         ),
         (
             "get",
             "/api/v1/deployments/{flow}/{name}/versions",
-            &["200", "400", "401", "403", "404"][..],
+            &["200", "400", "401", "403", "404", "500", "503"][..],
         ),
         (
             "post",
             "/api/v1/deployments/{flow}/{name}/runs",
             &[
-                "200", "201", "400", "401", "403", "404", "409", "413", "415", "422",
+                "200", "201", "400", "401", "403", "404", "409", "413", "415", "422", "500", "503",
             ][..],
         ),
     ] {
@@ -137,6 +137,29 @@ async fn openapi_document_describes_every_route() {
         documented.sort_unstable();
         assert_eq!(documented, statuses, "{method} {path}");
         assert!(op["security"].is_array(), "{method} {path}");
+    }
+    // Every route behind a key says so, and every route that reads or writes the store lists
+    // the store's failures (500, and 503 while the server shuts down).
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        if !path.starts_with("/api/v1/")
+            || path.ends_with("/health")
+            || path.ends_with("/openapi.json")
+        {
+            continue;
+        }
+        for (method, op) in ops.as_object().expect("operations") {
+            let responses = op["responses"].as_object().expect("responses");
+            let mut wanted = vec!["401", "403"];
+            if !path.ends_with("/stream") {
+                wanted.extend(["500", "503"]);
+            }
+            for status in wanted {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} lists no {status}"
+                );
+            }
+        }
     }
     assert!(doc["paths"]["/api/v1/deployments"]["post"]["requestBody"].is_object());
     assert!(
