@@ -539,8 +539,20 @@ pub async fn trigger(
         .with_details(vec![field("", "too large")]));
     }
 
+    let tags = run_tags(&version.tags, &request.tags);
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::invalid_fields(vec![field(
+            "/tags",
+            format!(
+                "with the deployment's {} tags the run would have {}; at most {MAX_TAGS} are allowed",
+                version.tags.len(),
+                tags.len()
+            ),
+        )]));
+    }
+
     let now = Utc::now();
-    let new = new_run(&version, &deployment, &request, parameters, now);
+    let new = new_run(&version, &deployment, &request, tags, parameters, now);
     let run_id = new.event.run_id;
     let event = new.event.clone();
     let new = NewRun {
@@ -582,21 +594,27 @@ fn expiry(now: DateTime<Utc>, ttl: std::time::Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// A triggered run's tags: the deployment's, then the request's, without repeats.
+fn run_tags(deployment: &[String], request: &[String]) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::new();
+    for tag in deployment.iter().chain(request) {
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    tags
+}
+
 /// The run a trigger creates: its first state event, `Scheduled`, carrying its details.
 fn new_run(
     version: &DeploymentVersion,
     deployment: &str,
     request: &TriggerRequest,
+    tags: Vec<String>,
     parameters: Value,
     now: DateTime<Utc>,
 ) -> NewRun {
     let run_id = Uuid::now_v7();
-    let mut tags: Vec<String> = Vec::new();
-    for tag in version.tags.iter().chain(&request.tags) {
-        if !tags.contains(tag) {
-            tags.push(tag.clone());
-        }
-    }
     let message = format!(
         "waiting for a worker: no worker serves {deployment} yet (version {:?})",
         version.version

@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use flowkit_server::auth::{ApiKey, ApiKeys};
 use flowkit_server::config::Settings;
+use flowkit_server::wire::api::ingest::MAX_TAGS;
 use serde_json::{Value, json};
 
 on_every_backend!(
@@ -18,6 +19,7 @@ on_every_backend!(
     idempotency_keys_are_scoped_and_fingerprinted,
     concurrent_identical_triggers_make_one_run,
     a_triggered_run_is_announced_on_the_live_stream,
+    a_run_never_gets_more_tags_than_any_run_may_have,
 );
 
 /// The parameters of `train(dataset: String, epochs: u32, learning_rate: f64)`, as the
@@ -723,4 +725,36 @@ async fn deployment_routes_need_their_scopes() {
         }
     }
     server.finish().await;
+}
+
+/// The deployment's tags and the trigger's together stay within the bound every run has.
+async fn a_run_never_gets_more_tags_than_any_run_may_have(server: &TestServer) {
+    let mut many = spec("tags@0.1.0");
+    let tags: Vec<String> = (0..MAX_TAGS).map(|i| format!("d{i}")).collect();
+    many["tags"] = json!(tags);
+    register_ok(server, &many).await;
+    let params = json!({"dataset": "s3://b/houses.csv", "learning_rate": 0.01});
+    // Repeating a tag of the deployment adds nothing: still within the bound.
+    let reply = trigger(
+        server,
+        "train/nightly",
+        &json!({"parameters": params, "tags": ["d0"]}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body["tags"].as_array().map(Vec::len), Some(MAX_TAGS));
+    let reply = trigger(
+        server,
+        "train/nightly",
+        &json!({"parameters": params, "tags": ["one-more"]}),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.body["error"]["code"], "invalid_body");
+    assert_eq!(pointers(&reply), ["/tags"]);
 }
