@@ -210,6 +210,7 @@ fn flow_events(n: usize, tasks: usize, start: chrono::DateTime<Utc>) -> Vec<Even
         name: name.to_string().into(),
         attempt: 1,
         timestamp: at,
+        lease: None,
         body,
     };
     let state = |kind, details: Option<RunDetails>| EventBody::State {
@@ -333,6 +334,7 @@ async fn runs_page(url: &str, runs: usize) -> anyhow::Result<(f64, f64)> {
                 name: name.clone().into(),
                 attempt: 1,
                 timestamp: at + TimeDelta::microseconds(i as i64),
+                lease: None,
                 body: EventBody::State {
                     state: State::new(kind),
                     details: (i == 0).then(|| {

@@ -102,6 +102,7 @@ mod tests {
                 .timestamp_opt(1_800_000_000 + secs, 0)
                 .single()
                 .expect("time"),
+            lease: None,
             body,
         }
     }

@@ -227,6 +227,7 @@ fn events(n: usize) -> Vec<Event> {
             name: Cow::Borrowed("step"),
             attempt: 1,
             timestamp: Utc::now(),
+            lease: None,
             body: EventBody::State {
                 state: if i % 2 == 0 {
                     RunState::new(StateType::Running)

@@ -38,6 +38,7 @@ fn flow_events() -> Vec<Event> {
             name: Cow::Borrowed(name),
             attempt: 1,
             timestamp: start + TimeDelta::milliseconds(ms),
+            lease: None,
             body: EventBody::State {
                 state,
                 details: None,

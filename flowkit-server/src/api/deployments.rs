@@ -309,6 +309,8 @@ pub async fn get(
         latest,
         versions,
         recent_runs,
+        live_workers: Vec::new(),
+        serving_version: None,
     }))
 }
 
@@ -639,6 +641,7 @@ fn new_run(
             name: version.flow.clone().into(),
             attempt: 1,
             timestamp: now,
+            lease: None,
             body: EventBody::State {
                 state: RunState::with_message(StateType::Scheduled, message),
                 details: Some(Box::new(details)),

@@ -584,6 +584,7 @@ mod tests {
             name: "t".into(),
             attempt: 1,
             timestamp: Utc::now(),
+            lease: None,
             body: EventBody::State {
                 state: RunState::new(StateType::Pending),
                 details: Some(Box::new(RunDetails {

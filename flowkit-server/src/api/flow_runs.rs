@@ -328,6 +328,8 @@ mod tests {
             version: None,
             worker: None,
             scheduled_for: None,
+            created_by: None,
+            result: None,
         }
     }
 

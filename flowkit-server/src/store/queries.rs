@@ -66,7 +66,7 @@ fn run_columns<D: Dialect>() -> String {
     format!(
         "id, kind, name, task_key, parent_run_id, flow_run_id, state, state_message, state_ts, \
          attempt, created, started, ended, {}, {}, {}, cache_key, deployment, version, worker, \
-         scheduled_for",
+         scheduled_for, created_by",
         D::json_text("tags"),
         D::json_text("parameters"),
         D::json_text("upstream"),
@@ -97,6 +97,8 @@ fn run_record<D: Dialect>(row: &D::Row) -> Result<RunRecord, StoreError> {
         version: c.get("version")?,
         worker: c.get("worker")?,
         scheduled_for: c.opt_instant("scheduled_for")?,
+        created_by: c.get("created_by")?,
+        result: None,
     })
 }
 
@@ -708,7 +710,7 @@ async fn write_plan<D: BulkWrite>(
 fn version_columns<D: Dialect>() -> String {
     format!(
         "flow, name, version, id, flow_key, description, {}, {}, {}, {}, concurrency_limit, \
-         registered, fingerprint",
+         retries, registered, fingerprint",
         D::json_text("parameter_schema"),
         D::json_text("output_schema"),
         D::json_text("default_parameters"),
@@ -726,6 +728,7 @@ struct VersionRow {
 fn version_row<D: Dialect>(row: &D::Row) -> Result<VersionRow, StoreError> {
     let c = Columns::<D>(row);
     let limit: Option<i64> = c.get("concurrency_limit")?;
+    let retries: i64 = c.get("retries")?;
     Ok(VersionRow {
         version: DeploymentVersion {
             flow: c.get("flow")?,
@@ -740,6 +743,7 @@ fn version_row<D: Dialect>(row: &D::Row) -> Result<VersionRow, StoreError> {
             concurrency_limit: limit
                 .map(|n| u32::try_from(n).map_err(|_| corrupt(format!("concurrency limit {n}"))))
                 .transpose()?,
+            retries: u32::try_from(retries).map_err(|_| corrupt(format!("retries {retries}")))?,
             registered: c.instant("registered")?,
         },
         id: c.get("id")?,
@@ -967,7 +971,7 @@ async fn register<D: BulkWrite>(
     let mut q = QueryBuilder::new(format!(
         "INSERT INTO deployment_versions ({}) VALUES (",
         "flow, name, version, id, flow_key, description, parameter_schema, output_schema, \
-         default_parameters, tags, concurrency_limit, registered, fingerprint"
+         default_parameters, tags, concurrency_limit, retries, registered, fingerprint"
     ));
     q.bind(spec.flow.clone())
         .push(", ")
@@ -990,6 +994,8 @@ async fn register<D: BulkWrite>(
     D::push_strings(&mut q, &spec.tags)?;
     q.push(", ")
         .bind(spec.concurrency_limit.map(i64::from))
+        .push(", ")
+        .bind(i64::from(spec.retries))
         .push(", ")
         .bind_instant(registered)
         .push(", ")

@@ -31,6 +31,7 @@ pub(crate) fn event(
         name: name.to_string().into(),
         attempt: 1,
         timestamp: at,
+        lease: None,
         body,
     }
 }

@@ -188,6 +188,7 @@ fn new_run(key: Option<(&str, &str, DateTime<Utc>)>) -> NewRun {
             name: "train".into(),
             attempt: 1,
             timestamp: Utc::now(),
+            lease: None,
             body: EventBody::State {
                 state: State::with_message(StateType::Scheduled, "waiting"),
                 details: Some(Box::new(RunDetails {

@@ -73,6 +73,7 @@ impl Run {
             name: Cow::Owned(self.name.clone()),
             attempt,
             timestamp,
+            lease: None,
             body,
         }
     }
@@ -162,6 +163,8 @@ impl Run {
             version: None,
             worker: None,
             scheduled_for: None,
+            created_by: None,
+            result: None,
         }
     }
 }

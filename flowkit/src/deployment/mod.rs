@@ -99,6 +99,9 @@ pub struct Deployment {
     pub tags: Vec<String>,
     /// At most this many runs of the deployment at once.
     pub limit: Option<u32>,
+    /// The flow's `retries` (the server re-queues a run whose worker died while it has
+    /// attempts left).
+    pub retries: u32,
     /// The parameter schema without defaults.
     parameter_schema: Value,
     output_schema: Value,
@@ -232,6 +235,7 @@ impl Deployment {
             default_parameters: normalized,
             tags: self.tags.clone(),
             concurrency_limit: self.limit,
+            retries: self.retries,
         })
     }
 
@@ -325,6 +329,7 @@ pub(crate) fn new(
         parameters: Value::Object(Map::new()),
         tags: Vec::new(),
         limit: None,
+        retries: spec.retry.retries,
         parameter_schema: schema::parameter_schema(spec.name(), types.parameters),
         output_schema: (types.output_schema)(),
         check: types.check,

@@ -32,6 +32,7 @@ impl Emitter {
             name: self.name.clone(),
             attempt,
             timestamp,
+            lease: None,
             body,
         }
     }

@@ -102,6 +102,7 @@ mod tests {
                 name: Cow::Borrowed("etl"),
                 attempt: 1,
                 timestamp: Utc::now(),
+                lease: None,
                 body: match i % 3 {
                     0 => EventBody::State {
                         state: State::new(StateType::Pending),

@@ -539,6 +539,7 @@ mod tests {
                 name: Cow::Borrowed(run.name),
                 attempt,
                 timestamp: self.now,
+                lease: None,
                 body: EventBody::State {
                     state,
                     details: None,

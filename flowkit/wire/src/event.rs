@@ -71,6 +71,11 @@ pub struct Event {
     pub attempt: u32,
     /// When the event happened (RFC 3339 on the wire).
     pub timestamp: DateTime<Utc>,
+    /// The fencing token of the lease under which a worker runs this event's flow run (see
+    /// [`crate::api::workers`]); absent for runs no worker claimed. The server refuses an
+    /// event whose token is older than its flow run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<u64>,
     /// What the event carries.
     #[serde(flatten)]
     pub body: EventBody,
@@ -196,6 +201,7 @@ mod tests {
             name: Cow::Borrowed("download"),
             attempt: 1,
             timestamp: Utc::now(),
+            lease: None,
             body,
         }
     }

@@ -47,6 +47,9 @@ pub enum StateType {
     Failed,
     /// The body panicked after the last attempt (or the process running it went away).
     Crashed,
+    /// Cancellation was asked for while a worker runs it: the worker is stopping it (it ends
+    /// `Cancelled`, or whatever it reached first). Decided by the server.
+    Cancelling,
     /// The run was cancelled before it finished.
     Cancelled,
     /// The last attempt exceeded the run's timeout.
@@ -60,11 +63,12 @@ pub enum StateType {
 impl StateType {
     /// Every state type this version knows, in lifecycle order ([`StateType::Unknown`] is not
     /// one of them).
-    pub const ALL: [StateType; 10] = [
+    pub const ALL: [StateType; 11] = [
         StateType::Scheduled,
         StateType::Pending,
         StateType::Running,
         StateType::AwaitingRetry,
+        StateType::Cancelling,
         StateType::Completed,
         StateType::Cached,
         StateType::Failed,
@@ -84,6 +88,7 @@ impl StateType {
             StateType::Cached => "Cached",
             StateType::Failed => "Failed",
             StateType::Crashed => "Crashed",
+            StateType::Cancelling => "Cancelling",
             StateType::Cancelled => "Cancelled",
             StateType::TimedOut => "TimedOut",
             StateType::Unknown => "Unknown",
@@ -113,23 +118,36 @@ impl StateType {
 
     /// Whether a run in `self` may move to `next`.
     ///
-    /// Any non-final state may be cancelled; everything else follows the lifecycle above. A
-    /// state type this version does not know ([`StateType::Unknown`]) may follow or precede any
-    /// non-final state: a newer peer knows its rules.
+    /// Any non-final state may be cancelled, directly (`Cancelled`) or through `Cancelling`
+    /// while a worker stops it; a `Cancelling` run ends in any final state (the worker may
+    /// finish before it sees the cancellation). A run that ended in failure (`Failed`,
+    /// `Crashed`, `Cancelled`, `TimedOut`) may be re-queued as its next attempt (`Scheduled`)
+    /// by the server only: after a crash, when it has attempts left, or when someone retries it;
+    /// no other transition leaves a final state. Everything else follows the lifecycle above.
+    /// A state type this version does not know ([`StateType::Unknown`]) may follow or precede
+    /// any non-final state: a newer peer knows its rules.
+    ///
+    /// ```
+    /// use flowkit_wire::StateType::*;
+    /// assert!(Running.can_become(Cancelling) && Cancelling.can_become(Completed));
+    /// assert!(Crashed.can_become(Scheduled)); // re-queued as the next attempt
+    /// assert!(!Completed.can_become(Scheduled));
+    /// ```
     pub fn can_become(self, next: StateType) -> bool {
         use StateType::*;
         if self.is_final() {
-            return false;
+            return self.is_failure() && next == Scheduled;
         }
         if next == Cancelled || self == Unknown || next == Unknown {
             return true;
         }
         match self {
-            Scheduled => matches!(next, Pending),
+            Scheduled => matches!(next, Pending | Cancelling),
             // A cache hit, or a missing upstream result, ends a run before it ever runs.
-            Pending => matches!(next, Running | Cached | Failed | Crashed),
-            Running => next.is_final() || next == AwaitingRetry,
-            AwaitingRetry => matches!(next, Running),
+            Pending => matches!(next, Running | Cached | Failed | Crashed | Cancelling),
+            Running => next.is_final() || matches!(next, AwaitingRetry | Cancelling),
+            AwaitingRetry => matches!(next, Running | Cancelling),
+            Cancelling => next.is_final(),
             _ => false,
         }
     }
@@ -204,11 +222,21 @@ mod tests {
         assert!(Pending.can_become(Cached));
         assert!(!Pending.can_become(Completed));
         assert!(!AwaitingRetry.can_become(Completed));
-        for s in ALL_FINAL {
-            for n in StateType::ALL {
-                assert!(!s.can_become(n), "{s} is final but may become {n}");
+        for path in [[Running, Cancelling, Cancelled], [Running, Cancelling, Completed]] {
+            for w in path.windows(2) {
+                assert!(w[0].can_become(w[1]), "{} -> {}", w[0], w[1]);
             }
         }
+        assert!(!Cancelling.can_become(Running));
+        // A final state is left only when the server re-queues a failed run as its next
+        // attempt.
+        for s in ALL_FINAL {
+            for n in StateType::ALL {
+                let requeue = s.is_failure() && n == Scheduled;
+                assert_eq!(s.can_become(n), requeue, "{s} -> {n}");
+            }
+        }
+        assert!(!Completed.can_become(Scheduled) && !Cached.can_become(Scheduled));
     }
 
     const ALL_FINAL: [StateType; 6] = [
@@ -232,7 +260,7 @@ mod tests {
     #[test]
     fn unknown_state_types_are_tolerated() {
         let later: State =
-            serde_json::from_str(r#"{"type":"Cancelling","message":"asked by ops","since":1}"#)
+            serde_json::from_str(r#"{"type":"Hibernating","message":"asked by ops","since":1}"#)
                 .expect("a newer peer's state parses");
         assert_eq!(later.kind, StateType::Unknown);
         assert_eq!(later.message.as_deref(), Some("asked by ops"));

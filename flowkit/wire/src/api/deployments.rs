@@ -108,6 +108,10 @@ pub struct DeploymentSpec {
     /// At most this many runs of the deployment at once (none: no limit).
     #[serde(default)]
     pub concurrency_limit: Option<u32>,
+    /// The flow's `retries`: a run whose worker died is re-queued while it has attempts left
+    /// (`retries` + 1 in all).
+    #[serde(default)]
+    pub retries: u32,
 }
 
 /// One registered version of a deployment.
@@ -137,6 +141,9 @@ pub struct DeploymentVersion {
     pub tags: Vec<String>,
     /// At most this many runs at once.
     pub concurrency_limit: Option<u32>,
+    /// The flow's `retries`.
+    #[serde(default)]
+    pub retries: u32,
     /// When this version was first registered.
     pub registered: DateTime<Utc>,
 }
@@ -169,6 +176,13 @@ pub struct DeploymentDetail {
     pub versions: u64,
     /// The deployment's most recent runs, newest first (at most 10).
     pub recent_runs: Vec<crate::api::runs::Run>,
+    /// Workers serving it now (seen within one lease), most recently seen first (at most 100).
+    #[serde(default)]
+    pub live_workers: Vec<crate::api::workers::LiveWorker>,
+    /// The version a trigger without `version` runs: the newest one a live worker serves, else
+    /// the newest registered (its runs then wait for a worker).
+    #[serde(default)]
+    pub serving_version: Option<String>,
 }
 
 /// A trigger: `POST /deployments/{flow}/{name}/runs`.

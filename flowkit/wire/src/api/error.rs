@@ -107,6 +107,12 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// 409: another function already registered this `flow`/`name`.
     DeploymentConflict,
+    /// 409: the fencing token sent is not the run's current lease: the lease expired and the
+    /// server decided the run's fate, or another worker holds it now. Stop the run.
+    StaleLease,
+    /// 409: the run ended without a result (`Failed`, `Crashed`, `Cancelled`, `TimedOut`);
+    /// `state` says which and `message` why.
+    RunNotCompleted,
     /// 413: the body is larger than the server accepts.
     PayloadTooLarge,
     /// 413: a batch with more events than the server accepts.
@@ -144,6 +150,8 @@ impl ErrorCode {
             ErrorCode::InvalidParameters => "invalid_parameters",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::DeploymentConflict => "deployment_conflict",
+            ErrorCode::StaleLease => "stale_lease",
+            ErrorCode::RunNotCompleted => "run_not_completed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::TooManyEvents => "too_many_events",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -184,6 +192,8 @@ mod tests {
             ErrorCode::InvalidParameters,
             ErrorCode::IdempotencyKeyReused,
             ErrorCode::DeploymentConflict,
+            ErrorCode::StaleLease,
+            ErrorCode::RunNotCompleted,
             ErrorCode::PayloadTooLarge,
             ErrorCode::TooManyEvents,
             ErrorCode::UnsupportedMediaType,

@@ -9,6 +9,8 @@
 //! | [`deployments`] | `POST /deployments`, `GET /deployments…`, `POST /deployments/{flow}/{name}/runs` |
 //! | [`ingest`] | `POST /events` (the answer, and the limits an event must respect) and `POST /reporter-drops` |
 //! | [`runs`] | `GET /flow-runs`, `/flow-runs/{id}`, `/flow-runs/{id}/task-runs` |
+//! | [`run_actions`] | `POST /flow-runs/{id}/cancel`, `/flow-runs/cancel`, `/flow-runs/{id}/retry`, `GET /flow-runs/{id}/result` |
+//! | [`workers`] | `POST /workers/claim`, `/workers/heartbeat`, `/flow-runs/{id}/finish`, `/flow-runs/{id}/release` |
 //! | [`logs`] | `GET /flow-runs/{id}/logs` |
 //! | [`graph`] | `GET /flow-runs/{id}/graph` |
 //! | [`stats`] | `GET /stats` |
@@ -23,9 +25,11 @@ pub mod health;
 pub mod ingest;
 pub mod logs;
 pub mod page;
+pub mod run_actions;
 pub mod runs;
 pub mod stats;
 pub mod stream;
+pub mod workers;
 
 /// The path every route of this version of the API lives under.
 pub const PREFIX: &str = "/api/v1";

@@ -56,6 +56,18 @@ pub struct Run {
     /// that were not scheduled ahead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// Who created the run (runs created by the server: triggers, retries, schedules):
+    /// `key:NAME` (an API key), `dashboard`, `schedule:NAME`, `run:UUID` (a parent run) or
+    /// `local` (a server without keys). Absent for runs reported by the runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// The output of a `Completed` deployed run, inline when it is at most
+    /// [`MAX_INLINE_RESULT_BYTES`](crate::api::run_actions::MAX_INLINE_RESULT_BYTES) of JSON;
+    /// only in answers that wait for the run (`Prefer: wait`); otherwise read it from
+    /// `GET /flow-runs/{id}/result`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub result: Option<serde_json::Value>,
 }
 
 /// One state a run entered.
