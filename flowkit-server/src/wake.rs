@@ -90,3 +90,24 @@ impl Wakeups {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_are_bounded() {
+        let wake = Wakeups::default();
+        let claims: Vec<_> = (0..MAX_WAITING_CLAIMS)
+            .map(|_| wake.claim_slot().expect("a slot"))
+            .collect();
+        assert!(wake.claim_slot().is_none(), "one claim too many waits");
+        drop(claims);
+        assert!(wake.claim_slot().is_some());
+        let results: Vec<_> = (0..MAX_WAITING_RESULTS)
+            .map(|_| wake.result_slot().expect("a slot"))
+            .collect();
+        assert!(wake.result_slot().is_none(), "one read too many waits");
+        drop(results);
+    }
+}
