@@ -6,9 +6,13 @@
 //! pinned version (422 `invalid_body` at `/version`: the path names an existing resource, the
 //! body a version it does not have), a known idempotency key (200 with its run, or 409), then
 //! the parameters against the version's schema (422 `invalid_parameters`, every error listed).
-//! A run created by a trigger is a flow run like any other: `Scheduled` (no worker serves
-//! deployments yet, and its state message says so), listed by `GET /flow-runs` and announced
-//! on the live stream.
+//! A run created by a trigger is a flow run like any other: `Scheduled` until a worker claims
+//! it (its state message says whether a live worker serves its version), listed by
+//! `GET /flow-runs` and announced on the live stream; the waiting claims are woken at once.
+//! Without `version`, a trigger runs the newest version a live worker (seen within one lease)
+//! serves, else the newest registered; with it, only a worker of that version may claim it.
+//! The run records who created it (`created_by`) and how many attempts it may have (the
+//! version's `retries` + 1). `Prefer: wait=N` waits up to N s for the run to end.
 
 use crate::AppState;
 use crate::api::extract::{ApiJson, ApiQuery, page_request};
