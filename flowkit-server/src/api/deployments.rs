@@ -11,6 +11,7 @@
 //! on the live stream.
 
 use crate::AppState;
+use crate::auth::{Caller, Scope};
 use crate::api::extract::{ApiJson, ApiQuery, page_request};
 use crate::error::{ApiError, ErrorBody, ErrorCode, FieldError, StoreFailures};
 use crate::params;
@@ -18,8 +19,8 @@ use crate::store::{
     Backend, IdempotencyClaim, NewRun, PageRequest, Registration, RunFilter, Triggered,
 };
 use crate::stream::changes_of;
-use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
+use axum::{Extension, Json};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -191,7 +192,7 @@ fn check_spec(spec: &DeploymentSpec) -> Vec<FieldError> {
         (status = 200, description = "This version was registered before with the same spec: nothing changed", body = DeploymentVersion),
         (status = 400, description = "Malformed JSON (`invalid_json`)", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the `worker` scope", body = ErrorBody),
+        (status = 403, description = "The key lacks the `worker` scope, or has it for other deployments only (`worker=FLOW/NAME`)", body = ErrorBody),
         (status = 409, description = "`deployment_conflict`: another function (`flow_key`) registered this flow/name; `conflict`: this version was registered with another spec", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Content type is not JSON", body = ErrorBody),
@@ -202,12 +203,14 @@ fn check_spec(spec: &DeploymentSpec) -> Vec<FieldError> {
 )]
 pub async fn register(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(spec): ApiJson<DeploymentSpec>,
 ) -> Result<Response, ApiError> {
     let problems = check_spec(&spec);
     if !problems.is_empty() {
         return Err(ApiError::invalid_fields(problems));
     }
+    caller.check_deployment(Scope::Worker, &format!("{}/{}", spec.flow, spec.name))?;
     let fingerprint =
         params::fingerprint(&serde_json::to_value(&spec).map_err(ApiError::internal)?);
     let location = format!("{PREFIX}/deployments/{}/{}", spec.flow, spec.name);
@@ -442,7 +445,7 @@ fn key_reused(deployment: &str, run_id: Uuid) -> ApiError {
         (status = 200, description = "The idempotency key was used before with the same body: the run it created", body = Run),
         (status = 400, description = "Malformed JSON, a bad idempotency key, or header and body keys that differ", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the `trigger` scope", body = ErrorBody),
+        (status = 403, description = "The key lacks the `trigger` scope, or has it for other deployments only (`trigger=FLOW/NAME`)", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `run_id` is the run it created", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -454,10 +457,12 @@ fn key_reused(deployment: &str, run_id: Uuid) -> ApiError {
 )]
 pub async fn trigger(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: DeploymentPath,
     headers: HeaderMap,
     ApiJson(request): ApiJson<TriggerRequest>,
 ) -> Result<Response, ApiError> {
+    caller.check_deployment(Scope::Trigger, &path.key())?;
     let key = idempotency_key(&headers, &request)?;
     let mut problems = Vec::new();
     check_tags("/tags", &request.tags, &mut problems);

@@ -21,11 +21,14 @@
 //! | `GET /deployments` | read | [`deployments::list`] |
 //! | `GET /deployments/{flow}/{name}` | read | [`deployments::get`] |
 //! | `GET /deployments/{flow}/{name}/versions` | read | [`deployments::versions`] |
+//! | `GET /deployments/{flow}/{name}/openapi.json` | read | [`deployment_openapi::document`] |
 //! | `POST /deployments` | worker | [`deployments::register`] |
 //! | `POST /deployments/{flow}/{name}/runs` | trigger | [`deployments::trigger`] |
 //!
-//! `admin` allows every route.
+//! `admin` allows every route. `trigger` and `worker` can be limited to deployments
+//! ([`crate::auth`]); a limited trigger key also reads the runs it created.
 
+pub mod deployment_openapi;
 pub mod deployments;
 pub mod events;
 pub mod extract;
@@ -79,6 +82,10 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/deployments/{flow}/{name}/versions",
             get(deployments::versions),
+        )
+        .route(
+            "/deployments/{flow}/{name}/openapi.json",
+            get(deployment_openapi::document),
         )
         .route_layer(from_fn_with_state(state.clone(), auth::require_read));
 

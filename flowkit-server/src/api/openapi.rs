@@ -1,7 +1,7 @@
 //! `GET /api/openapi.json`: the OpenAPI 3 document of every route, generated from the
 //! handlers' `#[utoipa::path]` attributes and the response types.
 
-use crate::api::{deployments, events, flow_runs, health, reporter_drops, stats, stream};
+use crate::api::{deployment_openapi, deployments, events, flow_runs, health, reporter_drops, stats, stream};
 use crate::dashboard;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -53,6 +53,7 @@ use utoipa::{Modify, OpenApi};
         deployments::get,
         deployments::versions,
         deployments::trigger,
+        deployment_openapi::document,
         document,
     ),
     components(schemas(
