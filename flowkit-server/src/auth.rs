@@ -373,6 +373,27 @@ impl Caller {
         }
     }
 
+    /// Checks that the caller may cancel or retry the flow run `id`: with a `trigger` scope
+    /// limited to deployments, the run must be of one of them (403 otherwise, also for a run
+    /// that no deployment created). Unlimited callers pass without reading the run; an
+    /// unknown run passes (the handler answers 404).
+    pub async fn check_run_action(&self, state: &AppState, id: Uuid) -> Result<(), ApiError> {
+        if self.trigger_limit.is_none() {
+            return Ok(());
+        }
+        let Some(run) = state.store().get_run(id).await? else {
+            return Ok(());
+        };
+        match &run.deployment {
+            Some(deployment) => self.check_deployment(Scope::Trigger, deployment),
+            None => Err(ApiError::forbidden(format!(
+                "API key {:?} has the `trigger` scope only for some deployments, and run {id} \
+                 was not created by a deployment",
+                self.key_name.as_deref().unwrap_or_default()
+            ))),
+        }
+    }
+
     /// What a run this caller creates records as `created_by`: `key:NAME` for an API key,
     /// `local` on a server without keys; with the dashboard's [`CLIENT_HEADER`],
     /// `dashboard:key:NAME` and `dashboard`.
