@@ -26,11 +26,11 @@ use crate::AppState;
 use crate::config::ConfigError;
 use crate::error::ApiError;
 use crate::store::Backend;
-use flowkit_wire::api::deployments::check_name;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use flowkit_wire::api::deployments::check_name;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -416,9 +416,7 @@ impl Caller {
         let (Some(name), Some(created_by)) = (&self.key_name, created_by) else {
             return false;
         };
-        let by_key = created_by
-            .strip_prefix("dashboard:")
-            .unwrap_or(created_by);
+        let by_key = created_by.strip_prefix("dashboard:").unwrap_or(created_by);
         by_key.strip_prefix("key:") == Some(name.as_str())
     }
 }
@@ -692,11 +690,15 @@ mod tests {
 
     #[test]
     fn scopes_limited_to_deployments() {
-        let key: ApiKey = "team-a:team-a-secret-0123456789:read,trigger=train/nightly,trigger=eval/adhoc"
-            .parse()
-            .expect("key");
+        let key: ApiKey =
+            "team-a:team-a-secret-0123456789:read,trigger=train/nightly,trigger=eval/adhoc"
+                .parse()
+                .expect("key");
         assert!(key.scopes().allows(Scope::Read));
-        assert!(!key.scopes().allows(Scope::Trigger), "not for every deployment");
+        assert!(
+            !key.scopes().allows(Scope::Trigger),
+            "not for every deployment"
+        );
         assert_eq!(
             key.limit(Scope::Trigger),
             Some(&["train/nightly".to_string(), "eval/adhoc".to_string()][..])
@@ -711,11 +713,20 @@ mod tests {
             Some(&["train/nightly".to_string()][..])
         );
         for (bad, says) in [
-            ("a:0123456789abcdef:read=train/nightly", "only `trigger` and `worker`"),
-            ("a:0123456789abcdef:trigger,trigger=train/nightly", "drop one"),
+            (
+                "a:0123456789abcdef:read=train/nightly",
+                "only `trigger` and `worker`",
+            ),
+            (
+                "a:0123456789abcdef:trigger,trigger=train/nightly",
+                "drop one",
+            ),
             ("a:0123456789abcdef:admin,worker=train/nightly", "admin"),
             ("a:0123456789abcdef:trigger=train", "FLOW/NAME"),
-            ("a:0123456789abcdef:trigger=train/night ly", "deployment name"),
+            (
+                "a:0123456789abcdef:trigger=train/night ly",
+                "deployment name",
+            ),
             ("a:0123456789abcdef:trigger=a/b/c", "deployment name"),
             ("a:0123456789abcdef:deploy=a/b", "unknown scope"),
         ] {
@@ -727,7 +738,11 @@ mod tests {
         let caller = keys
             .authorize(Some("Bearer team-a-secret-0123456789"), Scope::Trigger)
             .expect("a limited scope passes the route's check");
-        assert!(caller.check_deployment(Scope::Trigger, "train/nightly").is_ok());
+        assert!(
+            caller
+                .check_deployment(Scope::Trigger, "train/nightly")
+                .is_ok()
+        );
         let refused = caller
             .check_deployment(Scope::Trigger, "train/adhoc")
             .expect_err("other deployment");

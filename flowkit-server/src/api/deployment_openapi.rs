@@ -17,7 +17,9 @@ use crate::store::Backend;
 use axum::Json;
 use axum::extract::State;
 use flowkit_wire::api::PREFIX;
-use flowkit_wire::api::deployments::{DeploymentVersion, IDEMPOTENCY_KEY_HEADER, MAX_IDEMPOTENCY_KEY_LEN};
+use flowkit_wire::api::deployments::{
+    DeploymentVersion, IDEMPOTENCY_KEY_HEADER, MAX_IDEMPOTENCY_KEY_LEN,
+};
 use flowkit_wire::api::ingest::{MAX_NAME_CHARS, MAX_TAGS};
 use flowkit_wire::api::run_actions::MAX_WAIT_SECONDS;
 use serde::Deserialize;
@@ -73,7 +75,10 @@ pub async fn document(
                 path.flow, path.name
             )),
         })?;
-    Ok(Json(deployment_document(&version, super::openapi::document_json())))
+    Ok(Json(deployment_document(
+        &version,
+        super::openapi::document_json(),
+    )))
 }
 
 /// The document of `version`; `main` is the server's own OpenAPI document (JSON), where

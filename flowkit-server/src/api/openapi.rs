@@ -2,8 +2,8 @@
 //! handlers' `#[utoipa::path]` attributes and the response types.
 
 use crate::api::{
-    deployment_openapi, deployments, events, flow_runs, health, reporter_drops, run_actions,
-    stats, stream, workers,
+    deployment_openapi, deployments, events, flow_runs, health, reporter_drops, run_actions, stats,
+    stream, workers,
 };
 use crate::dashboard;
 use axum::http::header;
@@ -17,11 +17,11 @@ use flowkit_wire::api::logs::LogEntry;
 use flowkit_wire::api::page::Page;
 use flowkit_wire::api::run_actions::{BulkCancel, BulkCancelled, CancelRequest};
 use flowkit_wire::api::runs::Run;
+use flowkit_wire::api::stream::{Lagged, RunChange};
 use flowkit_wire::api::workers::{
     ClaimRequest, ClaimResponse, ClaimedRun, FinishRequest, HeartbeatRequest, HeartbeatResponse,
     HeldLease, LiveWorker, ReleaseRequest, Served,
 };
-use flowkit_wire::api::stream::{Lagged, RunChange};
 use flowkit_wire::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
 use flowkit_wire::state::{State, StateType};
 use std::sync::OnceLock;

@@ -18,10 +18,10 @@ use crate::error::{ApiError, ErrorBody, ErrorCode, FieldError, StoreFailures};
 use crate::store::{Backend, BulkCancelFilter, RunAction};
 use crate::wake::RESULT_POLL;
 use axum::body::Bytes;
-use axum::{Extension, Json};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use flowkit_wire::api::PREFIX;
 use flowkit_wire::api::ingest::MAX_MESSAGE_BYTES;
 use flowkit_wire::api::run_actions::{
@@ -137,7 +137,10 @@ pub async fn bulk_cancel(
 ) -> Result<Json<BulkCancelled>, ApiError> {
     if caller.trigger_limit.is_some() {
         // A key limited to some deployments cancels runs of one of them at a time.
-        caller.check_deployment(Scope::Trigger, request.deployment.as_deref().unwrap_or("(any)"))?;
+        caller.check_deployment(
+            Scope::Trigger,
+            request.deployment.as_deref().unwrap_or("(any)"),
+        )?;
     }
     let mut problems = Vec::new();
     if request.deployment.is_none()
@@ -166,8 +169,15 @@ pub async fn bulk_cancel(
             ));
         }
     }
-    if request.reason.as_ref().is_some_and(|r| r.len() > MAX_MESSAGE_BYTES) {
-        problems.push(field("/reason", format!("at most {MAX_MESSAGE_BYTES} bytes")));
+    if request
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_MESSAGE_BYTES)
+    {
+        problems.push(field(
+            "/reason",
+            format!("at most {MAX_MESSAGE_BYTES} bytes"),
+        ));
     }
     if !problems.is_empty() {
         return Err(ApiError::invalid_fields(problems));
