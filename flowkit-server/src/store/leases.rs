@@ -367,7 +367,7 @@ pub(crate) async fn claim<D: Dialect>(
         }
     }
     for list in versions.values_mut() {
-        list.sort_by(|a, b| (b.registered, b.id).cmp(&(a.registered, a.id)));
+        list.sort_by_key(|w| std::cmp::Reverse((w.registered, w.id)));
         list.dedup_by(|a, b| a.version == b.version);
     }
     if versions.is_empty() {
@@ -556,7 +556,7 @@ pub(crate) async fn heartbeat<D: Dialect>(
                 .bind(i64::try_from(*token).unwrap_or(-1))
                 .push(")");
         }
-        q.push(")) RETURNING id");
+        q.push(") RETURNING id");
         for row in D::fetch_all(&mut tx, &mut q).await? {
             held.insert(Columns::<D>(&row).get::<Uuid>("id")?);
         }
