@@ -123,7 +123,7 @@ async fn use_key(page: &Page, secret: &str) -> anyhow::Result<()> {
     page.find_element("#key-save").await?.click().await?;
     wait_for(
         page,
-        "document.querySelector('#key-panel').hidden && sessionStorage.getItem('flowkit-api-key') !== null",
+        "document.querySelector('#key-panel').offsetParent === null && sessionStorage.getItem('flowkit-api-key') !== null",
         Duration::from_secs(5),
         "the key to be kept",
     )
@@ -202,7 +202,7 @@ async fn scenario(page: &Page, api: &Api) -> anyhow::Result<()> {
     // Without a key the page asks for one, saying why.
     wait_for(
         page,
-        "!document.querySelector('#key-panel').hidden && document.querySelector('#key-reason').textContent.includes('API key')",
+        "document.querySelector('#key-panel').offsetParent !== null && document.querySelector('#key-reason').textContent.includes('API key')",
         long,
         "the key panel",
     )
@@ -538,6 +538,16 @@ async fn scenario(page: &Page, api: &Api) -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(by, ["dashboard:key:team", "dashboard:key:team"]);
+    // A picture for humans reviewing the page.
+    let shot = std::env::temp_dir().join("flowkit-dashboard-deployment.png");
+    let _ = page
+        .save_screenshot(
+            chromiumoxide::page::ScreenshotParams::builder()
+                .full_page(true)
+                .build(),
+            &shot,
+        )
+        .await;
     // A run's link opens its page.
     page.find_element(&format!("#deployment-runs-body tr[data-id=\"{second}\"] a"))
         .await?
