@@ -42,28 +42,76 @@ function stateBadge(state, message) {
 
 // ---- API --------------------------------------------------------------------------------
 
+// The API key lives in this tab's sessionStorage only: closing the tab forgets it.
+const KEY_STORAGE = "flowkit-api-key";
+
 function apiKey() {
-  return localStorage.getItem("flowkit-api-key") || "";
+  return sessionStorage.getItem(KEY_STORAGE) || "";
 }
 
-async function api(path) {
-  const headers = { Accept: "application/json" };
+/** The headers of every API request: the key, and who is asking (recorded as `created_by`). */
+function apiHeaders(extra) {
+  const headers = { Accept: "application/json", "X-Flowkit-Client": "dashboard", ...(extra || {}) };
   if (apiKey()) headers.Authorization = "Bearer " + apiKey();
-  const res = await fetch(path, { headers });
-  if (res.status === 401 || res.status === 403) {
-    const key = prompt("This flowkit server needs an API key with the read scope:");
-    if (key) {
-      localStorage.setItem("flowkit-api-key", key);
-      return api(path);
-    }
-  }
+  return headers;
+}
+
+/** The message of an error answer (`{"error": {"message"}}`), or the status text. */
+function errorMessage(res, body) {
+  return body && body.error && body.error.message ? body.error.message : res.status + " " + res.statusText;
+}
+
+/** Sends a request; answers {status, body, res} whatever the status (body is null if not JSON). */
+async function send(method, path, payload) {
+  const init = { method, headers: apiHeaders(payload === undefined ? {} : { "Content-Type": "application/json" }) };
+  if (payload !== undefined) init.body = JSON.stringify(payload);
+  const res = await fetch(path, init);
   let body = null;
   try { body = await res.json(); } catch (_) { /* not JSON */ }
-  if (!res.ok) {
-    const msg = body && body.error ? body.error.message : res.statusText;
-    throw new Error(res.status + ": " + msg);
-  }
+  return { status: res.status, body, res };
+}
+
+/** A GET of JSON; throws with the server's message on an error (and asks for a key on 401/403). */
+async function api(path) {
+  const { status, body, res } = await send("GET", path);
+  if (status === 401 || status === 403) askForKey(errorMessage(res, body));
+  if (!res.ok) throw new Error(status + ": " + errorMessage(res, body));
   return body;
+}
+
+function showKeyState() {
+  $("key-button").classList.toggle("set", !!apiKey());
+  $("key-status").textContent = apiKey() ? "A key is set for this tab." : "No key set.";
+}
+
+/** Opens the key panel, saying why (the server's 401/403 message). */
+function askForKey(reason) {
+  $("key-panel").hidden = false;
+  $("key-reason").textContent = reason || "";
+  $("key-reason").hidden = !reason;
+  showKeyState();
+}
+
+function initKeyPanel() {
+  $("key-button").addEventListener("click", () => {
+    $("key-panel").hidden = !$("key-panel").hidden;
+    $("key-reason").hidden = true;
+    showKeyState();
+  });
+  $("key-panel").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const key = $("key-input").value.trim();
+    if (key) sessionStorage.setItem(KEY_STORAGE, key);
+    $("key-input").value = "";
+    $("key-panel").hidden = true;
+    showKeyState();
+    route();
+  });
+  $("key-forget").addEventListener("click", () => {
+    sessionStorage.removeItem(KEY_STORAGE);
+    showKeyState();
+  });
+  showKeyState();
 }
 
 // ---- formatting ---------------------------------------------------------------------------
@@ -199,16 +247,28 @@ async function showRun(id) {
   detail.shownLogs.clear();
   $("logs").replaceChildren();
   $("run-error").hidden = true;
+  $("action-error").hidden = true;
+  let run;
   try {
-    const run = await api("/api/v1/flow-runs/" + encodeURIComponent(id));
-    renderRunHeader(run);
-    await Promise.all([refreshTasks(), loadLogs(true)]);
+    run = await api("/api/v1/flow-runs/" + encodeURIComponent(id));
   } catch (e) {
     $("run-title").textContent = "Flow run " + id;
     $("run-error").textContent = "Could not load this run: " + e.message;
     $("run-error").hidden = false;
+    return;
+  }
+  renderRunHeader(run);
+  // A key limited to triggering a deployment reads its runs, their result and logs, but not
+  // the task runs: show what can be shown.
+  const parts = await Promise.allSettled([refreshTasks(), loadLogs(true)]);
+  const failed = parts.find((p) => p.status === "rejected");
+  if (failed && detail.id === id) {
+    $("run-error").textContent = "Some of this run could not be loaded: " + failed.reason.message;
+    $("run-error").hidden = false;
   }
 }
+
+const RETRYABLE = new Set(["Failed", "Crashed", "Cancelled", "TimedOut"]);
 
 function renderRunHeader(run) {
   $("run-title").replaceChildren(el("span", {}, run.name), " ", stateBadge(run.state, run.state_message));
@@ -218,16 +278,57 @@ function renderRunHeader(run) {
     el("span", {}, "Started ", fmtTime(run.started || run.created)),
     el("span", {}, "Duration ", fmtDuration(runDuration(run))),
     el("span", {}, "Attempt ", String(run.attempt)),
-    run.deployment ? el("span", {}, "Deployment ", run.deployment) : null,
+    run.deployment ? el("span", {}, "Deployment ", el("a", { href: deploymentHref(run.deployment) }, run.deployment)) : null,
+    run.created_by ? el("span", { class: "created-by" }, "Created by ", el("code", {}, run.created_by)) : null,
     run.worker ? el("span", {}, "Worker ", run.worker) : null,
     run.version ? el("span", {}, "Version ", run.version) : null,
+    run.scheduled_for ? el("span", {}, "Scheduled for ", fmtTime(run.scheduled_for)) : null,
   ].filter(Boolean));
+  $("run-message").textContent = run.state_message || "";
+  $("run-message").hidden = !run.state_message;
   $("params").textContent = run.parameters ? JSON.stringify(run.parameters, null, 2) : "(none)";
   const result = FINAL.has(run.state)
     ? run.state + (run.state_message ? ":\n" + run.state_message : "")
     : run.state + " (not finished)";
   $("result").textContent = result;
   $("result").className = "json" + (["Failed", "Crashed", "TimedOut"].includes(run.state) ? " failed" : "");
+  // Deployed runs can be cancelled until they end, and retried when they ended badly.
+  const deployed = !!run.deployment;
+  $("cancel-run").hidden = !deployed || FINAL.has(run.state) || run.state === "Cancelling";
+  $("retry-run").hidden = !deployed || !RETRYABLE.has(run.state);
+  if (deployed && run.state === "Completed") loadResult(run.id);
+}
+
+/** The output of a completed deployed run, from `GET /flow-runs/{id}/result`. */
+async function loadResult(id) {
+  try {
+    const { status, body, res } = await send("GET", "/api/v1/flow-runs/" + encodeURIComponent(id) + "/result");
+    if (detail.id !== id) return;
+    if (status === 200) {
+      $("result").textContent = JSON.stringify(body, null, 2);
+      $("result").className = "json result-value";
+    } else if (status !== 202) {
+      $("result").textContent = "Completed (the result could not be read: " + errorMessage(res, body) + ")";
+    }
+  } catch (_) { /* the header already says Completed */ }
+}
+
+/** Cancel or Retry: answers the run, or shows the server's message (asking for a key on 401/403). */
+async function runAction(action) {
+  const id = detail.id;
+  $("action-error").hidden = true;
+  // Cancel takes an optional body (a reason); retry none.
+  const { status, body, res } = await send("POST", "/api/v1/flow-runs/" + encodeURIComponent(id) + "/" + action,
+    action === "cancel" ? {} : undefined);
+  if (detail.id !== id) return;
+  if (res.ok && body && body.id) {
+    renderRunHeader(body);
+    return;
+  }
+  const message = errorMessage(res, body);
+  if (status === 401 || status === 403) askForKey(message);
+  $("action-error").textContent = (action === "cancel" ? "Cannot cancel: " : "Cannot retry: ") + message;
+  $("action-error").hidden = false;
 }
 
 async function refreshTasks() {
@@ -384,6 +485,406 @@ async function loadLogs(reset) {
   }
 }
 
+// ---- deployments ----------------------------------------------------------------------------
+
+const deployments = { cursor: null, loading: false };
+
+function deploymentHref(key) {
+  return "/#/deployments/" + key.split("/").map(encodeURIComponent).join("/");
+}
+
+async function loadDeployments(reset) {
+  if (deployments.loading) return;
+  deployments.loading = true;
+  $("deployments-error").hidden = true;
+  try {
+    if (reset) {
+      deployments.cursor = null;
+      $("deployments-body").replaceChildren();
+    }
+    const q = new URLSearchParams({ limit: PAGE });
+    if (deployments.cursor) q.set("cursor", deployments.cursor);
+    const page = await api("/api/v1/deployments?" + q);
+    for (const d of page.items) {
+      const key = d.flow + "/" + d.name;
+      $("deployments-body").append(el("tr", { dataset: { deployment: key } },
+        el("td", {}, el("a", { href: deploymentHref(key) }, key)),
+        el("td", { class: "message" }, d.description || ""),
+        el("td", { class: "mono" }, d.latest_version),
+        el("td", { class: "versions" }, String(d.versions)),
+        el("td", {}, fmtTime(d.updated))));
+    }
+    deployments.cursor = page.next_cursor;
+    $("more-deployments").hidden = !page.next_cursor;
+    if (!page.items.length && reset) {
+      $("deployments-body").append(el("tr", {}, el("td", { colspan: 5, class: "empty" },
+        "No deployments yet: a worker registers them (flowkit::serve).")));
+    }
+  } catch (e) {
+    $("deployments-error").textContent = "Could not load deployments: " + e.message;
+    $("deployments-error").hidden = false;
+  } finally {
+    deployments.loading = false;
+  }
+}
+
+// The deployment shown: its key, detail, versions (with their schemas) and the form's schema.
+const shown = { key: null, detail: null, versions: [] };
+
+async function showDeployment(flow, name) {
+  const key = flow + "/" + name;
+  shown.key = key;
+  shown.detail = null;
+  shown.versions = [];
+  $("deployment-error").hidden = true;
+  $("deployment-title").textContent = key;
+  $("deployment-description").textContent = "";
+  $("deployment-meta").replaceChildren();
+  $("run-fields").replaceChildren();
+  $("run-form-error").hidden = true;
+  const base = "/api/v1/deployments/" + encodeURIComponent(flow) + "/" + encodeURIComponent(name);
+  let detailBody, versions;
+  try {
+    [detailBody, versions] = await Promise.all([api(base), api(base + "/versions?limit=100")]);
+  } catch (e) {
+    if (shown.key !== key) return;
+    $("deployment-error").textContent = "Could not load this deployment: " + e.message;
+    $("deployment-error").hidden = false;
+    return;
+  }
+  if (shown.key !== key) return;
+  shown.detail = detailBody;
+  shown.versions = versions.items || [];
+  renderDeployment(detailBody, shown.versions);
+  fillVersionSelect(detailBody, shown.versions);
+  renderForm();
+}
+
+/** Re-reads the deployment's detail (runs, workers) without touching the form. */
+async function refreshDeployment() {
+  const key = shown.key;
+  if (!key || !shown.detail) return;
+  const { flow, name } = shown.detail.latest;
+  try {
+    const detail = await api("/api/v1/deployments/" + encodeURIComponent(flow) + "/" + encodeURIComponent(name));
+    if (shown.key !== key) return;
+    shown.detail = detail;
+    renderDeployment(detail, shown.versions);
+  } catch (_) { /* the next change retries */ }
+}
+
+function renderDeployment(detail, versions) {
+  const latest = detail.latest;
+  $("deployment-description").textContent = latest.description || "(no description)";
+  $("deployment-meta").replaceChildren(...[
+    el("span", {}, "Latest version ", el("code", {}, latest.version)),
+    el("span", {}, "Versions ", String(detail.versions)),
+    detail.serving_version ? el("span", {}, "Serving ", el("code", {}, detail.serving_version)) : null,
+    el("span", {}, "Function ", el("code", {}, latest.flow_key)),
+    latest.concurrency_limit ? el("span", {}, "Limit ", String(latest.concurrency_limit)) : null,
+    latest.retries ? el("span", {}, "Retries ", String(latest.retries)) : null,
+    (latest.tags || []).length ? el("span", {}, "Tags ", latest.tags.join(", ")) : null,
+  ].filter(Boolean));
+
+  const workers = $("workers");
+  workers.replaceChildren();
+  for (const w of detail.live_workers || []) {
+    workers.append(el("li", { dataset: { worker: w.id } },
+      el("code", {}, w.name), " serves ", (w.versions || []).join(", ") || "?",
+      el("span", { class: "muted" }, " · seen " + fmtTime(w.last_seen))));
+  }
+  if (!(detail.live_workers || []).length) {
+    workers.append(el("li", { class: "empty no-worker" }, "no live worker: runs wait"));
+  }
+
+  const vbody = $("versions-body");
+  vbody.replaceChildren(...versions.map((v) => el("tr", {},
+    el("td", { class: "mono" }, v.version),
+    el("td", {}, fmtTime(v.registered)),
+    el("td", { class: "mono" }, v.flow_key))));
+
+  const rbody = $("deployment-runs-body");
+  rbody.replaceChildren(...(detail.recent_runs || []).map((run) => el("tr", { dataset: { id: run.id } },
+    el("td", {}, el("a", { href: runHref(run.id) }, run.name)),
+    el("td", {}, stateBadge(run.state, run.state_message)),
+    el("td", {}, fmtTime(run.created)),
+    el("td", { class: "mono" }, run.created_by || ""),
+    el("td", { class: "mono", title: run.id }, "…" + run.id.slice(-12)))));
+  if (!(detail.recent_runs || []).length) {
+    rbody.append(el("tr", {}, el("td", { colspan: 5, class: "empty" }, "No runs yet.")));
+  }
+
+}
+
+/** The version select: the default (what a trigger without `version` runs), then each one. */
+function fillVersionSelect(detail, versions) {
+  const fallback = detail.serving_version || detail.latest.version;
+  $("run-version").replaceChildren(el("option", { value: "" }, "default (" + fallback + ")"),
+    ...versions.map((v) => el("option", { value: v.version }, v.version)));
+}
+
+/** The version whose schema the form follows. */
+function formVersion() {
+  const wanted = $("run-version").value || (shown.detail.serving_version || shown.detail.latest.version);
+  return shown.versions.find((v) => v.version === wanted) || shown.detail.latest;
+}
+
+// ---- the run form, generated from the parameter schema ---------------------------------------
+
+/** Follows a local `$ref` (`#/$defs/X`, `#/definitions/X`) inside `root`. */
+function deref(schema, root, depth) {
+  let s = schema;
+  for (let i = 0; s && typeof s === "object" && s.$ref && i < 16; i++) {
+    const ref = s.$ref;
+    if (!ref.startsWith("#")) return {};
+    let target = root;
+    for (const part of ref.slice(1).split("/").filter(Boolean)) {
+      const key = decodeURIComponent(part).replace(/~1/g, "/").replace(/~0/g, "~");
+      target = target && typeof target === "object" ? target[key] : undefined;
+    }
+    // Keep the sibling keywords of the reference (description, default).
+    const { $ref, ...rest } = s;
+    s = { ...(target || {}), ...rest };
+  }
+  return s || {};
+}
+
+/**
+ * What a property is, for its input: {kind, nullable, choices, schema}. `Option<T>` is
+ * `type: [T, "null"]` or `anyOf`/`oneOf` with a `null` branch: optional (and nullable).
+ */
+function describeProperty(schema, root) {
+  let s = deref(schema, root);
+  let nullable = false;
+  for (const union of ["anyOf", "oneOf"]) {
+    if (Array.isArray(s[union])) {
+      const branches = s[union].map((b) => deref(b, root));
+      const isNull = (b) => b.type === "null" || (b.const === null) || (Array.isArray(b.enum) && b.enum.length === 1 && b.enum[0] === null);
+      const rest = branches.filter((b) => !isNull(b));
+      if (rest.length < branches.length) nullable = true;
+      // A union of constants (schemars' documented enums): a choice.
+      if (rest.length && rest.every((b) => "const" in b || (Array.isArray(b.enum) && b.enum.length === 1))) {
+        const choices = rest.map((b) => ("const" in b ? b.const : b.enum[0]));
+        const { [union]: _, ...outer } = s;
+        return { kind: "choice", nullable, choices, schema: { ...outer, ...(rest.length === 1 ? rest[0] : {}) } };
+      }
+      if (rest.length === 1) {
+        const { [union]: _, ...outer } = s;
+        s = { ...rest[0], ...outer, description: outer.description || rest[0].description, default: outer.default !== undefined ? outer.default : rest[0].default };
+      } else {
+        return { kind: "json", nullable, schema: s };
+      }
+    }
+  }
+  let type = s.type;
+  if (Array.isArray(type)) {
+    if (type.includes("null")) nullable = true;
+    const rest = type.filter((t) => t !== "null");
+    type = rest.length === 1 ? rest[0] : null;
+  }
+  if (Array.isArray(s.enum)) {
+    const choices = s.enum.filter((v) => v !== null);
+    if (choices.length < s.enum.length) nullable = true;
+    return { kind: "choice", nullable, choices, schema: s };
+  }
+  if ("const" in s) return { kind: "choice", nullable, choices: [s.const], schema: s };
+  if (type === "string" || type === "integer" || type === "number" || type === "boolean") {
+    return { kind: type, nullable, schema: s };
+  }
+  return { kind: "json", nullable, schema: s };
+}
+
+/** A choice's label and its value in the select (JSON, so non-string constants survive). */
+function choiceOption(value, selected) {
+  const label = typeof value === "string" ? value : JSON.stringify(value);
+  const option = el("option", { value: JSON.stringify(value) }, label);
+  if (selected) option.selected = true;
+  return option;
+}
+
+/** The input of one property; `initial` is its prefilled value (or undefined). */
+function inputFor(name, info, required, initial) {
+  const id = "param-" + name.replace(/[^A-Za-z0-9_-]/g, "_");
+  const attrs = { id, name, "data-kind": info.kind };
+  if (required) attrs["aria-required"] = "true";
+  switch (info.kind) {
+    case "choice": {
+      const select = el("select", attrs);
+      if (!required) select.append(el("option", { value: "" }, "(not given)"));
+      for (const v of info.choices) select.append(choiceOption(v, initial !== undefined && JSON.stringify(initial) === JSON.stringify(v)));
+      return select;
+    }
+    case "boolean": {
+      // A select, so that an optional boolean can also be left out.
+      const select = el("select", attrs);
+      if (!required) select.append(el("option", { value: "" }, "(not given)"));
+      for (const v of [true, false]) select.append(choiceOption(v, initial === v));
+      return select;
+    }
+    case "integer":
+    case "number": {
+      // Text, not type=number: what is typed reaches the server, whose error names the field.
+      const input = el("input", { ...attrs, type: "text", inputmode: info.kind === "integer" ? "numeric" : "decimal" });
+      const s = info.schema;
+      const bounds = [];
+      if (s.minimum !== undefined) bounds.push("≥ " + s.minimum);
+      if (s.exclusiveMinimum !== undefined) bounds.push("> " + s.exclusiveMinimum);
+      if (s.maximum !== undefined) bounds.push("≤ " + s.maximum);
+      if (s.exclusiveMaximum !== undefined) bounds.push("< " + s.exclusiveMaximum);
+      input.placeholder = info.kind + (bounds.length ? " " + bounds.join(", ") : "");
+      if (initial !== undefined && initial !== null) input.value = String(initial);
+      return input;
+    }
+    case "string": {
+      const input = el("input", { ...attrs, type: "text" });
+      if (info.schema.format) input.placeholder = info.schema.format;
+      if (initial !== undefined && initial !== null) input.value = String(initial);
+      return input;
+    }
+    default: {
+      const area = el("textarea", { ...attrs, spellcheck: "false", placeholder: "JSON" });
+      if (initial !== undefined) area.value = JSON.stringify(initial, null, 2);
+      return area;
+    }
+  }
+}
+
+function renderForm() {
+  const version = formVersion();
+  const root = version.parameter_schema || {};
+  const schema = deref(root, root);
+  const props = schema.properties || {};
+  const required = new Set(schema.required || []);
+  const defaults = version.default_parameters || {};
+  const box = $("run-fields");
+  box.replaceChildren();
+  $("run-form-error").hidden = true;
+  const names = Object.keys(props);
+  if (!names.length) box.append(el("p", { class: "empty" }, "This flow takes no parameters."));
+  for (const name of names) {
+    const info = describeProperty(props[name], root);
+    // A deployment default fills in what is not given: such a field is optional here too.
+    const hasDefault = Object.prototype.hasOwnProperty.call(defaults, name);
+    const isRequired = required.has(name) && !info.nullable && !hasDefault;
+    const initial = hasDefault ? defaults[name] : info.schema.default;
+    const input = inputFor(name, info, isRequired, initial);
+    const typeHint = info.kind === "choice" ? "one of" : info.kind === "json" ? "JSON" : info.kind;
+    const label = el("label", { for: input.id },
+      el("span", { class: "field-name" }, name),
+      isRequired ? el("span", { class: "required-mark", title: "required" }, " *") : null,
+      el("span", { class: "hint" }, " " + typeHint + (isRequired ? ", required" : ", optional")));
+    const field = el("div", { class: "field" + (isRequired ? " required" : ""), dataset: { field: name } },
+      label, input,
+      info.schema.description ? el("span", { class: "hint description" }, info.schema.description) : null,
+      el("p", { class: "field-error", hidden: "" }));
+    box.append(field);
+  }
+}
+
+/** Reads the form: {parameters} or {errors: {name: message}} for values that cannot be sent. */
+function readForm() {
+  const parameters = {};
+  const errors = {};
+  for (const input of $("run-fields").querySelectorAll("[data-kind]")) {
+    const name = input.name;
+    const raw = input.value;
+    if (raw.trim() === "") continue; // not given: the server applies defaults, or says it is missing
+    switch (input.dataset.kind) {
+      case "choice":
+      case "boolean":
+        parameters[name] = JSON.parse(raw);
+        break;
+      case "integer":
+      case "number": {
+        const n = Number(raw.trim());
+        // Not a number: send the text as typed; the server's error shows at the field.
+        parameters[name] = Number.isFinite(n) ? n : raw;
+        break;
+      }
+      case "string":
+        parameters[name] = raw;
+        break;
+      default:
+        try { parameters[name] = JSON.parse(raw); } catch (e) { errors[name] = "not valid JSON: " + e.message; }
+    }
+  }
+  return { parameters, errors };
+}
+
+function clearFieldErrors() {
+  for (const field of $("run-fields").querySelectorAll(".field")) {
+    field.classList.remove("invalid");
+    const p = field.querySelector(".field-error");
+    p.textContent = "";
+    p.hidden = true;
+  }
+  $("run-form-error").hidden = true;
+  $("run-form-error").textContent = "";
+}
+
+/** Shows a message at the field of a JSON pointer (`/epochs`, `/config/depth`); false if none. */
+function showFieldError(pointer, message) {
+  const parts = pointer.split("/").slice(1).map((p) => p.replace(/~1/g, "/").replace(/~0/g, "~"));
+  if (!parts.length) return false;
+  const field = [...$("run-fields").querySelectorAll(".field")].find((f) => f.dataset.field === parts[0]);
+  if (!field) return false;
+  field.classList.add("invalid");
+  const p = field.querySelector(".field-error");
+  const where = parts.length > 1 ? "/" + parts.slice(1).join("/") + ": " : "";
+  p.textContent = (p.textContent ? p.textContent + "\n" : "") + where + message;
+  p.hidden = false;
+  return true;
+}
+
+function formError(message) {
+  const p = $("run-form-error");
+  p.textContent = (p.textContent ? p.textContent + "\n" : "") + message;
+  p.hidden = false;
+}
+
+async function submitRun(e) {
+  e.preventDefault();
+  if (!shown.detail) return;
+  clearFieldErrors();
+  const { parameters, errors } = readForm();
+  if (Object.keys(errors).length) {
+    for (const [name, message] of Object.entries(errors)) showFieldError("/" + name, message);
+    return;
+  }
+  const body = { parameters };
+  if ($("run-version").value) body.version = $("run-version").value;
+  const { flow, name } = shown.detail.latest;
+  const path = "/api/v1/deployments/" + encodeURIComponent(flow) + "/" + encodeURIComponent(name) + "/runs";
+  $("run-submit").disabled = true;
+  try {
+    const { status, body: answer, res } = await send("POST", path, body);
+    if ((status === 201 || status === 200 || status === 202) && answer && answer.id) {
+      location.hash = "#/runs/" + answer.id;
+      return;
+    }
+    const message = errorMessage(res, answer);
+    if (status === 401 || status === 403) askForKey(message);
+    const details = (answer && answer.error && answer.error.details) || [];
+    if (status === 422 && details.length) {
+      formError(message);
+      // Parameters' pointers are into `parameters`; the body's (invalid_body) into the body.
+      const intoParameters = answer.error.code === "invalid_parameters";
+      for (const d of details) {
+        const pointer = intoParameters ? d.pointer : d.pointer.replace(/^\/parameters(?=\/|$)/, "");
+        if (!(intoParameters || d.pointer.startsWith("/parameters")) || !showFieldError(pointer, d.message)) {
+          formError((d.pointer || "(body)") + ": " + d.message);
+        }
+      }
+    } else {
+      formError(message);
+    }
+  } catch (err) {
+    formError("Could not reach the server: " + err.message);
+  } finally {
+    $("run-submit").disabled = false;
+  }
+}
+
 // ---- live updates -------------------------------------------------------------------------
 
 /**
@@ -426,6 +927,7 @@ async function connectStream() {
 }
 
 let statsTimer = null;
+let deploymentTimer = null;
 
 function onStreamEvent(name, data) {
   if (name === "ready") {
@@ -440,6 +942,10 @@ function onStreamEvent(name, data) {
   if (!$("list-view").hidden) {
     if (change.kind === "flow" && change.state) onFlowChange(change);
     if (!statsTimer) statsTimer = setTimeout(() => { statsTimer = null; loadStats(); }, 1000);
+  }
+  if (!$("deployment-view").hidden && change.kind === "flow") {
+    clearTimeout(deploymentTimer);
+    deploymentTimer = setTimeout(refreshDeployment, 300);
   }
   if (!$("run-view").hidden && detail.id &&
       (change.flow_run_id === detail.id || change.run_id === detail.id)) {
@@ -497,12 +1003,32 @@ function routedRunId() {
   return m ? m[1] : null;
 }
 
+const DEPLOYMENT_ROUTE = /^\/deployments\/([A-Za-z0-9_.%-]+)\/([A-Za-z0-9_.%-]+)$/;
+
+const VIEWS = ["list-view", "run-view", "deployments-view", "deployment-view"];
+
+function showView(id) {
+  for (const v of VIEWS) $(v).hidden = v !== id;
+}
+
 function route() {
   const id = routedRunId();
-  $("list-view").hidden = !!id;
-  $("run-view").hidden = !id;
-  if (id) showRun(id);
-  else { loadStats(); loadRuns(true); }
+  const hash = location.hash.replace(/^#/, "");
+  const deployment = hash.match(DEPLOYMENT_ROUTE);
+  if (id) {
+    showView("run-view");
+    showRun(id);
+  } else if (deployment) {
+    showView("deployment-view");
+    showDeployment(decodeURIComponent(deployment[1]), decodeURIComponent(deployment[2]));
+  } else if (hash === "/deployments") {
+    showView("deployments-view");
+    loadDeployments(true);
+  } else {
+    showView("list-view");
+    loadStats();
+    loadRuns(true);
+  }
 }
 
 function init() {
@@ -516,7 +1042,13 @@ function init() {
   });
   $("filters").addEventListener("reset", () => { list.filter = {}; setTimeout(() => loadRuns(true)); });
   $("more").addEventListener("click", () => loadRuns(false));
+  $("more-deployments").addEventListener("click", () => loadDeployments(false));
   $("log-level").addEventListener("change", () => loadLogs(true));
+  $("run-version").addEventListener("change", renderForm);
+  $("run-form").addEventListener("submit", submitRun);
+  $("cancel-run").addEventListener("click", () => runAction("cancel"));
+  $("retry-run").addEventListener("click", () => runAction("retry"));
+  initKeyPanel();
   window.addEventListener("hashchange", route);
   route();
   connectStream();

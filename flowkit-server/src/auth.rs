@@ -6,20 +6,40 @@
 //! nor a memory dump reveals a secret. Secrets are never logged: [`ApiKey`]'s `Debug` shows
 //! the name and scopes only.
 //!
+//! The `trigger` and `worker` scopes can be limited to deployments: a scope list entry
+//! `trigger=FLOW/NAME` or `worker=FLOW/NAME` (several allowed, no `:` inside since `:` separates
+//! the key's parts) grants that scope for those deployments only, so a key is safe to hand to
+//! another team. A limited trigger key creates, cancels and retries runs of its deployments
+//! only ([`Caller::check_deployment`], 403 otherwise), and may read the runs it created (the
+//! run, its result and its logs: [`require_read`]) even without `read`. A limited worker key
+//! registers and claims its deployments only.
+//!
 //! With no keys configured every request is allowed: the server then only listens on loopback
 //! (see [`crate::config::check_bind`]).
+//!
+//! Who created a run ([`Caller::created_by`]): `key:NAME` for an API key, `local` on a server
+//! without keys; a request from the dashboard (whose page sends the
+//! [`CLIENT_HEADER`]`: dashboard` header) records `dashboard` on a server without keys and
+//! `dashboard:key:NAME` with a key, so a header never hides which key acted.
 
 use crate::AppState;
 use crate::config::ConfigError;
 use crate::error::ApiError;
-use axum::extract::{Request, State};
-use axum::http::header;
+use crate::store::Backend;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use flowkit_wire::api::deployments::check_name;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+/// The header the dashboard's page sends with its requests (`X-Flowkit-Client: dashboard`), so
+/// that the runs it triggers record `created_by` = `dashboard` (or `dashboard:key:NAME`).
+pub const CLIENT_HEADER: &str = "x-flowkit-client";
 
 /// Shortest secret accepted: shorter ones are guessable.
 pub const MIN_SECRET_LEN: usize = 16;
@@ -109,17 +129,37 @@ impl fmt::Debug for Scopes {
     }
 }
 
-/// One API key: a name (for logs), the digest of its secret, and its scopes.
+/// The deployments (`flow/name`) a limited scope covers; `None`: every deployment.
+pub type DeploymentLimit = Option<Arc<[String]>>;
+
+/// One API key: a name (for logs), the digest of its secret, its scopes, and the deployments
+/// its `trigger` and `worker` scopes are limited to.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey {
     name: String,
     digest: [u8; 32],
     scopes: Scopes,
+    trigger_limit: DeploymentLimit,
+    worker_limit: DeploymentLimit,
 }
 
 impl ApiKey {
     /// A key from its parts; fails on an empty name, a short secret or no scopes.
     pub fn new(name: &str, secret: &str, scopes: &[Scope]) -> Result<ApiKey, String> {
+        let key = ApiKey::unscoped(name, secret)?;
+        if scopes.is_empty() {
+            return Err(format!("key {name:?} has no scopes"));
+        }
+        Ok(ApiKey {
+            scopes: scopes
+                .iter()
+                .fold(Scopes::default(), |s, &scope| s.with(scope)),
+            ..key
+        })
+    }
+
+    /// A key without scopes yet (checked name and secret).
+    fn unscoped(name: &str, secret: &str) -> Result<ApiKey, String> {
         if name.is_empty()
             || !name
                 .chars()
@@ -137,16 +177,80 @@ impl ApiKey {
         if secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!("the secret of key {name:?} contains whitespace"));
         }
-        if scopes.is_empty() {
-            return Err(format!("key {name:?} has no scopes"));
-        }
         Ok(ApiKey {
             name: name.to_string(),
             digest: digest(secret),
-            scopes: scopes
-                .iter()
-                .fold(Scopes::default(), |s, &scope| s.with(scope)),
+            scopes: Scopes::default(),
+            trigger_limit: None,
+            worker_limit: None,
         })
+    }
+
+    /// Limits the key's `scope` (`trigger` or `worker`) to the deployments `flow/name` of
+    /// `deployments`, granting that scope for them only. Fails for another scope, a malformed
+    /// deployment, or a key that also has the scope unlimited (or `admin`).
+    pub fn limited(
+        mut self,
+        scope: Scope,
+        deployments: &[impl AsRef<str>],
+    ) -> Result<ApiKey, String> {
+        if deployments.is_empty() {
+            return Ok(self);
+        }
+        let name = &self.name;
+        let which = scope.as_str();
+        if !matches!(scope, Scope::Trigger | Scope::Worker) {
+            return Err(format!(
+                "key {name:?}: only `trigger` and `worker` can be limited to deployments, not `{which}`"
+            ));
+        }
+        if self.scopes.allows(scope) {
+            return Err(format!(
+                "key {name:?} has `{}` as well as `{which}=FLOW/NAME`: it would allow every \
+                 deployment; drop one",
+                if self.scopes.0 & Scope::Admin.bit() != 0 {
+                    "admin"
+                } else {
+                    which
+                }
+            ));
+        }
+        let mut list: Vec<String> = Vec::with_capacity(deployments.len());
+        for deployment in deployments {
+            let deployment = deployment.as_ref().trim();
+            let (flow, dep) = deployment.split_once('/').ok_or_else(|| {
+                format!(
+                    "key {name:?}: `{which}={deployment}` is not FLOW/NAME, e.g. `{which}=train/nightly`"
+                )
+            })?;
+            check_name("flow", flow)
+                .and_then(|()| check_name("deployment", dep))
+                .map_err(|why| format!("key {name:?}: `{which}={deployment}`: {why}"))?;
+            if !list.iter().any(|known| known == deployment) {
+                list.push(deployment.to_string());
+            }
+        }
+        let limit = Some(Arc::from(list));
+        match scope {
+            Scope::Trigger => self.trigger_limit = limit,
+            _ => self.worker_limit = limit,
+        }
+        Ok(self)
+    }
+
+    /// The deployments the key's `scope` is limited to; `None` when it is not limited (or the
+    /// key lacks the scope).
+    pub fn limit(&self, scope: Scope) -> Option<&[String]> {
+        match scope {
+            Scope::Trigger => self.trigger_limit.as_deref(),
+            Scope::Worker => self.worker_limit.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the key has `scope`, for every deployment or for some.
+    fn grants(&self, scope: Scope) -> bool {
+        self.scopes.allows(scope) || self.limit(scope).is_some()
     }
 
     /// The key's name.
@@ -166,12 +270,16 @@ impl fmt::Debug for ApiKey {
             .field("name", &self.name)
             .field("secret", &"<redacted>")
             .field("scopes", &self.scopes)
+            .field("trigger_limit", &self.trigger_limit)
+            .field("worker_limit", &self.worker_limit)
             .finish()
     }
 }
 
 /// `NAME:SECRET:SCOPES`; the secret may itself contain `:` (the name ends at the first `:`,
-/// the scopes start after the last).
+/// the scopes start after the last). SCOPES is comma-separated: `read`, `report`, `trigger`,
+/// `worker`, `admin`, and `trigger=FLOW/NAME` / `worker=FLOW/NAME` for a scope limited to
+/// deployments.
 impl FromStr for ApiKey {
     type Err = String;
     fn from_str(s: &str) -> Result<ApiKey, String> {
@@ -179,13 +287,35 @@ impl FromStr for ApiKey {
         let malformed =
             || "expected NAME:SECRET:SCOPES, e.g. ci:s3cr3t-at-least-16-chars:report".to_string();
         let (name, rest) = s.split_once(':').ok_or_else(malformed)?;
-        let (secret, scopes) = rest.rsplit_once(':').ok_or_else(malformed)?;
-        let scopes = scopes
-            .split(',')
-            .filter(|s| !s.trim().is_empty())
-            .map(Scope::from_str)
-            .collect::<Result<Vec<_>, _>>()?;
-        ApiKey::new(name, secret, &scopes)
+        let (secret, list) = rest.rsplit_once(':').ok_or_else(malformed)?;
+        let mut scopes = Vec::new();
+        let mut triggers = Vec::new();
+        let mut workers = Vec::new();
+        for entry in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match entry.split_once('=') {
+                Some((scope, deployment)) => match Scope::from_str(scope)? {
+                    Scope::Trigger => triggers.push(deployment),
+                    Scope::Worker => workers.push(deployment),
+                    other => {
+                        return Err(format!(
+                            "`{entry}`: only `trigger` and `worker` can be limited to a \
+                             deployment, not `{}`",
+                            other.as_str()
+                        ));
+                    }
+                },
+                None => scopes.push(Scope::from_str(entry)?),
+            }
+        }
+        if scopes.is_empty() && (!triggers.is_empty() || !workers.is_empty()) {
+            // Only limited scopes: the key exists for its deployments alone.
+            return ApiKey::unscoped(name, secret)?
+                .limited(Scope::Trigger, &triggers)?
+                .limited(Scope::Worker, &workers);
+        }
+        ApiKey::new(name, secret, &scopes)?
+            .limited(Scope::Trigger, &triggers)?
+            .limited(Scope::Worker, &workers)
     }
 }
 
@@ -199,11 +329,104 @@ pub struct ApiKeys {
     keys: Arc<[ApiKey]>,
 }
 
-/// Who made a request: the key's name, or `None` when the server runs without keys.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Who made a request: the key's name, or `None` when the server runs without keys, and the
+/// deployments its `trigger` and `worker` scopes are limited to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
     /// The name of the key used.
     pub key_name: Option<String>,
+    /// The deployments (`flow/name`) the key may trigger, cancel and retry runs of; `None`:
+    /// every one.
+    pub trigger_limit: DeploymentLimit,
+    /// The deployments the key may register and claim; `None`: every one.
+    pub worker_limit: DeploymentLimit,
+}
+
+impl Caller {
+    /// A caller with the key `name` and no limits.
+    pub fn key(name: impl Into<String>) -> Caller {
+        Caller {
+            key_name: Some(name.into()),
+            ..Caller::default()
+        }
+    }
+
+    /// Checks that the caller's `scope` (`trigger` or `worker`; it was checked by the route's
+    /// middleware) covers `deployment` (`flow/name`): 403 naming the deployments it does
+    /// cover otherwise.
+    pub fn check_deployment(&self, scope: Scope, deployment: &str) -> Result<(), ApiError> {
+        let limit = match scope {
+            Scope::Trigger => &self.trigger_limit,
+            Scope::Worker => &self.worker_limit,
+            _ => &None,
+        };
+        match limit {
+            Some(allowed) if !allowed.iter().any(|d| d == deployment) => {
+                Err(ApiError::forbidden(format!(
+                    "API key {:?} has the `{}` scope only for {}, not for {deployment}",
+                    self.key_name.as_deref().unwrap_or_default(),
+                    scope.as_str(),
+                    allowed.join(", ")
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks that the caller may cancel or retry the flow run `id`: with a `trigger` scope
+    /// limited to deployments, the run must be of one of them (403 otherwise, also for a run
+    /// that no deployment created). Unlimited callers pass without reading the run; an
+    /// unknown run passes (the handler answers 404).
+    pub async fn check_run_action(&self, state: &AppState, id: Uuid) -> Result<(), ApiError> {
+        if self.trigger_limit.is_none() {
+            return Ok(());
+        }
+        let Some(run) = state.store().get_run(id).await? else {
+            return Ok(());
+        };
+        match &run.deployment {
+            Some(deployment) => self.check_deployment(Scope::Trigger, deployment),
+            None => Err(ApiError::forbidden(format!(
+                "API key {:?} has the `trigger` scope only for some deployments, and run {id} \
+                 was not created by a deployment",
+                self.key_name.as_deref().unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// What a run this caller creates records as `created_by`: `key:NAME` for an API key,
+    /// `local` on a server without keys; with the dashboard's [`CLIENT_HEADER`],
+    /// `dashboard:key:NAME` and `dashboard`.
+    pub fn created_by(&self, headers: &HeaderMap) -> String {
+        let from_dashboard = headers
+            .get(CLIENT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("dashboard"));
+        match (&self.key_name, from_dashboard) {
+            (Some(name), false) => format!("key:{name}"),
+            (Some(name), true) => format!("dashboard:key:{name}"),
+            (None, false) => "local".to_string(),
+            (None, true) => "dashboard".to_string(),
+        }
+    }
+
+    /// Whether this caller created a run whose `created_by` is `created_by` (through the
+    /// dashboard or not). Always false without a key.
+    pub fn created(&self, created_by: Option<&str>) -> bool {
+        let (Some(name), Some(created_by)) = (&self.key_name, created_by) else {
+            return false;
+        };
+        let by_key = created_by.strip_prefix("dashboard:").unwrap_or(created_by);
+        by_key.strip_prefix("key:") == Some(name.as_str())
+    }
+}
+
+/// How a key is let through a route.
+enum Admission {
+    /// The key has the scope.
+    Granted(Caller),
+    /// The key lacks `read` but is a limited trigger key: it may read the runs it created.
+    OwnRunsOnly(Caller, ApiError),
 }
 
 impl ApiKeys {
@@ -236,10 +459,19 @@ impl ApiKeys {
     }
 
     /// Checks the `Authorization` header value (if any) for `scope`: 401 when it is missing or
-    /// not a known key, 403 when the key lacks the scope.
+    /// not a known key, 403 when the key lacks the scope. A key whose `trigger` or `worker`
+    /// scope is limited to deployments passes for that scope; the handler then checks the
+    /// deployment ([`Caller::check_deployment`]).
     pub fn authorize(&self, authorization: Option<&str>, scope: Scope) -> Result<Caller, ApiError> {
+        match self.admit(authorization, scope)? {
+            Admission::Granted(caller) => Ok(caller),
+            Admission::OwnRunsOnly(_, refusal) => Err(refusal),
+        }
+    }
+
+    fn admit(&self, authorization: Option<&str>, scope: Scope) -> Result<Admission, ApiError> {
         if self.keys.is_empty() {
-            return Ok(Caller { key_name: None });
+            return Ok(Admission::Granted(Caller::default()));
         }
         let token = authorization
             .and_then(|value| {
@@ -261,16 +493,23 @@ impl ApiKeys {
             }
         }
         let key = found.ok_or_else(|| ApiError::unauthorized("unknown API key"))?;
-        if !key.scopes.allows(scope) {
-            return Err(ApiError::forbidden(format!(
-                "API key {:?} lacks the `{}` scope this route needs",
-                key.name,
-                scope.as_str()
-            )));
-        }
-        Ok(Caller {
+        let caller = Caller {
             key_name: Some(key.name.clone()),
-        })
+            trigger_limit: key.trigger_limit.clone(),
+            worker_limit: key.worker_limit.clone(),
+        };
+        if key.grants(scope) {
+            return Ok(Admission::Granted(caller));
+        }
+        let refusal = ApiError::forbidden(format!(
+            "API key {:?} lacks the `{}` scope this route needs",
+            key.name,
+            scope.as_str()
+        ));
+        if scope == Scope::Read && key.trigger_limit.is_some() {
+            return Ok(Admission::OwnRunsOnly(caller, refusal));
+        }
+        Err(refusal)
     }
 }
 
@@ -279,16 +518,65 @@ async fn require(state: &AppState, scope: Scope, mut request: Request, next: Nex
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match state.settings().api_keys.authorize(authorization, scope) {
-        Ok(caller) => {
-            request.extensions_mut().insert(caller);
-            next.run(request).await
+    let caller = match state.settings().api_keys.admit(authorization, scope) {
+        Ok(Admission::Granted(caller)) => caller,
+        Ok(Admission::OwnRunsOnly(caller, refusal)) => {
+            let run = own_run_route(&request);
+            match created_by_caller(state, &caller, run).await {
+                Ok(true) => caller,
+                Ok(false) => return axum::response::IntoResponse::into_response(refusal),
+                Err(err) => return axum::response::IntoResponse::into_response(err),
+            }
         }
-        Err(err) => axum::response::IntoResponse::into_response(err),
-    }
+        Err(err) => return axum::response::IntoResponse::into_response(err),
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
 }
 
-/// Middleware of the routes that need the `read` scope.
+/// The routes a limited trigger key may read for the runs it created, relative to the API's
+/// prefix.
+const OWN_RUN_ROUTES: [&str; 3] = [
+    "/flow-runs/{id}",
+    "/flow-runs/{id}/result",
+    "/flow-runs/{id}/logs",
+];
+
+/// The run `request` reads, if it is one of [`OWN_RUN_ROUTES`].
+fn own_run_route(request: &Request) -> Option<Uuid> {
+    let matched = request.extensions().get::<MatchedPath>()?;
+    if !OWN_RUN_ROUTES
+        .iter()
+        .any(|route| matched.as_str().ends_with(route))
+    {
+        return None;
+    }
+    // `/…/flow-runs/{id}[/…]`: the segment after `flow-runs`.
+    let mut segments = request.uri().path().rsplit('/');
+    let id = if matched.as_str().ends_with("{id}") {
+        segments.next()
+    } else {
+        segments.nth(1)
+    };
+    id.and_then(|id| Uuid::parse_str(id).ok())
+}
+
+/// Whether `caller` created the run `id`.
+async fn created_by_caller(
+    state: &AppState,
+    caller: &Caller,
+    id: Option<Uuid>,
+) -> Result<bool, ApiError> {
+    let Some(id) = id else {
+        return Ok(false);
+    };
+    let run = state.store().get_run(id).await?;
+    Ok(run.is_some_and(|run| caller.created(run.created_by.as_deref())))
+}
+
+/// Middleware of the routes that need the `read` scope. A key limited to triggering some
+/// deployments, without `read`, may still read the runs it created (the run, its result, its
+/// logs); for any other run it gets the same 403 as for another route.
 pub async fn require_read(State(state): State<AppState>, request: Request, next: Next) -> Response {
     require(&state, Scope::Read, request, next).await
 }
@@ -398,6 +686,97 @@ mod tests {
             status(Some("Bearer reader-secret-0123456789"), Scope::Worker),
             403
         );
+    }
+
+    #[test]
+    fn scopes_limited_to_deployments() {
+        let key: ApiKey =
+            "team-a:team-a-secret-0123456789:read,trigger=train/nightly,trigger=eval/adhoc"
+                .parse()
+                .expect("key");
+        assert!(key.scopes().allows(Scope::Read));
+        assert!(
+            !key.scopes().allows(Scope::Trigger),
+            "not for every deployment"
+        );
+        assert_eq!(
+            key.limit(Scope::Trigger),
+            Some(&["train/nightly".to_string(), "eval/adhoc".to_string()][..])
+        );
+        assert_eq!(key.limit(Scope::Worker), None);
+        // Only limited scopes is a key too.
+        let worker: ApiKey = "w:worker-secret-0123456789:worker=train/nightly"
+            .parse()
+            .expect("key");
+        assert_eq!(
+            worker.limit(Scope::Worker),
+            Some(&["train/nightly".to_string()][..])
+        );
+        for (bad, says) in [
+            (
+                "a:0123456789abcdef:read=train/nightly",
+                "only `trigger` and `worker`",
+            ),
+            (
+                "a:0123456789abcdef:trigger,trigger=train/nightly",
+                "drop one",
+            ),
+            ("a:0123456789abcdef:admin,worker=train/nightly", "admin"),
+            ("a:0123456789abcdef:trigger=train", "FLOW/NAME"),
+            (
+                "a:0123456789abcdef:trigger=train/night ly",
+                "deployment name",
+            ),
+            ("a:0123456789abcdef:trigger=a/b/c", "deployment name"),
+            ("a:0123456789abcdef:deploy=a/b", "unknown scope"),
+        ] {
+            let err = bad.parse::<ApiKey>().expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+
+        let keys = ApiKeys::new(vec![key, worker]).expect("keys");
+        let caller = keys
+            .authorize(Some("Bearer team-a-secret-0123456789"), Scope::Trigger)
+            .expect("a limited scope passes the route's check");
+        assert!(
+            caller
+                .check_deployment(Scope::Trigger, "train/nightly")
+                .is_ok()
+        );
+        let refused = caller
+            .check_deployment(Scope::Trigger, "train/adhoc")
+            .expect_err("other deployment");
+        assert_eq!(refused.status().as_u16(), 403);
+        let w = keys
+            .authorize(Some("Bearer worker-secret-0123456789"), Scope::Worker)
+            .expect("worker");
+        assert!(w.check_deployment(Scope::Worker, "train/nightly").is_ok());
+        assert!(w.check_deployment(Scope::Worker, "eval/adhoc").is_err());
+        // Without `read`, only the runs it created (checked by the middleware): a plain
+        // `authorize` for read is a 403.
+        let status = keys
+            .authorize(Some("Bearer worker-secret-0123456789"), Scope::Read)
+            .map(|_| 200)
+            .unwrap_or_else(|e| e.status().as_u16());
+        assert_eq!(status, 403);
+    }
+
+    #[test]
+    fn created_by_names_the_key_and_the_dashboard() {
+        let mut dashboard = HeaderMap::new();
+        dashboard.insert(CLIENT_HEADER, "dashboard".parse().expect("header"));
+        let plain = HeaderMap::new();
+        let keyed = Caller::key("team-a");
+        assert_eq!(keyed.created_by(&plain), "key:team-a");
+        assert_eq!(keyed.created_by(&dashboard), "dashboard:key:team-a");
+        assert_eq!(Caller::default().created_by(&plain), "local");
+        assert_eq!(Caller::default().created_by(&dashboard), "dashboard");
+        assert!(keyed.created(Some("key:team-a")));
+        assert!(keyed.created(Some("dashboard:key:team-a")));
+        assert!(!keyed.created(Some("key:team-ab")));
+        assert!(!keyed.created(Some("dashboard")));
+        assert!(!keyed.created(None));
+        assert!(!Caller::default().created(Some("local")));
     }
 
     #[test]

@@ -45,10 +45,16 @@ pub struct Cli {
 
     /// An API key, as `NAME:SECRET:SCOPES`; repeat the flag for several keys. SCOPES is a
     /// comma-separated list of `read` (GET routes), `report` (sending events), `trigger`
-    /// (creating runs of deployments), `worker` (registering deployments; a worker process
-    /// uses `report,worker`) and `admin` (everything). Clients send
-    /// `Authorization: Bearer SECRET`. The secret must be at least 16 characters. In the
-    /// environment variable, separate keys with `;`.
+    /// (creating, cancelling and retrying runs of deployments), `worker` (registering
+    /// deployments and claiming their runs; a worker process uses `report,worker`) and `admin`
+    /// (everything). `trigger=FLOW/NAME` and `worker=FLOW/NAME` (repeatable) limit that scope
+    /// to those deployments, so a key is safe to hand to another team: e.g.
+    /// `team-a:SECRET:trigger=train/nightly` triggers, cancels and retries runs of
+    /// train/nightly only, and reads the runs it created (the run, its result, its logs)
+    /// without `read`. Runs record who created them (`created_by`): `key:NAME`, or
+    /// `dashboard:key:NAME` from the dashboard. Clients send `Authorization: Bearer SECRET`.
+    /// The secret must be at least 16 characters. In the environment variable, separate keys
+    /// with `;`.
     #[arg(
         long = "api-key",
         value_name = "NAME:SECRET:SCOPES",

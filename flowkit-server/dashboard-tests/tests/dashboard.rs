@@ -8,34 +8,14 @@
 //! Needs Debian's `chromium` (`.ci/run` installs it). Locally, without it, the test prints why
 //! it skips; with `FLOWKIT_REQUIRE_SERVICES=1` (set by CI) a skip is a failure.
 
-use chromiumoxide::{Browser, BrowserConfig, Page};
+mod common;
+
+use chromiumoxide::{Browser, Page};
+use common::{chromium, eval, launch, skip, wait_for};
 use flowkit::{flow, task};
-use futures::StreamExt;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
-
-const CHROMIUM_CANDIDATES: [&str; 3] = [
-    "/usr/bin/chromium",
-    "/usr/bin/chromium-browser",
-    "/usr/bin/google-chrome",
-];
-
-fn chromium() -> Option<PathBuf> {
-    std::env::var_os("FLOWKIT_CHROMIUM")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(CHROMIUM_CANDIDATES.iter().map(PathBuf::from))
-        .find(|p| p.exists())
-}
-
-fn skip(reason: &str) {
-    if std::env::var("FLOWKIT_REQUIRE_SERVICES").as_deref() == Ok("1") {
-        panic!("FLOWKIT_REQUIRE_SERVICES=1 but {reason}");
-    }
-    eprintln!("skipping the dashboard browser test: {reason}");
-}
 
 // ---- the pipeline the test reports ------------------------------------------------------
 
@@ -113,70 +93,6 @@ async fn start_receiver() -> anyhow::Result<(String, Received)> {
         let _ = axum::serve(listener, app).await;
     });
     Ok((format!("http://{addr}/hook"), received))
-}
-
-// ---- helpers ------------------------------------------------------------------------------
-
-/// Evaluates `js` (an expression) until it returns `true` or `timeout` passes.
-async fn wait_for(page: &Page, js: &str, timeout: Duration, what: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let ok = page
-            .evaluate(js)
-            .await
-            .ok()
-            .and_then(|v| v.into_value::<bool>().ok())
-            .unwrap_or(false);
-        if ok {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let body = page
-                .evaluate("document.body.innerText")
-                .await
-                .ok()
-                .and_then(|v| v.into_value::<String>().ok())
-                .unwrap_or_default();
-            anyhow::bail!("timed out waiting for {what} ({js}); the page shows:\n{body}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn eval<T: serde::de::DeserializeOwned>(page: &Page, js: &str) -> anyhow::Result<T> {
-    Ok(page.evaluate(js).await?.into_value::<T>()?)
-}
-
-async fn launch(
-    chromium: &Path,
-    profile: &Path,
-) -> anyhow::Result<(Browser, tokio::task::JoinHandle<()>)> {
-    let config = BrowserConfig::builder()
-        .chrome_executable(chromium)
-        .user_data_dir(profile)
-        .no_sandbox()
-        .args([
-            "--headless",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .window_size(1280, 1000)
-        .request_timeout(Duration::from_secs(20))
-        .build()
-        .map_err(anyhow::Error::msg)?;
-    let (browser, mut handler) = Browser::launch(config).await?;
-    let events = tokio::spawn(async move {
-        while let Some(event) = handler.next().await {
-            if event.is_err() {
-                break;
-            }
-        }
-    });
-    Ok((browser, events))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

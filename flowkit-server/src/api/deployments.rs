@@ -17,7 +17,7 @@
 use crate::AppState;
 use crate::api::extract::{ApiJson, ApiQuery, page_request};
 use crate::api::run_actions as run_actions_api;
-use crate::auth::Caller;
+use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ErrorBody, ErrorCode, FieldError, StoreFailures};
 use crate::params;
 use crate::store::{
@@ -198,7 +198,7 @@ fn check_spec(spec: &DeploymentSpec) -> Vec<FieldError> {
         (status = 200, description = "This version was registered before with the same spec: nothing changed", body = DeploymentVersion),
         (status = 400, description = "Malformed JSON (`invalid_json`)", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the `worker` scope", body = ErrorBody),
+        (status = 403, description = "The key lacks the `worker` scope, or has it for other deployments only (`worker=FLOW/NAME`)", body = ErrorBody),
         (status = 409, description = "`deployment_conflict`: another function (`flow_key`) registered this flow/name; `conflict`: this version was registered with another spec", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Content type is not JSON", body = ErrorBody),
@@ -209,12 +209,14 @@ fn check_spec(spec: &DeploymentSpec) -> Vec<FieldError> {
 )]
 pub async fn register(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(spec): ApiJson<DeploymentSpec>,
 ) -> Result<Response, ApiError> {
     let problems = check_spec(&spec);
     if !problems.is_empty() {
         return Err(ApiError::invalid_fields(problems));
     }
+    caller.check_deployment(Scope::Worker, &format!("{}/{}", spec.flow, spec.name))?;
     let fingerprint =
         params::fingerprint(&serde_json::to_value(&spec).map_err(ApiError::internal)?);
     let location = format!("{PREFIX}/deployments/{}/{}", spec.flow, spec.name);
@@ -380,15 +382,6 @@ fn live_since(state: &AppState) -> DateTime<Utc> {
     Utc::now() - chrono::Duration::from_std(state.settings().lease).unwrap_or_default()
 }
 
-/// Who creates a run with this request: `key:NAME` of the API key it carries, or `local` on a
-/// server without keys.
-pub(crate) fn created_by(caller: Option<&Caller>, _headers: &HeaderMap) -> String {
-    match caller.and_then(|c| c.key_name.as_deref()) {
-        Some(name) => format!("key:{name}"),
-        None => "local".to_string(),
-    }
-}
-
 /// The `Prefer: wait=N` of a trigger, if any: 400 when it does not parse.
 fn prefer_wait(headers: &HeaderMap) -> Result<Option<u32>, ApiError> {
     let mut wait = None;
@@ -498,7 +491,7 @@ fn key_reused(deployment: &str, run_id: Uuid) -> ApiError {
         (status = 200, description = "The idempotency key was used before with the same body: the run it created", body = Run),
         (status = 400, description = "Malformed JSON, a bad idempotency key, header and body keys that differ, or a `Prefer: wait` that is not whole seconds from 0 to 60", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the `trigger` scope", body = ErrorBody),
+        (status = 403, description = "The key lacks the `trigger` scope, or has it for other deployments only (`trigger=FLOW/NAME`)", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`: the key was used with another body; `run_id` is the run it created", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -510,11 +503,12 @@ fn key_reused(deployment: &str, run_id: Uuid) -> ApiError {
 )]
 pub async fn trigger(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: DeploymentPath,
     headers: HeaderMap,
-    caller: Option<Extension<Caller>>,
     ApiJson(request): ApiJson<TriggerRequest>,
 ) -> Result<Response, ApiError> {
+    caller.check_deployment(Scope::Trigger, &path.key())?;
     let wait = prefer_wait(&headers)?;
     let key = idempotency_key(&headers, &request)?;
     let mut problems = Vec::new();
@@ -646,7 +640,7 @@ pub async fn trigger(
             fingerprint,
             expires: expiry(now, state.settings().idempotency_ttl),
         }),
-        created_by: Some(created_by(caller.as_ref().map(|c| &c.0), &headers)),
+        created_by: Some(caller.created_by(&headers)),
         ..new
     };
     match store.trigger(new).await? {

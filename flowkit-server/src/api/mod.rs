@@ -21,6 +21,7 @@
 //! | `GET /deployments` | read | [`deployments::list`] |
 //! | `GET /deployments/{flow}/{name}` | read | [`deployments::get`] |
 //! | `GET /deployments/{flow}/{name}/versions` | read | [`deployments::versions`] |
+//! | `GET /deployments/{flow}/{name}/openapi.json` | read | [`deployment_openapi::document`] |
 //! | `POST /deployments` | worker | [`deployments::register`] |
 //! | `POST /deployments/{flow}/{name}/runs` | trigger | [`deployments::trigger`] |
 //! | `GET /flow-runs/{id}/result` | read | [`run_actions::result`] |
@@ -32,8 +33,10 @@
 //! | `POST /flow-runs/{id}/finish` | worker | [`workers::finish`] |
 //! | `POST /flow-runs/{id}/release` | worker | [`workers::release`] |
 //!
-//! `admin` allows every route.
+//! `admin` allows every route. `trigger` and `worker` can be limited to deployments
+//! ([`crate::auth`]); a limited trigger key also reads the runs it created.
 
+pub mod deployment_openapi;
 pub mod deployments;
 pub mod events;
 pub mod extract;
@@ -91,6 +94,10 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/deployments/{flow}/{name}/versions",
             get(deployments::versions),
+        )
+        .route(
+            "/deployments/{flow}/{name}/openapi.json",
+            get(deployment_openapi::document),
         )
         .route_layer(from_fn_with_state(state.clone(), auth::require_read));
 

@@ -2,7 +2,8 @@
 //! handlers' `#[utoipa::path]` attributes and the response types.
 
 use crate::api::{
-    deployments, events, flow_runs, health, reporter_drops, run_actions, stats, stream, workers,
+    deployment_openapi, deployments, events, flow_runs, health, reporter_drops, run_actions, stats,
+    stream, workers,
 };
 use crate::dashboard;
 use axum::http::header;
@@ -38,7 +39,10 @@ use utoipa::{Modify, OpenApi};
             `ErrorCode`). When the server has API keys, send `Authorization: Bearer <secret>`; \
             GET routes need the `read` scope, ingestion the `report` scope, registering \
             deployments, claiming and running them the `worker` scope, triggering, cancelling and retrying runs the `trigger` scope (`admin` allows \
-            everything). Invalid parameters of a trigger are a 422 `invalid_parameters` whose \
+            everything). `trigger=FLOW/NAME` and `worker=FLOW/NAME` limit a scope to \
+            deployments, and such a trigger key reads the runs it created. Each deployment \
+            has its own OpenAPI 3.1 document, typed by its flow's schemas: \
+            `/api/v1/deployments/{flow}/{name}/openapi.json`. Invalid parameters of a trigger are a 422 `invalid_parameters` whose \
             `details` list every error at its JSON pointer. Readers ignore unknown fields, and read unknown state types as \
             `Unknown`, so newer peers never break older ones."
     ),
@@ -60,6 +64,7 @@ use utoipa::{Modify, OpenApi};
         deployments::get,
         deployments::versions,
         deployments::trigger,
+        deployment_openapi::document,
         run_actions::result,
         run_actions::cancel,
         run_actions::bulk_cancel,

@@ -13,14 +13,15 @@
 use crate::AppState;
 use crate::api::extract::{ApiJson, ApiQuery, RunId};
 use crate::api::flow_runs::flow_run;
+use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ErrorBody, ErrorCode, FieldError, StoreFailures};
 use crate::store::{Backend, BulkCancelFilter, RunAction};
 use crate::wake::RESULT_POLL;
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use flowkit_wire::api::PREFIX;
 use flowkit_wire::api::ingest::MAX_MESSAGE_BYTES;
 use flowkit_wire::api::run_actions::{
@@ -73,7 +74,7 @@ fn check_reason(reason: &Option<String>) -> Result<(), ApiError> {
         (status = 200, description = "The run: `Cancelled` (it had not started), or `Cancelling` while its worker stops it (also when it already was)", body = Run),
         (status = 400, description = "Malformed JSON, or `id` is not a UUID", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the `trigger` scope", body = ErrorBody),
+        (status = 403, description = "The key lacks the `trigger` scope, or has it for other deployments only (`trigger=FLOW/NAME`)", body = ErrorBody),
         (status = 404, description = "No such flow run", body = ErrorBody),
         (status = 409, description = "`conflict`: the run already ended; `state` says how", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -84,9 +85,11 @@ fn check_reason(reason: &Option<String>) -> Result<(), ApiError> {
 )]
 pub async fn cancel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RunId(id): RunId,
     body: Bytes,
 ) -> Result<Json<Run>, ApiError> {
+    caller.check_run_action(&state, id).await?;
     let request: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CancelRequest::default()
     } else {
@@ -119,7 +122,7 @@ pub async fn cancel(
         (status = 200, description = "What was cancelled; `more` says to call again", body = BulkCancelled),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the `trigger` scope", body = ErrorBody),
+        (status = 403, description = "The key lacks the `trigger` scope, or has it for other deployments only (`trigger=FLOW/NAME`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Content type is not JSON", body = ErrorBody),
         (status = 422, description = "`invalid_body`: no filter, a final state among `states`, `limit` outside 1..=1000", body = ErrorBody),
@@ -129,8 +132,16 @@ pub async fn cancel(
 )]
 pub async fn bulk_cancel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<BulkCancel>,
 ) -> Result<Json<BulkCancelled>, ApiError> {
+    if caller.trigger_limit.is_some() {
+        // A key limited to some deployments cancels runs of one of them at a time.
+        caller.check_deployment(
+            Scope::Trigger,
+            request.deployment.as_deref().unwrap_or("(any)"),
+        )?;
+    }
     let mut problems = Vec::new();
     if request.deployment.is_none()
         && request.flow_name.is_none()
@@ -203,14 +214,19 @@ pub async fn bulk_cancel(
         (status = 200, description = "The run, `Scheduled` as attempt n+1 of the version it ran", body = Run),
         (status = 400, description = "`id` is not a UUID", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the `trigger` scope", body = ErrorBody),
+        (status = 403, description = "The key lacks the `trigger` scope, or has it for other deployments only (`trigger=FLOW/NAME`)", body = ErrorBody),
         (status = 404, description = "No such flow run", body = ErrorBody),
         (status = 409, description = "`conflict`: not a deployed run that ended `Failed`, `Crashed`, `Cancelled` or `TimedOut`; `state` says what it is", body = ErrorBody),
         StoreFailures,
     ),
     security(("api_key" = []))
 )]
-pub async fn retry(State(state): State<AppState>, RunId(id): RunId) -> Result<Json<Run>, ApiError> {
+pub async fn retry(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RunId(id): RunId,
+) -> Result<Json<Run>, ApiError> {
+    caller.check_run_action(&state, id).await?;
     match state.store().retry(id).await? {
         RunAction::Done(_) | RunAction::Unchanged(_) => {
             state.wakeups().runs_changed();

@@ -15,12 +15,13 @@
 use crate::AppState;
 use crate::api::extract::{ApiJson, RunId};
 use crate::api::flow_runs::flow_run;
+use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ErrorBody, ErrorCode, FieldError, StoreFailures};
 use crate::store::{Backend, ClaimOrder, Finished, LeaseCall, WorkerSeen};
 use crate::wake::CLAIM_POLL;
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use flowkit_wire::api::deployments::check_name;
 use flowkit_wire::api::ingest::{MAX_MESSAGE_BYTES, MAX_NAME_CHARS};
 use flowkit_wire::api::runs::Run;
@@ -96,7 +97,7 @@ fn lease_seconds(state: &AppState) -> u32 {
         (status = 200, description = "The runs now leased to the worker: none when the wait ended without one, or at once when too many claims wait already", body = ClaimResponse),
         (status = 400, description = "Malformed JSON (`invalid_json`)", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the `worker` scope", body = ErrorBody),
+        (status = 403, description = "The key lacks the `worker` scope, or has it for other deployments only (`worker=FLOW/NAME`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Content type is not JSON", body = ErrorBody),
         (status = 422, description = "`invalid_body`: `max_runs` outside 1..=100, `wait_seconds` over 30, too many deployments, a bad name; every problem in `details`", body = ErrorBody),
@@ -106,8 +107,13 @@ fn lease_seconds(state: &AppState) -> u32 {
 )]
 pub async fn claim(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<ClaimRequest>,
 ) -> Result<Json<ClaimResponse>, ApiError> {
+    // A key limited to some deployments (`worker=FLOW/NAME`) claims only those.
+    for served in &request.deployments {
+        caller.check_deployment(Scope::Worker, &format!("{}/{}", served.flow, served.name))?;
+    }
     let mut problems = Vec::new();
     if request.max_runs == 0 || request.max_runs > MAX_CLAIM_RUNS {
         problems.push(field(
@@ -194,8 +200,13 @@ pub async fn claim(
 )]
 pub async fn heartbeat(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
+    // A limited worker key is live only for its own deployments.
+    for served in &request.deployments {
+        caller.check_deployment(Scope::Worker, &format!("{}/{}", served.flow, served.name))?;
+    }
     let mut problems = Vec::new();
     check_worker(&request.worker_name, &request.deployments, &mut problems);
     if request.leases.len() > MAX_LEASES_PER_HEARTBEAT {

@@ -111,6 +111,12 @@ impl TestServer {
         }
     }
 
+    /// The router over the same store with other settings (API keys): the returned server
+    /// borrows the database, so finish `self`, not it.
+    pub(crate) fn with_settings(&self, settings: Settings) -> TestServer {
+        TestServer::over(self.store.clone(), settings, self.url.clone(), None, None)
+    }
+
     /// Closes the store (and drops a PostgreSQL test database).
     pub(crate) async fn finish(self) {
         self.state.begin_shutdown();

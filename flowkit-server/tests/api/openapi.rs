@@ -37,6 +37,7 @@ async fn openapi_document_describes_every_route() {
         ("get", "/api/v1/deployments/{flow}/{name}"),
         ("get", "/api/v1/deployments/{flow}/{name}/versions"),
         ("post", "/api/v1/deployments/{flow}/{name}/runs"),
+        ("get", "/api/v1/deployments/{flow}/{name}/openapi.json"),
         ("get", "/api/v1/flow-runs/{id}/result"),
         ("post", "/api/v1/flow-runs/{id}/cancel"),
         ("post", "/api/v1/flow-runs/cancel"),
@@ -189,6 +190,11 @@ async fn openapi_document_describes_every_route() {
                 "200", "400", "401", "403", "404", "409", "413", "415", "422", "500", "503",
             ][..],
         ),
+        (
+            "get",
+            "/api/v1/deployments/{flow}/{name}/openapi.json",
+            &["200", "400", "401", "403", "404", "500", "503"][..],
+        ),
     ] {
         let op = &doc["paths"][path][method];
         let mut documented: Vec<&str> = op["responses"]
@@ -206,7 +212,7 @@ async fn openapi_document_describes_every_route() {
     for (path, ops) in doc["paths"].as_object().expect("paths") {
         if !path.starts_with("/api/v1/")
             || path.ends_with("/health")
-            || path.ends_with("/openapi.json")
+            || path == "/api/v1/openapi.json"
         {
             continue;
         }
@@ -285,4 +291,193 @@ async fn openapi_document_describes_every_route() {
         assert!(codes.contains(code), "ErrorCode lacks {code}: {codes}");
     }
     server.finish().await;
+}
+
+/// The document of one deployment: OpenAPI 3.1, its trigger route with the version's
+/// parameter schema inside the request body, its result route with the output schema, every
+/// `$ref` resolving inside the document.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn a_deployment_has_its_own_openapi_document() {
+    let server = TestServer::sqlite().await;
+    // As schemars writes `train(dataset: String, mode: Mode, seed: Option<u64>) -> Metrics`.
+    let parameters = serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            "dataset": {"type": "string"},
+            "mode": {"$ref": "#/$defs/Mode"},
+            "seed": {"type": ["integer", "null"], "format": "uint64", "minimum": 0}
+        },
+        "required": ["dataset", "mode"],
+        "additionalProperties": false,
+        "$defs": {"Mode": {"type": "string", "enum": ["fast", "thorough"]}}
+    });
+    let output = serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Metrics",
+        "type": "object",
+        "properties": {"rmse": {"type": "number"}, "history": {"type": "array", "items": {"$ref": "#/$defs/Point"}}},
+        "required": ["rmse"],
+        "$defs": {"Point": {"type": "object", "properties": {"epoch": {"type": "integer"}}}}
+    });
+    let spec = serde_json::json!({
+        "flow": "train", "name": "nightly", "flow_key": "houses::train", "version": "v1",
+        "description": "Retrain the house-price model.",
+        "parameter_schema": parameters, "output_schema": output,
+    });
+    let reply = server.post_json("/api/v1/deployments", &spec).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+
+    for uri in [
+        "/api/v1/deployments/train/nightly/openapi.json",
+        "/api/deployments/train/nightly/openapi.json",
+        "/api/v1/deployments/train/nightly/openapi.json?version=v1",
+    ] {
+        let reply = server.get(uri).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.body);
+        assert!(reply.content_type.starts_with("application/json"));
+        let doc = reply.body;
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["info"]["version"], "v1");
+        assert!(
+            doc["info"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("house-price"))
+        );
+
+        let trigger = &doc["paths"]["/api/v1/deployments/train/nightly/runs"]["post"];
+        let mut statuses: Vec<&str> = trigger["responses"]
+            .as_object()
+            .expect("responses")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses,
+            [
+                "200", "201", "202", "400", "401", "403", "404", "409", "413", "415", "422", "500",
+                "503"
+            ]
+        );
+        let body = resolve(
+            &doc,
+            &trigger["requestBody"]["content"]["application/json"]["schema"],
+        );
+        let props = body["properties"].as_object().expect("properties");
+        let mut fields: Vec<&str> = props.keys().map(String::as_str).collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "idempotency_key",
+                "parameters",
+                "scheduled_for",
+                "tags",
+                "version"
+            ]
+        );
+        assert_eq!(body["additionalProperties"], false);
+        // `parameters` is the flow's schema, its definitions moved beside it.
+        let params = resolve(&doc, &props["parameters"]);
+        assert_eq!(params["required"], serde_json::json!(["dataset", "mode"]));
+        assert_eq!(params["additionalProperties"], false);
+        assert!(params.get("$schema").is_none() && params.get("$defs").is_none());
+        assert_eq!(
+            resolve(&doc, &params["properties"]["mode"])["enum"],
+            serde_json::json!(["fast", "thorough"])
+        );
+        assert_eq!(
+            params["properties"]["seed"]["type"],
+            serde_json::json!(["integer", "null"])
+        );
+        // The 422 answers the error body, with its details.
+        let error = resolve(
+            &doc,
+            &trigger["responses"]["422"]["content"]["application/json"]["schema"],
+        );
+        assert!(error.to_string().contains("error"), "{error}");
+        assert!(
+            resolve(
+                &doc,
+                &trigger["responses"]["201"]["content"]["application/json"]["schema"]
+            )["properties"]["state"]
+                .is_object()
+        );
+
+        let result = &doc["paths"]["/api/v1/flow-runs/{id}/result"]["get"];
+        let output = resolve(
+            &doc,
+            &result["responses"]["200"]["content"]["application/json"]["schema"],
+        );
+        assert_eq!(output["title"], "Metrics");
+        assert_eq!(
+            resolve(&doc, &output["properties"]["history"]["items"])["properties"]["epoch"]["type"],
+            "integer"
+        );
+        for status in ["202", "409"] {
+            assert!(
+                result["responses"][status].is_object(),
+                "result lacks {status}"
+            );
+        }
+        // Every reference resolves inside the document.
+        let mut refs = Vec::new();
+        collect_refs(&doc, &mut refs);
+        assert!(refs.len() > 5, "{refs:?}");
+        for target in refs {
+            let pointer = target.strip_prefix('#').expect("local reference");
+            assert!(doc.pointer(pointer).is_some(), "{target} does not resolve");
+        }
+    }
+    assert_eq!(
+        server
+            .get("/api/v1/deployments/train/nope/openapi.json")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let reply = server
+        .get("/api/v1/deployments/train/nightly/openapi.json?version=v9")
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert!(
+        reply.error_message().contains("v9"),
+        "{}",
+        reply.error_message()
+    );
+    server.finish().await;
+}
+
+/// The schema `value` refers to (followed through `$ref`s), or `value`.
+fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
+    let mut v = value;
+    for _ in 0..8 {
+        match v["$ref"].as_str().and_then(|r| r.strip_prefix('#')) {
+            Some(pointer) => {
+                v = doc
+                    .pointer(pointer)
+                    .unwrap_or_else(|| panic!("{pointer} does not resolve"))
+            }
+            None => return v,
+        }
+    }
+    v
+}
+
+fn collect_refs(value: &Value, refs: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                if key == "$ref" {
+                    refs.push(v.as_str().expect("a $ref is a string").to_string());
+                } else {
+                    collect_refs(v, refs);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, refs)),
+        _ => {}
+    }
 }
