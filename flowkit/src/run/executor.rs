@@ -333,6 +333,9 @@ impl<T> Execution<T> {
         if let Some(value) = self.reuse_kept_result() {
             return Ok(self.finish_cached(value.0, value.1, started).await);
         }
+        if let Some((value, message)) = self.reuse_earlier_attempt().await {
+            return Ok(self.finish_cached(value, message, started).await);
+        }
         if let Some((value, message)) = self.cache_lookup().await {
             return Ok(self.finish_cached(value, message, started).await);
         }
@@ -534,6 +537,41 @@ impl<T> Execution<T> {
         ))
     }
 
+    /// Where a `persist` task of a deployed flow run keeps its result for the run's later
+    /// attempts, which may run in another process of the same `FLOWKIT_HOME` (a retry from
+    /// failure, a re-run after a crash): the flow run's id and the task's inputs.
+    fn kept_key(&self) -> Option<CacheKey> {
+        if self.spec.kind != RunKind::Task || !self.spec.persist {
+            return None;
+        }
+        let flow = self.flow.as_ref().filter(|f| f.lease.is_some())?;
+        let inputs = self.input_key?;
+        let mut h = blake3::Hasher::new_derive_key("flowkit 2026 deployed run kept result v1");
+        h.update(flow.run_id.as_bytes());
+        h.update(&inputs.0);
+        Some(CacheKey(*h.finalize().as_bytes()))
+    }
+
+    /// A result this `persist` task kept in an earlier attempt of its deployed flow run, from
+    /// the local store (see [`kept_key`](Self::kept_key)).
+    async fn reuse_earlier_attempt(&self) -> Option<(T, String)> {
+        let flow = self.flow.as_ref()?;
+        if flow.attempt.load(Ordering::Relaxed) < 2 || self.refresh_cache() {
+            return None;
+        }
+        let key = self.kept_key()?;
+        let codec = self.shape.codec?;
+        let bytes = cache::store().load(key, None).await?;
+        let value = (codec.decode)(&bytes).ok()?;
+        Some((
+            value,
+            format!(
+                "result kept by an earlier attempt of flow run {} ({})",
+                flow.name, flow.run_id
+            ),
+        ))
+    }
+
     /// `refresh_cache`, per call or from the attribute: run the body, never reuse a result.
     fn refresh_cache(&self) -> bool {
         self.options
@@ -644,6 +682,11 @@ impl<T> Execution<T> {
         if self.spec.cache != CacheMode::Off {
             store
                 .save(key, self.spec.task_key, Arc::clone(&bytes))
+                .await;
+        }
+        if let Some(kept) = self.kept_key() {
+            store
+                .save(kept, self.spec.task_key, Arc::clone(&bytes))
                 .await;
         }
         if self.spec.persist {

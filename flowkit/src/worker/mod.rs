@@ -1,61 +1,6 @@
 //! Workers: the processes that run deployed flows. [`serve`] registers deployments with the
-//! flowkit server and runs the runs others trigger; [`Worker`] is the same with options.
-//!
-//! # What a worker does
-//!
-//! 1. **Registers** every deployment (`POST /api/v1/deployments`, with its
-//!    [`DeploymentSpec`](crate::DeploymentSpec)). An invalid deployment, a refusal (409:
-//!    another function already registered that flow/name) or a refused key stops it before
-//!    anything runs, with the server's message ([`ServeError`]).
-//! 2. **Claims** runs while it has a free slot: one long-poll of up to
-//!    [`Worker::claim_wait`] (20 s) asks for as many runs as there are free slots; the server
-//!    answers as soon as a run is triggered. Claims are exactly-once: each run comes with a
-//!    lease and a fencing token.
-//! 3. **Runs** each claimed run as that run: the claimed run id, starting at the claimed
-//!    attempt, retrying up to the run's `max_attempts` (the flow's `retries` continue the
-//!    numbering), its parameters read strictly as the flow's arguments (the deployment's
-//!    defaults under them). Every event of the run — the flow's, its task runs', its logs —
-//!    carries the lease's token ([`Event::lease`](crate::Event::lease)), records the
-//!    deployment (`flow/name`) and this worker, and is reported like any run's.
-//! 4. **Finishes** each run with its final state event (the same event, same id, that the
-//!    sinks get) and, when `Completed`, its output as JSON (`POST /flow-runs/{id}/finish`),
-//!    retried with backoff while the failure is transient and the lease is held. A `409
-//!    stale_lease` means the server already decided the run's fate: the worker logs it and
-//!    moves on.
-//! 5. **Heartbeats** once per worker every third of the lease, from an OS thread of its own
-//!    (its own small runtime and HTTP client), so a flow that blocks every thread of your
-//!    tokio runtime cannot make its runs look crashed. The heartbeat carries every lease the
-//!    worker holds; its answer cancels runs (`cancel`) or stops them at once (`lost`). When
-//!    heartbeats fail for two thirds of the lease, the worker stops its runs itself, before
-//!    the server reclaims them.
-//!
-//! # Cancellation
-//!
-//! A run cancelled on the server (`POST /api/v1/flow-runs/{id}/cancel`) is `Cancelling` until
-//! its worker sees it, within one heartbeat. The worker then cancels the flow's future: the
-//! task runs in flight end `Cancelled` (their futures are dropped), the flow run ends
-//! `Cancelled` with a message, and its **`on_failure` hooks** run (with the `Cancelled` state:
-//! flowkit has no separate cancellation hook). A flow that does not stop within
-//! [`Worker::cancel_grace`] (10 s; code that never reaches an `.await`) has its tokio task
-//! aborted and is reported `Cancelled` anyway. Tasks started with `submit` or
-//! [`spawn`](crate::spawn) whose handles the flow dropped are detached from it and are not
-//! stopped.
-//!
-//! # Shutdown
-//!
-//! On SIGTERM or SIGINT (or [`ShutdownHandle::shutdown`]) the worker stops claiming (a claim
-//! in flight is awaited, at most [`Worker::claim_wait`], and the runs it brings are handed
-//! back unstarted with `POST /flow-runs/{id}/release`), lets running runs finish within
-//! [`Worker::grace`] (30 s), then cancels the rest as above and finishes them `Cancelled`,
-//! flushes the reporter ([`crate::flush`]) and returns `Ok(())`. Nothing stays `Running`.
-//!
-//! # Bounds
-//!
-//! Every wait has a timeout: each request (15 s; a claim its long-poll + 15 s; a heartbeat a
-//! third of the lease, at least 1 s), the cancel grace, the shutdown grace, the finish retries
-//! (while the lease lasts), the registration retries (15 s). Every queue is bounded: the runs
-//! held by the worker by its slots ([`Worker::slots`]), a claim by the free slots (at most
-//! [`MAX_CLAIM_RUNS`]).
+//! flowkit server and runs the runs others trigger; [`Worker`] is the same with options, and
+//! documents what a worker does.
 
 mod api;
 mod claim;
@@ -83,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-/// Runs a worker's slots: at most this many runs at once unless every deployment has a
+/// A worker's slots by default: at most this many runs at once, unless every deployment has a
 /// [`limit`](Deployment::limit) (then the sum of the limits) or [`Worker::slots`] says.
 pub const DEFAULT_SLOTS: usize = 4;
 /// How long running runs may take to finish after a shutdown is asked for.
@@ -98,8 +43,8 @@ const API_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Registers `deployments` with the flowkit server at `FLOWKIT_API_URL` (with the key in
 /// `FLOWKIT_API_KEY`, scopes `report,worker`), then claims and runs the runs others trigger
-/// until SIGTERM or Ctrl-C: [`Worker::serve`] with every option at its default. See the
-/// [module documentation](crate::Worker) for what a worker does.
+/// until SIGTERM or Ctrl-C: [`Worker::serve`] with every option at its default. See [`Worker`] for what a
+/// worker does.
 ///
 /// The error type is the caller's, anything with `From<ServeError>` (`anyhow::Error`,
 /// `Box<dyn Error>`, `ServeError`), so `serve` can end a `main` as it is:
@@ -137,7 +82,8 @@ pub async fn serve<E: From<ServeError>>(
 }
 
 /// A worker with options: slots, grace periods, the server and key (else `FLOWKIT_API_URL` and
-/// `FLOWKIT_API_KEY`), signals, and a [`ShutdownHandle`] to stop it from code.
+/// `FLOWKIT_API_KEY`), signals, and a [`ShutdownHandle`] to stop it from code. [`serve`] is a
+/// worker with every option at its default.
 ///
 /// ```no_run
 /// # use flowkit::flow;
@@ -153,6 +99,62 @@ pub async fn serve<E: From<ServeError>>(
 /// worker.serve([etl::deployment("on-demand")]).await
 /// # }
 /// ```
+///
+/// # What a worker does
+///
+/// 1. **Registers** every deployment (`POST /api/v1/deployments`, with its
+///    [`DeploymentSpec`](crate::DeploymentSpec)). An invalid deployment, a refusal (409:
+///    another function already registered that flow/name) or a refused key stops it before
+///    anything runs, with the server's message ([`ServeError`]).
+/// 2. **Claims** runs while it has a free slot: one long-poll of up to
+///    [`Worker::claim_wait`] (20 s) asks for as many runs as there are free slots; the server
+///    answers as soon as a run is triggered. Claims are exactly-once: each run comes with a
+///    lease and a fencing token.
+/// 3. **Runs** each claimed run as that run: the claimed run id, starting at the claimed
+///    attempt, retrying up to the run's `max_attempts` (the flow's `retries` continue the
+///    numbering), its parameters read strictly as the flow's arguments (the deployment's
+///    defaults under them). Every event of the run — the flow's, its task runs', its logs —
+///    carries the lease's token ([`Event::lease`](crate::Event::lease)), records the
+///    deployment (`flow/name`) and this worker, and is reported like any run's.
+/// 4. **Finishes** each run with its final state event (the same event, same id, that the
+///    sinks get) and, when `Completed`, its output as JSON (`POST /flow-runs/{id}/finish`),
+///    retried with backoff while the failure is transient and the lease is held. A `409
+///    stale_lease` means the server already decided the run's fate: the worker logs it and
+///    moves on.
+/// 5. **Heartbeats** once per worker every third of the lease, from an OS thread of its own
+///    (its own small runtime and HTTP client), so a flow that blocks every thread of your
+///    tokio runtime cannot make its runs look crashed. The heartbeat carries every lease the
+///    worker holds; its answer cancels runs (`cancel`) or stops them at once (`lost`). When
+///    heartbeats fail for two thirds of the lease, the worker stops its runs itself, before
+///    the server reclaims them.
+///
+/// # Cancellation
+///
+/// A run cancelled on the server (`POST /api/v1/flow-runs/{id}/cancel`) is `Cancelling` until
+/// its worker sees it, within one heartbeat. The worker then cancels the flow's future: the
+/// task runs in flight end `Cancelled` (their futures are dropped), the flow run ends
+/// `Cancelled` with a message, and its **`on_failure` hooks** run (with the `Cancelled` state:
+/// flowkit has no separate cancellation hook). A flow that does not stop within
+/// [`Worker::cancel_grace`] (10 s; code that never reaches an `.await`) has its tokio task
+/// aborted and is reported `Cancelled` anyway. Tasks started with `submit` or
+/// [`spawn`](crate::spawn) whose handles the flow dropped are detached from it and are not
+/// stopped.
+///
+/// # Shutdown
+///
+/// On SIGTERM or SIGINT (or [`ShutdownHandle::shutdown`]) the worker stops claiming (a claim
+/// in flight is awaited, at most [`Worker::claim_wait`], and the runs it brings are handed
+/// back unstarted with `POST /flow-runs/{id}/release`), lets running runs finish within
+/// [`Worker::grace`] (30 s), then cancels the rest as above and finishes them `Cancelled`,
+/// flushes the reporter ([`crate::flush`]) and returns `Ok(())`. Nothing stays `Running`.
+///
+/// # Bounds
+///
+/// Every wait has a timeout: each request (15 s; a claim its long-poll + 15 s; a heartbeat a
+/// third of the lease, at least 1 s), the cancel grace, the shutdown grace, the finish retries
+/// (while the lease lasts), the registration retries (15 s). Every queue is bounded: the runs
+/// held by the worker by its slots ([`Worker::slots`]), a claim by the free slots (at most
+/// [`MAX_CLAIM_RUNS`]).
 #[derive(Debug)]
 pub struct Worker {
     slots: Option<usize>,
@@ -287,8 +289,7 @@ impl Worker {
         self.shutdown.clone()
     }
 
-    /// Registers `deployments` and runs what others trigger until shut down (see the
-    /// [module documentation](crate::Worker)). Returns `Ok(())` after a shutdown once nothing
+    /// Registers `deployments` and runs what others trigger until shut down (see [`Worker`]). Returns `Ok(())` after a shutdown once nothing
     /// it claimed is left running; an error when it cannot start or the server stops
     /// accepting it.
     pub async fn serve(
