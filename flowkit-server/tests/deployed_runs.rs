@@ -43,25 +43,31 @@ fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("server runtime");
         let db = format!("sqlite://{}", dir.path().join("flowkit.db").display());
-        let mut config = flowkit_server::config::Config::new(db);
-        config.settings.lease = LEASE;
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let server = runtime
-            .block_on(flowkit_server::spawn(listener, config))
-            .expect("start the server");
-        let url = format!("http://{}", server.addr());
-        runtime.spawn(async move {
-            let _server = server;
-            std::future::pending::<()>().await
-        });
+        // Started from a thread of its own: `shared` is called from inside the tests' runtimes.
+        let (runtime, url) = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            let mut config = flowkit_server::config::Config::new(db);
+            config.settings.lease = LEASE;
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .expect("bind");
+            let server = runtime
+                .block_on(flowkit_server::spawn(listener, config))
+                .expect("start the server");
+            let url = format!("http://{}", server.addr());
+            runtime.spawn(async move {
+                let _server = server;
+                std::future::pending::<()>().await
+            });
+            (runtime, url)
+        })
+        .join()
+        .expect("the server starts");
 
         let mut cfg = flowkit::config::Config::from_env();
         cfg.home = dir.path().join("home");
@@ -339,7 +345,11 @@ async fn a_cancelled_run_ends_cancelled_with_its_tasks_and_its_hook_runs() {
         .run_id;
     assert_eq!(last_of(task), Some(StateType::Cancelled));
     assert_eq!(last_of(id), Some(StateType::Cancelled));
-    assert_eq!(CANCEL_HOOKS.load(Ordering::SeqCst), 1, "on_failure ran once");
+    assert_eq!(
+        CANCEL_HOOKS.load(Ordering::SeqCst),
+        1,
+        "on_failure ran once"
+    );
     stop_worker(stop, serving).await;
 }
 

@@ -5,10 +5,10 @@ pub use crate::deployment::{
     FlowTypes, Parameter, StartFn, accepts_null, check_parameter, output_json, output_schema,
     subschema,
 };
-pub use crate::run::deployed::OutputFn;
 pub use crate::event::RunKind;
 pub use crate::policy::cache::hash_inputs;
 pub use crate::run::body::{Body, Once, Repeat, once, repeat};
+pub use crate::run::deployed::OutputFn;
 pub use crate::run::executor::run;
 pub use crate::run::handle::{call_with, submit, submit_with};
 pub use crate::run::map::map;

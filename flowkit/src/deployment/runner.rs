@@ -57,7 +57,10 @@ impl Deployment {
                     "the worker cannot run these parameters (is it serving the version the run \
                      was triggered for?): {invalid}"
                 );
-                deployed.end(State::with_message(StateType::Failed, message), Some(details));
+                deployed.end(
+                    State::with_message(StateType::Failed, message),
+                    Some(details),
+                );
                 Started {
                     deployed,
                     run: None,

@@ -223,8 +223,10 @@ impl Deployed {
         }
         // `state` above latched a final event, or one was latched before; `state` itself
         // (unsent) only if the run's emitter lost it.
-        self.final_event()
-            .unwrap_or_else(|| self.emitter().event_of(self.attempt(), state_for_fallback()))
+        self.final_event().unwrap_or_else(|| {
+            self.emitter()
+                .event_of(self.attempt(), state_for_fallback())
+        })
     }
 
     /// The details of a flow run that never started.

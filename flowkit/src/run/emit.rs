@@ -2,8 +2,8 @@
 
 use crate::bus;
 use crate::context::{self, Recorder};
-use crate::run::deployed::Deployed;
 use crate::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
+use crate::run::deployed::Deployed;
 use crate::state::State;
 use chrono::Utc;
 use std::borrow::Cow;
@@ -29,10 +29,13 @@ pub(crate) struct Emitter {
 impl Emitter {
     /// The state event this emitter would send, not sent.
     pub fn event_of(&self, attempt: u32, state: State) -> Event {
-        self.event(attempt, EventBody::State {
-            state,
-            details: None,
-        })
+        self.event(
+            attempt,
+            EventBody::State {
+                state,
+                details: None,
+            },
+        )
     }
 
     fn event(&self, attempt: u32, body: EventBody) -> Event {

@@ -129,7 +129,10 @@ pub(crate) struct RunCancelled;
 /// Runs `execution` until it ends (`Some`) or `deployed` is cancelled before the run recorded
 /// its final state (`None`: the execution is dropped). A cancellation that comes after the
 /// final state (while `on_completion` hooks run, say) lets the execution finish.
-async fn until_cancelled<F: std::future::Future>(deployed: &Deployed, execution: F) -> Option<F::Output> {
+async fn until_cancelled<F: std::future::Future>(
+    deployed: &Deployed,
+    execution: F,
+) -> Option<F::Output> {
     tokio::pin!(execution);
     let mut ignore_cancel = false;
     loop {
@@ -220,11 +223,10 @@ impl<T> Execution<T> {
             .unwrap_or_else(crate::ids::new_id);
         // A deployed run's token, else the enclosing deployed flow's (for its task runs and
         // subflows).
-        let lease = deployed.as_ref().map(|d| d.lease).or_else(|| {
-            parent
-                .and_then(|f| f.flow.as_ref())
-                .and_then(|f| f.lease)
-        });
+        let lease = deployed
+            .as_ref()
+            .map(|d| d.lease)
+            .or_else(|| parent.and_then(|f| f.flow.as_ref()).and_then(|f| f.lease));
         let parent_run_id = parent.and_then(|f| f.run.as_ref()).map(|r| r.id);
         let recorder = parent.and_then(|f| f.recorder.clone());
         let held_tags = parent.and_then(|f| f.held_tags.clone());

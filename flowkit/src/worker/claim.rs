@@ -9,9 +9,7 @@ use super::api::{Api, CallError};
 use super::execute::Runs;
 use crate::deployment::Deployment;
 use crate::http::Backoff;
-use flowkit_wire::api::workers::{
-    ClaimRequest, ClaimResponse, ClaimedRun, MAX_CLAIM_RUNS, Served,
-};
+use flowkit_wire::api::workers::{ClaimRequest, ClaimResponse, ClaimedRun, MAX_CLAIM_RUNS, Served};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

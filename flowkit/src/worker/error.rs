@@ -25,7 +25,9 @@ pub enum ServeError {
     )]
     NoServer,
     /// `serve` was given no deployment.
-    #[error("nothing to serve: give serve at least one deployment (`my_flow::deployment(\"name\")`)")]
+    #[error(
+        "nothing to serve: give serve at least one deployment (`my_flow::deployment(\"name\")`)"
+    )]
     NoDeployments,
     /// A deployment's spec is invalid (its names, defaults or limit).
     #[error("{0}")]

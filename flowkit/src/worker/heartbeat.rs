@@ -23,6 +23,9 @@ use uuid::Uuid;
 /// The shortest wait between heartbeats, whatever the lease.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How often the thread looks at the lease and at whether it should stop.
+const TICK: Duration = Duration::from_millis(100);
+
 /// What a heartbeat says about the worker.
 pub(crate) struct Identity {
     pub url: String,
@@ -76,14 +79,22 @@ fn beat(
     stopped: mpsc::Receiver<()>,
 ) {
     let mut last_ok = Instant::now();
+    let mut last_beat = Instant::now();
     let mut failing = false;
     loop {
+        // The lease may change (the first claim's answer tells it): the wait is re-read every
+        // tick.
         let lease = held.lease();
         let every = interval(lease);
-        match stopped.recv_timeout(every) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        let now = Instant::now();
+        let due = last_beat + every;
+        if now < due {
+            match stopped.recv_timeout((due - now).min(TICK)) {
+                Err(RecvTimeoutError::Timeout) => continue,
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            }
         }
+        last_beat = now;
         let request = HeartbeatRequest {
             worker: identity.worker,
             worker_name: identity.worker_name.clone(),
@@ -105,7 +116,10 @@ fn beat(
                 last_ok = Instant::now();
                 held.set_lease_seconds(answer.lease_seconds);
                 if !answer.cancel.is_empty() {
-                    held.cancel(&answer.cancel, "cancelled on request (the server asked the worker to stop the run)");
+                    held.cancel(
+                        &answer.cancel,
+                        "cancelled on request (the server asked the worker to stop the run)",
+                    );
                 }
                 if !answer.lost.is_empty() {
                     tracing::warn!(

@@ -174,8 +174,14 @@ mod tests {
         assert_eq!(
             leases,
             [
-                HeldLease { run_id: a.run_id, token: 3 },
-                HeldLease { run_id: b.run_id, token: 7 }
+                HeldLease {
+                    run_id: a.run_id,
+                    token: 3
+                },
+                HeldLease {
+                    run_id: b.run_id,
+                    token: 7
+                }
             ]
         );
 
