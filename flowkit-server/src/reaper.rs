@@ -26,10 +26,7 @@ pub async fn reap_now(state: &AppState) -> Result<usize, StoreError> {
         let Reaped { runs, requeued } = state.store().reap().await?;
         total += runs.len();
         if !runs.is_empty() {
-            tracing::info!(
-                runs = runs.len(),
-                "reaper: decided runs whose lease expired"
-            );
+            tracing::info!(runs = runs.len(), "reaper: decided runs whose lease expired");
             state.wakeups().run_ended();
         }
         if requeued {

@@ -21,10 +21,10 @@ use crate::store::{
 };
 use crate::stream::changes_of;
 use axum::extract::{FromRequestParts, Path, State};
+use axum::{Extension, Json};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use flowkit_wire::api::PREFIX;
 use flowkit_wire::api::deployments::{
@@ -625,15 +625,7 @@ pub async fn trigger(
                 .await?
                 .iter()
                 .any(|w| w.versions.contains(&version.version));
-    let new = new_run(
-        &version,
-        &deployment,
-        &request,
-        tags,
-        parameters,
-        now,
-        served,
-    );
+    let new = new_run(&version, &deployment, &request, tags, parameters, now, served);
     let run_id = new.event.run_id;
     let event = new.event.clone();
     let new = NewRun {
@@ -707,10 +699,7 @@ fn new_run(
 ) -> NewRun {
     let run_id = Uuid::now_v7();
     let message = if served {
-        format!(
-            "waiting for a worker of {deployment} (version {:?})",
-            version.version
-        )
+        format!("waiting for a worker of {deployment} (version {:?})", version.version)
     } else {
         format!(
             "waiting for a worker: no worker serves {deployment} yet (version {:?})",

@@ -16,11 +16,11 @@ use flowkit_wire::api::logs::LogEntry;
 use flowkit_wire::api::page::Page;
 use flowkit_wire::api::run_actions::{BulkCancel, BulkCancelled, CancelRequest};
 use flowkit_wire::api::runs::Run;
-use flowkit_wire::api::stream::{Lagged, RunChange};
 use flowkit_wire::api::workers::{
     ClaimRequest, ClaimResponse, ClaimedRun, FinishRequest, HeartbeatRequest, HeartbeatResponse,
     HeldLease, LiveWorker, ReleaseRequest, Served,
 };
+use flowkit_wire::api::stream::{Lagged, RunChange};
 use flowkit_wire::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
 use flowkit_wire::state::{State, StateType};
 use std::sync::OnceLock;

@@ -158,15 +158,8 @@ pub async fn bulk_cancel(
             ));
         }
     }
-    if request
-        .reason
-        .as_ref()
-        .is_some_and(|r| r.len() > MAX_MESSAGE_BYTES)
-    {
-        problems.push(field(
-            "/reason",
-            format!("at most {MAX_MESSAGE_BYTES} bytes"),
-        ));
+    if request.reason.as_ref().is_some_and(|r| r.len() > MAX_MESSAGE_BYTES) {
+        problems.push(field("/reason", format!("at most {MAX_MESSAGE_BYTES} bytes")));
     }
     if !problems.is_empty() {
         return Err(ApiError::invalid_fields(problems));

@@ -26,8 +26,8 @@ use flowkit_wire::api::ingest::{MAX_MESSAGE_BYTES, MAX_NAME_CHARS};
 use flowkit_wire::api::runs::Run;
 use flowkit_wire::api::workers::{
     ClaimRequest, ClaimResponse, FinishRequest, HeartbeatRequest, HeartbeatResponse,
-    MAX_CLAIM_RUNS, MAX_CLAIM_WAIT_SECONDS, MAX_LEASES_PER_HEARTBEAT, MAX_RESULT_BYTES, MAX_SERVED,
-    ReleaseRequest, Served,
+    MAX_CLAIM_RUNS, MAX_CLAIM_WAIT_SECONDS, MAX_LEASES_PER_HEARTBEAT, MAX_RESULT_BYTES,
+    MAX_SERVED, ReleaseRequest, Served,
 };
 use flowkit_wire::event::{EventBody, RunKind};
 use flowkit_wire::state::StateType;
@@ -70,9 +70,7 @@ fn check_worker(name: &str, served: &[Served], found: &mut Vec<FieldError>) {
         if let Err(message) = check_name("deployment", &s.name) {
             found.push(field(&format!("/deployments/{i}/name"), message));
         }
-        if s.version.trim().is_empty()
-            || s.version.chars().count() > 1000
-            || s.version.contains('\0')
+        if s.version.trim().is_empty() || s.version.chars().count() > 1000 || s.version.contains('\0')
         {
             found.push(field(
                 &format!("/deployments/{i}/version"),
@@ -283,10 +281,7 @@ pub async fn finish(
             format!("the event must be of the flow run {id}"),
         )]));
     }
-    let EventBody::State {
-        state: run_state, ..
-    } = &event.body
-    else {
+    let EventBody::State { state: run_state, .. } = &event.body else {
         return Err(ApiError::invalid_fields(vec![field(
             "/event/kind",
             "the event must be a state event",

@@ -18,8 +18,7 @@ use super::dialect::{Dialect, PushBind};
 use super::queries::{Columns, push_list, read_all};
 use super::rows::{corrupt, group_of, parse_attempt, parse_state};
 use super::{
-    BulkCancelFilter, ClaimOrder, HeartbeatOutcome, LeaseCall, Reaped, RunAction, StoreError,
-    WorkerSeen,
+    BulkCancelFilter, ClaimOrder, HeartbeatOutcome, LeaseCall, Reaped, RunAction, StoreError, WorkerSeen,
 };
 use chrono::{DateTime, Utc};
 use flowkit_wire::api::workers::{ClaimedRun, LiveWorker};
@@ -454,9 +453,7 @@ pub(crate) async fn claim<D: Dialect>(
             continue;
         };
         let version = if candidate.pinned {
-            served
-                .iter()
-                .find(|v| Some(&v.version) == run.version.as_ref())
+            served.iter().find(|v| Some(&v.version) == run.version.as_ref())
         } else {
             served.first()
         };
@@ -495,11 +492,7 @@ pub(crate) async fn claim<D: Dialect>(
         claimed.push(ClaimedRun {
             run_id: run.id,
             flow: key.split('/').next().unwrap_or_default().to_string(),
-            name: key
-                .split_once('/')
-                .map(|(_, n)| n)
-                .unwrap_or_default()
-                .to_string(),
+            name: key.split_once('/').map(|(_, n)| n).unwrap_or_default().to_string(),
             version: version.version.clone(),
             parameters: candidate.parameters.clone().unwrap_or_default(),
             attempt: run.attempt,
@@ -630,8 +623,7 @@ pub(crate) async fn finish<D: Dialect>(
         .bind(run.id);
     D::execute(&mut tx, &mut q).await?;
     if let Some(result) = &finished.result {
-        let mut q =
-            QueryBuilder::new("INSERT INTO run_results (run_id, result, bytes, created) VALUES (");
+        let mut q = QueryBuilder::new("INSERT INTO run_results (run_id, result, bytes, created) VALUES (");
         q.bind(run.id)
             .push(", ")
             .bind(result.clone().into_bytes())
@@ -775,13 +767,11 @@ pub(crate) async fn reap<D: Dialect>(conn: &mut D::Connection) -> Result<Reaped,
                 q.push("UPDATE runs SET ");
             }
         }
-        q.push(
-            "lease_token = lease_token + 1, lease_expires = NULL, lease_worker = NULL WHERE id = ",
-        )
-        .bind(run.id)
-        .push(" AND lease_token = ")
-        .bind(run.lease_token)
-        .push(" AND lease_expires IS NOT NULL");
+        q.push("lease_token = lease_token + 1, lease_expires = NULL, lease_worker = NULL WHERE id = ")
+            .bind(run.id)
+            .push(" AND lease_token = ")
+            .bind(run.lease_token)
+            .push(" AND lease_expires IS NOT NULL");
         // Another replica's reaper decided it first: nothing to do.
         if D::rows_affected(&D::execute(&mut tx, &mut q).await?) == 0 {
             continue;
@@ -789,10 +779,7 @@ pub(crate) async fn reap<D: Dialect>(conn: &mut D::Connection) -> Result<Reaped,
         for state in &states {
             insert_state::<D>(&mut tx, &run, state).await?;
         }
-        if states
-            .last()
-            .is_some_and(|s| s.state == StateType::Scheduled)
-        {
+        if states.last().is_some_and(|s| s.state == StateType::Scheduled) {
             reaped.requeued = true;
         }
         reaped.runs.push(run.id);

@@ -18,13 +18,13 @@ use chrono::{DateTime, Utc};
 use flowkit_wire::api::deployments::{DeploymentSpec, DeploymentSummary, DeploymentVersion};
 use flowkit_wire::api::run_actions::BulkCancelled;
 use flowkit_wire::api::workers::{ClaimedRun, LiveWorker, Served};
+use std::collections::HashMap;
+use std::time::Duration;
 use flowkit_wire::event::{Event, LogLevel};
 use flowkit_wire::state::StateType;
 use queries::{Maintenance, Written};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
 use uuid::Uuid;
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]

@@ -5,8 +5,8 @@
 //! ([`BulkWrite`]: multi-row `VALUES` on SQLite, `UNNEST` of arrays on PostgreSQL).
 
 use super::cursor::Cursor;
-use super::dialect::{Bind, Dialect, Get, PushBind};
 use super::leases;
+use super::dialect::{Bind, Dialect, Get, PushBind};
 use super::rows::{
     self, LogRow, Plan, RunRow, StateRow, StatsFrame, corrupt, from_micros, micros, parse_attempt,
     parse_kind, parse_level, parse_state,
@@ -54,10 +54,7 @@ impl<D: Dialect> Columns<'_, D> {
     }
 
     /// A nullable column holding JSON text.
-    pub(super) fn opt_json<T: DeserializeOwned>(
-        &self,
-        column: &str,
-    ) -> Result<Option<T>, StoreError> {
+    pub(super) fn opt_json<T: DeserializeOwned>(&self, column: &str) -> Result<Option<T>, StoreError> {
         let text: Option<String> = self.get(column)?;
         text.map(|text| serde_json::from_str(&text))
             .transpose()
@@ -528,7 +525,9 @@ pub(crate) async fn maintain<D: BulkWrite>(
             .await
             .map(|registration| Written::Registered(Box::new(registration))),
         Maintenance::Trigger(run) => trigger::<D>(conn, run).await.map(Written::Triggered),
-        Maintenance::Claim(order) => leases::claim::<D>(conn, order).await.map(Written::Claimed),
+        Maintenance::Claim(order) => leases::claim::<D>(conn, order)
+            .await
+            .map(Written::Claimed),
         Maintenance::Heartbeat {
             worker,
             leases: held,
@@ -555,7 +554,9 @@ pub(crate) async fn maintain<D: BulkWrite>(
         Maintenance::BulkCancel(filter) => leases::bulk_cancel::<D>(conn, filter)
             .await
             .map(Written::BulkCancelled),
-        Maintenance::Retry(run_id) => leases::retry::<D>(conn, *run_id).await.map(Written::Action),
+        Maintenance::Retry(run_id) => leases::retry::<D>(conn, *run_id)
+            .await
+            .map(Written::Action),
         Maintenance::StaleEvents { worker, refused } => {
             leases::record_stale_events::<D>(conn, worker, *refused).await?;
             Ok(Written::Count(0))
@@ -728,7 +729,9 @@ pub(crate) fn merge_runs<D: Dialect>() -> String {
              ELSE {greatest}(runs.state_ts, excluded.state_ts) END"
         ),
         // Evaluated on the row before the update, like every right-hand side.
-        format!("server_state = CASE WHEN {takeover} THEN FALSE ELSE runs.server_state END"),
+        format!(
+            "server_state = CASE WHEN {takeover} THEN FALSE ELSE runs.server_state END"
+        ),
         // The carrier of the event's token: a run's own token only changes by the server.
         "lease_token = runs.lease_token".to_string(),
         format!("created = {least}(runs.created, excluded.created)"),

@@ -200,11 +200,7 @@ async fn claims_take_due_runs_oldest_first_exactly_once(server: &TestServer) {
     let worker = Worker::new("host:1", &["v1"]);
     let claimed = worker.claim(server, 10, 0).await;
     let ids: Vec<Uuid> = claimed.iter().map(run_id).collect();
-    assert_eq!(
-        ids,
-        [run_id(&first), run_id(&second)],
-        "due runs, oldest first"
-    );
+    assert_eq!(ids, [run_id(&first), run_id(&second)], "due runs, oldest first");
     assert_eq!(claimed[0]["token"], 1);
     assert_eq!(claimed[0]["attempt"], 1);
     assert_eq!(claimed[0]["max_attempts"], 1);
@@ -222,22 +218,14 @@ async fn claims_take_due_runs_oldest_first_exactly_once(server: &TestServer) {
     );
     // Claimed once: nothing left that is due, for this worker or another.
     assert!(worker.claim(server, 10, 0).await.is_empty());
-    assert!(
-        Worker::new("host:2", &["v1"])
-            .claim(server, 10, 0)
-            .await
-            .is_empty()
-    );
+    assert!(Worker::new("host:2", &["v1"]).claim(server, 10, 0).await.is_empty());
     assert_eq!(run(server, run_id(&later)).await["state"], "Scheduled");
     // The worker is listed as live, serving v1.
     let detail = server
         .get_ok(&format!("/api/v1/deployments/{FLOW}/{NAME}"))
         .await;
     assert_eq!(detail["serving_version"], "v1");
-    let live = detail["live_workers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let live = detail["live_workers"].as_array().cloned().unwrap_or_default();
     assert!(
         live.iter()
             .any(|w| w["name"] == "host:1" && w["versions"] == json!(["v1"])),
@@ -262,13 +250,7 @@ async fn claims_follow_pinned_versions_and_concurrency_limits(server: &TestServe
     assert_eq!(run(server, run_id(&b)).await["version"], "v2");
     assert!(v2.claim(server, 10, 0).await.is_empty(), "at the limit");
     // The slot comes back when the run finishes.
-    let done = run_event(
-        run_id(&b),
-        StateType::Completed,
-        1,
-        Some(1),
-        Duration::zero(),
-    );
+    let done = run_event(run_id(&b), StateType::Completed, 1, Some(1), Duration::zero());
     let reply = finish(server, run_id(&b), token(&got[0]), &done, json!(1)).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let next = v2.claim(server, 10, 0).await;
@@ -309,12 +291,7 @@ async fn claims_refuse_bad_bodies(server: &TestServer) {
             body[k] = v;
         }
         let reply = server.post_json("/api/v1/workers/claim", &body).await;
-        assert_eq!(
-            reply.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{patch}: {}",
-            reply.body
-        );
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{patch}: {}", reply.body);
         assert_eq!(reply.error_code(), "invalid_body");
         assert!(
             reply.body["error"]["details"]
@@ -347,10 +324,7 @@ async fn a_waiting_claim_is_woken_by_a_trigger_and_the_wait_is_bounded(server: &
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         trigger(server, json!({"parameters": {}})).await
     });
-    assert_eq!(
-        claimed.iter().map(run_id).collect::<Vec<_>>(),
-        [run_id(&triggered)]
-    );
+    assert_eq!(claimed.iter().map(run_id).collect::<Vec<_>>(), [run_id(&triggered)]);
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
 
@@ -368,34 +342,12 @@ async fn finish_stores_the_final_state_and_the_result(server: &TestServer) {
     // Not a final state, or not this run: 422.
     let not_final = run_event(id, StateType::Running, 1, Some(lease), Duration::zero());
     let reply = finish(server, id, lease, &not_final, json!(null)).await;
-    assert_eq!(
-        reply.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "{}",
-        reply.body
-    );
-    let other = run_event(
-        Uuid::now_v7(),
-        StateType::Completed,
-        1,
-        Some(lease),
-        Duration::zero(),
-    );
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.body);
+    let other = run_event(Uuid::now_v7(), StateType::Completed, 1, Some(lease), Duration::zero());
     let reply = finish(server, id, lease, &other, json!(null)).await;
-    assert_eq!(
-        reply.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "{}",
-        reply.body
-    );
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.body);
     // A wrong token: 409 stale_lease, nothing changes.
-    let done = run_event(
-        id,
-        StateType::Completed,
-        1,
-        Some(lease),
-        -Duration::hours(1),
-    );
+    let done = run_event(id, StateType::Completed, 1, Some(lease), -Duration::hours(1));
     let reply = finish(server, id, lease + 1, &done, json!({"rmse": 0.1})).await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
     assert_eq!(reply.error_code(), "stale_lease");
@@ -403,10 +355,7 @@ async fn finish_stores_the_final_state_and_the_result(server: &TestServer) {
     let reply = finish(server, id, lease, &done, json!({"rmse": 0.1})).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["state"], "Completed");
-    let ended = reply.body["state_timestamp"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let ended = reply.body["state_timestamp"].as_str().unwrap_or_default().to_string();
     let result = server.get(&format!("/api/v1/flow-runs/{id}/result")).await;
     assert_eq!(result.status, StatusCode::OK);
     assert_eq!(result.body, json!({"rmse": 0.1}));
@@ -463,10 +412,7 @@ async fn server_states_hold_against_client_events_and_stale_tokens_are_refused(
     assert_eq!(rejected.len(), 1, "{reply}");
     assert_eq!(rejected[0]["index"], 0);
     assert_eq!(rejected[0]["error"]["code"], "stale_lease");
-    assert_eq!(
-        server.store.stale_events("skewed:1").await.expect("count"),
-        1
-    );
+    assert_eq!(server.store.stale_events("skewed:1").await.expect("count"), 1);
     // An event without a token does not move a server state either.
     assert_eq!(run(server, id).await["state"], "Scheduled");
     let done = run_event(id, StateType::Completed, 1, Some(lease), Duration::zero());
@@ -489,11 +435,7 @@ async fn a_dead_workers_run_crashes_and_is_requeued_while_it_has_attempts(server
     let again = second.claim(server, 1, 0).await;
     assert_eq!(run_id(&again[0]), id);
     assert_eq!(again[0]["attempt"], 2);
-    assert_eq!(
-        token(&again[0]),
-        token(&claimed[0]) + 2,
-        "the reaper moved the token on"
-    );
+    assert_eq!(token(&again[0]), token(&claimed[0]) + 2, "the reaper moved the token on");
     // It dies too: no attempt left, the run stays Crashed.
     assert_eq!(expire_leases(server).await, 1);
     let crashed = run(server, id).await;
@@ -520,17 +462,12 @@ async fn a_dead_workers_cancelling_run_becomes_cancelled(server: &TestServer) {
     let worker = Worker::new("host:1", &["v1"]);
     let claimed = worker.claim(server, 1, 0).await;
     let reply = server
-        .post_json(
-            &format!("/api/v1/flow-runs/{id}/cancel"),
-            &json!({"reason": "not needed"}),
-        )
+        .post_json(&format!("/api/v1/flow-runs/{id}/cancel"), &json!({"reason": "not needed"}))
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["state"], "Cancelling");
     // Again: unchanged.
-    let reply = server
-        .post_raw(&format!("/api/v1/flow-runs/{id}/cancel"), "")
-        .await;
+    let reply = server.post_raw(&format!("/api/v1/flow-runs/{id}/cancel"), "").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["state"], "Cancelling");
     // The worker hears it with its next heartbeat...
@@ -575,12 +512,7 @@ async fn heartbeats_extend_leases_and_report_lost_ones(server: &TestServer) {
             &json!({"worker": worker.id, "worker_name": "host:1", "deployments": [], "leases": too_many}),
         )
         .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "{}",
-        reply.body
-    );
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.body);
 }
 
 async fn release_hands_a_run_back(server: &TestServer) {
@@ -619,22 +551,16 @@ async fn cancel_and_retry_follow_the_state_rules(server: &TestServer) {
     register(server, "v1", None, 0).await;
     let id = run_id(&trigger(server, json!({"parameters": {}})).await);
     // Not started: Cancelled at once; a worker no longer gets it.
-    let reply = server
-        .post_raw(&format!("/api/v1/flow-runs/{id}/cancel"), "")
-        .await;
+    let reply = server.post_raw(&format!("/api/v1/flow-runs/{id}/cancel"), "").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["state"], "Cancelled");
     let worker = Worker::new("host:1", &["v1"]);
     assert!(worker.claim(server, 1, 0).await.is_empty());
-    let reply = server
-        .post_raw(&format!("/api/v1/flow-runs/{id}/cancel"), "")
-        .await;
+    let reply = server.post_raw(&format!("/api/v1/flow-runs/{id}/cancel"), "").await;
     assert_eq!(reply.status, StatusCode::CONFLICT);
     assert_eq!(reply.body["error"]["state"], "Cancelled");
     // Retry: the same run as attempt 2, claimable again.
-    let reply = server
-        .post_raw(&format!("/api/v1/flow-runs/{id}/retry"), "")
-        .await;
+    let reply = server.post_raw(&format!("/api/v1/flow-runs/{id}/retry"), "").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["state"], "Scheduled");
     assert_eq!(reply.body["attempt"], 2);
@@ -643,9 +569,7 @@ async fn cancel_and_retry_follow_the_state_rules(server: &TestServer) {
     assert_eq!(claimed[0]["attempt"], 2);
     assert_eq!(claimed[0]["max_attempts"], 2);
     // Retry of a run that has not failed: 409 with its state.
-    let reply = server
-        .post_raw(&format!("/api/v1/flow-runs/{id}/retry"), "")
-        .await;
+    let reply = server.post_raw(&format!("/api/v1/flow-runs/{id}/retry"), "").await;
     assert_eq!(reply.status, StatusCode::CONFLICT);
     assert_eq!(reply.body["error"]["state"], "Pending");
     // Unknown runs: 404; a run not deployed cannot be retried.
@@ -665,12 +589,7 @@ async fn cancel_and_retry_follow_the_state_rules(server: &TestServer) {
     let reply = server
         .post_raw(&format!("/api/v1/flow-runs/{id}/cancel"), "{\"why\": 1}")
         .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "{}",
-        reply.body
-    );
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.body);
 }
 
 async fn bulk_cancel_takes_pages_of_matching_runs(server: &TestServer) {
@@ -697,12 +616,7 @@ async fn bulk_cancel_takes_pages_of_matching_runs(server: &TestServer) {
         json!({"states": ["Completed"]}),
     ] {
         let reply = server.post_json("/api/v1/flow-runs/cancel", &bad).await;
-        assert_eq!(
-            reply.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{bad}: {}",
-            reply.body
-        );
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {}", reply.body);
     }
 }
 
@@ -721,9 +635,7 @@ async fn results_are_read_and_waited_for(server: &TestServer) {
     register(server, "v1", None, 0).await;
     let id = run_id(&trigger(server, json!({"parameters": {}})).await);
     // Not final: 202 with the run and where to ask again.
-    let reply = server
-        .get(&format!("/api/v1/flow-runs/{id}/result?wait=1"))
-        .await;
+    let reply = server.get(&format!("/api/v1/flow-runs/{id}/result?wait=1")).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
     assert_eq!(reply.body["state"], "Scheduled");
     for bad in ["61", "-1", "soon"] {
@@ -743,37 +655,26 @@ async fn results_are_read_and_waited_for(server: &TestServer) {
     // A waiting read is answered when the worker finishes the run.
     let worker = Worker::new("host:1", &["v1"]);
     let waiting = format!("/api/v1/flow-runs/{id}/result?wait=20");
-    let (reply, ()) = tokio::join!(server.get(&waiting), async {
-        let claimed = worker.claim(server, 1, 0).await;
-        let done = run_event(
-            id,
-            StateType::Completed,
-            1,
-            Some(token(&claimed[0])),
-            Duration::zero(),
-        );
-        let reply = finish(server, id, token(&claimed[0]), &done, json!([1, 2, 3])).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    });
+    let (reply, ()) = tokio::join!(
+        server.get(&waiting),
+        async {
+            let claimed = worker.claim(server, 1, 0).await;
+            let done = run_event(id, StateType::Completed, 1, Some(token(&claimed[0])), Duration::zero());
+            let reply = finish(server, id, token(&claimed[0]), &done, json!([1, 2, 3])).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        }
+    );
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body, json!([1, 2, 3]));
     // A run that ended otherwise: 409 run_not_completed with its state and message.
     let failed = run_id(&trigger(server, json!({"parameters": {}})).await);
     let claimed = worker.claim(server, 1, 0).await;
-    let mut boom = run_event(
-        failed,
-        StateType::Failed,
-        1,
-        Some(token(&claimed[0])),
-        Duration::zero(),
-    );
+    let mut boom = run_event(failed, StateType::Failed, 1, Some(token(&claimed[0])), Duration::zero());
     if let flowkit_server::wire::EventBody::State { state, .. } = &mut boom.body {
         state.message = Some("boom".into());
     }
     finish(server, failed, token(&claimed[0]), &boom, json!(null)).await;
-    let reply = server
-        .get(&format!("/api/v1/flow-runs/{failed}/result"))
-        .await;
+    let reply = server.get(&format!("/api/v1/flow-runs/{failed}/result")).await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
     assert_eq!(reply.error_code(), "run_not_completed");
     assert_eq!(reply.body["error"]["state"], "Failed");
@@ -790,13 +691,7 @@ async fn results_are_read_and_waited_for(server: &TestServer) {
     let (reply, ()) = tokio::join!(prefer_trigger(server, "wait=20"), async {
         let claimed = worker.claim(server, 1, 20).await;
         let run = run_id(&claimed[0]);
-        let done = run_event(
-            run,
-            StateType::Completed,
-            1,
-            Some(token(&claimed[0])),
-            Duration::zero(),
-        );
+        let done = run_event(run, StateType::Completed, 1, Some(token(&claimed[0])), Duration::zero());
         finish(server, run, token(&claimed[0]), &done, json!({"ok": true})).await;
     });
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);

@@ -77,10 +77,7 @@ async fn a_result_goes_with_its_run(env: &mut Env) {
         timestamp: Utc::now(),
         result: Some("{\"rmse\":0.5}".into()),
     };
-    assert_eq!(
-        store.finish(finished).await.expect("finish"),
-        LeaseCall::Done
-    );
+    assert_eq!(store.finish(finished).await.expect("finish"), LeaseCall::Done);
     assert_eq!(
         store.run_result(run.run_id).await.expect("read").as_deref(),
         Some(&b"{\"rmse\":0.5}"[..])
