@@ -2,11 +2,13 @@
 //! without notice.
 
 pub use crate::deployment::{
-    FlowTypes, Parameter, accepts_null, check_parameter, output_schema, subschema,
+    FlowTypes, Parameter, StartFn, accepts_null, check_parameter, output_json, output_schema,
+    subschema,
 };
 pub use crate::event::RunKind;
 pub use crate::policy::cache::hash_inputs;
 pub use crate::run::body::{Body, Once, Repeat, once, repeat};
+pub use crate::run::deployed::OutputFn;
 pub use crate::run::executor::run;
 pub use crate::run::handle::{call_with, submit, submit_with};
 pub use crate::run::map::map;
@@ -33,9 +35,14 @@ pub fn deployment(name: &str, spec: &'static TaskSpec, types: FlowTypes<'_>) -> 
 pub trait Fallible {
     /// `T`.
     type Ok;
+    /// `Some(&T)` for `Ok(T)`, `None` for an `Err`.
+    fn ok_ref(&self) -> Option<&Self::Ok>;
 }
 impl<T, E> Fallible for Result<T, E> {
     type Ok = T;
+    fn ok_ref(&self) -> Option<&T> {
+        self.as_ref().ok()
+    }
 }
 
 // What `deployment()` asks of a flow's types. Each bound is written at the argument's (or the

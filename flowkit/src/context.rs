@@ -48,6 +48,9 @@ pub(crate) struct FlowScope {
     /// Kept results by (task key + inputs hash): the encoded output and the attempt that
     /// produced it.
     pub kept: Mutex<HashMap<[u8; 32], KeptResult>>,
+    /// The fencing token of the deployed run this flow run belongs to (its own claim, or the
+    /// enclosing deployed flow's for a subflow): set on every event of its runs and logs.
+    pub lease: Option<u64>,
 }
 
 /// An encoded output and the flow attempt that produced it.

@@ -42,7 +42,9 @@
 //! per-call entry points ([`CallOptions`], [`TaskHandle`], [`spawn`], [`Map`], [`WaitFor`]),
 //! the policies ([`RetryPolicy`], [`TimedOut`], [`limits`]), the record of a run ([`State`],
 //! [`StateType`], [`Event`] and its parts, shared with the server), the lifecycle ([`init`],
-//! [`flush`]) and deployments ([`Deployment`], [`FlowSignature`], [`DeploymentSpec`]). The
+//! [`flush`]), deployments ([`Deployment`], [`FlowSignature`], [`DeploymentSpec`]) and the
+//! worker that runs them for others ([`serve`], [`Worker`], [`ShutdownHandle`],
+//! [`ServeError`]). The
 //! modules hold what you extend or configure:
 //!
 //! | module | what it holds |
@@ -71,6 +73,7 @@ mod ids;
 mod lifecycle;
 mod policy;
 mod run;
+mod worker;
 
 // The wire model, shared with the server (crate `flowkit-wire`).
 pub(crate) use flowkit_wire::{event, state};
@@ -89,6 +92,7 @@ pub use policy::timeout::TimedOut;
 pub use run::handle::{TaskHandle, spawn};
 pub use run::map::{DEFAULT_MAP_CONCURRENCY, Map};
 pub use run::spec::{CallOptions, WaitFor};
+pub use worker::{ServeError, ShutdownHandle, Worker, serve};
 
 /// A fresh run id (UUID v7, time-ordered). Not a stable API: for tests and tools that forge
 /// events.

@@ -139,6 +139,14 @@ pub(crate) fn deployment(
             }
         }
     };
+    let idents: Vec<&syn::Ident> = args.iter().map(|a| &a.ident).collect();
+    let out_ty = &config.sig.output;
+    // `T` of `Result<T, E>` for a fallible flow (`None` for an `Err`), else the whole output.
+    let ok_ref = if config.sig.fallible {
+        quote!(#p::Fallible::ok_ref(__flowkit_out))
+    } else {
+        quote!(::core::option::Option::Some(__flowkit_out))
+    };
     let fn_doc = format!(
         "A deployment of the flow `{}` named `name`: see `flowkit::Deployment`. Needs every \
          argument to be `serde::de::DeserializeOwned + schemars::JsonSchema` and the output \
@@ -163,6 +171,17 @@ pub(crate) fn deployment(
                 ),*],
                 output_schema: #p::output_schema::<#output>,
                 check: #check,
+                start: |__flowkit_params, __flowkit_site| {
+                    let (#(#idents,)*) =
+                        <Self as ::flowkit::FlowSignature>::args_from_json(__flowkit_params)?;
+                    ::core::result::Result::Ok(::std::boxed::Box::pin(async move {
+                        let _ = Self::__flowkit_spawnable(__flowkit_site, #(#idents),*).await;
+                    }))
+                },
+                output: |__flowkit_any| {
+                    let __flowkit_out = __flowkit_any.downcast_ref::<#out_ty>()?;
+                    #p::output_json(#ok_ref)
+                },
             })
         }
     }

@@ -73,6 +73,7 @@ fn free_fn(config: &Config, func: Func, hash: &str) -> TokenStream {
         &body,
         quote!(#ident::__flowkit_spec()),
         quote!(__flowkit_site),
+        flow::not_deployable(config, generics).is_none(),
     );
     let spec = spec(config, hash, ident);
 
@@ -255,7 +256,7 @@ fn method(config: &Config, func: Func, hash: &str) -> TokenStream {
     }
     let spec = spec(config, hash, &sig.ident);
     let site = quote!(::core::default::Default::default());
-    let body = run_body(config, &body, spec, site);
+    let body = run_body(config, &body, spec, site, false);
     quote! {
         #(#attrs)*
         #vis #sig #body
@@ -269,8 +270,15 @@ fn moves_self(config: &Config) -> bool {
 }
 
 /// The body: the call's site filled in (inputs, upstream runs, parameters), then the user's
-/// block handed to the runtime.
-fn run_body(config: &Config, body: &Body, spec: TokenStream, site: TokenStream) -> TokenStream {
+/// block handed to the runtime. A flow that can be deployed lets a deployed run see its output
+/// (`Shape::with_any`).
+fn run_body(
+    config: &Config,
+    body: &Body,
+    spec: TokenStream,
+    site: TokenStream,
+    deployable: bool,
+) -> TokenStream {
     let p = rt();
     let sig = &config.sig;
     let idents: Vec<&Ident> = sig.args.iter().map(|a| &a.ident).collect();
@@ -325,7 +333,10 @@ fn run_body(config: &Config, body: &Body, spec: TokenStream, site: TokenStream) 
     };
     let parameters = flow::parameters(config);
     let name = Literal::string(&config.name);
-    let shape = shape(config);
+    let mut shape = shape(config);
+    if deployable && config.kind == Kind::Flow {
+        shape = quote!(#shape.with_any());
+    }
     let attempt = attempt(config, body);
 
     quote! {

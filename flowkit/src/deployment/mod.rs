@@ -3,17 +3,20 @@
 //! A [`Deployment`] records what a deployment is: its flow, its name, its version, what it
 //! does, the JSON Schemas of its parameters and output, default parameters, tags, a
 //! concurrency limit and a schedule; [`Deployment::spec`] turns it into the
-//! [`DeploymentSpec`] a worker registers with the server. It is a description only:
-//! registering deployments with the server and running them there is not part of this
-//! release.
+//! [`DeploymentSpec`] a worker registers with the server. It also knows how to run its flow
+//! from a JSON parameter map, which is what a worker ([`crate::serve`], [`crate::Worker`])
+//! does with the runs it claims.
 //!
 //! [`FlowSignature`] gives typed code the flow's argument and output types, and carries its
 //! arguments to and from a JSON object keyed by parameter name.
 
+mod runner;
 mod schema;
 mod signature;
 mod strict;
 
+pub(crate) use runner::Started;
+pub use runner::{StartFn, output_json};
 pub use schema::{Parameter, accepts_null, output_schema, subschema};
 pub use signature::{FlowSignature, InvalidParameters};
 
@@ -107,6 +110,12 @@ pub struct Deployment {
     output_schema: Value,
     /// Whether a value suits the named parameter's type (`None`: no such parameter).
     check: CheckParameter,
+    /// Starts a run of the flow from JSON parameters.
+    start: StartFn,
+    /// Serializes the flow's output.
+    output: crate::run::deployed::OutputFn,
+    /// The flow's spec (its name as `'static`, its function's path).
+    flow_spec: &'static crate::__private::TaskSpec,
 }
 
 /// Whether `value` deserializes as the type of parameter `name` (`None`: no such parameter).
@@ -301,6 +310,10 @@ pub struct FlowTypes<'a> {
     pub output_schema: fn() -> Value,
     /// Whether a value suits a parameter.
     pub check: CheckParameter,
+    /// Starts a run of the flow from JSON parameters (see [`StartFn`]).
+    pub start: StartFn,
+    /// Serializes the flow's output for the server.
+    pub output: crate::run::deployed::OutputFn,
 }
 
 /// The deployment `name` of the flow described by `spec` and `types`.
@@ -333,6 +346,9 @@ pub(crate) fn new(
         parameter_schema: schema::parameter_schema(spec.name(), types.parameters),
         output_schema: (types.output_schema)(),
         check: types.check,
+        start: types.start,
+        output: types.output,
+        flow_spec: spec,
     }
 }
 

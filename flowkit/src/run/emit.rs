@@ -3,6 +3,7 @@
 use crate::bus;
 use crate::context::{self, Recorder};
 use crate::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
+use crate::run::deployed::Deployed;
 use crate::state::State;
 use chrono::Utc;
 use std::borrow::Cow;
@@ -18,9 +19,25 @@ pub(crate) struct Emitter {
     pub kind: RunKind,
     pub name: Cow<'static, str>,
     pub recorder: Option<Arc<Recorder>>,
+    /// The fencing token of the deployed run this run belongs to, on every event.
+    pub lease: Option<u64>,
+    /// Set on a deployed flow run's own emitter: its final state event is kept for the worker,
+    /// and only the first final state is emitted.
+    pub deployed: Option<Arc<Deployed>>,
 }
 
 impl Emitter {
+    /// The state event this emitter would send, not sent.
+    pub fn event_of(&self, attempt: u32, state: State) -> Event {
+        self.event(
+            attempt,
+            EventBody::State {
+                state,
+                details: None,
+            },
+        )
+    }
+
     fn event(&self, attempt: u32, body: EventBody) -> Event {
         let timestamp = Utc::now();
         Event {
@@ -32,14 +49,20 @@ impl Emitter {
             name: self.name.clone(),
             attempt,
             timestamp,
-            lease: None,
+            lease: self.lease,
             body,
         }
     }
 
     /// Records that the run entered `state` during `attempt`.
     pub fn state(&self, attempt: u32, state: State, details: Option<Box<RunDetails>>) {
+        let is_final = state.kind.is_final();
         let event = self.event(attempt, EventBody::State { state, details });
+        if let Some(deployed) = self.deployed.as_ref().filter(|_| is_final)
+            && !deployed.latch_final(&event)
+        {
+            return;
+        }
         self.send(event);
     }
 
@@ -71,6 +94,8 @@ pub(crate) fn log_to_current_run(
         kind: run.kind,
         name: run.name.clone(),
         recorder: frame.recorder.clone(),
+        lease: frame.flow.as_ref().and_then(|f| f.lease),
+        deployed: None,
     };
     let event = emitter.event(
         run.attempt,

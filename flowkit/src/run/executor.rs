@@ -12,6 +12,7 @@ use crate::policy::cache::{self, CacheKey};
 use crate::policy::limits::limits;
 use crate::policy::timeout::TimedOut;
 use crate::run::body::Body;
+use crate::run::deployed::Deployed;
 use crate::run::emit::Emitter;
 use crate::run::spec::{CacheMode, CallOptions, CallSite, Shape, TaskSpec};
 use crate::state::{State, StateType};
@@ -42,16 +43,32 @@ where
     let parent = context::current();
     let parent_run = parent.as_ref().and_then(|f| f.run.as_ref());
     let is_root = parent_run.is_none();
+    let started = Instant::now();
     let exec = Execution::new(spec, shape, site, parent.as_deref());
+    let deployed = exec.deployed.clone();
     let mut unfinished = Unfinished {
         emitter: exec.emitter.clone(),
         attempt: AtomicU32::new(0),
         armed: true,
     };
-    let outcome = if is_root {
-        crate::sink::logs::capture(exec.execute(span, body, &unfinished.attempt)).await
-    } else {
-        exec.execute(span, body, &unfinished.attempt).await
+    let execution = async {
+        if is_root {
+            crate::sink::logs::capture(exec.execute(span, body, &unfinished.attempt)).await
+        } else {
+            exec.execute(span, body, &unfinished.attempt).await
+        }
+    };
+    let outcome = match &deployed {
+        None => execution.await,
+        Some(deployed) => match until_cancelled(deployed, execution).await {
+            Some(outcome) => outcome,
+            None => {
+                // The flow's future is dropped: its task runs in flight recorded `Cancelled`.
+                let attempt = unfinished.attempt.load(Ordering::Relaxed);
+                cancelled(spec, &unfinished.emitter, deployed, attempt, started).await;
+                Err(Box::new(RunCancelled) as Panic)
+            }
+        },
     };
     // Every path out of `execute` recorded a final state.
     unfinished.armed = false;
@@ -90,15 +107,76 @@ struct Unfinished {
 impl Drop for Unfinished {
     fn drop(&mut self) {
         if self.armed {
+            let message = match &self.emitter.deployed {
+                // A deployed run aborted by its worker after a cancel request or a lost lease.
+                Some(deployed) if deployed.cancel.is_cancelled() => deployed.cancel_message(),
+                _ => "dropped before it finished: its caller timed out or was cancelled, or the run was aborted".to_string(),
+            };
             self.emitter.state(
                 self.attempt.load(Ordering::Relaxed),
-                State::with_message(
-                    StateType::Cancelled,
-                    "dropped before it finished: its caller timed out or was cancelled, or the run was aborted",
-                ),
+                State::with_message(StateType::Cancelled, message),
                 None,
             );
         }
+    }
+}
+
+/// The panic payload a cancelled deployed flow run unwinds with: the worker that started it
+/// catches it (nothing else awaits a deployed run).
+#[derive(Debug)]
+pub(crate) struct RunCancelled;
+
+/// Runs `execution` until it ends (`Some`) or `deployed` is cancelled before the run recorded
+/// its final state (`None`: the execution is dropped). A cancellation that comes after the
+/// final state (while `on_completion` hooks run, say) lets the execution finish.
+async fn until_cancelled<F: std::future::Future>(
+    deployed: &Deployed,
+    execution: F,
+) -> Option<F::Output> {
+    tokio::pin!(execution);
+    let mut ignore_cancel = false;
+    loop {
+        tokio::select! {
+            biased;
+            outcome = &mut execution => return Some(outcome),
+            () = deployed.cancel.cancelled(), if !ignore_cancel => {
+                if deployed.has_ended() {
+                    ignore_cancel = true;
+                } else {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Records `Cancelled` for a deployed flow run stopped by its worker, and runs its
+/// `on_failure` hooks (a flow has no hook of its own for cancellation).
+async fn cancelled(
+    spec: &'static TaskSpec,
+    emitter: &Emitter,
+    deployed: &Deployed,
+    attempt: u32,
+    started: Instant,
+) {
+    let state = State::with_message(StateType::Cancelled, deployed.cancel_message());
+    emitter.state(attempt, state.clone(), None);
+    if !spec.hooks.on_failure.is_empty() {
+        let ctx = HookContext {
+            run: RunInfo {
+                id: emitter.run_id,
+                kind: spec.kind,
+                name: emitter.name.clone(),
+                task_key: spec.task_key,
+                attempt,
+                parent_run_id: emitter.parent_run_id,
+                flow_run_id: emitter.flow_run_id,
+                flow_name: Some(emitter.name.clone()),
+            },
+            state,
+            elapsed: started.elapsed(),
+        };
+        run_hooks(&spec.hooks.on_failure, &ctx, "on_failure").await;
     }
 }
 
@@ -117,6 +195,8 @@ struct Execution<T> {
     recorder: Option<Arc<crate::context::Recorder>>,
     /// Limited tags the enclosing runs hold.
     held_tags: Option<Arc<[String]>>,
+    /// The claim a worker runs this flow run under.
+    deployed: Option<Arc<Deployed>>,
 }
 
 enum AttemptEnd<T> {
@@ -129,10 +209,24 @@ impl<T> Execution<T> {
     fn new(
         spec: &'static TaskSpec,
         shape: Shape<T>,
-        site: CallSite,
+        mut site: CallSite,
         parent: Option<&Frame>,
     ) -> Execution<T> {
-        let run_id = site.run_id.unwrap_or_else(crate::ids::new_id);
+        let deployed = match spec.kind {
+            RunKind::Flow => site.deployed.take(),
+            RunKind::Task => None,
+        };
+        let run_id = deployed
+            .as_ref()
+            .map(|d| d.run_id)
+            .or(site.run_id)
+            .unwrap_or_else(crate::ids::new_id);
+        // A deployed run's token, else the enclosing deployed flow's (for its task runs and
+        // subflows).
+        let lease = deployed
+            .as_ref()
+            .map(|d| d.lease)
+            .or_else(|| parent.and_then(|f| f.flow.as_ref()).and_then(|f| f.lease));
         let parent_run_id = parent.and_then(|f| f.run.as_ref()).map(|r| r.id);
         let recorder = parent.and_then(|f| f.recorder.clone());
         let held_tags = parent.and_then(|f| f.held_tags.clone());
@@ -143,6 +237,7 @@ impl<T> Execution<T> {
                 name: name.clone(),
                 attempt: 1.into(),
                 kept: Default::default(),
+                lease,
             })),
             RunKind::Task => parent.and_then(|f| f.flow.clone()),
         };
@@ -168,6 +263,13 @@ impl<T> Execution<T> {
             upstream.extend(options.wait_for.iter().map(|w| w.run_id));
             tags.extend(options.tags.iter().cloned().map(Cow::Owned));
         }
+        if let Some(deployed) = &deployed {
+            for tag in &deployed.tags {
+                if !tags.iter().any(|t| t == tag) {
+                    tags.push(Cow::Owned(tag.clone()));
+                }
+            }
+        }
         let cfg = config::get();
         let details = RunDetails {
             task_key: Cow::Borrowed(spec.task_key),
@@ -178,8 +280,11 @@ impl<T> Execution<T> {
             cache_key: input_key
                 .filter(|_| spec.cache != CacheMode::Off)
                 .map(|k| k.hex()),
-            deployment: None,
-            worker: (spec.kind == RunKind::Flow).then(|| Cow::Owned(cfg.worker.clone())),
+            deployment: deployed.as_ref().map(|d| d.deployment.clone()),
+            worker: match &deployed {
+                Some(d) => Some(Cow::Owned(d.worker.clone())),
+                None => (spec.kind == RunKind::Flow).then(|| Cow::Owned(cfg.worker.clone())),
+            },
         };
         Execution {
             spec,
@@ -191,6 +296,8 @@ impl<T> Execution<T> {
                 kind: spec.kind,
                 name,
                 recorder: recorder.clone(),
+                lease,
+                deployed: deployed.clone(),
             },
             flow,
             options: site.options,
@@ -198,6 +305,7 @@ impl<T> Execution<T> {
             input_key,
             recorder,
             held_tags,
+            deployed,
         }
     }
 
@@ -211,8 +319,13 @@ impl<T> Execution<T> {
         B: Body<Output = T>,
     {
         let started = Instant::now();
-        self.emitter
-            .state(0, State::new(StateType::Pending), self.details.take());
+        // A deployed run starts at its claim's attempt (after a crash or a retry, n+1).
+        let first_attempt = self.deployed.as_ref().map_or(1, |d| d.first_attempt);
+        self.emitter.state(
+            first_attempt - 1,
+            State::new(StateType::Pending),
+            self.details.take(),
+        );
 
         if let Some(options) = &self.options {
             for upstream in &options.wait_for {
@@ -221,6 +334,9 @@ impl<T> Execution<T> {
         }
         if let Some(value) = self.reuse_kept_result() {
             return Ok(self.finish_cached(value.0, value.1, started).await);
+        }
+        if let Some((value, message)) = self.reuse_earlier_attempt().await {
+            return Ok(self.finish_cached(value, message, started).await);
         }
         if let Some((value, message)) = self.cache_lookup().await {
             return Ok(self.finish_cached(value, message, started).await);
@@ -232,14 +348,26 @@ impl<T> Execution<T> {
             .as_ref()
             .and_then(|o| o.retries)
             .unwrap_or(retry.retries);
-        let retries = if B::REPEATABLE { retries } else { 0 };
+        // A deployed run may have attempts up to its claim's `max_attempts`.
+        let retries = match &self.deployed {
+            Some(d) => d.max_attempts - 1,
+            None => retries,
+        };
+        let retries = if B::REPEATABLE {
+            retries
+        } else {
+            first_attempt - 1
+        };
         let timeout = self.timeout();
         let extra_tags: &[String] = self.options.as_ref().map_or(&[], |o| &o.tags);
 
-        let mut attempt = 0u32;
+        let mut attempt = first_attempt - 1;
         loop {
             attempt += 1;
             current_attempt.store(attempt, Ordering::Relaxed);
+            if let Some(deployed) = &self.deployed {
+                deployed.set_attempt(attempt);
+            }
             if let Some(flow) = self
                 .flow
                 .as_ref()
@@ -411,6 +539,41 @@ impl<T> Execution<T> {
         ))
     }
 
+    /// Where a `persist` task of a deployed flow run keeps its result for the run's later
+    /// attempts, which may run in another process of the same `FLOWKIT_HOME` (a retry from
+    /// failure, a re-run after a crash): the flow run's id and the task's inputs.
+    fn kept_key(&self) -> Option<CacheKey> {
+        if self.spec.kind != RunKind::Task || !self.spec.persist {
+            return None;
+        }
+        let flow = self.flow.as_ref().filter(|f| f.lease.is_some())?;
+        let inputs = self.input_key?;
+        let mut h = blake3::Hasher::new_derive_key("flowkit 2026 deployed run kept result v1");
+        h.update(flow.run_id.as_bytes());
+        h.update(&inputs.0);
+        Some(CacheKey(*h.finalize().as_bytes()))
+    }
+
+    /// A result this `persist` task kept in an earlier attempt of its deployed flow run, from
+    /// the local store (see [`kept_key`](Self::kept_key)).
+    async fn reuse_earlier_attempt(&self) -> Option<(T, String)> {
+        let flow = self.flow.as_ref()?;
+        if flow.attempt.load(Ordering::Relaxed) < 2 || self.refresh_cache() {
+            return None;
+        }
+        let key = self.kept_key()?;
+        let codec = self.shape.codec?;
+        let bytes = cache::store().load(key, None).await?;
+        let value = (codec.decode)(&bytes).ok()?;
+        Some((
+            value,
+            format!(
+                "result kept by an earlier attempt of flow run {} ({})",
+                flow.name, flow.run_id
+            ),
+        ))
+    }
+
     /// `refresh_cache`, per call or from the attribute: run the body, never reuse a result.
     fn refresh_cache(&self) -> bool {
         self.options
@@ -454,6 +617,14 @@ impl<T> Execution<T> {
     }
 
     async fn finish_completed(&self, value: T, attempt: u32, started: Instant) -> T {
+        // A deployed run completes only with a result the server can store.
+        if let (Some(deployed), Some(any)) = (&self.deployed, self.shape.any)
+            && let Err(why) = deployed.keep_output(any(&value))
+        {
+            let state = State::with_message(StateType::Failed, why);
+            self.finish_failed(state, attempt, started).await;
+            return value;
+        }
         if let Some((key, bytes)) = self.keep(&value) {
             self.write_through(key, bytes).await;
         }
@@ -513,6 +684,11 @@ impl<T> Execution<T> {
         if self.spec.cache != CacheMode::Off {
             store
                 .save(key, self.spec.task_key, Arc::clone(&bytes))
+                .await;
+        }
+        if let Some(kept) = self.kept_key() {
+            store
+                .save(kept, self.spec.task_key, Arc::clone(&bytes))
                 .await;
         }
         if self.spec.persist {

@@ -2,6 +2,7 @@
 //! see `executor`), background handles and fan-out with `map`.
 
 pub(crate) mod body;
+pub(crate) mod deployed;
 pub(crate) mod emit;
 pub(crate) mod executor;
 pub(crate) mod handle;

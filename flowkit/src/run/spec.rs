@@ -224,6 +224,9 @@ pub struct Shape<T> {
     pub timed_out: Option<fn(TimedOut) -> T>,
     /// How to keep the output (for `cache` and `persist`).
     pub codec: Option<Codec<T>>,
+    /// The output as `&dyn Any`, for a deployed flow's result (set for flows that can be
+    /// deployed: their output is `'static`).
+    pub any: Option<fn(&T) -> &dyn std::any::Any>,
 }
 
 impl<T> Clone for Shape<T> {
@@ -241,12 +244,22 @@ impl<T> Shape<T> {
             retry_if: None,
             timed_out: None,
             codec: None,
+            any: None,
         }
     }
 
     /// Adds `retry_if`.
     pub fn with_retry_if(mut self, retry_if: fn(&T) -> bool) -> Self {
         self.retry_if = Some(retry_if);
+        self
+    }
+
+    /// Lets a deployed run serialize the output (flows that can be deployed).
+    pub fn with_any(mut self) -> Self
+    where
+        T: 'static,
+    {
+        self.any = Some(crate::run::deployed::erase::<T>);
         self
     }
 
@@ -266,6 +279,7 @@ impl<O, E> Shape<Result<O, E>> {
             retry_if: None,
             timed_out: None,
             codec: None,
+            any: None,
         }
     }
 }
@@ -365,4 +379,6 @@ pub struct CallSite {
     pub parameters: Option<serde_json::Value>,
     /// BLAKE3 of the serialized inputs (or of the key function's value), for `cache`/`persist`.
     pub inputs: Option<Result<[u8; 32], String>>,
+    /// The claim a worker runs this flow run under (set by the worker only).
+    pub(crate) deployed: Option<std::sync::Arc<crate::run::deployed::Deployed>>,
 }

@@ -1,0 +1,498 @@
+//! Deployed runs end to end: a real flowkit-server on loopback (a SQLite file, a short lease),
+//! real workers (`flowkit::Worker`) in this process and in a child process (this test binary
+//! run again), runs triggered over HTTP as another team would.
+//!
+//! One server serves every test of this binary (the runtime's settings are per process); each
+//! test serves deployments of its own, so workers never take each other's runs.
+
+use flowkit::hooks::HookContext;
+use flowkit::sink::{Sink, add_sink};
+use flowkit::{Event, StateType, Worker, flow, task};
+use serde_json::{Value, json};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// The server's lease: short, so crashes are decided quickly and a blocked runtime outlives it.
+const LEASE: Duration = Duration::from_secs(3);
+
+/// Set in the child process of [`a_sigkilled_worker_s_run_crashes_and_is_rerun_elsewhere`].
+const CHILD_ENV: &str = "FLOWKIT_TEST_DEPLOYED_CHILD";
+
+struct Shared {
+    url: String,
+    events: Arc<Mutex<Vec<Event>>>,
+    _runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+/// Records every event of this process.
+struct Recording(Arc<Mutex<Vec<Event>>>);
+
+impl Sink for Recording {
+    fn on_event(&mut self, event: &Event) {
+        self.0.lock().expect("events").push(event.clone());
+    }
+}
+
+/// The server (on a runtime of its own, so a test that blocks its runtime cannot stall it),
+/// and this process's flowkit settings pointing at it.
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = format!("sqlite://{}", dir.path().join("flowkit.db").display());
+        // Started from a thread of its own: `shared` is called from inside the tests' runtimes.
+        let (runtime, url) = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            let mut config = flowkit_server::config::Config::new(db);
+            config.settings.lease = LEASE;
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .expect("bind");
+            let server = runtime
+                .block_on(flowkit_server::spawn(listener, config))
+                .expect("start the server");
+            let url = format!("http://{}", server.addr());
+            runtime.spawn(async move {
+                let _server = server;
+                std::future::pending::<()>().await
+            });
+            (runtime, url)
+        })
+        .join()
+        .expect("the server starts");
+
+        let mut cfg = flowkit::config::Config::from_env();
+        cfg.home = dir.path().join("home");
+        cfg.summary = false;
+        cfg.api_url = Some(url.clone());
+        assert!(flowkit::config::init(cfg).is_ok(), "configured first");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        add_sink(Recording(Arc::clone(&events)));
+        Shared {
+            url,
+            events,
+            _runtime: runtime,
+            _dir: dir,
+        }
+    })
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .expect("client")
+}
+
+/// Triggers `flow/name` with `parameters` (retrying while the worker has not registered it
+/// yet); the new run's id.
+async fn trigger(flow: &str, name: &str, parameters: Value) -> Uuid {
+    let url = format!("{}/api/v1/deployments/{flow}/{name}/runs", shared().url);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let res = client()
+            .post(&url)
+            .json(&json!({ "parameters": parameters }))
+            .send()
+            .await
+            .expect("trigger");
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.expect("trigger answer");
+        if status == 201 {
+            return body["id"]
+                .as_str()
+                .and_then(|id| id.parse().ok())
+                .expect("the run's id");
+        }
+        assert!(
+            status == 404 && Instant::now() < deadline,
+            "trigger {flow}/{name}: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `GET /flow-runs/{id}`.
+async fn run(id: Uuid) -> Value {
+    let url = format!("{}/api/v1/flow-runs/{id}", shared().url);
+    let res = client().get(&url).send().await.expect("GET run");
+    if res.status().as_u16() == 404 {
+        return Value::Null;
+    }
+    res.json().await.expect("run")
+}
+
+/// Waits until the run's state is `want` (at most `within`); the run.
+async fn wait_for_state(id: Uuid, want: &[&str], within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let run = run(id).await;
+        if let Some(state) = run["state"].as_str()
+            && want.contains(&state)
+        {
+            return run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {id} not {want:?} within {within:?}: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The states the server recorded for the flow run, in order.
+async fn server_states(id: Uuid) -> Vec<(String, u64)> {
+    let url = format!("{}/api/v1/flow-runs/{id}/task-runs", shared().url);
+    let body: Value = client()
+        .get(&url)
+        .send()
+        .await
+        .expect("task runs")
+        .json()
+        .await
+        .expect("json");
+    body["flow_run"]["states"]
+        .as_array()
+        .expect("states")
+        .iter()
+        .map(|s| {
+            (
+                s["state"].as_str().unwrap_or_default().to_string(),
+                s["attempt"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Events this process recorded for the flow run `id` and its task runs.
+fn recorded(id: Uuid) -> Vec<Event> {
+    shared()
+        .events
+        .lock()
+        .expect("events")
+        .iter()
+        .filter(|e| e.flow_run_id == Some(id) || e.run_id == id)
+        .cloned()
+        .collect()
+}
+
+/// Waits until this process recorded an event of `id`'s runs matching `pred`.
+async fn wait_recorded(id: Uuid, what: &str, pred: impl Fn(&Event) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !recorded(id).iter().any(&pred) {
+        assert!(Instant::now() < deadline, "run {id}: never saw {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A worker of `deployments` in this process, and what stops it.
+fn start_worker(
+    worker: Worker,
+    deployments: Vec<flowkit::Deployment>,
+) -> (
+    flowkit::ShutdownHandle,
+    tokio::task::JoinHandle<Result<(), flowkit::ServeError>>,
+) {
+    shared();
+    let worker = worker
+        .handle_signals(false)
+        .claim_wait(Duration::from_secs(1));
+    let stop = worker.shutdown_handle();
+    (stop, tokio::spawn(worker.serve(deployments)))
+}
+
+async fn stop_worker(
+    stop: flowkit::ShutdownHandle,
+    serving: tokio::task::JoinHandle<Result<(), flowkit::ServeError>>,
+) {
+    stop.shutdown();
+    tokio::time::timeout(Duration::from_secs(60), serving)
+        .await
+        .expect("the worker stops")
+        .expect("not panicked")
+        .expect("serve returns Ok after a shutdown");
+}
+
+#[task]
+async fn square(x: u64) -> anyhow::Result<u64> {
+    tracing::info!(x, "squaring");
+    Ok(x * x)
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct Sum {
+    total: u64,
+    terms: usize,
+}
+
+/// Sums the squares of `1..=n`.
+#[flow]
+async fn sum_of_squares(n: u64, offset: u64) -> anyhow::Result<Sum> {
+    tracing::info!(n, "summing");
+    let squares = square::map((1..=n).collect::<Vec<_>>()).await;
+    let total = squares
+        .into_iter()
+        .collect::<anyhow::Result<Vec<u64>>>()?
+        .iter()
+        .sum::<u64>();
+    Ok(Sum {
+        total: total + offset,
+        terms: n as usize,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triggered_run_is_claimed_run_and_finished_with_its_result() {
+    let (stop, serving) = start_worker(
+        Worker::new(),
+        vec![sum_of_squares::deployment("e2e").parameters(json!({"offset": 1000}))],
+    );
+    // `offset` comes from the deployment's defaults.
+    let id = trigger("sum_of_squares", "e2e", json!({"n": 4})).await;
+    let url = format!("{}/api/v1/flow-runs/{id}/result?wait=30", shared().url);
+    let res = client().get(&url).send().await.expect("result");
+    assert_eq!(res.status().as_u16(), 200);
+    let result: Value = res.json().await.expect("json");
+    assert_eq!(result, json!({"total": 1030, "terms": 4}));
+
+    let run = wait_for_state(id, &["Completed"], Duration::from_secs(10)).await;
+    assert_eq!(run["deployment"], "sum_of_squares/e2e");
+    assert_eq!(run["attempt"], 1);
+
+    // Every event of the run (the flow's, its task runs', the logs) carries the same lease.
+    wait_recorded(id, "the flow's final state", |e| {
+        e.run_id == id && e.state_type() == Some(StateType::Completed)
+    })
+    .await;
+    let events = recorded(id);
+    let tasks = events.iter().filter(|e| e.run_id != id).count();
+    let logs = events
+        .iter()
+        .filter(|e| matches!(e.body, flowkit::EventBody::Log { .. }))
+        .count();
+    assert!(tasks >= 4 * 3 && logs >= 5, "{events:#?}");
+    let token = events[0].lease.expect("a lease");
+    for e in &events {
+        assert_eq!(e.lease, Some(token), "{e:?}");
+    }
+    let first = events
+        .iter()
+        .find(|e| e.run_id == id && e.details().is_some())
+        .expect("the flow's details");
+    let details = first.details().expect("details");
+    assert_eq!(details.deployment.as_deref(), Some("sum_of_squares/e2e"));
+    assert!(details.worker.is_some());
+    stop_worker(stop, serving).await;
+}
+
+static CANCEL_HOOKS: AtomicU32 = AtomicU32::new(0);
+
+fn count_cancelled(ctx: &HookContext) {
+    if ctx.state.kind == StateType::Cancelled {
+        CANCEL_HOOKS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[task]
+async fn wait_a_long_time() -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    Ok(())
+}
+
+#[flow(on_failure = count_cancelled)]
+async fn cancellable() -> anyhow::Result<()> {
+    wait_a_long_time().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_ends_cancelled_with_its_tasks_and_its_hook_runs() {
+    let (stop, serving) = start_worker(Worker::new(), vec![cancellable::deployment("e2e")]);
+    let id = trigger("cancellable", "e2e", json!({})).await;
+    wait_recorded(id, "the task running", |e| {
+        e.run_id != id && e.state_type() == Some(StateType::Running)
+    })
+    .await;
+    let res = client()
+        .post(format!("{}/api/v1/flow-runs/{id}/cancel", shared().url))
+        .json(&json!({"reason": "no longer needed"}))
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(res.status().as_u16(), 200, "{:?}", res.text().await);
+    let run = wait_for_state(id, &["Cancelled"], Duration::from_secs(20)).await;
+    assert_eq!(run["state"], "Cancelled", "{run}");
+
+    let events = recorded(id);
+    let last_of = |run_id: Uuid| {
+        events
+            .iter()
+            .filter(|e| e.run_id == run_id)
+            .filter_map(Event::state_type)
+            .next_back()
+    };
+    let task = events
+        .iter()
+        .find(|e| e.run_id != id)
+        .expect("a task run")
+        .run_id;
+    assert_eq!(last_of(task), Some(StateType::Cancelled));
+    assert_eq!(last_of(id), Some(StateType::Cancelled));
+    assert_eq!(
+        CANCEL_HOOKS.load(Ordering::SeqCst),
+        1,
+        "on_failure ran once"
+    );
+    stop_worker(stop, serving).await;
+}
+
+/// Blocks the thread it runs on (the only worker thread of its test's runtime) for two leases.
+#[flow]
+async fn blocks_its_thread() -> anyhow::Result<u32> {
+    std::thread::sleep(LEASE * 2);
+    Ok(7)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_flow_blocking_every_runtime_thread_is_not_taken_for_crashed() {
+    let (stop, serving) = start_worker(Worker::new(), vec![blocks_its_thread::deployment("e2e")]);
+    let id = trigger("blocks_its_thread", "e2e", json!({})).await;
+    let run = wait_for_state(
+        id,
+        &["Completed", "Crashed", "Failed", "Cancelled"],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(run["state"], "Completed", "{run}");
+    assert_eq!(run["attempt"], 1);
+    let states = server_states(id).await;
+    assert!(
+        !states.iter().any(|(s, _)| s == "Crashed"),
+        "the heartbeat kept the lease: {states:?}"
+    );
+    stop_worker(stop, serving).await;
+}
+
+#[flow]
+async fn finishes_in_the_grace() -> anyhow::Result<u32> {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Ok(1)
+}
+
+#[flow]
+async fn outlives_the_grace() -> anyhow::Result<u32> {
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    Ok(2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_finishes_or_cancels_every_run_and_leaves_none_running() {
+    let (stop, serving) = start_worker(
+        Worker::new()
+            .grace(Duration::from_secs(4))
+            .cancel_grace(Duration::from_secs(1)),
+        vec![
+            finishes_in_the_grace::deployment("e2e"),
+            outlives_the_grace::deployment("e2e"),
+        ],
+    );
+    let quick = trigger("finishes_in_the_grace", "e2e", json!({})).await;
+    let slow = trigger("outlives_the_grace", "e2e", json!({})).await;
+    wait_for_state(quick, &["Running"], Duration::from_secs(20)).await;
+    wait_for_state(slow, &["Running"], Duration::from_secs(20)).await;
+    let started = Instant::now();
+    stop_worker(stop, serving).await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    let quick = run(quick).await;
+    let slow = run(slow).await;
+    assert_eq!(quick["state"], "Completed", "{quick}");
+    assert_eq!(slow["state"], "Cancelled", "{slow}");
+    assert!(
+        slow["state_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("shut down")),
+        "{slow}"
+    );
+}
+
+/// Sleeps in the child worker (which is killed); completes anywhere else.
+#[flow(retries = 1)]
+async fn survives_a_kill(n: u32) -> anyhow::Result<u32> {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+    Ok(n + 1)
+}
+
+/// The child process: a worker of `survives_a_kill/e2e` until it is killed.
+#[test]
+#[ignore = "the child process of a_sigkilled_worker_s_run_crashes_and_is_rerun_elsewhere"]
+fn child_worker() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime
+        .block_on(
+            Worker::new()
+                .claim_wait(Duration::from_secs(1))
+                .serve([survives_a_kill::deployment("e2e")]),
+        )
+        .expect("serve");
+}
+
+fn spawn_child(url: &str, home: &std::path::Path) -> Child {
+    Command::new(std::env::current_exe().expect("this test binary"))
+        .args(["--exact", "child_worker", "--ignored", "--nocapture"])
+        .env(CHILD_ENV, "1")
+        .env("FLOWKIT_API_URL", url)
+        .env("FLOWKIT_HOME", home)
+        .env("FLOWKIT_SUMMARY", "0")
+        .spawn()
+        .expect("spawn the child worker")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_worker_s_run_crashes_and_is_rerun_elsewhere() {
+    let url = shared().url.clone();
+    let home = tempfile::tempdir().expect("child home");
+    let mut child = spawn_child(&url, home.path());
+    let id = trigger("survives_a_kill", "e2e", json!({"n": 41})).await;
+    let running = wait_for_state(id, &["Running"], Duration::from_secs(60)).await;
+    assert_eq!(running["attempt"], 1);
+    child.kill().expect("SIGKILL the worker");
+    child.wait().expect("reap it");
+
+    let (stop, serving) = start_worker(Worker::new(), vec![survives_a_kill::deployment("e2e")]);
+    let run = wait_for_state(
+        id,
+        &["Completed", "Failed", "Cancelled"],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(run["state"], "Completed", "{run}");
+    assert_eq!(run["attempt"], 2, "{run}");
+    let states = server_states(id).await;
+    assert!(
+        states.iter().any(|(s, a)| s == "Crashed" && *a == 1),
+        "attempt 1 crashed: {states:?}"
+    );
+    let result: Value = client()
+        .get(format!("{url}/api/v1/flow-runs/{id}/result"))
+        .send()
+        .await
+        .expect("result")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(result, json!(42));
+    stop_worker(stop, serving).await;
+}
