@@ -222,7 +222,10 @@ mod tests {
         assert!(Pending.can_become(Cached));
         assert!(!Pending.can_become(Completed));
         assert!(!AwaitingRetry.can_become(Completed));
-        for path in [[Running, Cancelling, Cancelled], [Running, Cancelling, Completed]] {
+        for path in [
+            [Running, Cancelling, Cancelled],
+            [Running, Cancelling, Completed],
+        ] {
             for w in path.windows(2) {
                 assert!(w[0].can_become(w[1]), "{} -> {}", w[0], w[1]);
             }
