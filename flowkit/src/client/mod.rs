@@ -118,11 +118,15 @@ impl Client {
     pub fn new(url: impl Into<String>) -> Result<Client, RunError> {
         let url = url.into();
         let base = url.trim().trim_end_matches('/').to_string();
-        let api = reqwest::Url::parse(&flowkit_wire::links::api(&base, ""))
-            .map_err(|e| RunError::Config(format!("the server URL {base:?} is not a URL: {e}")))?;
+        let api = reqwest::Url::parse(&flowkit_wire::links::api(&base, "")).map_err(|e| {
+            RunError::Config(format!(
+                "the server URL {base:?} is not a URL ({e}): give http://HOST:PORT or \
+                     https://HOST:PORT"
+            ))
+        })?;
         if !matches!(api.scheme(), "http" | "https") || api.cannot_be_a_base() {
             return Err(RunError::Config(format!(
-                "the server URL {base:?} must start with http:// or https://"
+                "the server URL {base:?} must start with http:// or https://, e.g. http://127.0.0.1:4200"
             )));
         }
         // Long enough for the longest wait the server may hold a request for.

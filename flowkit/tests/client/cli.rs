@@ -1,0 +1,385 @@
+//! The `flowkit` command as a subprocess against a real server: what it prints and how it
+//! exits.
+
+use crate::flows;
+use crate::harness::{ADMIN, READER, Server, flowkit};
+use flowkit::StateType;
+use flowkit::client::exit_code;
+use serde_json::json;
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_lists_every_exit_code_and_usage_errors_exit_64() {
+    let dir = tempfile::tempdir().expect("dir");
+    let help = flowkit(dir.path(), &[], &["--help"]).await;
+    help.ok();
+    for line in [
+        "0  completed",
+        "1  failed",
+        "2  crashed",
+        "3  cancelled",
+        "4  invalid parameters",
+        "5  cannot reach the server",
+        "6  timed out",
+        "7  still running",
+        "8  any other error",
+        "64 the command line is wrong",
+    ] {
+        assert!(
+            help.stdout.contains(line),
+            "--help lacks {line:?}:\n{}",
+            help.stdout
+        );
+    }
+    for args in [&["bogus"][..], &["run"], &["runs", "ls", "--limit", "0"]] {
+        let out = flowkit(dir.path(), &[], args).await;
+        out.expect_code(exit_code::USAGE);
+        assert!(!out.stderr.contains("panicked"), "{out:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_are_listed_and_shown_with_their_parameters() {
+    let server = Server::start().await;
+    server.register(&flows::nightly()).await;
+    server.register(&flows::adhoc()).await;
+
+    let ls = server.flowkit(Some(ADMIN), &["deployments", "ls"]).await;
+    ls.ok();
+    assert!(ls.stdout.starts_with("DEPLOYMENT"), "{ls:#?}");
+    assert!(ls.stdout.contains("train/nightly"), "{ls:#?}");
+    assert!(ls.stdout.contains("featurize/adhoc"), "{ls:#?}");
+    assert!(
+        ls.stdout.contains("Retrain the house-price model."),
+        "{ls:#?}"
+    );
+
+    // Pages are followed up to --limit.
+    let json = server
+        .flowkit(
+            Some(ADMIN),
+            &["deployments", "ls", "--json", "--limit", "1"],
+        )
+        .await;
+    assert_eq!(json.ok().json().as_array().map(Vec::len), Some(1));
+
+    let show = server
+        .flowkit(Some(ADMIN), &["deployments", "show", "train/nightly"])
+        .await;
+    show.ok();
+    for expected in [
+        "train/nightly",
+        "dataset",
+        "epochs",
+        "integer",
+        "required",
+        "3",
+    ] {
+        assert!(show.stdout.contains(expected), "{expected}: {show:#?}");
+    }
+    let show = server
+        .flowkit(
+            Some(ADMIN),
+            &["deployments", "show", "train/nightly", "--json"],
+        )
+        .await;
+    assert_eq!(show.ok().json()["latest"]["flow"], "train");
+
+    let missing = server
+        .flowkit(Some(ADMIN), &["deployments", "show", "train/weekly"])
+        .await;
+    missing.expect_code(exit_code::ERROR);
+    assert!(missing.stderr.contains("not found"), "{missing:#?}");
+    let bad = server
+        .flowkit(Some(ADMIN), &["deployments", "show", "train"])
+        .await;
+    bad.expect_code(exit_code::USAGE);
+    assert!(bad.stderr.contains("FLOW/NAME"), "{bad:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_without_waiting_sends_values_typed_by_the_schema() {
+    let server = Server::start().await;
+    server.register(&flows::nightly()).await;
+    server.register(&flows::adhoc()).await;
+    let client = server.client(ADMIN);
+
+    let out = server
+        .flowkit(
+            Some(ADMIN),
+            &[
+                "run",
+                "train/nightly",
+                "-p",
+                "dataset=123",
+                "-p",
+                "epochs=7",
+                "-p",
+                "learning_rate=0.5",
+                "--no-wait",
+            ],
+        )
+        .await;
+    out.ok();
+    let id: Uuid = out.stdout.trim().parse().expect("a run id on stdout");
+    let run = client.flow_run(id).await.expect("the run");
+    assert_eq!(run.state, StateType::Scheduled);
+    assert_eq!(
+        run.parameters,
+        Some(json!({"dataset": "123", "epochs": 7, "learning_rate": 0.5}))
+    );
+    assert_eq!(run.deployment.as_deref(), Some("train/nightly"));
+
+    // Arrays, booleans and numbers from -p; the rest from the file, -p winning.
+    let file = server.dir().join("params.json");
+    std::fs::write(
+        &file,
+        r#"{"columns": ["from-file"], "scale": 2, "verbose": false}"#,
+    )
+    .expect("params file");
+    let out = server
+        .flowkit(
+            Some(ADMIN),
+            &[
+                "run",
+                "featurize/adhoc",
+                "--params-file",
+                file.to_str().expect("path"),
+                "-p",
+                r#"columns=["a","b"]"#,
+                "-p",
+                "verbose=true",
+                "--no-wait",
+                "--json",
+            ],
+        )
+        .await;
+    let run = out.ok().json();
+    assert_eq!(
+        run["parameters"],
+        json!({"columns": ["a", "b"], "scale": 2, "verbose": true})
+    );
+
+    // The same idempotency key and parameters: the same run, said so.
+    let args = [
+        "run",
+        "train/nightly",
+        "-p",
+        "dataset=s3://bucket/houses.csv",
+        "--idempotency-key",
+        "nightly-2026-11-30",
+        "--no-wait",
+    ];
+    let first = server.flowkit(Some(ADMIN), &args).await;
+    let again = server.flowkit(Some(ADMIN), &args).await;
+    assert_eq!(first.ok().stdout, again.ok().stdout);
+    assert!(again.stderr.contains("already created"), "{again:#?}");
+    let id: Uuid = first.stdout.trim().parse().expect("id");
+    let run = client.flow_run(id).await.expect("the run");
+    assert_eq!(
+        run.parameters,
+        Some(json!({"dataset": "s3://bucket/houses.csv", "epochs": 3}))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_listed_by_state_and_deployment_and_shown() {
+    let server = Server::start().await;
+    server.register(&flows::nightly()).await;
+    server.register(&flows::adhoc()).await;
+    let trigger = |args: &'static [&'static str]| {
+        let server = &server;
+        async move {
+            let mut all = vec!["run", "--no-wait"];
+            all.extend(args);
+            let out = server.flowkit(Some(ADMIN), &all).await;
+            out.ok().stdout.trim().parse::<Uuid>().expect("id")
+        }
+    };
+    let a = trigger(&["train/nightly", "-p", "dataset=a"]).await;
+    let b = trigger(&["train/nightly", "-p", "dataset=b"]).await;
+    let c = trigger(&[
+        "featurize/adhoc",
+        "-p",
+        "columns=[]",
+        "-p",
+        "scale=1",
+        "-p",
+        "verbose=false",
+    ])
+    .await;
+
+    let ls = server
+        .flowkit(
+            Some(ADMIN),
+            &["runs", "ls", "--deployment", "train/nightly"],
+        )
+        .await;
+    ls.ok();
+    assert!(ls.stdout.starts_with("ID"), "{ls:#?}");
+    assert!(
+        ls.stdout.contains(&a.to_string()) && ls.stdout.contains(&b.to_string()),
+        "{ls:#?}"
+    );
+    assert!(!ls.stdout.contains(&c.to_string()), "{ls:#?}");
+    // Newest first.
+    assert!(
+        ls.stdout.find(&b.to_string()) < ls.stdout.find(&a.to_string()),
+        "{ls:#?}"
+    );
+
+    let json = server
+        .flowkit(
+            Some(ADMIN),
+            &[
+                "runs",
+                "ls",
+                "--json",
+                "--limit",
+                "2",
+                "--state",
+                "scheduled",
+            ],
+        )
+        .await;
+    let ids: Vec<String> = json
+        .ok()
+        .json()
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(ids, [c.to_string(), b.to_string()]);
+    let none = server
+        .flowkit(
+            Some(ADMIN),
+            &["runs", "ls", "--json", "--state", "Completed,Failed"],
+        )
+        .await;
+    assert_eq!(none.ok().json(), json!([]));
+    let bad = server
+        .flowkit(Some(ADMIN), &["runs", "ls", "--state", "Done"])
+        .await;
+    bad.expect_code(exit_code::USAGE);
+    assert!(bad.stderr.contains("Completed"), "{bad:#?}");
+
+    let show = server
+        .flowkit(Some(ADMIN), &["runs", "show", &a.to_string()])
+        .await;
+    assert_eq!(show.ok().json()["id"], a.to_string());
+    let unknown = server
+        .flowkit(Some(ADMIN), &["runs", "show", &Uuid::now_v7().to_string()])
+        .await;
+    unknown.expect_code(exit_code::ERROR);
+    let garbage = server
+        .flowkit(Some(ADMIN), &["runs", "show", "yesterday"])
+        .await;
+    garbage.expect_code(exit_code::USAGE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_parameters_exit_4_each_at_its_pointer() {
+    let server = Server::start().await;
+    server.register(&flows::nightly()).await;
+
+    let out = server
+        .flowkit(
+            Some(ADMIN),
+            &["run", "train/nightly", "-p", "epochs=-1", "-p", "bogus=1"],
+        )
+        .await;
+    out.expect_code(exit_code::INVALID_PARAMETERS);
+    for pointer in ["/dataset", "/epochs", "/bogus"] {
+        assert!(
+            out.stderr.contains(&format!("\n  {pointer}: ")),
+            "{pointer} not listed: {out:#?}"
+        );
+    }
+    // Nothing was created.
+    let runs = server.flowkit(Some(ADMIN), &["runs", "ls", "--json"]).await;
+    assert_eq!(runs.ok().json(), json!([]));
+
+    // A value of the wrong type is sent as text: the server names it.
+    let out = server
+        .flowkit(
+            Some(ADMIN),
+            &[
+                "run",
+                "train/nightly",
+                "-p",
+                "dataset=d",
+                "-p",
+                "epochs=many",
+            ],
+        )
+        .await;
+    out.expect_code(exit_code::INVALID_PARAMETERS);
+    assert!(out.stderr.contains("/epochs: "), "{out:#?}");
+
+    // What the command cannot read itself.
+    let out = server
+        .flowkit(Some(ADMIN), &["run", "train/nightly", "-p", "epochs"])
+        .await;
+    out.expect_code(exit_code::INVALID_PARAMETERS);
+    assert!(out.stderr.contains("NAME=VALUE"), "{out:#?}");
+    let file = server.dir().join("list.json");
+    std::fs::write(&file, "[1, 2]").expect("file");
+    let out = server
+        .flowkit(
+            Some(ADMIN),
+            &[
+                "run",
+                "train/nightly",
+                "--params-file",
+                file.to_str().expect("path"),
+            ],
+        )
+        .await;
+    out.expect_code(exit_code::INVALID_PARAMETERS);
+    assert!(out.stderr.contains("not an object"), "{out:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_server_or_a_refused_key_exits_5() {
+    let mut server = Server::start().await;
+    server.register(&flows::nightly()).await;
+    let run = ["run", "train/nightly", "-p", "dataset=d", "--no-wait"];
+
+    let wrong = server.flowkit(Some("not-a-key-0123456789"), &run).await;
+    wrong.expect_code(exit_code::UNREACHABLE);
+    assert!(wrong.stderr.contains("FLOWKIT_API_KEY"), "{wrong:#?}");
+    let none = server.flowkit(None, &["runs", "ls"]).await;
+    none.expect_code(exit_code::UNREACHABLE);
+    let reader = server.flowkit(Some(READER), &run).await;
+    reader.expect_code(exit_code::UNREACHABLE);
+    assert!(
+        reader.stderr.contains("trigger"),
+        "the scope is named: {reader:#?}"
+    );
+    // The flag wins over the variable.
+    let flag = server
+        .flowkit(
+            Some("not-a-key-0123456789"),
+            &["runs", "ls", "--api-key", ADMIN],
+        )
+        .await;
+    flag.ok();
+
+    let url = server.url.clone();
+    server.stop().await;
+    let down = server.flowkit(Some(ADMIN), &["runs", "ls"]).await;
+    down.expect_code(exit_code::UNREACHABLE);
+    assert!(
+        down.stderr.contains("cannot reach the flowkit server"),
+        "{down:#?}"
+    );
+    assert!(down.stderr.contains(&url), "{down:#?}");
+
+    let unset = flowkit(server.dir(), &[], &["runs", "ls"]).await;
+    unset.expect_code(exit_code::UNREACHABLE);
+    assert!(unset.stderr.contains("FLOWKIT_API_URL"), "{unset:#?}");
+    let not_a_url = flowkit(server.dir(), &[], &["runs", "ls", "--api-url", "ftp://x"]).await;
+    not_a_url.expect_code(exit_code::UNREACHABLE);
+    assert!(not_a_url.stderr.contains("http://"), "{not_a_url:#?}");
+}
