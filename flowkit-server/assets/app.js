@@ -5,7 +5,7 @@
 // <script> shows as text.
 "use strict";
 
-const STATES = ["Scheduled", "Pending", "Running", "AwaitingRetry", "Completed", "Cached",
+const STATES = ["Scheduled", "Pending", "Running", "AwaitingRetry", "Cancelling", "Completed", "Cached",
   "Failed", "Crashed", "Cancelled", "TimedOut"];
 const FINAL = new Set(["Completed", "Cached", "Failed", "Crashed", "Cancelled", "TimedOut"]);
 const PAGE = 50;

@@ -80,6 +80,12 @@ pub struct Cli {
     #[arg(long, env = "FLOWKIT_IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_ttl)]
     pub idempotency_ttl: Duration,
 
+    /// How long a worker's lease on a run lasts unless renewed by a heartbeat: a run whose
+    /// worker stops heartbeating is decided (`Crashed`, re-queued, `Cancelled`) this long after
+    /// its last heartbeat. 1 s to 1 h.
+    #[arg(long, env = "FLOWKIT_LEASE", default_value = "30s", value_parser = parse_lease)]
+    pub lease: Duration,
+
     /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish before the
     /// server stops anyway.
     #[arg(long, env = "FLOWKIT_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -121,6 +127,8 @@ pub struct Settings {
     pub stream_capacity: usize,
     /// How long a trigger's idempotency key is remembered.
     pub idempotency_ttl: Duration,
+    /// How long a worker's lease lasts unless renewed.
+    pub lease: Duration,
 }
 
 impl Default for Settings {
@@ -131,6 +139,7 @@ impl Default for Settings {
             max_batch: DEFAULT_MAX_BATCH,
             stream_capacity: 4096,
             idempotency_ttl: flowkit_wire::api::deployments::DEFAULT_IDEMPOTENCY_TTL,
+            lease: flowkit_wire::api::workers::DEFAULT_LEASE,
         }
     }
 }
@@ -172,6 +181,7 @@ impl Cli {
                 max_body: self.max_body,
                 max_batch: self.max_batch,
                 idempotency_ttl: self.idempotency_ttl,
+                lease: self.lease,
                 ..Settings::default()
             },
         })
@@ -277,6 +287,15 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
         return Err("expected a duration between 1s and 366d".into());
     }
     Ok(duration)
+}
+
+/// Parses `--lease`: a duration from 1 s to 1 h.
+pub fn parse_lease(s: &str) -> Result<Duration, String> {
+    let lease = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if lease < Duration::from_secs(1) || lease > Duration::from_secs(3600) {
+        return Err(format!("{s:?}: a lease is 1s to 1h"));
+    }
+    Ok(lease)
 }
 
 /// Parses a size: bytes, or a number with `KiB`/`MiB`/`GiB` (also `KB`/`MB`/`GB`, taken as

@@ -30,6 +30,8 @@ pub struct ApiError {
     details: Vec<FieldError>,
     /// The run the error is about (`idempotency_key_reused`).
     run_id: Option<Uuid>,
+    /// The state of that run (`run_not_completed`, `conflict` of a run action).
+    state: Option<flowkit_wire::state::StateType>,
     /// The cause of an internal error: logged, never sent.
     source: Option<anyhow::Error>,
 }
@@ -43,6 +45,7 @@ impl ApiError {
             message: message.into(),
             details: Vec::new(),
             run_id: None,
+            state: None,
             source: None,
         }
     }
@@ -56,6 +59,12 @@ impl ApiError {
     /// The same error about the run `run_id`.
     pub fn with_run_id(mut self, run_id: Uuid) -> ApiError {
         self.run_id = Some(run_id);
+        self
+    }
+
+    /// The same error about a run in `state`.
+    pub fn with_state(mut self, state: flowkit_wire::state::StateType) -> ApiError {
+        self.state = Some(state);
         self
     }
 
@@ -127,6 +136,7 @@ impl ApiError {
             message: "internal error".to_string(),
             details: Vec::new(),
             run_id: None,
+            state: None,
             source: Some(source.into()),
         }
     }
@@ -156,6 +166,7 @@ impl ApiError {
         let mut error = ErrorDetail::new(self.code, self.message.clone());
         error.details.clone_from(&self.details);
         error.run_id = self.run_id;
+        error.state = self.state;
         ErrorBody { error }
     }
 }

@@ -22,9 +22,11 @@ pub mod config;
 pub(crate) mod dashboard;
 pub(crate) mod error;
 pub(crate) mod params;
+pub mod reaper;
 pub mod retention;
 pub mod store;
 pub(crate) mod stream;
+pub mod wake;
 
 use anyhow::Context as _;
 use config::Settings;
@@ -51,6 +53,7 @@ struct Inner {
     changes: stream::Changes,
     shutdown: watch::Sender<bool>,
     validators: params::Validators,
+    wake: wake::Wakeups,
 }
 
 impl AppState {
@@ -64,6 +67,7 @@ impl AppState {
                 changes,
                 shutdown: watch::Sender::new(false),
                 validators: params::Validators::default(),
+                wake: wake::Wakeups::default(),
             }),
         }
     }
@@ -86,6 +90,16 @@ impl AppState {
     /// Compiled parameter schemas of deployment versions.
     pub(crate) fn validators(&self) -> &params::Validators {
         &self.inner.validators
+    }
+
+    /// The wake-ups of long-polls (claims, result reads).
+    pub fn wakeups(&self) -> &wake::Wakeups {
+        &self.inner.wake
+    }
+
+    /// The store, shared.
+    pub fn store_arc(&self) -> Arc<Store> {
+        self.inner.store.clone()
     }
 
     /// Turns true when the server starts shutting down.
@@ -133,7 +147,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// Serves [`app`] on `listener` until `shutdown` resolves; then stops accepting connections,
 /// ends the live streams, lets in-flight requests finish (at most `config.shutdown_timeout`)
 /// and closes the store, so every acknowledged batch is committed. Also runs the retention
-/// task (old runs when `config.retention` is set, expired idempotency keys always).
+/// task (old runs when `config.retention` is set, expired idempotency keys always) and the
+/// reaper of expired leases.
 pub async fn run(
     listener: TcpListener,
     store: Arc<Store>,
@@ -142,6 +157,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let state = AppState::new(store.clone(), config.settings.clone());
     let retention = retention::spawn(store.clone(), config.retention, state.shutdown_signal());
+    let reaper = reaper::spawn(state.clone());
 
     let (triggered_tx, mut triggered_rx) = watch::channel(false);
     let on_shutdown = {
@@ -168,6 +184,8 @@ pub async fn run(
     state.begin_shutdown();
     retention.abort();
     let _ = retention.await;
+    reaper.abort();
+    let _ = reaper.await;
     store.close().await;
     tracing::info!("stopped");
     result

@@ -12,14 +12,16 @@
 
 use crate::AppState;
 use crate::api::extract::{ApiJson, ApiQuery, page_request};
+use crate::api::run_actions as run_actions_api;
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, ErrorCode, FieldError, StoreFailures};
 use crate::params;
 use crate::store::{
     Backend, IdempotencyClaim, NewRun, PageRequest, Registration, RunFilter, Triggered,
 };
 use crate::stream::changes_of;
-use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
+use axum::{Extension, Json};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +35,7 @@ use flowkit_wire::api::ingest::{
     MAX_MESSAGE_BYTES, MAX_NAME_CHARS, MAX_PARAMETERS_BYTES, MAX_TAGS,
 };
 use flowkit_wire::api::page::Page;
+use flowkit_wire::api::run_actions;
 use flowkit_wire::api::runs::Run;
 use flowkit_wire::event::{Event, EventBody, RunDetails, RunKind};
 use flowkit_wire::state::{State as RunState, StateType};
@@ -305,12 +308,24 @@ pub async fn get(
         cursor: None,
     };
     let recent_runs = state.store().list_flow_runs(&filter, &page).await?.items;
+    let since = live_since(&state);
+    let live_workers = state
+        .store()
+        .live_workers(&path.flow, &path.name, since)
+        .await?;
+    let serving_version = Some(
+        state
+            .store()
+            .serving_version(&path.flow, &path.name, since)
+            .await?
+            .unwrap_or_else(|| latest.version.clone()),
+    );
     Ok(Json(DeploymentDetail {
         latest,
         versions,
         recent_runs,
-        live_workers: Vec::new(),
-        serving_version: None,
+        live_workers,
+        serving_version,
     }))
 }
 
@@ -354,6 +369,40 @@ pub async fn versions(
             .deployment_versions(&path.flow, &path.name, &page)
             .await?,
     ))
+}
+
+/// Workers seen since this instant are live: within one lease of now.
+fn live_since(state: &AppState) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::from_std(state.settings().lease).unwrap_or_default()
+}
+
+/// Who creates a run with this request: `key:NAME` of the API key it carries, or `local` on a
+/// server without keys.
+pub(crate) fn created_by(caller: Option<&Caller>, _headers: &HeaderMap) -> String {
+    match caller.and_then(|c| c.key_name.as_deref()) {
+        Some(name) => format!("key:{name}"),
+        None => "local".to_string(),
+    }
+}
+
+/// The `Prefer: wait=N` of a trigger, if any: 400 when it does not parse.
+fn prefer_wait(headers: &HeaderMap) -> Result<Option<u32>, ApiError> {
+    let mut wait = None;
+    for value in headers.get_all("prefer") {
+        let text = value.to_str().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                "the `Prefer` header is not visible ASCII",
+            )
+        })?;
+        if let Some(n) = run_actions::prefer_wait(text)
+            .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, why))?
+        {
+            wait = Some(n);
+        }
+    }
+    Ok(wait)
 }
 
 /// The idempotency key of a trigger: the body's, the header's, or both if they agree.
@@ -434,13 +483,16 @@ fn key_reused(deployment: &str, run_id: Uuid) -> ApiError {
         ("flow" = String, Path, description = "The flow's name"),
         ("name" = String, Path, description = "The deployment's name"),
         ("Idempotency-Key" = Option<String>, Header, description = "Same as `idempotency_key` of the body (1 to 255 bytes); both given must agree"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N` (whole seconds, at most 60): answer when the run ends within N s (201, with `result` inline for a `Completed` run up to 1 MiB), else 202 with the run as it stands"),
     ),
     request_body(content = TriggerRequest, content_type = "application/json"),
     responses(
-        (status = 201, description = "The run was created (`Scheduled`: it waits for a worker); `Location` is the run", body = Run,
+        (status = 201, description = "The run was created (`Scheduled`: it waits for a worker); with `Prefer: wait=N`, the run ended within the wait, in its final state (`result` inline when `Completed` and at most 1 MiB); `Location` is the run", body = Run,
+            headers(("Location" = String, description = "`/api/v1/flow-runs/{id}`"))),
+        (status = 202, description = "With `Prefer: wait=N`: the run was created and has not ended within the wait; the run as it stands; `Location` is the run", body = Run,
             headers(("Location" = String, description = "`/api/v1/flow-runs/{id}`"))),
         (status = 200, description = "The idempotency key was used before with the same body: the run it created", body = Run),
-        (status = 400, description = "Malformed JSON, a bad idempotency key, or header and body keys that differ", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, a bad idempotency key, header and body keys that differ, or a `Prefer: wait` that is not whole seconds from 0 to 60", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `trigger` scope", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody),
@@ -456,8 +508,10 @@ pub async fn trigger(
     State(state): State<AppState>,
     path: DeploymentPath,
     headers: HeaderMap,
+    caller: Option<Extension<Caller>>,
     ApiJson(request): ApiJson<TriggerRequest>,
 ) -> Result<Response, ApiError> {
+    let wait = prefer_wait(&headers)?;
     let key = idempotency_key(&headers, &request)?;
     let mut problems = Vec::new();
     check_tags("/tags", &request.tags, &mut problems);
@@ -469,8 +523,18 @@ pub async fn trigger(
     }
     let store = state.store();
     let deployment = path.key();
+    // Without a version: the newest one a live worker serves, else the newest registered.
+    let serving = match &request.version {
+        Some(_) => None,
+        None => {
+            store
+                .serving_version(&path.flow, &path.name, live_since(&state))
+                .await?
+        }
+    };
+    let wanted = request.version.as_deref().or(serving.as_deref());
     let Some(version) = store
-        .deployment_version(&path.flow, &path.name, request.version.as_deref())
+        .deployment_version(&path.flow, &path.name, wanted)
         .await?
     else {
         return match &request.version {
@@ -554,7 +618,14 @@ pub async fn trigger(
     }
 
     let now = Utc::now();
-    let new = new_run(&version, &deployment, &request, tags, parameters, now);
+    let served = request.version.is_none() && serving.is_some()
+        || request.version.is_some()
+            && store
+                .live_workers(&path.flow, &path.name, live_since(&state))
+                .await?
+                .iter()
+                .any(|w| w.versions.contains(&version.version));
+    let new = new_run(&version, &deployment, &request, tags, parameters, now, served);
     let run_id = new.event.run_id;
     let event = new.event.clone();
     let new = NewRun {
@@ -563,25 +634,34 @@ pub async fn trigger(
             fingerprint,
             expires: expiry(now, state.settings().idempotency_ttl),
         }),
+        created_by: Some(created_by(caller.as_ref().map(|c| &c.0), &headers)),
         ..new
     };
     match store.trigger(new).await? {
         Triggered::Created(id) => {
             debug_assert_eq!(id, run_id);
+            state.wakeups().runs_changed();
             if state.changes().has_subscribers() {
                 state
                     .changes()
                     .publish(changes_of(std::slice::from_ref(&event)));
             }
-            let run = store.get_run(id).await?.ok_or_else(|| {
-                ApiError::internal(anyhow::anyhow!("run {id} created but not found"))
-            })?;
-            Ok((
-                StatusCode::CREATED,
-                [(header::LOCATION, format!("{PREFIX}/flow-runs/{id}"))],
-                Json(run),
-            )
-                .into_response())
+            let location = [(header::LOCATION, format!("{PREFIX}/flow-runs/{id}"))];
+            let Some(seconds) = wait.filter(|n| *n > 0) else {
+                let run = store.get_run(id).await?.ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!("run {id} created but not found"))
+                })?;
+                return Ok((StatusCode::CREATED, location, Json(run)).into_response());
+            };
+            let mut run = run_actions_api::wait_for_final(&state, id, seconds).await?;
+            if !run.state.is_final() {
+                return Ok((StatusCode::ACCEPTED, location, Json(run)).into_response());
+            }
+            if run.state == StateType::Completed {
+                run.result =
+                    run_actions_api::inline_result(&state, id, run_actions_api::INLINE).await?;
+            }
+            Ok((StatusCode::CREATED, location, Json(run)).into_response())
         }
         Triggered::Replayed(id) => replay(&state, id).await,
         Triggered::KeyReused(id) => Err(key_reused(&deployment, id)),
@@ -615,12 +695,17 @@ fn new_run(
     tags: Vec<String>,
     parameters: Value,
     now: DateTime<Utc>,
+    served: bool,
 ) -> NewRun {
     let run_id = Uuid::now_v7();
-    let message = format!(
-        "waiting for a worker: no worker serves {deployment} yet (version {:?})",
-        version.version
-    );
+    let message = if served {
+        format!("waiting for a worker of {deployment} (version {:?})", version.version)
+    } else {
+        format!(
+            "waiting for a worker: no worker serves {deployment} yet (version {:?})",
+            version.version
+        )
+    };
     let details = RunDetails {
         task_key: version.flow_key.clone().into(),
         version: Some(version.version.clone().into()),
@@ -650,5 +735,8 @@ fn new_run(
         deployment: deployment.to_string(),
         scheduled_for: request.scheduled_for,
         idempotency: None,
+        version_pinned: request.version.is_some(),
+        max_attempts: version.retries.saturating_add(1),
+        created_by: None,
     }
 }

@@ -97,10 +97,14 @@ pub async fn ingest(
             .map_err(ApiError::internal)?
     };
     let Batch {
-        events,
+        mut events,
+        positions,
         ignored,
-        rejected,
+        mut rejected,
     } = parsed?;
+    if events.iter().any(|e| e.lease.is_some()) {
+        fence(&state, &mut events, &positions, &mut rejected).await?;
+    }
 
     let mut response = IngestResponse {
         accepted: 0,
@@ -123,6 +127,59 @@ pub async fn ingest(
         }
     }
     Ok((StatusCode::ACCEPTED, Json(response)))
+}
+
+/// Refuses the events whose fencing token (`Event::lease`) is older than their flow run's:
+/// each is listed in `rejected` (`stale_lease`), never applied, and counted per worker (the
+/// worker the run was last leased to). One indexed lookup of the batch's leased flow runs;
+/// batches without leased events never get here. An event whose token goes stale between this
+/// check and the write (the reaper moved the token on) cannot change the run either: see the
+/// fold rule in `store::rows`.
+async fn fence(
+    state: &AppState,
+    events: &mut Vec<Event>,
+    positions: &[usize],
+    rejected: &mut Vec<RejectedEvent>,
+) -> Result<(), ApiError> {
+    let flow_of = |e: &Event| e.flow_run_id.unwrap_or(e.run_id);
+    let mut flows: Vec<uuid::Uuid> = events
+        .iter()
+        .filter(|e| e.lease.is_some())
+        .map(flow_of)
+        .collect();
+    flows.sort_unstable();
+    flows.dedup();
+    let tokens = state.store().lease_tokens(&flows).await?;
+    let mut kept = Vec::with_capacity(events.len());
+    let mut refused: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for (event, &index) in std::mem::take(events).into_iter().zip(positions) {
+        let flow = flow_of(&event);
+        match (event.lease, tokens.get(&flow)) {
+            (Some(sent), Some((current, worker))) if sent < *current => {
+                *refused
+                    .entry(worker.clone().unwrap_or_else(|| "unknown".into()))
+                    .or_default() += 1;
+                rejected.push(RejectedEvent {
+                    index,
+                    error: ErrorDetail::new(
+                        ErrorCode::StaleLease,
+                        format!(
+                            "lease token {sent} of flow run {flow} is stale (its current token                              is {current}): the server decided the run's fate; this event is                              not applied"
+                        ),
+                    ),
+                });
+            }
+            _ => kept.push(event),
+        }
+    }
+    *events = kept;
+    if !refused.is_empty() {
+        rejected.sort_by_key(|r| r.index);
+        for (worker, count) in refused {
+            state.store().record_stale_events(&worker, count).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads the body, at most `max` bytes, else 413.
@@ -190,6 +247,8 @@ async fn drain(mut stream: axum::body::BodyDataStream) {
 pub struct Batch {
     /// Events that passed every check, in batch order.
     pub events: Vec<Event>,
+    /// The index in the batch of each of `events`.
+    pub positions: Vec<usize>,
     /// Events of a kind this server does not know (from a newer client): acknowledged, not
     /// stored.
     pub ignored: usize,
@@ -222,12 +281,16 @@ pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<
         }
     };
     let mut events = Vec::with_capacity(items.len());
+    let mut positions = Vec::with_capacity(items.len());
     let mut ignored = 0;
     let mut rejected = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
         match parse_event(item, now) {
             Ok(event) if matches!(event.body, EventBody::Unknown) => ignored += 1,
-            Ok(event) => events.push(event),
+            Ok(event) => {
+                events.push(event);
+                positions.push(index);
+            }
             Err(message) => rejected.push(RejectedEvent {
                 index,
                 error: ErrorDetail::new(ErrorCode::InvalidEvent, message),
@@ -236,6 +299,7 @@ pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<
     }
     Ok(Batch {
         events,
+        positions,
         ignored,
         rejected,
     })

@@ -150,7 +150,7 @@ fn parse_level(value: Option<String>) -> Result<Option<LogLevel>, ApiError> {
 }
 
 /// The flow run `id`, or 404.
-async fn flow_run(state: &AppState, id: Uuid) -> Result<Run, ApiError> {
+pub(crate) async fn flow_run(state: &AppState, id: Uuid) -> Result<Run, ApiError> {
     match state.store().get_run(id).await? {
         Some(run) if run.kind == RunKind::Flow => Ok(run),
         Some(_) => Err(ApiError::not_found(format!(

@@ -23,6 +23,14 @@
 //! | `GET /deployments/{flow}/{name}/versions` | read | [`deployments::versions`] |
 //! | `POST /deployments` | worker | [`deployments::register`] |
 //! | `POST /deployments/{flow}/{name}/runs` | trigger | [`deployments::trigger`] |
+//! | `GET /flow-runs/{id}/result` | read | [`run_actions::result`] |
+//! | `POST /flow-runs/{id}/cancel` | trigger | [`run_actions::cancel`] |
+//! | `POST /flow-runs/cancel` | trigger | [`run_actions::bulk_cancel`] |
+//! | `POST /flow-runs/{id}/retry` | trigger | [`run_actions::retry`] |
+//! | `POST /workers/claim` | worker | [`workers::claim`] |
+//! | `POST /workers/heartbeat` | worker | [`workers::heartbeat`] |
+//! | `POST /flow-runs/{id}/finish` | worker | [`workers::finish`] |
+//! | `POST /flow-runs/{id}/release` | worker | [`workers::release`] |
 //!
 //! `admin` allows every route.
 
@@ -33,11 +41,14 @@ pub mod flow_runs;
 pub mod health;
 pub mod openapi;
 pub mod reporter_drops;
+pub mod run_actions;
 pub mod stats;
 pub mod stream;
+pub mod workers;
 
 use crate::{AppState, auth, error};
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -72,6 +83,7 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route("/flow-runs/{id}/task-runs", get(flow_runs::task_runs))
         .route("/flow-runs/{id}/logs", get(flow_runs::logs))
         .route("/flow-runs/{id}/graph", get(flow_runs::graph))
+        .route("/flow-runs/{id}/result", get(run_actions::result))
         .route("/stats", get(stats::stats))
         .route("/stream", get(stream::stream))
         .route("/deployments", get(deployments::list))
@@ -90,6 +102,13 @@ fn routes(state: &AppState) -> Router<AppState> {
 
     let worker = Router::new()
         .route("/deployments", post(deployments::register))
+        .route("/workers/claim", post(workers::claim))
+        .route("/workers/heartbeat", post(workers::heartbeat))
+        .route(
+            "/flow-runs/{id}/finish",
+            post(workers::finish).layer(DefaultBodyLimit::max(workers::FINISH_BODY_LIMIT)),
+        )
+        .route("/flow-runs/{id}/release", post(workers::release))
         .route_layer(from_fn_with_state(state.clone(), auth::require_worker));
 
     let trigger = Router::new()
@@ -97,6 +116,9 @@ fn routes(state: &AppState) -> Router<AppState> {
             "/deployments/{flow}/{name}/runs",
             post(deployments::trigger),
         )
+        .route("/flow-runs/cancel", post(run_actions::bulk_cancel))
+        .route("/flow-runs/{id}/cancel", post(run_actions::cancel))
+        .route("/flow-runs/{id}/retry", post(run_actions::retry))
         .route_layer(from_fn_with_state(state.clone(), auth::require_trigger));
 
     Router::new()

@@ -1,7 +1,9 @@
 //! `GET /api/openapi.json`: the OpenAPI 3 document of every route, generated from the
 //! handlers' `#[utoipa::path]` attributes and the response types.
 
-use crate::api::{deployments, events, flow_runs, health, reporter_drops, stats, stream};
+use crate::api::{
+    deployments, events, flow_runs, health, reporter_drops, run_actions, stats, stream, workers,
+};
 use crate::dashboard;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -12,7 +14,12 @@ use flowkit_wire::api::deployments::{
 use flowkit_wire::api::error::{ErrorBody, ErrorCode, ErrorDetail};
 use flowkit_wire::api::logs::LogEntry;
 use flowkit_wire::api::page::Page;
+use flowkit_wire::api::run_actions::{BulkCancel, BulkCancelled, CancelRequest};
 use flowkit_wire::api::runs::Run;
+use flowkit_wire::api::workers::{
+    ClaimRequest, ClaimResponse, ClaimedRun, FinishRequest, HeartbeatRequest, HeartbeatResponse,
+    HeldLease, LiveWorker, ReleaseRequest, Served,
+};
 use flowkit_wire::api::stream::{Lagged, RunChange};
 use flowkit_wire::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
 use flowkit_wire::state::{State, StateType};
@@ -30,7 +37,7 @@ use utoipa::{Modify, OpenApi};
             Every error is `{\"error\": {\"code\": ..., \"message\": ...}}` (`code` is one of \
             `ErrorCode`). When the server has API keys, send `Authorization: Bearer <secret>`; \
             GET routes need the `read` scope, ingestion the `report` scope, registering \
-            deployments the `worker` scope, triggering runs the `trigger` scope (`admin` allows \
+            deployments, claiming and running them the `worker` scope, triggering, cancelling and retrying runs the `trigger` scope (`admin` allows \
             everything). Invalid parameters of a trigger are a 422 `invalid_parameters` whose \
             `details` list every error at its JSON pointer. Readers ignore unknown fields, and read unknown state types as \
             `Unknown`, so newer peers never break older ones."
@@ -53,6 +60,14 @@ use utoipa::{Modify, OpenApi};
         deployments::get,
         deployments::versions,
         deployments::trigger,
+        run_actions::result,
+        run_actions::cancel,
+        run_actions::bulk_cancel,
+        run_actions::retry,
+        workers::claim,
+        workers::heartbeat,
+        workers::finish,
+        workers::release,
         document,
     ),
     components(schemas(
@@ -78,6 +93,19 @@ use utoipa::{Modify, OpenApi};
         TriggerRequest,
         Page<DeploymentSummary>,
         Page<DeploymentVersion>,
+        ClaimRequest,
+        ClaimResponse,
+        ClaimedRun,
+        Served,
+        HeldLease,
+        HeartbeatRequest,
+        HeartbeatResponse,
+        FinishRequest,
+        ReleaseRequest,
+        LiveWorker,
+        CancelRequest,
+        BulkCancel,
+        BulkCancelled,
     )),
     modifiers(&ApiKeyAuth),
     tags(
@@ -85,6 +113,7 @@ use utoipa::{Modify, OpenApi};
         (name = "events", description = "Ingestion, as the flowkit reporter sends it"),
         (name = "flow-runs", description = "Runs, logs, graphs, statistics and the live stream"),
         (name = "deployments", description = "Flows registered by workers, and triggering runs of them with parameters validated against the flow's JSON Schema"),
+        (name = "workers", description = "Workers claim triggered runs under leases with fencing tokens, heartbeat, and finish or release them"),
     )
 )]
 pub struct ApiDoc;

@@ -40,7 +40,10 @@ pub(crate) trait Dialect:
     + Bind<i64>
     + Bind<Option<String>>
     + Bind<Option<i64>>
+    + Bind<Option<Uuid>>
+    + Bind<Vec<u8>>
     + Get<Uuid>
+    + Get<Vec<u8>>
     + Get<Option<Uuid>>
     + Get<String>
     + Get<Option<String>>
@@ -56,6 +59,18 @@ pub(crate) trait Dialect:
     const LEAST: &'static str;
     /// `POSITION(haystack, needle)`: the 1-based position of a literal substring, 0 if absent.
     const POSITION: &'static str;
+    /// Appended to a `SELECT` of rows a write transaction then changes, so that other
+    /// transactions pick other rows (PostgreSQL; SQLite has one writer and needs none).
+    const SKIP_LOCKED: &'static str;
+    /// Appended to a `SELECT` of rows to lock until the end of the transaction.
+    const FOR_UPDATE: &'static str;
+    /// A statement that wakes the waiting claims of every server replica at commit
+    /// (PostgreSQL `NOTIFY`); `None` where one process owns the database (SQLite).
+    const NOTIFY_RUNS: Option<&'static str>;
+    /// A query of the database's clock, as a column `now` (PostgreSQL: the transaction's
+    /// start); `None` where the database is a file this process writes alone (SQLite: the
+    /// process's clock is the database's).
+    const NOW_QUERY: Option<&'static str>;
 
     /// Text as the backend can store it.
     fn text(text: &str) -> String;
@@ -207,6 +222,10 @@ impl Dialect for sqlx::Sqlite {
     const GREATEST: &'static str = "max";
     const LEAST: &'static str = "min";
     const POSITION: &'static str = "instr";
+    const SKIP_LOCKED: &'static str = "";
+    const FOR_UPDATE: &'static str = "";
+    const NOTIFY_RUNS: Option<&'static str> = None;
+    const NOW_QUERY: Option<&'static str> = None;
 
     fn text(text: &str) -> String {
         text.to_string()
@@ -264,6 +283,10 @@ impl Dialect for sqlx::Postgres {
     const GREATEST: &'static str = "GREATEST";
     const LEAST: &'static str = "LEAST";
     const POSITION: &'static str = "strpos";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const NOTIFY_RUNS: Option<&'static str> = Some("SELECT pg_notify('flowkit_runs', '')");
+    const NOW_QUERY: Option<&'static str> = Some("SELECT now() AS now");
 
     /// PostgreSQL text cannot hold NUL characters; they are stored as U+FFFD.
     fn text(text: &str) -> String {

@@ -16,6 +16,10 @@
 
 use chrono::{DateTime, Utc};
 use flowkit_wire::api::deployments::{DeploymentSpec, DeploymentSummary, DeploymentVersion};
+use flowkit_wire::api::run_actions::BulkCancelled;
+use flowkit_wire::api::workers::{ClaimedRun, LiveWorker, Served};
+use std::collections::HashMap;
+use std::time::Duration;
 use flowkit_wire::event::{Event, LogLevel};
 use flowkit_wire::state::StateType;
 use queries::{Maintenance, Written};
@@ -28,6 +32,7 @@ compile_error!("flowkit-server needs a database: enable its `sqlite` or `postgre
 
 mod cursor;
 mod dialect;
+mod leases;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod queries;
@@ -199,6 +204,123 @@ pub struct NewRun {
     pub scheduled_for: Option<DateTime<Utc>>,
     /// The idempotency key of the trigger, if it has one.
     pub idempotency: Option<IdempotencyClaim>,
+    /// Whether the trigger named the version (only a worker serving it may claim the run).
+    pub version_pinned: bool,
+    /// Attempts the run may have in all (the version's `retries` + 1).
+    pub max_attempts: u32,
+    /// Who created it (`key:NAME`, `local`, ...).
+    pub created_by: Option<String>,
+}
+
+/// A worker, as its claims and heartbeats describe it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerSeen {
+    /// Its id.
+    pub id: Uuid,
+    /// `host:pid`.
+    pub name: String,
+    /// The versions it serves.
+    pub served: Vec<Served>,
+}
+
+/// A claim ([`Backend::claim`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimOrder {
+    /// Who claims.
+    pub worker: WorkerSeen,
+    /// At most this many runs.
+    pub max_runs: u32,
+    /// How long the leases last.
+    pub lease: Duration,
+}
+
+/// What a heartbeat tells the worker ([`Backend::heartbeat`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeartbeatOutcome {
+    /// Its leased runs someone asked to cancel.
+    pub cancel: Vec<Uuid>,
+    /// The leases it listed that it no longer holds.
+    pub lost: Vec<Uuid>,
+}
+
+/// What a call under a lease did ([`Backend::finish`], [`Backend::release`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseCall {
+    /// Done (or done before: the same finish again).
+    Done,
+    /// The token is not the run's current lease: nothing changed.
+    Stale {
+        /// The run's current token.
+        current: u64,
+        /// Whether a lease is held at all.
+        held: bool,
+        /// The run's state.
+        state: StateType,
+    },
+    /// No such run.
+    NotFound,
+}
+
+/// A worker's final state of a run ([`Backend::finish`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    /// The run.
+    pub run_id: Uuid,
+    /// The lease's token.
+    pub token: u64,
+    /// The final state event's id (a later copy from the reporter is a duplicate of it).
+    pub event_id: Uuid,
+    /// The final state.
+    pub state: StateType,
+    /// Its message.
+    pub message: Option<String>,
+    /// The attempt.
+    pub attempt: u32,
+    /// The event's timestamp (the stored one is at least the database's clock).
+    pub timestamp: DateTime<Utc>,
+    /// The output, as JSON text, for a `Completed` run.
+    pub result: Option<String>,
+}
+
+/// What an action on a run did ([`Backend::cancel`], [`Backend::retry`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunAction {
+    /// Done: the run is now in this state.
+    Done(StateType),
+    /// Nothing to do: the run already is in this state.
+    Unchanged(StateType),
+    /// Not possible from this state.
+    Conflict(StateType),
+    /// No such flow run.
+    NotFound,
+}
+
+/// Which runs a bulk cancel takes ([`Backend::bulk_cancel`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BulkCancelFilter {
+    /// Only runs of this deployment (`flow/name`).
+    pub deployment: Option<String>,
+    /// Only runs of this flow.
+    pub flow_name: Option<String>,
+    /// Only runs in these (non-final) states.
+    pub states: Vec<StateType>,
+    /// Only runs with this tag.
+    pub tag: Option<String>,
+    /// Only runs created before this.
+    pub created_before: Option<DateTime<Utc>>,
+    /// The states' message.
+    pub reason: Option<String>,
+    /// At most this many runs.
+    pub limit: u32,
+}
+
+/// What one reaper pass did ([`Backend::reap`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Runs decided.
+    pub runs: Vec<Uuid>,
+    /// Whether one of them was re-queued (claims may take it).
+    pub requeued: bool,
 }
 
 /// An idempotency key a trigger claims for the run it creates.
@@ -339,6 +461,89 @@ pub trait Backend: Send + Sync + 'static {
     /// answer names the run it created, and whether the fingerprint matched. Concurrent
     /// triggers with one key create one run, on every backend.
     fn trigger(&self, run: NewRun) -> impl Future<Output = Result<Triggered, StoreError>> + Send;
+    /// Records the worker (`last_seen`) and leases it up to `max_runs` runs, in one
+    /// transaction: `Scheduled`, due, of a version it serves (the pinned one, else its newest
+    /// served, written to the run), oldest first, within their deployment's concurrency limit
+    /// (of the version, counted from the deployment's leased runs). Each becomes `Pending` (a
+    /// server state) with a new fencing token and a lease of `lease`.
+    fn claim(
+        &self,
+        order: ClaimOrder,
+    ) -> impl Future<Output = Result<Vec<ClaimedRun>, StoreError>> + Send;
+    /// Records the worker and extends each listed lease it still holds by `lease` from now.
+    fn heartbeat(
+        &self,
+        worker: WorkerSeen,
+        leases: Vec<(Uuid, u64)>,
+        lease: Duration,
+    ) -> impl Future<Output = Result<HeartbeatOutcome, StoreError>> + Send;
+    /// Stores a run's final state from its worker (at least the database's clock), its result,
+    /// and ends the lease, in one transaction, if `token` is the run's current lease.
+    fn finish(
+        &self,
+        finished: Finished,
+    ) -> impl Future<Output = Result<LeaseCall, StoreError>> + Send;
+    /// A worker hands a run back: `Scheduled` again (same attempt), or `Cancelled` if it was
+    /// `Cancelling`; the lease ends. Only with the current token.
+    fn release(
+        &self,
+        run_id: Uuid,
+        token: u64,
+        reason: Option<String>,
+    ) -> impl Future<Output = Result<LeaseCall, StoreError>> + Send;
+    /// Decides up to 100 runs whose lease expired (database clock): `Cancelling` →
+    /// `Cancelled`, else `Crashed` and, with attempts left, `Scheduled` as the next attempt;
+    /// the token moves on (the old worker is fenced off) and the lease ends. Safe to run on
+    /// several replicas at once.
+    fn reap(&self) -> impl Future<Output = Result<Reaped, StoreError>> + Send;
+    /// Cancels a flow run: not leased → `Cancelled`; leased → `Cancelling` (its worker learns
+    /// it from its next heartbeat); `Cancelling` → unchanged; final → conflict.
+    fn cancel(
+        &self,
+        run_id: Uuid,
+        reason: Option<String>,
+    ) -> impl Future<Output = Result<RunAction, StoreError>> + Send;
+    /// Cancels the oldest matching non-final flow runs, at most `filter.limit`.
+    fn bulk_cancel(
+        &self,
+        filter: BulkCancelFilter,
+    ) -> impl Future<Output = Result<BulkCancelled, StoreError>> + Send;
+    /// Re-queues a deployed flow run that ended in failure as its next attempt, pinned to the
+    /// version it ran.
+    fn retry(&self, run_id: Uuid) -> impl Future<Output = Result<RunAction, StoreError>> + Send;
+    /// The stored output of a run, as JSON bytes.
+    fn run_result(
+        &self,
+        run_id: Uuid,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+    /// The fencing tokens of those of `ids` that have one, with the worker each was last
+    /// leased to: one indexed lookup.
+    fn lease_tokens(
+        &self,
+        ids: &[Uuid],
+    ) -> impl Future<Output = Result<HashMap<Uuid, (u64, Option<String>)>, StoreError>> + Send;
+    /// Adds to a worker's count of events refused for a stale token.
+    fn record_stale_events(
+        &self,
+        worker: &str,
+        refused: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// A worker's count of events refused for a stale token.
+    fn stale_events(&self, worker: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// The workers of a deployment seen since `since`, most recently seen first (at most 100).
+    fn live_workers(
+        &self,
+        flow: &str,
+        name: &str,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<LiveWorker>, StoreError>> + Send;
+    /// The newest registered version of a deployment served by a worker seen since `since`.
+    fn serving_version(
+        &self,
+        flow: &str,
+        name: &str,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
     /// Flushes and closes (graceful shutdown: every acknowledged batch is committed).
     fn close(&self) -> impl Future<Output = ()> + Send;
 }
@@ -529,8 +734,131 @@ impl Backend for Store {
             other => Err(unexpected(other)),
         }
     }
+    async fn claim(&self, order: ClaimOrder) -> Result<Vec<ClaimedRun>, StoreError> {
+        match on_backend!(self, b => b.maintain(Maintenance::Claim(Box::new(order))))? {
+            Written::Claimed(runs) => Ok(runs),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn heartbeat(
+        &self,
+        worker: WorkerSeen,
+        leases: Vec<(Uuid, u64)>,
+        lease: Duration,
+    ) -> Result<HeartbeatOutcome, StoreError> {
+        let task = Maintenance::Heartbeat {
+            worker: Box::new(worker),
+            leases,
+            lease,
+        };
+        match on_backend!(self, b => b.maintain(task))? {
+            Written::Heartbeat(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn finish(&self, finished: Finished) -> Result<LeaseCall, StoreError> {
+        match on_backend!(self, b => b.maintain(Maintenance::Finish(Box::new(finished))))? {
+            Written::Lease(call) => Ok(call),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn release(
+        &self,
+        run_id: Uuid,
+        token: u64,
+        reason: Option<String>,
+    ) -> Result<LeaseCall, StoreError> {
+        let task = Maintenance::Release {
+            run_id,
+            token,
+            reason,
+        };
+        match on_backend!(self, b => b.maintain(task))? {
+            Written::Lease(call) => Ok(call),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn reap(&self) -> Result<Reaped, StoreError> {
+        match on_backend!(self, b => b.maintain(Maintenance::Reap))? {
+            Written::Reaped(reaped) => Ok(reaped),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn cancel(&self, run_id: Uuid, reason: Option<String>) -> Result<RunAction, StoreError> {
+        match on_backend!(self, b => b.maintain(Maintenance::Cancel { run_id, reason }))? {
+            Written::Action(action) => Ok(action),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn bulk_cancel(&self, filter: BulkCancelFilter) -> Result<BulkCancelled, StoreError> {
+        match on_backend!(self, b => b.maintain(Maintenance::BulkCancel(Box::new(filter))))? {
+            Written::BulkCancelled(answer) => Ok(answer),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn retry(&self, run_id: Uuid) -> Result<RunAction, StoreError> {
+        match on_backend!(self, b => b.maintain(Maintenance::Retry(run_id)))? {
+            Written::Action(action) => Ok(action),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn run_result(&self, run_id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
+        on_backend!(self, b => leases::result(b.pool(), run_id))
+    }
+    async fn lease_tokens(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, (u64, Option<String>)>, StoreError> {
+        on_backend!(self, b => leases::lease_tokens(b.pool(), ids))
+    }
+    async fn record_stale_events(&self, worker: &str, refused: u64) -> Result<(), StoreError> {
+        let task = Maintenance::StaleEvents {
+            worker: worker.to_string(),
+            refused,
+        };
+        on_backend!(self, b => b.maintain(task)).map(|_| ())
+    }
+    async fn stale_events(&self, worker: &str) -> Result<u64, StoreError> {
+        on_backend!(self, b => leases::stale_events(b.pool(), worker))
+    }
+    async fn live_workers(
+        &self,
+        flow: &str,
+        name: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<LiveWorker>, StoreError> {
+        on_backend!(self, b => leases::live_workers(b.pool(), flow, name, since))
+    }
+    async fn serving_version(
+        &self,
+        flow: &str,
+        name: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        on_backend!(self, b => leases::serving_version(b.pool(), flow, name, since))
+    }
     async fn close(&self) {
         on_backend!(self, b => b.close())
+    }
+}
+
+impl Store {
+    /// Starts waking `wake` whenever another server replica (or this one) makes a run
+    /// claimable: PostgreSQL `LISTEN flowkit_runs`, reconnecting after errors, until the store
+    /// closes. `None` on SQLite, where only this process writes.
+    pub fn listen_runs(
+        &self,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        match &self.db {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(_) => {
+                let _ = wake;
+                None
+            }
+            #[cfg(feature = "postgres")]
+            Db::Postgres(b) => Some(b.listen_runs(wake)),
+        }
     }
 }
 

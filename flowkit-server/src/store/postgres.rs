@@ -79,6 +79,43 @@ impl PgStore {
         .await
     }
 
+    /// Wakes `wake` on every `NOTIFY flowkit_runs` (a trigger, retry, release or re-queue on
+    /// any replica), reconnecting after errors, until the pool closes. Holds one connection of
+    /// the pool.
+    pub(crate) fn listen_runs(
+        &self,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+    ) -> tokio::task::JoinHandle<()> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            while !pool.is_closed() {
+                match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => match listener.listen("flowkit_runs").await {
+                        Ok(()) => loop {
+                            match listener.try_recv().await {
+                                // `None`: the connection was lost and is re-established on the
+                                // next call; a notification may have been missed, so wake anyway.
+                                Ok(_) => wake.notify_waiters(),
+                                Err(e) => {
+                                    if !pool.is_closed() {
+                                        tracing::warn!("LISTEN flowkit_runs failed: {e}");
+                                    }
+                                    break;
+                                }
+                            }
+                        },
+                        Err(e) => tracing::warn!("LISTEN flowkit_runs failed: {e}"),
+                    },
+                    Err(e) if !pool.is_closed() => {
+                        tracing::warn!("LISTEN flowkit_runs cannot connect: {e}")
+                    }
+                    Err(_) => return,
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+
     /// Closes the pool.
     pub(crate) async fn close(&self) {
         self.pool.close().await;
@@ -175,11 +212,11 @@ SELECT u.id, u.kind, u.name, u.parent_run_id, u.flow_run_id, u.state, u.state_me
        u.parameters::json,
        ARRAY(SELECT t.value::uuid FROM json_array_elements_text(u.upstream::json) WITH ORDINALITY AS t(value, n)
              ORDER BY t.n),
-       u.cache_key, u.deployment, u.version, u.worker
+       u.cache_key, u.deployment, u.version, u.worker, u.lease_token
 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[],
             $8::timestamptz[], $9::uuid[], $10::int8[], $11::timestamptz[], $12::timestamptz[],
             $13::timestamptz[], $14::bool[], $15::text[], $16::text[], $17::text[], $18::text[],
-            $19::text[], $20::text[], $21::text[], $22::text[])
+            $19::text[], $20::text[], $21::text[], $22::text[], $23::int8[])
     AS u({RUN_COLUMNS}){}",
         queries::merge_runs::<Postgres>()
     )
@@ -280,6 +317,7 @@ impl BulkWrite for Postgres {
             .bind(column(&details, |d| pg_opt(&d.deployment)))
             .bind(column(&details, |d| pg_opt(&d.version)))
             .bind(column(&details, |d| pg_opt(&d.worker)))
+            .bind(column(runs, |r| r.lease_token))
             .execute(&mut *conn)
             .await?;
         Ok(())

@@ -5,6 +5,7 @@
 //! ([`BulkWrite`]: multi-row `VALUES` on SQLite, `UNNEST` of arrays on PostgreSQL).
 
 use super::cursor::Cursor;
+use super::leases;
 use super::dialect::{Bind, Dialect, Get, PushBind};
 use super::rows::{
     self, LogRow, Plan, RunRow, StateRow, StatsFrame, corrupt, from_micros, micros, parse_attempt,
@@ -28,32 +29,32 @@ use uuid::Uuid;
 // ---------------------------------------------------------------------------------------------
 
 /// One row of a result, read by column name.
-struct Columns<'r, D: Dialect>(&'r D::Row);
+pub(super) struct Columns<'r, D: Dialect>(pub(super) &'r D::Row);
 
 impl<D: Dialect> Columns<'_, D> {
-    fn get<T>(&self, column: &str) -> Result<T, StoreError>
+    pub(super) fn get<T>(&self, column: &str) -> Result<T, StoreError>
     where
         D: Get<T>,
     {
         Ok(D::get(self.0, column)?)
     }
 
-    fn instant(&self, column: &str) -> Result<DateTime<Utc>, StoreError> {
+    pub(super) fn instant(&self, column: &str) -> Result<DateTime<Utc>, StoreError> {
         D::instant(self.0, column)
     }
 
-    fn opt_instant(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    pub(super) fn opt_instant(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         D::opt_instant(self.0, column)
     }
 
     /// A column holding JSON text (see [`Dialect::json_text`]).
-    fn json<T: DeserializeOwned>(&self, column: &str) -> Result<T, StoreError> {
+    pub(super) fn json<T: DeserializeOwned>(&self, column: &str) -> Result<T, StoreError> {
         let text: String = self.get(column)?;
         serde_json::from_str(&text).map_err(|e| corrupt(format!("column {column}: {e}")))
     }
 
     /// A nullable column holding JSON text.
-    fn opt_json<T: DeserializeOwned>(&self, column: &str) -> Result<Option<T>, StoreError> {
+    pub(super) fn opt_json<T: DeserializeOwned>(&self, column: &str) -> Result<Option<T>, StoreError> {
         let text: Option<String> = self.get(column)?;
         text.map(|text| serde_json::from_str(&text))
             .transpose()
@@ -62,7 +63,7 @@ impl<D: Dialect> Columns<'_, D> {
 }
 
 /// The columns [`run_record`] reads.
-fn run_columns<D: Dialect>() -> String {
+pub(super) fn run_columns<D: Dialect>() -> String {
     format!(
         "id, kind, name, task_key, parent_run_id, flow_run_id, state, state_message, state_ts, \
          attempt, created, started, ended, {}, {}, {}, cache_key, deployment, version, worker, \
@@ -73,7 +74,7 @@ fn run_columns<D: Dialect>() -> String {
     )
 }
 
-fn run_record<D: Dialect>(row: &D::Row) -> Result<RunRecord, StoreError> {
+pub(super) fn run_record<D: Dialect>(row: &D::Row) -> Result<RunRecord, StoreError> {
     let c = Columns::<D>(row);
     Ok(RunRecord {
         id: c.get("id")?,
@@ -163,7 +164,7 @@ fn cursor_instant(cursor: &Cursor) -> Result<DateTime<Utc>, StoreError> {
 }
 
 /// Every row of `q`, read with `read`.
-async fn read_all<D: Dialect, T>(
+pub(super) async fn read_all<D: Dialect, T>(
     pool: &Pool<D>,
     q: &mut QueryBuilder<D>,
     read: fn(&D::Row) -> Result<T, StoreError>,
@@ -192,7 +193,7 @@ async fn read_page<D: Dialect, T>(
 }
 
 /// `value, value, …` as placeholders.
-fn push_list<D, T>(q: &mut QueryBuilder<D>, values: impl IntoIterator<Item = T>)
+pub(super) fn push_list<D, T>(q: &mut QueryBuilder<D>, values: impl IntoIterator<Item = T>)
 where
     D: Dialect + Bind<T>,
 {
@@ -440,6 +441,48 @@ pub(crate) enum Maintenance {
     },
     /// See [`super::Backend::trigger`].
     Trigger(Box<NewRun>),
+    /// See [`super::Backend::claim`].
+    Claim(Box<super::ClaimOrder>),
+    /// See [`super::Backend::heartbeat`].
+    Heartbeat {
+        /// The worker.
+        worker: Box<super::WorkerSeen>,
+        /// The leases it holds: run and token.
+        leases: Vec<(Uuid, u64)>,
+        /// How long the renewed leases last.
+        lease: std::time::Duration,
+    },
+    /// See [`super::Backend::finish`].
+    Finish(Box<super::Finished>),
+    /// See [`super::Backend::release`].
+    Release {
+        /// The run.
+        run_id: Uuid,
+        /// The lease's token.
+        token: u64,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// See [`super::Backend::reap`].
+    Reap,
+    /// See [`super::Backend::cancel`].
+    Cancel {
+        /// The run.
+        run_id: Uuid,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// See [`super::Backend::bulk_cancel`].
+    BulkCancel(Box<super::BulkCancelFilter>),
+    /// See [`super::Backend::retry`].
+    Retry(Uuid),
+    /// See [`super::Backend::record_stale_events`].
+    StaleEvents {
+        /// The worker.
+        worker: String,
+        /// Events refused.
+        refused: u64,
+    },
 }
 
 /// What a [`Maintenance`] task did.
@@ -451,6 +494,18 @@ pub(crate) enum Written {
     Registered(Box<Registration>),
     /// [`Maintenance::Trigger`].
     Triggered(Triggered),
+    /// [`Maintenance::Claim`].
+    Claimed(Vec<flowkit_wire::api::workers::ClaimedRun>),
+    /// [`Maintenance::Heartbeat`].
+    Heartbeat(super::HeartbeatOutcome),
+    /// [`Maintenance::Finish`], [`Maintenance::Release`].
+    Lease(super::LeaseCall),
+    /// [`Maintenance::Reap`].
+    Reaped(super::Reaped),
+    /// [`Maintenance::Cancel`], [`Maintenance::Retry`].
+    Action(super::RunAction),
+    /// [`Maintenance::BulkCancel`].
+    BulkCancelled(flowkit_wire::api::run_actions::BulkCancelled),
 }
 
 /// Runs `task` on `conn`.
@@ -470,6 +525,42 @@ pub(crate) async fn maintain<D: BulkWrite>(
             .await
             .map(|registration| Written::Registered(Box::new(registration))),
         Maintenance::Trigger(run) => trigger::<D>(conn, run).await.map(Written::Triggered),
+        Maintenance::Claim(order) => leases::claim::<D>(conn, order)
+            .await
+            .map(Written::Claimed),
+        Maintenance::Heartbeat {
+            worker,
+            leases: held,
+            lease,
+        } => leases::heartbeat::<D>(conn, worker, held, *lease)
+            .await
+            .map(Written::Heartbeat),
+        Maintenance::Finish(finished) => leases::finish::<D>(conn, finished)
+            .await
+            .map(Written::Lease),
+        Maintenance::Release {
+            run_id,
+            token,
+            reason,
+        } => leases::release::<D>(conn, *run_id, *token, reason.as_deref())
+            .await
+            .map(Written::Lease),
+        Maintenance::Reap => leases::reap::<D>(conn).await.map(Written::Reaped),
+        Maintenance::Cancel { run_id, reason } => {
+            leases::cancel::<D>(conn, *run_id, reason.as_deref())
+                .await
+                .map(Written::Action)
+        }
+        Maintenance::BulkCancel(filter) => leases::bulk_cancel::<D>(conn, filter)
+            .await
+            .map(Written::BulkCancelled),
+        Maintenance::Retry(run_id) => leases::retry::<D>(conn, *run_id)
+            .await
+            .map(Written::Action),
+        Maintenance::StaleEvents { worker, refused } => {
+            leases::record_stale_events::<D>(conn, worker, *refused).await?;
+            Ok(Written::Count(0))
+        }
     }
 }
 
@@ -477,7 +568,8 @@ pub(crate) async fn maintain<D: BulkWrite>(
 /// run, state and log line of their groups (a flow run and its task runs go together); then,
 /// once no old run is left, up to `batch` old log lines whose run never sent a state (its state
 /// events were dropped by a reporter), which have no run row to be deleted with, and up to
-/// `batch` expired idempotency keys. Returns the runs, orphan log lines and keys deleted.
+/// `batch` expired idempotency keys, and the workers not seen since `cutoff`. A run's result
+/// goes with it. Returns the runs, orphan log lines and keys deleted.
 async fn delete_before<D: Dialect>(
     conn: &mut D::Connection,
     cutoff: DateTime<Utc>,
@@ -505,6 +597,8 @@ async fn delete_before<D: Dialect>(
             ("runs", "id", true),
             ("run_states", "group_id", false),
             ("logs", "group_id", false),
+            // Results belong to deployed flow runs, which are their own group.
+            ("run_results", "run_id", false),
         ] {
             let mut q = QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
             push_list(&mut q, chunk.iter().copied());
@@ -541,6 +635,12 @@ async fn delete_before<D: Dialect>(
             .bind(i64::from(batch))
             .push(")");
         deleted += D::rows_affected(&D::execute(&mut tx, &mut q).await?);
+        // Workers not seen since the cutoff, and what they served.
+        for table in ["worker_deployments", "workers"] {
+            let mut q = QueryBuilder::new(format!("DELETE FROM {table} WHERE last_seen < "));
+            q.bind_instant(cutoff);
+            D::execute(&mut tx, &mut q).await?;
+        }
     }
     tx.commit().await?;
     Ok(deleted)
@@ -582,7 +682,7 @@ pub(crate) const LOG_COLUMNS: &str =
 /// The columns of `runs`, in the order ingestion writes them.
 pub(crate) const RUN_COLUMNS: &str = "id, kind, name, parent_run_id, flow_run_id, state, \
      state_message, state_ts, state_event_id, attempt, created, started, ended, has_details, \
-     task_key, tags, parameters, upstream, cache_key, deployment, version, worker";
+     task_key, tags, parameters, upstream, cache_key, deployment, version, worker, lease_token";
 /// The end of an insert of events: a stored event id (a replay) is skipped, and the ids newly
 /// stored come back, so the caller can count duplicates and fold only new states into runs.
 pub(crate) const NEW_EVENTS_ONLY: &str = " ON CONFLICT (event_id) DO NOTHING RETURNING event_id";
@@ -595,8 +695,12 @@ pub(crate) const NEW_EVENTS_ONLY: &str = " ON CONFLICT (event_id) DO NOTHING RET
 pub(crate) fn merge_runs<D: Dialect>() -> String {
     let newer =
         "(excluded.state_ts, excluded.state_event_id) > (runs.state_ts, runs.state_event_id)";
+    // The worker starting the run it claimed: see `store::rows` (a state the server decided).
+    let takeover = "(runs.server_state AND runs.state = 'Pending' AND excluded.state = 'Running' \
+         AND runs.lease_token > 0 AND excluded.lease_token = runs.lease_token)";
+    let takes = format!("({takeover} OR (NOT runs.server_state AND {newer}))");
     let latest = |column: &str| {
-        format!("{column} = CASE WHEN {newer} THEN excluded.{column} ELSE runs.{column} END")
+        format!("{column} = CASE WHEN {takes} THEN excluded.{column} ELSE runs.{column} END")
     };
     let first_details = |column: &str| {
         format!(
@@ -620,7 +724,16 @@ pub(crate) fn merge_runs<D: Dialect>() -> String {
         .map(latest),
     );
     set.extend([
-        format!("state_ts = {greatest}(runs.state_ts, excluded.state_ts)"),
+        format!(
+            "state_ts = CASE WHEN runs.server_state AND NOT {takeover} THEN runs.state_ts \
+             ELSE {greatest}(runs.state_ts, excluded.state_ts) END"
+        ),
+        // Evaluated on the row before the update, like every right-hand side.
+        format!(
+            "server_state = CASE WHEN {takeover} THEN FALSE ELSE runs.server_state END"
+        ),
+        // The carrier of the event's token: a run's own token only changes by the server.
+        "lease_token = runs.lease_token".to_string(),
         format!("created = {least}(runs.created, excluded.created)"),
         // SQLite's two-argument min is NULL when either is; PostgreSQL's LEAST skips NULLs.
         format!(
@@ -1019,7 +1132,7 @@ async fn register<D: BulkWrite>(
 }
 
 /// JSON text of a value (NUL characters are escaped by JSON, so any backend stores it).
-fn json_string<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+pub(super) fn json_string<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Database(sqlx::Error::Encode(e.into())))
 }
 
@@ -1108,10 +1221,25 @@ async fn trigger<D: BulkWrite>(
     let plan = Plan::new(std::slice::from_ref(&vec![new.event.clone()]))?;
     let mut stored = HashSet::with_capacity(1);
     write_plan::<D>(&mut tx, &plan, &mut stored).await?;
-    if let Some(at) = new.scheduled_for {
-        let mut q = QueryBuilder::new("UPDATE runs SET scheduled_for = ");
-        q.bind_instant(at).push(" WHERE id = ").bind(run_id);
-        D::execute(&mut tx, &mut q).await?;
+    let mut q = QueryBuilder::new("UPDATE runs SET scheduled_for = ");
+    match new.scheduled_for {
+        Some(at) => q.bind_instant(at),
+        None => q.push("NULL"),
+    };
+    q.push(if new.version_pinned {
+        ", version_pinned = TRUE"
+    } else {
+        ", version_pinned = FALSE"
+    })
+    .push(", max_attempts = ")
+    .bind(i64::from(new.max_attempts.max(1)))
+    .push(", created_by = ")
+    .bind(new.created_by.as_deref().map(D::text))
+    .push(" WHERE id = ")
+    .bind(run_id);
+    D::execute(&mut tx, &mut q).await?;
+    if let Some(notify) = D::NOTIFY_RUNS {
+        D::fetch_optional(&mut tx, &mut QueryBuilder::new(notify)).await?;
     }
     tx.commit().await?;
     Ok(Triggered::Created(run_id))

@@ -8,7 +8,16 @@
 //! - `created`: the least timestamp; `started`: the least timestamp of a `Running` state;
 //! - `ended`: the latest state's timestamp when that state is final;
 //! - details: taken from the event that carries them (sent once per run); if several events
-//!   carried details, the first one stored wins.
+//!   carried details, the first one stored wins;
+//! - a state the server decided is kept: while the row's `server_state` is set (a claim,
+//!   a crash, a re-queue, a cancellation, see `store::leases`), a client's state event is stored
+//!   in the history but does not change the row, whatever its timestamp, EXCEPT the worker
+//!   starting a run it claimed: a `Running` event carrying the run's current fencing token
+//!   (`Event::lease`) while the row is `Pending` takes over (whatever its timestamp) and clears
+//!   `server_state`. Events with an older token never get here (ingestion refuses them), and
+//!   if the reaper moves the token on between that check and the write, the token no longer
+//!   matches and the event changes nothing. The rule is in the upsert (`queries::merge_runs`);
+//!   the fold of one batch below only sees client events.
 
 use super::{IngestOutcome, Stats, StatsBucket, StoreError};
 use chrono::{DateTime, Utc};
@@ -173,6 +182,8 @@ pub(crate) struct RunRow {
     pub started: Option<i64>,
     pub ended: Option<i64>,
     pub details: Option<DetailsRow>,
+    /// The fencing token carried by the event of the latest state (0: none).
+    pub lease_token: i64,
 }
 
 /// What a state event contributes to its run's row besides its `run_states` row.
@@ -183,6 +194,8 @@ struct RunFacts {
     parent_run_id: Option<Uuid>,
     flow_run_id: Option<Uuid>,
     details: Option<DetailsRow>,
+    /// The event's fencing token, 0 without one.
+    lease_token: i64,
 }
 
 /// The rows one transaction writes, from one or more ingest requests.
@@ -229,6 +242,9 @@ impl Plan {
                             parent_run_id: event.parent_run_id,
                             flow_run_id: event.flow_run_id,
                             details: details.as_deref().map(DetailsRow::new).transpose()?,
+                            lease_token: event
+                                .lease
+                                .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
                         };
                         let row = StateRow {
                             event_id: event.id,
@@ -346,6 +362,7 @@ impl Plan {
                             started,
                             ended: None,
                             details: facts.details.clone(),
+                            lease_token: facts.lease_token,
                         },
                     );
                 }
@@ -358,6 +375,7 @@ impl Plan {
                         run.state_ts = row.ts;
                         run.state_event_id = row.event_id;
                         run.attempt = row.attempt;
+                        run.lease_token = facts.lease_token;
                     }
                     run.created = run.created.min(row.ts);
                     run.started = match (run.started, started) {

@@ -371,7 +371,8 @@ impl BulkWrite for Sqlite {
                     .bind(details.cache_key.clone())
                     .bind(details.deployment.clone())
                     .bind(details.version.clone())
-                    .bind(details.worker.clone());
+                    .bind(details.worker.clone())
+                    .bind(run.lease_token);
             }
             query.execute(&mut *conn).await?;
         }

@@ -1,0 +1,1110 @@
+//! Deployed runs and their leases, written once for both backends: claims, heartbeats,
+//! finishing and releasing a run, the reaper, cancellation and retry, results, and the reads
+//! the fencing of ingestion and the deployments' live workers need.
+//!
+//! Every state the server decides here is a *server state event*: a row of `run_states` with
+//! a fresh event id, stamped with the database's clock (and strictly after the run's latest
+//! state, so it is the latest whatever the clocks of the clients said), folded into the run's
+//! row with `server_state` set (see the fold rule in `store::rows`).
+//!
+//! Concurrency: on SQLite every write here runs on the single writer, one at a time. On
+//! PostgreSQL each is one transaction: a claim locks the `deployments` rows it claims from
+//! (so two replicas serialize their concurrency-limit checks of one deployment) and picks its
+//! runs with `FOR UPDATE SKIP LOCKED`; the reaper picks expired leases with `SKIP LOCKED` and
+//! changes each run only if its token is still the one it read, so two reapers never decide
+//! one run twice.
+
+use super::dialect::{Dialect, PushBind};
+use super::queries::{Columns, push_list, read_all};
+use super::rows::{corrupt, group_of, parse_attempt, parse_state};
+use super::{
+    BulkCancelFilter, ClaimOrder, HeartbeatOutcome, LeaseCall, Reaped, RunAction, StoreError, WorkerSeen,
+};
+use chrono::{DateTime, Utc};
+use flowkit_wire::api::workers::{ClaimedRun, LiveWorker};
+use flowkit_wire::state::StateType;
+use serde_json::{Map, Value};
+use sqlx::{AssertSqlSafe, Connection, Pool, QueryBuilder};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Expired leases one reaper pass decides (it runs again at once while it finds a full pass).
+pub(crate) const REAP_BATCH: i64 = 100;
+/// Runs a claim reads beyond the ones it asks for, to skip those over their deployment's
+/// limit or of a version the worker does not serve.
+const CLAIM_SLACK: i64 = 100;
+/// Rows per multi-row statement of the worker's served versions and of a heartbeat's leases.
+const CHUNK: usize = 200;
+/// Most live workers a deployment's detail lists.
+pub(crate) const MAX_LIVE_WORKERS: usize = 100;
+/// Most run ids a heartbeat answers in `cancel`.
+const MAX_CANCEL: i64 = 10_000;
+
+/// The database's clock (microsecond precision, as stored).
+async fn db_now<D: Dialect>(conn: &mut D::Connection) -> Result<DateTime<Utc>, StoreError> {
+    let now = match D::NOW_QUERY {
+        Some(sql) => {
+            let mut q = QueryBuilder::new(sql);
+            let row = D::fetch_optional(conn, &mut q)
+                .await?
+                .ok_or_else(|| corrupt("the database's clock answered nothing".into()))?;
+            Columns::<D>(&row).instant("now")?
+        }
+        None => Utc::now(),
+    };
+    super::rows::from_micros(now.timestamp_micros())
+}
+
+/// `now`, or just after `after` when the run's latest state is not older than `now` (a client
+/// clock ahead of the database's): a server state is always the run's latest.
+fn next_ts(now: DateTime<Utc>, after: DateTime<Utc>) -> DateTime<Utc> {
+    if now > after {
+        now
+    } else {
+        after + chrono::Duration::microseconds(1)
+    }
+}
+
+fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))
+}
+
+fn token(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Wakes the waiting claims of every replica at commit (PostgreSQL).
+async fn notify_runs<D: Dialect>(conn: &mut D::Connection) -> Result<(), StoreError> {
+    if let Some(sql) = D::NOTIFY_RUNS {
+        D::fetch_optional(conn, &mut QueryBuilder::new(sql)).await?;
+    }
+    Ok(())
+}
+
+/// The columns of a run a lease operation decides from.
+const LEASE_COLUMNS: &str = "id, flow_run_id, kind, state, state_ts, state_event_id, attempt, \
+     max_attempts, lease_token, lease_expires, deployment, version, worker";
+
+/// A run as a lease operation sees it.
+struct LeaseRow {
+    id: Uuid,
+    flow_run_id: Option<Uuid>,
+    kind: String,
+    state: StateType,
+    state_ts: DateTime<Utc>,
+    state_event_id: Uuid,
+    attempt: u32,
+    max_attempts: Option<i64>,
+    lease_token: i64,
+    lease_expires: Option<DateTime<Utc>>,
+    deployment: Option<String>,
+    version: Option<String>,
+    worker: Option<String>,
+}
+
+fn lease_row<D: Dialect>(row: &D::Row) -> Result<LeaseRow, StoreError> {
+    let c = Columns::<D>(row);
+    Ok(LeaseRow {
+        id: c.get("id")?,
+        flow_run_id: c.get("flow_run_id")?,
+        kind: c.get("kind")?,
+        state: parse_state(&c.get::<String>("state")?)?,
+        state_ts: c.instant("state_ts")?,
+        state_event_id: c.get("state_event_id")?,
+        attempt: parse_attempt(c.get("attempt")?)?,
+        max_attempts: c.get("max_attempts")?,
+        lease_token: c.get("lease_token")?,
+        lease_expires: c.opt_instant("lease_expires")?,
+        deployment: c.get("deployment")?,
+        version: c.get("version")?,
+        worker: c.get("worker")?,
+    })
+}
+
+impl LeaseRow {
+    fn held(&self) -> bool {
+        self.lease_expires.is_some()
+    }
+    fn group(&self) -> Uuid {
+        group_of(self.id, self.flow_run_id)
+    }
+}
+
+/// One run, locked until the end of the transaction (PostgreSQL).
+async fn lock_run<D: Dialect>(
+    conn: &mut D::Connection,
+    id: Uuid,
+) -> Result<Option<LeaseRow>, StoreError> {
+    let mut q = QueryBuilder::new(format!("SELECT {LEASE_COLUMNS} FROM runs WHERE id = "));
+    q.bind(id).push(D::FOR_UPDATE);
+    let row = D::fetch_optional(conn, &mut q).await?;
+    row.as_ref().map(lease_row::<D>).transpose()
+}
+
+/// A state the server decides for a run.
+struct ServerState {
+    state: StateType,
+    message: Option<String>,
+    attempt: u32,
+    ts: DateTime<Utc>,
+    event_id: Uuid,
+}
+
+impl ServerState {
+    fn new(state: StateType, message: String, attempt: u32, ts: DateTime<Utc>) -> ServerState {
+        ServerState {
+            state,
+            message: Some(message),
+            attempt,
+            ts,
+            event_id: Uuid::now_v7(),
+        }
+    }
+}
+
+/// Stores a server state event in the run's history.
+async fn insert_state<D: Dialect>(
+    conn: &mut D::Connection,
+    run: &LeaseRow,
+    state: &ServerState,
+) -> Result<(), StoreError> {
+    let mut q = QueryBuilder::new(
+        "INSERT INTO run_states (event_id, run_id, group_id, state, message, attempt, ts) \
+         VALUES (",
+    );
+    q.bind(state.event_id)
+        .push(", ")
+        .bind(run.id)
+        .push(", ")
+        .bind(run.group())
+        .push(", ")
+        .bind(state.state.as_str().to_string())
+        .push(", ")
+        .bind(state.message.as_deref().map(D::text))
+        .push(", ")
+        .bind(i64::from(state.attempt))
+        .push(", ")
+        .bind_instant(state.ts)
+        .push(") ON CONFLICT (event_id) DO NOTHING");
+    D::execute(conn, &mut q).await?;
+    Ok(())
+}
+
+/// Appends `UPDATE runs SET <the state's columns>, server_state = <server>`: the caller
+/// appends the rest of the `SET` list and the `WHERE`.
+fn push_set_state<D: Dialect>(q: &mut QueryBuilder<D>, state: &ServerState) {
+    push_set_state_by(q, state, true);
+}
+
+/// [`push_set_state`], saying whether the server decided the state.
+fn push_set_state_by<D: Dialect>(q: &mut QueryBuilder<D>, state: &ServerState, server: bool) {
+    q.push("UPDATE runs SET state = ")
+        .bind(state.state.as_str().to_string())
+        .push(", state_message = ")
+        .bind(state.message.as_deref().map(D::text))
+        .push(", state_ts = ")
+        .bind_instant(state.ts)
+        .push(", state_event_id = ")
+        .bind(state.event_id)
+        .push(", attempt = ")
+        .bind(i64::from(state.attempt))
+        .push(", ended = ");
+    if state.state.is_final() {
+        q.bind_instant(state.ts);
+    } else {
+        q.push("NULL");
+    }
+    q.push(if server {
+        ", server_state = TRUE"
+    } else {
+        ", server_state = FALSE"
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers
+// ---------------------------------------------------------------------------------------------
+
+/// Records that a worker is alive and what it serves (`last_seen` = now).
+async fn touch_worker<D: Dialect>(
+    conn: &mut D::Connection,
+    worker: &WorkerSeen,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut q = QueryBuilder::new("INSERT INTO workers (id, name, started, last_seen) VALUES (");
+    q.bind(worker.id)
+        .push(", ")
+        .bind(D::text(&worker.name))
+        .push(", ")
+        .bind_instant(now)
+        .push(", ")
+        .bind_instant(now)
+        .push(
+            ") ON CONFLICT (id) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen",
+        );
+    D::execute(conn, &mut q).await?;
+    for chunk in worker.served.chunks(CHUNK) {
+        let mut q = QueryBuilder::new(
+            "INSERT INTO worker_deployments (worker, flow, name, version, last_seen) VALUES ",
+        );
+        for (i, served) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.push("(")
+                .bind(worker.id)
+                .push(", ")
+                .bind(served.flow.clone())
+                .push(", ")
+                .bind(served.name.clone())
+                .push(", ")
+                .bind(D::text(&served.version))
+                .push(", ")
+                .bind_instant(now)
+                .push(")");
+        }
+        q.push(
+            " ON CONFLICT (worker, flow, name, version) DO UPDATE SET last_seen = \
+             excluded.last_seen",
+        );
+        D::execute_once(conn, &mut q).await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Claims
+// ---------------------------------------------------------------------------------------------
+
+/// A served version, as registered.
+struct VersionInfo {
+    version: String,
+    limit: Option<i64>,
+    retries: i64,
+    registered: DateTime<Utc>,
+    id: Uuid,
+}
+
+/// A run a claim may take.
+struct Candidate {
+    run: LeaseRow,
+    pinned: bool,
+    tags: Vec<String>,
+    parameters: Option<Map<String, Value>>,
+}
+
+/// Claims runs for a worker, in one transaction: see [`super::Backend::claim`].
+pub(crate) async fn claim<D: Dialect>(
+    conn: &mut D::Connection,
+    order: &ClaimOrder,
+) -> Result<Vec<ClaimedRun>, StoreError> {
+    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let now = db_now::<D>(&mut tx).await?;
+    touch_worker::<D>(&mut tx, &order.worker, now).await?;
+    // The deployments served, by `flow/name`.
+    let mut deployments: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
+    for served in &order.worker.served {
+        deployments
+            .entry((served.flow.clone(), served.name.clone()))
+            .or_default()
+            .push(&served.version);
+    }
+    if deployments.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+    if !D::FOR_UPDATE.is_empty() {
+        // Claims of one deployment take turns from here to commit (on every replica): the
+        // limit check below counts what the previous claim leased.
+        for chunk in deployments.keys().collect::<Vec<_>>().chunks(CHUNK) {
+            let mut q = QueryBuilder::new("SELECT flow FROM deployments WHERE (flow, name) IN (");
+            for (i, (flow, name)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    q.push(", ");
+                }
+                q.push("(")
+                    .bind(flow.clone())
+                    .push(", ")
+                    .bind(name.clone())
+                    .push(")");
+            }
+            q.push(") ORDER BY flow, name").push(D::FOR_UPDATE);
+            D::fetch_all(&mut tx, &mut q).await?;
+        }
+    }
+    // The served versions that are registered, newest first per deployment.
+    let mut versions: HashMap<String, Vec<VersionInfo>> = HashMap::new();
+    for chunk in order.worker.served.chunks(CHUNK) {
+        let mut q = QueryBuilder::new(
+            "SELECT flow, name, version, concurrency_limit, retries, registered, id \
+             FROM deployment_versions WHERE (flow, name, version) IN (VALUES ",
+        );
+        for (i, served) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.push("(")
+                .bind(served.flow.clone())
+                .push(", ")
+                .bind(served.name.clone())
+                .push(", ")
+                .bind(D::text(&served.version))
+                .push(")");
+        }
+        q.push(")");
+        for row in D::fetch_all(&mut tx, &mut q).await? {
+            let c = Columns::<D>(&row);
+            let key = format!("{}/{}", c.get::<String>("flow")?, c.get::<String>("name")?);
+            versions.entry(key).or_default().push(VersionInfo {
+                version: c.get("version")?,
+                limit: c.get("concurrency_limit")?,
+                retries: c.get("retries")?,
+                registered: c.instant("registered")?,
+                id: c.get("id")?,
+            });
+        }
+    }
+    for list in versions.values_mut() {
+        list.sort_by(|a, b| (b.registered, b.id).cmp(&(a.registered, a.id)));
+        list.dedup_by(|a, b| a.version == b.version);
+    }
+    if versions.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = versions.keys().cloned().collect();
+    // Leased runs per deployment: what the limits count (a lease counts until it ends: finished,
+    // released, or decided by the reaper).
+    let mut leased: HashMap<String, i64> = HashMap::new();
+    let mut q = QueryBuilder::new(
+        "SELECT deployment, count(*) AS n FROM runs WHERE lease_expires IS NOT NULL \
+         AND deployment IN (",
+    );
+    push_list(&mut q, keys.iter().cloned());
+    q.push(") GROUP BY deployment");
+    for row in D::fetch_all(&mut tx, &mut q).await? {
+        let c = Columns::<D>(&row);
+        leased.insert(c.get("deployment")?, c.get("n")?);
+    }
+    // Deployments whose every served version is at its limit are left out of the search.
+    let open: Vec<&String> = keys
+        .iter()
+        .filter(|key| {
+            let n = leased.get(*key).copied().unwrap_or(0);
+            versions[*key]
+                .iter()
+                .any(|v| v.limit.is_none_or(|limit| n < limit))
+        })
+        .collect();
+    if open.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {LEASE_COLUMNS}, CAST(CASE WHEN version_pinned THEN 1 ELSE 0 END AS BIGINT) \
+         AS pinned, {}, {} FROM runs WHERE kind = 'flow' AND state = 'Scheduled' \
+         AND deployment IN (",
+        D::json_text("tags"),
+        D::json_text("parameters"),
+    ));
+    push_list(&mut q, open.iter().map(|key| (*key).clone()));
+    q.push(") AND (scheduled_for IS NULL OR scheduled_for <= ")
+        .bind_instant(now)
+        .push(") AND (NOT version_pinned OR (deployment, version) IN (VALUES ");
+    let mut first = true;
+    for key in &open {
+        for v in &versions[*key] {
+            if !first {
+                q.push(", ");
+            }
+            first = false;
+            q.push("(")
+                .bind((*key).clone())
+                .push(", ")
+                .bind(v.version.clone())
+                .push(")");
+        }
+    }
+    q.push(")) ORDER BY created, id LIMIT ")
+        .bind(i64::from(order.max_runs) + CLAIM_SLACK)
+        .push(D::SKIP_LOCKED);
+    let candidates = read_all_tx::<D, _>(&mut tx, &mut q, |row| {
+        let c = Columns::<D>(row);
+        Ok(Candidate {
+            run: lease_row::<D>(row)?,
+            pinned: c.get::<i64>("pinned")? != 0,
+            tags: c.json("tags")?,
+            parameters: c.opt_json("parameters")?,
+        })
+    })
+    .await?;
+    let expires = lease_end(now, order.lease);
+    let mut claimed = Vec::new();
+    for candidate in candidates {
+        if claimed.len() >= order.max_runs as usize {
+            break;
+        }
+        let run = &candidate.run;
+        let Some(key) = run.deployment.as_deref() else {
+            continue;
+        };
+        let Some(served) = versions.get(key) else {
+            continue;
+        };
+        let version = if candidate.pinned {
+            served.iter().find(|v| Some(&v.version) == run.version.as_ref())
+        } else {
+            served.first()
+        };
+        let Some(version) = version else { continue };
+        let count = leased.entry(key.to_string()).or_insert(0);
+        if version.limit.is_some_and(|limit| *count >= limit) {
+            continue;
+        }
+        let state = ServerState::new(
+            StateType::Pending,
+            format!("claimed by worker {}", order.worker.name),
+            run.attempt,
+            next_ts(now, run.state_ts),
+        );
+        let mut q = QueryBuilder::new("");
+        push_set_state(&mut q, &state);
+        q.push(", lease_token = lease_token + 1, lease_worker = ")
+            .bind(Some(order.worker.id))
+            .push(", lease_expires = ")
+            .bind_instant(expires)
+            .push(", worker = ")
+            .bind(Some(D::text(&order.worker.name)))
+            .push(", version = ")
+            .bind(Some(version.version.clone()))
+            .push(" WHERE id = ")
+            .bind(run.id)
+            .push(" AND state = 'Scheduled' RETURNING lease_token, max_attempts");
+        let Some(row) = D::fetch_optional(&mut tx, &mut q).await? else {
+            continue;
+        };
+        let c = Columns::<D>(&row);
+        let new_token: i64 = c.get("lease_token")?;
+        let max_attempts: Option<i64> = c.get("max_attempts")?;
+        insert_state::<D>(&mut tx, run, &state).await?;
+        *count += 1;
+        claimed.push(ClaimedRun {
+            run_id: run.id,
+            flow: key.split('/').next().unwrap_or_default().to_string(),
+            name: key.split_once('/').map(|(_, n)| n).unwrap_or_default().to_string(),
+            version: version.version.clone(),
+            parameters: candidate.parameters.clone().unwrap_or_default(),
+            attempt: run.attempt,
+            max_attempts: max_attempts
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or_else(|| u32::try_from(version.retries + 1).unwrap_or(1))
+                .max(run.attempt),
+            token: token(new_token),
+            tags: candidate.tags.clone(),
+        });
+    }
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// Every row of `q` in a transaction, read with `read`.
+async fn read_all_tx<D: Dialect, T>(
+    conn: &mut D::Connection,
+    q: &mut QueryBuilder<D>,
+    read: impl Fn(&D::Row) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    D::fetch_all(conn, q).await?.iter().map(read).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Heartbeats
+// ---------------------------------------------------------------------------------------------
+
+/// A heartbeat, in one transaction: see [`super::Backend::heartbeat`].
+pub(crate) async fn heartbeat<D: Dialect>(
+    conn: &mut D::Connection,
+    worker: &WorkerSeen,
+    leases: &[(Uuid, u64)],
+    lease: Duration,
+) -> Result<HeartbeatOutcome, StoreError> {
+    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let now = db_now::<D>(&mut tx).await?;
+    touch_worker::<D>(&mut tx, worker, now).await?;
+    let expires = lease_end(now, lease);
+    let mut held = HashSet::new();
+    for chunk in leases.chunks(CHUNK) {
+        let mut q = QueryBuilder::new("UPDATE runs SET lease_expires = ");
+        q.bind_instant(expires)
+            .push(" WHERE lease_worker = ")
+            .bind(Some(worker.id))
+            .push(" AND lease_expires IS NOT NULL AND (id, lease_token) IN (VALUES ");
+        for (i, (id, token)) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.push("(")
+                .bind(*id)
+                .push(", ")
+                .bind(i64::try_from(*token).unwrap_or(-1))
+                .push(")");
+        }
+        q.push(")) RETURNING id");
+        for row in D::fetch_all(&mut tx, &mut q).await? {
+            held.insert(Columns::<D>(&row).get::<Uuid>("id")?);
+        }
+    }
+    let mut q = QueryBuilder::new("SELECT id FROM runs WHERE lease_worker = ");
+    q.bind(Some(worker.id))
+        .push(" AND lease_expires IS NOT NULL AND state = 'Cancelling' LIMIT ")
+        .bind(MAX_CANCEL);
+    let cancel = read_all_tx::<D, _>(&mut tx, &mut q, |row| Columns::<D>(row).get("id")).await?;
+    tx.commit().await?;
+    let mut lost: Vec<Uuid> = leases
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !held.contains(id))
+        .collect();
+    lost.sort_unstable();
+    lost.dedup();
+    Ok(HeartbeatOutcome { cancel, lost })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finishing and releasing
+// ---------------------------------------------------------------------------------------------
+
+/// Whether `token` is the run's current lease.
+fn check_lease(run: &LeaseRow, token: u64) -> Result<(), LeaseCall> {
+    if run.held() && i64::try_from(token).is_ok_and(|t| t == run.lease_token) {
+        Ok(())
+    } else {
+        Err(LeaseCall::Stale {
+            current: self::token(run.lease_token),
+            held: run.held(),
+            state: run.state,
+        })
+    }
+}
+
+/// A run's final state event from its worker, in one transaction: see
+/// [`super::Backend::finish`].
+pub(crate) async fn finish<D: Dialect>(
+    conn: &mut D::Connection,
+    finished: &super::Finished,
+) -> Result<LeaseCall, StoreError> {
+    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let now = db_now::<D>(&mut tx).await?;
+    let Some(run) = lock_run::<D>(&mut tx, finished.run_id).await? else {
+        tx.rollback().await?;
+        return Ok(LeaseCall::NotFound);
+    };
+    if run.state_event_id == finished.event_id {
+        // The same finish again (its answer was lost): done already.
+        tx.rollback().await?;
+        return Ok(LeaseCall::Done);
+    }
+    if let Err(stale) = check_lease(&run, finished.token) {
+        tx.rollback().await?;
+        return Ok(stale);
+    }
+    let ts = next_ts(now, run.state_ts).max(finished.timestamp);
+    let state = ServerState {
+        state: finished.state,
+        message: finished.message.clone(),
+        attempt: finished.attempt,
+        ts,
+        event_id: finished.event_id,
+    };
+    insert_state::<D>(&mut tx, &run, &state).await?;
+    let mut q = QueryBuilder::new("");
+    push_set_state_by(&mut q, &state, false);
+    q.push(", lease_expires = NULL, lease_worker = NULL WHERE id = ")
+        .bind(run.id);
+    D::execute(&mut tx, &mut q).await?;
+    if let Some(result) = &finished.result {
+        let mut q = QueryBuilder::new("INSERT INTO run_results (run_id, result, bytes, created) VALUES (");
+        q.bind(run.id)
+            .push(", ")
+            .bind(result.clone().into_bytes())
+            .push(", ")
+            .bind(i64::try_from(result.len()).unwrap_or(i64::MAX))
+            .push(", ")
+            .bind_instant(now)
+            .push(
+                ") ON CONFLICT (run_id) DO UPDATE SET result = excluded.result, \
+                 bytes = excluded.bytes, created = excluded.created",
+            );
+        D::execute(&mut tx, &mut q).await?;
+    }
+    tx.commit().await?;
+    Ok(LeaseCall::Done)
+}
+
+/// A worker hands a run back, in one transaction: see [`super::Backend::release`].
+pub(crate) async fn release<D: Dialect>(
+    conn: &mut D::Connection,
+    run_id: Uuid,
+    token: u64,
+    reason: Option<&str>,
+) -> Result<LeaseCall, StoreError> {
+    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let now = db_now::<D>(&mut tx).await?;
+    let Some(run) = lock_run::<D>(&mut tx, run_id).await? else {
+        tx.rollback().await?;
+        return Ok(LeaseCall::NotFound);
+    };
+    if let Err(stale) = check_lease(&run, token) {
+        tx.rollback().await?;
+        return Ok(stale);
+    }
+    let worker = run.worker.clone().unwrap_or_else(|| "its worker".into());
+    let why = reason.map_or(String::new(), |r| format!(": {r}"));
+    let ts = next_ts(now, run.state_ts);
+    let state = match run.state {
+        // Asked to stop and handed back: it is cancelled.
+        StateType::Cancelling => Some(ServerState::new(
+            StateType::Cancelled,
+            format!("cancelled: released by worker {worker}{why}"),
+            run.attempt,
+            ts,
+        )),
+        // Already ended by the worker's own events: only the lease ends.
+        s if s.is_final() => None,
+        _ => Some(ServerState::new(
+            StateType::Scheduled,
+            format!("released by worker {worker}{why}; waiting for a worker"),
+            run.attempt,
+            ts,
+        )),
+    };
+    let mut q = QueryBuilder::new("");
+    match &state {
+        Some(state) => {
+            push_set_state(&mut q, state);
+            q.push(", lease_expires = NULL, lease_worker = NULL WHERE id = ");
+        }
+        None => {
+            q.push("UPDATE runs SET lease_expires = NULL, lease_worker = NULL WHERE id = ");
+        }
+    }
+    q.bind(run.id);
+    D::execute(&mut tx, &mut q).await?;
+    if let Some(state) = &state {
+        insert_state::<D>(&mut tx, &run, state).await?;
+        if state.state == StateType::Scheduled {
+            notify_runs::<D>(&mut tx).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(LeaseCall::Done)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reaper
+// ---------------------------------------------------------------------------------------------
+
+/// Decides up to [`REAP_BATCH`] runs whose lease expired, in one transaction: see
+/// [`super::Backend::reap`].
+pub(crate) async fn reap<D: Dialect>(conn: &mut D::Connection) -> Result<Reaped, StoreError> {
+    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let now = db_now::<D>(&mut tx).await?;
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {LEASE_COLUMNS} FROM runs WHERE lease_expires IS NOT NULL AND lease_expires < "
+    ));
+    q.bind_instant(now)
+        .push(" ORDER BY lease_expires LIMIT ")
+        .bind(REAP_BATCH)
+        .push(D::SKIP_LOCKED);
+    let expired = read_all_tx::<D, _>(&mut tx, &mut q, lease_row::<D>).await?;
+    let mut reaped = Reaped::default();
+    for run in expired {
+        let worker = run.worker.clone().unwrap_or_else(|| "?".into());
+        let expiry = run.lease_expires.unwrap_or(now).to_rfc3339();
+        let ts = next_ts(now, run.state_ts);
+        let mut states = Vec::new();
+        if run.state == StateType::Cancelling {
+            states.push(ServerState::new(
+                StateType::Cancelled,
+                format!(
+                    "cancelled: the worker {worker} stopped heartbeating (lease expired at \
+                     {expiry}) before it stopped the run"
+                ),
+                run.attempt,
+                ts,
+            ));
+        } else if !run.state.is_final() {
+            states.push(ServerState::new(
+                StateType::Crashed,
+                format!("the worker {worker} stopped heartbeating: lease expired at {expiry}"),
+                run.attempt,
+                ts,
+            ));
+            let max_attempts = run
+                .max_attempts
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1);
+            if run.kind == "flow" && run.deployment.is_some() && run.attempt < max_attempts {
+                states.push(ServerState::new(
+                    StateType::Scheduled,
+                    format!(
+                        "re-queued as attempt {} of {max_attempts} after the crash of attempt {}",
+                        run.attempt + 1,
+                        run.attempt
+                    ),
+                    run.attempt + 1,
+                    ts + chrono::Duration::microseconds(1),
+                ));
+            }
+        }
+        let mut q = QueryBuilder::new("");
+        match states.last() {
+            Some(last) => {
+                push_set_state(&mut q, last);
+                q.push(", ");
+            }
+            None => {
+                q.push("UPDATE runs SET ");
+            }
+        }
+        q.push("lease_token = lease_token + 1, lease_expires = NULL, lease_worker = NULL WHERE id = ")
+            .bind(run.id)
+            .push(" AND lease_token = ")
+            .bind(run.lease_token)
+            .push(" AND lease_expires IS NOT NULL");
+        // Another replica's reaper decided it first: nothing to do.
+        if D::rows_affected(&D::execute(&mut tx, &mut q).await?) == 0 {
+            continue;
+        }
+        for state in &states {
+            insert_state::<D>(&mut tx, &run, state).await?;
+        }
+        if states.last().is_some_and(|s| s.state == StateType::Scheduled) {
+            reaped.requeued = true;
+        }
+        reaped.runs.push(run.id);
+    }
+    if reaped.requeued {
+        notify_runs::<D>(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(reaped)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cancel and retry
+// ---------------------------------------------------------------------------------------------
+
+/// Cancels one locked run; the caller commits.
+async fn cancel_run<D: Dialect>(
+    conn: &mut D::Connection,
+    run: &LeaseRow,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<RunAction, StoreError> {
+    if run.state.is_final() {
+        return Ok(RunAction::Conflict(run.state));
+    }
+    if run.state == StateType::Cancelling {
+        return Ok(RunAction::Unchanged(run.state));
+    }
+    let why = reason.map_or(String::new(), |r| format!(": {r}"));
+    let ts = next_ts(now, run.state_ts);
+    let state = if run.held() {
+        ServerState::new(
+            StateType::Cancelling,
+            format!("cancelling{why}; its worker stops it"),
+            run.attempt,
+            ts,
+        )
+    } else {
+        ServerState::new(
+            StateType::Cancelled,
+            format!("cancelled{why}"),
+            run.attempt,
+            ts,
+        )
+    };
+    let mut q = QueryBuilder::new("");
+    push_set_state(&mut q, &state);
+    q.push(" WHERE id = ").bind(run.id);
+    D::execute(conn, &mut q).await?;
+    insert_state::<D>(conn, run, &state).await?;
+    Ok(RunAction::Done(state.state))
+}
+
+/// Cancels a flow run: see [`super::Backend::cancel`].
+pub(crate) async fn cancel<D: Dialect>(
+    conn: &mut D::Connection,
+    run_id: Uuid,
+    reason: Option<&str>,
+) -> Result<RunAction, StoreError> {
+    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let now = db_now::<D>(&mut tx).await?;
+    let run = match lock_run::<D>(&mut tx, run_id).await? {
+        Some(run) if run.kind == "flow" => run,
+        _ => {
+            tx.rollback().await?;
+            return Ok(RunAction::NotFound);
+        }
+    };
+    let action = cancel_run::<D>(&mut tx, &run, reason, now).await?;
+    tx.commit().await?;
+    Ok(action)
+}
+
+/// Cancels the oldest non-final flow runs matching a filter: see
+/// [`super::Backend::bulk_cancel`].
+pub(crate) async fn bulk_cancel<D: Dialect>(
+    conn: &mut D::Connection,
+    filter: &BulkCancelFilter,
+) -> Result<flowkit_wire::api::run_actions::BulkCancelled, StoreError> {
+    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let now = db_now::<D>(&mut tx).await?;
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {LEASE_COLUMNS} FROM runs WHERE kind = 'flow' AND state IN ("
+    ));
+    push_list(&mut q, filter.states.iter().map(|s| s.as_str().to_string()));
+    q.push(")");
+    if let Some(deployment) = &filter.deployment {
+        q.push(" AND deployment = ").bind(D::text(deployment));
+    }
+    if let Some(flow) = &filter.flow_name {
+        q.push(" AND name = ").bind(D::text(flow));
+    }
+    if let Some(tag) = &filter.tag {
+        D::push_has_tag(&mut q, tag);
+    }
+    if let Some(before) = filter.created_before {
+        q.push(" AND created < ").bind_instant(before);
+    }
+    q.push(" ORDER BY created, id LIMIT ")
+        .bind(i64::from(filter.limit) + 1)
+        .push(D::SKIP_LOCKED);
+    let mut runs = read_all_tx::<D, _>(&mut tx, &mut q, lease_row::<D>).await?;
+    let more = runs.len() > filter.limit as usize;
+    runs.truncate(filter.limit as usize);
+    let mut answer = flowkit_wire::api::run_actions::BulkCancelled {
+        more,
+        ..Default::default()
+    };
+    for run in &runs {
+        match cancel_run::<D>(&mut tx, run, filter.reason.as_deref(), now).await? {
+            RunAction::Done(StateType::Cancelled) => answer.cancelled.push(run.id),
+            RunAction::Done(_) => answer.cancelling.push(run.id),
+            _ => {}
+        }
+    }
+    tx.commit().await?;
+    Ok(answer)
+}
+
+/// Re-queues a deployed flow run that ended in failure: see [`super::Backend::retry`].
+pub(crate) async fn retry<D: Dialect>(
+    conn: &mut D::Connection,
+    run_id: Uuid,
+) -> Result<RunAction, StoreError> {
+    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let now = db_now::<D>(&mut tx).await?;
+    let run = match lock_run::<D>(&mut tx, run_id).await? {
+        Some(run) if run.kind == "flow" => run,
+        _ => {
+            tx.rollback().await?;
+            return Ok(RunAction::NotFound);
+        }
+    };
+    let (Some(deployment), Some(version)) = (&run.deployment, &run.version) else {
+        tx.rollback().await?;
+        return Ok(RunAction::Conflict(run.state));
+    };
+    if !run.state.is_failure() {
+        tx.rollback().await?;
+        return Ok(RunAction::Conflict(run.state));
+    }
+    let (flow, name) = deployment.split_once('/').unwrap_or((deployment, ""));
+    let mut q = QueryBuilder::new("SELECT retries FROM deployment_versions WHERE flow = ");
+    q.bind(flow.to_string())
+        .push(" AND name = ")
+        .bind(name.to_string())
+        .push(" AND version = ")
+        .bind(version.clone());
+    let retries: i64 = match D::fetch_optional(&mut tx, &mut q).await? {
+        Some(row) => Columns::<D>(&row).get("retries")?,
+        None => 0,
+    };
+    let attempt = run.attempt + 1;
+    let state = ServerState::new(
+        StateType::Scheduled,
+        format!(
+            "retried from {} as attempt {attempt}; waiting for a worker",
+            run.state.as_str()
+        ),
+        attempt,
+        next_ts(now, run.state_ts),
+    );
+    let mut q = QueryBuilder::new("");
+    push_set_state(&mut q, &state);
+    q.push(
+        ", lease_token = lease_token + 1, lease_expires = NULL, lease_worker = NULL, \
+         version_pinned = TRUE, scheduled_for = NULL, max_attempts = ",
+    )
+    .bind(i64::from(attempt) + retries.max(0))
+    .push(" WHERE id = ")
+    .bind(run.id);
+    D::execute(&mut tx, &mut q).await?;
+    insert_state::<D>(&mut tx, &run, &state).await?;
+    // A result of an earlier attempt would be served as this attempt's.
+    let mut q = QueryBuilder::new("DELETE FROM run_results WHERE run_id = ");
+    q.bind(run.id);
+    D::execute(&mut tx, &mut q).await?;
+    notify_runs::<D>(&mut tx).await?;
+    tx.commit().await?;
+    Ok(RunAction::Done(StateType::Scheduled))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+// ---------------------------------------------------------------------------------------------
+
+/// The stored result of a run, as JSON text.
+pub(crate) async fn result<D: Dialect>(
+    pool: &Pool<D>,
+    run_id: Uuid,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut q = QueryBuilder::new("SELECT result FROM run_results WHERE run_id = ");
+    q.bind(run_id);
+    let row = D::fetch_optional(&mut *pool.acquire().await?, &mut q).await?;
+    row.map(|row| Columns::<D>(&row).get("result")).transpose()
+}
+
+/// The fencing tokens of runs (those that exist), with the worker they were last leased to.
+pub(crate) async fn lease_tokens<D: Dialect>(
+    pool: &Pool<D>,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, (u64, Option<String>)>, StoreError> {
+    let mut found = HashMap::new();
+    for chunk in ids.chunks(500) {
+        let mut q = QueryBuilder::new("SELECT id, lease_token, worker FROM runs WHERE id IN (");
+        push_list(&mut q, chunk.iter().copied());
+        q.push(") AND lease_token > 0");
+        for row in read_all(pool, &mut q, |row| {
+            let c = Columns::<D>(row);
+            Ok((
+                c.get::<Uuid>("id")?,
+                token(c.get("lease_token")?),
+                c.get::<Option<String>>("worker")?,
+            ))
+        })
+        .await?
+        {
+            found.insert(row.0, (row.1, row.2));
+        }
+    }
+    Ok(found)
+}
+
+/// Adds to a worker's count of events refused for a stale token.
+pub(crate) async fn record_stale_events<D: Dialect>(
+    conn: &mut D::Connection,
+    worker: &str,
+    refused: u64,
+) -> Result<(), StoreError> {
+    let mut q = QueryBuilder::new("INSERT INTO stale_events (worker, refused, last_seen) VALUES (");
+    q.bind(D::text(worker))
+        .push(", ")
+        .bind(i64::try_from(refused).unwrap_or(i64::MAX))
+        .push(", ");
+    D::push_now(&mut q);
+    q.push(
+        ") ON CONFLICT (worker) DO UPDATE SET refused = stale_events.refused + excluded.refused, \
+         last_seen = excluded.last_seen",
+    );
+    D::execute(conn, &mut q).await?;
+    Ok(())
+}
+
+/// A worker's count of events refused for a stale token.
+pub(crate) async fn stale_events<D: Dialect>(
+    pool: &Pool<D>,
+    worker: &str,
+) -> Result<u64, StoreError> {
+    let mut q = QueryBuilder::new("SELECT refused FROM stale_events WHERE worker = ");
+    q.bind(D::text(worker));
+    let row = D::fetch_optional(&mut *pool.acquire().await?, &mut q).await?;
+    Ok(row
+        .map(|row| Columns::<D>(&row).get::<i64>("refused"))
+        .transpose()?
+        .map_or(0, |n| n.max(0) as u64))
+}
+
+/// The workers of a deployment seen since `since`, most recently seen first, at most
+/// [`MAX_LIVE_WORKERS`].
+pub(crate) async fn live_workers<D: Dialect>(
+    pool: &Pool<D>,
+    flow: &str,
+    name: &str,
+    since: DateTime<Utc>,
+) -> Result<Vec<LiveWorker>, StoreError> {
+    let mut q = QueryBuilder::new(
+        "SELECT w.id, w.name, d.version, d.last_seen FROM worker_deployments AS d \
+         JOIN workers AS w ON w.id = d.worker WHERE d.flow = ",
+    );
+    q.bind(flow.to_string())
+        .push(" AND d.name = ")
+        .bind(name.to_string())
+        .push(" AND d.last_seen >= ")
+        .bind_instant(since)
+        .push(" ORDER BY d.last_seen DESC LIMIT ")
+        .bind((MAX_LIVE_WORKERS * 10) as i64);
+    let rows = read_all(pool, &mut q, |row| {
+        let c = Columns::<D>(row);
+        Ok((
+            c.get::<Uuid>("id")?,
+            c.get::<String>("name")?,
+            c.get::<String>("version")?,
+            c.instant("last_seen")?,
+        ))
+    })
+    .await?;
+    let mut workers: Vec<LiveWorker> = Vec::new();
+    for (id, name, version, last_seen) in rows {
+        match workers.iter().position(|w| w.id == id) {
+            Some(i) => {
+                let worker = &mut workers[i];
+                if !worker.versions.contains(&version) {
+                    worker.versions.push(version);
+                }
+                worker.last_seen = worker.last_seen.max(last_seen);
+            }
+            None if workers.len() < MAX_LIVE_WORKERS => workers.push(LiveWorker {
+                id,
+                name,
+                versions: vec![version],
+                last_seen,
+            }),
+            None => {}
+        }
+    }
+    Ok(workers)
+}
+
+/// The newest registered version of a deployment that a worker seen since `since` serves.
+pub(crate) async fn serving_version<D: Dialect>(
+    pool: &Pool<D>,
+    flow: &str,
+    name: &str,
+    since: DateTime<Utc>,
+) -> Result<Option<String>, StoreError> {
+    let mut q = QueryBuilder::new("SELECT v.version FROM deployment_versions AS v WHERE v.flow = ");
+    q.bind(flow.to_string())
+        .push(" AND v.name = ")
+        .bind(name.to_string())
+        .push(
+            " AND EXISTS (SELECT 1 FROM worker_deployments AS d WHERE d.flow = v.flow \
+             AND d.name = v.name AND d.version = v.version AND d.last_seen >= ",
+        )
+        .bind_instant(since)
+        .push(") ORDER BY v.registered DESC, v.id DESC LIMIT 1");
+    let row = D::fetch_optional(&mut *pool.acquire().await?, &mut q).await?;
+    row.map(|row| Columns::<D>(&row).get("version")).transpose()
+}
