@@ -75,7 +75,7 @@ impl Client {
     ) -> Result<Triggered, RunError> {
         let url = self.route(&["deployments", flow, name, "runs"], &[]);
         let mut call = self.request(Method::POST, url).json(request)?;
-        let seconds = super::wait::whole_seconds(wait);
+        let seconds = super::wait::whole_seconds(wait.min(self.wait_step));
         if seconds > 0 {
             call = call
                 .header("prefer", format!("wait={seconds}"))

@@ -44,7 +44,7 @@
 //! # Waiting
 //!
 //! A run is waited for by asking the server to hold each answer until the run ends, at most
-//! [`MAX_WAIT_SECONDS`] at a time (`Prefer: wait=N` on the trigger, then
+//! [`MAX_WAIT_SECONDS`] at a time ([`Client::wait_step`]) (`Prefer: wait=N` on the trigger, then
 //! `GET /flow-runs/{id}/result?wait=N`), until the run ends or the overall wait runs out:
 //! [`Client::timeout`] for [`Client::run`] ([`DEFAULT_TIMEOUT`] unless set), the `wait`
 //! argument elsewhere. A run still going then is [`RunError::StillRunning`]; it goes on on the
@@ -79,6 +79,9 @@ use std::time::Duration;
 /// one hour.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
+/// [`MAX_WAIT_SECONDS`] as a duration.
+const MAX_WAIT: Duration = Duration::from_secs(MAX_WAIT_SECONDS as u64);
+
 /// Most time a request that does not wait for a run may take (connecting included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -92,6 +95,8 @@ pub struct Client {
     api_key: Option<ApiKey>,
     http: reqwest::Client,
     timeout: Duration,
+    /// Longest the server holds one request of a wait.
+    wait_step: Duration,
 }
 
 impl Client {
@@ -130,7 +135,7 @@ impl Client {
             )));
         }
         // Long enough for the longest wait the server may hold a request for.
-        let longest = Duration::from_secs(u64::from(MAX_WAIT_SECONDS)) + REQUEST_TIMEOUT;
+        let longest = MAX_WAIT + REQUEST_TIMEOUT;
         let http =
             crate::http::client(longest, api.scheme() == "https").map_err(RunError::Config)?;
         Ok(Client {
@@ -139,6 +144,7 @@ impl Client {
             api_key: None,
             http,
             timeout: DEFAULT_TIMEOUT,
+            wait_step: MAX_WAIT,
         })
     }
 
@@ -152,6 +158,14 @@ impl Client {
     /// How long [`Client::run`] waits for a run to end (default [`DEFAULT_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Client {
         self.timeout = timeout;
+        self
+    }
+
+    /// The longest time the server holds one request while a run is waited for (at most, and
+    /// by default, [`MAX_WAIT_SECONDS`]; at least one second): shorter behind a proxy that
+    /// cuts requests that stay quiet longer.
+    pub fn wait_step(mut self, step: Duration) -> Client {
+        self.wait_step = step.clamp(Duration::from_secs(1), MAX_WAIT);
         self
     }
 

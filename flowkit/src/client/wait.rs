@@ -24,7 +24,7 @@ const UNREACHABLE_RETRIES: u32 = 3;
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Finished {
-    /// The run in its final state.
+    /// The run in its final state, its `result` the output.
     pub run: Run,
     /// What the flow returned, as JSON.
     pub output: Value,
@@ -59,9 +59,16 @@ impl Client {
         let finished = self
             .trigger_and_wait(F::NAME, name, &request, self.timeout)
             .await?;
-        serde_json::from_value(finished.output).map_err(|e| RunError::Decode {
-            run_id: Some(finished.run.id),
-            message: e.to_string(),
+        serde_path_to_error::deserialize(finished.output).map_err(|e| {
+            let at = e.path().to_string();
+            RunError::Decode {
+                run_id: Some(finished.run.id),
+                message: if at == "." {
+                    e.into_inner().to_string()
+                } else {
+                    format!("at `{at}`: {}", e.into_inner())
+                },
+            }
         })
     }
 
@@ -97,7 +104,8 @@ impl Client {
     ) -> Result<Finished, RunError> {
         let start = Instant::now();
         let triggered = self.trigger_waiting(flow, name, request, wait).await?;
-        let (run, output) = self.settle(triggered.run, start, wait).await?;
+        let (mut run, output) = self.settle(triggered.run, start, wait).await?;
+        run.result = Some(output.clone());
         Ok(Finished {
             run,
             output,
@@ -163,7 +171,7 @@ impl Client {
     /// [`UNREACHABLE_RETRIES`] times in a row).
     async fn ask_result(&self, id: Uuid, wait: Duration) -> Result<Asked, RunError> {
         let backoff = Backoff::doubling(Duration::from_millis(500), Duration::from_secs(4), 0.1);
-        let seconds = whole_seconds(wait);
+        let seconds = whole_seconds(wait.min(self.wait_step));
         let mut failures = 0;
         let answer = loop {
             let url = self.route(

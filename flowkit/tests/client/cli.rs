@@ -2,10 +2,11 @@
 //! exits.
 
 use crate::flows;
-use crate::harness::{ADMIN, READER, Server, flowkit};
+use crate::harness::{ADMIN, READER, Server, Worker, flowkit};
 use flowkit::StateType;
-use flowkit::client::exit_code;
+use flowkit::client::{PageRequest, RunFilter, exit_code};
 use serde_json::json;
+use std::time::Duration;
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,4 +383,209 @@ async fn no_server_or_a_refused_key_exits_5() {
     let not_a_url = flowkit(server.dir(), &[], &["runs", "ls", "--api-url", "ftp://x"]).await;
     not_a_url.expect_code(exit_code::UNREACHABLE);
     assert!(not_a_url.stderr.contains("http://"), "{not_a_url:#?}");
+}
+
+/// Triggers with `flowkit run` while the worker runs the real flow: the exit code follows the
+/// run's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_waits_for_the_result_and_exits_as_the_run_ended() {
+    let server = Server::start().await;
+    let spec = flows::nightly();
+    server.register(&spec).await;
+    let worker = Worker::new(&server, &[&spec]);
+
+    let run = [
+        "run",
+        "train/nightly",
+        "-p",
+        "dataset=houses.csv",
+        "-p",
+        "learning_rate=0.5",
+    ];
+    let (out, _) = tokio::join!(server.flowkit(Some(ADMIN), &run), worker.run_train());
+    let expected = flows::train("houses.csv".into(), 3, Some(0.5))
+        .await
+        .expect("the flow");
+    assert_eq!(
+        out.ok().json(),
+        serde_json::to_value(&expected).expect("json")
+    );
+
+    let with_json = [&run[..], &["--json"]].concat();
+    let (out, claimed) = tokio::join!(server.flowkit(Some(ADMIN), &with_json), worker.run_train());
+    let shown = out.ok().json();
+    assert_eq!(shown["id"], claimed.run_id.to_string());
+    assert_eq!(shown["state"], "Completed");
+    assert_eq!(
+        shown["result"],
+        serde_json::to_value(&expected).expect("json")
+    );
+
+    // The flow's error: exit 1, the error said.
+    let fails = ["run", "train/nightly", "-p", "dataset="];
+    let (out, _) = tokio::join!(server.flowkit(Some(ADMIN), &fails), worker.run_train());
+    out.expect_code(exit_code::FAILED);
+    assert!(out.stderr.contains("no dataset given"), "{out:#?}");
+    assert!(
+        out.stderr.contains("flowkit retry"),
+        "says what to do: {out:#?}"
+    );
+
+    // Ends the worker decides.
+    for (state, code) in [
+        (StateType::Crashed, exit_code::CRASHED),
+        (StateType::TimedOut, exit_code::TIMED_OUT),
+        (StateType::Cancelled, exit_code::CANCELLED),
+    ] {
+        let finish = async {
+            let run = worker.claim().await;
+            worker
+                .finish(&run, state, Some("as the worker says"), None)
+                .await;
+        };
+        let (out, ()) = tokio::join!(
+            server.flowkit(Some(ADMIN), &["run", "train/nightly", "-p", "dataset=d"]),
+            finish
+        );
+        out.expect_code(code);
+        assert!(out.stderr.contains("as the worker says"), "{out:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_ends_first_exits_7_and_a_cancelled_wait_exits_3() {
+    let server = Server::start().await;
+    server.register(&flows::nightly()).await;
+    let client = server.client(ADMIN);
+
+    // No worker: the wait ends before the run.
+    let out = server
+        .flowkit(
+            Some(ADMIN),
+            &["run", "train/nightly", "-p", "dataset=d", "--timeout", "2s"],
+        )
+        .await;
+    out.expect_code(exit_code::STILL_RUNNING);
+    assert!(out.stderr.contains("still Scheduled"), "{out:#?}");
+
+    // A run waited for, cancelled meanwhile: the wait ends at once, exit 3.
+    let cancel = async {
+        let id = loop {
+            let runs = client
+                .runs(&RunFilter::all(), &PageRequest::default())
+                .await
+                .expect("runs");
+            let found = runs
+                .items
+                .iter()
+                .find(|r| r.parameters.as_ref().is_some_and(|p| p["dataset"] == "e"));
+            if let Some(run) = found {
+                break run.id;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let out = server
+            .flowkit(
+                Some(ADMIN),
+                &["cancel", &id.to_string(), "--reason", "not needed today"],
+            )
+            .await;
+        assert!(out.ok().stdout.contains("Cancelled"), "{out:#?}");
+        id
+    };
+    let (out, id) = tokio::join!(
+        server.flowkit(
+            Some(ADMIN),
+            &[
+                "run",
+                "train/nightly",
+                "-p",
+                "dataset=e",
+                "--timeout",
+                "60s"
+            ],
+        ),
+        cancel
+    );
+    out.expect_code(exit_code::CANCELLED);
+    assert!(out.stderr.contains("not needed today"), "{out:#?}");
+
+    // Cancelling it again: the server refuses (a final run), exit 8.
+    let again = server
+        .flowkit(Some(ADMIN), &["cancel", &id.to_string()])
+        .await;
+    again.expect_code(exit_code::ERROR);
+    assert!(again.stderr.contains("conflict"), "{again:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_runs_a_failed_run_again_and_logs_follow_it_to_its_end() {
+    let server = Server::start().await;
+    let spec = flows::nightly();
+    server.register(&spec).await;
+    let worker = Worker::new(&server, &[&spec]);
+    let client = server.client(ADMIN);
+
+    let fails = ["run", "train/nightly", "-p", "dataset=", "--json"];
+    let (out, first) = tokio::join!(server.flowkit(Some(ADMIN), &fails), worker.run_train());
+    out.expect_code(exit_code::FAILED);
+    // With --json, the failed run is on stdout.
+    assert_eq!(out.json()["state"], "Failed");
+    let id = first.run_id.to_string();
+
+    let retried = server.flowkit(Some(ADMIN), &["retry", &id]).await;
+    let line = &retried.ok().stdout;
+    assert!(line.contains("Scheduled (attempt 2)"), "{retried:#?}");
+
+    let second = worker.claim().await;
+    assert_eq!((second.run_id, second.attempt), (first.run_id, 2));
+    worker.log(&second, "loading the data").await;
+    let follow_args = ["logs", id.as_str(), "--follow", "--poll-interval", "100ms"];
+    let follow = server.flowkit(Some(ADMIN), &follow_args);
+    let finish = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        worker.log(&second, "fitting <the> model").await;
+        worker
+            .finish(&second, StateType::Completed, None, Some(json!(42)))
+            .await;
+    };
+    let (followed, ()) = tokio::join!(follow, finish);
+    let lines: Vec<&str> = followed.ok().stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{followed:#?}");
+    assert!(
+        lines[0].ends_with("INFO  train: loading the data"),
+        "{followed:#?}"
+    );
+    assert!(
+        lines[1].ends_with("INFO  train: fitting <the> model"),
+        "{followed:#?}"
+    );
+
+    let logs = server.flowkit(Some(ADMIN), &["logs", &id, "--json"]).await;
+    let messages: Vec<String> = logs
+        .ok()
+        .stdout
+        .lines()
+        .map(|l| {
+            let entry: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            entry["message"].as_str().expect("message").to_string()
+        })
+        .collect();
+    assert_eq!(messages, ["loading the data", "fitting <the> model"]);
+    assert_eq!(
+        client
+            .result(first.run_id, Duration::ZERO)
+            .await
+            .expect("result"),
+        json!(42)
+    );
+
+    // A completed run is not retried; a run that does not exist has no logs.
+    let again = server.flowkit(Some(ADMIN), &["retry", &id]).await;
+    again.expect_code(exit_code::ERROR);
+    let none = server
+        .flowkit(Some(ADMIN), &["logs", &Uuid::now_v7().to_string()])
+        .await;
+    none.expect_code(exit_code::ERROR);
+    assert!(none.stderr.contains("not found"), "{none:#?}");
 }

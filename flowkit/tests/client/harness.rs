@@ -3,9 +3,10 @@
 //! subprocess against it.
 
 use flowkit::client::exit_code;
-use flowkit::{Client, DeploymentSpec};
+use flowkit::{Client, DeploymentSpec, Event, EventBody, LogLevel, RunKind, State, StateType};
 use flowkit_server::auth::{ApiKey, ApiKeys};
 use flowkit_server::config::Settings;
+use flowkit_wire::api::workers::{ClaimRequest, ClaimResponse, ClaimedRun, FinishRequest, Served};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ pub struct Server {
 impl Server {
     /// A server on a fresh SQLite file, with the keys [`ADMIN`], [`READER`] and [`WORKER`].
     pub async fn start() -> Server {
+        configure_runtime();
         let dir = tempfile::tempdir().expect("temp dir");
         let db = format!("sqlite://{}", dir.path().join("flowkit.db").display());
         let mut config = flowkit_server::config::Config::new(db);
@@ -103,6 +105,20 @@ impl Server {
         }
         flowkit(self.dir(), &env, args).await
     }
+}
+
+/// The flows the tests run themselves report nowhere and print no summary.
+fn configure_runtime() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut config = flowkit::config::Config::from_env();
+        config.home =
+            std::env::temp_dir().join(format!("flowkit-client-tests-{}", std::process::id()));
+        config.summary = false;
+        config.api_url = None;
+        config.event_log = None;
+        let _ = flowkit::config::init(config);
+    });
 }
 
 /// A plain HTTP client of the tests (TLS by ring, as flowkit's own).
@@ -197,3 +213,151 @@ fn run_blocking(dir: &Path, env: &[(String, String)], args: &[String]) -> Output
 }
 
 static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A worker of the tests: it claims runs and finishes them through the server's worker
+/// routes, as `flowkit::serve` does, with the [`WORKER`] key.
+pub struct Worker {
+    id: uuid::Uuid,
+    served: Vec<Served>,
+    url: String,
+}
+
+impl Worker {
+    /// A worker serving the registered versions `specs`.
+    pub fn new(server: &Server, specs: &[&DeploymentSpec]) -> Worker {
+        Worker {
+            id: uuid::Uuid::now_v7(),
+            served: specs
+                .iter()
+                .map(|s| Served::new(&s.flow, &s.name, &s.version))
+                .collect(),
+            url: server.url.clone(),
+        }
+    }
+
+    /// The next run to execute, waiting for one up to `seconds` at a time; fails the test
+    /// after [`COMMAND_DEADLINE`].
+    pub async fn claim(&self) -> ClaimedRun {
+        let start = Instant::now();
+        loop {
+            let request = ClaimRequest {
+                worker: self.id,
+                worker_name: "tests:1".into(),
+                deployments: self.served.clone(),
+                max_runs: 1,
+                wait_seconds: 5,
+            };
+            let res = http()
+                .post(format!("{}/api/v1/workers/claim", self.url))
+                .bearer_auth(WORKER)
+                .json(&request)
+                .send()
+                .await
+                .expect("POST /workers/claim");
+            assert!(res.status().is_success(), "claim: {}", res.status());
+            let mut claimed: ClaimResponse = res.json().await.expect("claim answer");
+            if let Some(run) = claimed.runs.pop() {
+                return run;
+            }
+            assert!(start.elapsed() < COMMAND_DEADLINE, "no run to claim");
+        }
+    }
+
+    /// Sends a log line of `run` (`POST /events`, with its lease).
+    pub async fn log(&self, run: &ClaimedRun, message: &str) {
+        let event = Event {
+            id: uuid::Uuid::now_v7(),
+            run_id: run.run_id,
+            parent_run_id: None,
+            flow_run_id: Some(run.run_id),
+            run_kind: RunKind::Flow,
+            name: run.flow.clone().into(),
+            attempt: run.attempt,
+            timestamp: chrono::Utc::now(),
+            lease: Some(run.token),
+            body: EventBody::Log {
+                level: LogLevel::Info,
+                message: message.to_string(),
+                fields: serde_json::Map::new(),
+            },
+        };
+        let res = http()
+            .post(format!("{}/api/v1/events", self.url))
+            .bearer_auth(WORKER)
+            .json(&[event])
+            .send()
+            .await
+            .expect("POST /events");
+        assert!(res.status().is_success(), "log: {}", res.status());
+    }
+
+    /// Finishes `run` in `state` (with `message`), with `result` for a `Completed` one.
+    pub async fn finish(
+        &self,
+        run: &ClaimedRun,
+        state: StateType,
+        message: Option<&str>,
+        result: Option<serde_json::Value>,
+    ) {
+        let event = Event {
+            id: uuid::Uuid::now_v7(),
+            run_id: run.run_id,
+            parent_run_id: None,
+            flow_run_id: Some(run.run_id),
+            run_kind: RunKind::Flow,
+            name: run.flow.clone().into(),
+            attempt: run.attempt,
+            timestamp: chrono::Utc::now(),
+            lease: Some(run.token),
+            body: EventBody::State {
+                state: match message {
+                    Some(m) => State::with_message(state, m),
+                    None => State::new(state),
+                },
+                details: None,
+            },
+        };
+        let request = FinishRequest {
+            token: run.token,
+            event,
+            result,
+        };
+        let res = http()
+            .post(format!(
+                "{}/api/v1/flow-runs/{}/finish",
+                self.url, run.run_id
+            ))
+            .bearer_auth(WORKER)
+            .json(&request)
+            .send()
+            .await
+            .expect("POST /finish");
+        let status = res.status();
+        assert!(
+            status.is_success(),
+            "finish: {status} {}",
+            res.text().await.unwrap_or_default()
+        );
+    }
+
+    /// Claims the next run of `train` and runs the real flow with its parameters, finishing
+    /// it as the flow ended: `Completed` with its output, or `Failed` with its error.
+    pub async fn run_train(&self) -> ClaimedRun {
+        use flowkit::FlowSignature;
+        let run = self.claim().await;
+        let (dataset, epochs, rate) =
+            crate::flows::train::args_from_json(run.parameters.clone()).expect("parameters");
+        match crate::flows::train(dataset, epochs, rate).await {
+            Ok(metrics) => {
+                let output = serde_json::to_value(metrics).expect("output");
+                self.finish(&run, StateType::Completed, None, Some(output))
+                    .await;
+            }
+            Err(e) => {
+                self.finish(&run, StateType::Failed, Some(&e.to_string()), None)
+                    .await;
+            }
+        }
+        run
+    }
+}

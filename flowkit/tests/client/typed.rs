@@ -2,12 +2,13 @@
 //! `RunError`s.
 
 use crate::flows::{self, train};
-use crate::harness::{ADMIN, READER, Server};
-use flowkit::client::{PageRequest, RunFilter};
+use crate::harness::{ADMIN, READER, Server, Worker};
+use flowkit::client::{PageRequest, RunFilter, exit_code};
 use flowkit::{Client, FlowSignature, RunError, StateType};
 use flowkit_wire::api::deployments::TriggerRequest;
 use flowkit_wire::api::error::ErrorCode;
 use serde_json::json;
+use std::time::Duration;
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,4 +178,181 @@ async fn refusals_are_typed_errors_that_say_what_to_do() {
         assert!(matches!(err, RunError::Config(_)), "{url}: {err:?}");
         assert!(err.to_string().contains("http://"), "{url}: {err}");
     }
+}
+
+/// `client.run::<train>(...)` with the real flow run by the worker: typed arguments in, the
+/// flow's typed output back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_run_gives_back_the_flows_output() {
+    let server = Server::start().await;
+    let spec = flows::nightly();
+    server.register(&spec).await;
+    let worker = Worker::new(&server, &[&spec]);
+    let client = server.client(ADMIN);
+
+    let args = ("houses.csv".to_string(), 5, Some(0.5));
+    let (metrics, claimed) = tokio::join!(
+        client.run::<train>("nightly", args.clone()),
+        worker.run_train()
+    );
+    let expected = train(args.0, args.1, args.2).await.expect("the flow");
+    assert_eq!(metrics.expect("typed run"), expected);
+    assert_eq!(
+        claimed.parameters,
+        *json!({"dataset": "houses.csv", "epochs": 5, "learning_rate": 0.5})
+            .as_object()
+            .expect("object")
+    );
+    // Read again later, without waiting.
+    assert_eq!(
+        client
+            .result(claimed.run_id, Duration::ZERO)
+            .await
+            .expect("result"),
+        serde_json::to_value(&expected).expect("json")
+    );
+
+    // Untyped: defaults fill in what is not given.
+    let params = json!({"dataset": "d"})
+        .as_object()
+        .cloned()
+        .expect("object");
+    let (output, _) = tokio::join!(
+        client.run_json("train", "nightly", params, Duration::from_secs(60)),
+        worker.run_train()
+    );
+    assert_eq!(output.expect("untyped run")["epochs"], 3);
+
+    // The flow's error comes back in the run.
+    let (err, failed) = tokio::join!(
+        client.run::<train>("nightly", (String::new(), 1, None)),
+        worker.run_train()
+    );
+    let err = err.expect_err("an empty dataset fails");
+    match &err {
+        RunError::Failed(run) => {
+            assert_eq!(run.id, failed.run_id);
+            assert_eq!(run.state_message.as_deref(), Some("no dataset given"));
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert_eq!(exit_code::of(&err), exit_code::FAILED);
+    assert!(err.to_string().contains("no dataset given"), "{err}");
+    match client.result(failed.run_id, Duration::ZERO).await {
+        Err(RunError::Failed(run)) => assert_eq!(run.id, failed.run_id),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+
+    // An output that is not the flow's output type (another version of the flow).
+    let (res, odd) = tokio::join!(
+        client.run::<train>("nightly", ("d".to_string(), 1, None)),
+        async {
+            let run = worker.claim().await;
+            worker
+                .finish(
+                    &run,
+                    StateType::Completed,
+                    None,
+                    Some(json!({"rmse": "low"})),
+                )
+                .await;
+            run
+        }
+    );
+    match res {
+        Err(RunError::Decode { run_id, message }) => {
+            assert_eq!(run_id, Some(odd.run_id));
+            assert!(
+                message.contains("rmse") || message.contains("dataset"),
+                "{message}"
+            );
+        }
+        other => panic!("expected Decode, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_end_on_time_and_cancelled_runs_can_be_retried() {
+    let server = Server::start().await;
+    let spec = flows::nightly();
+    server.register(&spec).await;
+    let client = server.client(ADMIN).timeout(Duration::from_secs(1));
+
+    // No worker: the wait ends, the run goes on.
+    let err = client
+        .run::<train>("nightly", ("d".to_string(), 1, None))
+        .await
+        .expect_err("no worker");
+    let RunError::StillRunning { run, waited } = &err else {
+        panic!("expected StillRunning, got {err:?}");
+    };
+    assert_eq!(run.state, StateType::Scheduled);
+    assert!(*waited >= Duration::from_secs(1), "{waited:?}");
+    let id = run.id;
+    assert!(matches!(
+        client.result(id, Duration::ZERO).await,
+        Err(RunError::StillRunning { .. })
+    ));
+
+    let cancelled = client.cancel(id).await.expect("cancel");
+    assert_eq!(cancelled.state, StateType::Cancelled);
+    assert!(matches!(
+        client.result(id, Duration::from_secs(5)).await,
+        Err(RunError::Cancelled(_))
+    ));
+    match client.cancel(id).await {
+        Err(RunError::Api(detail)) => assert_eq!(detail.code, ErrorCode::Conflict),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+
+    // Retried, it is the same run's next attempt, and completes.
+    let retried = client.retry(id).await.expect("retry");
+    assert_eq!(
+        (retried.id, retried.state, retried.attempt),
+        (id, StateType::Scheduled, 2)
+    );
+    let worker = Worker::new(&server, &[&spec]);
+    let (output, claimed) = tokio::join!(
+        client.result(id, Duration::from_secs(60)),
+        worker.run_train()
+    );
+    assert_eq!(claimed.run_id, id);
+    assert_eq!(output.expect("result")["dataset"], "d");
+
+    // An idempotent trigger of a run that completed gives back its output, said replayed.
+    let request = TriggerRequest {
+        parameters: json!({"dataset": "k"})
+            .as_object()
+            .cloned()
+            .expect("object"),
+        idempotency_key: Some("once".into()),
+        ..TriggerRequest::default()
+    };
+    let (first, _) = tokio::join!(
+        client.trigger_and_wait("train", "nightly", &request, Duration::from_secs(60)),
+        worker.run_train()
+    );
+    let first = first.expect("first");
+    assert!(!first.replayed);
+    let again = client
+        .trigger_and_wait("train", "nightly", &request, Duration::from_secs(5))
+        .await
+        .expect("replay");
+    assert!(again.replayed);
+    assert_eq!((again.run.id, &again.output), (first.run.id, &first.output));
+
+    // A run that takes longer than one step of the wait: asked again until it ends.
+    let stepping = server
+        .client(ADMIN)
+        .wait_step(Duration::from_secs(1))
+        .timeout(Duration::from_secs(60));
+    let slow_worker = async {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        worker.run_train().await
+    };
+    let (metrics, _) = tokio::join!(
+        stepping.run::<train>("nightly", ("slow".to_string(), 2, None)),
+        slow_worker
+    );
+    assert_eq!(metrics.expect("after several steps").dataset, "slow");
 }
