@@ -7,8 +7,8 @@
 //! | `FLOWKIT_EVENT_LOG` | append every event to this file, one JSON object per line | off |
 //! | `FLOWKIT_LOG_LEVEL` | lowest level of `tracing` events captured as run logs | `info` |
 //! | `FLOWKIT_FLUSH_TIMEOUT` | most time [`crate::flush`], the guard of [`crate::init`] and the exit flush wait for every sink (the server included); also bounds a top-level flow's wait for the local sinks | `5s` |
-//! | `FLOWKIT_API_URL` | report every event to the flowkit server at this URL ([`crate::sink::report`]) | off |
-//! | `FLOWKIT_API_KEY` | sent to the server as `Authorization: Bearer <key>` | none |
+//! | `FLOWKIT_API_URL` | report every event to the flowkit server at this URL ([`crate::sink::report`]); also the server [`Client::from_env`](crate::Client::from_env) and the `flowkit` command call | off |
+//! | `FLOWKIT_API_KEY` | sent to the server as `Authorization: Bearer <key>` (by the reporter, the client and the command) | none |
 //! | `FLOWKIT_REPORT_FLUSH_TIMEOUT` | how long a flush waits for the server before spooling what is left (kept below `FLOWKIT_FLUSH_TIMEOUT`) | `3s` |
 
 use crate::sink::Sink;

@@ -14,23 +14,21 @@ async fn help_lists_every_exit_code_and_usage_errors_exit_64() {
     let dir = tempfile::tempdir().expect("dir");
     let help = flowkit(dir.path(), &[], &["--help"]).await;
     help.ok();
-    for line in [
-        "0  completed",
-        "1  failed",
-        "2  crashed",
-        "3  cancelled",
-        "4  invalid parameters",
-        "5  cannot reach the server",
-        "6  timed out",
-        "7  still running",
-        "8  any other error",
-        "64 the command line is wrong",
+    // Each code of `exit_code` is in the help, with what it means.
+    for (code, meaning) in [
+        (exit_code::COMPLETED, "completed"),
+        (exit_code::FAILED, "failed"),
+        (exit_code::CRASHED, "crashed"),
+        (exit_code::CANCELLED, "cancelled"),
+        (exit_code::INVALID_PARAMETERS, "invalid parameters"),
+        (exit_code::UNREACHABLE, "cannot reach the server"),
+        (exit_code::TIMED_OUT, "timed out"),
+        (exit_code::STILL_RUNNING, "still running"),
+        (exit_code::ERROR, "any other error"),
+        (exit_code::USAGE, "the command line is wrong"),
     ] {
-        assert!(
-            help.stdout.contains(line),
-            "--help lacks {line:?}:\n{}",
-            help.stdout
-        );
+        let line = format!("\n  {code:<3}{meaning}");
+        assert!(help.stdout.contains(&line), "--help lacks {line:?}:\n{}", help.stdout);
     }
     for args in [&["bogus"][..], &["run"], &["runs", "ls", "--limit", "0"]] {
         let out = flowkit(dir.path(), &[], args).await;
