@@ -721,7 +721,7 @@ mod tests {
         assert_eq!(event.details().map(|d| &*d.task_key), Some("k"));
 
         let mut unknown_state = state_event();
-        unknown_state["state"] = json!({"type": "Cancelling", "message": "asked"});
+        unknown_state["state"] = json!({"type": "Hibernating", "message": "asked"});
         let event = parse_event(unknown_state, now()).expect("unknown states are read");
         assert_eq!(event.state_type(), Some(StateType::Unknown));
 

@@ -549,7 +549,7 @@ pub(crate) async fn heartbeat<D: Dialect>(
                 .bind(i64::try_from(*token).unwrap_or(-1))
                 .push(")");
         }
-        q.push(")) RETURNING id");
+        q.push(") RETURNING id");
         for row in D::fetch_all(&mut tx, &mut q).await? {
             held.insert(Columns::<D>(&row).get::<Uuid>("id")?);
         }

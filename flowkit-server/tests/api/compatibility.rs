@@ -28,7 +28,7 @@ async fn a_newer_clients_events_are_kept(server: &TestServer) {
     let mut later = batch[batch.len() - 1].clone();
     later["id"] = json!(Uuid::now_v7());
     later["timestamp"] = json!(Utc::now());
-    later["state"] = json!({"type": "Cancelling", "message": "asked by ops", "by": "ops"});
+    later["state"] = json!({"type": "Hibernating", "message": "asked by ops", "by": "ops"});
     later["run_id"] = json!(run.flow);
     later["run_kind"] = json!("flow");
     later.as_object_mut().expect("object").remove("details");

@@ -18,6 +18,8 @@ use uuid::Uuid;
 /// A store on a fresh database, and the router over it.
 pub(crate) struct TestServer {
     pub(crate) store: Arc<Store>,
+    /// What the router's handlers share (the reaper of a test runs over it).
+    pub(crate) state: AppState,
     router: Router,
     pub(crate) url: String,
     /// Keeps the SQLite file alive.
@@ -65,6 +67,12 @@ impl TestServer {
     /// A server on a database of its own in the PostgreSQL of `FLOWKIT_TEST_PG_URL`; `None`
     /// (after saying why) when it is not set, unless services are required.
     pub(crate) async fn postgres() -> Option<TestServer> {
+        TestServer::postgres_with(Settings::default()).await
+    }
+
+    #[cfg(feature = "postgres")]
+    /// [`TestServer::postgres`] with `settings`.
+    pub(crate) async fn postgres_with(settings: Settings) -> Option<TestServer> {
         let admin_url = pg_url()?;
         let db = format!("flowkit_api_{}", Uuid::now_v7().simple());
         let admin = sqlx_connect(&admin_url).await;
@@ -77,7 +85,7 @@ impl TestServer {
         let store = Arc::new(Store::connect(&url).await.expect("open PostgreSQL store"));
         Some(TestServer::over(
             store,
-            Settings::default(),
+            settings,
             url,
             None,
             Some((admin_url, db)),
@@ -91,9 +99,11 @@ impl TestServer {
         dir: Option<tempfile::TempDir>,
         pg_drop: Option<(String, String)>,
     ) -> TestServer {
-        let router = app(AppState::new(store.clone(), settings));
+        let state = AppState::new(store.clone(), settings);
+        let router = app(state.clone());
         TestServer {
             store,
+            state,
             router,
             url,
             _dir: dir,
@@ -103,6 +113,7 @@ impl TestServer {
 
     /// Closes the store (and drops a PostgreSQL test database).
     pub(crate) async fn finish(self) {
+        self.state.begin_shutdown();
         self.store.close().await;
         #[cfg(feature = "postgres")]
         if let Some((admin_url, db)) = self.pg_drop {
@@ -278,6 +289,30 @@ fn with_database(url: &str, db: &str) -> String {
 /// Runs each listed test of the suite it is called in on SQLite (`<suite>::sqlite::name`) and
 /// PostgreSQL (`<suite>::postgres::name`).
 macro_rules! on_every_backend {
+    (settings = $settings:expr; $($name:ident),* $(,)?) => {
+        #[cfg(feature = "sqlite")]
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = $crate::harness::TestServer::sqlite_with($settings).await;
+                    super::$name(&server).await;
+                    server.finish().await;
+                }
+            )*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(server) = $crate::harness::TestServer::postgres_with($settings).await else { return };
+                    super::$name(&server).await;
+                    server.finish().await;
+                }
+            )*
+        }
+    };
     ($($name:ident),* $(,)?) => {
         #[cfg(feature = "sqlite")]
         mod sqlite {

@@ -27,6 +27,7 @@ mod ingestion;
 mod pagination;
 mod read_back;
 mod retention;
+mod workers;
 
 // The HTTP surface, keys and the API description (SQLite).
 mod auth;

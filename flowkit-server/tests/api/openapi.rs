@@ -37,6 +37,14 @@ async fn openapi_document_describes_every_route() {
         ("get", "/api/v1/deployments/{flow}/{name}"),
         ("get", "/api/v1/deployments/{flow}/{name}/versions"),
         ("post", "/api/v1/deployments/{flow}/{name}/runs"),
+        ("get", "/api/v1/flow-runs/{id}/result"),
+        ("post", "/api/v1/flow-runs/{id}/cancel"),
+        ("post", "/api/v1/flow-runs/cancel"),
+        ("post", "/api/v1/flow-runs/{id}/retry"),
+        ("post", "/api/v1/workers/claim"),
+        ("post", "/api/v1/workers/heartbeat"),
+        ("post", "/api/v1/flow-runs/{id}/finish"),
+        ("post", "/api/v1/flow-runs/{id}/release"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths
@@ -123,7 +131,52 @@ async fn openapi_document_describes_every_route() {
             "post",
             "/api/v1/deployments/{flow}/{name}/runs",
             &[
-                "200", "201", "400", "401", "403", "404", "409", "413", "415", "422", "500", "503",
+                "200", "201", "202", "400", "401", "403", "404", "409", "413", "415", "422", "500",
+                "503",
+            ][..],
+        ),
+        (
+            "get",
+            "/api/v1/flow-runs/{id}/result",
+            &["200", "202", "400", "401", "403", "404", "409", "500", "503"][..],
+        ),
+        (
+            "post",
+            "/api/v1/flow-runs/{id}/cancel",
+            &["200", "400", "401", "403", "404", "409", "413", "422", "500", "503"][..],
+        ),
+        (
+            "post",
+            "/api/v1/flow-runs/cancel",
+            &["200", "400", "401", "403", "413", "415", "422", "500", "503"][..],
+        ),
+        (
+            "post",
+            "/api/v1/flow-runs/{id}/retry",
+            &["200", "400", "401", "403", "404", "409", "500", "503"][..],
+        ),
+        (
+            "post",
+            "/api/v1/workers/claim",
+            &["200", "400", "401", "403", "413", "415", "422", "500", "503"][..],
+        ),
+        (
+            "post",
+            "/api/v1/workers/heartbeat",
+            &["200", "400", "401", "403", "413", "415", "422", "500", "503"][..],
+        ),
+        (
+            "post",
+            "/api/v1/flow-runs/{id}/finish",
+            &[
+                "200", "400", "401", "403", "404", "409", "413", "415", "422", "500", "503",
+            ][..],
+        ),
+        (
+            "post",
+            "/api/v1/flow-runs/{id}/release",
+            &[
+                "200", "400", "401", "403", "404", "409", "413", "415", "422", "500", "503",
             ][..],
         ),
     ] {
@@ -189,6 +242,15 @@ async fn openapi_document_describes_every_route() {
         "DeploymentDetail",
         "TriggerRequest",
         "FieldError",
+        "ClaimRequest",
+        "ClaimResponse",
+        "HeartbeatRequest",
+        "HeartbeatResponse",
+        "FinishRequest",
+        "ReleaseRequest",
+        "BulkCancel",
+        "BulkCancelled",
+        "CancelRequest",
     ] {
         assert!(
             schemas.get(schema).is_some_and(Value::is_object),

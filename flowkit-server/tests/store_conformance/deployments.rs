@@ -19,7 +19,7 @@ conformance!(
     expired_keys_are_forgotten_and_swept,
 );
 
-fn spec(flow: &str, version: &str) -> DeploymentSpec {
+pub(crate) fn spec(flow: &str, version: &str) -> DeploymentSpec {
     serde_json::from_value(json!({
         "flow": flow,
         "name": "nightly",
@@ -176,7 +176,7 @@ async fn concurrent_registrations_agree_on_the_newest(env: &mut Env) {
     assert_eq!(summary.items[0].latest_version, latest.version);
 }
 
-fn new_run(key: Option<(&str, &str, DateTime<Utc>)>) -> NewRun {
+pub(crate) fn new_run(key: Option<(&str, &str, DateTime<Utc>)>) -> NewRun {
     let run_id = Uuid::now_v7();
     NewRun {
         event: Event {
@@ -210,6 +210,9 @@ fn new_run(key: Option<(&str, &str, DateTime<Utc>)>) -> NewRun {
             fingerprint: fingerprint.into(),
             expires,
         }),
+        version_pinned: false,
+        max_attempts: 1,
+        created_by: Some("local".into()),
     }
 }
 

@@ -20,6 +20,7 @@ mod deployments;
 #[cfg(feature = "sqlite")]
 mod durability;
 mod ingestion;
+mod leases;
 mod listing;
 mod logs;
 mod retention;

@@ -1,0 +1,93 @@
+//! Leases on every backend: replicas claiming at once never lease a run twice nor exceed a
+//! deployment's limit, and a run's result goes with it at retention.
+
+use crate::deployments::{new_run, spec};
+use crate::harness::Env;
+use chrono::{Duration, Utc};
+use flowkit_server::store::{Backend, ClaimOrder, Finished, LeaseCall, Store, WorkerSeen};
+use flowkit_server::wire::api::workers::Served;
+use flowkit_server::wire::state::StateType;
+use std::collections::HashSet;
+use std::sync::Arc;
+use uuid::Uuid;
+
+conformance!(
+    replicas_claiming_at_once_never_share_a_run_or_exceed_a_limit,
+    a_result_goes_with_its_run,
+);
+
+fn order(version: &str, max_runs: u32) -> ClaimOrder {
+    ClaimOrder {
+        worker: WorkerSeen {
+            id: Uuid::now_v7(),
+            name: "w:1".into(),
+            served: vec![Served::new("train", "nightly", version)],
+        },
+        max_runs,
+        lease: std::time::Duration::from_secs(60),
+    }
+}
+
+async fn replicas_claiming_at_once_never_share_a_run_or_exceed_a_limit(env: &mut Env) {
+    let mut limited = spec("train", "v1");
+    limited.concurrency_limit = Some(3);
+    env.store
+        .register_deployment(&limited, "fp")
+        .await
+        .expect("register");
+    for _ in 0..20 {
+        env.store.trigger(new_run(None)).await.expect("trigger");
+    }
+    // A second server process on the same database.
+    let other = Arc::new(Store::connect(&env.url).await.expect("second replica"));
+    let claims = (0..8).map(|i| {
+        let store = if i % 2 == 0 {
+            env.store.clone()
+        } else {
+            other.clone()
+        };
+        tokio::spawn(async move { store.claim(order("v1", 2)).await.expect("claim") })
+    });
+    let mut claimed = Vec::new();
+    for claim in claims {
+        claimed.extend(claim.await.expect("join"));
+    }
+    let ids: HashSet<Uuid> = claimed.iter().map(|r| r.run_id).collect();
+    assert_eq!(ids.len(), claimed.len(), "a run leased twice");
+    assert_eq!(claimed.len(), 3, "the limit holds across replicas");
+    other.close().await;
+}
+
+async fn a_result_goes_with_its_run(env: &mut Env) {
+    let store = &env.store;
+    store
+        .register_deployment(&spec("train", "v1"), "fp")
+        .await
+        .expect("register");
+    store.trigger(new_run(None)).await.expect("trigger");
+    let claimed = store.claim(order("v1", 1)).await.expect("claim");
+    let run = &claimed[0];
+    let finished = Finished {
+        run_id: run.run_id,
+        token: run.token,
+        event_id: Uuid::now_v7(),
+        state: StateType::Completed,
+        message: None,
+        attempt: 1,
+        timestamp: Utc::now(),
+        result: Some("{\"rmse\":0.5}".into()),
+    };
+    assert_eq!(store.finish(finished).await.expect("finish"), LeaseCall::Done);
+    assert_eq!(
+        store.run_result(run.run_id).await.expect("read").as_deref(),
+        Some(&b"{\"rmse\":0.5}"[..])
+    );
+    // Retention of everything created before tomorrow: the run and its result go.
+    let deleted = store
+        .delete_before(Utc::now() + Duration::days(1), 100)
+        .await
+        .expect("sweep");
+    assert!(deleted >= 1);
+    assert!(store.get_run(run.run_id).await.expect("read").is_none());
+    assert!(store.run_result(run.run_id).await.expect("read").is_none());
+}
