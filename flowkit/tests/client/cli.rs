@@ -28,7 +28,11 @@ async fn help_lists_every_exit_code_and_usage_errors_exit_64() {
         (exit_code::USAGE, "the command line is wrong"),
     ] {
         let line = format!("\n  {code:<3}{meaning}");
-        assert!(help.stdout.contains(&line), "--help lacks {line:?}:\n{}", help.stdout);
+        assert!(
+            help.stdout.contains(&line),
+            "--help lacks {line:?}:\n{}",
+            help.stdout
+        );
     }
     for args in [&["bogus"][..], &["run"], &["runs", "ls", "--limit", "0"]] {
         let out = flowkit(dir.path(), &[], args).await;
