@@ -214,7 +214,9 @@ enum Asked {
 
 /// `wait` in whole seconds, rounded up, at most [`MAX_WAIT_SECONDS`].
 pub(super) fn whole_seconds(wait: Duration) -> u32 {
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0));
     u32::try_from(seconds)
         .unwrap_or(MAX_WAIT_SECONDS)
         .min(MAX_WAIT_SECONDS)
