@@ -63,7 +63,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             if i + 1 == cells.len() {
                 text.push_str(cell);
             } else {
-                let pad = widths[i].saturating_sub(cell.chars().count());
+                let width = widths.get(i).copied().unwrap_or(0);
+                let pad = width.saturating_sub(cell.chars().count());
                 text.push_str(cell);
                 text.push_str(&" ".repeat(pad + 2));
             }
