@@ -7,8 +7,8 @@
 //! | `FLOWKIT_EVENT_LOG` | append every event to this file, one JSON object per line | off |
 //! | `FLOWKIT_LOG_LEVEL` | lowest level of `tracing` events captured as run logs | `info` |
 //! | `FLOWKIT_FLUSH_TIMEOUT` | most time [`crate::flush`], the guard of [`crate::init`] and the exit flush wait for every sink (the server included); also bounds a top-level flow's wait for the local sinks | `5s` |
-//! | `FLOWKIT_API_URL` | report every event to the flowkit server at this URL ([`crate::sink::report`]) | off |
-//! | `FLOWKIT_API_KEY` | sent to the server as `Authorization: Bearer <key>` | none |
+//! | `FLOWKIT_API_URL` | report every event to the flowkit server at this URL ([`crate::sink::report`]); also the server [`Client::from_env`](crate::Client::from_env) and the `flowkit` command call | off |
+//! | `FLOWKIT_API_KEY` | sent to the server as `Authorization: Bearer <key>` (by the reporter, the client and the command) | none |
 //! | `FLOWKIT_REPORT_FLUSH_TIMEOUT` | how long a flush waits for the server before spooling what is left (kept below `FLOWKIT_FLUSH_TIMEOUT`) | `3s` |
 
 use crate::sink::Sink;
@@ -65,7 +65,6 @@ impl Config {
     /// Reads the settings from the environment; unparsable values fall back to the default
     /// with a warning on stderr.
     pub fn from_env() -> Config {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let home = var("FLOWKIT_HOME").map_or_else(|| PathBuf::from(".flowkit"), PathBuf::from);
         let summary = !matches!(
             var("FLOWKIT_SUMMARY").as_deref().map(str::trim),
@@ -101,8 +100,8 @@ impl Config {
             log_level,
             flush_timeout,
             worker: format!("{}:{}", hostname(), std::process::id()),
-            api_url: var("FLOWKIT_API_URL").map(|v| v.trim().to_string()),
-            api_key: var("FLOWKIT_API_KEY").map(|v| crate::sink::report::ApiKey::new(v.trim())),
+            api_url: api_url_from_env(),
+            api_key: api_key_from_env(),
             report_flush_timeout,
         }
     }
@@ -141,6 +140,21 @@ impl Config {
         }
         sinks
     }
+}
+
+/// A variable of the environment, unless unset or blank.
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// `FLOWKIT_API_URL`, trimmed, unless unset or blank: the runtime's and the client's.
+pub(crate) fn api_url_from_env() -> Option<String> {
+    var("FLOWKIT_API_URL").map(|v| v.trim().to_string())
+}
+
+/// `FLOWKIT_API_KEY`, trimmed, unless unset or blank: the runtime's and the client's.
+pub(crate) fn api_key_from_env() -> Option<crate::sink::report::ApiKey> {
+    var("FLOWKIT_API_KEY").map(|v| crate::sink::report::ApiKey::new(v.trim()))
 }
 
 /// This machine's host name (`HOSTNAME`, else `/etc/hostname`, else `localhost`).

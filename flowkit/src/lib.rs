@@ -44,7 +44,7 @@
 //! [`StateType`], [`Event`] and its parts, shared with the server), the lifecycle ([`init`],
 //! [`flush`]), deployments ([`Deployment`], [`FlowSignature`], [`DeploymentSpec`]) and the
 //! worker that runs them for others ([`serve`], [`Worker`], [`ShutdownHandle`],
-//! [`ServeError`]). The
+//! [`ServeError`]) and the client that runs them on a server ([`Client`], [`RunError`]). The
 //! modules hold what you extend or configure:
 //!
 //! | module | what it holds |
@@ -53,9 +53,11 @@
 //! | [`notify`] | webhook and Slack notifications, ready to use as hooks |
 //! | [`sink`] | where events go: the summary, the JSONL log, the reporter, the log capture, your own |
 //! | [`config`] | the environment variables flowkit reads |
+//! | [`client`] | the typed client of the server: trigger deployments, wait for results, read, cancel and retry runs; the `flowkit` command's exit codes |
 //! | `testing` | recording runs in your tests (with the feature `test-util`) |
 
 // What users extend or configure.
+pub mod client;
 pub mod config;
 pub mod hooks;
 pub mod notify;
@@ -81,6 +83,7 @@ pub(crate) use flowkit_wire::{event, state};
 #[doc(hidden)]
 pub mod __private;
 
+pub use client::{Client, RunError};
 pub use deployment::{Deployment, FlowSignature, InvalidDeployment, InvalidParameters};
 pub use flowkit_macros::{flow, task};
 pub use flowkit_wire::api::deployments::{DeploymentSpec, FieldError};

@@ -1,0 +1,175 @@
+//! The command line: every command, option and the help text (exit codes included).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The help's description, with the exit codes of `flowkit::client::exit_code`.
+const LONG_ABOUT: &str = "\
+Runs deployed flows on a flowkit server and reads their runs.
+
+The server is FLOWKIT_API_URL (or --api-url), e.g. http://127.0.0.1:4200; the API key is
+FLOWKIT_API_KEY (or --api-key; the variable keeps it out of the process list), sent as
+`Authorization: Bearer <key>`: the variables a flowkit program reads to report its runs.
+
+Exit codes:
+  0  completed: the run completed, or the command did what it was asked
+  1  failed: the run's flow returned an error
+  2  crashed: the run panicked, or its worker died with no attempts left
+  3  cancelled: the run was cancelled
+  4  invalid parameters: the server refused them (each listed with its JSON pointer), or a
+     -p / --params-file could not be read
+  5  cannot reach the server (or FLOWKIT_API_URL is not set), or it refused the API key
+     (unauthorized, or the key lacks the scope)
+  6  timed out: the run exceeded the flow's own timeout
+  7  still running: --timeout passed before the run ended; it goes on on the server
+  8  any other error (no such deployment or run, a conflict, ...)
+  64 the command line is wrong";
+
+/// Runs deployed flows on a flowkit server and reads their runs.
+#[derive(Debug, Parser)]
+#[command(name = "flowkit", version, long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// The flowkit server's URL [default: FLOWKIT_API_URL].
+    #[arg(long, global = true, value_name = "URL")]
+    pub api_url: Option<String>,
+    /// The API key [default: FLOWKIT_API_KEY].
+    #[arg(long, global = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// Print JSON (the server's bodies) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List deployments, or show one with its parameters.
+    #[command(subcommand)]
+    Deployments(DeploymentsCommand),
+    /// Run a deployment and wait for its result (printed as JSON).
+    Run(RunArgs),
+    /// List flow runs, or show one.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Print a flow run's logs (its own and its tasks'), oldest first.
+    Logs(LogsArgs),
+    /// Cancel a flow run: at once if it has not started, else its worker stops it.
+    Cancel(CancelArgs),
+    /// Run a flow run that failed, crashed, timed out or was cancelled again, as its next
+    /// attempt.
+    Retry(RetryArgs),
+}
+
+/// `deployments ...`
+#[derive(Debug, Subcommand)]
+pub enum DeploymentsCommand {
+    /// List the deployments, newest first.
+    Ls {
+        /// At most this many.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
+    /// Show a deployment: its description, parameters, workers and recent runs.
+    Show {
+        /// The deployment, as FLOW/NAME.
+        #[arg(value_name = "FLOW/NAME")]
+        deployment: String,
+    },
+}
+
+/// `run FLOW/NAME ...`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The deployment, as FLOW/NAME.
+    #[arg(value_name = "FLOW/NAME")]
+    pub deployment: String,
+    /// A parameter, as NAME=VALUE; repeat for several. The value is read as the deployment's
+    /// parameter schema says: a number, true/false, a JSON array or object; for a string
+    /// parameter, the text as it is.
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Parameters from a file holding a JSON object (`-` reads standard input); -p values
+    /// take precedence.
+    #[arg(long, value_name = "FILE")]
+    pub params_file: Option<PathBuf>,
+    /// A key that makes the trigger idempotent: the same key with the same parameters gives
+    /// back the run it created (within the server's retention of keys, 24 hours by default).
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Print the run's id (the run with --json) and exit without waiting for it.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the run to end, e.g. `90s`, `30m`, `2h`; then exit 7 (the run
+    /// goes on).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `runs ...`
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List flow runs, newest first.
+    Ls {
+        /// Only runs in these states (comma-separated, e.g. `Failed,Crashed`).
+        #[arg(long, value_name = "STATES")]
+        state: Option<String>,
+        /// Only runs of this deployment (FLOW/NAME).
+        #[arg(long, value_name = "FLOW/NAME")]
+        deployment: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
+    /// Show a flow run.
+    Show {
+        /// The run's id.
+        id: String,
+    },
+}
+
+/// `logs ID ...`
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The flow run's id.
+    pub id: String,
+    /// Keep printing new lines until the run ends.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// With --follow: how often to ask for new lines (100ms to 60s).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_poll_interval)]
+    pub poll_interval: Duration,
+}
+
+/// `cancel ID`
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The flow run's id.
+    pub id: String,
+    /// Why (shown as the message of the run's state).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// `retry ID`
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The flow run's id.
+    pub id: String,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e}; give a duration such as 90s, 30m or 2h"))
+}
+
+fn parse_poll_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_duration(text)?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&interval) {
+        return Err("give an interval from 100ms to 60s".to_string());
+    }
+    Ok(interval)
+}
