@@ -152,8 +152,14 @@ async fn bench(backend: String, args: Args) -> anyhow::Result<()> {
         // Idle again: the previous run has finished before the next trigger.
         wait_all_final(&http, &url, Duration::from_secs(10)).await?;
     }
-    println!("trigger_to_start_p50_ms={:.2}", percentile(&mut latencies, 0.50));
-    println!("trigger_to_start_p99_ms={:.2}", percentile(&mut latencies, 0.99));
+    println!(
+        "trigger_to_start_p50_ms={:.2}",
+        percentile(&mut latencies, 0.50)
+    );
+    println!(
+        "trigger_to_start_p99_ms={:.2}",
+        percentile(&mut latencies, 0.99)
+    );
 
     // Throughput with every worker.
     for _ in 1..args.workers {
@@ -232,7 +238,11 @@ async fn trigger(http: &reqwest::Client, trigger_url: &str, i: u64) -> anyhow::R
         .send()
         .await?;
     if response.status() != reqwest::StatusCode::CREATED {
-        anyhow::bail!("trigger {i}: {} {}", response.status(), response.text().await?);
+        anyhow::bail!(
+            "trigger {i}: {} {}",
+            response.status(),
+            response.text().await?
+        );
     }
     Ok(())
 }
@@ -269,7 +279,10 @@ async fn wait_for_worker(http: &reqwest::Client, url: &str) -> anyhow::Result<()
             Ok(r) if r.status().is_success() => r.json().await?,
             _ => serde_json::Value::Null,
         };
-        if detail["live_workers"].as_array().is_some_and(|w| !w.is_empty()) {
+        if detail["live_workers"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty())
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -278,11 +291,7 @@ async fn wait_for_worker(http: &reqwest::Client, url: &str) -> anyhow::Result<()
 }
 
 /// Waits until no run of the deployment is waiting or running, and none failed.
-async fn wait_all_final(
-    http: &reqwest::Client,
-    url: &str,
-    within: Duration,
-) -> anyhow::Result<()> {
+async fn wait_all_final(http: &reqwest::Client, url: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     let open = format!(
         "{url}/api/v1/flow-runs?deployment=noop/bench&limit=1&state=Scheduled,Pending,Running,AwaitingRetry"
@@ -321,7 +330,10 @@ fn percentile(values: &mut [f64], q: f64) -> f64 {
 #[cfg(feature = "postgres")]
 async fn pg_database(
     admin_url: &str,
-) -> anyhow::Result<(String, futures::future::BoxFuture<'static, anyhow::Result<()>>)> {
+) -> anyhow::Result<(
+    String,
+    futures::future::BoxFuture<'static, anyhow::Result<()>>,
+)> {
     let name = format!("flowkit_trigger_bench_{}", uuid::Uuid::now_v7().simple());
     let admin = sqlx::PgPool::connect(admin_url).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -336,8 +348,8 @@ async fn pg_database(
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
         )))
-            .execute(&admin)
-            .await?;
+        .execute(&admin)
+        .await?;
         Ok(())
     });
     Ok((url, drop))
@@ -346,6 +358,9 @@ async fn pg_database(
 #[cfg(not(feature = "postgres"))]
 async fn pg_database(
     _admin_url: &str,
-) -> anyhow::Result<(String, futures::future::BoxFuture<'static, anyhow::Result<()>>)> {
+) -> anyhow::Result<(
+    String,
+    futures::future::BoxFuture<'static, anyhow::Result<()>>,
+)> {
     anyhow::bail!("this build of flowkit-server has no PostgreSQL support")
 }
