@@ -132,6 +132,17 @@ impl LeaseRow {
     }
 }
 
+/// One run, as it stands, without a lock.
+async fn read_run<D: Dialect>(
+    conn: &mut D::Connection,
+    id: Uuid,
+) -> Result<Option<LeaseRow>, StoreError> {
+    let mut q = QueryBuilder::new(format!("SELECT {LEASE_COLUMNS} FROM runs WHERE id = "));
+    q.bind(id);
+    let row = D::fetch_optional(conn, &mut q).await?;
+    row.as_ref().map(lease_row::<D>).transpose()
+}
+
 /// One run, locked until the end of the transaction (PostgreSQL).
 async fn lock_run<D: Dialect>(
     conn: &mut D::Connection,
@@ -540,7 +551,22 @@ pub(crate) async fn heartbeat<D: Dialect>(
     touch_worker::<D>(&mut tx, worker, now).await?;
     let expires = lease_end(now, lease);
     let mut held = HashSet::new();
+    // In id order, and locked in id order before the update (PostgreSQL): ingestion upserts
+    // runs in id order too, so the two never wait for each other in a cycle.
+    let mut leases = leases.to_vec();
+    leases.sort_unstable();
     for chunk in leases.chunks(CHUNK) {
+        if !D::FOR_UPDATE.is_empty() {
+            let mut q = QueryBuilder::new("SELECT id FROM runs WHERE id IN (");
+            for (i, (id, _)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    q.push(", ");
+                }
+                q.bind(*id);
+            }
+            q.push(") ORDER BY id").push(D::FOR_UPDATE);
+            D::fetch_all(&mut tx, &mut q).await?;
+        }
         let mut q = QueryBuilder::new("UPDATE runs SET lease_expires = ");
         q.bind_instant(expires)
             .push(" WHERE lease_worker = ")
@@ -602,11 +628,27 @@ pub(crate) async fn finish<D: Dialect>(
 ) -> Result<LeaseCall, StoreError> {
     let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
     let now = db_now::<D>(&mut tx).await?;
+    // The final event's row is taken before the run's: ingestion inserts a run's state events
+    // before it upserts the run, so taking them in the same order means the worker's reporter
+    // delivering this same event at the same moment waits for the finish (or the finish for
+    // it) instead of deadlocking with it (PostgreSQL).
+    let Some(seen) = read_run::<D>(&mut tx, finished.run_id).await? else {
+        tx.rollback().await?;
+        return Ok(LeaseCall::NotFound);
+    };
+    let mut state = ServerState {
+        state: finished.state,
+        message: finished.message.clone(),
+        attempt: finished.attempt,
+        ts: now.max(finished.timestamp),
+        event_id: finished.event_id,
+    };
+    insert_state::<D>(&mut tx, &seen, &state).await?;
     let Some(run) = lock_run::<D>(&mut tx, finished.run_id).await? else {
         tx.rollback().await?;
         return Ok(LeaseCall::NotFound);
     };
-    if run.state_event_id == finished.event_id {
+    if run.state_event_id == finished.event_id && !run.held() {
         // The same finish again (its answer was lost): done already.
         tx.rollback().await?;
         return Ok(LeaseCall::Done);
@@ -615,15 +657,19 @@ pub(crate) async fn finish<D: Dialect>(
         tx.rollback().await?;
         return Ok(stale);
     }
-    let ts = next_ts(now, run.state_ts).max(finished.timestamp);
-    let state = ServerState {
-        state: finished.state,
-        message: finished.message.clone(),
-        attempt: finished.attempt,
-        ts,
-        event_id: finished.event_id,
+    // The reporter may have delivered the event first (and the row folded it): the lease
+    // still ends here, with the result, and the event takes the server's time.
+    let after = if run.state_event_id == finished.event_id {
+        now
+    } else {
+        run.state_ts
     };
-    insert_state::<D>(&mut tx, &run, &state).await?;
+    state.ts = next_ts(now, after).max(finished.timestamp);
+    let mut q = QueryBuilder::new("UPDATE run_states SET ts = ");
+    q.bind_instant(state.ts)
+        .push(" WHERE event_id = ")
+        .bind(state.event_id);
+    D::execute(&mut tx, &mut q).await?;
     let mut q = QueryBuilder::new("");
     push_set_state_by(&mut q, &state, false);
     q.push(", lease_expires = NULL, lease_worker = NULL WHERE id = ")

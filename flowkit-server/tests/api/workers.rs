@@ -31,6 +31,7 @@ on_every_backend!(
     claims_refuse_bad_bodies,
     a_waiting_claim_is_woken_by_a_trigger_and_the_wait_is_bounded,
     finish_stores_the_final_state_and_the_result,
+    finish_after_the_reporter_delivered_the_final_event_still_ends_the_lease,
     server_states_hold_against_client_events_and_stale_tokens_are_refused,
     a_dead_workers_run_crashes_and_is_requeued_while_it_has_attempts,
     a_dead_workers_cancelling_run_becomes_cancelled,
@@ -427,6 +428,30 @@ async fn finish_stores_the_final_state_and_the_result(server: &TestServer) {
     let e = run_event(unknown, StateType::Completed, 1, Some(1), Duration::zero());
     let reply = finish(server, unknown, 1, &e, json!(null)).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+}
+
+/// The worker's reporter may deliver the flow's final event before the worker's finish call
+/// (same event id): the finish still stores the result and ends the lease.
+async fn finish_after_the_reporter_delivered_the_final_event_still_ends_the_lease(
+    server: &TestServer,
+) {
+    register(server, "v1", None, 0).await;
+    let id = run_id(&trigger(server, json!({"parameters": {}})).await);
+    let worker = Worker::new("host:2", &["v1"]);
+    let lease = token(&worker.claim(server, 1, 0).await[0]);
+    let running = run_event(id, StateType::Running, 1, Some(lease), Duration::zero());
+    server.ingest(&[running]).await;
+    let done = run_event(id, StateType::Completed, 1, Some(lease), Duration::zero());
+    let first = server.ingest(std::slice::from_ref(&done)).await;
+    assert_eq!(first["accepted"], 1, "{first}");
+    let reply = finish(server, id, lease, &done, json!([1, 2])).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["state"], "Completed");
+    let result = server.get(&format!("/api/v1/flow-runs/{id}/result")).await;
+    assert_eq!(result.status, StatusCode::OK, "{}", result.body);
+    assert_eq!(result.body, json!([1, 2]));
+    let beat = worker.heartbeat(server, &[(&id.to_string(), lease)]).await;
+    assert_eq!(beat["lost"], json!([id]), "the lease ended: {beat}");
 }
 
 async fn server_states_hold_against_client_events_and_stale_tokens_are_refused(
