@@ -46,6 +46,14 @@ fn field(pointer: &str, message: impl Into<String>) -> FieldError {
     }
 }
 
+/// A key limited to some deployments (`worker=FLOW/NAME`) may serve only those: 403 otherwise.
+fn check_served(caller: &Caller, served: &[Served]) -> Result<(), ApiError> {
+    for s in served {
+        caller.check_deployment(Scope::Worker, &format!("{}/{}", s.flow, s.name))?;
+    }
+    Ok(())
+}
+
 /// Checks the worker's name and what it serves.
 fn check_worker(name: &str, served: &[Served], found: &mut Vec<FieldError>) {
     if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS || name.contains('\0') {
@@ -111,9 +119,7 @@ pub async fn claim(
     ApiJson(request): ApiJson<ClaimRequest>,
 ) -> Result<Json<ClaimResponse>, ApiError> {
     // A key limited to some deployments (`worker=FLOW/NAME`) claims only those.
-    for served in &request.deployments {
-        caller.check_deployment(Scope::Worker, &format!("{}/{}", served.flow, served.name))?;
-    }
+    check_served(&caller, &request.deployments)?;
     let mut problems = Vec::new();
     if request.max_runs == 0 || request.max_runs > MAX_CLAIM_RUNS {
         problems.push(field(
@@ -190,7 +196,7 @@ pub async fn claim(
         (status = 200, description = "Leases renewed; runs to cancel; leases lost", body = HeartbeatResponse),
         (status = 400, description = "Malformed JSON (`invalid_json`)", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the `worker` scope", body = ErrorBody),
+        (status = 403, description = "The key lacks the `worker` scope, or has it for other deployments only (`worker=FLOW/NAME`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Content type is not JSON", body = ErrorBody),
         (status = 422, description = "`invalid_body`: too many leases or deployments, a bad name", body = ErrorBody),
@@ -204,9 +210,7 @@ pub async fn heartbeat(
     ApiJson(request): ApiJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     // A limited worker key is live only for its own deployments.
-    for served in &request.deployments {
-        caller.check_deployment(Scope::Worker, &format!("{}/{}", served.flow, served.name))?;
-    }
+    check_served(&caller, &request.deployments)?;
     let mut problems = Vec::new();
     check_worker(&request.worker_name, &request.deployments, &mut problems);
     if request.leases.len() > MAX_LEASES_PER_HEARTBEAT {

@@ -18,7 +18,9 @@
 //! /// Retrain the house-price model.
 //! #[flow]
 //! async fn train(dataset: String, epochs: u32, learning_rate: f64) -> anyhow::Result<Metrics> {
-//!     # unimplemented!()
+//!     // ... the real work, run by a worker (`flowkit::serve`) ...
+//!     # let _ = (dataset, epochs);
+//!     Ok(Metrics { rmse: learning_rate })
 //! }
 //!
 //! # async fn main_() -> Result<(), RunError> {
