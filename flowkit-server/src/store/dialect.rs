@@ -155,6 +155,20 @@ where
     }
 }
 
+/// Starts the transaction of a write (`BEGIN_WRITE`), or a savepoint when the connection is
+/// already in one: the SQLite writer runs several writes in one transaction (group commit),
+/// each in a savepoint of its own so that a failing write is undone alone.
+pub(crate) async fn begin_write<D: Dialect>(
+    conn: &mut D::Connection,
+) -> Result<sqlx::Transaction<'_, D>, sqlx::Error> {
+    use sqlx::Connection;
+    if conn.is_in_transaction() {
+        conn.begin().await
+    } else {
+        conn.begin_with(sqlx::AssertSqlSafe(D::BEGIN_WRITE)).await
+    }
+}
+
 /// Running a query built by a [`QueryBuilder`] on one connection.
 pub(crate) trait Run: Database {
     /// Every row of the result.

@@ -14,7 +14,7 @@
 //! changes each run only if its token is still the one it read, so two reapers never decide
 //! one run twice.
 
-use super::dialect::{Dialect, PushBind};
+use super::dialect::{Dialect, PushBind, begin_write};
 use super::queries::{Columns, push_list, read_all};
 use super::rows::{corrupt, group_of, parse_attempt, parse_state};
 use super::{
@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use flowkit_wire::api::workers::{ClaimedRun, LiveWorker};
 use flowkit_wire::state::StateType;
 use serde_json::{Map, Value};
-use sqlx::{AssertSqlSafe, Connection, Pool, QueryBuilder};
+use sqlx::{Pool, QueryBuilder};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
@@ -311,7 +311,7 @@ pub(crate) async fn claim<D: Dialect>(
     conn: &mut D::Connection,
     order: &ClaimOrder,
 ) -> Result<Vec<ClaimedRun>, StoreError> {
-    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let mut tx = begin_write::<D>(conn).await?;
     let now = db_now::<D>(&mut tx).await?;
     touch_worker::<D>(&mut tx, &order.worker, now).await?;
     // The deployments served, by `flow/name`.
@@ -546,7 +546,7 @@ pub(crate) async fn heartbeat<D: Dialect>(
     leases: &[(Uuid, u64)],
     lease: Duration,
 ) -> Result<HeartbeatOutcome, StoreError> {
-    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let mut tx = begin_write::<D>(conn).await?;
     let now = db_now::<D>(&mut tx).await?;
     touch_worker::<D>(&mut tx, worker, now).await?;
     let expires = lease_end(now, lease);
@@ -626,7 +626,7 @@ pub(crate) async fn finish<D: Dialect>(
     conn: &mut D::Connection,
     finished: &super::Finished,
 ) -> Result<LeaseCall, StoreError> {
-    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let mut tx = begin_write::<D>(conn).await?;
     let now = db_now::<D>(&mut tx).await?;
     // The final event's row is taken before the run's: ingestion inserts a run's state events
     // before it upserts the run, so taking them in the same order means the worker's reporter
@@ -702,7 +702,7 @@ pub(crate) async fn release<D: Dialect>(
     token: u64,
     reason: Option<&str>,
 ) -> Result<LeaseCall, StoreError> {
-    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let mut tx = begin_write::<D>(conn).await?;
     let now = db_now::<D>(&mut tx).await?;
     let Some(run) = lock_run::<D>(&mut tx, run_id).await? else {
         tx.rollback().await?;
@@ -761,7 +761,7 @@ pub(crate) async fn release<D: Dialect>(
 /// Decides up to [`REAP_BATCH`] runs whose lease expired, in one transaction: see
 /// [`super::Backend::reap`].
 pub(crate) async fn reap<D: Dialect>(conn: &mut D::Connection) -> Result<Reaped, StoreError> {
-    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let mut tx = begin_write::<D>(conn).await?;
     let now = db_now::<D>(&mut tx).await?;
     let mut q = QueryBuilder::new(format!(
         "SELECT {LEASE_COLUMNS} FROM runs WHERE lease_expires IS NOT NULL AND lease_expires < "
@@ -898,7 +898,7 @@ pub(crate) async fn cancel<D: Dialect>(
     run_id: Uuid,
     reason: Option<&str>,
 ) -> Result<RunAction, StoreError> {
-    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let mut tx = begin_write::<D>(conn).await?;
     let now = db_now::<D>(&mut tx).await?;
     let run = match lock_run::<D>(&mut tx, run_id).await? {
         Some(run) if run.kind == "flow" => run,
@@ -918,7 +918,7 @@ pub(crate) async fn bulk_cancel<D: Dialect>(
     conn: &mut D::Connection,
     filter: &BulkCancelFilter,
 ) -> Result<flowkit_wire::api::run_actions::BulkCancelled, StoreError> {
-    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let mut tx = begin_write::<D>(conn).await?;
     let now = db_now::<D>(&mut tx).await?;
     let mut q = QueryBuilder::new(format!(
         "SELECT {LEASE_COLUMNS} FROM runs WHERE kind = 'flow' AND state IN ("
@@ -963,7 +963,7 @@ pub(crate) async fn retry<D: Dialect>(
     conn: &mut D::Connection,
     run_id: Uuid,
 ) -> Result<RunAction, StoreError> {
-    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let mut tx = begin_write::<D>(conn).await?;
     let now = db_now::<D>(&mut tx).await?;
     let run = match lock_run::<D>(&mut tx, run_id).await? {
         Some(run) if run.kind == "flow" => run,

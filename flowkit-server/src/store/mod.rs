@@ -72,6 +72,10 @@ pub enum StoreError {
     /// was edited by hand, or damaged): says which and why.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The transaction a write shared with others (SQLite's group commit) failed to begin or
+    /// to commit: the write did not happen.
+    #[error("database error: the transaction of this write failed: {0}")]
+    Commit(String),
     /// The store is shutting down or its writer is gone.
     #[error("the store is closed")]
     Closed,

@@ -5,7 +5,7 @@
 //! ([`BulkWrite`]: multi-row `VALUES` on SQLite, `UNNEST` of arrays on PostgreSQL).
 
 use super::cursor::Cursor;
-use super::dialect::{Bind, Dialect, Get, PushBind};
+use super::dialect::{Bind, Dialect, Get, PushBind, begin_write};
 use super::leases;
 use super::rows::{
     self, LogRow, Plan, RunRow, StateRow, StatsFrame, corrupt, from_micros, micros, parse_attempt,
@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use flowkit_wire::api::deployments::{DeploymentSpec, DeploymentSummary, DeploymentVersion};
 use flowkit_wire::api::page::MAX_PAGE_SIZE;
 use serde::de::DeserializeOwned;
-use sqlx::{AssertSqlSafe, Connection, Pool, QueryBuilder};
+use sqlx::{Pool, QueryBuilder};
 use std::collections::HashSet;
 use std::future::Future;
 use uuid::Uuid;
@@ -574,7 +574,7 @@ async fn delete_before<D: Dialect>(
     cutoff: DateTime<Utc>,
     batch: u32,
 ) -> Result<u64, StoreError> {
-    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let mut tx = begin_write::<D>(conn).await?;
     let mut q = QueryBuilder::new("SELECT id, flow_run_id FROM runs WHERE created < ");
     q.bind_instant(cutoff)
         .push(" ORDER BY created LIMIT ")
@@ -785,7 +785,7 @@ pub(crate) async fn apply<D: BulkWrite>(
 ) -> Result<Vec<IngestOutcome>, StoreError> {
     let mut stored = HashSet::with_capacity(plan.states.len() + plan.logs.len());
     if !plan.is_empty() {
-        let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+        let mut tx = begin_write::<D>(conn).await?;
         write_plan::<D>(&mut tx, plan, &mut stored).await?;
         tx.commit().await?;
     }
@@ -1025,7 +1025,7 @@ async fn register<D: BulkWrite>(
     fingerprint: &str,
 ) -> Result<Registration, StoreError> {
     let now = from_micros(micros(Utc::now()))?;
-    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let mut tx = begin_write::<D>(conn).await?;
     // Creates the deployment's row, or touches it without changing it: either way the row is
     // locked until commit (PostgreSQL), so registrations of one deployment take turns.
     let mut q = QueryBuilder::new(
@@ -1166,7 +1166,7 @@ async fn trigger<D: BulkWrite>(
 ) -> Result<Triggered, StoreError> {
     let run_id = new.event.run_id;
     let now = Utc::now();
-    let mut tx = conn.begin_with(AssertSqlSafe(D::BEGIN_WRITE)).await?;
+    let mut tx = begin_write::<D>(conn).await?;
     if let Some(claim) = &new.idempotency {
         let deployment = D::text(&new.deployment);
         let key = D::text(&claim.key);

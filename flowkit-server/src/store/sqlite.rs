@@ -2,9 +2,10 @@
 //!
 //! SQLite allows one writer at a time. Rather than let connections of a pool race for the
 //! write lock (and fail with "database is locked" under load), every write goes through one
-//! task that owns the only read-write connection. It receives requests over a channel and
-//! commits whatever has queued up while it was busy in one transaction (group commit), then
-//! answers each request: an acknowledged batch is committed. Readers use their own read-only
+//! task, on a thread of its own, that owns the only read-write connection. It receives requests
+//! (ingest batches, triggers, claims, finishes, …) over a channel and commits whatever has
+//! queued up while it was busy in one transaction (group commit), each request in a savepoint
+//! of its own, then answers each request: an acknowledged write is committed. Readers use their own read-only
 //! connections, which WAL lets run alongside the writer.
 //!
 //! Durability: `synchronous = NORMAL` in WAL mode writes each commit to the WAL before the
@@ -13,6 +14,7 @@
 //! kernel crash. `FULL` would fsync every group; it was not needed for the process-crash
 //! guarantee the server makes.
 
+use super::dialect::begin_write;
 use super::queries::{
     self, BulkWrite, LOG_COLUMNS, Maintenance, NEW_EVENTS_ONLY, RUN_COLUMNS, STATE_COLUMNS, Written,
 };
@@ -24,12 +26,11 @@ use sqlx::sqlite::{
     SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Connection, Row, Sqlite};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// Stop gathering queued requests into one transaction past this many events.
@@ -50,7 +51,8 @@ const CHUNKS: [usize; 4] = [256, 32, 8, 1];
 pub(crate) struct SqliteStore {
     /// Taken (dropped) by `close`, which lets the writer drain its queue and stop.
     sender: Mutex<Option<mpsc::Sender<Command>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Answered (or dropped) when the writer thread has stopped.
+    writer: Mutex<Option<oneshot::Receiver<()>>>,
     readers: SqlitePool,
 }
 
@@ -87,6 +89,8 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
+            // Savepoints (one per request of a group) journal in memory, not in a temp file.
+            .pragma("temp_store", "memory")
             // Bounds the work of `PRAGMA optimize` (below and at close) on a large database.
             .analysis_limit(400)
             .optimize_on_close(true, 400);
@@ -103,7 +107,22 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await?;
         let (sender, receiver) = mpsc::channel(QUEUE);
-        let writer = tokio::spawn(write_loop(conn, receiver));
+        // The writer has a thread and a runtime of its own: each of its statements is a round
+        // trip to the connection's thread, and on the server's runtime every one of them would
+        // wait in line behind the HTTP requests' tasks (the writer was the bottleneck of
+        // deployed runs, idle most of its time).
+        let (stopped, writer) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(sqlx::Error::Io)?;
+        std::thread::Builder::new()
+            .name("flowkit-sqlite-writer".into())
+            .spawn(move || {
+                runtime.block_on(write_loop(conn, receiver));
+                let _ = stopped.send(());
+            })
+            .map_err(sqlx::Error::Io)?;
         Ok(SqliteStore {
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
@@ -151,19 +170,19 @@ impl SqliteStore {
         drop(lock(&self.sender).take());
         let writer = lock(&self.writer).take();
         if let Some(writer) = writer
-            && let Err(e) = writer.await
+            && writer.await.is_err()
         {
-            tracing::error!("the SQLite writer task failed: {e}");
+            tracing::error!("the SQLite writer thread stopped without closing its connection");
         }
         self.readers.close().await;
     }
 }
 
-/// The writer: takes what has queued, commits it as one transaction, answers, repeats.
+/// The writer: takes what has queued, commits it (see [`write_group`]), answers, repeats.
 async fn write_loop(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Command>) {
     while let Some(first) = receiver.recv().await {
         let mut ingests = Vec::new();
-        let mut others = Vec::new();
+        let mut work = VecDeque::new();
         let mut events = 0;
         let mut next = Some(first);
         while let Some(command) = next.take() {
@@ -175,20 +194,16 @@ async fn write_loop(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Com
                     events += batch.len();
                     ingests.push((batch, reply));
                 }
-                other => others.push(other),
+                Command::Maintain { task, reply } => work.push_back(Work::Maintain(task, reply)),
             }
-            if events < MAX_GROUP_EVENTS && ingests.len() < MAX_GROUP_REQUESTS {
+            if events < MAX_GROUP_EVENTS && ingests.len() + work.len() < MAX_GROUP_REQUESTS {
                 next = receiver.try_recv().ok();
             }
         }
         if !ingests.is_empty() {
-            ingest_group(&mut conn, ingests).await;
+            work.push_front(Work::Ingest(ingests));
         }
-        for command in others {
-            if let Command::Maintain { task, reply } = command {
-                let _ = reply.send(queries::maintain::<Sqlite>(&mut conn, &task).await);
-            }
-        }
+        write_group(&mut conn, work).await;
     }
     if let Err(e) = conn.close().await {
         tracing::warn!("closing the SQLite writer connection: {e}");
@@ -196,9 +211,106 @@ async fn write_loop(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Com
 }
 
 type IngestReply = oneshot::Sender<Result<IngestOutcome, StoreError>>;
+type MaintainReply = oneshot::Sender<Result<Written, StoreError>>;
 
-/// Commits several requests in one transaction; if that fails, tries each on its own so one
-/// bad request cannot fail the others.
+/// One turn's writes, in order: the ingest requests (together), then each other write.
+enum Work {
+    Ingest(Vec<(Vec<Event>, IngestReply)>),
+    Maintain(Maintenance, MaintainReply),
+}
+
+/// A write done inside the shared transaction, answered once it commits.
+enum Done {
+    Ingest(Vec<IngestReply>, Vec<IngestOutcome>),
+    Maintain(MaintainReply, Written),
+}
+
+/// Commits `work` in as few transactions as it can (group commit: one commit, one write of
+/// the pages every write touched, instead of one per request). Each write runs in a savepoint
+/// of the shared transaction, so a failing write is undone alone; every answer waits for the
+/// commit, so nothing is acknowledged that is not committed. After a write fails the
+/// transaction is committed and the rest goes on in a new one (some SQLite errors end the
+/// whole transaction, and no write may count on it after that): a failed write is answered
+/// with its error, a failed ingest group is retried on its own, request by request.
+async fn write_group(conn: &mut SqliteConnection, mut work: VecDeque<Work>) {
+    while !work.is_empty() {
+        let mut tx = match begin_write::<Sqlite>(conn).await {
+            Ok(tx) => tx,
+            Err(e) => {
+                let why = e.to_string();
+                for item in work {
+                    match item {
+                        Work::Ingest(group) => {
+                            for (_, reply) in group {
+                                let _ = reply.send(Err(StoreError::Commit(why.clone())));
+                            }
+                        }
+                        Work::Maintain(_, reply) => {
+                            let _ = reply.send(Err(StoreError::Commit(why.clone())));
+                        }
+                    }
+                }
+                return;
+            }
+        };
+        let mut done = Vec::with_capacity(work.len());
+        let mut failed = None;
+        while let Some(item) = work.pop_front() {
+            match item {
+                Work::Ingest(group) => {
+                    let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                    let applied = match Plan::new(&batches) {
+                        Ok(plan) => queries::apply::<Sqlite>(&mut tx, &plan).await,
+                        Err(e) => Err(e),
+                    };
+                    match applied {
+                        Ok(outcomes) => done.push(Done::Ingest(replies, outcomes)),
+                        Err(_) => {
+                            failed = Some(Work::Ingest(batches.into_iter().zip(replies).collect()));
+                            break;
+                        }
+                    }
+                }
+                Work::Maintain(task, reply) => {
+                    match queries::maintain::<Sqlite>(&mut tx, &task).await {
+                        Ok(written) => done.push(Done::Maintain(reply, written)),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let committed = tx.commit().await.map_err(|e| e.to_string());
+        for answer in done {
+            match (answer, &committed) {
+                (Done::Ingest(replies, outcomes), Ok(())) => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                (Done::Maintain(reply, written), Ok(())) => {
+                    let _ = reply.send(Ok(written));
+                }
+                (Done::Ingest(replies, _), Err(why)) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(StoreError::Commit(why.clone())));
+                    }
+                }
+                (Done::Maintain(reply, _), Err(why)) => {
+                    let _ = reply.send(Err(StoreError::Commit(why.clone())));
+                }
+            }
+        }
+        if let Some(Work::Ingest(group)) = failed {
+            ingest_group(conn, group).await;
+        }
+    }
+}
+
+/// Commits several ingest requests in one transaction; if that fails, tries each on its own
+/// so one bad request cannot fail the others.
 async fn ingest_group(conn: &mut SqliteConnection, group: Vec<(Vec<Event>, IngestReply)>) {
     let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
     let result = match Plan::new(&batches) {
@@ -418,6 +530,64 @@ mod tests {
             SqliteStore::connect("sqlite::memory:").await,
             Err(StoreError::UnsupportedUrl(_))
         ));
+    }
+
+    /// A group commit answers each write after the commit, and a write that fails is undone
+    /// alone: the writes before it in the group and the ones after it are committed.
+    #[tokio::test]
+    async fn a_failing_write_of_a_group_fails_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("group.db").display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .expect("url")
+            .create_if_missing(true);
+        let mut conn = SqliteConnection::connect_with(&options)
+            .await
+            .expect("connect");
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut conn)
+            .await
+            .expect("migrate");
+        // The table the third write needs is gone: that write fails in the database.
+        sqlx::query("DROP TABLE stale_events")
+            .execute(&mut conn)
+            .await
+            .expect("drop");
+        let drops = |worker: &str| Maintenance::ReporterDrops {
+            worker: worker.into(),
+            dropped: 1,
+        };
+        let mut work = VecDeque::new();
+        let mut answers = Vec::new();
+        for task in [
+            drops("before"),
+            drops("also-before"),
+            Maintenance::StaleEvents {
+                worker: "w".into(),
+                refused: 1,
+            },
+            drops("after"),
+        ] {
+            let (reply, answer) = oneshot::channel();
+            work.push_back(Work::Maintain(task, reply));
+            answers.push(answer);
+        }
+        write_group(&mut conn, work).await;
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await.expect("every write is answered").is_ok());
+        }
+        assert_eq!(outcomes, [true, true, false, true]);
+        assert!(
+            !conn.is_in_transaction(),
+            "the writer left a transaction open"
+        );
+        let workers: Vec<String> =
+            sqlx::query_scalar("SELECT worker FROM reporter_drops ORDER BY worker")
+                .fetch_all(&mut conn)
+                .await
+                .expect("read");
+        assert_eq!(workers, ["after", "also-before", "before"]);
     }
 
     /// The list query must walk an index in the page's order: no sort of all flow runs.
