@@ -3,7 +3,9 @@
 //! run again), runs triggered over HTTP as another team would.
 //!
 //! One server serves every test of this binary (the runtime's settings are per process); each
-//! test serves deployments of its own, so workers never take each other's runs.
+//! test serves deployments of its own, so workers never take each other's runs. The server
+//! uses a SQLite file; [`every_test_also_passes_on_postgresql`] runs every test again in a
+//! child process whose server uses a fresh PostgreSQL database.
 
 use flowkit::hooks::HookContext;
 use flowkit::sink::{Sink, add_sink};
@@ -20,6 +22,13 @@ const LEASE: Duration = Duration::from_secs(3);
 
 /// Set in the child process of [`a_sigkilled_worker_s_run_crashes_and_is_rerun_elsewhere`].
 const CHILD_ENV: &str = "FLOWKIT_TEST_DEPLOYED_CHILD";
+
+/// Set in the child process of [`every_test_also_passes_on_postgresql`]: the database URL its
+/// server uses instead of a SQLite file.
+const DATABASE_ENV: &str = "FLOWKIT_TEST_DEPLOYED_DATABASE";
+
+#[path = "support/pg_database.rs"]
+mod pg_database;
 
 struct Shared {
     url: String,
@@ -43,7 +52,8 @@ fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = format!("sqlite://{}", dir.path().join("flowkit.db").display());
+        let db = std::env::var(DATABASE_ENV)
+            .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("flowkit.db").display()));
         // Started from a thread of its own: `shared` is called from inside the tests' runtimes.
         let (runtime, url) = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -495,4 +505,40 @@ async fn a_sigkilled_worker_s_run_crashes_and_is_rerun_elsewhere() {
         .expect("json");
     assert_eq!(result, json!(42));
     stop_worker(stop, serving).await;
+}
+
+/// Every test above again, with the server on PostgreSQL: this test binary run again, in a
+/// child process whose server uses a fresh database of the cluster at `FLOWKIT_TEST_PG_URL`.
+/// Skips with a printed reason when that is unset; fails instead when
+/// `FLOWKIT_REQUIRE_SERVICES=1`.
+#[test]
+fn every_test_also_passes_on_postgresql() {
+    if std::env::var_os(DATABASE_ENV).is_some() || std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let Ok(admin_url) = std::env::var("FLOWKIT_TEST_PG_URL") else {
+        assert_ne!(
+            std::env::var("FLOWKIT_REQUIRE_SERVICES").as_deref(),
+            Ok("1"),
+            "FLOWKIT_REQUIRE_SERVICES=1 forbids skipping the PostgreSQL pass of deployed_runs: \
+             set FLOWKIT_TEST_PG_URL (see .ci/pg.sh)"
+        );
+        eprintln!(
+            "skipping the PostgreSQL pass of deployed_runs: set FLOWKIT_TEST_PG_URL (see .ci/pg.sh)"
+        );
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let database = format!("flowkit_deployed_runs_{}", Uuid::now_v7().simple());
+    let url = runtime.block_on(pg_database::create_database(&admin_url, &database));
+    let status = Command::new(std::env::current_exe().expect("this test binary"))
+        .args(["--skip", "every_test_also_passes_on_postgresql"])
+        .env(DATABASE_ENV, &url)
+        .status();
+    runtime.block_on(pg_database::drop_database(&admin_url, &database));
+    let status = status.expect("run the tests again");
+    assert!(
+        status.success(),
+        "the tests of deployed_runs failed on PostgreSQL ({status}): see their output above"
+    );
 }

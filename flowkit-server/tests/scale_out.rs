@@ -7,8 +7,7 @@
 //! crashed and ran again elsewhere, the limit holds across processes (the high-water mark of
 //! overlapping bodies), and no run is lost or left unfinished.
 //!
-//! 300 runs (`flowkit::testing::scaled(300)`) rather than the 1 000 keep it well under
-//! two minutes in a debug build on 2 cores.
+//! 1 000 runs (`flowkit::testing::scaled(1000)`).
 //!
 //! Skips with a printed reason when `FLOWKIT_TEST_PG_URL` is unset; fails instead when
 //! `FLOWKIT_REQUIRE_SERVICES=1`. The binary has its own `main` (`harness = false`).
@@ -23,6 +22,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
+
+#[path = "support/pg_database.rs"]
+mod pg_database;
+use pg_database::{create_database, drop_database};
 
 /// Set in a worker child: the file its bodies append to.
 const WORKER_ENV: &str = "FLOWKIT_SCALE_OUT_WORKER";
@@ -289,39 +292,6 @@ fn read_records(file: &Path) -> Vec<Record> {
         .collect()
 }
 
-/// A fresh database on the PostgreSQL server of `admin_url`; its URL.
-async fn create_database(admin_url: &str, database: &str) -> String {
-    use sqlx::Connection;
-    let mut admin = sqlx::PgConnection::connect(admin_url)
-        .await
-        .expect("connect to FLOWKIT_TEST_PG_URL");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE \"{database}\""
-    )))
-    .execute(&mut admin)
-    .await
-    .expect("create the test database");
-    let _ = admin.close().await;
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (admin_url, String::new()),
-    };
-    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    format!("{base}/{database}{query}")
-}
-
-async fn drop_database(admin_url: &str, database: &str) {
-    use sqlx::Connection;
-    if let Ok(mut admin) = sqlx::PgConnection::connect(admin_url).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await;
-        let _ = admin.close().await;
-    }
-}
-
 fn parent() {
     let Ok(admin_url) = std::env::var("FLOWKIT_TEST_PG_URL") else {
         if std::env::var("FLOWKIT_REQUIRE_SERVICES").as_deref() == Ok("1") {
@@ -352,7 +322,7 @@ fn parent() {
 
 async fn scale_out(db: &str) {
     // 300 rather than 1 000: see the module's doc.
-    let n = flowkit::testing::scaled(300);
+    let n = flowkit::testing::scaled(1000);
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("bodies.log");
     std::fs::write(&file, "").expect("create the record file");
