@@ -759,7 +759,10 @@ function renderForm() {
   const box = $("run-fields");
   box.replaceChildren();
   $("run-form-error").hidden = true;
-  const names = Object.keys(props);
+  // The flow's argument order (JSON objects do not keep it), then anything it does not list.
+  const declared = (Array.isArray(root["x-flowkit-order"]) ? root["x-flowkit-order"] : [])
+    .filter((name) => Object.prototype.hasOwnProperty.call(props, name));
+  const names = [...new Set([...declared, ...Object.keys(props)])];
   if (!names.length) box.append(el("p", { class: "empty" }, "This flow takes no parameters."));
   for (const name of names) {
     const info = describeProperty(props[name], root);

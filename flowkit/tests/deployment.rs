@@ -128,6 +128,7 @@ fn the_spec_describes_the_flow() {
             },
             "required": ["dataset"],
             "additionalProperties": false,
+            "x-flowkit-order": ["dataset", "epochs", "learning_rate"],
         })
     );
     assert_eq!(spec.output_schema["title"], "Metrics");

@@ -24,7 +24,7 @@ const TEAM: &str = "team-secret-0123456789";
 const WORKER: &str = "worker-secret-0123456789";
 
 /// What `train(dataset, epochs: u32, learning_rate: f64, mode: Mode, notes: Option<String>,
-/// seed: Option<u64>, warm_start: bool (default), layers: Vec<u32>)` gets from schemars.
+/// seed: Option<u64>, warm_start: bool (default), layers: Vec<u32>)` gets from the macro.
 fn parameter_schema() -> Value {
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -42,6 +42,7 @@ fn parameter_schema() -> Value {
         },
         "required": ["dataset", "epochs", "learning_rate", "mode", "layers"],
         "additionalProperties": false,
+        "x-flowkit-order": ["dataset", "epochs", "learning_rate", "mode", "notes", "seed", "warm_start", "layers"],
         "$defs": {"Mode": {"type": "string", "enum": ["fast", "thorough"]}}
     })
 }
@@ -260,7 +261,7 @@ async fn scenario(page: &Page, api: &Api) -> anyhow::Result<()> {
     .await?;
     assert_eq!(versions, ["v2", "v1"]);
 
-    // The form follows the schema (in the order the server keeps properties: by name): kinds,
+    // The form follows the schema, in the flow's argument order (`x-flowkit-order`): kinds,
     // required marks, defaults, choices.
     let fields: Vec<(String, String, String, bool, String)> = eval(
         page,
@@ -285,12 +286,12 @@ async fn scenario(page: &Page, api: &Api) -> anyhow::Result<()> {
             ("dataset", "string", "input", true),
             // The deployment's default fills it in: not required here.
             ("epochs", "integer", "input", false),
-            ("layers", "json", "textarea", false),
             ("learning_rate", "number", "input", true),
             ("mode", "choice", "select", true),
             ("notes", "string", "input", false),
             ("seed", "integer", "input", false),
             ("warm_start", "boolean", "select", false),
+            ("layers", "json", "textarea", false),
         ]
     );
     assert_eq!(

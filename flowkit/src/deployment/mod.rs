@@ -42,7 +42,9 @@ use std::fmt;
 ///   the others are; unknown properties are refused (`additionalProperties: false`); a
 ///   default appears as the property's `default`. Integers are bounded by their Rust type,
 ///   and a whole-number float (`50.0`) counts as an integer, as it does when the worker reads
-///   the parameters (see [`FlowSignature`]).
+///   the parameters (see [`FlowSignature`]). The annotation `x-flowkit-order` lists the
+///   arguments in the order the function declares them (JSON objects do not keep an order):
+///   the dashboard's run form follows it.
 /// - **Defaults** ([`parameters`](Deployment::parameters)) must be a JSON object whose
 ///   properties are parameters of the flow and are accepted by their types. They are checked
 ///   by [`spec`](Deployment::spec), that is when the deployment is registered: a bad default
@@ -73,6 +75,7 @@ use std::fmt;
 /// assert_eq!(spec.concurrency_limit, Some(2));
 /// assert_eq!(spec.parameter_schema["required"], json!([])); // `day` has a default
 /// assert_eq!(spec.parameter_schema["properties"]["day"]["default"], "2026-11-28");
+/// assert_eq!(spec.parameter_schema["x-flowkit-order"], json!(["day", "limit"]));
 ///
 /// // Deployments of different flows fit in one array.
 /// let all = [etl::deployment("a").limit(2), report::deployment("b")];

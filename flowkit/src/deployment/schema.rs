@@ -38,8 +38,13 @@ pub fn output_schema<T: JsonSchema>() -> Value {
     generator().into_root_schema_for::<T>().to_value()
 }
 
+/// A keyword of the parameter schema (an annotation: validators ignore it) listing the flow's
+/// arguments in the order the function declares them, for forms and documentation.
+pub(crate) const ORDER_KEYWORD: &str = "x-flowkit-order";
+
 /// The parameter object: one property per argument, the non-nullable ones required, nothing
-/// else allowed.
+/// else allowed; [`ORDER_KEYWORD`] lists the arguments in the function's order (JSON objects,
+/// and PostgreSQL's `jsonb`, do not keep the order of their keys).
 pub(crate) fn parameter_schema(flow: &str, parameters: &[Parameter]) -> Value {
     let mut generator = generator();
     let mut properties = Map::new();
@@ -57,6 +62,7 @@ pub(crate) fn parameter_schema(flow: &str, parameters: &[Parameter]) -> Value {
         "properties": properties,
         "required": required,
         "additionalProperties": false,
+        ORDER_KEYWORD: parameters.iter().map(|p| p.name).collect::<Vec<_>>(),
     });
     let definitions = generator.take_definitions(true);
     if !definitions.is_empty() {
