@@ -794,7 +794,7 @@ pub(crate) async fn apply<D: BulkWrite>(
 
 /// Writes a plan's rows inside the caller's transaction; adds the event ids newly stored to
 /// `stored`.
-async fn write_plan<D: BulkWrite>(
+pub(crate) async fn write_plan<D: BulkWrite>(
     conn: &mut D::Connection,
     plan: &Plan,
     stored: &mut HashSet<Uuid>,

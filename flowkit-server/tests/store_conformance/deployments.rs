@@ -16,6 +16,7 @@ conformance!(
     versions_are_kept_in_registration_order,
     concurrent_registrations_agree_on_the_newest,
     one_key_makes_one_run_under_concurrency,
+    concurrent_keyless_triggers_each_make_their_run,
     expired_keys_are_forgotten_and_swept,
 );
 
@@ -213,6 +214,41 @@ pub(crate) fn new_run(key: Option<(&str, &str, DateTime<Utc>)>) -> NewRun {
         version_pinned: false,
         max_attempts: 1,
         created_by: Some("local".into()),
+    }
+}
+
+/// Triggers without a key arriving together (SQLite writes them as one batch) each make their
+/// own run, with the columns only a trigger sets.
+async fn concurrent_keyless_triggers_each_make_their_run(env: &mut Env) {
+    let store = &env.store;
+    // Stored to the microsecond.
+    let later =
+        DateTime::from_timestamp_micros((Utc::now() + Duration::hours(2)).timestamp_micros())
+            .expect("an instant");
+    let runs: Vec<NewRun> = (0..64)
+        .map(|i| NewRun {
+            scheduled_for: (i % 2 == 0).then_some(later),
+            created_by: Some(format!("key:caller-{i}")),
+            ..new_run(None)
+        })
+        .collect();
+    let outcomes = futures::future::join_all(runs.iter().map(|run| {
+        let store = store.clone();
+        let run = run.clone();
+        async move { store.trigger(run).await.expect("trigger") }
+    }))
+    .await;
+    for (run, outcome) in runs.iter().zip(&outcomes) {
+        assert_eq!(*outcome, Triggered::Created(run.event.run_id));
+        let stored = store
+            .get_run(run.event.run_id)
+            .await
+            .expect("read")
+            .expect("the run exists");
+        assert_eq!(stored.state, StateType::Scheduled);
+        assert_eq!(stored.created_by, run.created_by);
+        assert_eq!(stored.scheduled_for, run.scheduled_for);
+        assert_eq!(stored.deployment.as_deref(), Some("train/nightly"));
     }
 }
 
