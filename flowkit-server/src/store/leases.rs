@@ -43,7 +43,9 @@ pub(crate) const MAX_LIVE_WORKERS: usize = 100;
 const MAX_CANCEL: i64 = 10_000;
 
 /// The database's clock (microsecond precision, as stored).
-async fn db_now<D: Dialect>(conn: &mut D::Connection) -> Result<DateTime<Utc>, StoreError> {
+pub(super) async fn db_now<D: Dialect>(
+    conn: &mut D::Connection,
+) -> Result<DateTime<Utc>, StoreError> {
     let now = match D::NOW_QUERY {
         Some(sql) => {
             let mut q = QueryBuilder::new(sql);
@@ -59,7 +61,7 @@ async fn db_now<D: Dialect>(conn: &mut D::Connection) -> Result<DateTime<Utc>, S
 
 /// `now`, or just after `after` when the run's latest state is not older than `now` (a client
 /// clock ahead of the database's): a server state is always the run's latest.
-fn next_ts(now: DateTime<Utc>, after: DateTime<Utc>) -> DateTime<Utc> {
+pub(super) fn next_ts(now: DateTime<Utc>, after: DateTime<Utc>) -> DateTime<Utc> {
     if now > after {
         now
     } else {
@@ -84,27 +86,27 @@ async fn notify_runs<D: Dialect>(conn: &mut D::Connection) -> Result<(), StoreEr
 }
 
 /// The columns of a run a lease operation decides from.
-const LEASE_COLUMNS: &str = "id, flow_run_id, kind, state, state_ts, state_event_id, attempt, \
+pub(super) const LEASE_COLUMNS: &str = "id, flow_run_id, kind, state, state_ts, state_event_id, attempt, \
      max_attempts, lease_token, lease_expires, deployment, version, worker";
 
 /// A run as a lease operation sees it.
-struct LeaseRow {
-    id: Uuid,
-    flow_run_id: Option<Uuid>,
-    kind: String,
-    state: StateType,
-    state_ts: DateTime<Utc>,
-    state_event_id: Uuid,
-    attempt: u32,
-    max_attempts: Option<i64>,
-    lease_token: i64,
-    lease_expires: Option<DateTime<Utc>>,
-    deployment: Option<String>,
-    version: Option<String>,
-    worker: Option<String>,
+pub(super) struct LeaseRow {
+    pub(super) id: Uuid,
+    pub(super) flow_run_id: Option<Uuid>,
+    pub(super) kind: String,
+    pub(super) state: StateType,
+    pub(super) state_ts: DateTime<Utc>,
+    pub(super) state_event_id: Uuid,
+    pub(super) attempt: u32,
+    pub(super) max_attempts: Option<i64>,
+    pub(super) lease_token: i64,
+    pub(super) lease_expires: Option<DateTime<Utc>>,
+    pub(super) deployment: Option<String>,
+    pub(super) version: Option<String>,
+    pub(super) worker: Option<String>,
 }
 
-fn lease_row<D: Dialect>(row: &D::Row) -> Result<LeaseRow, StoreError> {
+pub(super) fn lease_row<D: Dialect>(row: &D::Row) -> Result<LeaseRow, StoreError> {
     let c = Columns::<D>(row);
     Ok(LeaseRow {
         id: c.get("id")?,
@@ -124,10 +126,10 @@ fn lease_row<D: Dialect>(row: &D::Row) -> Result<LeaseRow, StoreError> {
 }
 
 impl LeaseRow {
-    fn held(&self) -> bool {
+    pub(super) fn held(&self) -> bool {
         self.lease_expires.is_some()
     }
-    fn group(&self) -> Uuid {
+    pub(super) fn group(&self) -> Uuid {
         group_of(self.id, self.flow_run_id)
     }
 }
@@ -608,7 +610,7 @@ pub(crate) async fn heartbeat<D: Dialect>(
 // ---------------------------------------------------------------------------------------------
 
 /// Whether `token` is the run's current lease.
-fn check_lease(run: &LeaseRow, token: u64) -> Result<(), LeaseCall> {
+pub(super) fn check_lease(run: &LeaseRow, token: u64) -> Result<(), LeaseCall> {
     if run.held() && i64::try_from(token).is_ok_and(|t| t == run.lease_token) {
         Ok(())
     } else {

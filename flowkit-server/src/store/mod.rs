@@ -39,6 +39,8 @@ mod queries;
 mod rows;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_batch;
 
 /// An error of the store. Constraint violations and bad input are the caller's fault;
 /// everything else is a 500 with the details logged.

@@ -19,13 +19,14 @@ use super::queries::{
     self, BulkWrite, LOG_COLUMNS, Maintenance, NEW_EVENTS_ONLY, RUN_COLUMNS, STATE_COLUMNS, Written,
 };
 use super::rows::{self, LogRow, Plan, RunRow, StateRow};
-use super::{IngestOutcome, NewRun, StoreError, Triggered};
+use super::sqlite_batch;
+use super::{Finished, IngestOutcome, NewRun, StoreError, Triggered};
 use flowkit_wire::event::Event;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
     SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection, QueryBuilder, Row, Sqlite};
+use sqlx::{AssertSqlSafe, Connection, Row, Sqlite};
 use std::collections::{HashSet, VecDeque};
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
@@ -39,8 +40,10 @@ const MAX_GROUP_EVENTS: usize = 20_000;
 const MAX_GROUP_REQUESTS: usize = 256;
 /// Requests waiting for the writer before `ingest` callers wait for room (backpressure).
 const QUEUE: usize = 1024;
-/// Keyless triggers written together (see [`trigger_batch`]).
+/// Keyless triggers written together (see [`sqlite_batch::triggers`]).
 const MAX_TRIGGER_BATCH: usize = 256;
+/// Finishes written together (see [`sqlite_batch::finishes`]).
+const MAX_FINISH_BATCH: usize = 256;
 /// Read-only connections.
 const READERS: u32 = 4;
 /// How long a statement waits for a lock held by another process before failing.
@@ -293,11 +296,45 @@ async fn write_group(conn: &mut SqliteConnection, mut work: VecDeque<Work>) {
                         }
                     }
                     let runs: Vec<&NewRun> = batch.iter().map(|(run, _)| run.as_ref()).collect();
-                    match trigger_batch(&mut tx, &runs).await {
+                    match sqlite_batch::triggers(&mut tx, &runs).await {
                         Ok(()) => {
                             for (run, reply) in batch {
                                 let created = Triggered::Created(run.event.run_id);
                                 done.push(Done::Maintain(reply, Written::Triggered(created)));
+                            }
+                        }
+                        Err(e) => {
+                            let why = e.to_string();
+                            for (_, reply) in batch {
+                                let _ = reply.send(Err(StoreError::Commit(why.clone())));
+                            }
+                            break;
+                        }
+                    }
+                }
+                Work::Maintain(Maintenance::Finish(first), reply) => {
+                    // Finishes of distinct runs queued together are written together.
+                    let mut ids = HashSet::from([first.run_id]);
+                    let mut batch = vec![(first, reply)];
+                    while batch.len() < MAX_FINISH_BATCH {
+                        match work.pop_front() {
+                            Some(Work::Maintain(Maintenance::Finish(next), reply))
+                                if ids.insert(next.run_id) =>
+                            {
+                                batch.push((next, reply));
+                            }
+                            Some(other) => {
+                                work.push_front(other);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    let finished: Vec<&Finished> = batch.iter().map(|(f, _)| f.as_ref()).collect();
+                    match sqlite_batch::finishes(&mut tx, &finished).await {
+                        Ok(calls) => {
+                            for ((_, reply), call) in batch.into_iter().zip(calls) {
+                                done.push(Done::Maintain(reply, Written::Lease(call)));
                             }
                         }
                         Err(e) => {
@@ -345,46 +382,6 @@ async fn write_group(conn: &mut SqliteConnection, mut work: VecDeque<Work>) {
             ingest_group(conn, group).await;
         }
     }
-}
-
-/// Keyless triggers of one group, in a savepoint: their first events as one plan (one
-/// multi-row insert per table, as ingestion does) and the columns only a trigger sets in one
-/// `UPDATE … FROM` per chunk, rather than a few statements each. A failure fails them all (the
-/// API validated each; what fails here is the database).
-async fn trigger_batch(conn: &mut SqliteConnection, runs: &[&NewRun]) -> Result<(), StoreError> {
-    let mut tx = begin_write::<Sqlite>(conn).await?;
-    let events: Vec<Event> = runs.iter().map(|run| run.event.clone()).collect();
-    let plan = Plan::new(std::slice::from_ref(&events))?;
-    let mut stored = HashSet::with_capacity(events.len());
-    queries::write_plan::<Sqlite>(&mut tx, &plan, &mut stored).await?;
-    for chunk in runs.chunks(CHUNKS[0]) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "WITH v (id, scheduled_for, version_pinned, max_attempts, created_by) AS (VALUES ",
-        );
-        for (i, run) in chunk.iter().enumerate() {
-            if i > 0 {
-                q.push(", ");
-            }
-            q.push("(")
-                .push_bind(run.event.run_id)
-                .push(", ")
-                .push_bind(run.scheduled_for.map(rows::micros))
-                .push(", ")
-                .push_bind(i64::from(run.version_pinned))
-                .push(", ")
-                .push_bind(i64::from(run.max_attempts.max(1)))
-                .push(", ")
-                .push_bind(run.created_by.clone())
-                .push(")");
-        }
-        q.push(
-            ") UPDATE runs SET scheduled_for = v.scheduled_for, version_pinned = v.version_pinned, \
-             max_attempts = v.max_attempts, created_by = v.created_by FROM v WHERE runs.id = v.id",
-        );
-        q.build().execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    Ok(())
 }
 
 /// Commits several ingest requests in one transaction; if that fails, tries each on its own

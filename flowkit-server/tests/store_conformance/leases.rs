@@ -14,6 +14,7 @@ use uuid::Uuid;
 conformance!(
     replicas_claiming_at_once_never_share_a_run_or_exceed_a_limit,
     a_result_goes_with_its_run,
+    concurrent_finishes_each_end_their_lease,
 );
 
 fn order(version: &str, max_runs: u32) -> ClaimOrder {
@@ -93,4 +94,86 @@ async fn a_result_goes_with_its_run(env: &mut Env) {
     assert!(deleted >= 1);
     assert!(store.get_run(run.run_id).await.expect("read").is_none());
     assert!(store.run_result(run.run_id).await.expect("read").is_none());
+}
+
+/// Finishes arriving together (SQLite writes them as one batch): each is answered as it would
+/// be alone — done, stale, unknown — and each accepted one ends its run's lease with its state
+/// and result.
+async fn concurrent_finishes_each_end_their_lease(env: &mut Env) {
+    let store = &env.store;
+    let mut unlimited = spec("train", "v1");
+    unlimited.concurrency_limit = None;
+    store
+        .register_deployment(&unlimited, "fp")
+        .await
+        .expect("register");
+    for _ in 0..40 {
+        store.trigger(new_run(None)).await.expect("trigger");
+    }
+    let claimed = store.claim(order("v1", 40)).await.expect("claim");
+    assert_eq!(claimed.len(), 40);
+    let finish = |run: &flowkit_server::wire::api::workers::ClaimedRun, i: usize| Finished {
+        run_id: run.run_id,
+        // Every fifth carries a token that is not the lease's.
+        token: if i % 5 == 4 { run.token + 7 } else { run.token },
+        event_id: Uuid::now_v7(),
+        state: if i % 2 == 0 {
+            StateType::Completed
+        } else {
+            StateType::Failed
+        },
+        message: (i % 2 == 1).then(|| format!("failure {i}")),
+        attempt: 1,
+        timestamp: Utc::now(),
+        result: (i % 2 == 0).then(|| format!("{{\"i\":{i}}}")),
+    };
+    let mut finishes: Vec<Finished> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, r)| finish(r, i))
+        .collect();
+    // And a run that does not exist.
+    finishes.push(Finished {
+        run_id: Uuid::now_v7(),
+        ..finishes[0].clone()
+    });
+    let calls = futures::future::join_all(finishes.iter().map(|f| {
+        let store = store.clone();
+        let f = f.clone();
+        async move { store.finish(f).await.expect("finish") }
+    }))
+    .await;
+    assert_eq!(calls.last(), Some(&LeaseCall::NotFound));
+    for (i, (run, call)) in claimed.iter().zip(&calls).enumerate() {
+        let stored = store
+            .get_run(run.run_id)
+            .await
+            .expect("read")
+            .expect("the run");
+        if i % 5 == 4 {
+            assert!(
+                matches!(call, LeaseCall::Stale { held: true, .. }),
+                "{i}: {call:?}"
+            );
+            assert_eq!(stored.state, StateType::Pending, "{i}");
+            continue;
+        }
+        assert_eq!(*call, LeaseCall::Done, "{i}");
+        let result = store.run_result(run.run_id).await.expect("result");
+        if i % 2 == 0 {
+            assert_eq!(stored.state, StateType::Completed, "{i}");
+            assert_eq!(result, Some(format!("{{\"i\":{i}}}").into_bytes()), "{i}");
+        } else {
+            assert_eq!(stored.state, StateType::Failed, "{i}");
+            assert_eq!(stored.state_message, Some(format!("failure {i}")), "{i}");
+            assert_eq!(result, None, "{i}");
+        }
+        assert!(stored.ended.is_some(), "{i}");
+        // The same finish again is done already.
+        assert_eq!(
+            store.finish(finishes[i].clone()).await.expect("again"),
+            LeaseCall::Done,
+            "{i}"
+        );
+    }
 }
