@@ -117,7 +117,7 @@ async fn concurrent_finishes_each_end_their_lease(env: &mut Env) {
         // Every fifth carries a token that is not the lease's.
         token: if i % 5 == 4 { run.token + 7 } else { run.token },
         event_id: Uuid::now_v7(),
-        state: if i % 2 == 0 {
+        state: if i.is_multiple_of(2) {
             StateType::Completed
         } else {
             StateType::Failed
@@ -125,7 +125,7 @@ async fn concurrent_finishes_each_end_their_lease(env: &mut Env) {
         message: (i % 2 == 1).then(|| format!("failure {i}")),
         attempt: 1,
         timestamp: Utc::now(),
-        result: (i % 2 == 0).then(|| format!("{{\"i\":{i}}}")),
+        result: i.is_multiple_of(2).then(|| format!("{{\"i\":{i}}}")),
     };
     let mut finishes: Vec<Finished> = claimed
         .iter()
