@@ -302,15 +302,16 @@ pub(crate) async fn get_run<D: Dialect>(
 }
 
 /// Appends the ids of the subflow runs of a flow run: flow runs called by it or by one of its
-/// task runs.
+/// task runs. The callers are the runs whose `flow_run_id` is the flow run (itself and its
+/// task runs: a subflow run is its own flow run), read from `runs_children` alone; each is
+/// then looked up in `runs_subflows`: the cost follows the size of this flow, not the number
+/// of flow runs stored.
 fn push_subflows<D: Dialect>(q: &mut QueryBuilder<D>, flow_run_id: Uuid) {
     q.push("SELECT id FROM runs WHERE kind = 'flow' AND id <> ")
         .bind(flow_run_id)
-        .push(" AND (parent_run_id = ")
+        .push(" AND parent_run_id IN (SELECT id FROM runs WHERE flow_run_id = ")
         .bind(flow_run_id)
-        .push(" OR parent_run_id IN (SELECT id FROM runs WHERE flow_run_id = ")
-        .bind(flow_run_id)
-        .push(" AND kind = 'task'))");
+        .push(")");
 }
 
 /// Task runs and subflow runs of a flow run, oldest first.
@@ -348,8 +349,8 @@ fn push_after<D: Dialect>(
 
 /// Appends the query of a page of the children of a flow run (to an `EXPLAIN` in a test):
 /// its task runs after `after` by `(created, id)`, read from `runs_children` in page order,
-/// merged with its subflow runs after `after` (found through `runs_subflows` from the ids of
-/// its task runs, an index-only walk of `runs_children`), at most `limit` rows in all.
+/// merged with its subflow runs after `after` (see [`push_subflows`]), at most `limit` rows in
+/// all.
 pub(crate) fn push_child_page_query<D: Dialect>(
     q: &mut QueryBuilder<D>,
     flow_run_id: Uuid,
@@ -412,29 +413,38 @@ pub(crate) async fn states_of<D: Dialect>(
                 .or_default()
                 .push(id);
         }
-        let mut q = QueryBuilder::new("");
-        for (i, (group, ids)) in groups.into_iter().enumerate() {
-            if i > 0 {
-                q.push(" UNION ALL ");
-            }
-            q.push(format!(
-                "SELECT {STATE_RECORD_COLUMNS} FROM run_states WHERE group_id = "
-            ))
-            .bind(group)
-            .push(" AND run_id IN (");
-            push_list(&mut q, ids);
-            q.push(")");
-        }
         if chunk.is_empty() {
             continue;
         }
-        q.push(" ORDER BY ts, event_id");
+        let mut q = QueryBuilder::new("");
+        push_states_query(&mut q, groups);
         out.extend(read_all(pool, &mut q, state_record::<D>).await?);
     }
     if runs.len() > STATES_CHUNK {
         out.sort_by_key(|s| (s.timestamp, s.event_id));
     }
     Ok(out)
+}
+
+/// Appends the query of the states of runs, given by group (to an `EXPLAIN` in a test): one
+/// `(group_id, run_id)` range of `run_states_group` per run.
+pub(crate) fn push_states_query<D: Dialect>(
+    q: &mut QueryBuilder<D>,
+    groups: std::collections::BTreeMap<Uuid, Vec<Uuid>>,
+) {
+    for (i, (group, ids)) in groups.into_iter().enumerate() {
+        if i > 0 {
+            q.push(" UNION ALL ");
+        }
+        q.push(format!(
+            "SELECT {STATE_RECORD_COLUMNS} FROM run_states WHERE group_id = "
+        ))
+        .bind(group)
+        .push(" AND run_id IN (");
+        push_list(q, ids);
+        q.push(")");
+    }
+    q.push(" ORDER BY ts, event_id");
 }
 
 /// Appends the `name, state, started, ended` of every child of a flow run (task runs and
