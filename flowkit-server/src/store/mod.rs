@@ -409,7 +409,8 @@ pub trait Backend: Send + Sync + 'static {
         max_groups: u32,
     ) -> impl Future<Output = Result<Vec<TaskGroup>, StoreError>> + Send;
     /// The state history of every run of a flow run (the flow itself and its children),
-    /// ordered by `(timestamp, event id)`.
+    /// ordered by `(timestamp, event id)`: unbounded, for tests and small flows; the API reads
+    /// [`Backend::states_of`] the runs of one page.
     fn states(
         &self,
         flow_run_id: Uuid,
