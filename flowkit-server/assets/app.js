@@ -239,12 +239,34 @@ function drawChart(stats) {
 
 // ---- one flow run -------------------------------------------------------------------------
 
-const detail = { id: null, logCursor: null, shownLogs: new Set(), refreshTimer: null };
+const detail = { id: null, logCursor: null, shownLogs: new Set(), refreshTimer: null, changed: new Set() };
+
+/** Task runs asked for per request (`limit` of `GET /flow-runs/{id}/task-runs`). */
+const TASK_PAGE = 100;
+/** The most task runs the run page loads and draws (timeline rows and table rows); a larger
+ * flow says how many more it has, and its graph is summed up per task name. */
+const MAX_TASK_ROWS = 500;
+
+/**
+ * The loaded task runs of the open flow run, oldest first, page by page: `starts[p]` is the
+ * cursor page p was fetched from (null for the first), so a change re-fetches from the page
+ * that holds the changed run (or the last page, for a new one) instead of everything.
+ */
+const tasks = { items: [], starts: [], more: false, total: null };
+
+function resetTasks() {
+  tasks.items = [];
+  tasks.starts = [];
+  tasks.more = false;
+  tasks.total = null;
+}
 
 async function showRun(id) {
   detail.id = id;
   detail.logCursor = null;
   detail.shownLogs.clear();
+  detail.changed.clear();
+  resetTasks();
   $("logs").replaceChildren();
   $("run-error").hidden = true;
   $("action-error").hidden = true;
@@ -331,16 +353,66 @@ async function runAction(action) {
   $("action-error").hidden = false;
 }
 
-async function refreshTasks() {
+/**
+ * The first page to (re-)fetch after the runs `changed` changed: the page of the earliest
+ * loaded one, else (new runs) the last page loaded; null when nothing loaded can change.
+ */
+function firstStalePage(changed) {
+  if (!tasks.starts.length) return 0;
+  const at = new Map(tasks.items.map((item, i) => [(item.run || item).id, i]));
+  let first = null;
+  let unknown = false;
+  for (const runId of changed) {
+    const i = at.has(runId) ? at.get(runId) : -1;
+    if (i < 0) unknown = true;
+    else first = first === null ? Math.floor(i / TASK_PAGE) : Math.min(first, Math.floor(i / TASK_PAGE));
+  }
+  // A new run comes after the loaded ones (oldest first): only the last page, and only when
+  // the bound leaves room for it.
+  if (unknown && tasks.items.length < MAX_TASK_ROWS) {
+    const last = tasks.starts.length - 1;
+    first = first === null ? last : Math.min(first, last);
+  }
+  return first;
+}
+
+/**
+ * Loads the task runs of the open flow run page by page (at most MAX_TASK_ROWS) and its
+ * graph, and draws them. `changed` (run ids) limits the reload to the pages from the one that
+ * holds the earliest changed run; without it, everything is loaded again.
+ */
+async function refreshTasks(changed) {
   const id = detail.id;
-  const [runsBody, graph] = await Promise.all([
-    api("/api/v1/flow-runs/" + id + "/task-runs"),
-    api("/api/v1/flow-runs/" + id + "/graph"),
-  ]);
+  const base = "/api/v1/flow-runs/" + encodeURIComponent(id);
+  const graphLoad = api(base + "/graph");
+  let page = changed && changed.size ? firstStalePage(changed) : 0;
+  if (page !== null) {
+    const items = tasks.items.slice(0, page * TASK_PAGE);
+    const starts = tasks.starts.slice(0, page);
+    let cursor = tasks.starts[page] || null;
+    let more = false;
+    for (;;) {
+      const q = new URLSearchParams({ limit: String(TASK_PAGE) });
+      if (cursor) q.set("cursor", cursor);
+      const body = await api(base + "/task-runs?" + q);
+      if (detail.id !== id) return;
+      starts.push(cursor);
+      items.push(...(body.items || []));
+      cursor = body.next_cursor || null;
+      more = !!cursor;
+      if (!cursor || items.length >= MAX_TASK_ROWS) break;
+    }
+    tasks.items = items.slice(0, MAX_TASK_ROWS);
+    tasks.starts = starts;
+    tasks.more = more || items.length > MAX_TASK_ROWS;
+  }
+  const graph = await graphLoad;
   if (detail.id !== id) return;
-  const runs = Array.isArray(runsBody) ? runsBody : runsBody.items || [];
+  tasks.total = graph && graph.truncated ? graph.total : null;
+  const runs = tasks.items;
   drawGantt(runs);
   drawGraph(graph);
+  showMoreTasks();
   const body = $("tasks-body");
   body.replaceChildren();
   for (const item of runs) {
@@ -353,6 +425,19 @@ async function refreshTasks() {
       el("td", {}, fmtDuration(runDuration(run))),
       el("td", { class: "message" }, run.state_message || "")));
   }
+}
+
+/** "N more task runs (showing the first M)" under the timeline, when the bound cut it. */
+function showMoreTasks() {
+  const note = $("tasks-more");
+  const shown = tasks.items.length;
+  if (!tasks.more && !(tasks.total > shown)) {
+    note.hidden = true;
+    return;
+  }
+  const more = tasks.total > shown ? String(tasks.total - shown) : "More";
+  note.textContent = `${more} more task runs (showing the first ${shown})`;
+  note.hidden = false;
 }
 
 /** Gantt bars: one row per task run, one segment per attempt, retry waits hatched. */
@@ -407,10 +492,38 @@ function drawGantt(items) {
   box.append(chart);
 }
 
+/**
+ * A graph too large to draw (the server sent its first nodes and `truncated`): every task run
+ * summed up per task name instead.
+ */
+function drawGraphGroups(graph) {
+  const box = $("graph-groups");
+  const rows = (graph.groups || []).map((g) => el("tr", { dataset: { name: g.name || "" } },
+    el("td", {}, g.name === null || g.name === undefined ? el("i", {}, "other tasks") : g.name),
+    el("td", { class: "count" }, String(g.count)),
+    el("td", {}, ...(g.states || []).map((s) => el("span", { class: "state-count" }, stateBadge(s.state), " " + s.count))),
+    el("td", {}, g.earliest_start ? fmtTime(g.earliest_start) : "—"),
+    el("td", {}, g.latest_end ? fmtTime(g.latest_end) : "—")));
+  box.replaceChildren(
+    el("p", { class: "note" }, `${graph.total} task runs: too many to draw, summed up per task name.`),
+    el("table", { class: "runs" },
+      el("thead", {}, el("tr", {}, ...["Task", "Runs", "States", "Earliest start", "Latest end"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, ...rows)));
+  box.hidden = false;
+}
+
 /** The task graph: layered by longest upstream path, left to right. */
 function drawGraph(graph) {
   const box = $("graph");
   box.replaceChildren();
+  // (An SVG element has no `hidden` property: its style says whether it shows.)
+  if (graph && graph.truncated) {
+    box.style.display = "none";
+    drawGraphGroups(graph);
+    return;
+  }
+  box.style.display = "";
+  $("graph-groups").hidden = true;
   const nodes = (graph && graph.nodes) || [];
   const edges = (graph && graph.edges) || [];
   if (!nodes.length) {
@@ -952,14 +1065,20 @@ function onStreamEvent(name, data) {
   }
   if (!$("run-view").hidden && detail.id &&
       (change.flow_run_id === detail.id || change.run_id === detail.id)) {
+    if (change.run_id !== detail.id) detail.changed.add(change.run_id);
     clearTimeout(detail.refreshTimer);
     detail.refreshTimer = setTimeout(async () => {
+      // Only the pages of the runs that changed are fetched again.
+      const changed = new Set(detail.changed);
+      detail.changed.clear();
       try {
         const run = await api("/api/v1/flow-runs/" + detail.id);
         renderRunHeader(run);
-        await refreshTasks();
+        if (changed.size) await refreshTasks(changed);
         await loadLogs(false);
-      } catch (_) { /* the next change retries */ }
+      } catch (_) {
+        for (const runId of changed) detail.changed.add(runId);
+      }
     }, 200);
   }
 }

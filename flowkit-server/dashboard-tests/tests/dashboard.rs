@@ -127,6 +127,7 @@ async fn dashboard_in_a_real_browser() -> anyhow::Result<()> {
     let page = browser.new_page(format!("{base}/")).await?;
     a_reported_run_shows_up_live_with_its_tasks_logs_and_retries(&page).await?;
     a_failure_notification_links_to_its_run(&browser, &base, &received).await?;
+    a_flow_larger_than_its_bounds_degrades_and_stays_live(&browser, &base).await?;
 
     drop(page);
     let mut browser = browser;
@@ -336,6 +337,222 @@ async fn a_failure_notification_links_to_its_run(
         "location.pathname === '/' && !document.querySelector('#list-view').hidden",
         Duration::from_secs(10),
         "the runs list",
+    )
+    .await?;
+    Ok(())
+}
+
+// ---- a flow with more task runs than the run page draws ------------------------------------
+
+/// A state event of a run of the flow `flow`, as the reporter sends it.
+fn state_event(
+    run: uuid::Uuid,
+    kind: flowkit_wire::event::RunKind,
+    name: &str,
+    flow: uuid::Uuid,
+    at: chrono::DateTime<chrono::Utc>,
+    state: flowkit_wire::state::StateType,
+) -> flowkit_wire::event::Event {
+    use flowkit_wire::event::{Event, EventBody, RunDetails};
+    let details = (state == flowkit_wire::state::StateType::Pending).then(|| {
+        Box::new(RunDetails {
+            task_key: format!("big::{name}").into(),
+            ..RunDetails::default()
+        })
+    });
+    Event {
+        id: uuid::Uuid::now_v7(),
+        run_id: run,
+        parent_run_id: (run != flow).then_some(flow),
+        flow_run_id: Some(flow),
+        run_kind: kind,
+        name: name.to_string().into(),
+        attempt: 1,
+        timestamp: at,
+        lease: None,
+        body: EventBody::State {
+            state: flowkit_wire::state::State::new(state),
+            details,
+        },
+    }
+}
+
+async fn post_events(base: &str, events: &[flowkit_wire::event::Event]) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for chunk in events.chunks(2_000) {
+        let res = client
+            .post(format!("{base}/api/v1/events"))
+            .json(chunk)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            res.status().is_success(),
+            "ingest answered {}",
+            res.status()
+        );
+    }
+    Ok(())
+}
+
+/// 650 task runs (more than the 500 the run page draws, and than one page of task runs): the
+/// timeline and the table show the first 500 and say how many more there are, the graph is
+/// summed up per task name; a change to one task run re-fetches only the page that holds it.
+async fn a_flow_larger_than_its_bounds_degrades_and_stays_live(
+    browser: &Browser,
+    base: &str,
+) -> anyhow::Result<()> {
+    use flowkit_wire::event::RunKind;
+    use flowkit_wire::state::StateType;
+    const TASKS: usize = 650;
+    let flow = uuid::Uuid::now_v7();
+    let start = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let ms = |n: i64| start + chrono::Duration::milliseconds(n);
+    let mut events = vec![
+        state_event(
+            flow,
+            RunKind::Flow,
+            "big_flow",
+            flow,
+            ms(0),
+            StateType::Pending,
+        ),
+        state_event(
+            flow,
+            RunKind::Flow,
+            "big_flow",
+            flow,
+            ms(1),
+            StateType::Running,
+        ),
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..TASKS {
+        let task = uuid::Uuid::now_v7();
+        let name = ["fetch", "parse", "store"][i % 3];
+        let at = 10 + 3 * i as i64;
+        for (k, state) in [StateType::Pending, StateType::Running, StateType::Completed]
+            .into_iter()
+            .enumerate()
+        {
+            events.push(state_event(
+                task,
+                RunKind::Task,
+                name,
+                flow,
+                ms(at + k as i64),
+                state,
+            ));
+        }
+        tasks.push(task);
+    }
+    post_events(base, &events).await?;
+
+    let page = browser
+        .new_page(flowkit_wire::links::run_page(base, flow).as_str())
+        .await?;
+    wait_for(
+        &page,
+        "document.querySelectorAll('#tasks-body tr').length === 500 && !document.querySelector('#tasks-more').hidden",
+        Duration::from_secs(20),
+        "the first 500 task runs",
+    )
+    .await?;
+    let more: String = eval(&page, "document.querySelector('#tasks-more').textContent").await?;
+    assert_eq!(more, "150 more task runs (showing the first 500)");
+    let rows: u32 = eval(
+        &page,
+        "document.querySelectorAll('#gantt .gantt-label').length",
+    )
+    .await?;
+    assert_eq!(rows, 500, "the timeline draws at most 500 rows");
+    // The graph is too large to draw: per task name instead.
+    let graph_hidden: bool = eval(
+        &page,
+        "getComputedStyle(document.querySelector('#graph')).display === 'none' && !document.querySelector('#graph-groups').hidden",
+    )
+    .await?;
+    assert!(graph_hidden, "the graph degrades to its groups");
+    let groups: Vec<(String, String)> = eval(
+        &page,
+        "[...document.querySelectorAll('#graph-groups tbody tr')].map(r => [r.cells[0].textContent, r.cells[1].textContent])",
+    )
+    .await?;
+    let expected: Vec<(String, String)> = [("fetch", "217"), ("parse", "217"), ("store", "216")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(groups, expected);
+    let note: String = eval(
+        &page,
+        "document.querySelector('#graph-groups .note').textContent",
+    )
+    .await?;
+    assert!(note.starts_with("650 task runs"), "{note}");
+
+    // Still live: task 450 (on the last page loaded) fails; only its page is fetched again.
+    // Wait for the stream to settle first.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _: bool = eval(&page, "(performance.clearResourceTimings(), true)").await?;
+    post_events(
+        base,
+        &[state_event(
+            tasks[450],
+            RunKind::Task,
+            "fetch",
+            flow,
+            ms(10_000),
+            StateType::Failed,
+        )],
+    )
+    .await?;
+    let row = format!(
+        "(document.querySelector('#tasks-body tr[data-id=\"{}\"]') || {{}}).textContent || ''",
+        tasks[450]
+    );
+    wait_for(
+        &page,
+        &format!("({row}).includes('Failed')"),
+        Duration::from_secs(15),
+        "the failed task run, live",
+    )
+    .await?;
+    wait_for(
+        &page,
+        "[...document.querySelectorAll('#graph-groups tbody tr')].some(r => r.textContent.includes('Failed'))",
+        Duration::from_secs(10),
+        "the failure in the groups",
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fetched: Vec<String> = eval(
+        &page,
+        "performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('/task-runs'))",
+    )
+    .await?;
+    assert_eq!(fetched.len(), 1, "one page fetched again: {fetched:?}");
+    assert!(fetched[0].contains("cursor="), "{fetched:?}");
+    let shown: u32 = eval(&page, "document.querySelectorAll('#tasks-body tr').length").await?;
+    assert_eq!(shown, 500);
+
+    // A new task run beyond the bound only moves the count.
+    let late = uuid::Uuid::now_v7();
+    post_events(
+        base,
+        &[state_event(
+            late,
+            RunKind::Task,
+            "fetch",
+            flow,
+            ms(20_000),
+            StateType::Pending,
+        )],
+    )
+    .await?;
+    wait_for(
+        &page,
+        "document.querySelector('#tasks-more').textContent === '151 more task runs (showing the first 500)'",
+        Duration::from_secs(15),
+        "the count of task runs, live",
     )
     .await?;
     Ok(())

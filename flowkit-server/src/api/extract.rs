@@ -116,7 +116,16 @@ pub fn page_request(
     limit: Option<String>,
     cursor: Option<String>,
 ) -> Result<PageRequest, ApiError> {
-    let limit = parse_int("limit", limit, 1, MAX_PAGE_SIZE)?.unwrap_or(DEFAULT_PAGE_SIZE);
+    page_request_or(limit, cursor, DEFAULT_PAGE_SIZE)
+}
+
+/// [`page_request`] with another page size when `limit` is absent.
+pub fn page_request_or(
+    limit: Option<String>,
+    cursor: Option<String>,
+    default_limit: u32,
+) -> Result<PageRequest, ApiError> {
+    let limit = parse_int("limit", limit, 1, MAX_PAGE_SIZE)?.unwrap_or(default_limit);
     let cursor = non_empty(cursor);
     if cursor
         .as_ref()

@@ -5,16 +5,18 @@
 
 use crate::AppState;
 use crate::api::extract::{
-    ApiQuery, RunId, bounded_text, non_empty, page_request, parse_time, parse_uuid,
+    ApiQuery, RunId, bounded_text, non_empty, page_request, page_request_or, parse_time, parse_uuid,
 };
 use crate::error::{ApiError, ErrorBody, StoreFailures};
-use crate::store::{Backend, LogFilter, RunFilter, StateRecord};
+use crate::store::{Backend, LogFilter, PageRequest, RunFilter, StateRecord};
 use axum::Json;
 use axum::extract::State;
-use flowkit_wire::api::graph::Graph;
+use flowkit_wire::api::graph::{GRAPH_MAX_GROUPS, GRAPH_MAX_NODES, Graph};
 use flowkit_wire::api::logs::LogEntry;
 use flowkit_wire::api::page::Page;
-use flowkit_wire::api::runs::{Run, RunWithStates, StateEntry, TaskRuns};
+use flowkit_wire::api::runs::{
+    Run, RunWithStates, StateEntry, TASK_RUNS_DEFAULT_PAGE_SIZE, TaskRuns,
+};
 use flowkit_wire::event::{LogLevel, RunKind};
 use flowkit_wire::state::StateType;
 use serde::Deserialize;
@@ -204,15 +206,34 @@ pub async fn get(State(state): State<AppState>, RunId(id): RunId) -> Result<Json
     Ok(Json(flow_run(&state, id).await?))
 }
 
-/// The flow run's task runs and subflow runs, each with its state history (the timeline).
+/// A page of `GET /api/flow-runs/{id}/task-runs`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TaskRunsQuery {
+    /// Page size, 1 to 500 (default 500).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of the flow run's task runs and subflow runs, oldest first by `(created, id)`, each
+/// with its state history (the timeline), and the flow run itself with its states.
 #[utoipa::path(
     get,
     path = "/api/v1/flow-runs/{id}/task-runs",
     tag = "flow-runs",
-    params(("id" = Uuid, Path, description = "The flow run's id")),
+    description = "A page of the flow run's children (task runs and subflow runs), oldest first \
+        by `(created, id)`, each with its state history, and the flow run itself with its \
+        states (on every page). Keyset-paginated like every list: `limit` 1 to 500 (default \
+        500, the largest page); pass `next_cursor` back as `cursor` for the next page; it is \
+        absent on the last page. A `limit` outside 1..=500 or a cursor not from a previous \
+        page is a 400.",
+    params(("id" = Uuid, Path, description = "The flow run's id"), TaskRunsQuery),
     responses(
-        (status = 200, description = "The flow run and its children, with their states", body = TaskRuns),
-        (status = 400, description = "`id` is not a UUID", body = ErrorBody),
+        (status = 200, description = "The flow run and a page of its children, with their states", body = TaskRuns),
+        (status = 400, description = "`id`, `limit` or `cursor` does not parse; the message names it", body = ErrorBody),
         (status = 404, description = "No such flow run", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
@@ -223,12 +244,18 @@ pub async fn get(State(state): State<AppState>, RunId(id): RunId) -> Result<Json
 pub async fn task_runs(
     State(state): State<AppState>,
     RunId(id): RunId,
+    ApiQuery(query): ApiQuery<TaskRunsQuery>,
 ) -> Result<Json<TaskRuns>, ApiError> {
+    let page = page_request_or(query.limit, query.cursor, TASK_RUNS_DEFAULT_PAGE_SIZE)?;
     let flow = flow_run(&state, id).await?;
     let store = state.store();
-    let (children, states) = tokio::try_join!(store.child_runs(id), store.states(id))?;
+    let children = store.child_runs_page(id, &page).await?;
+    let runs: Vec<(Uuid, Option<Uuid>)> = std::iter::once(&flow)
+        .chain(&children.items)
+        .map(|run| (run.id, run.flow_run_id))
+        .collect();
     let mut by_run: HashMap<Uuid, Vec<StateEntry>> = HashMap::new();
-    for record in states {
+    for record in store.states_of(&runs).await? {
         by_run
             .entry(record.run_id)
             .or_default()
@@ -239,8 +266,12 @@ pub async fn task_runs(
         run,
     };
     let flow_run = with_states(flow);
-    let items = children.into_iter().map(&mut with_states).collect();
-    Ok(Json(TaskRuns { flow_run, items }))
+    let items = children.items.into_iter().map(&mut with_states).collect();
+    Ok(Json(TaskRuns {
+        flow_run,
+        items,
+        next_cursor: children.next_cursor,
+    }))
 }
 
 /// The flow run's logs (its own and its task runs'), oldest first.
@@ -273,14 +304,21 @@ pub async fn logs(
     Ok(Json(state.store().logs(id, &filter, &page).await?))
 }
 
-/// The flow run's task graph: its children and the upstream edges between them.
+/// The flow run's task graph: its children and the upstream edges between them, bounded.
 #[utoipa::path(
     get,
     path = "/api/v1/flow-runs/{id}/graph",
     tag = "flow-runs",
+    description = "The flow run's children (task runs and subflow runs) as nodes, oldest first, \
+        and the upstream edges between them. Bounded: at most 500 nodes (`GRAPH_MAX_NODES`, \
+        without their `parameters`). A flow run with more children answers its first 500 \
+        with `truncated: true`, `total` (every child) and `groups`: every child summed up per \
+        task name (count per latest state, earliest start, latest end), the 100 names with \
+        the most runs (`GRAPH_MAX_GROUPS`), the last group (without `name`) summing up every \
+        other name.",
     params(("id" = Uuid, Path, description = "The flow run's id")),
     responses(
-        (status = 200, description = "Nodes and edges", body = Graph),
+        (status = 200, description = "Nodes and edges; per task name beyond 500 nodes", body = Graph),
         (status = 400, description = "`id` is not a UUID", body = ErrorBody),
         (status = 404, description = "No such flow run", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
@@ -294,8 +332,27 @@ pub async fn graph(
     RunId(id): RunId,
 ) -> Result<Json<Graph>, ApiError> {
     flow_run(&state, id).await?;
-    let children = state.store().child_runs(id).await?;
-    Ok(Json(Graph::of(children)))
+    let store = state.store();
+    let first = PageRequest {
+        limit: GRAPH_MAX_NODES,
+        cursor: None,
+    };
+    let children = store.child_runs_page(id, &first).await?;
+    let nodes = children
+        .items
+        .into_iter()
+        .map(|run| Run {
+            parameters: None,
+            ..run
+        })
+        .collect();
+    let mut graph = Graph::of(nodes);
+    if children.next_cursor.is_some() {
+        graph.groups = store.child_groups(id, GRAPH_MAX_GROUPS).await?;
+        graph.total = graph.groups.iter().map(|g| g.count).sum();
+        graph.truncated = true;
+    }
+    Ok(Json(graph))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use flowkit_wire::api::deployments::{
     TriggerRequest,
 };
 use flowkit_wire::api::error::{ErrorBody, ErrorCode, ErrorDetail};
+use flowkit_wire::api::graph::{StateCount, TaskGroup};
 use flowkit_wire::api::logs::LogEntry;
 use flowkit_wire::api::page::Page;
 use flowkit_wire::api::run_actions::{BulkCancel, BulkCancelled, CancelRequest};
@@ -111,6 +112,8 @@ use utoipa::{Modify, OpenApi};
         CancelRequest,
         BulkCancel,
         BulkCancelled,
+        TaskGroup,
+        StateCount,
     )),
     modifiers(&ApiKeyAuth),
     tags(

@@ -16,6 +16,7 @@
 
 use chrono::{DateTime, Utc};
 use flowkit_wire::api::deployments::{DeploymentSpec, DeploymentSummary, DeploymentVersion};
+use flowkit_wire::api::graph::TaskGroup;
 use flowkit_wire::api::run_actions::BulkCancelled;
 use flowkit_wire::api::workers::{ClaimedRun, LiveWorker, Served};
 use flowkit_wire::event::{Event, LogLevel};
@@ -380,13 +381,38 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         id: Uuid,
     ) -> impl Future<Output = Result<Option<RunRecord>, StoreError>> + Send;
-    /// The task runs and subflow runs whose `flow_run_id` is this flow run, oldest first.
+    /// Every task run and subflow run of this flow run, oldest first: unbounded, for tests
+    /// and small flows; the API reads [`Backend::child_runs_page`].
     fn child_runs(
         &self,
         flow_run_id: Uuid,
     ) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
+    /// A page of the task runs and subflow runs of this flow run, oldest first by
+    /// `(created, id)`, keyset-paginated (at most [`MAX_PAGE_SIZE`] of them).
+    ///
+    /// [`MAX_PAGE_SIZE`]: flowkit_wire::api::page::MAX_PAGE_SIZE
+    fn child_runs_page(
+        &self,
+        flow_run_id: Uuid,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Page<RunRecord>, StoreError>> + Send;
+    /// The state histories of these runs, each given as `(id, flow_run_id)`, ordered by
+    /// `(timestamp, event id)`: index lookups per run, whatever the size of their flow.
+    fn states_of(
+        &self,
+        runs: &[(Uuid, Option<Uuid>)],
+    ) -> impl Future<Output = Result<Vec<StateRecord>, StoreError>> + Send;
+    /// Every child of this flow run (as [`Backend::child_runs`] lists them) summed up per
+    /// task name, most runs first: at most `max_groups` groups, the last one (without a
+    /// name) summing up every name beyond `max_groups - 1`.
+    fn child_groups(
+        &self,
+        flow_run_id: Uuid,
+        max_groups: u32,
+    ) -> impl Future<Output = Result<Vec<TaskGroup>, StoreError>> + Send;
     /// The state history of every run of a flow run (the flow itself and its children),
-    /// ordered by `(timestamp, event id)`.
+    /// ordered by `(timestamp, event id)`: unbounded, for tests and small flows; the API reads
+    /// [`Backend::states_of`] the runs of one page.
     fn states(
         &self,
         flow_run_id: Uuid,
@@ -650,6 +676,26 @@ impl Backend for Store {
     }
     async fn child_runs(&self, flow_run_id: Uuid) -> Result<Vec<RunRecord>, StoreError> {
         on_backend!(self, b => queries::child_runs(b.pool(), flow_run_id))
+    }
+    async fn child_runs_page(
+        &self,
+        flow_run_id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<RunRecord>, StoreError> {
+        on_backend!(self, b => queries::child_runs_page(b.pool(), flow_run_id, page))
+    }
+    async fn states_of(
+        &self,
+        runs: &[(Uuid, Option<Uuid>)],
+    ) -> Result<Vec<StateRecord>, StoreError> {
+        on_backend!(self, b => queries::states_of(b.pool(), runs))
+    }
+    async fn child_groups(
+        &self,
+        flow_run_id: Uuid,
+        max_groups: u32,
+    ) -> Result<Vec<TaskGroup>, StoreError> {
+        on_backend!(self, b => queries::child_groups(b.pool(), flow_run_id, max_groups))
     }
     async fn states(&self, flow_run_id: Uuid) -> Result<Vec<StateRecord>, StoreError> {
         on_backend!(self, b => queries::states(b.pool(), flow_run_id))

@@ -17,7 +17,9 @@ use super::{
 };
 use chrono::{DateTime, Utc};
 use flowkit_wire::api::deployments::{DeploymentSpec, DeploymentSummary, DeploymentVersion};
+use flowkit_wire::api::graph::{StateCount, TaskGroup};
 use flowkit_wire::api::page::MAX_PAGE_SIZE;
+use flowkit_wire::state::StateType;
 use serde::de::DeserializeOwned;
 use sqlx::{Pool, QueryBuilder};
 use std::collections::HashSet;
@@ -300,15 +302,16 @@ pub(crate) async fn get_run<D: Dialect>(
 }
 
 /// Appends the ids of the subflow runs of a flow run: flow runs called by it or by one of its
-/// task runs.
+/// task runs. The callers are the runs whose `flow_run_id` is the flow run (itself and its
+/// task runs: a subflow run is its own flow run), read from `runs_children` alone; each is
+/// then looked up in `runs_subflows`: the cost follows the size of this flow, not the number
+/// of flow runs stored.
 fn push_subflows<D: Dialect>(q: &mut QueryBuilder<D>, flow_run_id: Uuid) {
     q.push("SELECT id FROM runs WHERE kind = 'flow' AND id <> ")
         .bind(flow_run_id)
-        .push(" AND (parent_run_id = ")
+        .push(" AND parent_run_id IN (SELECT id FROM runs WHERE flow_run_id = ")
         .bind(flow_run_id)
-        .push(" OR parent_run_id IN (SELECT id FROM runs WHERE flow_run_id = ")
-        .bind(flow_run_id)
-        .push(" AND kind = 'task'))");
+        .push(")");
 }
 
 /// Task runs and subflow runs of a flow run, oldest first.
@@ -327,6 +330,215 @@ pub(crate) async fn child_runs<D: Dialect>(
         .bind(flow_run_id)
         .push(" ORDER BY created, id");
     read_all(pool, &mut q, run_record::<D>).await
+}
+
+/// Appends ` AND (created, id) > cursor` when there is a cursor.
+fn push_after<D: Dialect>(
+    q: &mut QueryBuilder<D>,
+    after: Option<&Cursor>,
+) -> Result<(), StoreError> {
+    if let Some(cursor) = after {
+        q.push(" AND (created, id) > (")
+            .bind_instant(cursor_instant(cursor)?)
+            .push(", ")
+            .bind(cursor.id)
+            .push(")");
+    }
+    Ok(())
+}
+
+/// Appends the query of a page of the children of a flow run (to an `EXPLAIN` in a test):
+/// its task runs after `after` by `(created, id)`, read from `runs_children` in page order,
+/// merged with its subflow runs after `after` (see [`push_subflows`]), at most `limit` rows in
+/// all.
+pub(crate) fn push_child_page_query<D: Dialect>(
+    q: &mut QueryBuilder<D>,
+    flow_run_id: Uuid,
+    after: Option<Cursor>,
+    limit: i64,
+) -> Result<(), StoreError> {
+    let columns = run_columns::<D>();
+    q.push(format!(
+        "SELECT * FROM (SELECT {columns} FROM runs WHERE flow_run_id = "
+    ))
+    .bind(flow_run_id)
+    .push(" AND id <> ")
+    .bind(flow_run_id);
+    push_after(q, after.as_ref())?;
+    q.push(" ORDER BY created, id LIMIT ").bind(limit);
+    q.push(format!(
+        ") AS tasks UNION ALL SELECT * FROM (SELECT {columns} FROM runs WHERE id IN ("
+    ));
+    push_subflows(q, flow_run_id);
+    q.push(") AND flow_run_id IS DISTINCT FROM ")
+        .bind(flow_run_id);
+    push_after(q, after.as_ref())?;
+    q.push(" ORDER BY created, id LIMIT ").bind(limit);
+    q.push(") AS subflows ORDER BY created, id LIMIT ")
+        .bind(limit);
+    Ok(())
+}
+
+/// A page of the task runs and subflow runs of a flow run, oldest first by `(created, id)`.
+pub(crate) async fn child_runs_page<D: Dialect>(
+    pool: &Pool<D>,
+    flow_run_id: Uuid,
+    page: &PageRequest,
+) -> Result<Page<RunRecord>, StoreError> {
+    let size = page_size(page);
+    let mut q = QueryBuilder::new("");
+    push_child_page_query(&mut q, flow_run_id, decode_cursor(page)?, size as i64 + 1)?;
+    read_page(pool, &mut q, size, run_record::<D>, |run| Cursor {
+        micros: micros(run.created),
+        id: run.id,
+    })
+    .await
+}
+
+/// Most runs whose states one query of [`states_of`] reads.
+const STATES_CHUNK: usize = 500;
+
+/// The state histories of `runs` (each `(id, flow_run_id)`), in `(timestamp, event id)` order:
+/// per run, a range of `run_states_group (group_id, run_id, ts, event_id)`.
+pub(crate) async fn states_of<D: Dialect>(
+    pool: &Pool<D>,
+    runs: &[(Uuid, Option<Uuid>)],
+) -> Result<Vec<StateRecord>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in runs.chunks(STATES_CHUNK) {
+        let mut groups: std::collections::BTreeMap<Uuid, Vec<Uuid>> = Default::default();
+        for &(id, flow_run_id) in chunk {
+            groups
+                .entry(rows::group_of(id, flow_run_id))
+                .or_default()
+                .push(id);
+        }
+        if chunk.is_empty() {
+            continue;
+        }
+        let mut q = QueryBuilder::new("");
+        push_states_query(&mut q, groups);
+        out.extend(read_all(pool, &mut q, state_record::<D>).await?);
+    }
+    if runs.len() > STATES_CHUNK {
+        out.sort_by_key(|s| (s.timestamp, s.event_id));
+    }
+    Ok(out)
+}
+
+/// Appends the query of the states of runs, given by group (to an `EXPLAIN` in a test): one
+/// `(group_id, run_id)` range of `run_states_group` per run.
+pub(crate) fn push_states_query<D: Dialect>(
+    q: &mut QueryBuilder<D>,
+    groups: std::collections::BTreeMap<Uuid, Vec<Uuid>>,
+) {
+    for (i, (group, ids)) in groups.into_iter().enumerate() {
+        if i > 0 {
+            q.push(" UNION ALL ");
+        }
+        q.push(format!(
+            "SELECT {STATE_RECORD_COLUMNS} FROM run_states WHERE group_id = "
+        ))
+        .bind(group)
+        .push(" AND run_id IN (");
+        push_list(q, ids);
+        q.push(")");
+    }
+    q.push(" ORDER BY ts, event_id");
+}
+
+/// Appends the `name, state, started, ended` of every child of a flow run (task runs and
+/// subflow runs).
+fn push_children_facts<D: Dialect>(q: &mut QueryBuilder<D>, flow_run_id: Uuid) {
+    const FACTS: &str = "name, state, started, ended";
+    q.push(format!("SELECT {FACTS} FROM runs WHERE flow_run_id = "))
+        .bind(flow_run_id)
+        .push(" AND id <> ")
+        .bind(flow_run_id)
+        .push(format!(" UNION ALL SELECT {FACTS} FROM runs WHERE id IN ("));
+    push_subflows(q, flow_run_id);
+    q.push(") AND flow_run_id IS DISTINCT FROM ")
+        .bind(flow_run_id);
+}
+
+/// Appends the aggregates a [`TaskGroup`] reads: `n`, `first_start`, `last_end` and one count
+/// per state type (`s0`, `s1`, … in the order of [`StateType::ALL`]).
+fn push_group_aggregates<D: Dialect>(q: &mut QueryBuilder<D>) {
+    q.push("count(*) AS n, min(started) AS first_start, max(ended) AS last_end");
+    for (i, state) in StateType::ALL.iter().enumerate() {
+        q.push(format!(
+            ", count(CASE WHEN state = '{}' THEN 1 END) AS s{i}",
+            state.as_str()
+        ));
+    }
+}
+
+fn task_group<D: Dialect>(row: &D::Row, name: Option<String>) -> Result<TaskGroup, StoreError> {
+    let c = Columns::<D>(row);
+    let count = |column: &str| -> Result<u64, StoreError> {
+        let n: i64 = c.get(column)?;
+        u64::try_from(n).map_err(|_| corrupt(format!("column {column}: negative count {n}")))
+    };
+    let mut states = Vec::new();
+    for (i, state) in StateType::ALL.iter().enumerate() {
+        let n = count(&format!("s{i}"))?;
+        if n > 0 {
+            states.push(StateCount {
+                state: *state,
+                count: n,
+            });
+        }
+    }
+    Ok(TaskGroup {
+        name,
+        count: count("n")?,
+        states,
+        earliest_start: c.opt_instant("first_start")?,
+        latest_end: c.opt_instant("last_end")?,
+    })
+}
+
+fn named_task_group<D: Dialect>(row: &D::Row) -> Result<TaskGroup, StoreError> {
+    let name: String = Columns::<D>(row).get("name")?;
+    task_group::<D>(row, Some(name))
+}
+
+fn other_task_group<D: Dialect>(row: &D::Row) -> Result<TaskGroup, StoreError> {
+    task_group::<D>(row, None)
+}
+
+/// Every child of a flow run summed up per task name, most runs first: at most `max_groups`
+/// groups, the last one (without a name) summing up the names beyond `max_groups - 1`. The
+/// database aggregates; the server holds at most `max_groups` rows.
+pub(crate) async fn child_groups<D: Dialect>(
+    pool: &Pool<D>,
+    flow_run_id: Uuid,
+    max_groups: u32,
+) -> Result<Vec<TaskGroup>, StoreError> {
+    let max_groups = max_groups.max(1) as usize;
+    let mut q = QueryBuilder::new("SELECT name, ");
+    push_group_aggregates(&mut q);
+    q.push(" FROM (");
+    push_children_facts(&mut q, flow_run_id);
+    q.push(") AS c GROUP BY name ORDER BY n DESC, name LIMIT ")
+        .bind(max_groups as i64 + 1);
+    let mut groups = read_all(pool, &mut q, named_task_group::<D>).await?;
+    if groups.len() <= max_groups {
+        return Ok(groups);
+    }
+    groups.truncate(max_groups - 1);
+    let mut q = QueryBuilder::new("SELECT ");
+    push_group_aggregates(&mut q);
+    q.push(" FROM (");
+    push_children_facts(&mut q, flow_run_id);
+    q.push(") AS c");
+    if !groups.is_empty() {
+        q.push(" WHERE name NOT IN (");
+        push_list(&mut q, groups.iter().filter_map(|g| g.name.clone()));
+        q.push(")");
+    }
+    groups.extend(read_all(pool, &mut q, other_task_group::<D>).await?);
+    Ok(groups)
 }
 
 /// The state history of a flow run and of its children (a subflow's own states, not its

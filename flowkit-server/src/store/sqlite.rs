@@ -730,4 +730,56 @@ mod tests {
         }
         store.close().await;
     }
+
+    /// A page of a flow run's children reads its task runs from `runs_children` in page
+    /// order, and their states one `(group_id, run_id)` range each: no scan of the flow.
+    #[tokio::test]
+    async fn child_page_and_its_states_use_their_indexes() {
+        use super::super::cursor::Cursor;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let store = SqliteStore::connect(&url).await.expect("connect");
+        let plan = |mut explain: QueryBuilder<Sqlite>| {
+            let readers = store.readers.clone();
+            async move {
+                let rows = explain.build().fetch_all(&readers).await.expect("explain");
+                rows.iter()
+                    .map(|row| row.try_get::<String, _>("detail").expect("detail"))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            }
+        };
+        let flow = Uuid::now_v7();
+        for after in [
+            None,
+            Some(Cursor {
+                micros: 1,
+                id: Uuid::nil(),
+            }),
+        ] {
+            let mut explain = QueryBuilder::<Sqlite>::new("EXPLAIN QUERY PLAN ");
+            queries::push_child_page_query(&mut explain, flow, after, 101).expect("query");
+            let plan = plan(explain).await;
+            let wanted = if after.is_some() {
+                "runs_children (flow_run_id=? AND (created,id)>(?,?))"
+            } else {
+                "runs_children (flow_run_id=?)"
+            };
+            assert!(plan.contains(wanted), "{plan}");
+        }
+        let mut groups = std::collections::BTreeMap::new();
+        groups.insert(flow, vec![Uuid::now_v7(), Uuid::now_v7()]);
+        let sub = Uuid::now_v7();
+        groups.insert(sub, vec![sub]);
+        let mut explain = QueryBuilder::<Sqlite>::new("EXPLAIN QUERY PLAN ");
+        queries::push_states_query(&mut explain, groups);
+        let plan = plan(explain).await;
+        assert_eq!(
+            plan.matches("run_states_group (group_id=? AND run_id=?)")
+                .count(),
+            2,
+            "{plan}"
+        );
+        store.close().await;
+    }
 }

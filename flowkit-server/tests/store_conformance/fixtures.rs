@@ -7,6 +7,7 @@ use flowkit_server::store::{
 };
 use flowkit_server::wire::{Event, EventBody, LogLevel, RunDetails, RunKind};
 use flowkit_server::wire::{State, StateType};
+use flowkit_wire::api::graph::{StateCount, TaskGroup};
 use serde_json::json;
 use std::borrow::Cow;
 use uuid::Uuid;
@@ -423,6 +424,24 @@ pub(crate) async fn all_flow_runs(store: &Store, filter: &RunFilter) -> Vec<RunR
     }
 }
 
+/// Every child of a flow run, read page by page with `limit`.
+pub(crate) async fn all_children(store: &Store, flow_run_id: Uuid, limit: u32) -> Vec<RunRecord> {
+    let mut out = Vec::new();
+    let mut request = page(limit);
+    loop {
+        let page = store
+            .child_runs_page(flow_run_id, &request)
+            .await
+            .expect("children page");
+        assert!(page.items.len() <= limit as usize);
+        out.extend(page.items);
+        match page.next_cursor {
+            Some(cursor) => request.cursor = Some(cursor),
+            None => return out,
+        }
+    }
+}
+
 pub(crate) async fn all_logs(
     store: &Store,
     flow_run_id: Uuid,
@@ -458,10 +477,51 @@ pub(crate) async fn check_scenario(store: &Store, s: &Scenario) {
     );
     let sub_children = store.child_runs(s.subflow.id).await.expect("children");
     assert_eq!(sub_children, vec![s.load.clone()]);
+    // Page by page, the same children in the same order.
+    for limit in [1, 2, 500] {
+        assert_eq!(all_children(store, s.flow.id, limit).await, children);
+    }
+    assert_eq!(all_children(store, s.subflow.id, 1).await, sub_children);
 
     let states = store.states(s.flow.id).await.expect("states");
     let runs = [s.flow.id, s.extract.id, s.transform.id, s.subflow.id];
     assert_eq!(states, expected_states(&s.events, &runs));
+    // The states of given runs: the same, read run by run.
+    let refs: Vec<(Uuid, Option<Uuid>)> = std::iter::once(&s.flow)
+        .chain(&children)
+        .map(|r| (r.id, r.flow_run_id))
+        .collect();
+    assert_eq!(store.states_of(&refs).await.expect("states of"), states);
+    assert_eq!(
+        store
+            .states_of(&[(s.load.id, s.load.flow_run_id)])
+            .await
+            .expect("states of"),
+        expected_states(&s.events, &[s.load.id])
+    );
+    assert_eq!(store.states_of(&[]).await.expect("states of"), vec![]);
+
+    // Summed up per task name: one run each, most runs first then by name.
+    let group = |run: &RunRecord| TaskGroup {
+        name: Some(run.name.clone()),
+        count: 1,
+        states: vec![StateCount {
+            state: run.state,
+            count: 1,
+        }],
+        earliest_start: run.started,
+        latest_end: run.ended,
+    };
+    let mut by_name = vec![group(&s.extract), group(&s.transform), group(&s.subflow)];
+    by_name.sort_by(|a, b| a.name.cmp(&b.name));
+    let groups = store.child_groups(s.flow.id, 100).await.expect("groups");
+    assert_eq!(groups, by_name);
+    // Beyond the bound, the last group sums up the other names.
+    let groups = store.child_groups(s.flow.id, 2).await.expect("groups");
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[0], by_name[0]);
+    assert_eq!(groups[1].name, None);
+    assert_eq!(groups[1].count, 2);
     let sub_states = store.states(s.subflow.id).await.expect("states");
     assert_eq!(
         sub_states,

@@ -97,12 +97,24 @@ pub struct RunWithStates {
     pub states: Vec<StateEntry>,
 }
 
-/// A flow run's task runs (and subflow runs) with their state histories.
+/// A page of a flow run's task runs (and subflow runs) with their state histories, oldest
+/// first by `(created, id)`, keyset-paginated like every list
+/// ([`Page`](crate::api::page::Page)): `limit` 1 to
+/// [`MAX_PAGE_SIZE`](crate::api::page::MAX_PAGE_SIZE), by default
+/// [`TASK_RUNS_DEFAULT_PAGE_SIZE`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskRuns {
-    /// The flow run itself, with its own states.
+    /// The flow run itself, with its own states (on every page).
     pub flow_run: RunWithStates,
-    /// Its children, oldest first.
+    /// Its children on this page, oldest first.
     pub items: Vec<RunWithStates>,
+    /// Pass as `cursor` to get the next page; absent (null) on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
+
+/// Task runs of one page of `GET /flow-runs/{id}/task-runs` when the request does not say:
+/// the largest page, so a client that does not follow `next_cursor` sees as much as one
+/// bounded answer holds.
+pub const TASK_RUNS_DEFAULT_PAGE_SIZE: u32 = crate::api::page::MAX_PAGE_SIZE;
