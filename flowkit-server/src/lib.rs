@@ -5,6 +5,8 @@
 //! - [`run`] serves it on a listener until a shutdown future resolves, then drains in-flight
 //!   requests and closes the store;
 //! - [`serve`] is what `main` calls: connect, check, bind, run until SIGTERM or Ctrl-C;
+//! - [`connections`] accepts and serves the connections, closing slow, stalled and idle
+//!   clients (header, body and idle timeouts) and bounding how many are open;
 //! - [`spawn`] runs one in a background task of this process (tests, benchmarks, embedding);
 //! - [`store`] is the database behind it, [`config`] its flags, [`auth`] its API keys;
 //! - the bodies of every route are [`wire::api`]'s, shared with every client.
