@@ -2,7 +2,7 @@
 //! that keep slow, stalled or idle clients from holding it.
 //!
 //! Each connection is served by hyper's HTTP/1.1 (the only protocol the server spoke before
-//! too) in a task of its own, watched by a [`Tracker`] that knows whether a request is in
+//! too) in a task of its own, watched by a tracker that knows whether a request is in
 //! flight:
 //!
 //! - **header timeout** (default 10 s): a connection that has not sent a complete request head
