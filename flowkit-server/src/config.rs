@@ -2,6 +2,7 @@
 //! [`Config`] and checked before anything binds.
 
 use crate::auth::{ApiKey, ApiKeys};
+use crate::connections::{ConnectionLimits, DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS_BOUND};
 use clap::Parser;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -96,6 +97,31 @@ pub struct Cli {
     /// server stops anyway.
     #[arg(long, env = "FLOWKIT_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// How long a client may take to send a complete request head (request line and
+    /// headers), counted from when it connects or starts its next request; a connection still
+    /// short of one then is closed. A duration such as `10s`, `500ms` (up to 1 h).
+    #[arg(long, env = "FLOWKIT_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub header_timeout: Duration,
+
+    /// How long a keep-alive connection may stay open with no request in flight before the
+    /// server closes it. Requests in flight are never cut: live streams, `?wait=`,
+    /// `Prefer: wait` and workers' claim long-polls last as long as they need. Up to 1 h.
+    #[arg(long, env = "FLOWKIT_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
+    pub idle_timeout: Duration,
+
+    /// Longest pause in a request body: a client that sends no byte of its body for this long
+    /// has its connection closed without an answer, freeing what it had sent. It bounds each
+    /// pause, not the whole upload. Up to 1 h.
+    #[arg(long, env = "FLOWKIT_BODY_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
+    pub body_timeout: Duration,
+
+    /// Most client connections open at once (1 to 1000000), long waits and live streams
+    /// included. At the bound the server accepts nothing more: new connections wait in the
+    /// kernel's listen backlog until an open one closes. Keep it below the process's limit of
+    /// open files.
+    #[arg(long, env = "FLOWKIT_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = parse_max_connections)]
+    pub max_connections: usize,
 }
 
 /// How long runs are kept; `None` keeps them forever.
@@ -115,6 +141,8 @@ pub struct Config {
     pub insecure_open: bool,
     /// How long in-flight requests may take to finish at shutdown.
     pub shutdown_timeout: Duration,
+    /// The timeouts and the bound of client connections.
+    pub connections: ConnectionLimits,
     /// What the request handlers need.
     pub settings: Settings,
 }
@@ -159,6 +187,7 @@ impl Config {
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
             insecure_open: false,
             shutdown_timeout: Duration::from_secs(30),
+            connections: ConnectionLimits::default(),
             settings: Settings::default(),
         }
     }
@@ -182,6 +211,12 @@ impl Cli {
             retention: self.retention.0,
             insecure_open: self.insecure_open,
             shutdown_timeout: self.shutdown_timeout,
+            connections: ConnectionLimits {
+                header_timeout: self.header_timeout,
+                idle_timeout: self.idle_timeout,
+                body_timeout: self.body_timeout,
+                max_connections: self.max_connections,
+            },
             settings: Settings {
                 api_keys: ApiKeys::new(parse_keys(&self.api_keys)?)?,
                 max_body: self.max_body,
@@ -302,6 +337,35 @@ pub fn parse_lease(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?}: a lease is 1s to 1h"));
     }
     Ok(lease)
+}
+
+/// Parses a connection timeout (`--header-timeout`, `--idle-timeout`, `--body-timeout`): a
+/// duration from 1 ms to 1 h.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration such as 10s or 500ms: {e}"))?;
+    if timeout.is_zero() {
+        return Err("a timeout of zero would close every connection at once".into());
+    }
+    if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(3600) {
+        return Err(format!("{s:?}: a timeout is 1ms to 1h"));
+    }
+    Ok(timeout)
+}
+
+/// Parses `--max-connections`: 1 to [`MAX_CONNECTIONS_BOUND`].
+pub fn parse_max_connections(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number of connections such as 1024, got {s:?}"))?;
+    if n == 0 {
+        return Err("a bound of zero connections would serve nobody".into());
+    }
+    if n > MAX_CONNECTIONS_BOUND {
+        return Err(format!("at most {MAX_CONNECTIONS_BOUND} connections"));
+    }
+    Ok(n)
 }
 
 /// Parses a size: bytes, or a number with `KiB`/`MiB`/`GiB` (also `KB`/`MB`/`GB`, taken as
@@ -447,6 +511,55 @@ mod tests {
         );
         assert!(parse_retention("0s").is_err());
         assert!(parse_retention("soon").is_err());
+    }
+
+    #[test]
+    fn connection_limits() {
+        let config = Cli::try_parse_from(["flowkit-server"])
+            .expect("parse")
+            .into_config()
+            .expect("config");
+        assert_eq!(config.connections, ConnectionLimits::default());
+        let cli = Cli::try_parse_from([
+            "flowkit-server",
+            "--header-timeout",
+            "500ms",
+            "--idle-timeout",
+            "2m",
+            "--body-timeout",
+            "5s",
+            "--max-connections",
+            "64",
+        ])
+        .expect("parse");
+        let config = cli.into_config().expect("config");
+        assert_eq!(
+            config.connections,
+            ConnectionLimits {
+                header_timeout: Duration::from_millis(500),
+                idle_timeout: Duration::from_secs(120),
+                body_timeout: Duration::from_secs(5),
+                max_connections: 64,
+            }
+        );
+        for (flag, bad) in [
+            ("--header-timeout", "0s"),
+            ("--idle-timeout", "0"),
+            ("--body-timeout", "2h"),
+            ("--body-timeout", "soon"),
+            ("--max-connections", "0"),
+            ("--max-connections", "many"),
+            ("--max-connections", "2000000"),
+        ] {
+            assert!(
+                Cli::try_parse_from(["flowkit-server", flag, bad]).is_err(),
+                "{flag} {bad}"
+            );
+        }
+        let zero = parse_timeout("0s").expect_err("zero");
+        assert!(zero.contains("zero"), "{zero}");
+        let none = parse_max_connections("0").expect_err("zero");
+        assert!(none.contains("zero"), "{none}");
     }
 
     #[test]

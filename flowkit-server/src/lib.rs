@@ -5,6 +5,8 @@
 //! - [`run`] serves it on a listener until a shutdown future resolves, then drains in-flight
 //!   requests and closes the store;
 //! - [`serve`] is what `main` calls: connect, check, bind, run until SIGTERM or Ctrl-C;
+//! - [`connections`] accepts and serves the connections, closing slow, stalled and idle
+//!   clients (header, body and idle timeouts) and bounding how many are open;
 //! - [`spawn`] runs one in a background task of this process (tests, benchmarks, embedding);
 //! - [`store`] is the database behind it, [`config`] its flags, [`auth`] its API keys;
 //! - the bodies of every route are [`wire::api`]'s, shared with every client.
@@ -19,6 +21,7 @@
 pub(crate) mod api;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub(crate) mod dashboard;
 pub(crate) mod error;
 pub(crate) mod params;
@@ -145,8 +148,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// Serves [`app`] on `listener` until `shutdown` resolves; then stops accepting connections,
-/// ends the live streams, lets in-flight requests finish (at most `config.shutdown_timeout`)
-/// and closes the store, so every acknowledged batch is committed. Also runs the retention
+/// closes the idle ones, ends the live streams, lets in-flight requests finish (at most
+/// `config.shutdown_timeout`) and closes the store, so every acknowledged batch is committed. Also runs the retention
 /// task (old runs when `config.retention` is set, expired idempotency keys always) and the
 /// reaper of expired leases.
 pub async fn run(
@@ -169,18 +172,25 @@ pub async fn run(
             triggered_tx.send_replace(true);
         }
     };
-    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(on_shutdown);
+    // Slow, stalled and idle clients are closed by the accept loop's timeouts; see
+    // `connections`.
+    let server = connections::serve(
+        listener,
+        app(state.clone()),
+        config.connections,
+        triggered_rx.clone(),
+    );
+    let server = async move { tokio::join!(on_shutdown, server) };
     let grace = config.shutdown_timeout;
-    let result = tokio::select! {
-        result = server.into_future() => result.context("server error"),
+    tokio::select! {
+        _ = server => {}
         _ = async {
             let _ = triggered_rx.wait_for(|t| *t).await;
             tokio::time::sleep(grace).await;
         } => {
             tracing::warn!("requests still running after {}; stopping anyway", humantime::format_duration(grace));
-            Ok(())
         }
-    };
+    }
     state.begin_shutdown();
     retention.abort();
     let _ = retention.await;
@@ -188,7 +198,7 @@ pub async fn run(
     let _ = reaper.await;
     store.close().await;
     tracing::info!("stopped");
-    result
+    Ok(())
 }
 
 /// A server running inside this process, started by [`spawn`]: for tests, benchmarks and

@@ -206,7 +206,9 @@ pub async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<By
         }
         return Err(too_large());
     }
-    let mut buffer = Vec::with_capacity(declared.map_or(64 * 1024, |n| n as usize));
+    // The declared length is the client's word: reserve at most 64 KiB up front, so a client
+    // that declares 8 MiB and stalls holds only what it really sent.
+    let mut buffer = Vec::with_capacity(declared.map_or(64 * 1024, |n| n.min(64 * 1024) as usize));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             ApiError::new(

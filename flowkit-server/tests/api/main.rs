@@ -37,4 +37,7 @@ mod surface;
 
 // Over a real socket, and a damaged database (SQLite).
 mod corruption;
+// Needs a SQLite file.
+#[cfg(feature = "sqlite")]
+mod slow_clients;
 mod socket;
