@@ -10,6 +10,10 @@ use tokio::time::Instant;
 /// Longest time to open a connection, whatever the request timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an idle pooled connection is kept: shorter than the server's idle timeout (60 s by
+/// default), so the client never reuses a connection the server is closing at that moment.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
 /// Not worth starting an attempt with less time than this left.
 const MIN_ATTEMPT: Duration = Duration::from_millis(50);
 
@@ -23,6 +27,7 @@ pub(crate) fn client(request_timeout: Duration, tls: bool) -> Result<reqwest::Cl
         .user_agent(concat!("flowkit/", env!("CARGO_PKG_VERSION")))
         .timeout(request_timeout)
         .connect_timeout(request_timeout.min(CONNECT_TIMEOUT))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .tls_backend_preconfigured(tls_config(tls)?)
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {}", describe(&e)))
