@@ -36,4 +36,7 @@ mod surface;
 
 // Over a real socket, and a damaged database (SQLite).
 mod corruption;
+mod hardening;
+#[cfg(feature = "postgres")]
+mod outage;
 mod socket;
