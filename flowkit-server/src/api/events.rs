@@ -1,5 +1,10 @@
 //! `POST /api/v1/events`: batched ingestion of `flowkit_wire::Event`s.
 //!
+//! Before its body is read, a batch reserves its `Content-Length` (or `--max-body` when it has
+//! none) in the ingest memory budget ([`crate::ingest_budget`], `--ingest-memory`); when the
+//! batches in flight leave no room it is answered 503 `unavailable` with `Retry-After`, and
+//! the reporter sends it again later.
+//!
 //! The body is parsed as a JSON array first, then each element on its own, so one bad event
 //! never costs the good ones: valid events are stored in one `store.ingest` call and the
 //! answer lists every rejected event by index with the field at fault.
