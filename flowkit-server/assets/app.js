@@ -210,6 +210,23 @@ async function loadStats() {
   }
 }
 
+/** Warns, above the runs list, when reporters had to drop events (some runs are incomplete). */
+async function loadDrops() {
+  const note = $("drops");
+  try {
+    const drops = await api("/api/v1/reporter-drops");
+    if (!drops.total_dropped) { note.hidden = true; return; }
+    const latest = (drops.items || [])[0];
+    note.replaceChildren(
+      `Reporters dropped ${drops.total_dropped} events (${drops.workers} process${drops.workers === 1 ? "" : "es"}`,
+      latest ? `; latest ${latest.worker} at ${fmtTime(latest.last_seen)}` : "",
+      "): some runs may be incomplete.");
+    note.hidden = false;
+  } catch (_) {
+    note.hidden = true; // the list says what is wrong with the key or the server
+  }
+}
+
 function drawChart(stats) {
   const chart = $("chart");
   chart.replaceChildren();
@@ -1149,6 +1166,7 @@ function route() {
   } else {
     showView("list-view");
     loadStats();
+    loadDrops();
     loadRuns(true);
   }
 }

@@ -14,6 +14,8 @@ pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALH
 pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
 /// Default bound of the number of events in one batch.
 pub const DEFAULT_MAX_BATCH: usize = 10_000;
+/// Default bound of the bytes of ingest request bodies in flight at once: 256 MiB.
+pub const DEFAULT_INGEST_MEMORY: usize = 256 * 1024 * 1024;
 
 /// `flowkit-server`: receives run events from flowkit programs over HTTP, stores them and
 /// serves them to the dashboard and the API.
@@ -77,9 +79,18 @@ pub struct Cli {
     #[arg(long, env = "FLOWKIT_MAX_BODY", default_value = "8MiB", value_parser = parse_size)]
     pub max_body: usize,
 
-    /// Most events accepted in one batch (`POST /api/events`); larger batches get 413.
-    #[arg(long, env = "FLOWKIT_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH)]
+    /// Most events accepted in one batch (`POST /api/events`); larger batches get 413. At
+    /// least 1.
+    #[arg(long, env = "FLOWKIT_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH, value_parser = parse_max_batch)]
     pub max_batch: usize,
+
+    /// Most bytes of ingest request bodies (`POST /api/events`) held at once, e.g. `256MiB`:
+    /// a batch that would go over it is answered 503 `unavailable` with `Retry-After` before
+    /// its body is read (the reporter retries it). Each batch counts its `Content-Length`, or
+    /// `--max-body` when it has none. Must be at least `--max-body`. The memory a batch takes
+    /// while parsed is a small multiple of its body.
+    #[arg(long, env = "FLOWKIT_INGEST_MEMORY", default_value = "256MiB", value_parser = parse_size)]
+    pub ingest_memory: usize,
 
     /// How long the idempotency key of a trigger is remembered (`Idempotency-Key`): within
     /// it, the same key with the same body gives back the run it created, with another body a
@@ -154,8 +165,10 @@ pub struct Settings {
     pub api_keys: ApiKeys,
     /// Largest request body of `POST /api/events`, in bytes.
     pub max_body: usize,
-    /// Most events in one batch.
+    /// Most events in one batch (at least 1).
     pub max_batch: usize,
+    /// Most bytes of ingest bodies in flight at once (at least `max_body`).
+    pub ingest_memory: usize,
     /// How many run changes the live stream buffers for a slow client before telling it to
     /// refetch.
     pub stream_capacity: usize,
@@ -171,6 +184,7 @@ impl Default for Settings {
             api_keys: ApiKeys::default(),
             max_body: DEFAULT_MAX_BODY,
             max_batch: DEFAULT_MAX_BATCH,
+            ingest_memory: DEFAULT_INGEST_MEMORY,
             stream_capacity: 4096,
             idempotency_ttl: flowkit_wire::api::deployments::DEFAULT_IDEMPOTENCY_TTL,
             lease: flowkit_wire::api::workers::DEFAULT_LEASE,
@@ -192,13 +206,35 @@ impl Config {
         }
     }
 
-    /// Checks what can be checked before connecting and binding: see [`check_bind`].
+    /// Checks what can be checked before connecting and binding: see [`check_bind`] and
+    /// [`Settings::check`].
     pub fn check(&self) -> Result<(), ConfigError> {
         check_bind(
             self.bind,
             !self.settings.api_keys.is_empty(),
             self.insecure_open,
-        )
+        )?;
+        self.settings.check()
+    }
+}
+
+impl Settings {
+    /// Refuses limits that would make every batch fail: a `max_batch` of 0, an
+    /// `ingest_memory` below `max_body` (a full-size batch could never be admitted).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.max_batch == 0 {
+            return Err(ConfigError::InvalidLimit(
+                "--max-batch must be at least 1: with 0 every batch would be refused".into(),
+            ));
+        }
+        if self.ingest_memory < self.max_body {
+            return Err(ConfigError::InvalidLimit(format!(
+                "--ingest-memory ({} bytes) must be at least --max-body ({} bytes): a batch of \
+                 the largest accepted size could never be admitted",
+                self.ingest_memory, self.max_body
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -221,6 +257,7 @@ impl Cli {
                 api_keys: ApiKeys::new(parse_keys(&self.api_keys)?)?,
                 max_body: self.max_body,
                 max_batch: self.max_batch,
+                ingest_memory: self.ingest_memory,
                 idempotency_ttl: self.idempotency_ttl,
                 lease: self.lease,
                 ..Settings::default()
@@ -255,6 +292,9 @@ pub enum ConfigError {
     /// Two keys share a secret, so a request could not tell which one it used.
     #[error("API keys {0:?} and {1:?} have the same secret")]
     DuplicateKeySecret(String, String),
+    /// A limit that would make the server refuse every request it bounds.
+    #[error("{0}")]
+    InvalidLimit(String),
 }
 
 /// Parses `NAME:SECRET:SCOPES` values; an error names the key, never its secret.
@@ -328,6 +368,18 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
         return Err("expected a duration between 1s and 366d".into());
     }
     Ok(duration)
+}
+
+/// Parses `--max-batch`: a whole number of events, at least 1.
+pub fn parse_max_batch(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a whole number of events such as 10000, got {s:?}"))?;
+    if n == 0 {
+        return Err("a batch limit of 0 would refuse every batch: give at least 1".into());
+    }
+    Ok(n)
 }
 
 /// Parses `--lease`: a duration from 1 s to 1 h.
@@ -560,6 +612,33 @@ mod tests {
         assert!(zero.contains("zero"), "{zero}");
         let none = parse_max_connections("0").expect_err("zero");
         assert!(none.contains("zero"), "{none}");
+    }
+
+    #[test]
+    fn batch_and_ingest_memory_limits() {
+        let err = Cli::try_parse_from(["flowkit-server", "--max-batch", "0"])
+            .expect_err("0 refused")
+            .to_string();
+        assert!(err.contains("at least 1"), "{err}");
+        let cli = Cli::try_parse_from(["flowkit-server", "--max-batch", "5"]).expect("parse");
+        assert_eq!(cli.into_config().expect("config").settings.max_batch, 5);
+        let cli =
+            Cli::try_parse_from(["flowkit-server", "--ingest-memory", "64MiB"]).expect("parse");
+        let config = cli.into_config().expect("config");
+        assert_eq!(config.settings.ingest_memory, 64 << 20);
+        config.check().expect("64 MiB >= 8 MiB");
+        let cli =
+            Cli::try_parse_from(["flowkit-server", "--ingest-memory", "1MiB"]).expect("parse");
+        let err = cli
+            .into_config()
+            .expect("config")
+            .check()
+            .expect_err("below max-body");
+        assert!(err.to_string().contains("--ingest-memory"), "{err}");
+        // Built by hand (tests, embedding): the same rule.
+        let mut config = Config::new("sqlite://x.db");
+        config.settings.max_batch = 0;
+        assert!(matches!(config.check(), Err(ConfigError::InvalidLimit(_))));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct ApiError {
     run_id: Option<Uuid>,
     /// The state of that run (`run_not_completed`, `conflict` of a run action).
     state: Option<flowkit_wire::state::StateType>,
+    /// Seconds to wait before trying again, sent as `Retry-After` (503s).
+    retry_after: Option<u64>,
     /// The cause of an internal error: logged, never sent.
     source: Option<anyhow::Error>,
 }
@@ -46,8 +48,28 @@ impl ApiError {
             details: Vec::new(),
             run_id: None,
             state: None,
+            retry_after: None,
             source: None,
         }
+    }
+
+    /// The same error telling the client to wait `seconds` before trying again
+    /// (`Retry-After`).
+    pub fn with_retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// 503 `unavailable` with `Retry-After: seconds`: the server cannot take the request now
+    /// (overloaded, its database unreachable, shutting down); the same request may succeed
+    /// later.
+    pub fn unavailable(message: impl Into<String>, seconds: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            message,
+        )
+        .with_retry_after(seconds)
     }
 
     /// The same error listing `details`, each at its JSON pointer.
@@ -137,6 +159,7 @@ impl ApiError {
             details: Vec::new(),
             run_id: None,
             state: None,
+            retry_after: None,
             source: Some(source.into()),
         }
     }
@@ -190,7 +213,13 @@ impl IntoResponse for ApiError {
         if let Some(source) = &self.source {
             tracing::error!(error = format!("{source:#}"), "internal error");
         }
-        (self.status, axum::Json(self.body())).into_response()
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -202,10 +231,15 @@ pub(crate) enum StoreFailures {
     /// `internal`: the database failed in a way the client cannot fix; the server logged it.
     #[response(status = 500)]
     Internal(ErrorBody),
-    /// `unavailable`: the server is shutting down; retry, on this server or another replica.
-    #[response(status = 503)]
+    /// `unavailable` (with `Retry-After`): the server is shutting down, or its database is
+    /// unreachable (an outage, or no pooled connection free within a few seconds); retry, on
+    /// this server or another replica.
+    #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait before retrying")))]
     Unavailable(ErrorBody),
 }
+
+/// `Retry-After` of a 503 caused by the database being unreachable.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
@@ -215,11 +249,15 @@ impl From<StoreError> for ApiError {
                 ErrorCode::InvalidCursor,
                 format!("parameter `cursor`: {why} (pass back a `next_cursor` unchanged)"),
             ),
-            StoreError::Closed => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::Unavailable,
-                "the server is shutting down",
-            ),
+            StoreError::Closed => ApiError::unavailable("the server is shutting down", 1),
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "database unavailable");
+                ApiError::unavailable(
+                    "the database is unavailable (unreachable, or no connection free in time): \
+                     retry later",
+                    UNAVAILABLE_RETRY_AFTER_SECS,
+                )
+            }
             other => ApiError::internal(other),
         }
     }

@@ -24,6 +24,7 @@ pub mod config;
 pub mod connections;
 pub(crate) mod dashboard;
 pub(crate) mod error;
+pub mod ingest_budget;
 pub(crate) mod params;
 pub mod reaper;
 pub mod retention;
@@ -57,6 +58,7 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     validators: params::Validators,
     wake: wake::Wakeups,
+    ingest_budget: ingest_budget::IngestBudget,
 }
 
 impl AppState {
@@ -66,11 +68,12 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 store,
-                settings,
                 changes,
                 shutdown: watch::Sender::new(false),
                 validators: params::Validators::default(),
                 wake: wake::Wakeups::default(),
+                ingest_budget: ingest_budget::IngestBudget::new(settings.ingest_memory),
+                settings,
             }),
         }
     }
@@ -93,6 +96,11 @@ impl AppState {
     /// Compiled parameter schemas of deployment versions.
     pub(crate) fn validators(&self) -> &params::Validators {
         &self.inner.validators
+    }
+
+    /// The bytes of ingest bodies in flight (`--ingest-memory`).
+    pub fn ingest_budget(&self) -> &ingest_budget::IngestBudget {
+        &self.inner.ingest_budget
     }
 
     /// The wake-ups of long-polls (claims, result reads).

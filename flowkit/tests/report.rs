@@ -38,6 +38,10 @@ struct Recorded {
     mode: Mode,
     /// Answer 503 to this many more POSTs, then go back to `mode`.
     fail_next: usize,
+    /// The `Retry-After` (seconds) of those 503s.
+    retry_after: Option<u64>,
+    /// When each POST of events arrived.
+    arrivals: Vec<Instant>,
     /// 413 for a POST of more events than this.
     max_events: usize,
     /// Ids received, in order of arrival (duplicates included).
@@ -60,6 +64,22 @@ async fn post_events(
     State(s): State<Shared>,
     headers: HeaderMap,
     body: String,
+) -> (StatusCode, HeaderMap, Json<Value>) {
+    let retry_after = lock(&s).retry_after;
+    let (status, body) = answer_events(State(s), headers, body).await;
+    let mut headers = HeaderMap::new();
+    if let Some(seconds) = retry_after
+        && status == StatusCode::SERVICE_UNAVAILABLE
+    {
+        headers.insert("retry-after", seconds.into());
+    }
+    (status, headers, body)
+}
+
+async fn answer_events(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: String,
 ) -> (StatusCode, Json<Value>) {
     let auth = headers
         .get("authorization")
@@ -68,6 +88,7 @@ async fn post_events(
     let mode = {
         let mut r = lock(&s);
         r.auth.push(auth);
+        r.arrivals.push(Instant::now());
         if r.fail_next > 0 {
             r.fail_next -= 1;
             Mode::Status(503)
@@ -201,6 +222,8 @@ fn new_state() -> Shared {
     Arc::new(Mutex::new(Recorded {
         mode: Mode::Accept,
         fail_next: 0,
+        retry_after: None,
+        arrivals: Vec::new(),
         max_events: usize::MAX,
         ids: Vec::new(),
         posts: Vec::new(),
@@ -399,6 +422,34 @@ fn server_errors_are_retried() {
     assert!(outcome.complete, "{outcome:?}");
     assert_same_ids(&server.ids(), &ids(&sent));
     assert!(said(&notices).contains("503"), "{}", said(&notices));
+}
+
+/// A 503 with `Retry-After` (the server's ingest budget is full) is retried no sooner than
+/// it says, within the reporter's longest backoff; nothing is lost.
+#[test]
+fn retry_after_is_honoured() {
+    let server = Server::start();
+    server.set(|r| {
+        r.fail_next = 1;
+        r.retry_after = Some(1);
+    });
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, _notices) = config(&server.url(), spool.path());
+    // The longest backoff above a second, so the server's 1 s is honoured whole.
+    let config = config.retry_delays(Duration::from_millis(20), Duration::from_secs(5));
+    let mut sink = ReportSink::start(config).expect("start");
+    let sent = events(50);
+    feed(&mut sink, &sent);
+    let outcome = sink.flush_report();
+    assert!(outcome.complete, "{outcome:?}");
+    assert_same_ids(&server.ids(), &ids(&sent));
+    let arrivals = lock(&server.state).arrivals.clone();
+    assert!(arrivals.len() >= 2, "{arrivals:?}");
+    let waited = arrivals[1] - arrivals[0];
+    assert!(
+        waited >= Duration::from_millis(950),
+        "retried after {waited:?}, before the server's Retry-After of 1 s"
+    );
 }
 
 #[test]

@@ -125,6 +125,7 @@ async fn dashboard_in_a_real_browser() -> anyhow::Result<()> {
     let (browser, browser_events) = launch(&chromium, &dir.path().join("profile")).await?;
     let base = format!("http://{addr}");
     let page = browser.new_page(format!("{base}/")).await?;
+    reporter_drops_are_shown_above_the_runs(&page, &base).await?;
     a_reported_run_shows_up_live_with_its_tasks_logs_and_retries(&page).await?;
     a_failure_notification_links_to_its_run(&browser, &base, &received).await?;
     a_flow_larger_than_its_bounds_degrades_and_stays_live(&browser, &base).await?;
@@ -135,6 +136,39 @@ async fn dashboard_in_a_real_browser() -> anyhow::Result<()> {
     let _ = browser.wait().await;
     browser_events.abort();
     server.stop().await?;
+    Ok(())
+}
+
+/// Events a reporter had to drop are said above the runs list (hidden while there are none).
+async fn reporter_drops_are_shown_above_the_runs(page: &Page, base: &str) -> anyhow::Result<()> {
+    wait_for(
+        page,
+        "document.querySelector('#list-view') && !document.querySelector('#list-view').hidden",
+        Duration::from_secs(15),
+        "the runs list",
+    )
+    .await?;
+    let hidden: bool = eval(page, "document.querySelector('#drops').hidden").await?;
+    assert!(hidden, "no drops, no note");
+    let posted = reqwest::Client::new()
+        .post(format!("{base}/api/v1/reporter-drops"))
+        .json(&serde_json::json!({"dropped": 12, "worker": "<b>build-7</b>:4242"}))
+        .send()
+        .await?;
+    assert_eq!(posted.status(), reqwest::StatusCode::ACCEPTED);
+    // The note is read when the list is shown.
+    eval::<String>(page, "location.hash = '#/deployments'").await?;
+    eval::<String>(page, "location.hash = '#/'").await?;
+    wait_for(
+        page,
+        "!document.querySelector('#drops').hidden && document.querySelector('#drops').textContent.includes('dropped 12 events')",
+        Duration::from_secs(10),
+        "the note of dropped events",
+    )
+    .await?;
+    // The worker's name is text, never markup.
+    let bold: u32 = eval(page, "document.querySelectorAll('#drops b').length").await?;
+    assert_eq!(bold, 0);
     Ok(())
 }
 

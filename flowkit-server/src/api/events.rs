@@ -1,5 +1,10 @@
 //! `POST /api/v1/events`: batched ingestion of `flowkit_wire::Event`s.
 //!
+//! Before its body is read, a batch reserves its `Content-Length` (or `--max-body` when it has
+//! none) in the ingest memory budget ([`crate::ingest_budget`], `--ingest-memory`); when the
+//! batches in flight leave no room it is answered 503 `unavailable` with `Retry-After`, and
+//! the reporter sends it again later.
+//!
 //! The body is parsed as a JSON array first, then each element on its own, so one bad event
 //! never costs the good ones: valid events are stored in one `store.ingest` call and the
 //! answer lists every rejected event by index with the field at fault.
@@ -18,7 +23,6 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::error::StoreFailures;
 use crate::store::Backend;
 use crate::stream::changes_of;
 use axum::Json;
@@ -59,7 +63,9 @@ const PARSE_INLINE_MAX: usize = 64 * 1024;
         (status = 413, description = "Body too large (`payload_too_large`) or too many events (`too_many_events`)", body = ErrorBody),
         (status = 415, description = "Content type is not JSON", body = ErrorBody),
         (status = 422, description = "The body is not a JSON array", body = ErrorBody),
-        StoreFailures,
+        (status = 503, description = "`unavailable`: the batches in flight fill `--ingest-memory` (or the database is unavailable, or the server is shutting down); retry after `Retry-After` seconds", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 500, description = "`internal`: the database failed in a way the client cannot fix", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -86,7 +92,11 @@ pub async fn ingest(
             "expected `Content-Type: application/json`",
         ));
     }
-    let body = read_body(body, &headers, state.settings().max_body).await?;
+    let max_body = state.settings().max_body;
+    // Held until the batch is answered: the body, its parse and its write count against
+    // `--ingest-memory`. Reserved from the declared length before any byte is read.
+    let _reservation = reserve(&state, &headers, max_body)?;
+    let body = read_body(body, &headers, max_body).await?;
 
     let max_batch = state.settings().max_batch;
     let parsed = if body.len() <= PARSE_INLINE_MAX {
@@ -127,6 +137,39 @@ pub async fn ingest(
         }
     }
     Ok((StatusCode::ACCEPTED, Json(response)))
+}
+
+/// `Retry-After` of a batch refused because the ingest memory budget is full.
+pub const BUDGET_RETRY_AFTER_SECS: u64 = 1;
+
+/// Reserves the batch's bytes in the ingest memory budget: its `Content-Length` (at most
+/// `max_body`: a longer body is refused with 413 while being read), or `max_body` when it
+/// does not declare one (a chunked body may be that long). 503 `unavailable` with
+/// `Retry-After` when the bytes in flight would exceed the budget.
+fn reserve(
+    state: &AppState,
+    headers: &HeaderMap,
+    max_body: usize,
+) -> Result<crate::ingest_budget::Reservation, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let bytes = declared.map_or(max_body, |n| {
+        usize::try_from(n).map_or(max_body, |n| n.min(max_body))
+    });
+    let budget = state.ingest_budget();
+    budget.try_reserve(bytes).ok_or_else(|| {
+        ApiError::unavailable(
+            format!(
+                "the server is ingesting {} bytes of other batches (its budget is {} bytes, \
+                 --ingest-memory): retry this batch shortly",
+                budget.in_flight(),
+                budget.capacity()
+            ),
+            BUDGET_RETRY_AFTER_SECS,
+        )
+    })
 }
 
 /// Refuses the events whose fencing token (`Event::lease`) is older than their flow run's:

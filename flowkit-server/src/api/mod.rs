@@ -7,7 +7,8 @@
 //! | route (under `/api/v1`) | scope | handler |
 //! |---|---|---|
 //! | `GET /`, `GET /runs/{id}`, `GET /assets/*` (not under the API) | open | [`crate::dashboard`] (static page; its data needs `read`) |
-//! | `GET /health` | open | [`health::health`] |
+//! | `GET /health` | open | [`health::health`] (liveness) |
+//! | `GET /ready` | open | [`health::ready`] (readiness: the database answers) |
 //! | `GET /openapi.json` | open | [`openapi::document`] |
 //! | `GET /flow-runs` | read | [`flow_runs::list`] |
 //! | `GET /flow-runs/{id}` | read | [`flow_runs::get`] |
@@ -18,6 +19,7 @@
 //! | `GET /stream` | read | [`stream::stream`] |
 //! | `POST /events` | report | [`events::ingest`] |
 //! | `POST /reporter-drops` | report | [`reporter_drops::record`] |
+//! | `GET /reporter-drops` | read | [`reporter_drops::list`] |
 //! | `GET /deployments` | read | [`deployments::list`] |
 //! | `GET /deployments/{flow}/{name}` | read | [`deployments::get`] |
 //! | `GET /deployments/{flow}/{name}/versions` | read | [`deployments::versions`] |
@@ -33,6 +35,8 @@
 //! | `POST /flow-runs/{id}/finish` | worker | [`workers::finish`] |
 //! | `POST /flow-runs/{id}/release` | worker | [`workers::release`] |
 //!
+//! Every response carries the security headers of [`headers`].
+//!
 //! `admin` allows every route. `trigger` and `worker` can be limited to deployments
 //! ([`crate::auth`]); a limited trigger key also reads the runs it created.
 
@@ -41,6 +45,7 @@ pub mod deployments;
 pub mod events;
 pub mod extract;
 pub mod flow_runs;
+pub mod headers;
 pub mod health;
 pub mod openapi;
 pub mod reporter_drops;
@@ -71,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(TraceLayer::new_for_http())
         .layer(from_fn(error::json_errors))
+        .layer(from_fn(headers::security_headers))
         .with_state(state)
 }
 
@@ -78,6 +84,7 @@ pub fn app(state: AppState) -> Router {
 fn routes(state: &AppState) -> Router<AppState> {
     let open = Router::new()
         .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
         .route("/openapi.json", get(openapi::document));
 
     let read = Router::new()
@@ -89,6 +96,7 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route("/flow-runs/{id}/result", get(run_actions::result))
         .route("/stats", get(stats::stats))
         .route("/stream", get(stream::stream))
+        .route("/reporter-drops", get(reporter_drops::list))
         .route("/deployments", get(deployments::list))
         .route("/deployments/{flow}/{name}", get(deployments::get))
         .route(

@@ -1,13 +1,18 @@
 //! `POST /api/reporter-drops`: a reporter says it had to drop events (its spool was full), so
-//! the dashboard can warn that some runs are incomplete.
+//! the dashboard can warn that some runs are incomplete; `GET /api/reporter-drops` reads the
+//! counts back (`read` scope): the total, and the workers that dropped most recently (at most
+//! [`MAX_REPORTER_DROPS_LISTED`]).
 
 use crate::AppState;
 use crate::api::extract::ApiJson;
 use crate::error::{ApiError, ErrorBody, StoreFailures};
 use crate::store::Backend;
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use flowkit_wire::api::ingest::{MAX_NAME_CHARS, ReporterDrops};
+use flowkit_wire::api::ingest::{
+    MAX_NAME_CHARS, MAX_REPORTER_DROPS_LISTED, ReporterDrops, ReporterDropsSummary,
+};
 
 /// Records dropped events.
 #[utoipa::path(
@@ -43,4 +48,26 @@ pub async fn record(
         .record_reporter_drops(&drops.worker, drops.dropped)
         .await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// Lists what reporters dropped.
+#[utoipa::path(
+    get,
+    path = "/api/v1/reporter-drops",
+    tag = "events",
+    responses(
+        (status = 200, description = "Events dropped by reporters in all, and the 100 workers that reported drops most recently, newest first", body = ReporterDropsSummary),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        StoreFailures,
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list(State(state): State<AppState>) -> Result<Json<ReporterDropsSummary>, ApiError> {
+    Ok(Json(
+        state
+            .store()
+            .reporter_drops(MAX_REPORTER_DROPS_LISTED)
+            .await?,
+    ))
 }

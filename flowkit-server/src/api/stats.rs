@@ -1,5 +1,6 @@
 //! `GET /api/stats`: counts of flow runs by state over a window, in buckets, for the
-//! dashboard's chart.
+//! dashboard's chart. The window's ends must lie in the years RFC 3339 can write (0000 to
+//! 9999, in UTC), else 400; every bucket starts inside the window.
 
 use crate::AppState;
 use crate::api::extract::{ApiQuery, parse_int, parse_time};
@@ -7,7 +8,7 @@ use crate::error::{ApiError, ErrorBody, StoreFailures};
 use crate::store::Backend;
 use axum::Json;
 use axum::extract::State;
-use chrono::Utc;
+use chrono::{DateTime, TimeZone, Utc};
 use flowkit_wire::api::stats::{Stats, StatsBucket};
 use flowkit_wire::state::StateType;
 use serde::Deserialize;
@@ -31,9 +32,27 @@ pub struct StatsQuery {
     /// End of the window (default: now).
     #[param(value_type = Option<String>, format = DateTime)]
     pub until: Option<String>,
-    /// Number of buckets, 1 to 1000 (default 24).
+    /// Number of buckets, 1 to 1000 (default 24). Buckets are whole seconds and each starts
+    /// inside the window, so a window shorter than this many seconds gets fewer.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub buckets: Option<String>,
+}
+
+/// The earliest instant RFC 3339 can write in UTC: 0000-01-01T00:00:00Z.
+fn rfc3339_min() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The latest instant RFC 3339 can write in UTC: 9999-12-31T23:59:59.999999Z (e.g.
+/// `9999-12-31T23:00:00-05:00` is after it).
+fn rfc3339_max() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
+        .single()
+        .map_or(DateTime::<Utc>::MAX_UTC, |t| {
+            t + chrono::Duration::microseconds(999_999)
+        })
 }
 
 fn by_name(counts: Vec<(StateType, u64)>) -> BTreeMap<String, u64> {
@@ -66,6 +85,17 @@ pub async fn stats(
     let until = parse_time("until", query.until)?.unwrap_or_else(Utc::now);
     let since = parse_time("since", query.since)?.unwrap_or(until - chrono::Duration::hours(24));
     let buckets = parse_int("buckets", query.buckets, 1, MAX_BUCKETS)?.unwrap_or(24);
+    for (name, value) in [("since", since), ("until", until)] {
+        if !(rfc3339_min()..=rfc3339_max()).contains(&value) {
+            return Err(ApiError::invalid_parameter(
+                name,
+                format!(
+                    "{} is outside the years 0000 to 9999 (in UTC) that RFC 3339 can write",
+                    value.to_rfc3339()
+                ),
+            ));
+        }
+    }
     if since >= until {
         return Err(ApiError::invalid_parameter(
             "since",

@@ -84,6 +84,26 @@ pub enum StoreError {
     Closed,
 }
 
+impl StoreError {
+    /// Whether the database could not be reached rather than refusing the request: no pooled
+    /// connection within the acquire timeout, a connection refused, reset or cut, PostgreSQL
+    /// shutting down or not yet accepting connections (SQLSTATE class 08, 57P01-57P03). The
+    /// API answers these 503 `unavailable`, so a client retries instead of giving up.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(err) = self else {
+            return false;
+        };
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+            sqlx::Error::Io(_) => true,
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+            _ => false,
+        }
+    }
+}
+
 /// What ingesting a batch did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestOutcome {
@@ -895,6 +915,25 @@ impl Backend for Store {
 }
 
 impl Store {
+    /// What reporters dropped: totals, and the `limit` workers that reported drops most
+    /// recently (see `GET /api/v1/reporter-drops`).
+    pub async fn reporter_drops(
+        &self,
+        limit: usize,
+    ) -> Result<flowkit_wire::api::ingest::ReporterDropsSummary, StoreError> {
+        on_backend!(self, b => queries::reporter_drops(b.pool(), limit))
+    }
+
+    /// Checks the database answers: one `SELECT 1` on a pooled connection (on PostgreSQL, a
+    /// fresh connection when the pooled ones are broken, within the pool's acquire timeout).
+    /// For the readiness probe.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_backend!(self, b => async {
+            sqlx::query("SELECT 1").execute(b.pool()).await?;
+            Ok::<(), StoreError>(())
+        })
+    }
+
     /// Starts waking `wake` whenever another server replica (or this one) makes a run
     /// claimable: PostgreSQL `LISTEN flowkit_runs`, reconnecting after errors, until the store
     /// closes. `None` on SQLite, where only this process writes.

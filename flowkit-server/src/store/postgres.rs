@@ -31,6 +31,12 @@ use uuid::Uuid;
 
 /// Connections per server process.
 const POOL_SIZE: u32 = 10;
+/// Longest wait for a pooled connection (a new one is opened, and retried while refused,
+/// within it): during a database outage requests fail fast with 503 `unavailable` instead of
+/// hanging for sqlx's default 30 s.
+pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a starting server waits for its database to accept connections.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
 /// Attempts of a transaction that hit a deadlock or serialization failure.
 const ATTEMPTS: u32 = 5;
 
@@ -46,8 +52,18 @@ impl PgStore {
     pub(crate) async fn connect(url: &str) -> Result<PgStore, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
-            .connect(url)
-            .await?;
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy(url)?;
+        // At start the database may still be coming up: keep trying for STARTUP_WAIT (the
+        // short acquire timeout is for requests).
+        let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+        loop {
+            match pool.acquire().await {
+                Ok(_) => break,
+                Err(sqlx::Error::PoolTimedOut) if tokio::time::Instant::now() < deadline => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(PgStore { pool })
     }

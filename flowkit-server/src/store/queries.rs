@@ -18,6 +18,7 @@ use super::{
 use chrono::{DateTime, Utc};
 use flowkit_wire::api::deployments::{DeploymentSpec, DeploymentSummary, DeploymentVersion};
 use flowkit_wire::api::graph::{StateCount, TaskGroup};
+use flowkit_wire::api::ingest::{ReporterDropsSummary, WorkerDrops};
 use flowkit_wire::api::page::MAX_PAGE_SIZE;
 use flowkit_wire::state::StateType;
 use serde::de::DeserializeOwned;
@@ -881,6 +882,54 @@ async fn record_reporter_drops<D: Dialect>(
     Ok(())
 }
 
+/// What reporters dropped: the total and number of workers, and the `limit` workers whose
+/// last report came most recently.
+pub(crate) async fn reporter_drops<D: Dialect>(
+    pool: &Pool<D>,
+    limit: usize,
+) -> Result<ReporterDropsSummary, StoreError> {
+    // Summed as floating point (exact up to 2^53 events), so many saturated counters cannot
+    // overflow the sum; read as text, which both backends write for a double.
+    let mut q = QueryBuilder::new(
+        "SELECT COUNT(*) AS workers, \
+         CAST(COALESCE(SUM(CAST(dropped AS DOUBLE PRECISION)), 0) AS TEXT) AS total \
+         FROM reporter_drops",
+    );
+    let totals = read_all(pool, &mut q, |row| {
+        let c = Columns::<D>(row);
+        let workers: i64 = c.get("workers")?;
+        let total: String = c.get("total")?;
+        let total: f64 = total
+            .trim()
+            .parse()
+            .map_err(|_| corrupt(format!("reporter drops total {total:?}")))?;
+        // `as` saturates: a sum beyond u64 reads as u64::MAX.
+        Ok((workers.max(0) as u64, total.max(0.0) as u64))
+    })
+    .await?;
+    let (workers, total_dropped) = totals.into_iter().next().unwrap_or((0, 0));
+    let mut q = QueryBuilder::new(
+        "SELECT worker, dropped, last_seen FROM reporter_drops \
+         ORDER BY last_seen DESC, worker LIMIT ",
+    );
+    q.bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    let items = read_all(pool, &mut q, |row| {
+        let c = Columns::<D>(row);
+        let dropped: i64 = c.get("dropped")?;
+        Ok(WorkerDrops {
+            worker: c.get("worker")?,
+            dropped: dropped.max(0) as u64,
+            last_seen: c.instant("last_seen")?,
+        })
+    })
+    .await?;
+    Ok(ReporterDropsSummary {
+        total_dropped,
+        workers,
+        items,
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ingestion
 // ---------------------------------------------------------------------------------------------
@@ -1004,6 +1053,39 @@ pub(crate) async fn apply<D: BulkWrite>(
     Ok(plan.outcomes(&stored))
 }
 
+/// How many event ids one lookup of [`without_ids_in`] binds (under both backends' limits on
+/// parameters).
+const LOOKUP_CHUNK: usize = 5000;
+
+/// `rows` without those whose event id (`id_of`) is already a row of `table`; borrowed when
+/// none is (the normal case).
+async fn without_ids_in<'r, D: Dialect, R: Clone>(
+    conn: &mut D::Connection,
+    table: &str,
+    rows: &'r [R],
+    id_of: impl Fn(&R) -> Uuid,
+) -> Result<std::borrow::Cow<'r, [R]>, StoreError> {
+    let mut found = HashSet::new();
+    for chunk in rows.chunks(LOOKUP_CHUNK) {
+        let mut q = QueryBuilder::new(format!("SELECT event_id FROM {table} WHERE event_id IN ("));
+        push_list(&mut q, chunk.iter().map(&id_of));
+        q.push(")");
+        for row in D::fetch_all(&mut *conn, &mut q).await? {
+            found.insert(Columns::<D>(&row).get::<Uuid>("event_id")?);
+        }
+    }
+    Ok(if found.is_empty() {
+        std::borrow::Cow::Borrowed(rows)
+    } else {
+        std::borrow::Cow::Owned(
+            rows.iter()
+                .filter(|r| !found.contains(&id_of(r)))
+                .cloned()
+                .collect(),
+        )
+    })
+}
+
 /// Writes a plan's rows inside the caller's transaction; adds the event ids newly stored to
 /// `stored`.
 pub(crate) async fn write_plan<D: BulkWrite>(
@@ -1011,11 +1093,18 @@ pub(crate) async fn write_plan<D: BulkWrite>(
     plan: &Plan,
     stored: &mut HashSet<Uuid>,
 ) -> Result<(), StoreError> {
-    if !plan.states.is_empty() {
-        D::insert_states(conn, &plan.states, stored).await?;
+    // One event id is one event, whatever its kind: a state event's id sent again as a log
+    // line (or the reverse) is a duplicate, not a second row. Each table keys its own rows;
+    // these lookups cover the other one. (On PostgreSQL, two transactions committing the same
+    // id as both kinds at the same instant could still both store it: a client that reuses
+    // an id for another event at the same moment is the only one to see it.)
+    let states = without_ids_in::<D, _>(conn, "logs", &plan.states, |r| r.event_id).await?;
+    let logs = without_ids_in::<D, _>(conn, "run_states", &plan.logs, |r| r.event_id).await?;
+    if !states.is_empty() {
+        D::insert_states(conn, &states, stored).await?;
     }
-    if !plan.logs.is_empty() {
-        D::insert_logs(conn, &plan.logs, stored).await?;
+    if !logs.is_empty() {
+        D::insert_logs(conn, &logs, stored).await?;
     }
     let runs = plan.runs(stored);
     if !runs.is_empty() {

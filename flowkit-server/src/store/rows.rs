@@ -411,18 +411,22 @@ pub(crate) struct StatsFrame {
 
 impl StatsFrame {
     /// Equal-width buckets of whole seconds (at least one second, at most 10 000 buckets)
-    /// covering `[since, until)`; the last bucket may end after `until`.
+    /// covering `[since, until)`; the last bucket may end after `until`, but every bucket
+    /// starts before it: a window shorter than `buckets` seconds gets fewer buckets.
     pub(crate) fn new(since: DateTime<Utc>, until: DateTime<Utc>, buckets: u32) -> StatsFrame {
         let buckets = buckets.clamp(1, 10_000);
         let (since, until) = (micros(since), micros(until));
-        let span_secs = until.saturating_sub(since).max(0).div_euclid(1_000_000)
-            + i64::from(until.saturating_sub(since).rem_euclid(1_000_000) != 0);
+        let span = until.saturating_sub(since).max(1);
+        let span_secs = span.div_euclid(1_000_000) + i64::from(span.rem_euclid(1_000_000) != 0);
         let width_secs = (span_secs + i64::from(buckets) - 1) / i64::from(buckets);
+        let width = width_secs.max(1) * 1_000_000;
+        // Buckets that would start at or after `until` are left out.
+        let needed = span.saturating_add(width - 1) / width;
         StatsFrame {
             since,
             until,
-            width: width_secs.max(1) * 1_000_000,
-            buckets,
+            width,
+            buckets: u32::try_from(needed).map_or(buckets, |n| n.clamp(1, buckets)),
         }
     }
 
@@ -493,6 +497,55 @@ mod tests {
         assert_eq!(f.width % 1_000_000, 0);
         let f = StatsFrame::new(until, since, 0);
         assert_eq!((f.buckets, f.width), (1, 1_000_000));
+    }
+
+    #[test]
+    fn every_bucket_starts_inside_the_window() {
+        let at = |secs: i64, micros: u32| {
+            DateTime::from_timestamp(secs, micros * 1000).unwrap_or_default()
+        };
+        // 9999-12-31T23:59:59Z: the last second RFC 3339 can write.
+        let end = 253_402_300_799;
+        let windows = [
+            (at(end - 10, 0), at(end, 999_999), 1000u32),
+            (at(end - 86_400, 0), at(end, 0), 1000),
+            (at(1_000, 0), at(1_000, 1), 24),
+            (at(1_000, 0), at(1_003, 500_000), 10),
+            (at(1_000, 0), at(1_000 + 3_600, 0), 7),
+            (at(1_000, 0), at(1_000 + 3_660 * 86_400, 0), 1000),
+        ];
+        // And a sweep of spans against bucket counts.
+        let sweep = (1..200i64).flat_map(|span| {
+            [1u32, 2, 3, 7, 24, 100, 1000].into_iter().map(move |n| {
+                (
+                    at(5_000, 0),
+                    at(5_000 + span / 10, (span % 10) as u32 * 100_000),
+                    n,
+                )
+            })
+        });
+        for (since, until, asked) in windows.into_iter().chain(sweep) {
+            if since >= until {
+                continue;
+            }
+            let f = StatsFrame::new(since, until, asked);
+            assert!(
+                (1..=asked).contains(&f.buckets),
+                "{since} {until} {asked}: {f:?}"
+            );
+            let last_start = f.since + i64::from(f.buckets - 1) * f.width;
+            assert!(last_start < f.until, "{since} {until} {asked}: {f:?}");
+            assert!(
+                f.since + i64::from(f.buckets) * f.width >= f.until,
+                "the buckets cover the window: {f:?}"
+            );
+            let stats = f.assemble(Vec::new()).expect("assemble");
+            for bucket in &stats.buckets {
+                let text = bucket.start.to_rfc3339();
+                assert!(!text.starts_with('+'), "{text}");
+                assert!(bucket.start >= since && bucket.start < until, "{text}");
+            }
+        }
     }
 
     #[test]

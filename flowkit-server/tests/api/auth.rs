@@ -75,6 +75,7 @@ async fn api_keys_and_scopes() {
         format!("/api/flow-runs/{}", run.flow),
         "/api/stats".into(),
         "/api/stream".into(),
+        "/api/v1/reporter-drops".into(),
     ] {
         let reply = server.request(Method::GET, &uri, None, None, None).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{uri}");
@@ -89,9 +90,29 @@ async fn api_keys_and_scopes() {
         )
         .await;
     assert_eq!(drops.status, StatusCode::FORBIDDEN);
+    // Reading drops back takes `read`, which `report` alone lacks.
+    let read_drops = |secret| {
+        server.request(
+            Method::GET,
+            "/api/v1/reporter-drops",
+            None,
+            Some(secret),
+            None,
+        )
+    };
+    assert_eq!(
+        read_drops("report-secret-0123456789").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        read_drops("read-secret-0123456789").await.status,
+        StatusCode::OK
+    );
 
-    // Open without a key: the health probe, the API description and the placeholder page.
+    // Open without a key: the health and readiness probes, the API description and the
+    // placeholder page.
     assert_eq!(server.get("/api/health").await.status, StatusCode::OK);
+    assert_eq!(server.get("/api/v1/ready").await.status, StatusCode::OK);
     assert_eq!(server.get("/api/openapi.json").await.status, StatusCode::OK);
     assert_eq!(server.get("/").await.status, StatusCode::OK);
     server.finish().await;

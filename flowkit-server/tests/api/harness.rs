@@ -34,6 +34,7 @@ pub(crate) struct Reply {
     pub(crate) status: StatusCode,
     pub(crate) content_type: String,
     pub(crate) body: Value,
+    pub(crate) headers: axum::http::HeaderMap,
 }
 
 impl Reply {
@@ -90,6 +91,13 @@ impl TestServer {
             None,
             Some((admin_url, db)),
         ))
+    }
+
+    #[cfg(feature = "postgres")]
+    /// A server on the PostgreSQL database at `url`, which the caller owns (and drops).
+    pub(crate) async fn postgres_at(url: &str) -> TestServer {
+        let store = Arc::new(Store::connect(url).await.expect("open PostgreSQL store"));
+        TestServer::over(store, Settings::default(), url.to_string(), None, None)
     }
 
     fn over(
@@ -166,6 +174,7 @@ impl TestServer {
             .await
             .expect("infallible");
         let status = response.status();
+        let headers = response.headers().clone();
         let content_type = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -190,6 +199,7 @@ impl TestServer {
             status,
             content_type,
             body,
+            headers,
         }
     }
 
@@ -255,7 +265,7 @@ impl TestServer {
 }
 
 #[cfg(feature = "postgres")]
-fn pg_url() -> Option<String> {
+pub(crate) fn pg_url() -> Option<String> {
     match std::env::var("FLOWKIT_TEST_PG_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {

@@ -37,6 +37,9 @@ mod surface;
 
 // Over a real socket, and a damaged database (SQLite).
 mod corruption;
+mod hardening;
+#[cfg(feature = "postgres")]
+mod outage;
 // Needs a SQLite file.
 #[cfg(feature = "sqlite")]
 mod slow_clients;

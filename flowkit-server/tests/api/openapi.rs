@@ -22,9 +22,11 @@ async fn openapi_document_describes_every_route() {
         ("get", "/"),
         ("get", "/runs/{id}"),
         ("get", "/api/v1/health"),
+        ("get", "/api/v1/ready"),
         ("get", "/api/v1/openapi.json"),
         ("post", "/api/v1/events"),
         ("post", "/api/v1/reporter-drops"),
+        ("get", "/api/v1/reporter-drops"),
         ("get", "/api/v1/flow-runs"),
         ("get", "/api/v1/flow-runs/{id}"),
         ("get", "/api/v1/flow-runs/{id}/task-runs"),
@@ -104,6 +106,24 @@ async fn openapi_document_describes_every_route() {
     }
     assert!(doc["paths"]["/api/v1/events"]["post"]["requestBody"].is_object());
     assert!(doc["paths"]["/api/v1/reporter-drops"]["post"]["requestBody"].is_object());
+    // Readiness is open, and answers 200 or 503.
+    let ready = &doc["paths"]["/api/v1/ready"]["get"];
+    let mut statuses: Vec<&str> = ready["responses"]
+        .as_object()
+        .expect("responses")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, ["200", "503"]);
+    assert!(ready["security"].is_null(), "ready is open");
+    // A 503 says when to come back.
+    for (method, path) in [("post", "/api/v1/events"), ("get", "/api/v1/ready")] {
+        assert!(
+            doc["paths"][path][method]["responses"]["503"]["headers"]["Retry-After"].is_object(),
+            "{method} {path}: 503 without Retry-After"
+        );
+    }
     // The deployment routes list every status they answer.
     for (method, path, statuses) in [
         (
@@ -195,6 +215,18 @@ async fn openapi_document_describes_every_route() {
             "/api/v1/deployments/{flow}/{name}/openapi.json",
             &["200", "400", "401", "403", "404", "500", "503"][..],
         ),
+        (
+            "get",
+            "/api/v1/reporter-drops",
+            &["200", "401", "403", "500", "503"][..],
+        ),
+        (
+            "post",
+            "/api/v1/events",
+            &[
+                "202", "400", "401", "403", "413", "415", "422", "500", "503",
+            ][..],
+        ),
     ] {
         let op = &doc["paths"][path][method];
         let mut documented: Vec<&str> = op["responses"]
@@ -212,6 +244,7 @@ async fn openapi_document_describes_every_route() {
     for (path, ops) in doc["paths"].as_object().expect("paths") {
         if !path.starts_with("/api/v1/")
             || path.ends_with("/health")
+            || path.ends_with("/ready")
             || path == "/api/v1/openapi.json"
         {
             continue;

@@ -3,7 +3,8 @@
 
 use crate::fixtures::*;
 use crate::harness::Env;
-use flowkit_server::store::{Backend, RunFilter};
+use flowkit_server::store::{Backend, LogFilter, RunFilter};
+use flowkit_server::wire::LogLevel;
 use flowkit_server::wire::RunDetails;
 use flowkit_server::wire::StateType;
 use uuid::Uuid;
@@ -15,6 +16,7 @@ conformance!(
     latest_state_is_greatest_timestamp_then_id,
     details_arriving_late_fill_the_run,
     reporter_drops_are_recorded,
+    an_event_id_is_one_event_whatever_its_kind,
 );
 
 async fn realistic_flow_reads_back_exactly(env: &mut Env) {
@@ -188,4 +190,49 @@ async fn reporter_drops_are_recorded(env: &mut Env) {
         .record_reporter_drops("'; DROP TABLE reporter_drops; --", 1)
         .await
         .expect("drops");
+}
+
+/// A state event's id sent again as a log line (and the reverse) is a duplicate: stored once,
+/// as what came first, whether the two arrive in one batch or in two.
+async fn an_event_id_is_one_event_whatever_its_kind(env: &mut Env) {
+    let store = &env.store;
+    let run = Run::flow("one-id", None);
+    let pending = run.first(at(1_000), StateType::Pending, details("demo::one_id"));
+    let mut log = run.log(1, at(1_001), LogLevel::Info, "hello", serde_json::json!({}));
+    assert_eq!(ingest(store, vec![pending.clone()]).await, (1, 0));
+
+    // The state's id as a log line: a duplicate, no log stored.
+    let mut log_with_state_id = log.clone();
+    log_with_state_id.id = pending.id;
+    assert_eq!(ingest(store, vec![log_with_state_id]).await, (0, 1));
+    let logs = all_logs(store, run.id, &LogFilter::default(), 100).await;
+    assert!(logs.is_empty(), "{logs:?}");
+
+    // A log line's id as a state: a duplicate, the run does not change.
+    assert_eq!(ingest(store, vec![log.clone()]).await, (1, 0));
+    let mut state_with_log_id = run.state(1, at(1_002), StateType::Running, None);
+    state_with_log_id.id = log.id;
+    assert_eq!(ingest(store, vec![state_with_log_id]).await, (0, 1));
+    let got = store.get_run(run.id).await.expect("get").expect("run");
+    assert_eq!(got.state, StateType::Pending);
+    assert_eq!(store.states(run.id).await.expect("states").len(), 1);
+    assert_eq!(
+        all_logs(store, run.id, &LogFilter::default(), 100)
+            .await
+            .len(),
+        1
+    );
+
+    // Both kinds with one id in one batch: the first is stored, the second is a duplicate.
+    log.id = Uuid::now_v7();
+    let mut running = run.state(1, at(1_003), StateType::Running, None);
+    running.id = log.id;
+    assert_eq!(ingest(store, vec![running, log]).await, (1, 1));
+    assert_eq!(store.states(run.id).await.expect("states").len(), 2);
+    assert_eq!(
+        all_logs(store, run.id, &LogFilter::default(), 100)
+            .await
+            .len(),
+        1
+    );
 }

@@ -189,7 +189,8 @@ pub struct ReportConfig {
     pub request_timeout: Duration,
     /// Delay before the first retry after a failure; doubles on every further failure.
     pub retry_delay: Duration,
-    /// Longest delay between two retries.
+    /// Longest delay between two retries; a server's `Retry-After` (on a 503 when its ingest
+    /// budget is full) lengthens a delay up to this, never beyond.
     pub max_retry_delay: Duration,
     /// `hostname:pid`, sent with the drop count.
     pub worker: String,

@@ -627,8 +627,9 @@ impl Sender {
         let answer = async move {
             let response = request.send().await?;
             let status = response.status();
+            let retry_after = retry_after(response.headers());
             let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, body))
+            Ok::<_, reqwest::Error>((status, retry_after, body))
         };
         let mut answer = std::pin::pin!(answer);
         let shared = self.shared.clone();
@@ -667,11 +668,19 @@ impl Sender {
                 };
                 self.failed(batch, failure);
             }
-            Some(Ok((status, body))) => self.answered(batch, status, &body).await,
+            Some(Ok((status, retry_after, body))) => {
+                self.answered(batch, status, retry_after, &body).await
+            }
         }
     }
 
-    async fn answered(&mut self, batch: Batch, status: StatusCode, body: &[u8]) {
+    async fn answered(
+        &mut self,
+        batch: Batch,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        body: &[u8],
+    ) {
         let stats = &self.shared.stats;
         match status.as_u16() {
             200..=299 => {
@@ -734,7 +743,16 @@ impl Sender {
                 self.succeeded();
             }
             401 | 403 => self.failed(batch, Failure::Auth(status)),
-            _ => self.failed(batch, Failure::Other(format!("it answered {status}"))),
+            _ => {
+                self.failed(batch, Failure::Other(format!("it answered {status}")));
+                // A server that says when to come back (503 of a full ingest budget, 429) is
+                // heard, within the reporter's longest backoff.
+                if let Some(wait) = retry_after {
+                    let wait = wait.min(self.cfg.max_retry_delay);
+                    let at = Instant::now() + wait;
+                    self.retry_at = Some(self.retry_at.map_or(at, |t| t.max(at)));
+                }
+            }
         }
     }
 
@@ -829,6 +847,16 @@ impl Sender {
             _ => {}
         }
     }
+}
+
+/// The `Retry-After` of an answer, in its seconds form (the HTTP-date form is not used by
+/// flowkit-server and is ignored).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 #[cfg(test)]

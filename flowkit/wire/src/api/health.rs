@@ -39,6 +39,19 @@ pub struct Health {
 /// The event kinds every server stores: what an answer without `event_kinds` means.
 pub const BASE_EVENT_KINDS: [&str; 2] = ["state", "log"];
 
+/// The answer of `GET /api/v1/ready` when the database answers: the readiness probe (health
+/// is liveness and never touches the database).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Readiness {
+    /// `ready`.
+    #[cfg_attr(feature = "openapi", schema(example = "ready"))]
+    pub status: String,
+    /// `sqlite` or `postgres`.
+    #[cfg_attr(feature = "openapi", schema(example = "postgres"))]
+    pub database: String,
+}
+
 fn default_event_kinds() -> Vec<String> {
     BASE_EVENT_KINDS.iter().map(|k| k.to_string()).collect()
 }

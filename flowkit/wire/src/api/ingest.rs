@@ -82,3 +82,32 @@ pub struct ReporterDrops {
     #[cfg_attr(feature = "openapi", schema(example = "build-7:4242"))]
     pub worker: String,
 }
+
+/// Most workers `GET /api/v1/reporter-drops` lists (the ones that dropped most recently).
+pub const MAX_REPORTER_DROPS_LISTED: usize = 100;
+
+/// What one reporting process dropped, as the server has counted it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkerDrops {
+    /// The reporting process, `host:pid`.
+    #[cfg_attr(feature = "openapi", schema(example = "build-7:4242"))]
+    pub worker: String,
+    /// Events it dropped in all, over every report it sent.
+    pub dropped: u64,
+    /// When its last report of drops arrived.
+    pub last_seen: chrono::DateTime<chrono::Utc>,
+}
+
+/// The answer of `GET /api/v1/reporter-drops`: events reporters had to drop, so runs may be
+/// incomplete.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReporterDropsSummary {
+    /// Events dropped by every reporter, in all (saturating).
+    pub total_dropped: u64,
+    /// How many reporting processes dropped events.
+    pub workers: u64,
+    /// The workers that dropped most recently first, at most [`MAX_REPORTER_DROPS_LISTED`].
+    pub items: Vec<WorkerDrops>,
+}
