@@ -35,6 +35,9 @@ impl Server {
         config.retention = None;
         config.shutdown_timeout = shutdown_timeout;
         config.connections = connections;
+        // Every stalled body here must be admitted and then cut by the body timeout, not
+        // refused at once by the ingest memory budget (tested in hardening.rs).
+        config.settings.ingest_memory = usize::MAX;
         let spawned = flowkit_server::spawn(listener, config)
             .await
             .expect("spawn");
