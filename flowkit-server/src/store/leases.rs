@@ -85,6 +85,11 @@ async fn notify_runs<D: Dialect>(conn: &mut D::Connection) -> Result<(), StoreEr
     Ok(())
 }
 
+/// The end of the insert of a run's result: a result stored before (an earlier finish whose
+/// answer was lost) is replaced.
+pub(super) const RESULT_UPSERT: &str = " ON CONFLICT (run_id) DO UPDATE SET \
+     result = excluded.result, bytes = excluded.bytes, created = excluded.created";
+
 /// The columns of a run a lease operation decides from.
 pub(super) const LEASE_COLUMNS: &str = "id, flow_run_id, kind, state, state_ts, state_event_id, attempt, \
      max_attempts, lease_token, lease_expires, deployment, version, worker";
@@ -687,10 +692,8 @@ pub(crate) async fn finish<D: Dialect>(
             .bind(i64::try_from(result.len()).unwrap_or(i64::MAX))
             .push(", ")
             .bind_instant(now)
-            .push(
-                ") ON CONFLICT (run_id) DO UPDATE SET result = excluded.result, \
-                 bytes = excluded.bytes, created = excluded.created",
-            );
+            .push(")")
+            .push(RESULT_UPSERT);
         D::execute(&mut tx, &mut q).await?;
     }
     tx.commit().await?;

@@ -246,13 +246,9 @@ async fn write_group(conn: &mut SqliteConnection, mut work: VecDeque<Work>) {
                 for item in work {
                     match item {
                         Work::Ingest(group) => {
-                            for (_, reply) in group {
-                                let _ = reply.send(Err(StoreError::Commit(why.clone())));
-                            }
+                            group.into_iter().for_each(|(_, reply)| refuse(reply, &why));
                         }
-                        Work::Maintain(_, reply) => {
-                            let _ = reply.send(Err(StoreError::Commit(why.clone())));
-                        }
+                        Work::Maintain(_, reply) => refuse(reply, &why),
                     }
                 }
                 return;
@@ -280,68 +276,58 @@ async fn write_group(conn: &mut SqliteConnection, mut work: VecDeque<Work>) {
                     if first.idempotency.is_none() =>
                 {
                     // Keyless triggers queued together are written together.
-                    let mut batch = vec![(first, reply)];
-                    while batch.len() < MAX_TRIGGER_BATCH {
-                        match work.pop_front() {
-                            Some(Work::Maintain(Maintenance::Trigger(next), reply))
-                                if next.idempotency.is_none() =>
-                            {
-                                batch.push((next, reply));
-                            }
-                            Some(other) => {
-                                work.push_front(other);
-                                break;
-                            }
-                            None => break,
-                        }
-                    }
+                    let batch =
+                        gather(
+                            &mut work,
+                            (first, reply),
+                            MAX_TRIGGER_BATCH,
+                            |item| match item {
+                                Work::Maintain(Maintenance::Trigger(next), reply)
+                                    if next.idempotency.is_none() =>
+                                {
+                                    Ok((next, reply))
+                                }
+                                other => Err(other),
+                            },
+                        );
                     let runs: Vec<&NewRun> = batch.iter().map(|(run, _)| run.as_ref()).collect();
-                    match sqlite_batch::triggers(&mut tx, &runs).await {
-                        Ok(()) => {
-                            for (run, reply) in batch {
-                                let created = Triggered::Created(run.event.run_id);
-                                done.push(Done::Maintain(reply, Written::Triggered(created)));
-                            }
-                        }
-                        Err(e) => {
-                            let why = e.to_string();
-                            for (_, reply) in batch {
-                                let _ = reply.send(Err(StoreError::Commit(why.clone())));
-                            }
-                            break;
-                        }
+                    if let Err(e) = sqlite_batch::triggers(&mut tx, &runs).await {
+                        let why = e.to_string();
+                        batch.into_iter().for_each(|(_, reply)| refuse(reply, &why));
+                        break;
                     }
+                    done.extend(batch.into_iter().map(|(run, reply)| {
+                        let created = Triggered::Created(run.event.run_id);
+                        Done::Maintain(reply, Written::Triggered(created))
+                    }));
                 }
                 Work::Maintain(Maintenance::Finish(first), reply) => {
                     // Finishes of distinct runs queued together are written together.
                     let mut ids = HashSet::from([first.run_id]);
-                    let mut batch = vec![(first, reply)];
-                    while batch.len() < MAX_FINISH_BATCH {
-                        match work.pop_front() {
-                            Some(Work::Maintain(Maintenance::Finish(next), reply))
-                                if ids.insert(next.run_id) =>
-                            {
-                                batch.push((next, reply));
-                            }
-                            Some(other) => {
-                                work.push_front(other);
-                                break;
-                            }
-                            None => break,
-                        }
-                    }
+                    let batch =
+                        gather(
+                            &mut work,
+                            (first, reply),
+                            MAX_FINISH_BATCH,
+                            |item| match item {
+                                Work::Maintain(Maintenance::Finish(next), reply)
+                                    if ids.insert(next.run_id) =>
+                                {
+                                    Ok((next, reply))
+                                }
+                                other => Err(other),
+                            },
+                        );
                     let finished: Vec<&Finished> = batch.iter().map(|(f, _)| f.as_ref()).collect();
                     match sqlite_batch::finishes(&mut tx, &finished).await {
                         Ok(calls) => {
-                            for ((_, reply), call) in batch.into_iter().zip(calls) {
-                                done.push(Done::Maintain(reply, Written::Lease(call)));
-                            }
+                            done.extend(batch.into_iter().zip(calls).map(|((_, reply), call)| {
+                                Done::Maintain(reply, Written::Lease(call))
+                            }))
                         }
                         Err(e) => {
                             let why = e.to_string();
-                            for (_, reply) in batch {
-                                let _ = reply.send(Err(StoreError::Commit(why.clone())));
-                            }
+                            batch.into_iter().for_each(|(_, reply)| refuse(reply, &why));
                             break;
                         }
                     }
@@ -369,19 +355,42 @@ async fn write_group(conn: &mut SqliteConnection, mut work: VecDeque<Work>) {
                     let _ = reply.send(Ok(written));
                 }
                 (Done::Ingest(replies, _), Err(why)) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(StoreError::Commit(why.clone())));
-                    }
+                    replies.into_iter().for_each(|reply| refuse(reply, why));
                 }
-                (Done::Maintain(reply, _), Err(why)) => {
-                    let _ = reply.send(Err(StoreError::Commit(why.clone())));
-                }
+                (Done::Maintain(reply, _), Err(why)) => refuse(reply, why),
             }
         }
         if let Some(Work::Ingest(group)) = failed {
             ingest_group(conn, group).await;
         }
     }
+}
+
+/// `first` and what follows it at the front of `work` that `take` accepts (handing back what
+/// it does not), at most `max` in all: the requests of one batch.
+fn gather<T>(
+    work: &mut VecDeque<Work>,
+    first: T,
+    max: usize,
+    mut take: impl FnMut(Work) -> Result<T, Work>,
+) -> Vec<T> {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        let Some(item) = work.pop_front() else { break };
+        match take(item) {
+            Ok(next) => batch.push(next),
+            Err(other) => {
+                work.push_front(other);
+                break;
+            }
+        }
+    }
+    batch
+}
+
+/// Answers a request whose shared transaction failed: it did not happen.
+fn refuse<T>(reply: oneshot::Sender<Result<T, StoreError>>, why: &str) {
+    let _ = reply.send(Err(StoreError::Commit(why.to_string())));
 }
 
 /// Commits several ingest requests in one transaction; if that fails, tries each on its own

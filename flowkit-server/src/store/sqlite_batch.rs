@@ -7,7 +7,9 @@
 //! PostgreSQL would not accept; its writes run one at a time on a pool, concurrently.
 
 use super::dialect::begin_write;
-use super::leases::{LEASE_COLUMNS, LeaseRow, check_lease, db_now, lease_row, next_ts};
+use super::leases::{
+    LEASE_COLUMNS, LeaseRow, RESULT_UPSERT, check_lease, db_now, lease_row, next_ts,
+};
 use super::queries;
 use super::rows::{self, Plan};
 use super::{Finished, LeaseCall, NewRun, StoreError};
@@ -173,10 +175,7 @@ pub(super) async fn finishes(
                     .push_bind(i64::try_from(result.len()).unwrap_or(i64::MAX))
                     .push_bind(rows::micros(now));
             });
-            q.push(
-                " ON CONFLICT (run_id) DO UPDATE SET result = excluded.result, \
-                 bytes = excluded.bytes, created = excluded.created",
-            );
+            q.push(RESULT_UPSERT);
             q.build().execute(&mut *tx).await?;
         }
     }
