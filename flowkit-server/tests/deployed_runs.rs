@@ -27,6 +27,8 @@ const CHILD_ENV: &str = "FLOWKIT_TEST_DEPLOYED_CHILD";
 /// server uses instead of a SQLite file.
 const DATABASE_ENV: &str = "FLOWKIT_TEST_DEPLOYED_DATABASE";
 
+#[path = "support/flow_run_states.rs"]
+mod flow_run_states;
 #[path = "support/pg_database.rs"]
 mod pg_database;
 
@@ -156,30 +158,6 @@ async fn wait_for_state(id: Uuid, want: &[&str], within: Duration) -> Value {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The states the server recorded for the flow run, in order.
-async fn server_states(id: Uuid) -> Vec<(String, u64)> {
-    let url = format!("{}/api/v1/flow-runs/{id}/task-runs", shared().url);
-    let body: Value = client()
-        .get(&url)
-        .send()
-        .await
-        .expect("task runs")
-        .json()
-        .await
-        .expect("json");
-    body["flow_run"]["states"]
-        .as_array()
-        .expect("states")
-        .iter()
-        .map(|s| {
-            (
-                s["state"].as_str().unwrap_or_default().to_string(),
-                s["attempt"].as_u64().unwrap_or_default(),
-            )
-        })
-        .collect()
 }
 
 /// Events this process recorded for the flow run `id` and its task runs.
@@ -382,7 +360,7 @@ async fn a_flow_blocking_every_runtime_thread_is_not_taken_for_crashed() {
     .await;
     assert_eq!(run["state"], "Completed", "{run}");
     assert_eq!(run["attempt"], 1);
-    let states = server_states(id).await;
+    let states = flow_run_states::server_states(&client(), &shared().url, id).await;
     assert!(
         !states.iter().any(|(s, _)| s == "Crashed"),
         "the heartbeat kept the lease: {states:?}"
@@ -490,7 +468,7 @@ async fn a_sigkilled_worker_s_run_crashes_and_is_rerun_elsewhere() {
     .await;
     assert_eq!(run["state"], "Completed", "{run}");
     assert_eq!(run["attempt"], 2, "{run}");
-    let states = server_states(id).await;
+    let states = flow_run_states::server_states(&client(), &shared().url, id).await;
     assert!(
         states.iter().any(|(s, a)| s == "Crashed" && *a == 1),
         "attempt 1 crashed: {states:?}"

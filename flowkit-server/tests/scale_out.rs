@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
+#[path = "support/flow_run_states.rs"]
+mod flow_run_states;
 #[path = "support/pg_database.rs"]
 mod pg_database;
 use pg_database::{create_database, drop_database};
@@ -245,29 +247,6 @@ async fn server_runs(url: &str) -> HashMap<Uuid, (String, u64)> {
     panic!("more than 10 000 pages of runs");
 }
 
-/// The states the server recorded for the flow run, in order.
-async fn server_states(url: &str, id: Uuid) -> Vec<(String, u64)> {
-    let body: Value = client()
-        .get(format!("{url}/api/v1/flow-runs/{id}/task-runs"))
-        .send()
-        .await
-        .expect("task runs")
-        .json()
-        .await
-        .expect("json");
-    body["flow_run"]["states"]
-        .as_array()
-        .expect("states")
-        .iter()
-        .map(|s| {
-            (
-                s["state"].as_str().unwrap_or_default().to_string(),
-                s["attempt"].as_u64().unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
 /// One line of the record file.
 struct Record {
     start: bool,
@@ -485,7 +464,7 @@ async fn scale_out(db: &str) {
     );
     for key in &crashed {
         let id = ids[key];
-        let states = server_states(&urls[0], id).await;
+        let states = flow_run_states::server_states(&client(), &urls[0], id).await;
         assert!(
             states.iter().any(|(s, a)| s == "Crashed" && *a == 1),
             "run {id} of the killed worker crashed: {states:?}"

@@ -55,17 +55,7 @@ impl Env {
             .chars()
             .take(63)
             .collect::<String>();
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("connect to FLOWKIT_TEST_PG_URL");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE \"{database}\""
-        )))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
-        let _ = admin.close().await;
-        let url = with_database(&admin_url, &database);
+        let url = crate::pg_database::create_database(&admin_url, &database).await;
         let store = Arc::new(Store::connect(&url).await.expect("open PostgreSQL store"));
         Some(Env {
             store,
@@ -114,37 +104,10 @@ impl Env {
                 admin_url,
                 database,
             } => {
-                let mut admin = sqlx::PgConnection::connect(&admin_url)
-                    .await
-                    .expect("connect for cleanup");
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await
-                .expect("drop test database");
+                crate::pg_database::drop_database(&admin_url, &database).await;
             }
         }
     }
-}
-
-/// `url` with its database name replaced.
-#[cfg(feature = "postgres")]
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut out = format!("{}/{database}", &base[..path_start]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
 }
 
 /// Generates one `#[tokio::test]` per backend compiled in for each test function of the

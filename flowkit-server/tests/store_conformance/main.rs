@@ -12,6 +12,9 @@
 #[macro_use]
 mod harness;
 mod fixtures;
+#[cfg(feature = "postgres")]
+#[path = "../support/pg_database.rs"]
+mod pg_database;
 
 mod bench;
 mod concurrency;

@@ -13,12 +13,25 @@ pub async fn create_database(admin_url: &str, database: &str) -> String {
     .await
     .expect("create the test database");
     let _ = admin.close().await;
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (admin_url, String::new()),
+    with_database(admin_url, database)
+}
+
+/// `url` with its database name replaced (or added, when it names none).
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
     };
-    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    format!("{base}/{database}{query}")
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{database}", &base[..path_start]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
 }
 
 /// Drops the database `database` (its connections are closed first); errors are ignored.
