@@ -1055,7 +1055,7 @@ pub(crate) async fn apply<D: BulkWrite>(
 
 /// How many event ids one lookup of [`without_ids_in`] binds (under both backends' limits on
 /// parameters).
-const LOOKUP_CHUNK: usize = 5000;
+const LOOKUP_CHUNK: usize = 4096;
 
 /// `rows` without those whose event id (`id_of`) is already a row of `table`; borrowed when
 /// none is (the normal case).
@@ -1068,7 +1068,18 @@ async fn without_ids_in<'r, D: Dialect, R: Clone>(
     let mut found = HashSet::new();
     for chunk in rows.chunks(LOOKUP_CHUNK) {
         let mut q = QueryBuilder::new(format!("SELECT event_id FROM {table} WHERE event_id IN ("));
-        push_list(&mut q, chunk.iter().map(&id_of));
+        // Padded to a power of two with the last id again: this runs for every ingested
+        // batch, and a handful of statement shapes stay prepared where one per batch size
+        // would be parsed and planned each time.
+        let padded = chunk.len().next_power_of_two();
+        let last = chunk.last().map(&id_of);
+        push_list(
+            &mut q,
+            chunk.iter().map(&id_of).chain(std::iter::repeat_n(
+                last.unwrap_or_default(),
+                padded - chunk.len(),
+            )),
+        );
         q.push(")");
         for row in D::fetch_all(&mut *conn, &mut q).await? {
             found.insert(Columns::<D>(&row).get::<Uuid>("event_id")?);
