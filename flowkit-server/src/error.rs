@@ -34,6 +34,9 @@ pub struct ApiError {
     state: Option<flowkit_wire::state::StateType>,
     /// Seconds to wait before trying again, sent as `Retry-After` (503s).
     retry_after: Option<u64>,
+    /// Answered before the request's body was read whole: sent with `Connection: close`, so
+    /// the client does not reuse a connection the server is about to close.
+    close_connection: bool,
     /// The cause of an internal error: logged, never sent.
     source: Option<anyhow::Error>,
 }
@@ -49,6 +52,7 @@ impl ApiError {
             run_id: None,
             state: None,
             retry_after: None,
+            close_connection: false,
             source: None,
         }
     }
@@ -57,6 +61,15 @@ impl ApiError {
     /// (`Retry-After`).
     pub fn with_retry_after(mut self, seconds: u64) -> ApiError {
         self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The same error sent with `Connection: close`: for answers given before the request's
+    /// body was read whole. Without it the client may send its next request on the connection
+    /// the server closes after the answer (it cannot tell where the unread body ends) and get
+    /// a connection error instead of an answer.
+    pub fn closing_connection(mut self) -> ApiError {
+        self.close_connection = true;
         self
     }
 
@@ -160,6 +173,7 @@ impl ApiError {
             run_id: None,
             state: None,
             retry_after: None,
+            close_connection: false,
             source: Some(source.into()),
         }
     }
@@ -218,6 +232,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.close_connection {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -90,7 +90,8 @@ pub async fn ingest(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::UnsupportedMediaType,
             "expected `Content-Type: application/json`",
-        ));
+        )
+        .closing_connection());
     }
     let max_body = state.settings().max_body;
     // Held until the batch is answered: the body, its parse and its write count against
@@ -169,6 +170,7 @@ fn reserve(
             ),
             BUDGET_RETRY_AFTER_SECS,
         )
+        .closing_connection()
     })
 }
 
@@ -207,7 +209,9 @@ async fn fence(
                     error: ErrorDetail::new(
                         ErrorCode::StaleLease,
                         format!(
-                            "lease token {sent} of flow run {flow} is stale (its current token                              is {current}): the server decided the run's fate; this event is                              not applied"
+                            "lease token {sent} of flow run {flow} is stale (its current token \
+                             is {current}): the server decided the run's fate; this event is \
+                             not applied"
                         ),
                     ),
                 });
@@ -237,6 +241,7 @@ pub async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<By
             ErrorCode::PayloadTooLarge,
             format!("the body is larger than {max} bytes: send smaller batches"),
         )
+        .closing_connection()
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)

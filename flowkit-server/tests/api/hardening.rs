@@ -70,6 +70,12 @@ async fn ingest_memory_is_bounded_and_refusals_are_retryable() {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
+    // Refused before its body was read: the connection is not reused (a client that sent the
+    // next batch on it would get a connection error, not an answer).
+    assert_eq!(
+        refused.headers().get(header::CONNECTION).map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
     let error: serde_json::Value = refused.json().await.expect("json");
     assert_eq!(error["error"]["code"], "unavailable", "{error}");
     assert!(
