@@ -25,6 +25,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
 /// The time zone of a schedule that names none.
 pub const DEFAULT_TIMEZONE: &str = "UTC";
@@ -152,4 +153,33 @@ pub enum Overlap {
     QueueOne,
     /// The run going is cancelled and a run for the new instant is created.
     CancelRunning,
+}
+
+/// Where a schedule comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleSource {
+    /// Declared in code (`.cron(…)`, `.schedule(…)` on a deployment): replaced by each
+    /// registration of the deployment.
+    Code,
+    /// Created over the API: kept until deleted.
+    Api,
+}
+
+/// A schedule as the server holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Schedule {
+    /// Its id: derived from the deployment and the timing (cron or interval, time zone,
+    /// anchor) for a schedule declared in code, so registering it again keeps it.
+    pub id: Uuid,
+    /// Where it comes from.
+    pub source: ScheduleSource,
+    /// Whether it creates runs (false while paused).
+    pub active: bool,
+    /// When it is next due (none while paused, or when no instant is left).
+    pub next_at: Option<DateTime<Utc>>,
+    /// What it is.
+    pub spec: ScheduleSpec,
 }
