@@ -5,9 +5,9 @@
 // <script> shows as text.
 "use strict";
 
-const STATES = ["Scheduled", "Pending", "Running", "AwaitingRetry", "Cancelling", "Completed", "Cached",
-  "Failed", "Crashed", "Cancelled", "TimedOut"];
-const FINAL = new Set(["Completed", "Cached", "Failed", "Crashed", "Cancelled", "TimedOut"]);
+const STATES = ["Scheduled", "Late", "Pending", "Running", "AwaitingRetry", "Cancelling", "Completed",
+  "Cached", "Failed", "Crashed", "Cancelled", "TimedOut", "Expired"];
+const FINAL = new Set(["Completed", "Cached", "Failed", "Crashed", "Cancelled", "TimedOut", "Expired"]);
 const PAGE = 50;
 
 const $ = (id) => document.getElementById(id);

@@ -10,6 +10,10 @@
 //! tick and a backfill, create it once. The run is `Scheduled` with `scheduled_for` = its
 //! instant and `created_by` = `schedule:ID`; its first state's message says which schedule
 //! created it and how many earlier instants it stands for.
+//!
+//! Each tick then marks overdue runs: a run of a schedule that no worker has claimed
+//! [`LATE_AFTER`] after its instant becomes `Late` (still claimable), and one not started within
+//! its schedule's `max_lateness` becomes `Expired` (final) instead of starting a stampede.
 
 use crate::AppState;
 use crate::api::deployments::{live_since, new_run, run_tags};
@@ -32,6 +36,9 @@ pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// tick is normally at most [`TICK`] late.
 pub const MISSED_AFTER: Duration = Duration::seconds(60);
 
+/// A run created by a schedule and not claimed this long after its instant becomes `Late`.
+pub const LATE_AFTER: Duration = Duration::seconds(60);
+
 /// The most due schedules one tick handles; the rest wait for the next tick.
 pub const SCHEDULES_PER_TICK: u32 = 100;
 
@@ -49,10 +56,26 @@ pub struct TickOutcome {
     pub skipped: u64,
     /// Unfinished runs cancelled by `cancel_running`.
     pub cancelled: usize,
+    /// Runs that became `Late` (not claimed [`LATE_AFTER`] after their instant).
+    pub late: u64,
+    /// Runs that became `Expired` (not started within their schedule's `max_lateness`).
+    pub expired: u64,
 }
 
-/// Creates the runs of every schedule due at `now`.
+/// Creates the runs of every schedule due at `now`, then marks the scheduled runs that are
+/// late or expired as of `now`.
 pub async fn tick(state: &AppState, now: DateTime<Utc>) -> Result<TickOutcome, StoreError> {
+    let mut outcome = create_due_runs(state, now).await?;
+    let overdue = state.store().mark_overdue(now).await?;
+    outcome.late = overdue.late;
+    outcome.expired = overdue.expired;
+    if overdue.expired > 0 {
+        state.wakeups().run_ended();
+    }
+    Ok(outcome)
+}
+
+async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOutcome, StoreError> {
     let mut outcome = TickOutcome::default();
     for due in state.store().due_schedules(now, SCHEDULES_PER_TICK).await? {
         let schedule = match Schedule::compile(&due.spec) {
@@ -95,7 +118,10 @@ pub async fn tick(state: &AppState, now: DateTime<Utc>) -> Result<TickOutcome, S
             let waiting = open.iter().any(|(_, s)| {
                 matches!(
                     s,
-                    StateType::Scheduled | StateType::Pending | StateType::AwaitingRetry
+                    StateType::Scheduled
+                        | StateType::Late
+                        | StateType::Pending
+                        | StateType::AwaitingRetry
                 )
             });
             match due.spec.overlap {
@@ -132,7 +158,7 @@ pub async fn tick(state: &AppState, now: DateTime<Utc>) -> Result<TickOutcome, S
         for instant in create {
             // The run of the latest instant carries the count of the ones it stands for.
             let stands_for = if Some(instant) == last { skipped } else { 0 };
-            match create_run(state, &due, instant, stands_for).await? {
+            match create_run(state, &due, &schedule, instant, stands_for).await? {
                 Some(_) => outcome.created += 1,
                 None => skipped += 1,
             }
@@ -152,6 +178,7 @@ pub async fn tick(state: &AppState, now: DateTime<Utc>) -> Result<TickOutcome, S
 async fn create_run(
     state: &AppState,
     due: &crate::store::schedules::DueSchedule,
+    schedule: &Schedule,
     instant: DateTime<Utc>,
     skipped: u64,
 ) -> Result<Option<Uuid>, StoreError> {
@@ -232,6 +259,8 @@ async fn create_run(
             schedule_id: due.id,
             instant,
             skipped,
+            late_at: instant + LATE_AFTER,
+            expires_at: schedule.max_lateness().map(|lateness| instant + lateness),
         }),
         ..new
     };
@@ -255,11 +284,13 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
         let mut shutdown = state.shutdown_signal();
         loop {
             match tick(&state, Utc::now()).await {
-                Ok(outcome) if outcome.created > 0 || outcome.skipped > 0 => {
+                Ok(outcome) if outcome != TickOutcome::default() => {
                     tracing::info!(
                         created = outcome.created,
                         skipped = outcome.skipped,
                         cancelled = outcome.cancelled,
+                        late = outcome.late,
+                        expired = outcome.expired,
                         "scheduler: runs of due schedules"
                     );
                 }

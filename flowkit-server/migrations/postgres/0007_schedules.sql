@@ -23,3 +23,13 @@ CREATE TABLE schedule_slots (
     skipped     bigint      NOT NULL DEFAULT 0,
     PRIMARY KEY (schedule_id, instant)
 );
+
+ALTER TABLE runs ADD COLUMN late_at timestamptz;
+ALTER TABLE runs ADD COLUMN expires_at timestamptz;
+CREATE INDEX runs_late ON runs (late_at) WHERE state = 'Scheduled' AND late_at IS NOT NULL;
+CREATE INDEX runs_expiring ON runs (expires_at)
+    WHERE state IN ('Scheduled', 'Late') AND expires_at IS NOT NULL;
+
+DROP INDEX runs_claimable;
+CREATE INDEX runs_claimable ON runs (deployment, created, id)
+    WHERE kind = 'flow' AND state IN ('Scheduled', 'Late') AND deployment IS NOT NULL;

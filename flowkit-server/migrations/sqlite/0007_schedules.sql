@@ -37,3 +37,17 @@ CREATE TABLE schedule_slots (
     skipped     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (schedule_id, instant)
 );
+
+-- A run created by a schedule becomes `Late` when no worker claimed it by late_at, and
+-- `Expired` at expires_at (its schedule's max_lateness) if still not started. Set by the
+-- trigger of scheduled runs only.
+ALTER TABLE runs ADD COLUMN late_at INTEGER;
+ALTER TABLE runs ADD COLUMN expires_at INTEGER;
+CREATE INDEX runs_late ON runs (late_at) WHERE state = 'Scheduled' AND late_at IS NOT NULL;
+CREATE INDEX runs_expiring ON runs (expires_at)
+    WHERE state IN ('Scheduled', 'Late') AND expires_at IS NOT NULL;
+
+-- A late run is still claimable: the claim reads both states.
+DROP INDEX runs_claimable;
+CREATE INDEX runs_claimable ON runs (deployment, created, id)
+    WHERE kind = 'flow' AND state IN ('Scheduled', 'Late') AND deployment IS NOT NULL;

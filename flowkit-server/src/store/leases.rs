@@ -422,7 +422,7 @@ pub(crate) async fn claim<D: Dialect>(
     }
     let mut q = QueryBuilder::new(format!(
         "SELECT {LEASE_COLUMNS}, CAST(CASE WHEN version_pinned THEN 1 ELSE 0 END AS BIGINT) \
-         AS pinned, {}, {} FROM runs WHERE kind = 'flow' AND state = 'Scheduled' \
+         AS pinned, {}, {} FROM runs WHERE kind = 'flow' AND state IN ('Scheduled', 'Late') \
          AND deployment IN (",
         D::json_text("tags"),
         D::json_text("parameters"),
@@ -501,7 +501,7 @@ pub(crate) async fn claim<D: Dialect>(
             .bind(Some(version.version.clone()))
             .push(" WHERE id = ")
             .bind(run.id)
-            .push(" AND state = 'Scheduled' RETURNING lease_token, max_attempts");
+            .push(" AND state IN ('Scheduled', 'Late') RETURNING lease_token, max_attempts");
         let Some(row) = D::fetch_optional(&mut tx, &mut q).await? else {
             continue;
         };
@@ -1171,4 +1171,70 @@ pub(crate) async fn serving_version<D: Dialect>(
         .push(") ORDER BY v.registered DESC, v.id DESC LIMIT 1");
     let row = D::fetch_optional(&mut *pool.acquire().await?, &mut q).await?;
     row.map(|row| Columns::<D>(&row).get("version")).transpose()
+}
+
+/// Marks overdue scheduled runs, as of `now` (the scheduler's clock, which also decides when
+/// schedules are due): `Expired` for runs still `Scheduled` or `Late` at their `expires_at`,
+/// then `Late` for runs still `Scheduled` at their `late_at`; at most 100 of each per call,
+/// the most overdue first. A run claimed meanwhile (no longer in those states) is left alone.
+pub(crate) async fn mark_overdue<D: Dialect>(
+    conn: &mut D::Connection,
+    now: DateTime<Utc>,
+) -> Result<super::Overdue, StoreError> {
+    let mut tx = begin_write::<D>(conn).await?;
+    let mut overdue = super::Overdue::default();
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {LEASE_COLUMNS} FROM runs WHERE state IN ('Scheduled', 'Late') \
+         AND expires_at IS NOT NULL AND expires_at <= "
+    ));
+    q.bind_instant(now)
+        .push(" ORDER BY expires_at LIMIT 100")
+        .push(D::SKIP_LOCKED);
+    for run in read_all_tx::<D, _>(&mut tx, &mut q, lease_row::<D>).await? {
+        let state = ServerState::new(
+            StateType::Expired,
+            "not started before its schedule's max_lateness: it will not run (trigger it, or \
+             retry this run, to run it now)"
+                .into(),
+            run.attempt,
+            next_ts(now, run.state_ts),
+        );
+        let mut q = QueryBuilder::new("");
+        push_set_state(&mut q, &state);
+        q.push(" WHERE id = ")
+            .bind(run.id)
+            .push(" AND state IN ('Scheduled', 'Late')");
+        if D::rows_affected(&D::execute(&mut tx, &mut q).await?) > 0 {
+            insert_state::<D>(&mut tx, &run, &state).await?;
+            overdue.expired += 1;
+        }
+    }
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {LEASE_COLUMNS} FROM runs WHERE state = 'Scheduled' \
+         AND late_at IS NOT NULL AND late_at <= "
+    ));
+    q.bind_instant(now)
+        .push(" ORDER BY late_at LIMIT 100")
+        .push(D::SKIP_LOCKED);
+    for run in read_all_tx::<D, _>(&mut tx, &mut q, lease_row::<D>).await? {
+        let state = ServerState::new(
+            StateType::Late,
+            "no worker has claimed it since it was due: is a worker serving this deployment, \
+             with a free slot?"
+                .into(),
+            run.attempt,
+            next_ts(now, run.state_ts),
+        );
+        let mut q = QueryBuilder::new("");
+        push_set_state(&mut q, &state);
+        q.push(" WHERE id = ")
+            .bind(run.id)
+            .push(" AND state = 'Scheduled'");
+        if D::rows_affected(&D::execute(&mut tx, &mut q).await?) > 0 {
+            insert_state::<D>(&mut tx, &run, &state).await?;
+            overdue.late += 1;
+        }
+    }
+    tx.commit().await?;
+    Ok(overdue)
 }

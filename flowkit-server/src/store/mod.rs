@@ -259,6 +259,19 @@ pub struct ScheduleSlot {
     pub instant: DateTime<Utc>,
     /// Earlier instants this run stands for (skipped by catch-up or overlap).
     pub skipped: u64,
+    /// Not claimed by then, the run becomes `Late`.
+    pub late_at: DateTime<Utc>,
+    /// Not started by then (its schedule's `max_lateness`), the run becomes `Expired`.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// What [`Backend::mark_overdue`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Overdue {
+    /// Runs now `Late`.
+    pub late: u64,
+    /// Runs now `Expired`.
+    pub expired: u64,
 }
 
 /// A worker, as its claims and heartbeats describe it.
@@ -661,6 +674,13 @@ pub trait Backend: Send + Sync + 'static {
         next_at: Option<DateTime<Utc>>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Scheduled runs past their `late_at` become `Late`, and runs not started by their
+    /// `expires_at` become `Expired` (at most 100 of each per call), as of `now`.
+    fn mark_overdue(
+        &self,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Overdue, StoreError>> + Send;
+
     /// The unfinished runs among a schedule's latest ones, with their states.
     fn open_schedule_runs(
         &self,
@@ -1043,6 +1063,12 @@ impl Backend for Store {
         };
         match on_backend!(self, b => b.maintain(task))? {
             Written::Count(n) => Ok(n > 0),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn mark_overdue(&self, now: DateTime<Utc>) -> Result<Overdue, StoreError> {
+        match on_backend!(self, b => b.maintain(Maintenance::Overdue(now)))? {
+            Written::Overdue(overdue) => Ok(overdue),
             other => Err(unexpected(other)),
         }
     }

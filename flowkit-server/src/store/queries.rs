@@ -725,6 +725,8 @@ pub(crate) enum Maintenance {
         /// Next due, when resumed.
         next_at: Option<DateTime<Utc>>,
     },
+    /// See [`super::Backend::mark_overdue`].
+    Overdue(DateTime<Utc>),
     /// See [`super::Backend::record_stale_events`].
     StaleEvents {
         /// The worker.
@@ -755,6 +757,8 @@ pub(crate) enum Written {
     Action(super::RunAction),
     /// [`Maintenance::BulkCancel`].
     BulkCancelled(flowkit_wire::api::run_actions::BulkCancelled),
+    /// [`Maintenance::Overdue`].
+    Overdue(super::Overdue),
 }
 
 /// Runs `task` on `conn`.
@@ -826,6 +830,9 @@ pub(crate) async fn maintain<D: BulkWrite>(
         } => super::schedules::set_paused::<D>(conn, *id, *paused_at, *now, *next_at)
             .await
             .map(Written::Count),
+        Maintenance::Overdue(now) => leases::mark_overdue::<D>(conn, *now)
+            .await
+            .map(Written::Overdue),
         Maintenance::StaleEvents { worker, refused } => {
             leases::record_stale_events::<D>(conn, worker, *refused).await?;
             Ok(Written::Count(0))
@@ -1606,9 +1613,14 @@ async fn trigger<D: BulkWrite>(
     .push(", max_attempts = ")
     .bind(i64::from(new.max_attempts.max(1)))
     .push(", created_by = ")
-    .bind(new.created_by.as_deref().map(D::text))
-    .push(" WHERE id = ")
-    .bind(run_id);
+    .bind(new.created_by.as_deref().map(D::text));
+    if let Some(slot) = &new.schedule_slot {
+        q.push(", late_at = ").bind_instant(slot.late_at);
+        if let Some(at) = slot.expires_at {
+            q.push(", expires_at = ").bind_instant(at);
+        }
+    }
+    q.push(" WHERE id = ").bind(run_id);
     D::execute(&mut tx, &mut q).await?;
     if let Some(notify) = D::NOTIFY_RUNS {
         D::fetch_optional(&mut tx, &mut QueryBuilder::new(notify)).await?;

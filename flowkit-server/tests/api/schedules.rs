@@ -17,6 +17,7 @@ on_every_backend!(
     a_due_schedule_creates_one_run_per_instant,
     catch_up_and_overlap_policies,
     registration_replaces_code_schedules_keeping_identity_and_pause,
+    unclaimed_runs_become_late_and_then_expired,
 );
 
 fn spec(name: &str, schedules: Value) -> Value {
@@ -349,4 +350,94 @@ async fn registration_replaces_code_schedules_keeping_identity_and_pause(server:
             .all(|r| r["created_by"] != format!("schedule:{kept}")),
         "{outcome:?} {runs:?}"
     );
+}
+
+async fn state_of(server: &TestServer, name: &str, scheduled_for: DateTime<Utc>) -> Value {
+    runs_of(server, name)
+        .await
+        .into_iter()
+        .find(|r| instant(&r["scheduled_for"]) == scheduled_for)
+        .unwrap_or_else(|| panic!("no run of {name} for {scheduled_for}"))
+}
+
+async fn unclaimed_runs_become_late_and_then_expired(server: &TestServer) {
+    // Anchored so that the first instant comes about a second from now: the run can be
+    // claimed for real once it is due.
+    let anchor = (Utc::now() - Duration::seconds(59)).to_rfc3339();
+    let (_, first) = registered(
+        server,
+        "lateness",
+        json!([{"interval": "1m", "anchor": anchor, "parameters": {"dataset": "d"}, "max_lateness": "10m"}]),
+    )
+    .await[0];
+    assert_eq!(
+        tick(&server.state, first + Duration::seconds(1))
+            .await
+            .expect("tick")
+            .created,
+        1
+    );
+    let not_yet = tick(&server.state, first + Duration::seconds(59))
+        .await
+        .expect("tick");
+    assert_eq!(not_yet.late, 0, "{not_yet:?}");
+    let late = tick(&server.state, first + Duration::seconds(61))
+        .await
+        .expect("tick");
+    assert_eq!(late.late, 1, "{late:?}");
+    let run = state_of(server, "lateness", first).await;
+    assert_eq!(run["state"], "Late", "{run}");
+    assert!(
+        run["state_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("worker")),
+        "{run}"
+    );
+
+    // Late is not final: a worker still claims it (once it is due on the real clock).
+    while Utc::now() < first {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let claim = server
+        .post_json(
+            "/api/v1/workers/claim",
+            &json!({
+                "worker": Uuid::now_v7(),
+                "worker_name": "w1",
+                "deployments": [{"flow": "train", "name": "lateness", "version": "abc@0.1.0"}],
+                "max_runs": 5,
+                "wait_seconds": 0,
+            }),
+        )
+        .await;
+    assert_eq!(claim.status, StatusCode::OK, "{}", claim.body);
+    let claimed = claim.body["runs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(claimed.len(), 1, "{}", claim.body);
+    assert_eq!(claimed[0]["run_id"], run["id"], "{}", claim.body);
+    // Claimed, it no longer expires.
+    let later = tick(&server.state, first + Duration::minutes(11))
+        .await
+        .expect("tick");
+    assert_eq!(later.expired, 0, "{later:?}");
+
+    // Not started within max_lateness: Expired, a final state, instead of starting late.
+    let (_, first) = registered(
+        server,
+        "expiring",
+        json!([{"interval": "1m", "parameters": {"dataset": "d"}, "max_lateness": "5m"}]),
+    )
+    .await[0];
+    tick(&server.state, first + Duration::seconds(1))
+        .await
+        .expect("tick");
+    let expired = tick(
+        &server.state,
+        first + Duration::minutes(5) + Duration::seconds(1),
+    )
+    .await
+    .expect("tick");
+    assert_eq!(expired.expired, 1, "{expired:?}");
+    let run = state_of(server, "expiring", first).await;
+    assert_eq!(run["state"], "Expired", "{run}");
+    assert!(run["ended"].is_string(), "{run}");
 }

@@ -1,10 +1,11 @@
 //! States of a run and the transitions between them.
 //!
 //! A run moves through
-//! `Scheduled → Pending → Running → (AwaitingRetry → Running)* → final`,
+//! `Scheduled → (Late →)? Pending → Running → (AwaitingRetry → Running)* → final`,
 //! where the final state is one of [`StateType::Completed`], [`StateType::Cached`],
-//! [`StateType::Failed`], [`StateType::Crashed`], [`StateType::Cancelled`] or
-//! [`StateType::TimedOut`]. The rules live here as pure functions so the runtime,
+//! [`StateType::Failed`], [`StateType::Crashed`], [`StateType::Cancelled`],
+//! [`StateType::TimedOut`] or [`StateType::Expired`] (a scheduled run that was not started in
+//! time: `Scheduled` or `Late` → `Expired`, decided by the server). The rules live here as pure functions so the runtime,
 //! the server and the tests agree on them.
 //!
 //! ```
@@ -32,6 +33,9 @@ use std::fmt;
 pub enum StateType {
     /// Created ahead of time (a deployment run waiting for its start time).
     Scheduled,
+    /// A run created by a schedule that no worker has claimed within the server's threshold
+    /// after its instant: still waiting, and said to be late. Decided by the server.
+    Late,
     /// Created and about to start: waiting for cache lookup, limits or upstream runs.
     Pending,
     /// An attempt is executing the function body.
@@ -54,6 +58,9 @@ pub enum StateType {
     Cancelled,
     /// The last attempt exceeded the run's timeout.
     TimedOut,
+    /// A scheduled run not started within its schedule's `max_lateness`: it never ran.
+    /// Decided by the server.
+    Expired,
     /// A state type this version does not know (from a newer peer). Not final; no transition
     /// rule applies to it.
     #[serde(other)]
@@ -63,8 +70,9 @@ pub enum StateType {
 impl StateType {
     /// Every state type this version knows, in lifecycle order ([`StateType::Unknown`] is not
     /// one of them).
-    pub const ALL: [StateType; 11] = [
+    pub const ALL: [StateType; 13] = [
         StateType::Scheduled,
+        StateType::Late,
         StateType::Pending,
         StateType::Running,
         StateType::AwaitingRetry,
@@ -75,12 +83,14 @@ impl StateType {
         StateType::Crashed,
         StateType::Cancelled,
         StateType::TimedOut,
+        StateType::Expired,
     ];
 
     /// The name used on the wire and in the dashboard, e.g. `"Completed"`.
     pub fn as_str(self) -> &'static str {
         match self {
             StateType::Scheduled => "Scheduled",
+            StateType::Late => "Late",
             StateType::Pending => "Pending",
             StateType::Running => "Running",
             StateType::AwaitingRetry => "AwaitingRetry",
@@ -91,6 +101,7 @@ impl StateType {
             StateType::Cancelling => "Cancelling",
             StateType::Cancelled => "Cancelled",
             StateType::TimedOut => "TimedOut",
+            StateType::Expired => "Expired",
             StateType::Unknown => "Unknown",
         }
     }
@@ -105,6 +116,7 @@ impl StateType {
                 | StateType::Crashed
                 | StateType::Cancelled
                 | StateType::TimedOut
+                | StateType::Expired
         )
     }
 
@@ -112,7 +124,11 @@ impl StateType {
     pub fn is_failure(self) -> bool {
         matches!(
             self,
-            StateType::Failed | StateType::Crashed | StateType::Cancelled | StateType::TimedOut
+            StateType::Failed
+                | StateType::Crashed
+                | StateType::Cancelled
+                | StateType::TimedOut
+                | StateType::Expired
         )
     }
 
@@ -121,7 +137,7 @@ impl StateType {
     /// Any non-final state may be cancelled, directly (`Cancelled`) or through `Cancelling`
     /// while a worker stops it; a `Cancelling` run ends in any final state (the worker may
     /// finish before it sees the cancellation). A run that ended in failure (`Failed`,
-    /// `Crashed`, `Cancelled`, `TimedOut`) may be re-queued as its next attempt (`Scheduled`)
+    /// `Crashed`, `Cancelled`, `TimedOut`, `Expired`) may be re-queued as its next attempt (`Scheduled`)
     /// by the server only: after a crash, when it has attempts left, or when someone retries it;
     /// no other transition leaves a final state. Everything else follows the lifecycle above.
     /// A state type this version does not know ([`StateType::Unknown`]) may follow or precede
@@ -142,7 +158,8 @@ impl StateType {
             return true;
         }
         match self {
-            Scheduled => matches!(next, Pending | Cancelling),
+            Scheduled => matches!(next, Late | Pending | Expired | Cancelling),
+            Late => matches!(next, Pending | Expired | Cancelling),
             // A cache hit, or a missing upstream result, ends a run before it ever runs.
             Pending => matches!(next, Running | Cached | Failed | Crashed | Cancelling),
             Running => next.is_final() || matches!(next, AwaitingRetry | Cancelling),
@@ -231,6 +248,14 @@ mod tests {
             }
         }
         assert!(!Cancelling.can_become(Running));
+        // A scheduled run not claimed in time is late, then expired unless claimed first.
+        for path in [[Scheduled, Late, Pending], [Scheduled, Late, Expired]] {
+            for w in path.windows(2) {
+                assert!(w[0].can_become(w[1]), "{} -> {}", w[0], w[1]);
+            }
+        }
+        assert!(Scheduled.can_become(Expired) && !Late.can_become(Running));
+        assert!(!Running.can_become(Late) && !Pending.can_become(Expired));
         // A final state is left only when the server re-queues a failed run as its next
         // attempt.
         for s in ALL_FINAL {
@@ -242,17 +267,18 @@ mod tests {
         assert!(!Completed.can_become(Scheduled) && !Cached.can_become(Scheduled));
     }
 
-    const ALL_FINAL: [StateType; 6] = [
+    const ALL_FINAL: [StateType; 7] = [
         StateType::Completed,
         StateType::Cached,
         StateType::Failed,
         StateType::Crashed,
         StateType::Cancelled,
         StateType::TimedOut,
+        StateType::Expired,
     ];
 
     #[test]
-    fn final_states_are_exactly_the_last_six() {
+    fn final_states_are_exactly_the_last_seven() {
         let finals: Vec<_> = StateType::ALL
             .into_iter()
             .filter(|s| s.is_final())
