@@ -163,6 +163,15 @@ fn check_spec(spec: &DeploymentSpec) -> Vec<FieldError> {
         ));
     }
     check_tags("/tags", &spec.tags, &mut found);
+    // `int32` in the OpenAPI document: no flow needs more.
+    for (pointer, value) in [
+        ("/retries", Some(spec.retries)),
+        ("/concurrency_limit", spec.concurrency_limit),
+    ] {
+        if value.is_some_and(|v| v > i32::MAX as u32) {
+            found.push(field(pointer, format!("at most {}", i32::MAX)));
+        }
+    }
     if spec.concurrency_limit == Some(0) {
         found.push(field(
             "/concurrency_limit",

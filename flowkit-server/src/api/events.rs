@@ -51,9 +51,9 @@ const PARSE_INLINE_MAX: usize = 64 * 1024;
     path = "/api/v1/events",
     tag = "events",
     request_body(
-        content = Vec<Event>,
+        content = Vec<serde_json::Value>,
         content_type = "application/json",
-        description = "A JSON array of events (at most `--max-batch`, 10 000 by default; body at most `--max-body`, 8 MiB by default)."
+        description = "A JSON array of events (at most `--max-batch`, 10 000 by default; body at most `--max-body`, 8 MiB by default). Each element is meant to be an `Event` (see the `Event` schema), but each is checked alone: one that is not a valid event is listed in the answer's `rejected` (202), never failing the others, so the array's items are declared as any JSON value."
     ),
     responses(
         (status = 202, description = "Valid events stored; invalid ones listed in `rejected`", body = IngestResponse),

@@ -63,10 +63,23 @@ pub fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
 }
 
+/// A typed parameter (a time, a number, a UUID, a level): absent is `None`, but given empty
+/// (`?created_before=`) is a 400, as the OpenAPI document's schema says, never silently
+/// "absent". Free-text filters keep [`non_empty`].
+pub fn given(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.trim().is_empty() => Err(ApiError::invalid_parameter(
+            name,
+            "is empty: give a value, or leave the parameter out",
+        )),
+        other => Ok(other),
+    }
+}
+
 /// Parses an RFC 3339 instant. A `+` of the offset arrives as a space when the client did not
 /// percent-encode it; that one is put back.
 pub fn parse_time(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    let Some(raw) = non_empty(value) else {
+    let Some(raw) = given(name, value)? else {
         return Ok(None);
     };
     let text = raw.trim().replace(' ', "+");
@@ -89,7 +102,7 @@ pub fn parse_int(
     min: u32,
     max: u32,
 ) -> Result<Option<u32>, ApiError> {
-    let Some(raw) = non_empty(value) else {
+    let Some(raw) = given(name, value)? else {
         return Ok(None);
     };
     match raw.trim().parse::<u32>() {
@@ -103,7 +116,7 @@ pub fn parse_int(
 
 /// Parses a UUID.
 pub fn parse_uuid(name: &str, value: Option<String>) -> Result<Option<Uuid>, ApiError> {
-    let Some(raw) = non_empty(value) else {
+    let Some(raw) = given(name, value)? else {
         return Ok(None);
     };
     Uuid::parse_str(raw.trim()).map(Some).map_err(|e| {
@@ -175,6 +188,16 @@ mod tests {
         assert!(parse_time("since", Some("2026-01-01T00:00:00 01:00".into())).is_ok());
         assert!(parse_time("since", Some("yesterday".into())).is_err());
         assert!(parse_uuid("run_id", Some("nope".into())).is_err());
+        for empty in ["", " "] {
+            let err = parse_time("until", Some(empty.into())).expect_err("empty time");
+            assert!(
+                err.message().contains("`until`: is empty"),
+                "{}",
+                err.message()
+            );
+            assert!(parse_int("limit", Some(empty.into()), 1, 500).is_err());
+            assert!(parse_uuid("run_id", Some(empty.into())).is_err());
+        }
         assert_eq!(
             page_request(None, Some(String::new()))
                 .ok()

@@ -5,7 +5,8 @@
 
 use crate::AppState;
 use crate::api::extract::{
-    ApiQuery, RunId, bounded_text, non_empty, page_request, page_request_or, parse_time, parse_uuid,
+    ApiQuery, RunId, bounded_text, given, non_empty, page_request, page_request_or, parse_time,
+    parse_uuid,
 };
 use crate::error::{ApiError, ErrorBody, StoreFailures};
 use crate::store::{Backend, LogFilter, PageRequest, RunFilter, StateRecord};
@@ -42,8 +43,8 @@ fn state_entry(s: StateRecord) -> StateEntry {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Latest state, a comma-separated list of state types, e.g. `Failed,Crashed`.
-    #[param(example = "Failed,Crashed")]
+    /// Latest state, a comma-separated list of state types, e.g. `Failed,Crashed` (empty: any).
+    #[param(style = Form, explode = false, schema_with = crate::api::param_schemas::state_list)]
     pub state: Option<String>,
     /// Exact flow name.
     pub flow_name: Option<String>,
@@ -56,7 +57,8 @@ pub struct ListQuery {
     #[param(value_type = Option<String>, format = DateTime)]
     #[serde(alias = "started_after")]
     pub created_after: Option<String>,
-    /// Created before (RFC 3339). Also accepted as `started_before`.
+    /// Created before (RFC 3339). Also accepted as `started_before`. At or before
+    /// `created_after`, the window is empty and the page too.
     #[param(value_type = Option<String>, format = DateTime)]
     #[serde(alias = "started_before")]
     pub created_before: Option<String>,
@@ -74,8 +76,8 @@ pub struct ListQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct LogsQuery {
-    /// Minimum level: `TRACE`, `DEBUG`, `INFO`, `WARN` or `ERROR` (case-insensitive).
-    #[param(value_type = Option<String>, example = "WARN")]
+    /// Minimum level: `TRACE`, `DEBUG`, `INFO`, `WARN` or `ERROR` (or in lower case).
+    #[param(schema_with = crate::api::param_schemas::log_level)]
     pub level: Option<String>,
     /// Only lines of this run (the flow run or one of its task runs).
     #[param(value_type = Option<Uuid>)]
@@ -100,15 +102,8 @@ impl ListQuery {
                 .collect::<Result<Vec<_>, _>>()?,
         };
         let created_after = parse_time("created_after", self.created_after.clone())?;
+        // `created_after` at or after `created_before` is an empty window: it matches nothing.
         let created_before = parse_time("created_before", self.created_before.clone())?;
-        if let (Some(after), Some(before)) = (created_after, created_before)
-            && after >= before
-        {
-            return Err(ApiError::invalid_parameter(
-                "created_before",
-                "must be later than `created_after`",
-            ));
-        }
         Ok(RunFilter {
             states,
             flow_name: bounded_text("flow_name", self.flow_name.clone(), MAX_FILTER_CHARS)?,
@@ -138,12 +133,17 @@ fn parse_state(name: &str) -> Result<StateType, ApiError> {
 }
 
 fn parse_level(value: Option<String>) -> Result<Option<LogLevel>, ApiError> {
-    let Some(raw) = non_empty(value) else {
+    let Some(raw) = given("level", value)? else {
         return Ok(None);
     };
-    serde_json::from_value(serde_json::Value::String(raw.trim().to_ascii_uppercase()))
+    // Exactly the values of the documented enum: upper or lower case.
+    let upper = raw.to_ascii_uppercase();
+    let listed = raw == upper || raw == raw.to_ascii_lowercase();
+    serde_json::from_value(serde_json::Value::String(upper))
+        .ok()
+        .filter(|_| listed)
         .map(Some)
-        .map_err(|_| {
+        .ok_or_else(|| {
             ApiError::invalid_parameter(
                 "level",
                 format!("expected TRACE, DEBUG, INFO, WARN or ERROR, got {raw:?}"),

@@ -48,6 +48,8 @@ pub mod flow_runs;
 pub mod headers;
 pub mod health;
 pub mod openapi;
+pub mod openapi_links;
+pub mod param_schemas;
 pub mod reporter_drops;
 pub mod run_actions;
 pub mod stats;

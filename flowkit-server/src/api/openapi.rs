@@ -1,6 +1,8 @@
 //! `GET /api/openapi.json`: the OpenAPI 3 document of every route, generated from the
 //! handlers' `#[utoipa::path]` attributes and the response types.
 
+use crate::api::openapi_links::{RunLinks, UniqueOperationIds};
+use crate::api::param_schemas::CommaSeparated;
 use crate::api::{
     deployment_openapi, deployments, events, flow_runs, health, reporter_drops, run_actions, stats,
     stream, workers,
@@ -117,7 +119,7 @@ use utoipa::{Modify, OpenApi};
         TaskGroup,
         StateCount,
     )),
-    modifiers(&ApiKeyAuth),
+    modifiers(&ApiKeyAuth, &RunLinks, &UniqueOperationIds, &CommaSeparated),
     tags(
         (name = "server", description = "Health and API description"),
         (name = "events", description = "Ingestion, as the flowkit reporter sends it"),

@@ -37,6 +37,13 @@ pub async fn record(
     ApiJson(drops): ApiJson<ReporterDrops>,
 ) -> Result<StatusCode, ApiError> {
     let chars = drops.worker.chars().count();
+    if drops.dropped > i64::MAX as u64 {
+        return Err(ApiError::invalid_body(format!(
+            "field `dropped`: at most {}, got {}",
+            i64::MAX,
+            drops.dropped
+        )));
+    }
     if chars == 0 || chars > MAX_NAME_CHARS || drops.worker.contains('\0') {
         return Err(ApiError::invalid_body(format!(
             "field `worker`: expected 1 to {} characters without NUL, got {chars}",

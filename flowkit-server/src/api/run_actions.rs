@@ -93,13 +93,16 @@ pub async fn cancel(
     let request: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CancelRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            if e.is_syntax() || e.is_eof() {
-                ApiError::invalid_json(e)
-            } else {
-                ApiError::invalid_body(e.to_string())
-            }
-        })?
+        // `null` is no reason, as no body is.
+        serde_json::from_slice::<Option<CancelRequest>>(&body)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| {
+                if e.is_syntax() || e.is_eof() {
+                    ApiError::invalid_json(e)
+                } else {
+                    ApiError::invalid_body(e.to_string())
+                }
+            })?
     };
     check_reason(&request.reason)?;
     match state.store().cancel(id, request.reason).await? {
@@ -322,7 +325,7 @@ pub async fn result(
     ApiQuery(query): ApiQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
     let wait = match query.wait.as_deref().map(str::trim) {
-        None | Some("") => 0,
+        None => 0,
         Some(raw) => match raw.parse::<u32>() {
             Ok(n) if n <= MAX_WAIT_SECONDS => n,
             _ => {

@@ -1,13 +1,12 @@
 //! `GET /api/stream`: server-sent events of run changes, for the live dashboard.
 //!
-//! Events: `ready` once subscribed; `run` with a [`RunChange`] as JSON data for every run an
+//! Events: `ready` once subscribed; `run` with a [`RunChange`](crate::stream::RunChange) as JSON data for every run an
 //! ingested batch changed; `lagged` with `{"missed": N}` when this client fell behind and
 //! should refetch what it shows. A keep-alive comment goes out every 15 seconds. The stream
 //! ends when the server shuts down.
 
 use crate::AppState;
 use crate::error::ErrorBody;
-use crate::stream::RunChange;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use flowkit_wire::api::stream::Lagged;
@@ -26,7 +25,7 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
     path = "/api/v1/stream",
     tag = "flow-runs",
     responses(
-        (status = 200, description = "Server-sent events: `ready`, then `run` (data: a RunChange) and `lagged` (data: {\"missed\": N})", content_type = "text/event-stream", body = RunChange),
+        (status = 200, description = "An endless `text/event-stream` (server-sent events) that ends only when the server shuts down: `event: ready` (data `{}`) once subscribed, then `event: run` with a `RunChange` as JSON data for every run an ingested batch changed, and `event: lagged` with a `Lagged` (`{\"missed\": N}`) when this client fell behind and should refetch; a comment line every 15 s keeps the connection alive", content_type = "text/event-stream", body = String),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
     ),

@@ -91,6 +91,15 @@ fn check_worker(name: &str, served: &[Served], found: &mut Vec<FieldError>) {
     }
 }
 
+/// A fencing token is at most `i64::MAX` (the OpenAPI `int64` of the document; the server
+/// never issues a larger one): a larger one is a 422 at `pointer`.
+fn check_token(pointer: &str, token: u64) -> Result<(), FieldError> {
+    if token > i64::MAX as u64 {
+        return Err(field(pointer, format!("at most {}, got {token}", i64::MAX)));
+    }
+    Ok(())
+}
+
 fn lease_seconds(state: &AppState) -> u32 {
     u32::try_from(state.settings().lease.as_secs()).unwrap_or(u32::MAX)
 }
@@ -222,6 +231,11 @@ pub async fn heartbeat(
             ),
         ));
     }
+    for (i, lease) in request.leases.iter().enumerate() {
+        if let Err(problem) = check_token(&format!("/leases/{i}/token"), lease.token) {
+            problems.push(problem);
+        }
+    }
     if !problems.is_empty() {
         return Err(ApiError::invalid_fields(problems));
     }
@@ -287,6 +301,7 @@ pub async fn finish(
     RunId(id): RunId,
     ApiJson(request): ApiJson<FinishRequest>,
 ) -> Result<Json<Run>, ApiError> {
+    check_token("/token", request.token).map_err(|e| ApiError::invalid_fields(vec![e]))?;
     let event = request.event;
     // The checks of ingestion (names, timestamps, sizes), then those of a finish.
     let value = serde_json::to_value(&event).map_err(ApiError::internal)?;
@@ -382,6 +397,7 @@ pub async fn release(
     RunId(id): RunId,
     ApiJson(request): ApiJson<ReleaseRequest>,
 ) -> Result<Json<Run>, ApiError> {
+    check_token("/token", request.token).map_err(|e| ApiError::invalid_fields(vec![e]))?;
     if request
         .reason
         .as_ref()

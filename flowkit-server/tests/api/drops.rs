@@ -74,11 +74,20 @@ async fn reporter_drops_read_back(server: &TestServer) {
         let ok = server
             .post_json(
                 "/api/v1/reporter-drops",
-                &json!({"dropped": u64::MAX, "worker": worker}),
+                &json!({"dropped": i64::MAX, "worker": worker}),
             )
             .await;
         assert_eq!(ok.status, StatusCode::ACCEPTED);
     }
+    // Over the document's `int64`: refused, naming the field.
+    let over = server
+        .post_json(
+            "/api/v1/reporter-drops",
+            &json!({"dropped": u64::MAX, "worker": "big:3"}),
+        )
+        .await;
+    assert_eq!(over.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(over.error_message().contains("dropped"), "{}", over.body);
     let read = server.get_ok("/api/v1/reporter-drops").await;
     assert!(
         read["total_dropped"].as_u64().expect("total") >= i64::MAX as u64,

@@ -104,6 +104,74 @@ async fn openapi_document_describes_every_route() {
             "{path} lacks {param}"
         );
     }
+    // Enums and formats: what a generated client may send.
+    let param = |path: &str, name: &str| -> Value {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{path} lacks {name}"))
+    };
+    let level = param("/api/v1/flow-runs/{id}/logs", "level");
+    assert!(
+        level["schema"]["enum"]
+            .as_array()
+            .is_some_and(|e| e.contains(&Value::from("WARN"))),
+        "{level}"
+    );
+    let state = param("/api/v1/flow-runs", "state");
+    assert_eq!(state["schema"]["type"], "array", "{state}");
+    assert_eq!(state["explode"], false, "{state}");
+    assert!(
+        state["schema"]["items"]["enum"]
+            .as_array()
+            .is_some_and(|e| e.contains(&Value::from("Failed"))),
+        "{state}"
+    );
+    for (path, name) in [
+        ("/api/v1/flow-runs", "created_before"),
+        ("/api/v1/stats", "since"),
+    ] {
+        assert_eq!(param(path, name)["schema"]["format"], "date-time");
+    }
+    // The stream is described as what it is.
+    assert!(
+        doc["paths"]["/api/v1/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+            .is_object()
+    );
+    // A stateful client can follow a run: trigger -> the run -> its result, or cancel it.
+    let trigger_links = &doc["paths"]["/api/v1/deployments/{flow}/{name}/runs"]["post"]["responses"]
+        ["201"]["links"];
+    for (link, target) in [
+        ("GetFlowRun", "/api/v1/flow-runs/{id}"),
+        ("GetResult", "/api/v1/flow-runs/{id}/result"),
+        ("CancelRun", "/api/v1/flow-runs/{id}/cancel"),
+    ] {
+        let op_ref = trigger_links[link]["operationRef"]
+            .as_str()
+            .unwrap_or_else(|| panic!("trigger has no link {link}: {trigger_links}"));
+        let pointer = op_ref.strip_prefix('#').expect("local operationRef");
+        assert!(doc.pointer(pointer).is_some(), "{op_ref} does not resolve");
+        assert!(op_ref.contains(&target.replace('/', "~1")), "{op_ref}");
+        assert_eq!(
+            trigger_links[link]["parameters"]["id"],
+            "$response.body#/id"
+        );
+    }
+    assert!(
+        doc["paths"]["/api/v1/flow-runs/{id}"]["get"]["responses"]["200"]["links"]["GetResult"]
+            .is_object()
+    );
+    // Operation ids are unique.
+    let mut ids: Vec<&str> = paths
+        .values()
+        .flat_map(|p| p.as_object().into_iter().flat_map(|o| o.values()))
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let all = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "duplicate operation ids: {ids:?}");
     assert!(doc["paths"]["/api/v1/events"]["post"]["requestBody"].is_object());
     assert!(doc["paths"]["/api/v1/reporter-drops"]["post"]["requestBody"].is_object());
     // Readiness is open, and answers 200 or 503.

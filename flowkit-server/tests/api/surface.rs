@@ -150,6 +150,17 @@ async fn bad_query_parameters_name_the_parameter() {
         (format!("/api/flow-runs/{flow}/logs?level=LOUD"), "level"),
         (format!("/api/flow-runs/{flow}/logs?run_id=abc"), "run_id"),
         ("/api/stats?buckets=0".to_string(), "buckets"),
+        // A typed parameter given empty is not "absent": the schema says what it must be.
+        (
+            "/api/flow-runs?created_before=".to_string(),
+            "created_before",
+        ),
+        ("/api/flow-runs?limit=".to_string(), "limit"),
+        (format!("/api/flow-runs/{flow}/logs?level="), "level"),
+        (format!("/api/flow-runs/{flow}/logs?level=Warn"), "level"),
+        (format!("/api/flow-runs/{flow}/logs?run_id="), "run_id"),
+        ("/api/stats?until=".to_string(), "until"),
+        (format!("/api/flow-runs/{flow}/result?wait="), "wait"),
         ("/api/stats?since=soon".to_string(), "since"),
         (
             "/api/stats?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z".to_string(),

@@ -82,31 +82,50 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentSpec {
     /// The flow's name (the function name, or `name = "..."` of `#[flow]`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.-]+$")
+    )]
     pub flow: String,
     /// The deployment's name, unique per flow.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.-]+$")
+    )]
     pub name: String,
     /// The flow function's path (`my_crate::training::train`): which function this is.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 1000, pattern = "\\S")
+    )]
     pub flow_key: String,
     /// The flow's version: the hash of its source and the version of its crate.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 1000, pattern = "\\S")
+    )]
     pub version: String,
     /// What the deployment does (the flow's doc comment).
     #[serde(default)]
     pub description: Option<String>,
     /// JSON Schema (2020-12) of the parameters: an object with one property per argument.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::api::json_schema))]
     pub parameter_schema: Value,
     /// JSON Schema (2020-12) of the flow's output.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::api::json_schema))]
     pub output_schema: Value,
     /// Parameters a trigger does not need to give.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub default_parameters: Map<String, Value>,
-    /// Tags given to every run of the deployment.
+    /// Tags given to every run of the deployment (at most 100, each 1 to 1000 characters,
+    /// not blank).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::api::tag_list))]
     pub tags: Vec<String>,
     /// At most this many runs of the deployment at once (none: no limit).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub concurrency_limit: Option<u32>,
     /// The flow's `retries`: a run whose worker died is re-queued while it has attempts left
     /// (`retries` + 1 in all).
@@ -135,10 +154,10 @@ pub struct DeploymentVersion {
     /// What the deployment does.
     pub description: Option<String>,
     /// JSON Schema (2020-12) of the parameters.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::api::json_schema))]
     pub parameter_schema: Value,
     /// JSON Schema (2020-12) of the output.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::api::json_schema))]
     pub output_schema: Value,
     /// Parameters a trigger does not need to give.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
@@ -213,15 +232,28 @@ pub struct TriggerRequest {
     /// created (200) instead of a new one; with another body, 409 `idempotency_key_reused`.
     /// Scoped to the deployment. Also accepted as the `Idempotency-Key` header.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+        )
+    )]
     pub idempotency_key: Option<String>,
     /// Not before this instant.
     #[serde(default)]
     pub scheduled_for: Option<DateTime<Utc>>,
-    /// Tags added to the deployment's.
+    /// Tags added to the deployment's (at most 100, each 1 to 1000 characters, not blank).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::api::tag_list))]
     pub tags: Vec<String>,
     /// Run this version instead of the newest.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 1000, pattern = "\\S")
+    )]
     pub version: Option<String>,
 }
 

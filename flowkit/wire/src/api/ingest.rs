@@ -76,10 +76,14 @@ pub struct RejectedEvent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReporterDrops {
-    /// Events dropped since the last report.
+    /// Events dropped since the last report (at most 2^63 - 1).
+    #[cfg_attr(feature = "openapi", schema(maximum = 9_223_372_036_854_775_807_f64))]
     pub dropped: u64,
     /// The reporting process, `host:pid` (1 to 1000 characters).
-    #[cfg_attr(feature = "openapi", schema(example = "build-7:4242"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "build-7:4242", min_length = 1, max_length = 1000)
+    )]
     pub worker: String,
 }
 

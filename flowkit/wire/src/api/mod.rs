@@ -33,6 +33,32 @@ pub mod stats;
 pub mod stream;
 pub mod workers;
 
+/// The OpenAPI schema of a list of tags: at most [`ingest::MAX_TAGS`], each 1 to
+/// [`ingest::MAX_NAME_CHARS`] characters and not blank.
+#[cfg(feature = "openapi")]
+pub fn tag_list() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(ingest::MAX_NAME_CHARS))
+                .pattern(Some("\\S")),
+        )
+        .max_items(Some(ingest::MAX_TAGS))
+        .build()
+}
+
+/// The OpenAPI schema of a JSON Schema (2020-12): an object, or `true`/`false`.
+#[cfg(feature = "openapi")]
+pub fn json_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Boolean]))
+        .build()
+}
+
 /// The path every route of this version of the API lives under.
 pub const PREFIX: &str = "/api/v1";
 

@@ -93,6 +93,7 @@ pub struct BulkCancel {
     pub reason: Option<String>,
     /// At most this many runs (1 to [`MAX_BULK_CANCEL`], default 100).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub limit: Option<u32>,
 }
 

@@ -68,10 +68,22 @@ pub const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Served {
     /// The flow's name.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.-]+$")
+    )]
     pub flow: String,
     /// The deployment's name.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.-]+$")
+    )]
     pub name: String,
     /// The version this worker runs (as registered).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 1000, pattern = "\\S")
+    )]
     pub version: String,
 }
 
@@ -100,13 +112,20 @@ pub struct ClaimRequest {
     /// The worker's id: a UUID it draws when it starts, the same in every call.
     pub worker: Uuid,
     /// Who the worker is, for people: `host:pid`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 1000, pattern = "\\S")
+    )]
     pub worker_name: String,
     /// What it runs (registered before with `POST /deployments`); at most [`MAX_SERVED`].
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
     pub deployments: Vec<Served>,
     /// At most this many runs (1 to [`MAX_CLAIM_RUNS`]): the worker's free slots.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub max_runs: u32,
     /// Wait up to this many seconds for a run (0 to [`MAX_CLAIM_WAIT_SECONDS`]; default 0).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 30))]
     pub wait_seconds: u32,
 }
 
@@ -166,10 +185,16 @@ pub struct HeartbeatRequest {
     /// The worker's id.
     pub worker: Uuid,
     /// `host:pid`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 1000, pattern = "\\S")
+    )]
     pub worker_name: String,
     /// What it serves (keeps it listed as a live worker of these deployments).
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
     pub deployments: Vec<Served>,
     /// Every lease it holds: each one still current is extended by one lease from now.
+    #[cfg_attr(feature = "openapi", schema(max_items = 10000))]
     pub leases: Vec<HeldLease>,
 }
 
