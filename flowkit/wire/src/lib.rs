@@ -17,5 +17,5 @@ pub mod event;
 pub mod links;
 pub mod state;
 
-pub use event::{Event, EventBody, LogLevel, RunDetails, RunKind};
+pub use event::{Event, EventBody, LaterState, LogLevel, RunDetails, RunKind};
 pub use state::{State, StateType};
