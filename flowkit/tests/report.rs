@@ -728,6 +728,7 @@ fn on_event_never_blocks_and_the_bounds_hold() {
         config
             .batch_size(500, 5_000)
             .memory_events(10_000)
+            .backlog_events(10_000)
             .spool_max(50_000, 1 << 30)
             .flush_timeout(Duration::from_millis(300)),
     )
