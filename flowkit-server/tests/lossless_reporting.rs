@@ -161,9 +161,12 @@ async fn start(db: &str, addr: SocketAddr) -> flowkit_server::Spawned {
             Err(e) => panic!("cannot bind {addr}: {e}"),
         }
     };
-    flowkit_server::spawn(listener, flowkit_server::config::Config::new(db.to_string()))
-        .await
-        .expect("start the server")
+    flowkit_server::spawn(
+        listener,
+        flowkit_server::config::Config::new(db.to_string()),
+    )
+    .await
+    .expect("start the server")
 }
 
 fn command(url: &str, home: &Path, what: &str) -> Command {
@@ -198,7 +201,10 @@ fn finish_flow(child: Child) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed: {stdout}\n{stderr}");
-    assert!(!stderr.contains("dropped"), "the child dropped events: {stderr}");
+    assert!(
+        !stderr.contains("dropped"),
+        "the child dropped events: {stderr}"
+    );
     stdout
         .lines()
         .last()
@@ -231,7 +237,11 @@ fn deliver_spool(url: &str, home: &Path) {
 fn wait_for_file(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

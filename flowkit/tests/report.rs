@@ -753,3 +753,46 @@ fn on_event_never_blocks_and_the_bounds_hold() {
         "every event is spooled or counted: {stats:?}"
     );
 }
+
+/// A flow parameter or log field nested deeper than the server's parser allows would make the
+/// server reject the event: the reporter cuts it at 64 levels, with a marker, counts it and
+/// says so once; the event (and its batch) is delivered.
+#[test]
+fn values_nested_too_deep_are_cut_and_the_event_delivered() {
+    let server = Server::start();
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, notices) = config(&server.url(), spool.path());
+    let mut sink = ReportSink::start(config).expect("start");
+    let mut deep = json!("bottom");
+    for _ in 0..300 {
+        deep = json!({ "down": deep });
+    }
+    let mut sent = events(10);
+    sent[3].body = EventBody::State {
+        state: RunState::new(StateType::Pending),
+        details: Some(Box::new(flowkit::RunDetails {
+            task_key: "demo::deep".into(),
+            parameters: Some(json!({ "config": deep.clone() })),
+            ..flowkit::RunDetails::default()
+        })),
+    };
+    let mut fields = serde_json::Map::new();
+    fields.insert("tree".into(), deep);
+    sent[6].body = EventBody::Log {
+        level: flowkit::LogLevel::Info,
+        message: "deep".into(),
+        fields,
+    };
+    feed(&mut sink, &sent);
+    assert!(sink.flush_report().complete);
+    // The imitation server parses the batch as the real one does (recursion limit 128).
+    assert_same_ids(&server.ids(), &ids(&sent));
+    let stats = sink.stats();
+    assert_eq!((stats.capped, stats.rejected), (2, 0), "{stats:?}");
+    let text = said(&notices);
+    assert_eq!(
+        text.matches("nested deeper than 64 levels").count(),
+        1,
+        "{text}"
+    );
+}

@@ -5,9 +5,15 @@
 //! batches in flight leave no room it is answered 503 `unavailable` with `Retry-After`, and
 //! the reporter sends it again later.
 //!
-//! The body is parsed as a JSON array first, then each element on its own, so one bad event
-//! never costs the good ones: valid events are stored in one `store.ingest` call and the
-//! answer lists every rejected event by index with the field at fault.
+//! The body is cut into the elements of its JSON array first ([`split_array`]: one pass that
+//! follows only strings and brackets), then each element is parsed on its own, so one bad event
+//! never costs the good ones — not even one nested past the parser's recursion limit, with a
+//! lone surrogate or with invalid UTF-8: valid events are stored in one `store.ingest` call and
+//! the answer lists every rejected event by index with the field at fault.
+//!
+//! An element of kind `run_record` (several state events of one run, see
+//! [`flowkit_wire::event`]) is expanded into those state events before the store sees them, so
+//! it stores exactly the rows they would; `accepted` and `duplicates` count those events.
 //!
 //! A newer client's event is read, not rejected: unknown fields are ignored, an unknown state
 //! type is stored as `Unknown`, and an event of an unknown `kind` is acknowledged and counted
@@ -33,8 +39,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use flowkit_wire::api::error::{ErrorBody, ErrorCode, ErrorDetail};
 use flowkit_wire::api::ingest::{
     IngestResponse, MAX_CLOCK_SKEW_SECS, MAX_FIELDS_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_CHARS,
-    MAX_PARAMETERS_BYTES, MAX_RECORD_LATER, MAX_TAGS, MAX_UPSTREAM, RejectedEvent,
-    TRUNCATION_MARK,
+    MAX_PARAMETERS_BYTES, MAX_RECORD_LATER, MAX_TAGS, MAX_UPSTREAM, RejectedEvent, TRUNCATION_MARK,
 };
 use flowkit_wire::event::{Event, EventBody, LaterState, LogLevel, RUN_RECORD_KIND, RunDetails};
 use flowkit_wire::state::State as RunState;
@@ -54,11 +59,11 @@ const PARSE_INLINE_MAX: usize = 64 * 1024;
     request_body(
         content = Vec<Event>,
         content_type = "application/json",
-        description = "A JSON array of events (at most `--max-batch`, 10 000 by default; body at most `--max-body`, 8 MiB by default)."
+        description = "A JSON array of events (at most `--max-batch`, 10 000 by default; body at most `--max-body`, 8 MiB by default). An element may be a run record (`kind` `run_record`): the state events of one run, its first state in the record's own fields and the others in `later`; it is stored as those events."
     ),
     responses(
         (status = 202, description = "Valid events stored; invalid ones listed in `rejected`", body = IngestResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 400, description = "The body is not a JSON array: not JSON, unterminated, an empty element or text after it (a malformed element is only rejected, in `rejected`)", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `report` scope", body = ErrorBody),
         (status = 413, description = "Body too large (`payload_too_large`) or too many events (`too_many_events`)", body = ErrorBody),
@@ -331,10 +336,9 @@ pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<
         Split::NotAnArray => {
             // Not an array: say whether it is JSON at all.
             let mut deserializer = serde_json::Deserializer::from_slice(body);
-            let kind =
-                serde::Deserializer::deserialize_any(&mut deserializer, BatchVisitor)
-                    .and_then(|kind| deserializer.end().map(|()| kind))
-                    .map_err(ApiError::invalid_json)?;
+            let kind = serde::Deserializer::deserialize_any(&mut deserializer, BatchVisitor)
+                .and_then(|kind| deserializer.end().map(|()| kind))
+                .map_err(ApiError::invalid_json)?;
             return Err(ApiError::invalid_body(format!(
                 "expected a JSON array of events, got {kind}"
             )));
@@ -350,10 +354,12 @@ pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<
     for (index, item) in items.into_iter().enumerate() {
         match parse_element(item, now) {
             Ok(event) if matches!(event.body, EventBody::Unknown) => ignored += 1,
-            Ok(event @ Event {
-                body: EventBody::RunRecord { .. },
-                ..
-            }) => {
+            Ok(
+                event @ Event {
+                    body: EventBody::RunRecord { .. },
+                    ..
+                },
+            ) => {
                 for event in event.into_events() {
                     events.push(event);
                     positions.push(index);
@@ -500,8 +506,14 @@ pub fn split_array(body: &[u8], max_batch: usize) -> Split<'_> {
 }
 
 fn trim(bytes: &[u8], is_space: impl Fn(u8) -> bool) -> &[u8] {
-    let start = bytes.iter().position(|&b| !is_space(b)).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|&b| !is_space(b)).map_or(start, |p| p + 1);
+    let start = bytes
+        .iter()
+        .position(|&b| !is_space(b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| !is_space(b))
+        .map_or(start, |p| p + 1);
     &bytes[start..end]
 }
 
@@ -587,7 +599,11 @@ fn check_event(event: &mut Event, now: DateTime<Utc>) -> Result<(), String> {
     Ok(())
 }
 
-fn check_timestamp(field: &str, timestamp: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), String> {
+fn check_timestamp(
+    field: &str,
+    timestamp: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
     let earliest = Utc
         .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
         .single()
@@ -1064,7 +1080,10 @@ mod tests {
             batch.rejected[0]
         );
         assert!(
-            batch.rejected[1].error.message.starts_with("not valid JSON"),
+            batch.rejected[1]
+                .error
+                .message
+                .starts_with("not valid JSON"),
             "{:?}",
             batch.rejected[1]
         );

@@ -5,8 +5,8 @@ use crate::harness::TestServer;
 use axum::http::StatusCode;
 use chrono::{Duration, Utc};
 use flowkit_server::wire::{Event, EventBody, LaterState};
-use std::collections::HashMap;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 on_every_backend!(
@@ -207,15 +207,31 @@ async fn an_element_the_parser_refuses_costs_only_itself(server: &TestServer) {
     assert!(log.contains("\"kind\":\"log\""), "{log}");
     let mut deep_field = log.replacen(
         "\"fields\":{",
-        &format!("\"fields\":{{\"deep\":{}1{},", "[".repeat(300), "]".repeat(300)),
+        &format!(
+            "\"fields\":{{\"deep\":{}1{},",
+            "[".repeat(300),
+            "]".repeat(300)
+        ),
         1,
     );
-    deep_field = deep_field.replacen(&run.events[4].id.to_string(), &Uuid::now_v7().to_string(), 1);
+    deep_field = deep_field.replacen(
+        &run.events[4].id.to_string(),
+        &Uuid::now_v7().to_string(),
+        1,
+    );
     let surrogate = log
-        .replacen(&run.events[4].id.to_string(), &Uuid::now_v7().to_string(), 1)
+        .replacen(
+            &run.events[4].id.to_string(),
+            &Uuid::now_v7().to_string(),
+            1,
+        )
         .replacen("working", "working \\ud800 here", 1);
     let mut bad_utf8 = log
-        .replacen(&run.events[4].id.to_string(), &Uuid::now_v7().to_string(), 1)
+        .replacen(
+            &run.events[4].id.to_string(),
+            &Uuid::now_v7().to_string(),
+            1,
+        )
         .into_bytes();
     let at = bad_utf8
         .windows(7)

@@ -89,7 +89,11 @@ pub(crate) fn write_item(
         Item::Record(states) if states.len() == 1 => write_event(out, &events[states[0]]),
         Item::Record(states) => {
             let first = &events[states[0]];
-            if first.details().and_then(|d| d.parameters.as_ref()).is_some_and(too_deep) {
+            if first
+                .details()
+                .and_then(|d| d.parameters.as_ref())
+                .is_some_and(too_deep)
+            {
                 let mut copy = first.clone();
                 let capped = cap_event(&mut copy);
                 let mut refs: Vec<&Event> = states.iter().map(|&i| &events[i]).collect();
@@ -111,7 +115,9 @@ pub(crate) fn write_event(out: &mut Vec<u8>, event: &Event) -> Result<Written, s
             .as_ref()
             .and_then(|d| d.parameters.as_ref())
             .is_some_and(too_deep),
-        EventBody::Log { fields, .. } => fields.values().any(|v| deeper_than(v, MAX_VALUE_DEPTH - 1)),
+        EventBody::Log { fields, .. } => {
+            fields.values().any(|v| deeper_than(v, MAX_VALUE_DEPTH - 1))
+        }
         _ => false,
     };
     if deep {
@@ -168,7 +174,9 @@ impl Serialize for RecordOut<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let first = self.0[0];
         let EventBody::State { state, details } = &first.body else {
-            return Err(serde::ser::Error::custom("a run record holds state events only"));
+            return Err(serde::ser::Error::custom(
+                "a run record holds state events only",
+            ));
         };
         let mut s = serializer.serialize_struct("Event", 14)?;
         s.serialize_field("id", &first.id)?;
@@ -199,7 +207,9 @@ impl Serialize for LaterOut<'_> {
         let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
         for event in self.0 {
             let EventBody::State { state, .. } = &event.body else {
-                return Err(serde::ser::Error::custom("a run record holds state events only"));
+                return Err(serde::ser::Error::custom(
+                    "a run record holds state events only",
+                ));
             };
             seq.serialize_element(&LaterEntry { event, state })?;
         }
@@ -388,7 +398,9 @@ mod tests {
         let mut capped = 0;
         for item in &plan {
             let mut line = Vec::new();
-            capped += write_item(&mut line, &events, item).expect("written").capped;
+            capped += write_item(&mut line, &events, item)
+                .expect("written")
+                .capped;
             // The server parses with a recursion limit of 128: this line passes it.
             let event: Event = serde_json::from_slice(&line).expect("parses under the limit");
             let text = String::from_utf8(line).expect("utf-8");
