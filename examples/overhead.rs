@@ -25,7 +25,12 @@
 //!   `cache_hit_ns`;
 //! - `one_flow_process_ms`: wall time of a child process that runs one such flow and exits
 //!   (runtime start, the flow, and the flush at exit: with reporting on, delivery included);
-//! - `peak_rss_mb` (of a child process running a 1 000 000-task flow).
+//! - `peak_rss_mb` (of a child process running a 1 000 000-task flow);
+//! - with reporting on, `events_dropped`: events the bus or the reporter dropped, in this
+//!   process and the 1 000 000-task child (0 unless the spool's byte bound,
+//!   `FLOWKIT_SPOOL_MAX_BYTES`, was reached), and `reporter_events_per_s`: events the reporter
+//!   serializes per second of its own thread's time
+//!   ([`ReportStats::encode_events_per_s`](flowkit::sink::report::ReportStats::encode_events_per_s)).
 //!
 //! The terminal summary is off here (it would print a table per flow call); a configured
 //! `FLOWKIT_EVENT_LOG` is kept, and measured. The runs use a fresh `FLOWKIT_HOME` under the
@@ -189,6 +194,12 @@ where
     median(samples)
 }
 
+/// Events this process dropped: the bus's, and its reporter's.
+fn dropped_here() -> u64 {
+    flowkit::sink::dropped_events()
+        + flowkit::sink::report::process_stats().map_or(0, |s| s.dropped)
+}
+
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -225,7 +236,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let n: u64 = args.next().unwrap_or_else(|| "1000000".into()).parse()?;
         black_box(sequential(n).await);
         println!("{:.1}", peak_rss_mb().ok_or("no /proc/self/status here")?);
-        println!("{}", flowkit::sink::dropped_events());
+        // Delivered or spooled first, so every drop is counted.
+        flowkit::flush().await;
+        println!("{}", dropped_here());
         return Ok(());
     }
     let n: u64 = match first {
@@ -299,14 +312,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stdout = String::from_utf8_lossy(&child.stdout);
     let mut lines = stdout.lines();
     let (rss, dropped) = (lines.next().unwrap_or(""), lines.next().unwrap_or("?"));
+    let mut child_dropped = None;
     if child.status.success() && !rss.is_empty() {
         println!("peak_rss_mb={rss}");
         println!("events_dropped_1m={dropped}");
+        child_dropped = dropped.parse::<u64>().ok();
     } else {
         eprintln!(
             "the 1 000 000-task child failed: {}",
             String::from_utf8_lossy(&child.stderr)
         );
+    }
+    if reporting.is_some() {
+        flowkit::flush().await;
+        match child_dropped {
+            Some(child) => println!("events_dropped={}", dropped_here() + child),
+            None => println!("events_dropped=?"),
+        }
+        let stats = flowkit::sink::report::process_stats();
+        match stats.and_then(|s| s.encode_events_per_s()) {
+            Some(rate) => println!("reporter_events_per_s={rate:.0}"),
+            None => println!("reporter_events_per_s=?"),
+        }
     }
     // Delivered (or spooled) before the store goes: a benchmark's spool is not worth keeping.
     drop(flowkit_guard);

@@ -10,6 +10,7 @@
 //! | `FLOWKIT_API_URL` | report every event to the flowkit server at this URL ([`crate::sink::report`]); also the server [`Client::from_env`](crate::Client::from_env) and the `flowkit` command call | off |
 //! | `FLOWKIT_API_KEY` | sent to the server as `Authorization: Bearer <key>` (by the reporter, the client and the command) | none |
 //! | `FLOWKIT_REPORT_FLUSH_TIMEOUT` | how long a flush waits for the server before spooling what is left (kept below `FLOWKIT_FLUSH_TIMEOUT`) | `3s` |
+//! | `FLOWKIT_SPOOL_MAX_BYTES` | most bytes the reporter's spool (`<FLOWKIT_HOME>/spool`) holds; only past it are events dropped (and counted, and reported). Bytes, or with a unit: `512MiB`, `4GiB`, `2GB` | `1GiB` |
 
 use crate::sink::Sink;
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ pub struct Config {
     pub api_key: Option<crate::sink::report::ApiKey>,
     /// How long a flush waits for the server before spooling what is left.
     pub report_flush_timeout: Duration,
+    /// Most bytes the reporter's spool holds
+    /// ([`ReportConfig::spool_max_bytes`](crate::sink::report::ReportConfig::spool_max_bytes)).
+    pub spool_max_bytes: u64,
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -93,6 +97,13 @@ impl Config {
                 crate::sink::report::DEFAULT_FLUSH_TIMEOUT
             }),
         };
+        let spool_max_bytes = match var("FLOWKIT_SPOOL_MAX_BYTES") {
+            None => crate::sink::report::DEFAULT_SPOOL_MAX_BYTES,
+            Some(v) => parse_bytes(&v).unwrap_or_else(|e| {
+                eprintln!("flowkit: FLOWKIT_SPOOL_MAX_BYTES={v:?} is not a size ({e}), e.g. \"4GiB\"; using 1GiB");
+                crate::sink::report::DEFAULT_SPOOL_MAX_BYTES
+            }),
+        };
         Config {
             home,
             summary,
@@ -103,6 +114,7 @@ impl Config {
             api_url: api_url_from_env(),
             api_key: api_key_from_env(),
             report_flush_timeout,
+            spool_max_bytes,
         }
     }
 
@@ -125,6 +137,7 @@ impl Config {
             use crate::sink::report::{ReportConfig, ReportSink};
             let mut report = ReportConfig::new(url.clone(), self.home.join("spool"))
                 .worker(self.worker.clone())
+                .spool_max_bytes(self.spool_max_bytes)
                 // The bus waits `flush_timeout` for every sink: leave room to write the spool.
                 .flush_timeout(
                     self.report_flush_timeout
@@ -132,7 +145,10 @@ impl Config {
                 );
             report.api_key = self.api_key.clone();
             match ReportSink::start(report) {
-                Ok(sink) => sinks.push(Box::new(sink)),
+                Ok(sink) => {
+                    sink.register_as_process_reporter();
+                    sinks.push(Box::new(sink))
+                }
                 Err(e) => eprintln!(
                     "flowkit: cannot report to FLOWKIT_API_URL={url}: {e}; events are not reported"
                 ),
@@ -140,6 +156,36 @@ impl Config {
         }
         sinks
     }
+}
+
+/// A size in bytes: a number, optionally followed by a unit (`B`, `K`/`KB`, `KiB`, `M`/`MB`,
+/// `MiB`, `G`/`GB`, `GiB`, `T`/`TB`, `TiB`; the decimal ones are powers of 1000).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{number:?} is not a number"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown unit {other:?}")),
+    };
+    let bytes = number * factor;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err("out of range".into());
+    }
+    Ok(bytes as u64)
 }
 
 /// A variable of the environment, unless unset or blank.
@@ -169,4 +215,20 @@ pub(crate) fn hostname() -> String {
         })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_parse_with_or_without_a_unit() {
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes(" 512 MiB "), Ok(512 << 20));
+        assert_eq!(parse_bytes("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("1.5k"), Ok(1500));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("3 parsecs").is_err());
+    }
 }

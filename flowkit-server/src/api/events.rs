@@ -5,9 +5,15 @@
 //! batches in flight leave no room it is answered 503 `unavailable` with `Retry-After`, and
 //! the reporter sends it again later.
 //!
-//! The body is parsed as a JSON array first, then each element on its own, so one bad event
-//! never costs the good ones: valid events are stored in one `store.ingest` call and the
-//! answer lists every rejected event by index with the field at fault.
+//! The body is cut into the elements of its JSON array first ([`split_array`]: one pass that
+//! follows only strings and brackets), then each element is parsed on its own, so one bad event
+//! never costs the good ones — not even one nested past the parser's recursion limit, with a
+//! lone surrogate or with invalid UTF-8: valid events are stored in one `store.ingest` call and
+//! the answer lists every rejected event by index with the field at fault.
+//!
+//! An element of kind `run_record` (several state events of one run, see
+//! [`flowkit_wire::event`]) is expanded into those state events before the store sees them, so
+//! it stores exactly the rows they would; `accepted` and `duplicates` count those events.
 //!
 //! A newer client's event is read, not rejected: unknown fields are ignored, an unknown state
 //! type is stored as `Unknown`, and an event of an unknown `kind` is acknowledged and counted
@@ -33,9 +39,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use flowkit_wire::api::error::{ErrorBody, ErrorCode, ErrorDetail};
 use flowkit_wire::api::ingest::{
     IngestResponse, MAX_CLOCK_SKEW_SECS, MAX_FIELDS_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_CHARS,
-    MAX_PARAMETERS_BYTES, MAX_TAGS, MAX_UPSTREAM, RejectedEvent, TRUNCATION_MARK,
+    MAX_PARAMETERS_BYTES, MAX_RECORD_LATER, MAX_TAGS, MAX_UPSTREAM, RejectedEvent, TRUNCATION_MARK,
 };
-use flowkit_wire::event::{Event, EventBody, LogLevel, RunDetails};
+use flowkit_wire::event::{Event, EventBody, LaterState, LogLevel, RUN_RECORD_KIND, RunDetails};
 use flowkit_wire::state::State as RunState;
 use futures::StreamExt;
 use serde::Deserialize;
@@ -53,11 +59,11 @@ const PARSE_INLINE_MAX: usize = 64 * 1024;
     request_body(
         content = Vec<serde_json::Value>,
         content_type = "application/json",
-        description = "A JSON array of events (at most `--max-batch`, 10 000 by default; body at most `--max-body`, 8 MiB by default). Each element is meant to be an `Event` (see the `Event` schema), but each is checked alone: one that is not a valid event is listed in the answer's `rejected` (202), never failing the others, so the array's items are declared as any JSON value."
+        description = "A JSON array of events (at most `--max-batch`, 10 000 by default; body at most `--max-body`, 8 MiB by default). Each element is meant to be an `Event` (see the `Event` schema), but each is checked alone: one that is not a valid event is listed in the answer's `rejected` (202), never failing the others, so the array's items are declared as any JSON value. An element may be a run record (`kind` `run_record`): the state events of one run, its first state in the record's own fields and the others in `later`; it is stored as those events."
     ),
     responses(
         (status = 202, description = "Valid events stored; invalid ones listed in `rejected`", body = IngestResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 400, description = "The body is not a JSON array: not JSON, unterminated, an empty element or text after it (a malformed element is only rejected, in `rejected`)", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `report` scope", body = ErrorBody),
         (status = 413, description = "Body too large (`payload_too_large`) or too many events (`too_many_events`)", body = ErrorBody),
@@ -222,6 +228,8 @@ async fn fence(
     *events = kept;
     if !refused.is_empty() {
         rejected.sort_by_key(|r| r.index);
+        // The events of one run record share its index: it is listed once.
+        rejected.dedup_by_key(|r| r.index);
         for (worker, count) in refused {
             state.store().record_stale_events(&worker, count).await?;
         }
@@ -306,17 +314,18 @@ pub struct Batch {
     pub rejected: Vec<RejectedEvent>,
 }
 
-/// Parses a body: 400 when it is not JSON, 422 when it is not an array, 413 when it holds
-/// more than `max_batch` elements; otherwise each element is checked on its own.
+/// Parses a body: 400 when it is not a JSON array (unterminated, or not JSON at all), 422 when
+/// it is JSON but not an array, 413 when it holds more than `max_batch` elements; otherwise
+/// each element is parsed and checked on its own ([`split_array`]), so an element nested
+/// deeper than the parser's recursion limit (128), holding a lone surrogate (`"\ud800"`),
+/// invalid UTF-8 or any other syntax error is rejected alone, by its index.
+///
+/// A run record (`kind` `run_record`) is expanded into the state events it stands for, each
+/// checked as if sent alone; if one fails the record is rejected whole.
 pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<Batch, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let parsed =
-        serde::Deserializer::deserialize_any(&mut deserializer, BatchVisitor { max_batch })
-            .and_then(|parsed| deserializer.end().map(|()| parsed))
-            .map_err(ApiError::invalid_json)?;
-    let items = match parsed {
-        BatchShape::Array(items) => items,
-        BatchShape::TooMany(count) => {
+    let items = match split_array(body, max_batch) {
+        Split::Array(items) => items,
+        Split::TooMany(count) => {
             return Err(ApiError::too_large(
                 ErrorCode::TooManyEvents,
                 format!(
@@ -324,10 +333,18 @@ pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<
                 ),
             ));
         }
-        BatchShape::Other(kind) => {
+        Split::NotAnArray => {
+            // Not an array: say whether it is JSON at all.
+            let mut deserializer = serde_json::Deserializer::from_slice(body);
+            let kind = serde::Deserializer::deserialize_any(&mut deserializer, BatchVisitor)
+                .and_then(|kind| deserializer.end().map(|()| kind))
+                .map_err(ApiError::invalid_json)?;
             return Err(ApiError::invalid_body(format!(
                 "expected a JSON array of events, got {kind}"
             )));
+        }
+        Split::Malformed(why) => {
+            return Err(ApiError::invalid_json(why));
         }
     };
     let mut events = Vec::with_capacity(items.len());
@@ -335,8 +352,19 @@ pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<
     let mut ignored = 0;
     let mut rejected = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        match parse_event(item, now) {
+        match parse_element(item, now) {
             Ok(event) if matches!(event.body, EventBody::Unknown) => ignored += 1,
+            Ok(
+                event @ Event {
+                    body: EventBody::RunRecord { .. },
+                    ..
+                },
+            ) => {
+                for event in event.into_events() {
+                    events.push(event);
+                    positions.push(index);
+                }
+            }
             Ok(event) => {
                 events.push(event);
                 positions.push(index);
@@ -353,6 +381,140 @@ pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<
         ignored,
         rejected,
     })
+}
+
+/// Parses one element of the batch from its bytes: straight into an [`Event`] in the common,
+/// valid case; through a [`Value`] (to name the field at fault) otherwise.
+fn parse_element(bytes: &[u8], now: DateTime<Utc>) -> Result<Event, String> {
+    if let Ok(mut event) = serde_json::from_slice::<Event>(bytes) {
+        check_event(&mut event, now)?;
+        return Ok(event);
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        if e.to_string().starts_with("recursion limit exceeded") {
+            "nested deeper than 128 levels (the server's recursion limit): send less deeply \
+             nested parameters or log fields"
+                .to_string()
+        } else {
+            format!("not valid JSON: {e}")
+        }
+    })?;
+    parse_event(value, now)
+}
+
+/// What [`split_array`] found at the top level of a body.
+#[derive(Debug, PartialEq)]
+pub enum Split<'a> {
+    /// The elements of the array, each as its bytes (not yet parsed: each may be invalid).
+    Array(Vec<&'a [u8]>),
+    /// An array of this many elements, more than allowed (none is kept).
+    TooMany(usize),
+    /// The body does not start with `[`.
+    NotAnArray,
+    /// The array is not well formed (unterminated, an empty element, text after it).
+    Malformed(String),
+}
+
+/// Cuts a JSON array into its elements in one pass, without parsing them: tracks only strings
+/// (with their escapes) and the nesting of brackets, with a counter (no recursion, so no depth
+/// limit here). Each element is then parsed on its own, so its errors are its alone. Elements
+/// past `max_batch` are counted, not kept.
+pub fn split_array(body: &[u8], max_batch: usize) -> Split<'_> {
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let mut i = 0;
+    while i < body.len() && is_space(body[i]) {
+        i += 1;
+    }
+    if body.get(i) != Some(&b'[') {
+        return Split::NotAnArray;
+    }
+    i += 1;
+    let mut items = Vec::new();
+    let mut count = 0usize;
+    // The array is empty: `[` then `]`.
+    let mut j = i;
+    while j < body.len() && is_space(body[j]) {
+        j += 1;
+    }
+    let mut end = None;
+    if body.get(j) == Some(&b']') {
+        end = Some(j + 1);
+    }
+    while end.is_none() {
+        let start = i;
+        let mut depth = 0usize;
+        let mut in_string = false;
+        let mut escaped = false;
+        let mut closed = None;
+        while i < body.len() {
+            let b = body[i];
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+            } else {
+                match b {
+                    b'"' => in_string = true,
+                    b'[' | b'{' => depth += 1,
+                    b']' | b'}' if depth > 0 => depth -= 1,
+                    b']' => {
+                        closed = Some(true);
+                        break;
+                    }
+                    b',' if depth == 0 => {
+                        closed = Some(false);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            i += 1;
+        }
+        let Some(last) = closed else {
+            return Split::Malformed("the JSON array is not terminated".to_string());
+        };
+        let element = trim(&body[start..i], is_space);
+        if element.is_empty() {
+            return Split::Malformed(format!(
+                "an empty element in the JSON array at byte {start}"
+            ));
+        }
+        count += 1;
+        if count <= max_batch {
+            items.push(element);
+        } else if count == max_batch + 1 {
+            items = Vec::new();
+        }
+        i += 1;
+        if last {
+            end = Some(i);
+        }
+    }
+    let end = end.unwrap_or(body.len());
+    if !body[end.min(body.len())..].iter().all(|&b| is_space(b)) {
+        return Split::Malformed("text after the JSON array".to_string());
+    }
+    if count > max_batch {
+        Split::TooMany(count)
+    } else {
+        Split::Array(items)
+    }
+}
+
+fn trim(bytes: &[u8], is_space: impl Fn(u8) -> bool) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|&b| !is_space(b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| !is_space(b))
+        .map_or(start, |p| p + 1);
+    &bytes[start..end]
 }
 
 /// Checks one element of the batch; the error names the field at fault.
@@ -388,30 +550,28 @@ fn check_event(event: &mut Event, now: DateTime<Utc>) -> Result<(), String> {
     if event.name.trim().is_empty() {
         return Err("field `name`: must not be empty".to_string());
     }
-    let earliest = Utc
-        .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
-        .single()
-        .unwrap_or(DateTime::UNIX_EPOCH);
-    if event.timestamp < earliest
-        || event.timestamp > now + chrono::Duration::seconds(MAX_CLOCK_SKEW_SECS)
-    {
-        return Err(format!(
-            "field `timestamp`: {} is out of range (after 2000-01-01 and at most one day ahead of the server's clock, {})",
-            event.timestamp.to_rfc3339(),
-            now.to_rfc3339()
-        ));
-    }
+    check_timestamp("timestamp", event.timestamp, now)?;
     match &mut event.body {
         EventBody::State { state, details } => {
-            if let Some(message) = &mut state.message {
-                truncate_message(message);
-                replace_nul(message);
+            check_state(state);
+            check_run_details(details)?;
+        }
+        EventBody::RunRecord {
+            state,
+            details,
+            later,
+        } => {
+            if later.len() > MAX_RECORD_LATER {
+                return Err(format!(
+                    "field `later`: {} states, at most {MAX_RECORD_LATER}",
+                    later.len()
+                ));
             }
-            if let Some(details) = details {
-                check_details(details)?;
-                if let Some(parameters) = &mut details.parameters {
-                    replace_nul_in_json(parameters);
-                }
+            check_state(state);
+            check_run_details(details)?;
+            for (i, l) in later.iter_mut().enumerate() {
+                check_timestamp(&format!("later[{i}].timestamp"), l.timestamp, now)?;
+                check_state(&mut l.state);
             }
         }
         EventBody::Log {
@@ -435,6 +595,43 @@ fn check_event(event: &mut Event, now: DateTime<Utc>) -> Result<(), String> {
         }
         // A newer client's kind: the caller counts it as ignored.
         _ => {}
+    }
+    Ok(())
+}
+
+fn check_timestamp(
+    field: &str,
+    timestamp: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    let earliest = Utc
+        .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(DateTime::UNIX_EPOCH);
+    if timestamp < earliest || timestamp > now + chrono::Duration::seconds(MAX_CLOCK_SKEW_SECS) {
+        return Err(format!(
+            "field `{field}`: {} is out of range (after 2000-01-01 and at most one day ahead of the server's clock, {})",
+            timestamp.to_rfc3339(),
+            now.to_rfc3339()
+        ));
+    }
+    Ok(())
+}
+
+/// Truncates an over-long state message and replaces its NUL characters.
+fn check_state(state: &mut RunState) {
+    if let Some(message) = &mut state.message {
+        truncate_message(message);
+        replace_nul(message);
+    }
+}
+
+fn check_run_details(details: &mut Option<Box<RunDetails>>) -> Result<(), String> {
+    if let Some(details) = details {
+        check_details(details)?;
+        if let Some(parameters) = &mut details.parameters {
+            replace_nul_in_json(parameters);
+        }
     }
     Ok(())
 }
@@ -566,6 +763,11 @@ fn locate_body_error(object: &serde_json::Map<String, Value>) -> Option<String> 
         None => Some("field `kind`: missing (expected \"state\" or \"log\")".to_string()),
         Some(Value::String(kind)) if kind == "state" => check::<RunState>(object, "state", true)
             .or_else(|| check::<Option<RunDetails>>(object, "details", false)),
+        Some(Value::String(kind)) if kind == RUN_RECORD_KIND => {
+            check::<RunState>(object, "state", true)
+                .or_else(|| check::<Option<RunDetails>>(object, "details", false))
+                .or_else(|| check::<Vec<LaterState>>(object, "later", false))
+        }
         Some(Value::String(kind)) if kind == "log" => check::<LogLevel>(object, "level", true)
             .or_else(|| check::<String>(object, "message", true))
             .or_else(|| check::<serde_json::Map<String, Value>>(object, "fields", false)),
@@ -587,71 +789,46 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-/// What the top level of a batch body holds. Elements past `max_batch` are counted but never
-/// built, so an oversized array of tiny values costs no memory beyond the body itself.
-enum BatchShape {
-    Array(Vec<Value>),
-    TooMany(usize),
-    Other(&'static str),
-}
-
-struct BatchVisitor {
-    max_batch: usize,
-}
+/// Names what a JSON body that is not an array holds.
+struct BatchVisitor;
 
 impl<'de> serde::de::Visitor<'de> for BatchVisitor {
-    type Value = BatchShape;
+    type Value = &'static str;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON array of events")
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<BatchShape, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max_batch));
-        loop {
-            if items.len() == self.max_batch {
-                if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
-                    return Ok(BatchShape::Array(items));
-                }
-                let mut count = items.len() + 1;
-                drop(items);
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
-                    count += 1;
-                }
-                return Ok(BatchShape::TooMany(count));
-            }
-            match seq.next_element::<Value>()? {
-                Some(item) => items.push(item),
-                None => return Ok(BatchShape::Array(items)),
-            }
-        }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<&'static str, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok("an array")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<BatchShape, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<&'static str, A::Error> {
         while map
             .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
             .is_some()
         {}
-        Ok(BatchShape::Other("an object"))
+        Ok("an object")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<BatchShape, E> {
-        Ok(BatchShape::Other("a boolean"))
+    fn visit_bool<E>(self, _: bool) -> Result<&'static str, E> {
+        Ok("a boolean")
     }
-    fn visit_i64<E>(self, _: i64) -> Result<BatchShape, E> {
-        Ok(BatchShape::Other("a number"))
+    fn visit_i64<E>(self, _: i64) -> Result<&'static str, E> {
+        Ok("a number")
     }
-    fn visit_u64<E>(self, _: u64) -> Result<BatchShape, E> {
-        Ok(BatchShape::Other("a number"))
+    fn visit_u64<E>(self, _: u64) -> Result<&'static str, E> {
+        Ok("a number")
     }
-    fn visit_f64<E>(self, _: f64) -> Result<BatchShape, E> {
-        Ok(BatchShape::Other("a number"))
+    fn visit_f64<E>(self, _: f64) -> Result<&'static str, E> {
+        Ok("a number")
     }
-    fn visit_str<E>(self, _: &str) -> Result<BatchShape, E> {
-        Ok(BatchShape::Other("a string"))
+    fn visit_str<E>(self, _: &str) -> Result<&'static str, E> {
+        Ok("a string")
     }
-    fn visit_unit<E>(self) -> Result<BatchShape, E> {
-        Ok(BatchShape::Other("null"))
+    fn visit_unit<E>(self) -> Result<&'static str, E> {
+        Ok("null")
     }
 }
 
@@ -776,7 +953,7 @@ mod tests {
         assert_eq!(event.state_type(), Some(StateType::Unknown));
 
         let mut unknown_kind = log_event();
-        unknown_kind["kind"] = json!("run_record");
+        unknown_kind["kind"] = json!("from_the_future");
         unknown_kind["states"] = json!([{"type": "Completed"}]);
         let batch = parse_batch(
             serde_json::to_vec(&json!([state_event(), unknown_kind]))
@@ -859,5 +1036,112 @@ mod tests {
         assert_eq!(batch.rejected.len(), 1);
         assert_eq!(batch.rejected[0].index, 1);
         assert_eq!(batch.rejected[0].error.code, ErrorCode::InvalidEvent);
+    }
+
+    #[test]
+    fn a_bad_element_is_rejected_alone() {
+        let good = serde_json::to_vec(&state_event()).expect("json");
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let mut deep_fields = log_event();
+        deep_fields["fields"] = json!({"x": 1});
+        let deep_fields = serde_json::to_string(&deep_fields)
+            .expect("json")
+            .replace("{\"x\":1}", &format!("{{\"x\":{deep}}}"));
+        let surrogate = serde_json::to_string(&log_event())
+            .expect("json")
+            .replace("\"hello\"", "\"a\\ud800b\"");
+        let mut body = b"[".to_vec();
+        for (i, element) in [
+            good.clone(),
+            deep_fields.into_bytes(),
+            good.clone(),
+            surrogate.into_bytes(),
+            b"{\"name\":\"\xff\xfe\"}".to_vec(),
+            deep.into_bytes(),
+            b"{\"a\": 1 2}".to_vec(),
+            serde_json::to_vec(&state_event()).expect("json"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(element);
+        }
+        body.push(b']');
+        let batch = parse_batch(&body, 100, now()).expect("the batch stands");
+        assert_eq!(batch.positions, vec![0, 2, 7]);
+        let indexes: Vec<usize> = batch.rejected.iter().map(|r| r.index).collect();
+        assert_eq!(indexes, vec![1, 3, 4, 5, 6]);
+        assert!(
+            batch.rejected[0].error.message.contains("nested deeper"),
+            "{:?}",
+            batch.rejected[0]
+        );
+        assert!(
+            batch.rejected[1]
+                .error
+                .message
+                .starts_with("not valid JSON"),
+            "{:?}",
+            batch.rejected[1]
+        );
+    }
+
+    #[test]
+    fn splitting_the_array() {
+        fn split(body: &str) -> Split<'_> {
+            split_array(body.as_bytes(), 3)
+        }
+        assert_eq!(split(" [ ] "), Split::Array(vec![]));
+        assert_eq!(
+            split(r#"[ {"a":"],\"}"} , [1,[2]] ,"x"]"#),
+            Split::Array(vec![&br#"{"a":"],\"}"}"#[..], b"[1,[2]]", br#""x""#])
+        );
+        assert_eq!(split("[1,2,3,4,5]"), Split::TooMany(5));
+        assert_eq!(split("{}"), Split::NotAnArray);
+        assert!(matches!(split("[1,"), Split::Malformed(_)));
+        assert!(matches!(split("[1,]"), Split::Malformed(_)));
+        assert!(matches!(split("[1] x"), Split::Malformed(_)));
+        assert!(matches!(split("[\"1]"), Split::Malformed(_)));
+    }
+
+    #[test]
+    fn a_run_record_is_expanded_into_its_state_events() {
+        let mut record = state_event();
+        record["kind"] = json!(RUN_RECORD_KIND);
+        record["state"] = json!({"type": "Pending"});
+        record["details"] = json!({"task_key": "a::t"});
+        record["later"] = json!([
+            {"id": Uuid::now_v7(), "timestamp": Utc::now(), "attempt": 1, "state": {"type": "Running"}},
+            {"id": Uuid::now_v7(), "timestamp": Utc::now(), "attempt": 1, "state": {"type": "Completed", "message": "a\u{0}b"}}
+        ]);
+        let mut bad = record.clone();
+        bad["later"][1]["timestamp"] = json!("1999-01-01T00:00:00Z");
+        let body = serde_json::to_vec(&json!([log_event(), record, bad])).expect("json");
+        let batch = parse_batch(&body, 10, now()).expect("batch");
+        assert_eq!(batch.positions, vec![0, 1, 1, 1]);
+        let types: Vec<_> = batch.events.iter().filter_map(|e| e.state_type()).collect();
+        assert_eq!(
+            types,
+            [StateType::Pending, StateType::Running, StateType::Completed]
+        );
+        assert!(batch.events[1].details().is_some());
+        assert!(batch.events[2].details().is_none());
+        assert_eq!(
+            batch.events[3].state().and_then(|s| s.message.as_deref()),
+            Some("a\u{FFFD}b")
+        );
+        assert_eq!(batch.rejected.len(), 1);
+        assert_eq!(batch.rejected[0].index, 2);
+        assert!(
+            batch.rejected[0]
+                .error
+                .message
+                .starts_with("field `later[1].timestamp`"),
+            "{:?}",
+            batch.rejected[0]
+        );
     }
 }

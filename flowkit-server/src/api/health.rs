@@ -32,7 +32,11 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         database: state.store().backend_name().to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         api_versions: vec![flowkit_wire::api::VERSION.to_string()],
-        event_kinds: BASE_EVENT_KINDS.iter().map(|k| k.to_string()).collect(),
+        event_kinds: BASE_EVENT_KINDS
+            .iter()
+            .chain([&flowkit_wire::event::RUN_RECORD_KIND])
+            .map(|k| k.to_string())
+            .collect(),
         state_types: StateType::ALL
             .iter()
             .map(|s| s.as_str().to_string())

@@ -35,7 +35,7 @@ async fn a_newer_clients_events_are_kept(server: &TestServer) {
     // A kind of event this server does not know: acknowledged, not stored.
     let mut record = batch[0].clone();
     record["id"] = json!(Uuid::now_v7());
-    record["kind"] = json!("run_record");
+    record["kind"] = json!("checkpoint");
     record["states"] = json!([{"type": "Completed"}]);
     batch.push(later);
     batch.push(record);
@@ -52,6 +52,6 @@ async fn a_newer_clients_events_are_kept(server: &TestServer) {
     assert_eq!(flow["state"], "Unknown", "{flow}");
     assert_eq!(flow["state_message"], "asked by ops");
     let health = server.get_ok("/api/v1/health").await;
-    assert_eq!(health["event_kinds"], json!(["state", "log"]));
+    assert_eq!(health["event_kinds"], json!(["state", "log", "run_record"]));
     assert_eq!(health["api_versions"], json!(["v1"]));
 }

@@ -4,14 +4,17 @@ use crate::fixtures::{flow_run, ids, urlencode};
 use crate::harness::TestServer;
 use axum::http::StatusCode;
 use chrono::{Duration, Utc};
-use flowkit_server::wire::EventBody;
+use flowkit_server::wire::{Event, EventBody, LaterState};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 on_every_backend!(
     replayed_batch_changes_nothing,
     one_bad_event_does_not_cost_the_good_ones,
     hostile_strings_are_stored_verbatim,
+    an_element_the_parser_refuses_costs_only_itself,
+    a_run_record_stores_the_rows_of_its_events,
 );
 
 async fn replayed_batch_changes_nothing(server: &TestServer) {
@@ -189,4 +192,159 @@ async fn hostile_strings_are_stored_verbatim(server: &TestServer) {
     let all = server.get_ok("/api/flow-runs?limit=500").await;
     assert_eq!(all["items"].as_array().map(Vec::len), Some(nasty.len() + 1));
     assert_eq!(server.get_ok("/api/health").await["status"], "ok");
+}
+
+/// Nested deeper than the parser's recursion limit, a lone surrogate, invalid UTF-8: each is
+/// rejected by its index and the events around it are stored.
+async fn an_element_the_parser_refuses_costs_only_itself(server: &TestServer) {
+    let run = flow_run("parser_refuses", 1, Utc::now() - Duration::minutes(1));
+    let good: Vec<Vec<u8>> = run
+        .events
+        .iter()
+        .map(|e| serde_json::to_vec(e).expect("json"))
+        .collect();
+    let log = serde_json::to_string(&run.events[4]).expect("json");
+    assert!(log.contains("\"kind\":\"log\""), "{log}");
+    let mut deep_field = log.replacen(
+        "\"fields\":{",
+        &format!(
+            "\"fields\":{{\"deep\":{}1{},",
+            "[".repeat(300),
+            "]".repeat(300)
+        ),
+        1,
+    );
+    deep_field = deep_field.replacen(
+        &run.events[4].id.to_string(),
+        &Uuid::now_v7().to_string(),
+        1,
+    );
+    let surrogate = log
+        .replacen(
+            &run.events[4].id.to_string(),
+            &Uuid::now_v7().to_string(),
+            1,
+        )
+        .replacen("working", "working \\ud800 here", 1);
+    let mut bad_utf8 = log
+        .replacen(
+            &run.events[4].id.to_string(),
+            &Uuid::now_v7().to_string(),
+            1,
+        )
+        .into_bytes();
+    let at = bad_utf8
+        .windows(7)
+        .position(|w| w == b"working")
+        .expect("message");
+    bad_utf8[at] = 0xff;
+    let bad: Vec<Vec<u8>> = vec![deep_field.into_bytes(), surrogate.into_bytes(), bad_utf8];
+    // Good, bad, good, bad, … then the rest of the good ones.
+    let mut elements = Vec::new();
+    let mut good_iter = good.into_iter();
+    for b in bad {
+        elements.extend(good_iter.next());
+        elements.push(b);
+    }
+    elements.extend(good_iter);
+    let mut body = b"[".to_vec();
+    body.extend(elements.join(&b","[..]));
+    body.push(b']');
+
+    let reply = server.post_raw("/api/events", body).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    let rejected: Vec<u64> = reply.body["rejected"]
+        .as_array()
+        .expect("rejected")
+        .iter()
+        .map(|r| r["index"].as_u64().expect("index"))
+        .collect();
+    assert_eq!(rejected, vec![1, 3, 5], "{}", reply.body);
+    assert_eq!(reply.body["accepted"], run.events.len());
+    assert!(
+        reply.body["rejected"][0]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nested deeper")),
+        "{}",
+        reply.body
+    );
+    let detail = server.get_ok(&format!("/api/flow-runs/{}", run.flow)).await;
+    assert_eq!(detail["state"], "Completed");
+}
+
+/// The state events of each run folded into one run record, placed where its first state was;
+/// logs left as they are.
+fn as_run_records(events: &[Event]) -> Vec<Event> {
+    let mut out: Vec<Event> = Vec::new();
+    let mut record_of: HashMap<Uuid, usize> = HashMap::new();
+    for e in events {
+        let EventBody::State { state, details } = &e.body else {
+            out.push(e.clone());
+            continue;
+        };
+        if let Some(&i) = record_of.get(&e.run_id)
+            && let EventBody::RunRecord { later, .. } = &mut out[i].body
+        {
+            later.push(LaterState {
+                id: e.id,
+                timestamp: e.timestamp,
+                attempt: e.attempt,
+                state: state.clone(),
+            });
+            continue;
+        }
+        record_of.insert(e.run_id, out.len());
+        out.push(Event {
+            body: EventBody::RunRecord {
+                state: state.clone(),
+                details: details.clone(),
+                later: Vec::new(),
+            },
+            ..e.clone()
+        });
+    }
+    out
+}
+
+/// A batch of run records stores what its events store: sending the events afterwards finds
+/// every one of them already stored, and changes nothing.
+async fn a_run_record_stores_the_rows_of_its_events(server: &TestServer) {
+    let health = server.get_ok("/api/v1/health").await;
+    assert!(
+        health["event_kinds"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "run_record")),
+        "{health}"
+    );
+    let run = flow_run("recorded", 3, Utc::now() - Duration::minutes(1));
+    let records = as_run_records(&run.events);
+    // The flow's record, three tasks' records, their three logs and the flow's log.
+    assert_eq!(records.len(), 1 + 3 + 3 + 1);
+    let reply = server.ingest(&records).await;
+    assert_eq!(
+        reply,
+        json!({"accepted": run.events.len(), "duplicates": 0, "rejected": []})
+    );
+    let read = || async {
+        (
+            server.get_ok(&format!("/api/flow-runs/{}", run.flow)).await,
+            server
+                .get_ok(&format!("/api/flow-runs/{}/task-runs", run.flow))
+                .await,
+            server
+                .get_ok(&format!("/api/flow-runs/{}/logs", run.flow))
+                .await,
+            server
+                .get_ok(&format!("/api/flow-runs/{}/graph", run.flow))
+                .await,
+        )
+    };
+    let before = read().await;
+    assert_eq!(before.0["state"], "Completed");
+    let again = server.ingest(&run.events).await;
+    assert_eq!(
+        again,
+        json!({"accepted": 0, "duplicates": run.events.len(), "rejected": []})
+    );
+    assert_eq!(read().await, before);
 }

@@ -16,12 +16,24 @@ use std::sync::Arc;
 pub type StartFn =
     fn(Map<String, Value>, CallSite) -> Result<BoxFuture<'static, ()>, InvalidParameters>;
 
-/// The JSON of a flow's successful output (`None`: the flow returned an `Err`), for
+/// The JSON of a flow's successful output (`None`: the flow returned an `Err`), cut at
+/// [`MAX_VALUE_DEPTH`](flowkit_wire::api::ingest::MAX_VALUE_DEPTH) levels, for
 /// [`OutputFn`](crate::run::deployed::OutputFn).
 pub fn output_json<T: serde::Serialize + ?Sized>(
     value: Option<&T>,
 ) -> Option<Result<Value, String>> {
-    value.map(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
+    value.map(|v| {
+        serde_json::to_value(v)
+            .map(|mut json| {
+                // Deeper would make the server refuse the result: cut, with a marker saying so.
+                flowkit_wire::api::ingest::cap_depth(
+                    &mut json,
+                    flowkit_wire::api::ingest::MAX_VALUE_DEPTH,
+                );
+                json
+            })
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// A claimed run, started.

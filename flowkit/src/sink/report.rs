@@ -4,11 +4,20 @@
 //! # How events travel
 //!
 //! [`ReportSink::on_event`] runs on the sink thread and only pushes a copy of the event onto a
-//! vector. A dedicated sender thread (a current-thread tokio runtime and one HTTP client)
-//! takes the events as soon as [`ReportConfig::batch_size`] are waiting, or every
+//! vector (bounded by [`ReportConfig::backlog_events`], far more than a sender that keeps up
+//! ever leaves there). A dedicated sender thread (a current-thread tokio runtime and one HTTP
+//! client) takes the events as soon as [`ReportConfig::batch_size`] are waiting, or every
 //! [`ReportConfig::batch_interval`] otherwise, serializes them and POSTs them as a JSON array
 //! of [`Event`] to `{api_url}/api/v1/events`, with `Authorization: Bearer <FLOWKIT_API_KEY>` when
-//! a key is set. Under load a POST carries up to [`ReportConfig::max_batch_size`] events.
+//! a key is set. Under load a POST carries up to [`ReportConfig::max_batch_size`] elements.
+//!
+//! To a server whose `GET /api/v1/health` lists the `run_record` event kind, the state events of
+//! a run taken in together (a task that went `Pending → Running → Completed` within the batch
+//! window) travel as one run record ([`flowkit_wire::event`]): about half the bytes to
+//! serialize, send, spool and parse, and the same rows on the server. An older server gets
+//! single events. Flow parameters and log fields nested deeper than
+//! [`MAX_VALUE_DEPTH`](flowkit_wire::api::ingest::MAX_VALUE_DEPTH) levels are cut at that depth
+//! (the server would reject the event), counted in [`ReportStats::capped`] and said once.
 //!
 //! | server answer | what the reporter does |
 //! |---|---|
@@ -23,8 +32,10 @@
 //! Events wait in memory up to [`ReportConfig::memory_events`]; past that the oldest are
 //! written to the spool, `<FLOWKIT_HOME>/spool/`: one JSON-lines file per chunk, written
 //! to a temporary name, synced and renamed, so a crash never leaves half a file to replay.
-//! Batches are always sent oldest first, spooled or not. The spool is bounded too
-//! ([`ReportConfig::spool_max_events`], [`ReportConfig::spool_max_bytes`]); past the bound
+//! Batches are always sent oldest first, spooled or not. The same happens when events come
+//! faster than the server takes them: nothing is dropped while the disk has room. The spool is
+//! bounded by [`ReportConfig::spool_max_bytes`] (1 GiB by default, `FLOWKIT_SPOOL_MAX_BYTES`;
+//! [`ReportConfig::spool_max_events`] can bound it by events too); past the bound
 //! events are dropped and counted, the count is logged, and once the server answers again
 //! it is POSTed to `{api_url}/api/v1/reporter-drops` as `{"dropped": N, "worker": "host:pid"}`
 //! (events the bus dropped because its queue was full are included: the server never sees
@@ -59,6 +70,7 @@
 //! While nothing is waiting to be sent, the sender thread sleeps until the sink wakes it (or,
 //! every few seconds, to look at the spool): an idle process does not poll.
 
+mod encode;
 mod sender;
 mod spool;
 
@@ -80,12 +92,16 @@ pub const DEFAULT_BATCH_SIZE: usize = 500;
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 5_000;
 /// How long a partial batch waits before it is sent anyway.
 pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(200);
-/// Events kept in memory before the oldest are spooled to disk.
+/// Events kept in memory, serialized, before the oldest are spooled to disk.
 pub const DEFAULT_MEMORY_EVENTS: usize = 50_000;
-/// Most events the spool holds.
-pub const DEFAULT_SPOOL_MAX_EVENTS: u64 = 1_000_000;
-/// Most bytes the spool holds: 256 MiB.
-pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Most events waiting to be serialized (handed over by the sink thread faster than the sender
+/// thread serializes and spools them) before newer ones are dropped and counted: about
+/// 200 bytes each, so at most about 800 MB, and only while the disk cannot keep up.
+pub const DEFAULT_BACKLOG_EVENTS: usize = 4_000_000;
+/// Most events the spool holds: no bound of its own, the byte bound is the one that counts.
+pub const DEFAULT_SPOOL_MAX_EVENTS: u64 = u64::MAX;
+/// Most bytes the spool holds: 1 GiB (`FLOWKIT_SPOOL_MAX_BYTES`).
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 /// How long a flush waits for delivery before it spools what is left.
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -150,7 +166,8 @@ impl fmt::Debug for Notices {
 }
 
 /// Settings of one [`ReportSink`]. [`crate::config::Config`] builds one from
-/// `FLOWKIT_API_URL`, `FLOWKIT_API_KEY`, `FLOWKIT_REPORT_FLUSH_TIMEOUT` and `FLOWKIT_HOME`.
+/// `FLOWKIT_API_URL`, `FLOWKIT_API_KEY`, `FLOWKIT_REPORT_FLUSH_TIMEOUT`,
+/// `FLOWKIT_SPOOL_MAX_BYTES` and `FLOWKIT_HOME`.
 ///
 /// ```
 /// use flowkit::sink::report::ReportConfig;
@@ -175,12 +192,16 @@ pub struct ReportConfig {
     pub max_batch_size: usize,
     /// A partial batch is sent after this long.
     pub batch_interval: Duration,
-    /// Events kept in memory (waiting to be serialized, and again serialized) before the
-    /// oldest are spooled.
+    /// Events kept in memory, serialized, before the oldest are spooled.
     pub memory_events: usize,
-    /// Most events in the spool; past it events are dropped and counted.
+    /// Most events waiting to be serialized (the sender thread is behind: a slow disk); past
+    /// it newer events are dropped and counted. Never reached while the sender keeps up.
+    pub backlog_events: usize,
+    /// Most events in the spool; past it events are dropped and counted (no bound by default:
+    /// [`ReportConfig::spool_max_bytes`] is the one that counts).
     pub spool_max_events: u64,
-    /// Most bytes in the spool; past it events are dropped and counted.
+    /// Most bytes in the spool; past it events are dropped and counted (1 GiB by default,
+    /// `FLOWKIT_SPOOL_MAX_BYTES`).
     pub spool_max_bytes: u64,
     /// How long a flush ([`Sink::deliver`], [`ReportSink::flush_report`]) waits for delivery
     /// before spooling what is left.
@@ -208,6 +229,7 @@ impl ReportConfig {
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             batch_interval: DEFAULT_BATCH_INTERVAL,
             memory_events: DEFAULT_MEMORY_EVENTS,
+            backlog_events: DEFAULT_BACKLOG_EVENTS,
             spool_max_events: DEFAULT_SPOOL_MAX_EVENTS,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
@@ -245,9 +267,29 @@ impl ReportConfig {
         self
     }
 
-    /// Sets the bounds of the spool.
+    /// Sets how many events may wait to be serialized before newer ones are dropped.
+    pub fn backlog_events(mut self, events: usize) -> ReportConfig {
+        self.backlog_events = events.max(1);
+        self
+    }
+
+    /// Sets both bounds of the spool: events and bytes.
     pub fn spool_max(mut self, events: u64, bytes: u64) -> ReportConfig {
         self.spool_max_events = events;
+        self.spool_max_bytes = bytes;
+        self
+    }
+
+    /// Sets the byte bound of the spool (`FLOWKIT_SPOOL_MAX_BYTES`; 1 GiB by default): events
+    /// are dropped, counted and reported only once the spool holds this much.
+    ///
+    /// ```
+    /// use flowkit::sink::report::ReportConfig;
+    /// let config = ReportConfig::new("http://127.0.0.1:4200", ".flowkit/spool")
+    ///     .spool_max_bytes(4 << 30);
+    /// assert_eq!(config.spool_max_bytes, 4 << 30);
+    /// ```
+    pub fn spool_max_bytes(mut self, bytes: u64) -> ReportConfig {
         self.spool_max_bytes = bytes;
         self
     }
@@ -304,14 +346,48 @@ pub struct ReportStats {
     /// Events the server refused for good (in a `400`/`422` batch, listed as rejected, or
     /// alone and still too big).
     pub rejected: u64,
-    /// Events dropped by this reporter: its memory queue was full (events came faster than it
-    /// could serialize and spool them) or the spool was full.
+    /// Events dropped by this reporter: the spool was full (or could not be written), or
+    /// more than [`ReportConfig::backlog_events`] waited to be serialized.
     pub dropped: u64,
     /// Events in the spool directory, as far as this process knows.
     pub spooled: u64,
     /// Events held in memory by the sender thread.
     pub in_memory: u64,
+    /// Values (flow parameters, log fields) nested deeper than
+    /// [`MAX_VALUE_DEPTH`](flowkit_wire::api::ingest::MAX_VALUE_DEPTH) levels, cut at that
+    /// depth and marked with [`DEPTH_MARK`](flowkit_wire::api::ingest::DEPTH_MARK) (the
+    /// server would have rejected the event).
+    pub capped: u64,
+    /// Events the sender thread serialized (and folded into run records).
+    pub encoded: u64,
+    /// Time the sender thread spent serializing them, in nanoseconds.
+    pub encode_nanos: u64,
 }
+
+impl ReportStats {
+    /// Events the sender thread serializes per second of its own time: how fast the reporter
+    /// can take events in, whatever the server's speed. `None` before it serialized any.
+    pub fn encode_events_per_s(&self) -> Option<f64> {
+        (self.encoded > 0 && self.encode_nanos > 0)
+            .then(|| self.encoded as f64 * 1e9 / self.encode_nanos as f64)
+    }
+}
+
+/// What the process's own reporter (the one `FLOWKIT_API_URL` starts) has done so far; `None`
+/// when reporting is off.
+///
+/// ```
+/// // Without FLOWKIT_API_URL, nothing is reported:
+/// # if std::env::var_os("FLOWKIT_API_URL").is_none() {
+/// assert!(flowkit::sink::report::process_stats().is_none());
+/// # }
+/// ```
+pub fn process_stats() -> Option<ReportStats> {
+    PROCESS_REPORTER.get().map(|shared| shared.stats.snapshot())
+}
+
+/// The shared state of the process's own reporter, once started.
+static PROCESS_REPORTER: std::sync::OnceLock<Arc<Shared>> = std::sync::OnceLock::new();
 
 #[derive(Debug, Default)]
 struct Stats {
@@ -321,6 +397,9 @@ struct Stats {
     dropped: AtomicU64,
     spooled: AtomicU64,
     in_memory: AtomicU64,
+    capped: AtomicU64,
+    encoded: AtomicU64,
+    encode_nanos: AtomicU64,
 }
 
 impl Stats {
@@ -333,6 +412,9 @@ impl Stats {
             dropped: get(&self.dropped),
             spooled: get(&self.spooled),
             in_memory: get(&self.in_memory),
+            capped: get(&self.capped),
+            encoded: get(&self.encoded),
+            encode_nanos: get(&self.encode_nanos),
         }
     }
 }
@@ -427,7 +509,7 @@ impl ReportSink {
             shared,
             thread: Some(thread),
             batch_size: config.batch_size.max(1),
-            max_pending: config.memory_events.max(1),
+            max_pending: config.backlog_events.max(1),
             flush_timeout: config.flush_timeout,
             spool_dir: config.spool_dir,
         })
@@ -462,6 +544,11 @@ impl ReportSink {
         }
     }
 
+    /// Makes this the process's own reporter, read by [`process_stats`].
+    pub(crate) fn register_as_process_reporter(&self) {
+        let _ = PROCESS_REPORTER.set(Arc::clone(&self.shared));
+    }
+
     fn request_flush(&self, reply: FlushReply) {
         self.shared.lock().flush.push(reply);
         self.shared.wake.notify_one();
@@ -479,7 +566,7 @@ impl Sink for ReportSink {
     fn on_event(&mut self, event: &Event) {
         let mut pending = self.shared.lock();
         if pending.events.len() >= self.max_pending {
-            // The sender thread is behind (a slow disk): never wait for it.
+            // The sender thread is far behind (a disk slower than the events): never wait.
             pending.refused += 1;
             return;
         }

@@ -10,8 +10,30 @@
 //! ```
 //!
 //! `kind` says what the event carries: `"state"` (a state change, with `state` and on the first
-//! event of a run its `details`) or `"log"` (a `tracing` event captured inside the run, with
-//! `level`, `message` and `fields`).
+//! event of a run its `details`), `"log"` (a `tracing` event captured inside the run, with
+//! `level`, `message` and `fields`) or `"run_record"` (several state changes of one run in one
+//! object, see below).
+//!
+//! # Run records
+//!
+//! A run whose states all happen within one batch (a task that goes `Pending → Running →
+//! Completed` in microseconds) travels as one *run record* rather than three state events: the
+//! fields the events share are written once, the first state is the record's own `id`,
+//! `attempt`, `timestamp`, `state` and `details`, and each later state is an entry of `later`
+//! with its own `id`, `timestamp`, `attempt` and `state`:
+//!
+//! ```json
+//! {"id":"0192…a","run_id":"0192…","parent_run_id":"0192…","flow_run_id":"0192…",
+//!  "run_kind":"task","name":"step","attempt":0,"timestamp":"2026-11-28T12:00:00.000001Z",
+//!  "kind":"run_record","state":{"type":"Pending"},"details":{"task_key":"demo::step"},
+//!  "later":[{"id":"0192…b","timestamp":"2026-11-28T12:00:00.000004Z","attempt":1,"state":{"type":"Running"}},
+//!           {"id":"0192…c","timestamp":"2026-11-28T12:00:00.000009Z","attempt":1,"state":{"type":"Completed"}}]}
+//! ```
+//!
+//! It stands for exactly the state events [`Event::into_events`] gives back, which is what a
+//! server stores. A client sends records only to a server whose `GET /api/v1/health` lists
+//! [`RUN_RECORD_KIND`] in `event_kinds` (an older server would ignore them); single events are
+//! always accepted.
 //!
 //! # Evolving the format
 //!
@@ -26,6 +48,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use uuid::Uuid;
+
+/// The `kind` of a run record ([`EventBody::RunRecord`]).
+pub const RUN_RECORD_KIND: &str = "run_record";
 
 /// Whether a run is a flow run or a task run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -106,9 +131,38 @@ pub enum EventBody {
         #[cfg_attr(feature = "openapi", schema(value_type = Object))]
         fields: serde_json::Map<String, serde_json::Value>,
     },
+    /// Several state changes of one run: the first is the record's own `id`, `attempt`,
+    /// `timestamp` and `state` (with the run's `details`), the others follow in `later`, in
+    /// order. Stands for the events [`Event::into_events`] gives back.
+    RunRecord {
+        /// The first state of the record.
+        state: State,
+        /// Facts about the run that do not change, when the record holds its first event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        details: Option<Box<RunDetails>>,
+        /// The later states, oldest first (at most
+        /// [`MAX_RECORD_LATER`](crate::api::ingest::MAX_RECORD_LATER)).
+        #[serde(default)]
+        later: Vec<LaterState>,
+    },
     /// A kind this version does not know (from a newer peer): its other fields are ignored.
     #[serde(other)]
     Unknown,
+}
+
+/// A later state of a run record: one state event of the run, without the fields the record
+/// gives once for all.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LaterState {
+    /// The id of this state event (UUID v7); the server ingests each id once.
+    pub id: Uuid,
+    /// When the run entered this state.
+    pub timestamp: DateTime<Utc>,
+    /// The attempt this state belongs to.
+    pub attempt: u32,
+    /// The new state.
+    pub state: State,
 }
 
 /// Facts about a run that do not change over its life. Fields this version does not know are
@@ -180,9 +234,102 @@ impl Event {
     /// The run details, if this is the first event of a run.
     pub fn details(&self) -> Option<&RunDetails> {
         match &self.body {
-            EventBody::State { details, .. } => details.as_deref(),
+            EventBody::State { details, .. } | EventBody::RunRecord { details, .. } => {
+                details.as_deref()
+            }
             _ => None,
         }
+    }
+
+    /// How many events this one stands for: `1 + later.len()` for a run record, 1 otherwise.
+    pub fn event_count(&self) -> usize {
+        match &self.body {
+            EventBody::RunRecord { later, .. } => 1 + later.len(),
+            _ => 1,
+        }
+    }
+
+    /// The events this one stands for: the state events of a run record, in order (the first
+    /// with the record's `details`), or the event itself.
+    ///
+    /// ```
+    /// use flowkit_wire::{Event, StateType};
+    /// let record: Event = serde_json::from_value(serde_json::json!({
+    ///     "id": "0192a000-0000-7000-8000-000000000001", "run_id": "0192a000-0000-7000-8000-0000000000aa",
+    ///     "parent_run_id": null, "flow_run_id": null, "run_kind": "task", "name": "step",
+    ///     "attempt": 0, "timestamp": "2026-11-28T12:00:00Z", "kind": "run_record",
+    ///     "state": {"type": "Pending"},
+    ///     "later": [{"id": "0192a000-0000-7000-8000-000000000002", "attempt": 1,
+    ///                "timestamp": "2026-11-28T12:00:00.000004Z", "state": {"type": "Completed"}}]
+    /// })).unwrap();
+    /// let events = record.into_events();
+    /// let types: Vec<_> = events.iter().filter_map(|e| e.state_type()).collect();
+    /// assert_eq!(types, [StateType::Pending, StateType::Completed]);
+    /// assert_eq!(events[1].attempt, 1);
+    /// ```
+    pub fn into_events(self) -> Vec<Event> {
+        let Event {
+            id,
+            run_id,
+            parent_run_id,
+            flow_run_id,
+            run_kind,
+            name,
+            attempt,
+            timestamp,
+            lease,
+            body,
+        } = self;
+        let EventBody::RunRecord {
+            state,
+            details,
+            later,
+        } = body
+        else {
+            return vec![Event {
+                id,
+                run_id,
+                parent_run_id,
+                flow_run_id,
+                run_kind,
+                name,
+                attempt,
+                timestamp,
+                lease,
+                body,
+            }];
+        };
+        let mut events = Vec::with_capacity(1 + later.len());
+        events.push(Event {
+            id,
+            run_id,
+            parent_run_id,
+            flow_run_id,
+            run_kind,
+            name: name.clone(),
+            attempt,
+            timestamp,
+            lease,
+            body: EventBody::State { state, details },
+        });
+        for l in later {
+            events.push(Event {
+                id: l.id,
+                run_id,
+                parent_run_id,
+                flow_run_id,
+                run_kind,
+                name: name.clone(),
+                attempt: l.attempt,
+                timestamp: l.timestamp,
+                lease,
+                body: EventBody::State {
+                    state: l.state,
+                    details: None,
+                },
+            });
+        }
+        events
     }
 }
 
@@ -243,10 +390,46 @@ mod tests {
         let new_kind = serde_json::json!({
             "id": id, "run_id": id, "parent_run_id": null, "run_kind": "task", "name": "t",
             "attempt": 1, "timestamp": "2026-11-28T12:00:00Z",
-            "kind": "run_record", "states": [{"type": "Completed"}]
+            "kind": "from_the_future", "states": [{"type": "Completed"}]
         });
         let event: Event = serde_json::from_value(new_kind).expect("unknown kinds are read");
         assert_eq!(event.body, EventBody::Unknown);
+    }
+
+    #[test]
+    fn a_run_record_stands_for_its_state_events() {
+        let first = sample(EventBody::State {
+            state: State::new(StateType::Pending),
+            details: Some(Box::new(RunDetails {
+                task_key: "demo::download".into(),
+                ..RunDetails::default()
+            })),
+        });
+        let record = Event {
+            body: EventBody::RunRecord {
+                state: State::new(StateType::Pending),
+                details: first.details().cloned().map(Box::new),
+                later: vec![LaterState {
+                    id: Uuid::now_v7(),
+                    timestamp: Utc::now(),
+                    attempt: 2,
+                    state: State::new(StateType::Completed),
+                }],
+            },
+            ..first.clone()
+        };
+        let json = serde_json::to_value(&record).expect("serialize");
+        assert_eq!(json["kind"], RUN_RECORD_KIND);
+        let back: Event = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, record);
+        assert_eq!(back.event_count(), 2);
+        let events = back.into_events();
+        assert_eq!(events[0], first);
+        assert_eq!(events[1].attempt, 2);
+        assert_eq!(events[1].run_id, first.run_id);
+        assert_eq!(events[1].details(), None);
+        assert_eq!(events[1].state_type(), Some(StateType::Completed));
+        assert_eq!(first.clone().into_events(), vec![first]);
     }
 
     #[test]

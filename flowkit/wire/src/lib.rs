@@ -21,5 +21,5 @@ pub mod links;
 pub mod schedule;
 pub mod state;
 
-pub use event::{Event, EventBody, LogLevel, RunDetails, RunKind};
+pub use event::{Event, EventBody, LaterState, LogLevel, RunDetails, RunKind};
 pub use state::{State, StateType};

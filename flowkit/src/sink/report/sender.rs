@@ -4,15 +4,18 @@
 //! time: while a request is in flight the thread keeps taking events in and spooling the
 //! oldest when memory is full, so a slow server never makes the sink thread wait.
 
+use super::encode::{self, Item};
 use super::spool::{self, Key, Spool};
 use super::{FlushOutcome, FlushReply, Notices, ReportConfig, Shared};
 use crate::event::Event;
 use crate::http::{self, Backoff};
 use flowkit_wire::api::error::ErrorBody;
+use flowkit_wire::api::health::Health;
 use flowkit_wire::api::ingest::{IngestResponse, ReporterDrops};
+use flowkit_wire::event::RUN_RECORD_KIND;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,12 +26,16 @@ use tokio::time::{Instant, sleep_until};
 /// holder lists the directory for files other processes added.
 const SPOOL_MAINTENANCE: Duration = Duration::from_secs(5);
 
-/// Some events, serialized: one JSON object per line.
+/// Some events, serialized: one JSON object per line (an event, or a run record standing for
+/// several).
 #[derive(Debug)]
 struct Batch {
     key: Key,
     lines: Vec<u8>,
+    /// Lines: the elements of the JSON array sent.
     count: usize,
+    /// Events the lines stand for.
+    events: usize,
     /// The batch is the spool file of this key (deleted once delivered), not held in memory.
     file: bool,
 }
@@ -61,17 +68,27 @@ impl Batch {
             .nth(half.saturating_sub(1))
             .map_or(self.lines.len(), |(i, _)| i + 1);
         let (first, second) = self.lines.split_at(cut);
+        let events_in = |lines: &[u8]| -> usize {
+            lines
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| encode::events_in_line(l).unwrap_or(1))
+                .sum()
+        };
+        let first_events = events_in(first).min(self.events);
         (
             Batch {
                 key: self.key,
                 lines: first.to_vec(),
                 count: half,
+                events: first_events,
                 file: false,
             },
             Batch {
                 key: self.key,
                 lines: second.to_vec(),
                 count: self.count - half,
+                events: self.events - first_events,
                 file: false,
             },
         )
@@ -104,6 +121,7 @@ struct Said {
     spool_full: bool,
     spool_error: bool,
     drops_404: bool,
+    capped: bool,
 }
 
 pub(super) struct Sender {
@@ -120,6 +138,11 @@ pub(super) struct Sender {
     queue: VecDeque<Batch>,
     /// Events in `queue`.
     queued: usize,
+    /// Whether the server stores run records (`None`: not asked yet; see `learn_event_kinds`).
+    records: Option<bool>,
+    /// Scratch space of `encode::plan`.
+    runs: HashMap<uuid::Uuid, usize>,
+    health_url: String,
     /// Reused between intakes.
     spare: Vec<Event>,
     spool: Spool,
@@ -161,6 +184,7 @@ impl Sender {
             }
         };
         let now = Instant::now();
+        let health_url = flowkit_wire::links::api(&cfg.api_url, "/health");
         Ok(Sender {
             client: Err("the sender thread has not started".to_string()),
             events_url: cfg.events_url(),
@@ -176,6 +200,9 @@ impl Sender {
             shared,
             queue: VecDeque::new(),
             queued: 0,
+            records: None,
+            runs: HashMap::new(),
+            health_url,
             spare: Vec::new(),
             next_maintenance: now,
             failures: 0,
@@ -302,14 +329,24 @@ impl Sender {
             }
         }
         let mut events = std::mem::take(&mut self.spare);
-        for event in events.drain(..) {
-            self.push_event(&event);
+        let started = std::time::Instant::now();
+        let plan = encode::plan(&events, self.records == Some(true), &mut self.runs);
+        for item in &plan {
+            self.push_item(&events, item);
         }
+        let stats = &self.shared.stats;
+        stats
+            .encode_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        stats
+            .encoded
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        events.clear();
         self.spare = events;
     }
 
-    /// Serializes one event at the end of the queue.
-    fn push_event(&mut self, event: &Event) {
+    /// Serializes one element (an event, or a run record) at the end of the queue.
+    fn push_item(&mut self, events: &[Event], item: &Item) {
         let max = self.cfg.max_batch_size.max(1);
         if self.queue.back().is_none_or(|b| b.count >= max) {
             let key = self.next_key();
@@ -317,6 +354,7 @@ impl Sender {
                 key,
                 lines: Vec::with_capacity(max.min(1024) * 256),
                 count: 0,
+                events: 0,
                 file: false,
             });
         }
@@ -324,17 +362,41 @@ impl Sender {
             return;
         };
         let start = batch.lines.len();
-        match serde_json::to_writer(&mut batch.lines, event) {
-            Ok(()) => {
+        let n = item.events();
+        match encode::write_item(&mut batch.lines, events, item) {
+            Ok(written) => {
                 batch.lines.push(b'\n');
                 batch.count += 1;
-                self.queued += 1;
+                batch.events += n;
+                self.queued += n;
+                if written.capped > 0 {
+                    self.capped(written.capped);
+                }
             }
             Err(_) => {
                 // Only a hand-made `fields` map can fail to serialize; it could never be sent.
                 batch.lines.truncate(start);
-                self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .rejected
+                    .fetch_add(n as u64, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Counts values cut at the depth limit, and says so once.
+    fn capped(&mut self, count: usize) {
+        self.shared
+            .stats
+            .capped
+            .fetch_add(count as u64, Ordering::Relaxed);
+        if !self.said.capped {
+            self.said.capped = true;
+            self.say(&format!(
+                "flowkit: a value nested deeper than {} levels (flow parameters or log fields) was cut at that depth and marked {:?}; later cuts are only counted",
+                flowkit_wire::api::ingest::MAX_VALUE_DEPTH,
+                flowkit_wire::api::ingest::DEPTH_MARK
+            ));
         }
     }
 
@@ -375,22 +437,23 @@ impl Sender {
             if let Some(next) = self.queue.pop_front() {
                 chunk.lines.extend_from_slice(&next.lines);
                 chunk.count += next.count;
+                chunk.events += next.events;
             }
         }
-        self.queued -= chunk.count;
+        self.queued -= chunk.events;
         Some(chunk)
     }
 
     /// Writes a memory batch to the spool, or drops and counts it when the spool is full.
     fn spill(&mut self, batch: Batch) {
-        if batch.count == 0 || batch.file {
+        if batch.events == 0 || batch.file {
             return;
         }
-        if !self.spool.fits(batch.count, batch.lines.len()) {
+        if !self.spool.fits(batch.events, batch.lines.len()) {
             // Another process may have sent files since the last look.
             let _ = self.spool.scan();
         }
-        if !self.spool.fits(batch.count, batch.lines.len()) {
+        if !self.spool.fits(batch.events, batch.lines.len()) {
             if !self.said.spool_full {
                 self.said.spool_full = true;
                 self.say(&format!(
@@ -401,14 +464,14 @@ impl Sender {
                     self.cfg.spool_max_bytes
                 ));
             }
-            self.drop_events(batch.count as u64);
+            self.drop_events(batch.events as u64);
             return;
         }
         if !self.spool.is_owner() {
             // Another process sends the spool: this flush cannot say it delivered everything.
             self.spilled_unowned = true;
         }
-        if let Err(e) = self.spool.write(batch.key, &batch.lines, batch.count) {
+        if let Err(e) = self.spool.write(batch.key, &batch.lines, batch.events) {
             if !self.said.spool_error {
                 self.said.spool_error = true;
                 self.say(&format!(
@@ -416,7 +479,7 @@ impl Sender {
                     self.spool.dir().display()
                 ));
             }
-            self.drop_events(batch.count as u64);
+            self.drop_events(batch.events as u64);
         }
     }
 
@@ -545,12 +608,17 @@ impl Sender {
             };
             if from_memory {
                 let batch = self.queue.pop_front()?;
-                self.queued -= batch.count;
+                self.queued -= batch.events;
                 return Some(batch);
             }
             let (key, path) = file?;
             match spool::read_lines(&path) {
-                Ok((lines, count, skipped)) => {
+                Ok(spool::Lines {
+                    lines,
+                    count,
+                    events,
+                    skipped,
+                }) => {
                     if skipped > 0 {
                         self.say(&format!(
                             "flowkit: skipped {skipped} damaged lines of the spool file {}",
@@ -565,6 +633,7 @@ impl Sender {
                         key,
                         lines,
                         count,
+                        events,
                         file: true,
                     });
                 }
@@ -608,13 +677,16 @@ impl Sender {
     /// POSTs one batch, taking events in meanwhile; handles the answer.
     async fn send(&mut self, batch: Batch) {
         let client = match &self.client {
-            Ok(client) => client,
+            Ok(client) => client.clone(),
             Err(why) => {
                 let why = why.clone();
                 self.failed(batch, Failure::Connect(why));
                 return;
             }
         };
+        if self.records.is_none() {
+            self.learn_event_kinds(&client).await;
+        }
         let mut request = client
             .post(&self.events_url)
             .header(CONTENT_TYPE, "application/json")
@@ -684,12 +756,20 @@ impl Sender {
         let stats = &self.shared.stats;
         match status.as_u16() {
             200..=299 => {
-                // A 2xx whose body does not parse still delivered the batch.
+                // A 2xx whose body does not parse still delivered the batch. The server counts
+                // the events a run record stands for; `ignored` counts elements.
+                let (delivered, rejected) = match serde_json::from_slice::<IngestResponse>(body) {
+                    Ok(answer) if answer.rejected.is_empty() => (batch.events, 0),
+                    Ok(answer) => {
+                        let kept = (answer.stored() + answer.ignored).min(batch.events);
+                        (kept, batch.events - kept)
+                    }
+                    Err(_) => (batch.events, 0),
+                };
                 let accepted: IngestResponse = serde_json::from_slice(body).unwrap_or_default();
-                let rejected = accepted.rejected.len().min(batch.count);
                 stats
                     .delivered
-                    .fetch_add((batch.count - rejected) as u64, Ordering::Relaxed);
+                    .fetch_add(delivered as u64, Ordering::Relaxed);
                 stats.rejected.fetch_add(rejected as u64, Ordering::Relaxed);
                 if let Some(first) = accepted.rejected.first()
                     && !self.said.rejected_event
@@ -709,7 +789,7 @@ impl Sender {
             413 if batch.count > 1 => {
                 let file = batch.file.then_some(batch.key);
                 let (first, second) = batch.split();
-                self.queued += first.count + second.count;
+                self.queued += first.events + second.events;
                 self.queue.push_front(second);
                 self.queue.push_front(first);
                 if let Some(key) = file {
@@ -720,7 +800,7 @@ impl Sender {
             413 | 400 | 422 => {
                 stats
                     .rejected
-                    .fetch_add(batch.count as u64, Ordering::Relaxed);
+                    .fetch_add(batch.events as u64, Ordering::Relaxed);
                 let said = if status == StatusCode::PAYLOAD_TOO_LARGE {
                     &mut self.said.too_big
                 } else {
@@ -736,7 +816,7 @@ impl Sender {
                     };
                     self.say(&format!(
                         "flowkit: the server at {} refused a batch of {} events ({status}: {message}); it is dropped, and later refused batches are only counted",
-                        self.cfg.api_url, batch.count
+                        self.cfg.api_url, batch.events
                     ));
                 }
                 self.done_with(batch);
@@ -753,6 +833,33 @@ impl Sender {
                     self.retry_at = Some(self.retry_at.map_or(at, |t| t.max(at)));
                 }
             }
+        }
+    }
+
+    /// Asks the server which event kinds it stores (until it answers): run records are sent
+    /// only to a server that lists them in `GET /api/v1/health`; an older one gets single
+    /// events. Waits at most two seconds (the health route is cheap on a live server).
+    async fn learn_event_kinds(&mut self, client: &reqwest::Client) {
+        let mut request = client.get(&self.health_url);
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let asked = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let health = if status.is_success() {
+                response.json::<Health>().await.ok()
+            } else {
+                None
+            };
+            Ok::<_, reqwest::Error>((status, health))
+        };
+        match tokio::time::timeout(Duration::from_secs(2), asked).await {
+            Ok(Ok((status, health))) if status.is_success() || status.is_client_error() => {
+                self.records = Some(health.is_some_and(|h| h.accepts_event_kind(RUN_RECORD_KIND)));
+            }
+            // Not reachable now (or a 5xx): asked again before the next POST.
+            _ => {}
         }
     }
 
@@ -778,7 +885,7 @@ impl Sender {
     /// Keeps a batch that was not delivered, to send again first.
     fn put_back(&mut self, batch: Batch) {
         if !batch.file {
-            self.queued += batch.count;
+            self.queued += batch.events;
             self.queue.push_front(batch);
         }
     }
@@ -877,6 +984,7 @@ mod tests {
             },
             lines: bytes,
             count: lines.len(),
+            events: lines.len(),
             file: false,
         }
     }

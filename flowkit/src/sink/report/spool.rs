@@ -2,8 +2,9 @@
 //!
 //! A file is named `<micros>-<pid>-<seq>-<count>.jsonl`: when its oldest batch was cut
 //! (microseconds since the Unix epoch), by which process, in which order within that process,
-//! and how many events it holds. Sorting by `(micros, pid, seq)` is sorting by age, across
-//! processes. Each line is one [`Event`](crate::Event) exactly as the server ingests it.
+//! and how many events it holds (a line may be a run record standing for several events). Sorting by `(micros, pid, seq)` is sorting by age, across
+//! processes. Each line is one element of a batch exactly as the server ingests it: an
+//! [`Event`](crate::Event), or a run record.
 //!
 //! Files are written to a hidden temporary name and renamed into place, so a reader never
 //! sees half a file. Only the process holding the exclusive lock on `.lock` reads and
@@ -225,27 +226,44 @@ impl Spool {
     }
 }
 
+/// A spool file read back.
+#[derive(Debug)]
+pub(crate) struct Lines {
+    /// The lines to send, each a JSON object ending with a newline.
+    pub lines: Vec<u8>,
+    /// How many lines.
+    pub count: usize,
+    /// How many events they stand for (a run record stands for several).
+    pub events: usize,
+    /// Damaged lines left out.
+    pub skipped: usize,
+}
+
 /// Reads a spool file back as the lines to send, skipping lines that are not JSON objects.
-/// Returns the lines and how many events they hold.
-pub(crate) fn read_lines(path: &Path) -> io::Result<(Vec<u8>, usize, usize)> {
+pub(crate) fn read_lines(path: &Path) -> io::Result<Lines> {
     let data = fs::read(path)?;
     let mut out = Vec::with_capacity(data.len());
-    let (mut count, mut skipped) = (0, 0);
+    let (mut count, mut events, mut skipped) = (0, 0, 0);
     for line in data.split(|&b| b == b'\n') {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let ok = line.first() == Some(&b'{')
-            && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok();
-        if ok {
-            out.extend_from_slice(line);
-            out.push(b'\n');
-            count += 1;
-        } else {
-            skipped += 1;
+        match super::encode::events_in_line(line) {
+            Some(n) => {
+                out.extend_from_slice(line);
+                out.push(b'\n');
+                count += 1;
+                events += n;
+            }
+            None => skipped += 1,
         }
     }
-    Ok((out, count, skipped))
+    Ok(Lines {
+        lines: out,
+        count,
+        events,
+        skipped,
+    })
 }
 
 fn remove_if_stale(path: &Path) {
@@ -326,9 +344,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("f.jsonl");
         fs::write(&path, b"{\"a\":1}\n{\"a\":\n\n{\"b\":2}\n[1]\n").expect("write");
-        let (lines, count, skipped) = read_lines(&path).expect("read");
-        assert_eq!(lines, b"{\"a\":1}\n{\"b\":2}\n");
-        assert_eq!((count, skipped), (2, 2));
+        let read = read_lines(&path).expect("read");
+        assert_eq!(read.lines, b"{\"a\":1}\n{\"b\":2}\n");
+        assert_eq!((read.count, read.events, read.skipped), (2, 2, 2));
     }
 
     #[test]

@@ -30,6 +30,51 @@ pub const MAX_UPSTREAM: usize = 10_000;
 /// How far ahead of the server's clock a timestamp may be, in seconds (clock skew between
 /// machines): one day.
 pub const MAX_CLOCK_SKEW_SECS: i64 = 24 * 60 * 60;
+/// Most later states of one run record ([`EventBody::RunRecord`](crate::EventBody::RunRecord));
+/// a record with more is rejected.
+pub const MAX_RECORD_LATER: usize = 1000;
+/// Deepest nesting of a JSON value a client sends inside an event (parameters, log fields,
+/// results): deeper parts are replaced by [`DEPTH_MARK`] ([`cap_depth`]). The server parses
+/// each event with a recursion limit of 128 levels and rejects (alone) an event nested deeper.
+pub const MAX_VALUE_DEPTH: usize = 64;
+/// What replaces a part of a value nested deeper than [`MAX_VALUE_DEPTH`].
+pub const DEPTH_MARK: &str = "[flowkit: nested deeper than 64 levels, cut here]";
+
+/// Replaces every part of `value` nested deeper than `max_depth` levels (the value itself is
+/// level 1) by the string [`DEPTH_MARK`]. Returns how many parts were replaced. Recurses at
+/// most `max_depth` levels, whatever the depth of `value`.
+///
+/// ```
+/// use flowkit_wire::api::ingest::{DEPTH_MARK, cap_depth};
+/// let mut v = serde_json::json!({"a": {"b": {"c": 1}}, "d": 2});
+/// assert_eq!(cap_depth(&mut v, 2), 1);
+/// assert_eq!(v, serde_json::json!({"a": {"b": DEPTH_MARK}, "d": 2}));
+/// ```
+pub fn cap_depth(value: &mut serde_json::Value, max_depth: usize) -> usize {
+    use serde_json::Value;
+    fn walk(value: &mut Value, left: usize) -> usize {
+        let children: Box<dyn Iterator<Item = &mut Value>> = match value {
+            Value::Array(items) => Box::new(items.iter_mut()),
+            Value::Object(map) => Box::new(map.values_mut()),
+            _ => return 0,
+        };
+        let mut cut = 0;
+        for child in children {
+            if left == 0 && matches!(child, Value::Array(_) | Value::Object(_)) {
+                *child = Value::String(DEPTH_MARK.to_string());
+                cut += 1;
+            } else if left > 0 {
+                cut += walk(child, left - 1);
+            }
+        }
+        cut
+    }
+    if max_depth == 0 {
+        return 0;
+    }
+    walk(value, max_depth - 1)
+}
+
 /// What ends a message the server truncated.
 pub const TRUNCATION_MARK: &str = "… [truncated by flowkit-server]";
 
