@@ -33,6 +33,8 @@ mod workers;
 // The HTTP surface, keys and the API description (SQLite).
 mod auth;
 mod openapi;
+#[cfg(feature = "sqlite")]
+mod origins;
 mod surface;
 
 // Over a real socket, and a damaged database (SQLite).
@@ -44,3 +46,5 @@ mod outage;
 #[cfg(feature = "sqlite")]
 mod slow_clients;
 mod socket;
+#[cfg(feature = "sqlite")]
+mod streams;
