@@ -125,8 +125,9 @@ fn routes(state: &AppState) -> Router<AppState> {
         // Reads its body itself, bounded by `--max-body`.
         .route("/events", post(events::ingest))
         .route("/reporter-drops", post(reporter_drops::record))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_report))
-        .route_layer(from_fn(same_origin::require_json_or_same_origin));
+        // Inside the key check: a request without a key gets 401 first.
+        .route_layer(from_fn(same_origin::require_json_or_same_origin))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_report));
 
     let worker = Router::new()
         .route("/deployments", post(deployments::register))
@@ -137,8 +138,9 @@ fn routes(state: &AppState) -> Router<AppState> {
             post(workers::finish).layer(DefaultBodyLimit::max(workers::FINISH_BODY_LIMIT)),
         )
         .route("/flow-runs/{id}/release", post(workers::release))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_worker))
-        .route_layer(from_fn(same_origin::require_json_or_same_origin));
+        // Inside the key check: a request without a key gets 401 first.
+        .route_layer(from_fn(same_origin::require_json_or_same_origin))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_worker));
 
     let trigger = Router::new()
         .route(
@@ -148,8 +150,9 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route("/flow-runs/cancel", post(run_actions::bulk_cancel))
         .route("/flow-runs/{id}/cancel", post(run_actions::cancel))
         .route("/flow-runs/{id}/retry", post(run_actions::retry))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_trigger))
-        .route_layer(from_fn(same_origin::require_json_or_same_origin));
+        // Inside the key check: a request without a key gets 401 first.
+        .route_layer(from_fn(same_origin::require_json_or_same_origin))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_trigger));
 
     Router::new()
         .merge(open)
