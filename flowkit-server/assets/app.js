@@ -356,9 +356,9 @@ async function loadResult(id) {
 async function runAction(action) {
   const id = detail.id;
   $("action-error").hidden = true;
-  // Cancel takes an optional body (a reason); retry none.
-  const { status, body, res } = await send("POST", "/api/v1/flow-runs/" + encodeURIComponent(id) + "/" + action,
-    action === "cancel" ? {} : undefined);
+  // Cancel takes an optional body (a reason), retry none: both send `{}`, as JSON, which the
+  // server asks of every request that changes something.
+  const { status, body, res } = await send("POST", "/api/v1/flow-runs/" + encodeURIComponent(id) + "/" + action, {});
   if (detail.id !== id) return;
   if (res.ok && body && body.id) {
     renderRunHeader(body);

@@ -1,8 +1,10 @@
 //! Command line and environment: what `flowkit-server --help` explains, parsed into a
 //! [`Config`] and checked before anything binds.
 
+use crate::allowed_hosts::AllowedHosts;
 use crate::auth::{ApiKey, ApiKeys};
 use crate::connections::{ConnectionLimits, DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS_BOUND};
+use crate::stream_slots::{DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_KEY};
 use clap::Parser;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -14,6 +16,10 @@ pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALH
 pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
 /// Default bound of the number of events in one batch.
 pub const DEFAULT_MAX_BATCH: usize = 10_000;
+/// Default of `--search-budget`.
+pub const DEFAULT_SEARCH_BUDGET: Duration = Duration::from_secs(2);
+/// Default time an answer of `/api/stats` is reused.
+pub const DEFAULT_STATS_TTL: Duration = Duration::from_secs(1);
 /// Default bound of the bytes of ingest request bodies in flight at once: 256 MiB.
 pub const DEFAULT_INGEST_MEMORY: usize = 256 * 1024 * 1024;
 
@@ -74,6 +80,21 @@ pub struct Cli {
     #[arg(long)]
     pub insecure_open: bool,
 
+    /// A host name this server may be reached by, besides localhost, 127.0.0.1, [::1] (any
+    /// port) and the bind address: `NAME` (any port), `NAME:PORT`, an IP address, or `*` for
+    /// any. Repeat the flag for several; in the environment variable, separate them with `,`.
+    /// Without API keys, a request naming any other `Host` is refused with 403
+    /// `forbidden_host`: a web page cannot read or change runs by pointing its own name at
+    /// this server (DNS rebinding). With API keys the `Host` is not checked unless this flag is
+    /// given.
+    #[arg(
+        long = "allowed-host",
+        value_name = "HOST",
+        env = "FLOWKIT_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
     /// Largest request body accepted, e.g. `8MiB`, `512KiB` or a number of bytes; larger
     /// bodies get 413.
     #[arg(long, env = "FLOWKIT_MAX_BODY", default_value = "8MiB", value_parser = parse_size)]
@@ -133,6 +154,24 @@ pub struct Cli {
     /// open files.
     #[arg(long, env = "FLOWKIT_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = parse_max_connections)]
     pub max_connections: usize,
+
+    /// Most database time a runs listing filtered by `search` or `tag` may take (such a
+    /// filter can scan every run): past it the query is stopped and the client gets 422
+    /// `filter_too_broad`, asking to narrow the filter. At most 2 such listings run at once;
+    /// the other read connections stay free for plain lookups. 1 ms to 1 h.
+    #[arg(long, env = "FLOWKIT_SEARCH_BUDGET", default_value = "2s", value_parser = parse_timeout)]
+    pub search_budget: Duration,
+
+    /// Most live streams (`GET /api/v1/stream`, one per open dashboard tab) open at once on
+    /// this server (1 to 1000000); one more is answered 503 `unavailable` with `Retry-After`.
+    /// Streams also count against --max-connections.
+    #[arg(long, env = "FLOWKIT_MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS, value_parser = parse_max_streams)]
+    pub max_streams: usize,
+
+    /// Most live streams one API key holds open at once (all clients of a server without keys
+    /// count as one key); one more is answered 429 `too_many_requests` with `Retry-After`.
+    #[arg(long, env = "FLOWKIT_MAX_STREAMS_PER_KEY", default_value_t = DEFAULT_MAX_STREAMS_PER_KEY, value_parser = parse_max_streams)]
+    pub max_streams_per_key: usize,
 }
 
 /// How long runs are kept; `None` keeps them forever.
@@ -163,6 +202,9 @@ pub struct Config {
 pub struct Settings {
     /// The API keys; empty means open (loopback only unless `insecure_open`).
     pub api_keys: ApiKeys,
+    /// The `Host`s a request may name without keys (or whenever given): see
+    /// [`crate::allowed_hosts`].
+    pub allowed_hosts: AllowedHosts,
     /// Largest request body of `POST /api/events`, in bytes.
     pub max_body: usize,
     /// Most events in one batch (at least 1).
@@ -172,6 +214,15 @@ pub struct Settings {
     /// How many run changes the live stream buffers for a slow client before telling it to
     /// refetch.
     pub stream_capacity: usize,
+    /// Most database time of a `search`/`tag` listing.
+    pub search_budget: Duration,
+    /// How long an answer of `/api/stats` is reused for the same window (the dashboard asks
+    /// about once a second per tab).
+    pub stats_ttl: Duration,
+    /// Most live streams open at once (at least 1).
+    pub max_streams: usize,
+    /// Most live streams of one API key open at once (at least 1).
+    pub max_streams_per_key: usize,
     /// How long a trigger's idempotency key is remembered.
     pub idempotency_ttl: Duration,
     /// How long a worker's lease lasts unless renewed.
@@ -182,10 +233,15 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             api_keys: ApiKeys::default(),
+            allowed_hosts: AllowedHosts::default(),
             max_body: DEFAULT_MAX_BODY,
             max_batch: DEFAULT_MAX_BATCH,
             ingest_memory: DEFAULT_INGEST_MEMORY,
             stream_capacity: 4096,
+            search_budget: DEFAULT_SEARCH_BUDGET,
+            stats_ttl: DEFAULT_STATS_TTL,
+            max_streams: DEFAULT_MAX_STREAMS,
+            max_streams_per_key: DEFAULT_MAX_STREAMS_PER_KEY,
             idempotency_ttl: flowkit_wire::api::deployments::DEFAULT_IDEMPOTENCY_TTL,
             lease: flowkit_wire::api::workers::DEFAULT_LEASE,
         }
@@ -255,9 +311,14 @@ impl Cli {
             },
             settings: Settings {
                 api_keys: ApiKeys::new(parse_keys(&self.api_keys)?)?,
+                allowed_hosts: AllowedHosts::parse(&self.allowed_hosts)
+                    .map_err(ConfigError::InvalidHost)?,
                 max_body: self.max_body,
                 max_batch: self.max_batch,
                 ingest_memory: self.ingest_memory,
+                search_budget: self.search_budget,
+                max_streams: self.max_streams,
+                max_streams_per_key: self.max_streams_per_key,
                 idempotency_ttl: self.idempotency_ttl,
                 lease: self.lease,
                 ..Settings::default()
@@ -292,6 +353,9 @@ pub enum ConfigError {
     /// Two keys share a secret, so a request could not tell which one it used.
     #[error("API keys {0:?} and {1:?} have the same secret")]
     DuplicateKeySecret(String, String),
+    /// An `--allowed-host` value that is not a host name.
+    #[error("{0}")]
+    InvalidHost(String),
     /// A limit that would make the server refuse every request it bounds.
     #[error("{0}")]
     InvalidLimit(String),
@@ -403,6 +467,20 @@ pub fn parse_timeout(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?}: a timeout is 1ms to 1h"));
     }
     Ok(timeout)
+}
+
+/// Parses `--max-streams` and `--max-streams-per-key`: 1 to [`MAX_CONNECTIONS_BOUND`].
+pub fn parse_max_streams(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number of streams such as 100, got {s:?}"))?;
+    if n == 0 || n > MAX_CONNECTIONS_BOUND {
+        return Err(format!(
+            "a bound of streams is 1 to {MAX_CONNECTIONS_BOUND}, got {n}"
+        ));
+    }
+    Ok(n)
 }
 
 /// Parses `--max-connections`: 1 to [`MAX_CONNECTIONS_BOUND`].
@@ -639,6 +717,38 @@ mod tests {
         let mut config = Config::new("sqlite://x.db");
         config.settings.max_batch = 0;
         assert!(matches!(config.check(), Err(ConfigError::InvalidLimit(_))));
+    }
+
+    #[test]
+    fn allowed_hosts() {
+        let config = Cli::try_parse_from([
+            "flowkit-server",
+            "--allowed-host",
+            "flowkit.internal",
+            "--allowed-host",
+            "ci.example:8080",
+        ])
+        .expect("parse")
+        .into_config()
+        .expect("config");
+        assert!(
+            config
+                .settings
+                .allowed_hosts
+                .allows("flowkit.internal:4200")
+        );
+        assert!(config.settings.allowed_hosts.allows("ci.example:8080"));
+        assert!(!config.settings.allowed_hosts.allows("evil.example"));
+        let err = Cli::try_parse_from(["flowkit-server", "--allowed-host", "a b"])
+            .expect("parse")
+            .into_config()
+            .expect_err("not a host");
+        assert!(err.to_string().contains("--allowed-host"), "{err}");
+        let default = Cli::try_parse_from(["flowkit-server"])
+            .expect("parse")
+            .into_config()
+            .expect("config");
+        assert!(!default.settings.allowed_hosts.is_configured());
     }
 
     #[test]

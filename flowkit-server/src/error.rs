@@ -269,6 +269,16 @@ impl From<StoreError> for ApiError {
                 format!("parameter `cursor`: {why} (pass back a `next_cursor` unchanged)"),
             ),
             StoreError::Closed => ApiError::unavailable("the server is shutting down", 1),
+            StoreError::OverBudget(budget) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::FilterTooBroad,
+                format!(
+                    "this `search`/`tag` filter scans too many runs: it was stopped after {} ms. \
+                     Narrow it: add a `state`, a `flow_name`, a `deployment` or a \
+                     `created_after`",
+                    budget.as_millis()
+                ),
+            ),
             other if other.is_unavailable() => {
                 tracing::warn!(error = %other, "database unavailable");
                 ApiError::unavailable(

@@ -18,6 +18,7 @@
 //! # }
 //! ```
 
+pub mod allowed_hosts;
 pub(crate) mod api;
 pub mod auth;
 pub mod config;
@@ -25,12 +26,15 @@ pub mod connections;
 pub(crate) mod dashboard;
 pub(crate) mod error;
 pub mod ingest_budget;
+pub mod metrics;
 pub(crate) mod params;
 pub mod reaper;
 pub mod retention;
 pub mod scheduler;
+pub mod stats_cache;
 pub mod store;
 pub(crate) mod stream;
+pub mod stream_slots;
 pub mod wake;
 
 use anyhow::Context as _;
@@ -60,6 +64,19 @@ struct Inner {
     validators: params::Validators,
     wake: wake::Wakeups,
     ingest_budget: ingest_budget::IngestBudget,
+    stream_slots: Arc<stream_slots::StreamSlots>,
+    full_scans: tokio::sync::Semaphore,
+    metrics: metrics::Metrics,
+    stats_cache: stats_cache::StatsCache,
+}
+
+/// The live streams of this server, as counters (for `/metrics` and tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveStreams {
+    /// Streams open now.
+    pub open: usize,
+    /// Run changes serialized since start: one per change, however many streams carry it.
+    pub changes_serialized: u64,
 }
 
 impl AppState {
@@ -74,6 +91,13 @@ impl AppState {
                 validators: params::Validators::default(),
                 wake: wake::Wakeups::default(),
                 ingest_budget: ingest_budget::IngestBudget::new(settings.ingest_memory),
+                metrics: metrics::Metrics::default(),
+                full_scans: tokio::sync::Semaphore::new(api::full_scans::FULL_SCANS_AT_ONCE),
+                stats_cache: stats_cache::StatsCache::new(settings.stats_ttl),
+                stream_slots: Arc::new(stream_slots::StreamSlots::new(
+                    settings.max_streams,
+                    settings.max_streams_per_key,
+                )),
                 settings,
             }),
         }
@@ -92,6 +116,35 @@ impl AppState {
     /// The live-change channel.
     pub(crate) fn changes(&self) -> &stream::Changes {
         &self.inner.changes
+    }
+
+    /// What this replica counted (`/api/v1/metrics`).
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// The slots of listings that may scan every run.
+    pub(crate) fn full_scans(&self) -> &tokio::sync::Semaphore {
+        &self.inner.full_scans
+    }
+
+    /// The recent answers of `/api/stats`.
+    pub fn stats_cache(&self) -> &stats_cache::StatsCache {
+        &self.inner.stats_cache
+    }
+
+    /// The bound on live streams.
+    pub(crate) fn stream_slots(&self) -> &Arc<stream_slots::StreamSlots> {
+        &self.inner.stream_slots
+    }
+
+    /// How many live streams are open, and how many changes they were sent (serialized once
+    /// each).
+    pub fn live_streams(&self) -> LiveStreams {
+        LiveStreams {
+            open: self.inner.stream_slots.open(),
+            changes_serialized: self.inner.changes.serialized(),
+        }
     }
 
     /// Compiled parameter schemas of deployment versions.
@@ -167,7 +220,9 @@ pub async fn run(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = AppState::new(store.clone(), config.settings.clone());
+    let mut settings = config.settings.clone();
+    settings.allowed_hosts = settings.allowed_hosts.with_bind(listener.local_addr()?);
+    let state = AppState::new(store.clone(), settings);
     let retention = retention::spawn(store.clone(), config.retention, state.shutdown_signal());
     let reaper = reaper::spawn(state.clone());
     let scheduler = scheduler::spawn(state.clone());

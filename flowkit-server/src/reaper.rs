@@ -25,6 +25,7 @@ pub async fn reap_now(state: &AppState) -> Result<usize, StoreError> {
     loop {
         let Reaped { runs, requeued } = state.store().reap().await?;
         total += runs.len();
+        state.metrics().lease_expiries(runs.len());
         if !runs.is_empty() {
             tracing::info!(
                 runs = runs.len(),

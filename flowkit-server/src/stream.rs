@@ -2,33 +2,55 @@
 //! [`RunChange`] per run the batch touched goes into a bounded broadcast channel, and
 //! `GET /api/stream` forwards it as a server-sent event.
 //!
+//! Each change is serialized once, as the whole server-sent event (`event: run`, its JSON
+//! data), when it is published; every stream sends the same shared bytes
+//! ([`PublishedChange::frame`]), so a change costs one serialization however many streams are
+//! open ([`Changes::serialized`] counts them).
+//!
 //! A client too slow to keep up loses the oldest changes; it is then sent a `lagged` event and
 //! should refetch what it shows. Changes are hints for refetching, not a replication log:
 //! when events of a run arrive out of order the change carries the latest state *of the
 //! batch*, and the API has the truth.
 
+use axum::body::Bytes;
 use flowkit_wire::event::{Event, EventBody};
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub use flowkit_wire::api::stream::RunChange;
 
+/// A change as every stream receives it: the change (to filter on) and its server-sent event,
+/// serialized once.
+#[derive(Debug)]
+pub struct PublishedChange {
+    /// The change.
+    pub change: RunChange,
+    /// `event: run` and `data: <the change as JSON>`, ready to send.
+    pub frame: Bytes,
+}
+
 /// The sending side, shared by every request handler.
 #[derive(Clone, Debug)]
 pub struct Changes {
-    sender: broadcast::Sender<RunChange>,
+    sender: broadcast::Sender<Arc<PublishedChange>>,
+    serialized: Arc<AtomicU64>,
 }
 
 impl Changes {
     /// A channel that buffers `capacity` changes for the slowest client.
     pub fn new(capacity: usize) -> Changes {
         let (sender, _) = broadcast::channel(capacity.max(1));
-        Changes { sender }
+        Changes {
+            sender,
+            serialized: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// A new receiver, seeing changes published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<RunChange> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<PublishedChange>> {
         self.sender.subscribe()
     }
 
@@ -37,12 +59,29 @@ impl Changes {
         self.sender.receiver_count() > 0
     }
 
-    /// Publishes changes; with no listener they are dropped.
+    /// Publishes changes, each serialized once for every listener; with no listener nothing
+    /// is serialized.
     pub fn publish(&self, changes: Vec<RunChange>) {
         for change in changes {
+            if !self.has_subscribers() {
+                return;
+            }
+            let Ok(json) = serde_json::to_string(&change) else {
+                continue;
+            };
+            self.serialized.fetch_add(1, Ordering::Relaxed);
+            let frame = Bytes::from(format!("event: run\ndata: {json}\n\n"));
             // An error only means nobody is listening right now.
-            let _ = self.sender.send(change);
+            let _ = self
+                .sender
+                .send(Arc::new(PublishedChange { change, frame }));
         }
+    }
+
+    /// How many changes were serialized since the server started (one per change published
+    /// while someone listened, whatever the number of streams).
+    pub fn serialized(&self) -> u64 {
+        self.serialized.load(Ordering::Relaxed)
     }
 }
 

@@ -129,6 +129,7 @@ pub async fn ingest(
         ignored,
         rejected,
     };
+    let started = std::time::Instant::now();
     if !events.is_empty() {
         let changes = state
             .changes()
@@ -143,6 +144,13 @@ pub async fn ingest(
             state.changes().publish(changes);
         }
     }
+    state.metrics().batch(
+        response.accepted,
+        response.duplicates,
+        response.rejected.len(),
+        response.ignored,
+        started.elapsed(),
+    );
     Ok((StatusCode::ACCEPTED, Json(response)))
 }
 
@@ -167,6 +175,7 @@ fn reserve(
     });
     let budget = state.ingest_budget();
     budget.try_reserve(bytes).ok_or_else(|| {
+        state.metrics().ingest_refused();
         ApiError::unavailable(
             format!(
                 "the server is ingesting {} bytes of other batches (its budget is {} bytes, \

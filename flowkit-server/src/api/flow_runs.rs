@@ -173,6 +173,7 @@ pub(crate) async fn flow_run(state: &AppState, id: Uuid) -> Result<Run, ApiError
         (status = 400, description = "A parameter does not parse; the message names it", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        (status = 422, description = "`filter_too_broad`: a `search` or `tag` filter ran past the server's time budget (`--search-budget`); narrow it with a state, a flow name or `created_after`", body = ErrorBody),
         StoreFailures,
     ),
     security(("api_key" = []))
@@ -183,7 +184,9 @@ pub async fn list(
 ) -> Result<Json<Page<Run>>, ApiError> {
     let filter = query.filter()?;
     let page = page_request(query.limit, query.cursor)?;
-    Ok(Json(state.store().list_flow_runs(&filter, &page).await?))
+    Ok(Json(
+        crate::api::full_scans::list_flow_runs(&state, &filter, &page).await?,
+    ))
 }
 
 /// One flow run.

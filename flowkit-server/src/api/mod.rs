@@ -16,6 +16,7 @@
 //! | `GET /flow-runs/{id}/logs` | read | [`flow_runs::logs`] |
 //! | `GET /flow-runs/{id}/graph` | read | [`flow_runs::graph`] |
 //! | `GET /stats` | read | [`stats::stats`] |
+//! | `GET /metrics` | read | [`metrics::metrics`] (Prometheus text format) |
 //! | `GET /stream` | read | [`stream::stream`] |
 //! | `POST /events` | report | [`events::ingest`] |
 //! | `POST /reporter-drops` | report | [`reporter_drops::record`] |
@@ -35,7 +36,10 @@
 //! | `POST /flow-runs/{id}/finish` | worker | [`workers::finish`] |
 //! | `POST /flow-runs/{id}/release` | worker | [`workers::release`] |
 //!
-//! Every response carries the security headers of [`headers`].
+//! Every response carries the security headers of [`headers`]. Without API keys, a request
+//! naming a `Host` that is not loopback, the bind address or an `--allowed-host` is refused
+//! ([`crate::allowed_hosts`]); every state-changing route needs a JSON content type or a
+//! same-origin `Origin` ([`same_origin`]).
 //!
 //! `admin` allows every route. `trigger` and `worker` can be limited to deployments
 //! ([`crate::auth`]); a limited trigger key also reads the runs it created.
@@ -45,13 +49,16 @@ pub mod deployments;
 pub mod events;
 pub mod extract;
 pub mod flow_runs;
+pub mod full_scans;
 pub mod headers;
 pub mod health;
+pub mod metrics;
 pub mod openapi;
 pub mod openapi_links;
 pub mod param_schemas;
 pub mod reporter_drops;
 pub mod run_actions;
+pub mod same_origin;
 pub mod stats;
 pub mod stream;
 pub mod workers;
@@ -75,6 +82,10 @@ pub fn app(state: AppState) -> Router {
         .nest("/api", api)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(from_fn_with_state(
+            state.clone(),
+            crate::allowed_hosts::check_host,
+        ))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(TraceLayer::new_for_http())
         .layer(from_fn(error::json_errors))
@@ -97,6 +108,7 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route("/flow-runs/{id}/graph", get(flow_runs::graph))
         .route("/flow-runs/{id}/result", get(run_actions::result))
         .route("/stats", get(stats::stats))
+        .route("/metrics", get(metrics::metrics))
         .route("/stream", get(stream::stream))
         .route("/reporter-drops", get(reporter_drops::list))
         .route("/deployments", get(deployments::list))
@@ -115,6 +127,8 @@ fn routes(state: &AppState) -> Router<AppState> {
         // Reads its body itself, bounded by `--max-body`.
         .route("/events", post(events::ingest))
         .route("/reporter-drops", post(reporter_drops::record))
+        // Inside the key check: a request without a key gets 401 first.
+        .route_layer(from_fn(same_origin::require_json_or_same_origin))
         .route_layer(from_fn_with_state(state.clone(), auth::require_report));
 
     let worker = Router::new()
@@ -126,6 +140,8 @@ fn routes(state: &AppState) -> Router<AppState> {
             post(workers::finish).layer(DefaultBodyLimit::max(workers::FINISH_BODY_LIMIT)),
         )
         .route("/flow-runs/{id}/release", post(workers::release))
+        // Inside the key check: a request without a key gets 401 first.
+        .route_layer(from_fn(same_origin::require_json_or_same_origin))
         .route_layer(from_fn_with_state(state.clone(), auth::require_worker));
 
     let trigger = Router::new()
@@ -136,6 +152,8 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route("/flow-runs/cancel", post(run_actions::bulk_cancel))
         .route("/flow-runs/{id}/cancel", post(run_actions::cancel))
         .route("/flow-runs/{id}/retry", post(run_actions::retry))
+        // Inside the key check: a request without a key gets 401 first.
+        .route_layer(from_fn(same_origin::require_json_or_same_origin))
         .route_layer(from_fn_with_state(state.clone(), auth::require_trigger));
 
     Router::new()

@@ -4,8 +4,8 @@
 use crate::api::openapi_links::{RunLinks, UniqueOperationIds};
 use crate::api::param_schemas::CommaSeparated;
 use crate::api::{
-    deployment_openapi, deployments, events, flow_runs, health, reporter_drops, run_actions, stats,
-    stream, workers,
+    deployment_openapi, deployments, events, flow_runs, health, metrics, reporter_drops,
+    run_actions, stats, stream, workers,
 };
 use crate::dashboard;
 use axum::http::header;
@@ -47,13 +47,20 @@ use utoipa::{Modify, OpenApi};
             has its own OpenAPI 3.1 document, typed by its flow's schemas: \
             `/api/v1/deployments/{flow}/{name}/openapi.json`. Invalid parameters of a trigger are a 422 `invalid_parameters` whose \
             `details` list every error at its JSON pointer. Readers ignore unknown fields, and read unknown state types as \
-            `Unknown`, so newer peers never break older ones."
+            `Unknown`, so newer peers never break older ones. \
+            Every state-changing route (POST) needs `Content-Type: application/json` (415 \
+            `unsupported_media_type` otherwise, even with an empty body) unless its `Origin` \
+            is this server's own (403 `forbidden_origin` for another site's). A server without \
+            API keys answers only requests whose `Host` is localhost, a loopback address, its \
+            bind address or an `--allowed-host`: any other gets 403 `forbidden_host` on every \
+            route (DNS rebinding)."
     ),
     paths(
         dashboard::index,
         dashboard::run_page,
         health::health,
         health::ready,
+        metrics::metrics,
         events::ingest,
         reporter_drops::record,
         reporter_drops::list,

@@ -54,6 +54,7 @@ pub async fn record(
         .store()
         .record_reporter_drops(&drops.worker, drops.dropped)
         .await?;
+    state.metrics().reporter_drops(drops.dropped);
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -1,10 +1,12 @@
 //! `GET /api/stats`: counts of flow runs by state over a window, in buckets, for the
 //! dashboard's chart. The window's ends must lie in the years RFC 3339 can write (0000 to
-//! 9999, in UTC), else 400; every bucket starts inside the window.
+//! 9999, in UTC), else 400; every bucket starts inside the window. Answers are reused for a
+//! second ([`crate::stats_cache`]).
 
 use crate::AppState;
 use crate::api::extract::{ApiQuery, parse_int, parse_time};
 use crate::error::{ApiError, ErrorBody, StoreFailures};
+use crate::stats_cache::StatsKey;
 use crate::store::Backend;
 use axum::Json;
 use axum::extract::State;
@@ -82,9 +84,38 @@ pub async fn stats(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<StatsQuery>,
 ) -> Result<Json<Stats>, ApiError> {
-    let until = parse_time("until", query.until)?.unwrap_or_else(Utc::now);
-    let since = parse_time("since", query.since)?.unwrap_or(until - chrono::Duration::hours(24));
+    let until = parse_time("until", query.until)?;
+    let since = parse_time("since", query.since)?;
     let buckets = parse_int("buckets", query.buckets, 1, MAX_BUCKETS)?.unwrap_or(24);
+    let key = match (since, until) {
+        (None, None) => StatsKey::Recent { buckets },
+        (since, until) => {
+            let until = until.unwrap_or_else(Utc::now);
+            let since = since.unwrap_or(until - chrono::Duration::hours(24));
+            StatsKey::Window {
+                since: since.timestamp_micros(),
+                until: until.timestamp_micros(),
+                buckets,
+            }
+        }
+    };
+    // Reused for a moment: the dashboard asks about once a second per tab.
+    let stats = state
+        .stats_cache()
+        .get_or_compute(key, || count(&state, since, until, buckets))
+        .await?;
+    Ok(Json(stats))
+}
+
+/// Counts the window (`until` default now, `since` default 24 hours before it).
+pub(crate) async fn count(
+    state: &AppState,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    buckets: u32,
+) -> Result<Stats, ApiError> {
+    let until = until.unwrap_or_else(Utc::now);
+    let since = since.unwrap_or(until - chrono::Duration::hours(24));
     for (name, value) in [("since", since), ("until", until)] {
         if !(rfc3339_min()..=rfc3339_max()).contains(&value) {
             return Err(ApiError::invalid_parameter(
@@ -109,7 +140,7 @@ pub async fn stats(
         ));
     }
     let stats = state.store().stats(since, until, buckets).await?;
-    Ok(Json(Stats {
+    Ok(Stats {
         since: stats.since,
         until: stats.until,
         bucket_seconds: stats.bucket_seconds,
@@ -122,5 +153,5 @@ pub async fn stats(
             })
             .collect(),
         totals: by_name(stats.totals),
-    }))
+    })
 }

@@ -170,6 +170,7 @@ pub async fn claim(
         let runs = state.store().claim(order.clone()).await?;
         let now = Instant::now();
         if !runs.is_empty() || now >= deadline || *shutdown.borrow() {
+            state.metrics().claimed(runs.len());
             return Ok(Json(ClaimResponse {
                 runs,
                 lease_seconds,

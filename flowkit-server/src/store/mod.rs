@@ -31,6 +31,7 @@ use uuid::Uuid;
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
 compile_error!("flowkit-server needs a database: enable its `sqlite` or `postgres` feature");
 
+mod budget;
 mod cursor;
 mod dialect;
 mod leases;
@@ -83,6 +84,9 @@ pub enum StoreError {
     /// The store is shutting down or its writer is gone.
     #[error("the store is closed")]
     Closed,
+    /// A listing ran past its time budget and was stopped (see `budget`).
+    #[error("the query ran past its budget of {0:?} and was stopped")]
+    OverBudget(Duration),
 }
 
 impl StoreError {

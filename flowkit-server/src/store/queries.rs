@@ -288,6 +288,36 @@ pub(crate) async fn list_flow_runs<D: Dialect>(
     .await
 }
 
+/// [`list_flow_runs`] within `budget` of database time (see [`super::budget`]).
+pub(crate) async fn list_flow_runs_within<D: super::budget::Budgeted>(
+    pool: &Pool<D>,
+    filter: &RunFilter,
+    page: &PageRequest,
+    budget: std::time::Duration,
+) -> Result<Page<RunRecord>, StoreError> {
+    let size = page_size(page);
+    let mut q = QueryBuilder::new("");
+    push_list_query(&mut q, filter, decode_cursor(page)?, size as i64 + 1)?;
+    let rows = D::fetch_all_within(&mut *pool.acquire().await?, &mut q, budget).await?;
+    let mut items = rows
+        .iter()
+        .map(run_record::<D>)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = if items.len() > size {
+        items.truncate(size);
+        items.last().map(|run| {
+            Cursor {
+                micros: micros(run.created),
+                id: run.id,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
 /// One run.
 pub(crate) async fn get_run<D: Dialect>(
     pool: &Pool<D>,

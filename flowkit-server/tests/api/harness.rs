@@ -203,6 +203,11 @@ impl TestServer {
         }
     }
 
+    /// The router, for requests the JSON helpers do not fit.
+    pub(crate) fn router(&self) -> Router {
+        self.router.clone()
+    }
+
     pub(crate) async fn get(&self, uri: &str) -> Reply {
         self.request(Method::GET, uri, None, None, None).await
     }

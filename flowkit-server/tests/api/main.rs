@@ -24,7 +24,9 @@ mod children;
 mod compatibility;
 mod deployments;
 mod drops;
+mod full_scans;
 mod ingestion;
+mod metrics;
 mod pagination;
 mod read_back;
 mod retention;
@@ -34,6 +36,8 @@ mod workers;
 // The HTTP surface, keys and the API description (SQLite).
 mod auth;
 mod openapi;
+#[cfg(feature = "sqlite")]
+mod origins;
 mod surface;
 
 // Over a real socket, and a damaged database (SQLite).
@@ -45,3 +49,5 @@ mod outage;
 #[cfg(feature = "sqlite")]
 mod slow_clients;
 mod socket;
+#[cfg(feature = "sqlite")]
+mod streams;

@@ -33,6 +33,7 @@ async fn openapi_document_describes_every_route() {
         ("get", "/api/v1/flow-runs/{id}/logs"),
         ("get", "/api/v1/flow-runs/{id}/graph"),
         ("get", "/api/v1/stats"),
+        ("get", "/api/v1/metrics"),
         ("get", "/api/v1/stream"),
         ("post", "/api/v1/deployments"),
         ("get", "/api/v1/deployments"),
@@ -235,7 +236,7 @@ async fn openapi_document_describes_every_route() {
             "post",
             "/api/v1/flow-runs/{id}/cancel",
             &[
-                "200", "400", "401", "403", "404", "409", "413", "422", "500", "503",
+                "200", "400", "401", "403", "404", "409", "413", "415", "422", "500", "503",
             ][..],
         ),
         (
@@ -248,7 +249,9 @@ async fn openapi_document_describes_every_route() {
         (
             "post",
             "/api/v1/flow-runs/{id}/retry",
-            &["200", "400", "401", "403", "404", "409", "500", "503"][..],
+            &[
+                "200", "400", "401", "403", "404", "409", "415", "500", "503",
+            ][..],
         ),
         (
             "post",
@@ -306,6 +309,24 @@ async fn openapi_document_describes_every_route() {
         documented.sort_unstable();
         assert_eq!(documented, statuses, "{method} {path}");
         assert!(op["security"].is_array(), "{method} {path}");
+    }
+    // Every state-changing route says it needs JSON (415): a web page of another site
+    // cannot send it without asking.
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        if let Some(post) = ops.get("post") {
+            assert!(
+                post["responses"]["415"].is_object(),
+                "post {path} does not document 415"
+            );
+        }
+    }
+    for code in ["forbidden_host", "forbidden_origin"] {
+        assert!(
+            doc["info"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains(code)),
+            "the description does not explain {code}"
+        );
     }
     // Every route behind a key says so, and every route that reads or writes the store lists
     // the store's failures (500, and 503 while the server shuts down).

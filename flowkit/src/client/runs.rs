@@ -181,6 +181,11 @@ impl Client {
     /// `conflict` otherwise).
     pub async fn retry(&self, id: Uuid) -> Result<Run, RunError> {
         let url = self.route(&["flow-runs", &id.to_string(), "retry"], &[]);
-        self.call(self.request(Method::POST, url)).await
+        // An empty JSON object: the server wants a JSON content type on every request that
+        // changes something (a web page cannot send one cross-origin).
+        let request = self
+            .request(Method::POST, url)
+            .json(&serde_json::Map::new())?;
+        self.call(request).await
     }
 }

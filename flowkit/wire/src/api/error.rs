@@ -125,6 +125,15 @@ pub enum ErrorCode {
     Unavailable,
     /// 500: something went wrong on the server's side (it logged the details).
     Internal,
+    /// 403: a server without API keys refuses a `Host` that is neither a loopback name, its
+    /// bind address nor an `--allowed-host` (a web page trying DNS rebinding).
+    ForbiddenHost,
+    /// 403: a state-changing request from a web page of another origin (its `Origin` does not
+    /// match its `Host`) without a JSON body.
+    ForbiddenOrigin,
+    /// A `search` or `tag` filter took longer than the server's time budget for a listing:
+    /// narrow it (add a state, a flow name, a `created_after`).
+    FilterTooBroad,
     /// A code this version does not know (from a newer server).
     #[serde(other)]
     Unknown,
@@ -158,6 +167,9 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::ForbiddenHost => "forbidden_host",
+            ErrorCode::ForbiddenOrigin => "forbidden_origin",
+            ErrorCode::FilterTooBroad => "filter_too_broad",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -200,6 +212,9 @@ mod tests {
             ErrorCode::TooManyRequests,
             ErrorCode::Unavailable,
             ErrorCode::Internal,
+            ErrorCode::ForbiddenHost,
+            ErrorCode::ForbiddenOrigin,
+            ErrorCode::FilterTooBroad,
         ];
         for code in all {
             let json = serde_json::to_value(code).expect("serialize");
