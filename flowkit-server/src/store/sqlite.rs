@@ -30,7 +30,6 @@ use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
 /// Stop gathering queued requests into one transaction past this many events.
 const MAX_GROUP_EVENTS: usize = 20_000;
@@ -458,6 +457,7 @@ async fn ingest_group(conn: &mut SqliteConnection, group: Vec<(Vec<Event>, Inges
 mod tests {
     use super::*;
     use sqlx::{QueryBuilder, Row};
+    use uuid::Uuid;
 
     /// `sqlite:PATH` works as well as `sqlite://PATH`, creates the file and turns WAL on.
     #[tokio::test]
