@@ -28,6 +28,7 @@ pub mod ingest_budget;
 pub(crate) mod params;
 pub mod reaper;
 pub mod retention;
+pub mod scheduler;
 pub mod store;
 pub(crate) mod stream;
 pub mod wake;
@@ -158,8 +159,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// Serves [`app`] on `listener` until `shutdown` resolves; then stops accepting connections,
 /// closes the idle ones, ends the live streams, lets in-flight requests finish (at most
 /// `config.shutdown_timeout`) and closes the store, so every acknowledged batch is committed. Also runs the retention
-/// task (old runs when `config.retention` is set, expired idempotency keys always) and the
-/// reaper of expired leases.
+/// task (old runs when `config.retention` is set, expired idempotency keys always), the
+/// reaper of expired leases and the scheduler of deployments' schedules.
 pub async fn run(
     listener: TcpListener,
     store: Arc<Store>,
@@ -169,6 +170,7 @@ pub async fn run(
     let state = AppState::new(store.clone(), config.settings.clone());
     let retention = retention::spawn(store.clone(), config.retention, state.shutdown_signal());
     let reaper = reaper::spawn(state.clone());
+    let scheduler = scheduler::spawn(state.clone());
 
     let (triggered_tx, mut triggered_rx) = watch::channel(false);
     let on_shutdown = {
@@ -204,6 +206,8 @@ pub async fn run(
     let _ = retention.await;
     reaper.abort();
     let _ = reaper.await;
+    scheduler.abort();
+    let _ = scheduler.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -84,7 +84,9 @@ pub(crate) use flowkit_wire::{event, state};
 pub mod __private;
 
 pub use client::{Client, RunError};
-pub use deployment::{Deployment, FlowSignature, InvalidDeployment, InvalidParameters};
+pub use deployment::{
+    Catchup, Deployment, FlowSignature, InvalidDeployment, InvalidParameters, Overlap, Schedule,
+};
 pub use flowkit_macros::{flow, task};
 pub use flowkit_wire::api::deployments::{DeploymentSpec, FieldError};
 pub use flowkit_wire::{Event, EventBody, LogLevel, RunDetails, RunKind, State, StateType};

@@ -20,6 +20,7 @@ use crate::api::run_actions as run_actions_api;
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ErrorBody, ErrorCode, FieldError, StoreFailures};
 use crate::params;
+use crate::store::schedules::{ScheduleRow, code_schedule_id};
 use crate::store::{
     Backend, IdempotencyClaim, NewRun, PageRequest, Registration, RunFilter, Triggered,
 };
@@ -41,7 +42,9 @@ use flowkit_wire::api::ingest::{
 use flowkit_wire::api::page::Page;
 use flowkit_wire::api::run_actions;
 use flowkit_wire::api::runs::Run;
+use flowkit_wire::api::schedules::MAX_SCHEDULES_PER_DEPLOYMENT;
 use flowkit_wire::event::{Event, EventBody, RunDetails, RunKind};
+use flowkit_wire::schedule::Schedule;
 use flowkit_wire::state::{State as RunState, StateType};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -184,6 +187,55 @@ fn check_spec(spec: &DeploymentSpec) -> Vec<FieldError> {
             format!("not a valid JSON Schema: {why}"),
         ));
     }
+    found.extend(check_schedules(spec));
+    found
+}
+
+/// The schedules of a registration: at most [`MAX_SCHEDULES_PER_DEPLOYMENT`], each one valid
+/// (cron, time zone, interval, lateness) with parameters that, over the defaults, the
+/// parameter schema accepts, and no two with the same timing.
+fn check_schedules(spec: &DeploymentSpec) -> Vec<FieldError> {
+    let mut found = Vec::new();
+    if spec.schedules.len() > MAX_SCHEDULES_PER_DEPLOYMENT {
+        found.push(field(
+            "/schedules",
+            format!(
+                "{} schedules; at most {MAX_SCHEDULES_PER_DEPLOYMENT} per deployment",
+                spec.schedules.len()
+            ),
+        ));
+        return found;
+    }
+    let validator = params::compile(&spec.parameter_schema).ok();
+    let mut ids = Vec::new();
+    for (i, schedule) in spec.schedules.iter().enumerate() {
+        let at = format!("/schedules/{i}");
+        if let Err(e) = Schedule::compile(schedule) {
+            found.push(field(&format!("{at}/{}", e.field), e.message));
+        }
+        if let Some(validator) = &validator {
+            let parameters = Value::Object(params::merge(
+                &spec.default_parameters,
+                &schedule.parameters,
+            ));
+            found.extend(params::errors(
+                validator,
+                &parameters,
+                &format!("{at}/parameters"),
+                false,
+            ));
+        }
+        let id = code_schedule_id(&spec.flow, &spec.name, schedule);
+        if let Some(first) = ids.iter().position(|known| *known == id) {
+            found.push(field(
+                &at,
+                format!(
+                    "the same timing as /schedules/{first} (cron or interval, time zone and                      anchor): merge them, or give one different timing"
+                ),
+            ));
+        }
+        ids.push(id);
+    }
     found
 }
 
@@ -217,14 +269,42 @@ pub async fn register(
         return Err(ApiError::invalid_fields(problems));
     }
     caller.check_deployment(Scope::Worker, &format!("{}/{}", spec.flow, spec.name))?;
+    // The version is the flow; its schedules are the deployment's and may change freely.
+    let versioned = DeploymentSpec {
+        schedules: Vec::new(),
+        ..spec.clone()
+    };
     let fingerprint =
-        params::fingerprint(&serde_json::to_value(&spec).map_err(ApiError::internal)?);
+        params::fingerprint(&serde_json::to_value(&versioned).map_err(ApiError::internal)?);
     let location = format!("{PREFIX}/deployments/{}/{}", spec.flow, spec.name);
-    match state
+    let registration = state
         .store()
-        .register_deployment(&spec, &fingerprint)
-        .await?
-    {
+        .register_deployment(&versioned, &fingerprint)
+        .await?;
+    if matches!(
+        registration,
+        Registration::Created(_) | Registration::Unchanged(_)
+    ) {
+        let now = Utc::now();
+        let rows = spec
+            .schedules
+            .iter()
+            .filter_map(|schedule| {
+                // Every schedule compiled in check_spec.
+                let compiled = Schedule::compile(schedule).ok()?;
+                Some(ScheduleRow {
+                    id: code_schedule_id(&spec.flow, &spec.name, schedule),
+                    spec: schedule.clone(),
+                    next_at: compiled.next_after(now),
+                })
+            })
+            .collect();
+        state
+            .store()
+            .replace_code_schedules(&spec.flow, &spec.name, rows)
+            .await?;
+    }
+    match registration {
         Registration::Created(version) => Ok((
             StatusCode::CREATED,
             [(header::LOCATION, location)],
@@ -326,12 +406,14 @@ pub async fn get(
             .await?
             .unwrap_or_else(|| latest.version.clone()),
     );
+    let schedules = state.store().schedules_of(&path.flow, &path.name).await?;
     Ok(Json(DeploymentDetail {
         latest,
         versions,
         recent_runs,
         live_workers,
         serving_version,
+        schedules,
     }))
 }
 
@@ -378,7 +460,7 @@ pub async fn versions(
 }
 
 /// Workers seen since this instant are live: within one lease of now.
-fn live_since(state: &AppState) -> DateTime<Utc> {
+pub(crate) fn live_since(state: &AppState) -> DateTime<Utc> {
     Utc::now() - chrono::Duration::from_std(state.settings().lease).unwrap_or_default()
 }
 
@@ -683,7 +765,7 @@ fn expiry(now: DateTime<Utc>, ttl: std::time::Duration) -> DateTime<Utc> {
 }
 
 /// A triggered run's tags: the deployment's, then the request's, without repeats.
-fn run_tags(deployment: &[String], request: &[String]) -> Vec<String> {
+pub(crate) fn run_tags(deployment: &[String], request: &[String]) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
     for tag in deployment.iter().chain(request) {
         if !tags.contains(tag) {
@@ -694,7 +776,7 @@ fn run_tags(deployment: &[String], request: &[String]) -> Vec<String> {
 }
 
 /// The run a trigger creates: its first state event, `Scheduled`, carrying its details.
-fn new_run(
+pub(crate) fn new_run(
     version: &DeploymentVersion,
     deployment: &str,
     request: &TriggerRequest,
@@ -747,5 +829,6 @@ fn new_run(
         version_pinned: request.version.is_some(),
         max_attempts: version.retries.saturating_add(1),
         created_by: None,
+        schedule_slot: None,
     }
 }

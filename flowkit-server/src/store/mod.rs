@@ -38,6 +38,7 @@ mod leases;
 mod postgres;
 mod queries;
 mod rows;
+pub mod schedules;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]
@@ -237,8 +238,29 @@ pub struct NewRun {
     pub version_pinned: bool,
     /// Attempts the run may have in all (the version's `retries` + 1).
     pub max_attempts: u32,
-    /// Who created it (`key:NAME`, `local`, ...).
+    /// Who created it (`key:NAME`, `local`, `schedule:ID`, ...).
     pub created_by: Option<String>,
+    /// The slot of the schedule that created it: at most one run per slot, ever.
+    pub schedule_slot: Option<ScheduleSlot>,
+}
+
+impl NewRun {
+    /// Whether the trigger can be written in one statement with others (SQLite batches
+    /// triggers that claim no key).
+    pub fn batchable(&self) -> bool {
+        self.idempotency.is_none() && self.schedule_slot.is_none()
+    }
+}
+
+/// A schedule's instant, claimed by the run created for it (see `store::schedules`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleSlot {
+    /// The schedule.
+    pub schedule_id: Uuid,
+    /// The instant.
+    pub instant: DateTime<Utc>,
+    /// Earlier instants this run stands for (skipped by catch-up or overlap).
+    pub skipped: u64,
 }
 
 /// A worker, as its claims and heartbeats describe it.
@@ -601,6 +623,54 @@ pub trait Backend: Send + Sync + 'static {
         name: &str,
         since: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// Replaces the schedules declared in code of `flow`/`name` (see
+    /// [`schedules::replace_code_schedules`]); returns how many were deleted.
+    fn replace_code_schedules(
+        &self,
+        flow: &str,
+        name: &str,
+        rows: Vec<schedules::ScheduleRow>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The schedules of `flow`/`name`, those declared in code first.
+    fn schedules_of(
+        &self,
+        flow: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<flowkit_wire::api::schedules::Schedule>, StoreError>> + Send;
+
+    /// Up to `limit` active schedules due at `now`, the most overdue first.
+    fn due_schedules(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<schedules::DueSchedule>, StoreError>> + Send;
+
+    /// Moves a schedule's handled instants from `from` to `to` and sets when it is next due,
+    /// unless another replica did first; returns whether this call moved it.
+    fn advance_schedule(
+        &self,
+        id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        next_at: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Pauses (`paused_at`) or resumes (from `now`, next due at `next_at`) a schedule;
+    /// returns whether it exists.
+    fn set_schedule_paused(
+        &self,
+        id: Uuid,
+        paused_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        next_at: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The unfinished runs among a schedule's latest ones, with their states.
+    fn open_schedule_runs(
+        &self,
+        schedule_id: Uuid,
+    ) -> impl Future<Output = Result<Vec<(Uuid, StateType)>, StoreError>> + Send;
     /// Flushes and closes (graceful shutdown: every acknowledged batch is committed).
     fn close(&self) -> impl Future<Output = ()> + Send;
 }
@@ -913,6 +983,79 @@ impl Backend for Store {
         since: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError> {
         on_backend!(self, b => leases::serving_version(b.pool(), flow, name, since))
+    }
+    async fn replace_code_schedules(
+        &self,
+        flow: &str,
+        name: &str,
+        rows: Vec<schedules::ScheduleRow>,
+    ) -> Result<u64, StoreError> {
+        let task = Maintenance::ReplaceSchedules {
+            flow: flow.to_string(),
+            name: name.to_string(),
+            rows,
+            now: Utc::now(),
+        };
+        match on_backend!(self, b => b.maintain(task))? {
+            Written::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn schedules_of(
+        &self,
+        flow: &str,
+        name: &str,
+    ) -> Result<Vec<flowkit_wire::api::schedules::Schedule>, StoreError> {
+        on_backend!(self, b => schedules::schedules_of(b.pool(), flow, name))
+    }
+    async fn due_schedules(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<schedules::DueSchedule>, StoreError> {
+        on_backend!(self, b => schedules::due_schedules(b.pool(), now, limit))
+    }
+    async fn advance_schedule(
+        &self,
+        id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        next_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let task = Maintenance::AdvanceSchedule {
+            id,
+            from,
+            to,
+            next_at,
+        };
+        match on_backend!(self, b => b.maintain(task))? {
+            Written::Count(n) => Ok(n > 0),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn set_schedule_paused(
+        &self,
+        id: Uuid,
+        paused_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        next_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let task = Maintenance::PauseSchedule {
+            id,
+            paused_at,
+            now,
+            next_at,
+        };
+        match on_backend!(self, b => b.maintain(task))? {
+            Written::Count(n) => Ok(n > 0),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn open_schedule_runs(
+        &self,
+        schedule_id: Uuid,
+    ) -> Result<Vec<(Uuid, StateType)>, StoreError> {
+        on_backend!(self, b => schedules::open_runs(b.pool(), schedule_id))
     }
     async fn close(&self) {
         on_backend!(self, b => b.close())

@@ -692,6 +692,39 @@ pub(crate) enum Maintenance {
     BulkCancel(Box<super::BulkCancelFilter>),
     /// See [`super::Backend::retry`].
     Retry(Uuid),
+    /// See [`super::Backend::replace_code_schedules`].
+    ReplaceSchedules {
+        /// The deployment's flow.
+        flow: String,
+        /// The deployment's name.
+        name: String,
+        /// Its schedules declared in code now.
+        rows: Vec<super::schedules::ScheduleRow>,
+        /// When they were registered.
+        now: DateTime<Utc>,
+    },
+    /// See [`super::Backend::advance_schedule`].
+    AdvanceSchedule {
+        /// The schedule.
+        id: Uuid,
+        /// Its `last_at` as read.
+        from: DateTime<Utc>,
+        /// Its new `last_at`.
+        to: DateTime<Utc>,
+        /// When it is next due.
+        next_at: Option<DateTime<Utc>>,
+    },
+    /// See [`super::Backend::set_schedule_paused`].
+    PauseSchedule {
+        /// The schedule.
+        id: Uuid,
+        /// Paused since (none: resumed).
+        paused_at: Option<DateTime<Utc>>,
+        /// Resumed at.
+        now: DateTime<Utc>,
+        /// Next due, when resumed.
+        next_at: Option<DateTime<Utc>>,
+    },
     /// See [`super::Backend::record_stale_events`].
     StaleEvents {
         /// The worker.
@@ -769,6 +802,30 @@ pub(crate) async fn maintain<D: BulkWrite>(
             .await
             .map(Written::BulkCancelled),
         Maintenance::Retry(run_id) => leases::retry::<D>(conn, *run_id).await.map(Written::Action),
+        Maintenance::ReplaceSchedules {
+            flow,
+            name,
+            rows,
+            now,
+        } => super::schedules::replace_code_schedules::<D>(conn, flow, name, rows, *now)
+            .await
+            .map(Written::Count),
+        Maintenance::AdvanceSchedule {
+            id,
+            from,
+            to,
+            next_at,
+        } => super::schedules::advance_schedule::<D>(conn, *id, *from, *to, *next_at)
+            .await
+            .map(Written::Count),
+        Maintenance::PauseSchedule {
+            id,
+            paused_at,
+            now,
+            next_at,
+        } => super::schedules::set_paused::<D>(conn, *id, *paused_at, *now, *next_at)
+            .await
+            .map(Written::Count),
         Maintenance::StaleEvents { worker, refused } => {
             leases::record_stale_events::<D>(conn, worker, *refused).await?;
             Ok(Written::Count(0))
@@ -1473,6 +1530,12 @@ async fn trigger<D: BulkWrite>(
                 Triggered::KeyReused(existing)
             });
         }
+    }
+    if let Some(slot) = &new.schedule_slot
+        && let Some(existing) = super::schedules::claim_slot::<D>(&mut tx, slot, run_id).await?
+    {
+        tx.commit().await?;
+        return Ok(Triggered::Replayed(existing));
     }
     let plan = Plan::new(std::slice::from_ref(&vec![new.event.clone()]))?;
     let mut stored = HashSet::with_capacity(1);

@@ -280,9 +280,7 @@ async fn write_group(conn: &mut SqliteConnection, mut work: VecDeque<Work>) {
                         }
                     }
                 }
-                Work::Maintain(Maintenance::Trigger(first), reply)
-                    if first.idempotency.is_none() =>
-                {
+                Work::Maintain(Maintenance::Trigger(first), reply) if first.batchable() => {
                     // Keyless triggers queued together are written together.
                     let batch =
                         gather(
@@ -291,7 +289,7 @@ async fn write_group(conn: &mut SqliteConnection, mut work: VecDeque<Work>) {
                             MAX_TRIGGER_BATCH,
                             |item| match item {
                                 Work::Maintain(Maintenance::Trigger(next), reply)
-                                    if next.idempotency.is_none() =>
+                                    if next.batchable() =>
                                 {
                                     Ok((next, reply))
                                 }

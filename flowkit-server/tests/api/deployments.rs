@@ -578,19 +578,37 @@ async fn concurrent_identical_triggers_make_one_run(server: &TestServer) {
     // 1 000 connections at once: the client's and the server's sockets take 2 000 descriptors
     // of this process (`ulimit -n` must allow them; `FLOWKIT_TEST_SCALE` shrinks the test).
     let n = flowkit::testing::scaled(1000);
+    // A pool that has no connection free within its acquire timeout answers 503 with
+    // `Retry-After`: a well-behaved client retries, and the retry must find the same run.
+    let unavailable = std::sync::atomic::AtomicUsize::new(0);
     let answers = futures::future::join_all((0..n).map(|_| {
-        let request = client
-            .post(&url)
-            .header("Idempotency-Key", "one-run-please")
-            .json(&json!({"parameters": {"dataset": "d", "learning_rate": 0.5}}));
+        let (client, url, unavailable) = (&client, &url, &unavailable);
         async move {
-            let response = request.send().await.expect("send");
-            let status = response.status().as_u16();
-            let body: Value = response.json().await.expect("json");
-            (status, body)
+            for attempt in 1..=20u64 {
+                let response = client
+                    .post(url)
+                    .header("Idempotency-Key", "one-run-please")
+                    .json(&json!({"parameters": {"dataset": "d", "learning_rate": 0.5}}))
+                    .send()
+                    .await
+                    .expect("send");
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.expect("json");
+                if status == 503 && body["error"]["code"] == "unavailable" {
+                    unavailable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                    continue;
+                }
+                return (status, body);
+            }
+            panic!("still unavailable after 20 attempts")
         }
     }))
     .await;
+    eprintln!(
+        "{n} identical triggers: {} answers 503 `unavailable` (retried)",
+        unavailable.load(std::sync::atomic::Ordering::Relaxed)
+    );
     let created = answers.iter().filter(|(status, _)| *status == 201).count();
     assert_eq!(created, 1, "{:?}", &answers[..answers.len().min(3)]);
     let id = &answers

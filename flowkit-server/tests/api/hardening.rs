@@ -73,7 +73,10 @@ async fn ingest_memory_is_bounded_and_refusals_are_retryable() {
     // Refused before its body was read: the connection is not reused (a client that sent the
     // next batch on it would get a connection error, not an answer).
     assert_eq!(
-        refused.headers().get(header::CONNECTION).map(|v| v.as_bytes()),
+        refused
+            .headers()
+            .get(header::CONNECTION)
+            .map(|v| v.as_bytes()),
         Some(&b"close"[..])
     );
     let error: serde_json::Value = refused.json().await.expect("json");

@@ -28,6 +28,7 @@ mod ingestion;
 mod pagination;
 mod read_back;
 mod retention;
+mod schedules;
 mod workers;
 
 // The HTTP surface, keys and the API description (SQLite).

@@ -214,6 +214,7 @@ pub(crate) fn new_run(key: Option<(&str, &str, DateTime<Utc>)>) -> NewRun {
         version_pinned: false,
         max_attempts: 1,
         created_by: Some("local".into()),
+        schedule_slot: None,
     }
 }
 

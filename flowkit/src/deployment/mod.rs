@@ -11,12 +11,14 @@
 //! arguments to and from a JSON object keyed by parameter name.
 
 mod runner;
+mod schedule;
 mod schema;
 mod signature;
 mod strict;
 
 pub(crate) use runner::Started;
 pub use runner::{StartFn, output_json};
+pub use schedule::{Catchup, Overlap, Schedule};
 pub use schema::{Parameter, accepts_null, output_schema, subschema};
 pub use signature::{FlowSignature, InvalidParameters};
 
@@ -68,7 +70,7 @@ use std::fmt;
 ///     .limit(2);
 /// assert_eq!(d.name, "nightly");
 /// assert_eq!(d.flow_name, "etl");
-/// assert_eq!(d.schedule.as_deref(), Some("0 3 * * *"));
+/// assert_eq!(d.schedules.len(), 1);
 ///
 /// let spec = d.spec().unwrap();
 /// assert_eq!(spec.description.as_deref(), Some("Loads one day of sales."));
@@ -97,8 +99,11 @@ pub struct Deployment {
     pub version: String,
     /// The flow's doc comment, if it has one.
     pub description: Option<String>,
-    /// A 5-field cron schedule, if the deployment runs on one.
-    pub schedule: Option<String>,
+    /// When the server runs it by itself ([`cron`](Deployment::cron),
+    /// [`interval`](Deployment::interval), [`schedule`](Deployment::schedule)).
+    pub schedules: Vec<Schedule>,
+    /// `timezone()` called before any schedule: reported by `spec`.
+    timezone_without_schedule: bool,
     /// Parameters used when a run does not give them (a JSON object).
     pub parameters: Value,
     /// Tags given to every run of the deployment.
@@ -125,15 +130,54 @@ pub struct Deployment {
 pub type CheckParameter = fn(name: &str, value: &Value) -> Option<Result<(), String>>;
 
 impl Deployment {
-    /// Runs on a 5-field cron schedule (validated when the deployment is registered).
+    /// Runs at the instants of a five-field cron expression, in UTC unless
+    /// [`timezone`](Deployment::timezone) follows: short for
+    /// `.schedule(Schedule::cron(expression))`. Checked by [`spec`](Deployment::spec); see
+    /// [`Schedule`] for the rules (daylight saving time, catch-up, overlap).
     ///
     /// ```
     /// # #[flowkit::flow] async fn etl() {}
-    /// let d = etl::deployment("nightly").cron("0 3 * * *");
-    /// assert_eq!(d.schedule.as_deref(), Some("0 3 * * *"));
+    /// let d = etl::deployment("nightly").cron("0 3 * * *").timezone("Europe/Paris");
+    /// let spec = d.spec().unwrap();
+    /// assert_eq!(spec.schedules[0].cron.as_deref(), Some("0 3 * * *"));
+    /// assert_eq!(spec.schedules[0].timezone, "Europe/Paris");
     /// ```
-    pub fn cron(mut self, schedule: impl Into<String>) -> Deployment {
-        self.schedule = Some(schedule.into());
+    pub fn cron(self, expression: impl Into<String>) -> Deployment {
+        self.schedule(Schedule::cron(expression))
+    }
+
+    /// Runs every `every` of real time (humantime: `"15m"`): short for
+    /// `.schedule(Schedule::interval(every))`.
+    ///
+    /// ```
+    /// # #[flowkit::flow] async fn poll() {}
+    /// let spec = poll::deployment("often").interval("15m").spec().unwrap();
+    /// assert_eq!(spec.schedules[0].interval.as_deref(), Some("15m"));
+    ///
+    /// let err = poll::deployment("never").interval("0s").spec().unwrap_err();
+    /// assert_eq!(err.errors[0].pointer, "/schedules/0/interval");
+    /// ```
+    pub fn interval(self, every: impl Into<String>) -> Deployment {
+        self.schedule(Schedule::interval(every))
+    }
+
+    /// The time zone of the schedule given last ([`cron`](Deployment::cron)): an IANA name
+    /// such as `"Europe/Paris"`. Without a schedule before it, [`spec`](Deployment::spec)
+    /// fails.
+    pub fn timezone(mut self, zone: impl Into<String>) -> Deployment {
+        match self.schedules.last_mut() {
+            Some(last) => last.spec_mut().timezone = zone.into(),
+            None => self.timezone_without_schedule = true,
+        }
+        self
+    }
+
+    /// Adds a schedule (repeatable: each with its own parameters and policies). Schedules
+    /// declared in code replace, at each registration, the ones the previous registration
+    /// declared; schedules created over the server's API are kept, and a pause made on the
+    /// server survives registration.
+    pub fn schedule(mut self, schedule: Schedule) -> Deployment {
+        self.schedules.push(schedule);
         self
     }
 
@@ -229,6 +273,7 @@ impl Deployment {
             };
             named(&pointer, result);
         }
+        let schedules = self.schedule_specs(&mut named);
         if !errors.is_empty() {
             return Err(InvalidDeployment {
                 flow: self.flow_name.clone(),
@@ -248,7 +293,75 @@ impl Deployment {
             tags: self.tags.clone(),
             concurrency_limit: self.limit,
             retries: self.retries,
+            schedules,
         })
+    }
+
+    /// The schedules as registered, each checked (see [`Schedule`]); every error goes to
+    /// `named` at its pointer.
+    fn schedule_specs(
+        &self,
+        named: &mut impl FnMut(&str, Result<(), String>),
+    ) -> Vec<flowkit_wire::api::schedules::ScheduleSpec> {
+        use flowkit_wire::api::schedules::MAX_SCHEDULES_PER_DEPLOYMENT;
+        if self.timezone_without_schedule {
+            named(
+                "/schedules",
+                Err(
+                    "timezone() was called before any schedule: call .cron(\"0 3 * * *\") \
+                     first, then .timezone(\"Europe/Paris\")"
+                        .into(),
+                ),
+            );
+        }
+        if self.schedules.len() > MAX_SCHEDULES_PER_DEPLOYMENT {
+            named(
+                "/schedules",
+                Err(format!(
+                    "{} schedules; at most {MAX_SCHEDULES_PER_DEPLOYMENT} per deployment",
+                    self.schedules.len()
+                )),
+            );
+        }
+        let mut specs = Vec::with_capacity(self.schedules.len());
+        for (i, schedule) in self.schedules.iter().enumerate() {
+            let (spec, parameters) = schedule.parts();
+            let mut spec = spec.clone();
+            if let Err(e) = flowkit_wire::schedule::Schedule::compile(&spec) {
+                named(&format!("/schedules/{i}/{}", e.field), Err(e.message));
+            }
+            match parameters {
+                Value::Object(map) => {
+                    let mut normalized = map.clone();
+                    for (name, value) in &mut normalized {
+                        signature::normalize_numbers(value);
+                        let result = match (self.check)(name, value) {
+                            Some(result) => result,
+                            None => Err(signature::unknown_parameter(&self.parameter_names())),
+                        };
+                        named(
+                            &signature::pointer_to(&[
+                                "schedules",
+                                &i.to_string(),
+                                "parameters",
+                                name,
+                            ]),
+                            result,
+                        );
+                    }
+                    spec.parameters = normalized;
+                }
+                other => named(
+                    &format!("/schedules/{i}/parameters"),
+                    Err(format!(
+                        "a schedule's parameters must be a JSON object keyed by parameter name, \
+                         not {other}"
+                    )),
+                ),
+            }
+            specs.push(spec);
+        }
+        specs
     }
 
     fn parameter_names(&self) -> Vec<&str> {
@@ -341,7 +454,8 @@ pub(crate) fn new(
         flow_key: spec.task_key().to_string(),
         version,
         description: description(types.doc),
-        schedule: None,
+        schedules: Vec::new(),
+        timezone_without_schedule: false,
         parameters: Value::Object(Map::new()),
         tags: Vec::new(),
         limit: None,

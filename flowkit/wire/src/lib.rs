@@ -2,7 +2,8 @@
 //! what clients send — defined once, so the runtime, the server, the typed client and the CLI
 //! can never disagree.
 //!
-//! It depends only on serde, serde_json, uuid and chrono; the `openapi` feature derives the
+//! It depends only on serde, serde_json, uuid and chrono; the `schedule` feature adds croner,
+//! chrono-tz and humantime to compute schedules; the `openapi` feature derives the
 //! OpenAPI schemas the server publishes at `/api/openapi.json`.
 //!
 //! | module | what it holds |
@@ -11,10 +12,13 @@
 //! | [`event`] | the events a process reports: state changes and log lines of runs |
 //! | [`api`] | every body of the HTTP API: errors, ingestion, runs, logs, graph, stats, pages |
 //! | [`links`] | the URLs of the server's pages, e.g. a run's page on the dashboard |
+//! | `schedule` (feature `schedule`) | the instants of a deployment's schedules |
 
 pub mod api;
 pub mod event;
 pub mod links;
+#[cfg(feature = "schedule")]
+pub mod schedule;
 pub mod state;
 
 pub use event::{Event, EventBody, LogLevel, RunDetails, RunKind};

@@ -112,6 +112,12 @@ pub struct DeploymentSpec {
     /// (`retries` + 1 in all).
     #[serde(default)]
     pub retries: u32,
+    /// The deployment's schedules declared in code: they replace those of the previous
+    /// registration (schedules created over the API are kept; a pause survives). Not part of
+    /// the version: the same version may be registered with other schedules. At most
+    /// [`MAX_SCHEDULES_PER_DEPLOYMENT`](crate::api::schedules::MAX_SCHEDULES_PER_DEPLOYMENT).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<crate::api::schedules::ScheduleSpec>,
 }
 
 /// One registered version of a deployment.
@@ -183,6 +189,11 @@ pub struct DeploymentDetail {
     /// the newest registered (its runs then wait for a worker).
     #[serde(default)]
     pub serving_version: Option<String>,
+    /// Its schedules, those declared in code first (at most
+    /// [`MAX_SCHEDULES_PER_DEPLOYMENT`](crate::api::schedules::MAX_SCHEDULES_PER_DEPLOYMENT)
+    /// of each source).
+    #[serde(default)]
+    pub schedules: Vec<crate::api::schedules::Schedule>,
 }
 
 /// A trigger: `POST /deployments/{flow}/{name}/runs`.

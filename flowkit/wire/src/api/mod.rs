@@ -9,6 +9,7 @@
 //! | [`deployments`] | `POST /deployments`, `GET /deployments…`, `POST /deployments/{flow}/{name}/runs` |
 //! | [`ingest`] | `POST /events` (the answer, and the limits an event must respect) and `POST /reporter-drops` |
 //! | [`runs`] | `GET /flow-runs`, `/flow-runs/{id}`, `/flow-runs/{id}/task-runs` |
+//! | [`schedules`] | the schedules of a deployment |
 //! | [`run_actions`] | `POST /flow-runs/{id}/cancel`, `/flow-runs/cancel`, `/flow-runs/{id}/retry`, `GET /flow-runs/{id}/result` |
 //! | [`workers`] | `POST /workers/claim`, `/workers/heartbeat`, `/flow-runs/{id}/finish`, `/flow-runs/{id}/release` |
 //! | [`logs`] | `GET /flow-runs/{id}/logs` |
@@ -27,6 +28,7 @@ pub mod logs;
 pub mod page;
 pub mod run_actions;
 pub mod runs;
+pub mod schedules;
 pub mod stats;
 pub mod stream;
 pub mod workers;

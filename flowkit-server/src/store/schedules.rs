@@ -1,0 +1,302 @@
+//! Schedules of deployments in the database: the `schedules` rows (what each schedule is,
+//! whether it is paused, how far its instants have been handled) and the permanent keys of
+//! the runs they created (`schedule_slots`, one per schedule and instant, written in the
+//! trigger's transaction: see `queries::trigger`).
+//!
+//! The instants themselves are computed by [`flowkit_wire::schedule`]; the tick that creates
+//! runs is `crate::scheduler`.
+
+use super::StoreError;
+use super::dialect::{Dialect, PushBind, begin_write};
+use super::queries::{BulkWrite, Columns, json_string};
+use super::rows::{corrupt, parse_state};
+use chrono::{DateTime, Utc};
+use flowkit_wire::api::schedules::{
+    MAX_SCHEDULES_PER_DEPLOYMENT, Schedule, ScheduleSource, ScheduleSpec,
+};
+use flowkit_wire::state::StateType;
+use sqlx::{Pool, QueryBuilder};
+use uuid::Uuid;
+
+/// How many of a schedule's latest runs the overlap policy looks at.
+pub const OVERLAP_WINDOW: i64 = 50;
+
+/// The id of a schedule declared in code: derived from its deployment and its timing (cron or
+/// interval, time zone, anchor), so that registering it again, even with other parameters or
+/// policies, keeps its id, its pause and the keys of the runs it created.
+pub fn code_schedule_id(flow: &str, name: &str, spec: &ScheduleSpec) -> Uuid {
+    let timing = serde_json::json!({
+        "deployment": format!("{flow}/{name}"),
+        "cron": spec.cron,
+        "interval": spec.interval,
+        "anchor": spec.anchor,
+        "timezone": spec.timezone,
+    });
+    let hash = blake3::hash(timing.to_string().as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hash.as_bytes()[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// A schedule to store: its id, spec and first due instant.
+#[derive(Clone, Debug)]
+pub struct ScheduleRow {
+    /// See [`code_schedule_id`] (declared in code) or a random id (created over the API).
+    pub id: Uuid,
+    /// What it is.
+    pub spec: ScheduleSpec,
+    /// Its first instant after its creation.
+    pub next_at: Option<DateTime<Utc>>,
+}
+
+/// An active schedule whose next instant has come.
+#[derive(Clone, Debug)]
+pub struct DueSchedule {
+    /// The schedule.
+    pub id: Uuid,
+    /// Its deployment's flow.
+    pub flow: String,
+    /// Its deployment's name.
+    pub name: String,
+    /// What it is.
+    pub spec: ScheduleSpec,
+    /// Every instant up to this one was handled.
+    pub last_at: DateTime<Utc>,
+}
+
+/// Replaces the schedules declared in code of `flow`/`name` with `rows`, in one transaction:
+/// the ones no longer declared are deleted; the ones declared again keep their pause and how
+/// far they got, and take the new spec (parameters and policies); new ones start now.
+pub(crate) async fn replace_code_schedules<D: BulkWrite>(
+    conn: &mut D::Connection,
+    flow: &str,
+    name: &str,
+    rows: &[ScheduleRow],
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let mut tx = begin_write::<D>(conn).await?;
+    let mut q = QueryBuilder::new("DELETE FROM schedules WHERE flow = ");
+    q.bind(D::text(flow))
+        .push(" AND name = ")
+        .bind(D::text(name))
+        .push(" AND source = 'code'");
+    if !rows.is_empty() {
+        q.push(" AND id NOT IN (");
+        for (i, row) in rows.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.bind(row.id);
+        }
+        q.push(")");
+    }
+    let deleted = D::rows_affected(&D::execute_once(&mut tx, &mut q).await?);
+    for row in rows {
+        let mut q = QueryBuilder::new(
+            "INSERT INTO schedules (id, flow, name, source, spec, paused_at, last_at, next_at, \
+             created) VALUES (",
+        );
+        q.bind(row.id)
+            .push(", ")
+            .bind(D::text(flow))
+            .push(", ")
+            .bind(D::text(name))
+            .push(", 'code', ");
+        D::push_json(&mut q, json_string(&row.spec)?);
+        q.push(", NULL, ").bind_instant(now).push(", ");
+        match row.next_at {
+            Some(at) => q.bind_instant(at),
+            None => q.push("NULL"),
+        };
+        q.push(", ")
+            .bind_instant(now)
+            .push(") ON CONFLICT (id) DO UPDATE SET spec = excluded.spec");
+        D::execute(&mut tx, &mut q).await?;
+    }
+    tx.commit().await?;
+    Ok(deleted)
+}
+
+/// The schedules of `flow`/`name`: those declared in code first, then those created over the
+/// API, each in creation order; at most [`MAX_SCHEDULES_PER_DEPLOYMENT`] of each.
+pub(crate) async fn schedules_of<D: Dialect>(
+    pool: &Pool<D>,
+    flow: &str,
+    name: &str,
+) -> Result<Vec<Schedule>, StoreError> {
+    let mut q = QueryBuilder::new(format!(
+        "SELECT id, source, {}, paused_at, next_at FROM schedules WHERE flow = ",
+        D::json_text("spec")
+    ));
+    q.bind(D::text(flow))
+        .push(" AND name = ")
+        .bind(D::text(name))
+        .push(" ORDER BY source DESC, created, id LIMIT ")
+        .bind(2 * MAX_SCHEDULES_PER_DEPLOYMENT as i64);
+    let rows = D::fetch_all(&mut *pool.acquire().await?, &mut q).await?;
+    rows.iter()
+        .map(|row| {
+            let c = Columns::<D>(row);
+            let source: String = c.get("source")?;
+            let paused = c.opt_instant("paused_at")?.is_some();
+            Ok(Schedule {
+                id: c.get("id")?,
+                source: match source.as_str() {
+                    "code" => ScheduleSource::Code,
+                    "api" => ScheduleSource::Api,
+                    other => return Err(corrupt(format!("schedule source {other:?}"))),
+                },
+                active: !paused,
+                next_at: if paused {
+                    None
+                } else {
+                    c.opt_instant("next_at")?
+                },
+                spec: c.json("spec")?,
+            })
+        })
+        .collect()
+}
+
+/// Up to `limit` active schedules due at `now`, the most overdue first.
+pub(crate) async fn due_schedules<D: Dialect>(
+    pool: &Pool<D>,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<DueSchedule>, StoreError> {
+    let mut q = QueryBuilder::new(format!(
+        "SELECT id, flow, name, {}, last_at FROM schedules \
+         WHERE paused_at IS NULL AND next_at <= ",
+        D::json_text("spec")
+    ));
+    q.bind_instant(now)
+        .push(" ORDER BY next_at LIMIT ")
+        .bind(i64::from(limit));
+    let rows = D::fetch_all(&mut *pool.acquire().await?, &mut q).await?;
+    rows.iter()
+        .map(|row| {
+            let c = Columns::<D>(row);
+            Ok(DueSchedule {
+                id: c.get("id")?,
+                flow: c.get("flow")?,
+                name: c.get("name")?,
+                spec: c.json("spec")?,
+                last_at: c.instant("last_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Records that a schedule's instants up to `to` were handled and when it is next due —
+/// only if no one else did since `from` was read (another replica's tick): returns whether
+/// this call moved it.
+pub(crate) async fn advance_schedule<D: BulkWrite>(
+    conn: &mut D::Connection,
+    id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    next_at: Option<DateTime<Utc>>,
+) -> Result<u64, StoreError> {
+    let mut tx = begin_write::<D>(conn).await?;
+    let mut q = QueryBuilder::new("UPDATE schedules SET last_at = ");
+    q.bind_instant(to).push(", next_at = ");
+    match next_at {
+        Some(at) => q.bind_instant(at),
+        None => q.push("NULL"),
+    };
+    q.push(" WHERE id = ")
+        .bind(id)
+        .push(" AND last_at = ")
+        .bind_instant(from);
+    let moved = D::rows_affected(&D::execute(&mut tx, &mut q).await?);
+    tx.commit().await?;
+    Ok(moved)
+}
+
+/// Pauses a schedule (`paused_at`), or resumes it from `now`: instants passed while paused
+/// are never caught up. Returns whether the schedule exists.
+pub(crate) async fn set_paused<D: BulkWrite>(
+    conn: &mut D::Connection,
+    id: Uuid,
+    paused_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    next_at: Option<DateTime<Utc>>,
+) -> Result<u64, StoreError> {
+    let mut tx = begin_write::<D>(conn).await?;
+    let mut q = QueryBuilder::new("UPDATE schedules SET ");
+    match paused_at {
+        Some(at) => {
+            q.push("paused_at = ").bind_instant(at);
+        }
+        None => {
+            q.push("paused_at = NULL, last_at = ")
+                .bind_instant(now)
+                .push(", next_at = ");
+            match next_at {
+                Some(at) => q.bind_instant(at),
+                None => q.push("NULL"),
+            };
+        }
+    }
+    q.push(" WHERE id = ").bind(id);
+    let changed = D::rows_affected(&D::execute(&mut tx, &mut q).await?);
+    tx.commit().await?;
+    Ok(changed)
+}
+
+/// The runs among a schedule's latest [`OVERLAP_WINDOW`] that have not ended, with their
+/// states.
+pub(crate) async fn open_runs<D: Dialect>(
+    pool: &Pool<D>,
+    schedule_id: Uuid,
+) -> Result<Vec<(Uuid, StateType)>, StoreError> {
+    let mut q = QueryBuilder::new(
+        "SELECT r.id AS id, r.state AS state FROM (SELECT run_id FROM schedule_slots \
+         WHERE schedule_id = ",
+    );
+    q.bind(schedule_id)
+        .push(" ORDER BY instant DESC LIMIT ")
+        .bind(OVERLAP_WINDOW)
+        .push(") s JOIN runs r ON r.id = s.run_id");
+    let rows = D::fetch_all(&mut *pool.acquire().await?, &mut q).await?;
+    let mut open = Vec::new();
+    for row in &rows {
+        let c = Columns::<D>(row);
+        let state: StateType = parse_state(&c.get::<String>("state")?)?;
+        if !state.is_final() {
+            open.push((c.get("id")?, state));
+        }
+    }
+    Ok(open)
+}
+
+/// Claims the slot (schedule, instant) for `run_id` inside a trigger's transaction: `None`
+/// when claimed now, the run that holds it otherwise.
+pub(crate) async fn claim_slot<D: Dialect>(
+    tx: &mut D::Connection,
+    slot: &super::ScheduleSlot,
+    run_id: Uuid,
+) -> Result<Option<Uuid>, StoreError> {
+    let mut q = QueryBuilder::new(
+        "INSERT INTO schedule_slots (schedule_id, instant, run_id, skipped) VALUES (",
+    );
+    q.bind(slot.schedule_id)
+        .push(", ")
+        .bind_instant(slot.instant)
+        .push(", ")
+        .bind(run_id)
+        .push(", ")
+        .bind(i64::try_from(slot.skipped).unwrap_or(i64::MAX))
+        .push(") ON CONFLICT (schedule_id, instant) DO NOTHING RETURNING run_id");
+    if D::fetch_optional(&mut *tx, &mut q).await?.is_some() {
+        return Ok(None);
+    }
+    let mut q = QueryBuilder::new("SELECT run_id FROM schedule_slots WHERE schedule_id = ");
+    q.bind(slot.schedule_id)
+        .push(" AND instant = ")
+        .bind_instant(slot.instant);
+    let row = D::fetch_optional(&mut *tx, &mut q).await?.ok_or_else(|| {
+        corrupt("a schedule slot was taken and is gone in one transaction".into())
+    })?;
+    Ok(Some(Columns::<D>(&row).get("run_id")?))
+}

@@ -1,0 +1,352 @@
+//! Schedules of deployments: checked when the deployment registers, replaced by the next
+//! registration (keeping their identity and pause), and turned into runs by the scheduler's
+//! tick only when due — once per instant, whatever ticks at once, with the catch-up and
+//! overlap policies. The tick is called with chosen instants, so nothing here waits for the
+//! clock.
+
+use crate::harness::{Reply, TestServer};
+use axum::http::StatusCode;
+use chrono::{DateTime, Duration, Utc};
+use flowkit_server::scheduler::{TickOutcome, tick};
+use flowkit_server::store::Backend;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+on_every_backend!(
+    bad_schedules_refuse_the_registration_listing_every_error,
+    a_due_schedule_creates_one_run_per_instant,
+    catch_up_and_overlap_policies,
+    registration_replaces_code_schedules_keeping_identity_and_pause,
+);
+
+fn spec(name: &str, schedules: Value) -> Value {
+    json!({
+        "flow": "train",
+        "name": name,
+        "flow_key": "houses::train",
+        "version": "abc@0.1.0",
+        "parameter_schema": {
+            "type": "object",
+            "properties": {
+                "dataset": {"type": "string"},
+                "epochs": {"type": "integer", "minimum": 0, "maximum": 4294967295u64}
+            },
+            "required": ["dataset"],
+            "additionalProperties": false
+        },
+        "output_schema": {},
+        "default_parameters": {"epochs": 50},
+        "schedules": schedules
+    })
+}
+
+async fn register(server: &TestServer, body: &Value) -> Reply {
+    server.post_json("/api/v1/deployments", body).await
+}
+
+async fn schedules_of(server: &TestServer, name: &str) -> Vec<Value> {
+    let detail = server
+        .get_ok(&format!("/api/v1/deployments/train/{name}"))
+        .await;
+    detail["schedules"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no schedules: {detail}"))
+        .clone()
+}
+
+async fn runs_of(server: &TestServer, name: &str) -> Vec<Value> {
+    let page = server
+        .get_ok(&format!(
+            "/api/v1/flow-runs?deployment=train/{name}&limit=500"
+        ))
+        .await;
+    page["items"].as_array().expect("items").clone()
+}
+
+fn instant(value: &Value) -> DateTime<Utc> {
+    value
+        .as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| panic!("not an instant: {value}"))
+}
+
+async fn bad_schedules_refuse_the_registration_listing_every_error(server: &TestServer) {
+    let reply = register(
+        server,
+        &spec(
+            "bad",
+            json!([
+                {"cron": "0 3 * *"},
+                {"interval": "0s"},
+                {"cron": "0 3 * * *", "timezone": "Mars/Olympus"},
+                {"cron": "0 4 * * *", "parameters": {"dataset": "d", "epochs": "many"}},
+                {"cron": "0 5 * * *", "parameters": {"dataset": "d"}, "max_lateness": "soon"},
+                {"cron": "0 6 * * *"},
+                {"interval": "1h", "parameters": {"dataset": "d"}},
+                {"interval": "1h", "parameters": {"dataset": "e"}}
+            ]),
+        ),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.body
+    );
+    let details = reply.body["error"]["details"]
+        .as_array()
+        .unwrap_or_else(|| panic!("details: {}", reply.body))
+        .clone();
+    let at = |pointer: &str| {
+        details
+            .iter()
+            .find(|d| d["pointer"] == pointer)
+            .and_then(|d| d["message"].as_str())
+            .unwrap_or_else(|| panic!("no error at {pointer}: {}", reply.body))
+            .to_string()
+    };
+    assert!(at("/schedules/0/cron").contains("0 3 * * *"));
+    assert!(at("/schedules/1/interval").contains("15m"));
+    assert!(at("/schedules/2/timezone").contains("Europe/Paris"));
+    at("/schedules/3/parameters/epochs");
+    assert!(at("/schedules/4/max_lateness").contains("30m"));
+    // No dataset: neither the defaults nor the schedule give the required parameter.
+    assert!(
+        details.iter().any(|d| d["pointer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/schedules/5/parameters"))),
+        "{}",
+        reply.body
+    );
+    assert!(at("/schedules/7").contains("same timing"));
+    // Nothing was registered.
+    let missing = server.get("/api/v1/deployments/train/bad").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+/// Registers `name` with `schedules` and returns its schedules' ids and first instants.
+async fn registered(
+    server: &TestServer,
+    name: &str,
+    schedules: Value,
+) -> Vec<(Uuid, DateTime<Utc>)> {
+    let reply = register(server, &spec(name, schedules)).await;
+    assert!(reply.status.is_success(), "{}", reply.body);
+    schedules_of(server, name)
+        .await
+        .iter()
+        .map(|s| {
+            assert_eq!(s["active"], true, "{s}");
+            (
+                s["id"].as_str().and_then(|id| id.parse().ok()).expect("id"),
+                instant(&s["next_at"]),
+            )
+        })
+        .collect()
+}
+
+async fn a_due_schedule_creates_one_run_per_instant(server: &TestServer) {
+    let ids = registered(
+        server,
+        "minutely",
+        json!([{"interval": "1m", "parameters": {"dataset": "s3://houses"}, "overlap": "allow"}]),
+    )
+    .await;
+    let (id, first) = ids[0];
+    assert!(
+        first > Utc::now() - Duration::seconds(1) && first <= Utc::now() + Duration::minutes(1)
+    );
+
+    // Not yet due: nothing.
+    let early = tick(&server.state, first - Duration::seconds(1))
+        .await
+        .expect("tick");
+    assert_eq!(early, TickOutcome::default());
+    assert!(runs_of(server, "minutely").await.is_empty());
+
+    // Due: one run, for that instant, by that schedule, with its parameters over the defaults.
+    let outcome = tick(&server.state, first + Duration::seconds(1))
+        .await
+        .expect("tick");
+    assert_eq!(outcome.created, 1, "{outcome:?}");
+    let runs = runs_of(server, "minutely").await;
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(instant(&run["scheduled_for"]), first, "{run}");
+    assert_eq!(run["created_by"], format!("schedule:{id}"), "{run}");
+    assert_eq!(run["state"], "Scheduled");
+    assert_eq!(
+        run["parameters"],
+        json!({"dataset": "s3://houses", "epochs": 50})
+    );
+    // The same tick again: nothing more.
+    let again = tick(&server.state, first + Duration::seconds(1))
+        .await
+        .expect("tick");
+    assert_eq!(again.created, 0);
+
+    // Ten minutes later, two replicas tick at once: one run for the latest instant (catch-up
+    // `latest`), which says how many it stands for; never two.
+    let later = first + Duration::minutes(10) + Duration::seconds(1);
+    let (a, b) = tokio::join!(tick(&server.state, later), tick(&server.state, later));
+    let (a, b) = (a.expect("tick"), b.expect("tick"));
+    assert_eq!(a.created + b.created, 1, "{a:?} {b:?}");
+    let runs = runs_of(server, "minutely").await;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let newest = runs
+        .iter()
+        .find(|r| instant(&r["scheduled_for"]) == first + Duration::minutes(10))
+        .unwrap_or_else(|| panic!("no run for the latest instant: {runs:?}"));
+    let message = newest["state_message"].as_str().unwrap_or_default();
+    assert!(message.contains("9 earlier"), "{message}");
+}
+
+async fn catch_up_and_overlap_policies(server: &TestServer) {
+    let dataset = json!({"dataset": "d"});
+    // `all`: one run per missed instant; then `skip` (the default overlap) while they wait.
+    let (_, first) = registered(
+        server,
+        "all",
+        json!([{"interval": "1m", "parameters": dataset, "catchup": "all"}]),
+    )
+    .await[0];
+    let outcome = tick(
+        &server.state,
+        first + Duration::minutes(4) + Duration::seconds(1),
+    )
+    .await
+    .expect("tick");
+    assert_eq!(outcome.created, 5, "{outcome:?}");
+    let outcome = tick(
+        &server.state,
+        first + Duration::minutes(6) + Duration::seconds(1),
+    )
+    .await
+    .expect("tick");
+    assert_eq!((outcome.created, outcome.skipped), (0, 2), "{outcome:?}");
+    assert_eq!(runs_of(server, "all").await.len(), 5);
+
+    // `none`: missed instants get no run; the one due now does.
+    let (_, first) = registered(
+        server,
+        "none",
+        json!([{"interval": "1m", "parameters": dataset, "catchup": "none", "overlap": "allow"}]),
+    )
+    .await[0];
+    let outcome = tick(
+        &server.state,
+        first + Duration::minutes(5) + Duration::seconds(30),
+    )
+    .await
+    .expect("tick");
+    assert_eq!((outcome.created, outcome.skipped), (1, 5), "{outcome:?}");
+    let runs = runs_of(server, "none").await;
+    assert_eq!(
+        instant(&runs[0]["scheduled_for"]),
+        first + Duration::minutes(5)
+    );
+
+    // `queue_one`: one run waits; further instants are skipped while it does.
+    let (_, first) = registered(
+        server,
+        "queue",
+        json!([{"interval": "1m", "parameters": dataset, "overlap": "queue_one"}]),
+    )
+    .await[0];
+    for minutes in 0..3 {
+        tick(
+            &server.state,
+            first + Duration::minutes(minutes) + Duration::seconds(1),
+        )
+        .await
+        .expect("tick");
+    }
+    assert_eq!(runs_of(server, "queue").await.len(), 1);
+
+    // `cancel_running`: the waiting run is cancelled and the new instant gets a run.
+    let (_, first) = registered(
+        server,
+        "cancel",
+        json!([{"interval": "1m", "parameters": dataset, "overlap": "cancel_running"}]),
+    )
+    .await[0];
+    tick(&server.state, first + Duration::seconds(1))
+        .await
+        .expect("tick");
+    let outcome = tick(
+        &server.state,
+        first + Duration::minutes(1) + Duration::seconds(1),
+    )
+    .await
+    .expect("tick");
+    assert_eq!((outcome.created, outcome.cancelled), (1, 1), "{outcome:?}");
+    let runs = runs_of(server, "cancel").await;
+    let states: Vec<&str> = runs.iter().filter_map(|r| r["state"].as_str()).collect();
+    assert_eq!(runs.len(), 2);
+    assert!(
+        states.contains(&"Cancelled") && states.contains(&"Scheduled"),
+        "{states:?}"
+    );
+}
+
+async fn registration_replaces_code_schedules_keeping_identity_and_pause(server: &TestServer) {
+    let dataset = json!({"dataset": "d"});
+    let before = registered(
+        server,
+        "nightly",
+        json!([
+            {"cron": "0 3 * * *", "timezone": "Europe/Paris", "parameters": dataset},
+            {"cron": "0 4 * * *", "parameters": dataset}
+        ]),
+    )
+    .await;
+    let (kept, _) = before[0];
+    // Paused on the server.
+    assert!(
+        server
+            .store
+            .set_schedule_paused(kept, Some(Utc::now()), Utc::now(), None)
+            .await
+            .expect("pause")
+    );
+    // The same version registered again with other schedules: 200, schedules replaced, the
+    // one with the same timing keeps its id and its pause, with its new parameters.
+    let reply = register(
+        server,
+        &spec(
+            "nightly",
+            json!([
+                {"cron": "0 3 * * *", "timezone": "Europe/Paris", "parameters": {"dataset": "new"}},
+                {"interval": "15m", "parameters": dataset}
+            ]),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let after = schedules_of(server, "nightly").await;
+    assert_eq!(after.len(), 2, "{after:?}");
+    let same = after
+        .iter()
+        .find(|s| s["id"] == kept.to_string())
+        .unwrap_or_else(|| panic!("schedule {kept} lost: {after:?}"));
+    assert_eq!(same["active"], false, "{same}");
+    assert_eq!(same["next_at"], Value::Null);
+    assert_eq!(same["spec"]["parameters"]["dataset"], "new");
+    assert_eq!(same["source"], "code");
+    assert!(
+        after.iter().all(|s| s["spec"]["cron"] != "0 4 * * *"),
+        "{after:?}"
+    );
+    // Paused: due or not, it creates nothing.
+    let outcome = tick(&server.state, Utc::now() + Duration::days(2))
+        .await
+        .expect("tick");
+    let runs = runs_of(server, "nightly").await;
+    assert!(
+        runs.iter()
+            .all(|r| r["created_by"] != format!("schedule:{kept}")),
+        "{outcome:?} {runs:?}"
+    );
+}
