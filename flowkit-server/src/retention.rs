@@ -4,6 +4,11 @@
 //! retention off (`--retention off`): then it only sweeps expired keys, so the key table stays
 //! bounded by the triggers of one `--idempotency-ttl`.
 //!
+//! A run's age is counted from when the server first received it (its `received` column, the
+//! server's clock), not from its events' timestamps: those are the client's word, and one
+//! event dated 2000 sent for a current run would otherwise make the next sweep delete the
+//! whole flow run with its tasks and logs.
+//!
 //! Deletion goes in small batches with short pauses between them, so a large backlog (the
 //! first start after enabling retention, or after a long stop) never holds the database's
 //! write lock for long and ingestion keeps flowing.
@@ -22,27 +27,39 @@ pub const PAUSE: Duration = Duration::from_millis(50);
 /// Time between two sweeps.
 pub const INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Deletes every run created before `now - retention`, [`BATCH`] at a time, pausing
-/// [`PAUSE`] between batches; stops early when `shutdown` turns true. Returns the number of
-/// runs deleted.
+/// Deletes every run the server received before `now - retention` (by its own clock: see
+/// [`Backend::delete_before`]; the events' timestamps, which a client may backdate, do not
+/// count), [`BATCH`] at a time, pausing [`PAUSE`] between batches; stops early when `shutdown`
+/// turns true. Returns the number of runs deleted.
 pub async fn sweep(
     store: &Store,
     retention: Duration,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<u64, StoreError> {
-    sweep_before(store, cutoff(Some(retention)), shutdown).await
+    sweep_at(store, retention, Utc::now(), shutdown).await
+}
+
+/// [`sweep`] as it would run at the instant `now` (a test's clock): deletes the runs received
+/// before `now - retention`.
+pub async fn sweep_at(
+    store: &Store,
+    retention: Duration,
+    now: DateTime<Utc>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<u64, StoreError> {
+    sweep_before(store, cutoff(Some(retention), now), shutdown).await
 }
 
 /// The instant before which runs are deleted: `now - retention`, or the beginning of time
 /// (no run is that old) when retention is off or longer than chrono can represent.
-fn cutoff(retention: Option<Duration>) -> DateTime<Utc> {
+fn cutoff(retention: Option<Duration>, now: DateTime<Utc>) -> DateTime<Utc> {
     retention
         .and_then(|age| chrono::Duration::from_std(age).ok())
-        .and_then(|age| Utc::now().checked_sub_signed(age))
+        .and_then(|age| now.checked_sub_signed(age))
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// Deletes the runs created before `cutoff` and the expired idempotency keys, [`BATCH`] at a
+/// Deletes the runs received before `cutoff` and the expired idempotency keys, [`BATCH`] at a
 /// time.
 async fn sweep_before(
     store: &Store,
@@ -70,7 +87,7 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match sweep_before(&store, cutoff(retention), &shutdown).await {
+            match sweep_before(&store, cutoff(retention, Utc::now()), &shutdown).await {
                 Ok(0) => tracing::debug!("retention: nothing to delete"),
                 Ok(n) => tracing::info!(
                     rows = n,
@@ -95,10 +112,10 @@ mod tests {
 
     #[test]
     fn without_run_retention_no_run_is_old_enough() {
-        assert_eq!(cutoff(None), DateTime::<Utc>::MIN_UTC);
-        assert_eq!(cutoff(Some(Duration::MAX)), DateTime::<Utc>::MIN_UTC);
-        let day = cutoff(Some(Duration::from_secs(86_400)));
-        let age = Utc::now() - day;
-        assert!(age >= chrono::Duration::days(1) && age < chrono::Duration::days(2));
+        let now = Utc::now();
+        assert_eq!(cutoff(None, now), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(cutoff(Some(Duration::MAX), now), DateTime::<Utc>::MIN_UTC);
+        let day = cutoff(Some(Duration::from_secs(86_400)), now);
+        assert_eq!(now - day, chrono::Duration::days(1));
     }
 }

@@ -44,6 +44,8 @@ pub mod schedules;
 mod sqlite;
 #[cfg(feature = "sqlite")]
 mod sqlite_batch;
+#[cfg(feature = "sqlite")]
+mod sqlite_ingest;
 
 /// An error of the store. Constraint violations and bad input are the caller's fault;
 /// everything else is a 500 with the details logged.
@@ -490,10 +492,13 @@ pub trait Backend: Send + Sync + 'static {
         until: DateTime<Utc>,
         buckets: u32,
     ) -> impl Future<Output = Result<Stats, StoreError>> + Send;
-    /// Deletes the `batch` oldest runs created before `cutoff`, each with the rest of its group
-    /// (a flow run's task runs go with it, even ones created after `cutoff`), and their states,
+    /// Deletes the `batch` runs first received before `cutoff`, oldest first, each with the rest
+    /// of its group (a flow run's task runs go with it, even ones received after `cutoff`), and
+    /// their states,
     /// logs and event ids, in one transaction; once no old run is left, also up to `batch`
-    /// orphan log lines and expired idempotency keys. Returns how many runs, orphan lines and
+    /// orphan log lines (older than `cutoff` by their own timestamp) and expired idempotency
+    /// keys. "Received" is when this server (its clock, not the events' timestamps, which a
+    /// client may backdate) first stored an event of the run. Returns how many runs, orphan lines and
     /// keys were deleted, which may exceed `batch`. Called repeatedly by the retention task
     /// until it returns 0.
     fn delete_before(

@@ -228,11 +228,12 @@ SELECT u.id, u.kind, u.name, u.parent_run_id, u.flow_run_id, u.state, u.state_me
        u.parameters::json,
        ARRAY(SELECT t.value::uuid FROM json_array_elements_text(u.upstream::json) WITH ORDINALITY AS t(value, n)
              ORDER BY t.n),
-       u.cache_key, u.deployment, u.version, u.worker, u.lease_token
+       u.cache_key, u.deployment, u.version, u.worker, u.lease_token, u.received
 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[],
             $8::timestamptz[], $9::uuid[], $10::int8[], $11::timestamptz[], $12::timestamptz[],
             $13::timestamptz[], $14::bool[], $15::text[], $16::text[], $17::text[], $18::text[],
-            $19::text[], $20::text[], $21::text[], $22::text[], $23::int8[])
+            $19::text[], $20::text[], $21::text[], $22::text[], $23::int8[],
+            $24::timestamptz[])
     AS u({RUN_COLUMNS}){}",
         queries::merge_runs::<Postgres>()
     )
@@ -254,88 +255,140 @@ async fn insert_events(
 /// Bulk ingestion on PostgreSQL: each column of a batch bound as one array, the rows expanded
 /// with `UNNEST`, one statement per table per batch.
 impl BulkWrite for Postgres {
-    async fn insert_states(
+    async fn insert_events(
         conn: &mut PgConnection,
-        rows: &[StateRow],
+        plan: &Plan,
         stored: &mut HashSet<Uuid>,
     ) -> Result<(), StoreError> {
-        let insert = sqlx::query_scalar(AssertSqlSafe(INSERT_STATES.as_str()))
-            .bind(column(rows, |r| r.event_id))
-            .bind(column(rows, |r| r.run_id))
-            .bind(column(rows, |r| r.group_id))
-            .bind(column(rows, |r| r.state.as_str()))
-            .bind(column(rows, |r| pg_opt(&r.message)))
-            .bind(column(rows, |r| i64::from(r.attempt)))
-            .bind(instants(rows, |r| r.ts)?);
-        insert_events(conn, insert, stored).await
-    }
-
-    async fn insert_logs(
-        conn: &mut PgConnection,
-        rows: &[LogRow],
-        stored: &mut HashSet<Uuid>,
-    ) -> Result<(), StoreError> {
-        let insert = sqlx::query_scalar(AssertSqlSafe(INSERT_LOGS.as_str()))
-            .bind(column(rows, |r| r.event_id))
-            .bind(column(rows, |r| r.run_id))
-            .bind(column(rows, |r| r.flow_run_id))
-            .bind(column(rows, |r| r.group_id))
-            .bind(column(rows, |r| pg_text(&r.run_name)))
-            .bind(column(rows, |r| rows::level_number(r.level)))
-            .bind(column(rows, |r| pg_text(&r.message)))
-            .bind(column(rows, |r| r.fields.clone()))
-            .bind(column(rows, |r| i64::from(r.attempt)))
-            .bind(instants(rows, |r| r.ts)?);
-        insert_events(conn, insert, stored).await
+        // Each table keys its own rows (`ON CONFLICT DO NOTHING RETURNING`, exact under
+        // concurrent transactions); this lookup covers the other one. (Two transactions
+        // committing the same id as both kinds at the same instant could still both store it:
+        // a client that reuses an id for another event at the same moment is the only one to
+        // see it.)
+        let ids: Vec<Uuid> = plan
+            .states
+            .iter()
+            .map(|r| r.event_id)
+            .chain(plan.logs.iter().map(|r| r.event_id))
+            .collect();
+        let found: HashSet<Uuid> = sqlx::query_scalar(
+            "SELECT event_id FROM run_states WHERE event_id = ANY($1) \
+             UNION ALL SELECT event_id FROM logs WHERE event_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+        let states: Vec<&StateRow> = plan
+            .states
+            .iter()
+            .filter(|r| !found.contains(&r.event_id))
+            .collect();
+        let logs: Vec<&LogRow> = plan
+            .logs
+            .iter()
+            .filter(|r| !found.contains(&r.event_id))
+            .collect();
+        if !states.is_empty() {
+            insert_states(conn, &states, stored).await?;
+        }
+        if !logs.is_empty() {
+            insert_logs(conn, &logs, stored).await?;
+        }
+        Ok(())
     }
 
     async fn upsert_runs(conn: &mut PgConnection, runs: &[RunRow]) -> Result<(), StoreError> {
-        let no_details = rows::DetailsRow::default();
-        let details: Vec<&rows::DetailsRow> = runs
-            .iter()
-            .map(|r| r.details.as_ref().unwrap_or(&no_details))
-            .collect();
-        // NUL-free tags, as JSON text.
-        let tags = details
-            .iter()
-            .map(|d| {
-                let clean = rows::DetailsRow {
-                    tags: d.tags.iter().map(|t| pg_text(t)).collect(),
-                    ..rows::DetailsRow::default()
-                };
-                clean.tags_json()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let upstream = details
-            .iter()
-            .map(|d| d.upstream_json())
-            .collect::<Result<Vec<_>, _>>()?;
-        sqlx::query(AssertSqlSafe(UPSERT_RUNS.as_str()))
-            .bind(column(runs, |r| r.id))
-            .bind(column(runs, |r| r.kind.as_str()))
-            .bind(column(runs, |r| pg_text(&r.name)))
-            .bind(column(runs, |r| r.parent_run_id))
-            .bind(column(runs, |r| r.flow_run_id))
-            .bind(column(runs, |r| r.state.as_str()))
-            .bind(column(runs, |r| pg_opt(&r.state_message)))
-            .bind(instants(runs, |r| r.state_ts)?)
-            .bind(column(runs, |r| r.state_event_id))
-            .bind(column(runs, |r| i64::from(r.attempt)))
-            .bind(instants(runs, |r| r.created)?)
-            .bind(opt_instants(runs, |r| r.started)?)
-            .bind(opt_instants(runs, |r| r.ended)?)
-            .bind(column(runs, |r| r.details.is_some()))
-            .bind(column(&details, |d| pg_text(&d.task_key)))
-            .bind(tags)
-            .bind(column(&details, |d| d.parameters.clone()))
-            .bind(upstream)
-            .bind(column(&details, |d| pg_opt(&d.cache_key)))
-            .bind(column(&details, |d| pg_opt(&d.deployment)))
-            .bind(column(&details, |d| pg_opt(&d.version)))
-            .bind(column(&details, |d| pg_opt(&d.worker)))
-            .bind(column(runs, |r| r.lease_token))
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        upsert_runs(conn, runs).await
     }
+}
+
+/// Inserts state rows, skipping stored event ids; adds the ids it stored to `stored`.
+async fn insert_states(
+    conn: &mut PgConnection,
+    rows: &[&StateRow],
+    stored: &mut HashSet<Uuid>,
+) -> Result<(), StoreError> {
+    let insert = sqlx::query_scalar(AssertSqlSafe(INSERT_STATES.as_str()))
+        .bind(column(rows, |r| r.event_id))
+        .bind(column(rows, |r| r.run_id))
+        .bind(column(rows, |r| r.group_id))
+        .bind(column(rows, |r| r.state.as_str()))
+        .bind(column(rows, |r| pg_opt(&r.message)))
+        .bind(column(rows, |r| i64::from(r.attempt)))
+        .bind(instants(rows, |r| r.ts)?);
+    insert_events(conn, insert, stored).await
+}
+
+/// Inserts log rows, skipping stored event ids; adds the ids it stored to `stored`.
+async fn insert_logs(
+    conn: &mut PgConnection,
+    rows: &[&LogRow],
+    stored: &mut HashSet<Uuid>,
+) -> Result<(), StoreError> {
+    let insert = sqlx::query_scalar(AssertSqlSafe(INSERT_LOGS.as_str()))
+        .bind(column(rows, |r| r.event_id))
+        .bind(column(rows, |r| r.run_id))
+        .bind(column(rows, |r| r.flow_run_id))
+        .bind(column(rows, |r| r.group_id))
+        .bind(column(rows, |r| pg_text(&r.run_name)))
+        .bind(column(rows, |r| rows::level_number(r.level)))
+        .bind(column(rows, |r| pg_text(&r.message)))
+        .bind(column(rows, |r| r.fields.clone()))
+        .bind(column(rows, |r| i64::from(r.attempt)))
+        .bind(instants(rows, |r| r.ts)?);
+    insert_events(conn, insert, stored).await
+}
+
+/// Upserts runs with [`queries::merge_runs`].
+async fn upsert_runs(conn: &mut PgConnection, runs: &[RunRow]) -> Result<(), StoreError> {
+    let no_details = rows::DetailsRow::default();
+    let details: Vec<&rows::DetailsRow> = runs
+        .iter()
+        .map(|r| r.details.as_ref().unwrap_or(&no_details))
+        .collect();
+    // NUL-free tags, as JSON text.
+    let tags = details
+        .iter()
+        .map(|d| {
+            let clean = rows::DetailsRow {
+                tags: d.tags.iter().map(|t| pg_text(t)).collect(),
+                ..rows::DetailsRow::default()
+            };
+            clean.tags_json()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let upstream = details
+        .iter()
+        .map(|d| d.upstream_json())
+        .collect::<Result<Vec<_>, _>>()?;
+    sqlx::query(AssertSqlSafe(UPSERT_RUNS.as_str()))
+        .bind(column(runs, |r| r.id))
+        .bind(column(runs, |r| r.kind.as_str()))
+        .bind(column(runs, |r| pg_text(&r.name)))
+        .bind(column(runs, |r| r.parent_run_id))
+        .bind(column(runs, |r| r.flow_run_id))
+        .bind(column(runs, |r| r.state.as_str()))
+        .bind(column(runs, |r| pg_opt(&r.state_message)))
+        .bind(instants(runs, |r| r.state_ts)?)
+        .bind(column(runs, |r| r.state_event_id))
+        .bind(column(runs, |r| i64::from(r.attempt)))
+        .bind(instants(runs, |r| r.created)?)
+        .bind(opt_instants(runs, |r| r.started)?)
+        .bind(opt_instants(runs, |r| r.ended)?)
+        .bind(column(runs, |r| r.details.is_some()))
+        .bind(column(&details, |d| pg_text(&d.task_key)))
+        .bind(tags)
+        .bind(column(&details, |d| d.parameters.clone()))
+        .bind(upstream)
+        .bind(column(&details, |d| pg_opt(&d.cache_key)))
+        .bind(column(&details, |d| pg_opt(&d.deployment)))
+        .bind(column(&details, |d| pg_opt(&d.version)))
+        .bind(column(&details, |d| pg_opt(&d.worker)))
+        .bind(column(runs, |r| r.lease_token))
+        .bind(instants(runs, |r| r.received)?)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

@@ -8,8 +8,8 @@ use super::cursor::Cursor;
 use super::dialect::{Bind, Dialect, Get, PushBind, begin_write};
 use super::leases;
 use super::rows::{
-    self, LogRow, Plan, RunRow, StateRow, StatsFrame, corrupt, from_micros, micros, parse_attempt,
-    parse_kind, parse_level, parse_state,
+    self, Plan, RunRow, StatsFrame, corrupt, from_micros, micros, parse_attempt, parse_kind,
+    parse_level, parse_state,
 };
 use super::{
     IdempotencyRecord, IngestOutcome, LogFilter, LogRecord, NewRun, Page, PageRequest,
@@ -870,7 +870,9 @@ pub(crate) async fn maintain<D: BulkWrite>(
     }
 }
 
-/// Retention, in one transaction: the `batch` oldest runs created before `cutoff`, with every
+/// Retention, in one transaction: the `batch` runs first received (by the server's clock, see
+/// the `received` column: never a client's timestamp, which anyone with a report key could
+/// backdate) before `cutoff`, with every
 /// run, state and log line of their groups (a flow run and its task runs go together); then,
 /// once no old run is left, up to `batch` old log lines whose run never sent a state (its state
 /// events were dropped by a reporter), which have no run row to be deleted with, and up to
@@ -882,9 +884,9 @@ async fn delete_before<D: Dialect>(
     batch: u32,
 ) -> Result<u64, StoreError> {
     let mut tx = begin_write::<D>(conn).await?;
-    let mut q = QueryBuilder::new("SELECT id, flow_run_id FROM runs WHERE created < ");
+    let mut q = QueryBuilder::new("SELECT id, flow_run_id FROM runs WHERE received < ");
     q.bind_instant(cutoff)
-        .push(" ORDER BY created LIMIT ")
+        .push(" ORDER BY received LIMIT ")
         .bind(i64::from(batch));
     let candidates = D::fetch_all(&mut tx, &mut q)
         .await?
@@ -1036,9 +1038,11 @@ pub(crate) const LOG_COLUMNS: &str =
 /// The columns of `runs`, in the order ingestion writes them.
 pub(crate) const RUN_COLUMNS: &str = "id, kind, name, parent_run_id, flow_run_id, state, \
      state_message, state_ts, state_event_id, attempt, created, started, ended, has_details, \
-     task_key, tags, parameters, upstream, cache_key, deployment, version, worker, lease_token";
+     task_key, tags, parameters, upstream, cache_key, deployment, version, worker, lease_token, \
+     received";
 /// The end of an insert of events: a stored event id (a replay) is skipped, and the ids newly
 /// stored come back, so the caller can count duplicates and fold only new states into runs.
+#[cfg(feature = "postgres")]
 pub(crate) const NEW_EVENTS_ONLY: &str = " ON CONFLICT (event_id) DO NOTHING RETURNING event_id";
 
 /// The end of the upsert of runs: the merge described in `store::rows`. A CASE per column
@@ -1114,16 +1118,13 @@ pub(crate) fn merge_runs<D: Dialect>() -> String {
 /// How a backend writes a plan's rows in bulk: the only SQL written per backend. Each method
 /// is called with at least one row.
 pub(crate) trait BulkWrite: Dialect {
-    /// Inserts state rows, skipping stored event ids; adds the ids it stored to `stored`.
-    fn insert_states(
+    /// Stores the plan's state and log rows whose event id neither `run_states` nor `logs`
+    /// holds yet (one event id is one event, whatever its kind: a state event's id sent again
+    /// as a log line, or the reverse, is a duplicate, not a second row); adds the ids it stored
+    /// to `stored`.
+    fn insert_events(
         conn: &mut Self::Connection,
-        rows: &[StateRow],
-        stored: &mut HashSet<Uuid>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Inserts log rows, skipping stored event ids; adds the ids it stored to `stored`.
-    fn insert_logs(
-        conn: &mut Self::Connection,
-        rows: &[LogRow],
+        plan: &Plan,
         stored: &mut HashSet<Uuid>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Upserts runs with [`merge_runs`].
@@ -1147,50 +1148,6 @@ pub(crate) async fn apply<D: BulkWrite>(
     Ok(plan.outcomes(&stored))
 }
 
-/// How many event ids one lookup of [`without_ids_in`] binds (under both backends' limits on
-/// parameters).
-const LOOKUP_CHUNK: usize = 4096;
-
-/// `rows` without those whose event id (`id_of`) is already a row of `table`; borrowed when
-/// none is (the normal case).
-async fn without_ids_in<'r, D: Dialect, R: Clone>(
-    conn: &mut D::Connection,
-    table: &str,
-    rows: &'r [R],
-    id_of: impl Fn(&R) -> Uuid,
-) -> Result<std::borrow::Cow<'r, [R]>, StoreError> {
-    let mut found = HashSet::new();
-    for chunk in rows.chunks(LOOKUP_CHUNK) {
-        let mut q = QueryBuilder::new(format!("SELECT event_id FROM {table} WHERE event_id IN ("));
-        // Padded to a power of two with the last id again: this runs for every ingested
-        // batch, and a handful of statement shapes stay prepared where one per batch size
-        // would be parsed and planned each time.
-        let padded = chunk.len().next_power_of_two();
-        let last = chunk.last().map(&id_of);
-        push_list(
-            &mut q,
-            chunk.iter().map(&id_of).chain(std::iter::repeat_n(
-                last.unwrap_or_default(),
-                padded - chunk.len(),
-            )),
-        );
-        q.push(")");
-        for row in D::fetch_all(&mut *conn, &mut q).await? {
-            found.insert(Columns::<D>(&row).get::<Uuid>("event_id")?);
-        }
-    }
-    Ok(if found.is_empty() {
-        std::borrow::Cow::Borrowed(rows)
-    } else {
-        std::borrow::Cow::Owned(
-            rows.iter()
-                .filter(|r| !found.contains(&id_of(r)))
-                .cloned()
-                .collect(),
-        )
-    })
-}
-
 /// Writes a plan's rows inside the caller's transaction; adds the event ids newly stored to
 /// `stored`.
 pub(crate) async fn write_plan<D: BulkWrite>(
@@ -1198,18 +1155,8 @@ pub(crate) async fn write_plan<D: BulkWrite>(
     plan: &Plan,
     stored: &mut HashSet<Uuid>,
 ) -> Result<(), StoreError> {
-    // One event id is one event, whatever its kind: a state event's id sent again as a log
-    // line (or the reverse) is a duplicate, not a second row. Each table keys its own rows;
-    // these lookups cover the other one. (On PostgreSQL, two transactions committing the same
-    // id as both kinds at the same instant could still both store it: a client that reuses
-    // an id for another event at the same moment is the only one to see it.)
-    let states = without_ids_in::<D, _>(conn, "logs", &plan.states, |r| r.event_id).await?;
-    let logs = without_ids_in::<D, _>(conn, "run_states", &plan.logs, |r| r.event_id).await?;
-    if !states.is_empty() {
-        D::insert_states(conn, &states, stored).await?;
-    }
-    if !logs.is_empty() {
-        D::insert_logs(conn, &logs, stored).await?;
+    if !plan.is_empty() {
+        D::insert_events(conn, plan, stored).await?;
     }
     let runs = plan.runs(stored);
     if !runs.is_empty() {

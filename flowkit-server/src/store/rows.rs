@@ -184,6 +184,10 @@ pub(crate) struct RunRow {
     pub details: Option<DetailsRow>,
     /// The fencing token carried by the event of the latest state (0: none).
     pub lease_token: i64,
+    /// When the server took the events in (µs, its own clock): the row's `received` when the
+    /// upsert creates it (an existing row keeps its own). Retention goes by it, so a client's
+    /// timestamps cannot make a run look old.
+    pub received: i64,
 }
 
 /// What a state event contributes to its run's row besides its `run_states` row.
@@ -212,6 +216,8 @@ pub(crate) struct Plan {
     log_owner: Vec<usize>,
     /// Per request: events in it, and events that repeated an id seen earlier in this plan.
     sizes: Vec<(usize, usize)>,
+    /// When the plan was made (µs, the server's clock): the `received` of the runs it creates.
+    received: i64,
 }
 
 impl Plan {
@@ -221,7 +227,10 @@ impl Plan {
     pub(crate) fn new(requests: &[Vec<Event>]) -> Result<Plan, StoreError> {
         let total: usize = requests.iter().map(Vec::len).sum();
         let mut seen = HashSet::with_capacity(total);
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            received: micros(Utc::now()),
+            ..Plan::default()
+        };
         let mut states = Vec::new();
         let mut logs = Vec::new();
         for (owner, events) in requests.iter().enumerate() {
@@ -363,6 +372,7 @@ impl Plan {
                             ended: None,
                             details: facts.details.clone(),
                             lease_token: facts.lease_token,
+                            received: self.received,
                         },
                     );
                 }

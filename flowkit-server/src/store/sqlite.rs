@@ -15,24 +15,21 @@
 //! guarantee the server makes.
 
 use super::dialect::begin_write;
-use super::queries::{
-    self, BulkWrite, LOG_COLUMNS, Maintenance, NEW_EVENTS_ONLY, RUN_COLUMNS, STATE_COLUMNS, Written,
-};
-use super::rows::{self, LogRow, Plan, RunRow, StateRow};
+use super::queries::{self, Maintenance, Written};
+use super::rows::Plan;
 use super::sqlite_batch;
 use super::{Finished, IngestOutcome, NewRun, StoreError, Triggered};
 use flowkit_wire::event::Event;
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
-    SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection, Row, Sqlite};
+use sqlx::{Connection, Sqlite};
 use std::collections::{HashSet, VecDeque};
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
 /// Stop gathering queued requests into one transaction past this many events.
 const MAX_GROUP_EVENTS: usize = 20_000;
@@ -48,9 +45,9 @@ const MAX_FINISH_BATCH: usize = 256;
 const READERS: u32 = 4;
 /// How long a statement waits for a lock held by another process before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Rows per multi-row INSERT, largest first. A fixed set keeps the number of distinct
-/// statements (each prepared once and cached by the connection) small.
-const CHUNKS: [usize; 4] = [256, 32, 8, 1];
+/// The writer's page cache, in KiB (SQLite's default is 2 MiB): the pages of the tables and
+/// indexes ingestion appends to stay in memory between groups instead of being read back.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 /// The SQLite store. See the module documentation.
 pub(crate) struct SqliteStore {
@@ -96,6 +93,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             // Savepoints (one per request of a group) journal in memory, not in a temp file.
             .pragma("temp_store", "memory")
+            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
             // Bounds the work of `PRAGMA optimize` (below and at close) on a large database.
             .analysis_limit(400)
             .optimize_on_close(true, 400);
@@ -232,7 +230,8 @@ enum Done {
 
 /// Commits `work` in as few transactions as it can (group commit: one commit, one write of
 /// the pages every write touched, instead of one per request). Each write runs in a savepoint
-/// of the shared transaction, so a failing write is undone alone; every answer waits for the
+/// of the shared transaction (but the first, rolled back with the transaction if it fails), so
+/// a failing write is undone alone; every answer waits for the
 /// commit, so nothing is acknowledged that is not committed. After a write fails the
 /// transaction is committed and the rest goes on in a new one (some SQLite errors end the
 /// whole transaction, and no write may count on it after that): a failed write is answered
@@ -256,17 +255,26 @@ async fn write_group(conn: &mut SqliteConnection, mut work: VecDeque<Work>) {
         };
         let mut done = Vec::with_capacity(work.len());
         let mut failed = None;
+        // Whether a write without a savepoint failed: the transaction holds nothing else
+        // (nothing is done yet) and is rolled back instead of committed.
+        let mut rollback = false;
         while let Some(item) = work.pop_front() {
             match item {
                 Work::Ingest(group) => {
                     let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                    // The first write of the transaction (ingestion is put first): written
+                    // without a savepoint of its own (which would copy every page it first
+                    // touches), since a failure rolls the whole transaction back.
+                    let first = done.is_empty();
                     let applied = match Plan::new(&batches) {
+                        Ok(plan) if first => apply_first(&mut tx, &plan).await,
                         Ok(plan) => queries::apply::<Sqlite>(&mut tx, &plan).await,
                         Err(e) => Err(e),
                     };
                     match applied {
                         Ok(outcomes) => done.push(Done::Ingest(replies, outcomes)),
                         Err(_) => {
+                            rollback = first;
                             failed = Some(Work::Ingest(batches.into_iter().zip(replies).collect()));
                             break;
                         }
@@ -341,7 +349,11 @@ async fn write_group(conn: &mut SqliteConnection, mut work: VecDeque<Work>) {
                 }
             }
         }
-        let committed = tx.commit().await.map_err(|e| e.to_string());
+        let committed = if rollback {
+            tx.rollback().await.map_err(|e| e.to_string())
+        } else {
+            tx.commit().await.map_err(|e| e.to_string())
+        };
         for answer in done {
             match (answer, &committed) {
                 (Done::Ingest(replies, outcomes), Ok(())) => {
@@ -362,6 +374,16 @@ async fn write_group(conn: &mut SqliteConnection, mut work: VecDeque<Work>) {
             ingest_group(conn, group).await;
         }
     }
+}
+
+/// Writes an ingest plan straight into `tx`, whose first write it is (see `write_group`).
+async fn apply_first(
+    tx: &mut SqliteConnection,
+    plan: &Plan,
+) -> Result<Vec<IngestOutcome>, StoreError> {
+    let mut stored = HashSet::with_capacity(plan.states.len() + plan.logs.len());
+    queries::write_plan::<Sqlite>(tx, plan, &mut stored).await?;
+    Ok(plan.outcomes(&stored))
 }
 
 /// `first` and what follows it at the front of `work` that `take` accepts (handing back what
@@ -429,155 +451,11 @@ async fn ingest_group(conn: &mut SqliteConnection, group: Vec<(Vec<Event>, Inges
     }
 }
 
-/// The multi-row statements of ingestion, one per chunk size, built once.
-struct IngestSql {
-    states: Vec<Arc<str>>,
-    logs: Vec<Arc<str>>,
-    runs: Vec<Arc<str>>,
-}
-
-static INGEST_SQL: LazyLock<IngestSql> = LazyLock::new(|| {
-    let build = |table: &str, columns: &str, tail: &str| -> Vec<Arc<str>> {
-        let head = format!("INSERT INTO {table} ({columns}) VALUES ");
-        let width = columns.split(',').count();
-        CHUNKS
-            .iter()
-            .map(|&rows| Arc::from(values_sql(&head, width, rows, tail)))
-            .collect()
-    };
-    IngestSql {
-        states: build("run_states", STATE_COLUMNS, NEW_EVENTS_ONLY),
-        logs: build("logs", LOG_COLUMNS, NEW_EVENTS_ONLY),
-        runs: build("runs", RUN_COLUMNS, &queries::merge_runs::<Sqlite>()),
-    }
-});
-
-/// `head (?, …), (?, …) tail` with `rows` tuples of `columns` placeholders.
-fn values_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String {
-    let tuple = format!("({})", vec!["?"; columns].join(", "));
-    format!("{head}{}{tail}", vec![tuple; rows].join(", "))
-}
-
-/// Splits `rows` into chunks of the sizes in [`CHUNKS`]; yields each chunk with the index of
-/// its size (so the statement for it).
-fn chunked<T>(mut rows: &[T]) -> impl Iterator<Item = (usize, &[T])> {
-    std::iter::from_fn(move || {
-        let (which, size) = CHUNKS
-            .iter()
-            .copied()
-            .enumerate()
-            .find(|&(_, size)| size <= rows.len())?;
-        let (chunk, rest) = rows.split_at(size);
-        rows = rest;
-        Some((which, chunk))
-    })
-}
-
-/// A statement of [`IngestSql`] with its arguments.
-type Statement = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
-
-/// Inserts event rows with `statements` (one per chunk size), binding each row's values with
-/// `bind`; adds the event ids newly stored to `stored`.
-async fn insert_events<R: Sync>(
-    conn: &mut SqliteConnection,
-    statements: &[Arc<str>],
-    rows: &[R],
-    stored: &mut HashSet<Uuid>,
-    bind: impl Fn(Statement, &R) -> Statement,
-) -> Result<(), StoreError> {
-    for (which, chunk) in chunked(rows) {
-        let query = sqlx::query(AssertSqlSafe(statements[which].clone()));
-        let query = chunk.iter().fold(query, &bind);
-        for returned in query.fetch_all(&mut *conn).await? {
-            stored.insert(returned.try_get::<Uuid, _>(0)?);
-        }
-    }
-    Ok(())
-}
-
-/// Bulk ingestion on SQLite: multi-row `VALUES` statements of the sizes in [`CHUNKS`], one
-/// row's values after another.
-impl BulkWrite for Sqlite {
-    async fn insert_states(
-        conn: &mut SqliteConnection,
-        rows: &[StateRow],
-        stored: &mut HashSet<Uuid>,
-    ) -> Result<(), StoreError> {
-        insert_events(conn, &INGEST_SQL.states, rows, stored, |query, row| {
-            query
-                .bind(row.event_id)
-                .bind(row.run_id)
-                .bind(row.group_id)
-                .bind(row.state.as_str())
-                .bind(row.message.clone())
-                .bind(i64::from(row.attempt))
-                .bind(row.ts)
-        })
-        .await
-    }
-
-    async fn insert_logs(
-        conn: &mut SqliteConnection,
-        rows: &[LogRow],
-        stored: &mut HashSet<Uuid>,
-    ) -> Result<(), StoreError> {
-        insert_events(conn, &INGEST_SQL.logs, rows, stored, |query, row| {
-            query
-                .bind(row.event_id)
-                .bind(row.run_id)
-                .bind(row.flow_run_id)
-                .bind(row.group_id)
-                .bind(row.run_name.clone())
-                .bind(rows::level_number(row.level))
-                .bind(row.message.clone())
-                .bind(row.fields.clone())
-                .bind(i64::from(row.attempt))
-                .bind(row.ts)
-        })
-        .await
-    }
-
-    async fn upsert_runs(conn: &mut SqliteConnection, runs: &[RunRow]) -> Result<(), StoreError> {
-        let no_details = rows::DetailsRow::default();
-        for (which, chunk) in chunked(runs) {
-            let mut query = sqlx::query(AssertSqlSafe(INGEST_SQL.runs[which].clone()));
-            for run in chunk {
-                let details = run.details.as_ref().unwrap_or(&no_details);
-                query = query
-                    .bind(run.id)
-                    .bind(run.kind.as_str())
-                    .bind(run.name.clone())
-                    .bind(run.parent_run_id)
-                    .bind(run.flow_run_id)
-                    .bind(run.state.as_str())
-                    .bind(run.state_message.clone())
-                    .bind(run.state_ts)
-                    .bind(run.state_event_id)
-                    .bind(i64::from(run.attempt))
-                    .bind(run.created)
-                    .bind(run.started)
-                    .bind(run.ended)
-                    .bind(run.details.is_some())
-                    .bind(details.task_key.clone())
-                    .bind(details.tags_json()?)
-                    .bind(details.parameters.clone())
-                    .bind(details.upstream_json()?)
-                    .bind(details.cache_key.clone())
-                    .bind(details.deployment.clone())
-                    .bind(details.version.clone())
-                    .bind(details.worker.clone())
-                    .bind(run.lease_token);
-            }
-            query.execute(&mut *conn).await?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlx::QueryBuilder;
+    use sqlx::{QueryBuilder, Row};
+    use uuid::Uuid;
 
     /// `sqlite:PATH` works as well as `sqlite://PATH`, creates the file and turns WAL on.
     #[tokio::test]
@@ -670,6 +548,100 @@ mod tests {
                 .await
                 .expect("read");
         assert_eq!(workers, ["after", "also-before", "before"]);
+    }
+
+    /// An ingest group is its transaction's first write, without a savepoint: when it fails
+    /// after some of its rows are written (here its log lines are refused, after its states),
+    /// the transaction is rolled back, nothing of the group is committed, each request is
+    /// answered with the error, and the writes queued after it are committed all the same.
+    #[tokio::test]
+    async fn a_failing_first_ingest_leaves_nothing_behind() {
+        use flowkit_wire::event::{EventBody, LogLevel, RunKind};
+        use flowkit_wire::state::{State, StateType};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("first.db").display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .expect("url")
+            .create_if_missing(true);
+        let mut conn = SqliteConnection::connect_with(&options)
+            .await
+            .expect("connect");
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut conn)
+            .await
+            .expect("migrate");
+        sqlx::query(
+            "CREATE TRIGGER refuse_logs BEFORE INSERT ON logs \
+             BEGIN SELECT RAISE(ABORT, 'no log lines'); END",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("trigger");
+        let run = Uuid::now_v7();
+        let event = |body| Event {
+            id: Uuid::now_v7(),
+            run_id: run,
+            parent_run_id: None,
+            flow_run_id: Some(run),
+            run_kind: RunKind::Flow,
+            name: "etl".into(),
+            attempt: 1,
+            timestamp: chrono::Utc::now(),
+            lease: None,
+            body,
+        };
+        let batch = |n: usize| -> Vec<Event> {
+            (0..n)
+                .map(|_| {
+                    event(EventBody::State {
+                        state: State::new(StateType::Running),
+                        details: None,
+                    })
+                })
+                .chain([event(EventBody::Log {
+                    level: LogLevel::Info,
+                    message: "hello".into(),
+                    fields: serde_json::Map::new(),
+                })])
+                .collect()
+        };
+        let mut answers = Vec::new();
+        let mut group = Vec::new();
+        for n in [3, 700] {
+            let (reply, answer) = oneshot::channel();
+            group.push((batch(n), reply));
+            answers.push(answer);
+        }
+        let (reply, drops) = oneshot::channel();
+        let work = VecDeque::from([
+            Work::Ingest(group),
+            Work::Maintain(
+                Maintenance::ReporterDrops {
+                    worker: "after".into(),
+                    dropped: 1,
+                },
+                reply,
+            ),
+        ]);
+        write_group(&mut conn, work).await;
+        for answer in answers {
+            assert!(answer.await.expect("answered").is_err());
+        }
+        assert!(drops.await.expect("answered").is_ok());
+        assert!(!conn.is_in_transaction());
+        for table in ["run_states", "runs", "logs"] {
+            let rows: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("count");
+            assert_eq!(rows, 0, "{table}");
+        }
+        let workers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reporter_drops")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+        assert_eq!(workers, 1);
     }
 
     /// The list query must walk an index in the page's order: no sort of all flow runs.
