@@ -27,6 +27,7 @@
 //! | `GET /deployments/{flow}/{name}/openapi.json` | read | [`deployment_openapi::document`] |
 //! | `POST /deployments` | worker | [`deployments::register`] |
 //! | `POST /deployments/{flow}/{name}/runs` | trigger | [`deployments::trigger`] |
+//! | `POST /schedules/{id}/pause`, `/schedules/{id}/resume` | trigger | [`schedules::pause`], [`schedules::resume`] |
 //! | `GET /flow-runs/{id}/result` | read | [`run_actions::result`] |
 //! | `POST /flow-runs/{id}/cancel` | trigger | [`run_actions::cancel`] |
 //! | `POST /flow-runs/cancel` | trigger | [`run_actions::bulk_cancel`] |
@@ -59,6 +60,7 @@ pub mod param_schemas;
 pub mod reporter_drops;
 pub mod run_actions;
 pub mod same_origin;
+pub mod schedules;
 pub mod stats;
 pub mod stream;
 pub mod workers;
@@ -152,6 +154,8 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route("/flow-runs/cancel", post(run_actions::bulk_cancel))
         .route("/flow-runs/{id}/cancel", post(run_actions::cancel))
         .route("/flow-runs/{id}/retry", post(run_actions::retry))
+        .route("/schedules/{id}/pause", post(schedules::pause))
+        .route("/schedules/{id}/resume", post(schedules::resume))
         // Inside the key check: a request without a key gets 401 first.
         .route_layer(from_fn(same_origin::require_json_or_same_origin))
         .route_layer(from_fn_with_state(state.clone(), auth::require_trigger));

@@ -5,7 +5,7 @@ use crate::api::openapi_links::{RunLinks, UniqueOperationIds};
 use crate::api::param_schemas::CommaSeparated;
 use crate::api::{
     deployment_openapi, deployments, events, flow_runs, health, metrics, reporter_drops,
-    run_actions, stats, stream, workers,
+    run_actions, schedules, stats, stream, workers,
 };
 use crate::dashboard;
 use axum::http::header;
@@ -81,6 +81,8 @@ use utoipa::{Modify, OpenApi};
         run_actions::cancel,
         run_actions::bulk_cancel,
         run_actions::retry,
+        schedules::pause,
+        schedules::resume,
         workers::claim,
         workers::heartbeat,
         workers::finish,
@@ -107,6 +109,11 @@ use utoipa::{Modify, OpenApi};
         DeploymentVersion,
         DeploymentSummary,
         DeploymentDetail,
+        flowkit_wire::api::schedules::Schedule,
+        flowkit_wire::api::schedules::ScheduleSpec,
+        flowkit_wire::api::schedules::ScheduleSource,
+        flowkit_wire::api::schedules::Catchup,
+        flowkit_wire::api::schedules::Overlap,
         TriggerRequest,
         Page<DeploymentSummary>,
         Page<DeploymentVersion>,

@@ -656,6 +656,17 @@ pub trait Backend: Send + Sync + 'static {
         name: &str,
     ) -> impl Future<Output = Result<Vec<flowkit_wire::api::schedules::Schedule>, StoreError>> + Send;
 
+    /// One schedule, with its deployment's flow and name.
+    fn schedule(
+        &self,
+        id: Uuid,
+    ) -> impl Future<
+        Output = Result<
+            Option<(String, String, flowkit_wire::api::schedules::Schedule)>,
+            StoreError,
+        >,
+    > + Send;
+
     /// Up to `limit` active schedules due at `now`, the most overdue first.
     fn due_schedules(
         &self,
@@ -1031,6 +1042,12 @@ impl Backend for Store {
         name: &str,
     ) -> Result<Vec<flowkit_wire::api::schedules::Schedule>, StoreError> {
         on_backend!(self, b => schedules::schedules_of(b.pool(), flow, name))
+    }
+    async fn schedule(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(String, String, flowkit_wire::api::schedules::Schedule)>, StoreError> {
+        on_backend!(self, b => schedules::schedule(b.pool(), id))
     }
     async fn due_schedules(
         &self,

@@ -134,28 +134,47 @@ pub(crate) async fn schedules_of<D: Dialect>(
         .push(" ORDER BY source DESC, created, id LIMIT ")
         .bind(2 * MAX_SCHEDULES_PER_DEPLOYMENT as i64);
     let rows = D::fetch_all(&mut *pool.acquire().await?, &mut q).await?;
-    rows.iter()
+    rows.iter().map(schedule_of::<D>).collect()
+}
+
+/// One schedule by id, with its deployment's flow and name.
+pub(crate) async fn schedule<D: Dialect>(
+    pool: &Pool<D>,
+    id: Uuid,
+) -> Result<Option<(String, String, Schedule)>, StoreError> {
+    let mut q = QueryBuilder::new(format!(
+        "SELECT id, flow, name, source, {}, paused_at, next_at FROM schedules WHERE id = ",
+        D::json_text("spec")
+    ));
+    q.bind(id);
+    let row = D::fetch_optional(&mut *pool.acquire().await?, &mut q).await?;
+    row.as_ref()
         .map(|row| {
             let c = Columns::<D>(row);
-            let source: String = c.get("source")?;
-            let paused = c.opt_instant("paused_at")?.is_some();
-            Ok(Schedule {
-                id: c.get("id")?,
-                source: match source.as_str() {
-                    "code" => ScheduleSource::Code,
-                    "api" => ScheduleSource::Api,
-                    other => return Err(corrupt(format!("schedule source {other:?}"))),
-                },
-                active: !paused,
-                next_at: if paused {
-                    None
-                } else {
-                    c.opt_instant("next_at")?
-                },
-                spec: c.json("spec")?,
-            })
+            Ok((c.get("flow")?, c.get("name")?, schedule_of::<D>(row)?))
         })
-        .collect()
+        .transpose()
+}
+
+fn schedule_of<D: Dialect>(row: &D::Row) -> Result<Schedule, StoreError> {
+    let c = Columns::<D>(row);
+    let source: String = c.get("source")?;
+    let paused = c.opt_instant("paused_at")?.is_some();
+    Ok(Schedule {
+        id: c.get("id")?,
+        source: match source.as_str() {
+            "code" => ScheduleSource::Code,
+            "api" => ScheduleSource::Api,
+            other => return Err(corrupt(format!("schedule source {other:?}"))),
+        },
+        active: !paused,
+        next_at: if paused {
+            None
+        } else {
+            c.opt_instant("next_at")?
+        },
+        spec: c.json("spec")?,
+    })
 }
 
 /// Up to `limit` active schedules due at `now`, the most overdue first.

@@ -49,6 +49,8 @@ async fn openapi_document_describes_every_route() {
         ("post", "/api/v1/workers/heartbeat"),
         ("post", "/api/v1/flow-runs/{id}/finish"),
         ("post", "/api/v1/flow-runs/{id}/release"),
+        ("post", "/api/v1/schedules/{id}/pause"),
+        ("post", "/api/v1/schedules/{id}/resume"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths

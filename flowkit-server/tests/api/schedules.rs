@@ -8,7 +8,6 @@ use crate::harness::{Reply, TestServer};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 use flowkit_server::scheduler::{TickOutcome, tick};
-use flowkit_server::store::Backend;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -304,14 +303,25 @@ async fn registration_replaces_code_schedules_keeping_identity_and_pause(server:
     )
     .await;
     let (kept, _) = before[0];
-    // Paused on the server.
-    assert!(
-        server
-            .store
-            .set_schedule_paused(kept, Some(Utc::now()), Utc::now(), None)
-            .await
-            .expect("pause")
-    );
+    // Paused over the API (twice: the second changes nothing).
+    for _ in 0..2 {
+        let paused = server
+            .post_json(&format!("/api/v1/schedules/{kept}/pause"), &json!({}))
+            .await;
+        assert_eq!(paused.status, StatusCode::OK, "{}", paused.body);
+        assert_eq!(paused.body["active"], false, "{}", paused.body);
+    }
+    let unknown = server
+        .post_json(
+            &format!("/api/v1/schedules/{}/pause", Uuid::now_v7()),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
+    let bad = server
+        .post_json("/api/v1/schedules/not-an-id/resume", &json!({}))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
     // The same version registered again with other schedules: 200, schedules replaced, the
     // one with the same timing keeps its id and its pause, with its new parameters.
     let reply = register(
@@ -349,6 +359,17 @@ async fn registration_replaces_code_schedules_keeping_identity_and_pause(server:
         runs.iter()
             .all(|r| r["created_by"] != format!("schedule:{kept}")),
         "{outcome:?} {runs:?}"
+    );
+    // Resumed from now: active, next due at the next 03:00 in Paris.
+    let resumed = server
+        .post_json(&format!("/api/v1/schedules/{kept}/resume"), &json!({}))
+        .await;
+    assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.body);
+    assert_eq!(resumed.body["active"], true, "{}", resumed.body);
+    let next = instant(&resumed.body["next_at"]);
+    assert!(
+        next > Utc::now() && next <= Utc::now() + Duration::hours(25),
+        "{next}"
     );
 }
 
