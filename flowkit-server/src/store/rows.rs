@@ -576,6 +576,6 @@ mod tests {
             assert_eq!(parse_state(state.as_str()).ok(), Some(state));
         }
         // Written by a newer server sharing the database: read, not an error.
-        assert_eq!(parse_state("Expired").ok(), Some(StateType::Unknown));
+        assert_eq!(parse_state("Hibernating").ok(), Some(StateType::Unknown));
     }
 }

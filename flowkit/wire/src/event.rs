@@ -380,7 +380,7 @@ mod tests {
             "id": id, "run_id": id, "parent_run_id": null, "flow_run_id": id,
             "run_kind": "flow", "name": "train", "attempt": 1,
             "timestamp": "2026-11-28T12:00:00Z", "trace_id": "abc",
-            "kind": "state", "state": {"type": "Late", "since": "x"},
+            "kind": "state", "state": {"type": "Hibernating", "since": "x"},
             "details": {"task_key": "demo::train", "priority": 3}
         });
         let event: Event = serde_json::from_value(newer).expect("unknown fields are ignored");
