@@ -69,7 +69,7 @@ fn check_reason(reason: &Option<String>) -> Result<(), ApiError> {
     path = "/api/v1/flow-runs/{id}/cancel",
     tag = "flow-runs",
     params(("id" = Uuid, Path, description = "The flow run's id")),
-    request_body(content = Option<CancelRequest>, content_type = "application/json", description = "Optional: why"),
+    request_body(content = CancelRequest, content_type = "application/json", description = "`{}`, or `{\"reason\": …}` shown as the state's message. The JSON content type is what the server requires (415 without it, so that no web page of another site can cancel); the body itself may be empty"),
     responses(
         (status = 200, description = "The run: `Cancelled` (it had not started), or `Cancelling` while its worker stops it (also when it already was)", body = Run),
         (status = 400, description = "Malformed JSON, or `id` is not a UUID", body = ErrorBody),
@@ -214,6 +214,7 @@ pub async fn bulk_cancel(
     path = "/api/v1/flow-runs/{id}/retry",
     tag = "flow-runs",
     params(("id" = Uuid, Path, description = "The flow run's id")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "Ignored: send `{}`. The JSON content type is what the server requires (415 without it, so that no web page of another site can retry); the body itself may be empty"),
     responses(
         (status = 200, description = "The run, `Scheduled` as attempt n+1 of the version it ran", body = Run),
         (status = 400, description = "`id` is not a UUID", body = ErrorBody),

@@ -40,6 +40,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ScheduleId {
     path = "/api/v1/schedules/{id}/pause",
     tag = "deployments",
     params(("id" = Uuid, Path, description = "The schedule's id (`schedules` of the deployment)")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "Ignored: send `{}`. The JSON content type is what the server requires (415 without it, so that no web page of another site can change a schedule); the body itself may be empty"),
     responses(
         (status = 200, description = "The schedule, paused (`active`: false)", body = Schedule),
         (status = 400, description = "`invalid_id`: `id` is not a UUID", body = ErrorBody),
@@ -65,6 +66,7 @@ pub async fn pause(
     path = "/api/v1/schedules/{id}/resume",
     tag = "deployments",
     params(("id" = Uuid, Path, description = "The schedule's id (`schedules` of the deployment)")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "Ignored: send `{}`. The JSON content type is what the server requires (415 without it, so that no web page of another site can change a schedule); the body itself may be empty"),
     responses(
         (status = 200, description = "The schedule, active again, with its next instant", body = Schedule),
         (status = 400, description = "`invalid_id`: `id` is not a UUID", body = ErrorBody),
