@@ -72,13 +72,25 @@ async fn a_search_past_its_budget_is_stopped_and_says_to_narrow_it(server: &Test
         assert_eq!(page["items"][0]["id"], last.to_string());
         server.get_ok(&format!("/api/v1/flow-runs/{last}")).await;
     }
-    // A search the index narrows first (a flow name) stays within the budget.
-    let page = server
-        .get_ok(&format!(
-            "/api/v1/flow-runs?flow_name=nightly_{}&search=nightly",
-            RUNS - 1
-        ))
-        .await;
+    // A search the index narrows first (a flow name) stays within the budget. The budget is
+    // one millisecond, which a loaded machine (tests in parallel) can exceed by scheduling
+    // alone: a refusal is retried, and one answer within the budget shows the narrowed
+    // search is not refused for its size.
+    let uri = format!(
+        "/api/v1/flow-runs?flow_name=nightly_{}&search=nightly",
+        RUNS - 1
+    );
+    let mut answered = None;
+    for _ in 0..50 {
+        let reply = server.get(&uri).await;
+        if reply.status == StatusCode::OK {
+            answered = Some(reply.body);
+            break;
+        }
+        assert_eq!(reply.error_code(), "filter_too_broad", "{}", reply.body);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let page = answered.expect("the narrowed search answered within its budget once in 50 tries");
     assert_eq!(page["items"][0]["id"], last.to_string());
 }
 
