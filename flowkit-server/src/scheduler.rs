@@ -154,11 +154,23 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
                 _ => {}
             }
         }
+        // The version and parameters are looked up once for all the instants of this tick.
+        let target = if create.is_empty() {
+            None
+        } else {
+            target(state, &due).await?
+        };
         let last = create.last().copied();
         for instant in create {
             // The run of the latest instant carries the count of the ones it stands for.
             let stands_for = if Some(instant) == last { skipped } else { 0 };
-            match create_run(state, &due, &schedule, instant, stands_for).await? {
+            let created = match &target {
+                Some(target) => {
+                    create_run(state, &due, &schedule, target, instant, stands_for).await?
+                }
+                None => None,
+            };
+            match created {
                 Some(_) => outcome.created += 1,
                 None => skipped += 1,
             }
@@ -173,15 +185,21 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
     Ok(outcome)
 }
 
-/// Creates the run of `due` for `instant`, unless its slot is taken: `Some(id)` of a run
-/// created now, `None` if it existed or the deployment is gone or refuses its parameters.
-async fn create_run(
+/// What a schedule's runs are created from: the version a trigger would run now, and the
+/// schedule's parameters over its defaults, checked against its schema.
+struct Target {
+    deployment: String,
+    version: flowkit_wire::api::deployments::DeploymentVersion,
+    served: bool,
+    parameters: Value,
+}
+
+/// The [`Target`] of `due`'s runs; `None` (logged) when the deployment is gone or its version
+/// refuses the schedule's parameters.
+async fn target(
     state: &AppState,
     due: &crate::store::schedules::DueSchedule,
-    schedule: &Schedule,
-    instant: DateTime<Utc>,
-    skipped: u64,
-) -> Result<Option<Uuid>, StoreError> {
+) -> Result<Option<Target>, StoreError> {
     let store = state.store();
     let deployment = format!("{}/{}", due.flow, due.name);
     let serving = store
@@ -212,7 +230,7 @@ async fn create_run(
                     %deployment,
                     version = %version.version,
                     error = format!("{}: {}", first.pointer, first.message),
-                    "the schedule's parameters do not fit this version; no run for {instant}"
+                    "the schedule's parameters do not fit this version; its due instants get no run"
                 );
                 return Ok(None);
             }
@@ -222,20 +240,39 @@ async fn create_run(
             return Ok(None);
         }
     }
+    Ok(Some(Target {
+        deployment,
+        version,
+        served: serving.is_some(),
+        parameters,
+    }))
+}
+
+/// Creates the run of `due` for `instant`, unless its slot is taken: `Some(id)` of a run
+/// created now, `None` if it existed.
+async fn create_run(
+    state: &AppState,
+    due: &crate::store::schedules::DueSchedule,
+    schedule: &Schedule,
+    target: &Target,
+    instant: DateTime<Utc>,
+    skipped: u64,
+) -> Result<Option<Uuid>, StoreError> {
+    let store = state.store();
     let request = TriggerRequest {
         parameters: due.spec.parameters.clone(),
         scheduled_for: Some(instant),
         ..TriggerRequest::default()
     };
-    let tags = run_tags(&version.tags, &[]);
+    let tags = run_tags(&target.version.tags, &[]);
     let mut new = new_run(
-        &version,
-        &deployment,
+        &target.version,
+        &target.deployment,
         &request,
         tags,
-        parameters,
+        target.parameters.clone(),
         Utc::now(),
-        serving.is_some(),
+        target.served,
     );
     if let flowkit_wire::event::EventBody::State { state: first, .. } = &mut new.event.body {
         let mut message = format!(

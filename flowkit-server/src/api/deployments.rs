@@ -178,32 +178,41 @@ fn check_spec(spec: &DeploymentSpec) -> Vec<FieldError> {
             "a limit of 0 would never run anything: give at least 1, or leave it out for no limit",
         ));
     }
-    match params::compile(&spec.parameter_schema) {
-        Ok(validator) => found.extend(params::errors(
-            &validator,
-            &Value::Object(spec.default_parameters.clone()),
-            "/default_parameters",
-            true,
-        )),
-        Err(why) => found.push(field(
-            "/parameter_schema",
-            format!("not a valid JSON Schema: {why}"),
-        )),
-    }
+    let validator = match params::compile(&spec.parameter_schema) {
+        Ok(validator) => {
+            found.extend(params::errors(
+                &validator,
+                &Value::Object(spec.default_parameters.clone()),
+                "/default_parameters",
+                true,
+            ));
+            Some(validator)
+        }
+        Err(why) => {
+            found.push(field(
+                "/parameter_schema",
+                format!("not a valid JSON Schema: {why}"),
+            ));
+            None
+        }
+    };
     if let Err(why) = params::compile(&spec.output_schema) {
         found.push(field(
             "/output_schema",
             format!("not a valid JSON Schema: {why}"),
         ));
     }
-    found.extend(check_schedules(spec));
+    found.extend(check_schedules(spec, validator.as_ref()));
     found
 }
 
 /// The schedules of a registration: at most [`MAX_SCHEDULES_PER_DEPLOYMENT`], each one valid
 /// (cron, time zone, interval, lateness) with parameters that, over the defaults, the
 /// parameter schema accepts, and no two with the same timing.
-fn check_schedules(spec: &DeploymentSpec) -> Vec<FieldError> {
+fn check_schedules(
+    spec: &DeploymentSpec,
+    validator: Option<&jsonschema::Validator>,
+) -> Vec<FieldError> {
     let mut found = Vec::new();
     if spec.schedules.len() > MAX_SCHEDULES_PER_DEPLOYMENT {
         found.push(field(
@@ -215,14 +224,13 @@ fn check_schedules(spec: &DeploymentSpec) -> Vec<FieldError> {
         ));
         return found;
     }
-    let validator = params::compile(&spec.parameter_schema).ok();
     let mut ids = Vec::new();
     for (i, schedule) in spec.schedules.iter().enumerate() {
         let at = format!("/schedules/{i}");
         if let Err(e) = Schedule::compile(schedule) {
             found.push(field(&format!("{at}/{}", e.field), e.message));
         }
-        if let Some(validator) = &validator {
+        if let Some(validator) = validator {
             let parameters = Value::Object(params::merge(
                 &spec.default_parameters,
                 &schedule.parameters,

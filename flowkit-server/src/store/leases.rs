@@ -1182,59 +1182,66 @@ pub(crate) async fn mark_overdue<D: Dialect>(
     now: DateTime<Utc>,
 ) -> Result<super::Overdue, StoreError> {
     let mut tx = begin_write::<D>(conn).await?;
-    let mut overdue = super::Overdue::default();
-    let mut q = QueryBuilder::new(format!(
-        "SELECT {LEASE_COLUMNS} FROM runs WHERE state IN ('Scheduled', 'Late') \
-         AND expires_at IS NOT NULL AND expires_at <= "
-    ));
-    q.bind_instant(now)
-        .push(" ORDER BY expires_at LIMIT 100")
-        .push(D::SKIP_LOCKED);
-    for run in read_all_tx::<D, _>(&mut tx, &mut q, lease_row::<D>).await? {
-        let state = ServerState::new(
-            StateType::Expired,
-            "not started before its schedule's max_lateness: it will not run (trigger it, or \
-             retry this run, to run it now)"
-                .into(),
-            run.attempt,
-            next_ts(now, run.state_ts),
-        );
-        let mut q = QueryBuilder::new("");
-        push_set_state(&mut q, &state);
-        q.push(" WHERE id = ")
-            .bind(run.id)
-            .push(" AND state IN ('Scheduled', 'Late')");
-        if D::rows_affected(&D::execute(&mut tx, &mut q).await?) > 0 {
-            insert_state::<D>(&mut tx, &run, &state).await?;
-            overdue.expired += 1;
-        }
-    }
-    let mut q = QueryBuilder::new(format!(
-        "SELECT {LEASE_COLUMNS} FROM runs WHERE state = 'Scheduled' \
-         AND late_at IS NOT NULL AND late_at <= "
-    ));
-    q.bind_instant(now)
-        .push(" ORDER BY late_at LIMIT 100")
-        .push(D::SKIP_LOCKED);
-    for run in read_all_tx::<D, _>(&mut tx, &mut q, lease_row::<D>).await? {
-        let state = ServerState::new(
-            StateType::Late,
-            "no worker has claimed it since it was due: is a worker serving this deployment, \
-             with a free slot?"
-                .into(),
-            run.attempt,
-            next_ts(now, run.state_ts),
-        );
-        let mut q = QueryBuilder::new("");
-        push_set_state(&mut q, &state);
-        q.push(" WHERE id = ")
-            .bind(run.id)
-            .push(" AND state = 'Scheduled'");
-        if D::rows_affected(&D::execute(&mut tx, &mut q).await?) > 0 {
-            insert_state::<D>(&mut tx, &run, &state).await?;
-            overdue.late += 1;
-        }
-    }
+    let expired = decide_overdue::<D>(
+        &mut tx,
+        now,
+        "state IN ('Scheduled', 'Late')",
+        "expires_at",
+        StateType::Expired,
+        "not started before its schedule's max_lateness: it will not run (trigger it, or \
+         retry this run, to run it now)",
+    )
+    .await?;
+    let late = decide_overdue::<D>(
+        &mut tx,
+        now,
+        "state = 'Scheduled'",
+        "late_at",
+        StateType::Late,
+        "no worker has claimed it since it was due: is a worker serving this deployment, \
+         with a free slot?",
+    )
+    .await?;
+    let overdue = super::Overdue { late, expired };
     tx.commit().await?;
     Ok(overdue)
+}
+
+/// Moves up to 100 runs in `states` (an SQL condition matching a partial index of the
+/// migration) whose `deadline` column has passed at `now` into `decided`, each with a state
+/// event; returns how many moved (a run claimed meanwhile no longer matches and is left alone).
+async fn decide_overdue<D: Dialect>(
+    tx: &mut D::Connection,
+    now: DateTime<Utc>,
+    states: &str,
+    deadline: &str,
+    decided: StateType,
+    message: &str,
+) -> Result<u64, StoreError> {
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {LEASE_COLUMNS} FROM runs WHERE {states} AND {deadline} IS NOT NULL \
+         AND {deadline} <= "
+    ));
+    q.bind_instant(now)
+        .push(format!(" ORDER BY {deadline} LIMIT 100"))
+        .push(D::SKIP_LOCKED);
+    let mut moved = 0;
+    for run in read_all_tx::<D, _>(&mut *tx, &mut q, lease_row::<D>).await? {
+        let state = ServerState::new(
+            decided,
+            message.to_string(),
+            run.attempt,
+            next_ts(now, run.state_ts),
+        );
+        let mut q = QueryBuilder::new("");
+        push_set_state(&mut q, &state);
+        q.push(" WHERE id = ")
+            .bind(run.id)
+            .push(format!(" AND {states}"));
+        if D::rows_affected(&D::execute(&mut *tx, &mut q).await?) > 0 {
+            insert_state::<D>(&mut *tx, &run, &state).await?;
+            moved += 1;
+        }
+    }
+    Ok(moved)
 }

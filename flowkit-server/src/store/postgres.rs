@@ -280,16 +280,7 @@ impl BulkWrite for Postgres {
         .await?
         .into_iter()
         .collect();
-        let states: Vec<&StateRow> = plan
-            .states
-            .iter()
-            .filter(|r| !found.contains(&r.event_id))
-            .collect();
-        let logs: Vec<&LogRow> = plan
-            .logs
-            .iter()
-            .filter(|r| !found.contains(&r.event_id))
-            .collect();
+        let (states, logs) = plan.unseen(&found);
         if !states.is_empty() {
             insert_states(conn, &states, stored).await?;
         }

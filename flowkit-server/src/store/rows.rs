@@ -221,6 +221,25 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// The plan's state and log rows whose event id is not in `found` (the ids already
+    /// stored): what ingestion still has to insert.
+    pub(crate) fn unseen(
+        &self,
+        found: &std::collections::HashSet<Uuid>,
+    ) -> (Vec<&StateRow>, Vec<&LogRow>) {
+        let states = self
+            .states
+            .iter()
+            .filter(|r| !found.contains(&r.event_id))
+            .collect();
+        let logs = self
+            .logs
+            .iter()
+            .filter(|r| !found.contains(&r.event_id))
+            .collect();
+        (states, logs)
+    }
+
     /// Splits the requests' events into rows (copies: a failed group is retried request by
     /// request from the same events), dropping repeats of an id already in the plan
     /// (they are duplicates whatever the database says).

@@ -492,12 +492,9 @@ mod tests {
         ));
     }
 
-    /// A group commit answers each write after the commit, and a write that fails is undone
-    /// alone: the writes before it in the group and the ones after it are committed.
-    #[tokio::test]
-    async fn a_failing_write_of_a_group_fails_alone() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("group.db").display());
+    /// A connection to a new, migrated database file in `dir`, outside any store.
+    async fn migrated(dir: &tempfile::TempDir) -> SqliteConnection {
+        let url = format!("sqlite://{}", dir.path().join("writer.db").display());
         let options = SqliteConnectOptions::from_str(&url)
             .expect("url")
             .create_if_missing(true);
@@ -508,6 +505,15 @@ mod tests {
             .run(&mut conn)
             .await
             .expect("migrate");
+        conn
+    }
+
+    /// A group commit answers each write after the commit, and a write that fails is undone
+    /// alone: the writes before it in the group and the ones after it are committed.
+    #[tokio::test]
+    async fn a_failing_write_of_a_group_fails_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = migrated(&dir).await;
         // The table the third write needs is gone: that write fails in the database.
         sqlx::query("DROP TABLE stale_events")
             .execute(&mut conn)
@@ -559,17 +565,7 @@ mod tests {
         use flowkit_wire::event::{EventBody, LogLevel, RunKind};
         use flowkit_wire::state::{State, StateType};
         let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("first.db").display());
-        let options = SqliteConnectOptions::from_str(&url)
-            .expect("url")
-            .create_if_missing(true);
-        let mut conn = SqliteConnection::connect_with(&options)
-            .await
-            .expect("connect");
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&mut conn)
-            .await
-            .expect("migrate");
+        let mut conn = migrated(&dir).await;
         sqlx::query(
             "CREATE TRIGGER refuse_logs BEFORE INSERT ON logs \
              BEGIN SELECT RAISE(ABORT, 'no log lines'); END",

@@ -209,16 +209,7 @@ impl BulkWrite for Sqlite {
         stored: &mut HashSet<Uuid>,
     ) -> Result<(), StoreError> {
         let found = stored_ids(conn, plan).await?;
-        let states: Vec<&StateRow> = plan
-            .states
-            .iter()
-            .filter(|r| !found.contains(&r.event_id))
-            .collect();
-        let logs: Vec<&LogRow> = plan
-            .logs
-            .iter()
-            .filter(|r| !found.contains(&r.event_id))
-            .collect();
+        let (states, logs) = plan.unseen(&found);
         insert_rows(conn, &INGEST_SQL.states, STATE_WIDTH, &states, bind_state).await?;
         insert_rows(conn, &INGEST_SQL.logs, LOG_WIDTH, &logs, bind_log).await?;
         stored.extend(states.iter().map(|r| r.event_id));
