@@ -40,6 +40,10 @@ pub enum RunError {
     /// The run ended `TimedOut`: its last attempt exceeded the flow's `timeout`.
     #[error("{}", ended(.0, "timed out (the flow's own timeout)"))]
     TimedOut(Box<Run>),
+    /// The run ended `Expired`: a scheduled run that no worker started within its schedule's
+    /// `max_lateness` (is a worker serving the deployment?).
+    #[error("{}", ended(.0, "expired: no worker started it in time"))]
+    Expired(Box<Run>),
     /// The client stopped waiting before the run ended: it goes on on the server.
     #[error(
         "run {} is still {} after waiting {}: it goes on on the server; wait longer (a larger \
@@ -112,6 +116,7 @@ impl RunError {
             | RunError::Crashed(run)
             | RunError::Cancelled(run)
             | RunError::TimedOut(run)
+            | RunError::Expired(run)
             | RunError::StillRunning { run, .. } => Some(run),
             _ => None,
         }
@@ -126,6 +131,7 @@ impl RunError {
             StateType::Crashed => RunError::Crashed(run),
             StateType::Cancelled => RunError::Cancelled(run),
             StateType::TimedOut => RunError::TimedOut(run),
+            StateType::Expired => RunError::Expired(run),
             _ => return None,
         })
     }

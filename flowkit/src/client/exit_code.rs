@@ -11,6 +11,7 @@
 //! | 6 | [`TIMED_OUT`] | the run timed out: its last attempt exceeded the flow's own `timeout` |
 //! | 7 | [`STILL_RUNNING`] | `--timeout` passed before the run ended: it goes on on the server |
 //! | 8 | [`ERROR`] | anything else the server refused (no such deployment or run, a conflict…) |
+//! | 9 | [`EXPIRED`] | the run expired: a scheduled run no worker started within its schedule's `max_lateness` |
 //! | 64 | [`USAGE`] | the command line is wrong (unknown option, missing argument) |
 
 use super::RunError;
@@ -33,6 +34,8 @@ pub const TIMED_OUT: i32 = 6;
 pub const STILL_RUNNING: i32 = 7;
 /// Any other error.
 pub const ERROR: i32 = 8;
+/// The run expired: scheduled, it was not started within its schedule's `max_lateness`.
+pub const EXPIRED: i32 = 9;
 /// The command line is wrong (as `EX_USAGE` of `sysexits.h`).
 pub const USAGE: i32 = 64;
 
@@ -49,6 +52,7 @@ pub fn of(error: &RunError) -> i32 {
         RunError::Crashed(_) => CRASHED,
         RunError::Cancelled(_) => CANCELLED,
         RunError::TimedOut(_) => TIMED_OUT,
+        RunError::Expired(_) => EXPIRED,
         RunError::StillRunning { .. } => STILL_RUNNING,
         RunError::InvalidParameters(_) => INVALID_PARAMETERS,
         RunError::Unauthorized(_) | RunError::Forbidden(_) | RunError::Unreachable { .. } => {

@@ -25,6 +25,7 @@ async fn help_lists_every_exit_code_and_usage_errors_exit_64() {
         (exit_code::TIMED_OUT, "timed out"),
         (exit_code::STILL_RUNNING, "still running"),
         (exit_code::ERROR, "any other error"),
+        (exit_code::EXPIRED, "expired"),
         (exit_code::USAGE, "the command line is wrong"),
     ] {
         let line = format!("\n  {code:<3}{meaning}");

@@ -356,3 +356,48 @@ async fn waits_end_on_time_and_cancelled_runs_can_be_retried() {
     );
     assert_eq!(metrics.expect("after several steps").dataset, "slow");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_run_no_worker_started_in_time_is_an_expired_error() {
+    let server = Server::start().await;
+    // Every second, at most a second late; no worker serves it, so its runs expire.
+    let spec = train::deployment("hourly")
+        .schedule(
+            flowkit::Schedule::interval("1s")
+                .parameters(json!({"dataset": "d", "epochs": 1}))
+                .max_lateness("1s"),
+        )
+        .spec()
+        .expect("train/hourly");
+    server.register(&spec).await;
+    let client = server.client(ADMIN);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let expired = loop {
+        let runs = client
+            .runs(&RunFilter::all(), &PageRequest::default())
+            .await
+            .expect("runs");
+        if let Some(run) = runs.items.iter().find(|r| r.state == StateType::Expired) {
+            break run.id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no run expired within 60 s: {:?}",
+            runs.items.iter().map(|r| r.state).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let error = client
+        .result(expired, Duration::ZERO)
+        .await
+        .expect_err("an expired run has no result");
+    assert!(matches!(error, RunError::Expired(_)), "{error:?}");
+    assert_eq!(exit_code::of(&error), exit_code::EXPIRED);
+    assert!(
+        error.to_string().contains("expired"),
+        "says what happened: {error}"
+    );
+    assert_eq!(error.run().map(|r| r.id), Some(expired));
+}

@@ -24,6 +24,7 @@ Exit codes:
   6  timed out: the run exceeded the flow's own timeout
   7  still running: --timeout passed before the run ended; it goes on on the server
   8  any other error (no such deployment or run, a conflict, ...)
+  9  expired: a scheduled run no worker started within its schedule's max_lateness
   64 the command line is wrong";
 
 /// Runs deployed flows on a flowkit server and reads their runs.
