@@ -15,6 +15,7 @@ conformance!(
     replicas_claiming_at_once_never_share_a_run_or_exceed_a_limit,
     a_result_goes_with_its_run,
     concurrent_finishes_each_end_their_lease,
+    a_trigger_on_one_replica_wakes_the_claims_of_another,
 );
 
 fn order(version: &str, max_runs: u32) -> ClaimOrder {
@@ -175,5 +176,49 @@ async fn concurrent_finishes_each_end_their_lease(env: &mut Env) {
             LeaseCall::Done,
             "{i}"
         );
+    }
+}
+
+/// PostgreSQL: a run made claimable by one replica wakes the waiting claims of every other
+/// replica at once (`NOTIFY flowkit_runs` in the trigger's transaction, `LISTEN` on each
+/// replica), instead of after their poll. SQLite has one writing process and no listener.
+async fn a_trigger_on_one_replica_wakes_the_claims_of_another(env: &mut Env) {
+    env.store
+        .register_deployment(&spec("train", "v1"), "fp")
+        .await
+        .expect("register");
+    let other = Arc::new(Store::connect(&env.url).await.expect("second replica"));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let listener = other.listen_runs(wake.clone());
+    if env.store.backend_name() == "sqlite" {
+        assert!(listener.is_none(), "SQLite has no cross-process listener");
+        return;
+    }
+    // The listener connects in the background; a trigger before its LISTEN is not heard, so
+    // trigger until one is (each wait bounded), within 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut triggers = 0;
+    loop {
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        env.store.trigger(new_run(None)).await.expect("trigger");
+        triggers += 1;
+        let heard = tokio::time::timeout(std::time::Duration::from_millis(250), notified).await;
+        if heard.is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no NOTIFY of {triggers} triggers on one replica reached the other one's listener"
+        );
+    }
+    other.close().await;
+    if let Some(listener) = listener {
+        // The listener ends when its store's pool closes.
+        tokio::time::timeout(std::time::Duration::from_secs(10), listener)
+            .await
+            .expect("the listener stops with its store")
+            .expect("join");
     }
 }
