@@ -141,19 +141,9 @@ fn run_child(mode: &str, url: &str, home: &Path) -> String {
 
 /// Events in the spool files under `home`.
 fn spooled(home: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(home.join("spool")) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
-        .map(|e| {
-            std::fs::read_to_string(e.path())
-                .unwrap_or_default()
-                .lines()
-                .count()
-        })
-        .sum()
+    flowkit::sink::report::spooled_lines(&home.join("spool"))
+        .map(|lines| lines.len())
+        .unwrap_or_default()
 }
 
 /// The flow run `id` and its two task runs are on the server, `Completed`. The child has

@@ -248,19 +248,9 @@ fn wait_for_file(path: &Path) {
 
 /// Lines in the spool files under `home`.
 fn spooled(home: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(home.join("spool")) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
-        .map(|e| {
-            std::fs::read_to_string(e.path())
-                .unwrap_or_default()
-                .lines()
-                .count()
-        })
-        .sum()
+    flowkit::sink::report::spooled_lines(&home.join("spool"))
+        .map(|lines| lines.len())
+        .unwrap_or_default()
 }
 
 /// The flow run and every one of its task runs are on the server, `Completed`. Both processes

@@ -292,20 +292,16 @@ fn spool_contents(dir: &Path) -> (usize, Vec<Event>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return (0, Vec::new());
     };
-    let mut names: Vec<_> = entries
+    let files = entries
         .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl.lz4"))
+        .count();
+    let events = flowkit::sink::report::spooled_lines(dir)
+        .expect("read the spool")
+        .iter()
+        .map(|line| serde_json::from_str(line).expect("a spooled line is an Event"))
         .collect();
-    names.sort();
-    let mut events = Vec::new();
-    for path in &names {
-        let text = std::fs::read_to_string(path).expect("read a spool file");
-        for line in text.lines() {
-            events.push(serde_json::from_str(line).expect("a spooled line is an Event"));
-        }
-    }
-    (names.len(), events)
+    (files, events)
 }
 
 /// `got == want`, reported briefly: lengths, duplicates and the first difference.

@@ -449,11 +449,19 @@ impl Sender {
         if batch.events == 0 || batch.file {
             return;
         }
-        if !self.spool.fits(batch.events, batch.lines.len()) {
+        let packed = match spool::pack(&batch.lines) {
+            Ok(packed) => packed,
+            Err(e) => {
+                self.spool_error(&e);
+                self.drop_events(batch.events as u64);
+                return;
+            }
+        };
+        if !self.spool.fits(batch.events, packed.len()) {
             // Another process may have sent files since the last look.
             let _ = self.spool.scan();
         }
-        if !self.spool.fits(batch.events, batch.lines.len()) {
+        if !self.spool.fits(batch.events, packed.len()) {
             if !self.said.spool_full {
                 self.said.spool_full = true;
                 self.say(&format!(
@@ -471,15 +479,20 @@ impl Sender {
             // Another process sends the spool: this flush cannot say it delivered everything.
             self.spilled_unowned = true;
         }
-        if let Err(e) = self.spool.write(batch.key, &batch.lines, batch.events) {
-            if !self.said.spool_error {
-                self.said.spool_error = true;
-                self.say(&format!(
-                    "flowkit: cannot write the spool under {}: {e}; events that do not fit in memory are dropped",
-                    self.spool.dir().display()
-                ));
-            }
+        if let Err(e) = self.spool.write(batch.key, &packed, batch.events) {
+            self.spool_error(&e);
             self.drop_events(batch.events as u64);
+        }
+    }
+
+    /// Says once that the spool cannot be written.
+    fn spool_error(&mut self, e: &io::Error) {
+        if !self.said.spool_error {
+            self.said.spool_error = true;
+            self.say(&format!(
+                "flowkit: cannot write the spool under {}: {e}; events that do not fit in memory are dropped",
+                self.spool.dir().display()
+            ));
         }
     }
 

@@ -1,10 +1,13 @@
-//! The spool: batches the server has not taken yet, one JSON-lines file per chunk.
+//! The spool: batches the server has not taken yet, one compressed JSON-lines file per chunk.
 //!
-//! A file is named `<micros>-<pid>-<seq>-<count>.jsonl`: when its oldest batch was cut
+//! A file is named `<micros>-<pid>-<seq>-<count>.jsonl.lz4`: when its oldest batch was cut
 //! (microseconds since the Unix epoch), by which process, in which order within that process,
-//! and how many events it holds (a line may be a run record standing for several events). Sorting by `(micros, pid, seq)` is sorting by age, across
-//! processes. Each line is one element of a batch exactly as the server ingests it: an
-//! [`Event`](crate::Event), or a run record.
+//! and how many events it holds (a line may be a run record standing for several events).
+//! Sorting by `(micros, pid, seq)` is sorting by age, across processes. Its content is one LZ4
+//! frame (with a content checksum) of JSON lines, each one element of a batch exactly as the
+//! server ingests it: an [`Event`](crate::Event), or a run record. Events compress about four
+//! times, so the spool's byte bound holds four times more of them. Plain `.jsonl` files (left
+//! by flowkit versions before compressed spools) are read and sent too.
 //!
 //! Files are written to a hidden temporary name and renamed into place, so a reader never
 //! sees half a file. Only the process holding the exclusive lock on `.lock` reads and
@@ -14,12 +17,21 @@
 use crate::atomic_file::{self, Durability};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// Temporary files older than this were left by a crash and are removed on a scan.
 const STALE_TEMP: Duration = Duration::from_secs(60 * 60);
+
+/// The end of a spool file's name.
+const SUFFIX: &str = ".jsonl.lz4";
+/// The end of an uncompressed spool file's name (flowkit versions before compressed spools).
+const PLAIN_SUFFIX: &str = ".jsonl";
+/// Most bytes one spool file unpacks to; past it the rest of the file is left out (a chunk
+/// holds at most one batch of the largest size, a few megabytes: only a damaged or foreign
+/// file comes near).
+const MAX_UNPACKED: u64 = 256 * 1024 * 1024;
 
 /// The age of a batch: orders batches oldest first, across processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,14 +48,16 @@ impl Key {
     /// The file name of a chunk of `count` events whose oldest batch has this key.
     pub(crate) fn file_name(&self, count: usize) -> String {
         format!(
-            "{:020}-{:010}-{:010}-{count}.jsonl",
+            "{:020}-{:010}-{:010}-{count}{SUFFIX}",
             self.micros, self.pid, self.seq
         )
     }
 
     /// The key and event count a spool file name stands for, if it is one.
     pub(crate) fn parse_file_name(name: &str) -> Option<(Key, usize)> {
-        let stem = name.strip_suffix(".jsonl")?;
+        let stem = name
+            .strip_suffix(SUFFIX)
+            .or_else(|| name.strip_suffix(PLAIN_SUFFIX))?;
         let mut parts = stem.split('-');
         let micros = parts.next()?.parse().ok()?;
         let pid = parts.next()?.parse().ok()?;
@@ -185,21 +199,21 @@ impl Spool {
         self.events + count as u64 <= self.max_events && self.bytes + bytes as u64 <= self.max_bytes
     }
 
-    /// Writes a chunk of `count` events (`lines`: one JSON object per line) under `key`,
-    /// atomically and durably.
-    pub(crate) fn write(&mut self, key: Key, lines: &[u8], count: usize) -> io::Result<()> {
+    /// Writes a chunk of `count` events under `key`, atomically and durably: `packed` is
+    /// what [`pack`] made of its lines.
+    pub(crate) fn write(&mut self, key: Key, packed: &[u8], count: usize) -> io::Result<()> {
         let path = self.dir.join(key.file_name(count));
         // Durable before it is visible: after a power cut a file is whole or absent.
-        atomic_file::write(&path, &[lines], Durability::Machine)?;
+        atomic_file::write(&path, &[packed], Durability::Machine)?;
         self.events += count as u64;
-        self.bytes += lines.len() as u64;
+        self.bytes += packed.len() as u64;
         if self.is_owner() {
             self.files.insert(
                 key,
                 SpoolFile {
                     path,
                     count,
-                    bytes: lines.len() as u64,
+                    bytes: packed.len() as u64,
                 },
             );
         }
@@ -239,9 +253,92 @@ pub(crate) struct Lines {
     pub skipped: usize,
 }
 
+/// The content of a spool file holding `lines` (JSON lines): one LZ4 frame of independent
+/// 64 KiB blocks, each with its checksum, and a checksum of the whole.
+pub(crate) fn pack(lines: &[u8]) -> io::Result<Vec<u8>> {
+    let mut info = lz4_flex::frame::FrameInfo::new();
+    info.content_checksum = true;
+    // Small independent blocks: a damaged block costs only its own lines.
+    info.block_size = lz4_flex::frame::BlockSize::Max64KB;
+    info.block_mode = lz4_flex::frame::BlockMode::Independent;
+    info.block_checksums = true;
+    let mut encoder =
+        lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::with_capacity(lines.len() / 3));
+    encoder.write_all(lines)?;
+    encoder.finish().map_err(io::Error::other)
+}
+
+/// The JSON lines of the spool file at `path`: unpacked (at most [`MAX_UNPACKED`] bytes), or
+/// as they are for a plain `.jsonl` file. Of a damaged compressed file, what unpacked before
+/// the damage (its last line cut short, which [`read_lines`] skips).
+fn unpacked(path: &Path) -> io::Result<Vec<u8>> {
+    let is_plain = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(PLAIN_SUFFIX));
+    if is_plain {
+        return fs::read(path);
+    }
+    let file = File::open(path)?;
+    let mut decoder =
+        lz4_flex::frame::FrameDecoder::new(io::BufReader::new(file)).take(MAX_UNPACKED);
+    let mut data = Vec::new();
+    let mut block = vec![0u8; 64 * 1024];
+    loop {
+        match decoder.read(&mut block) {
+            Ok(0) => return Ok(data),
+            Ok(n) => data.extend_from_slice(&block[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Damaged: what unpacked before the damage, its last line cut short.
+            Err(e) if data.is_empty() => return Err(e),
+            Err(_) => {
+                data.push(b'\n');
+                return Ok(data);
+            }
+        }
+    }
+}
+
+/// The lines of every spool file in `dir`, oldest file first: each a batch element as the
+/// server ingests it (an event or a run record, as JSON). For tools and tests that look at
+/// what a process left undelivered; damaged lines are left out.
+pub fn spooled_lines(dir: &Path) -> io::Result<Vec<String>> {
+    let mut files: Vec<(Key, PathBuf)> = Vec::new();
+    match fs::read_dir(dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name();
+                if let Some((key, _)) = name.to_str().and_then(Key::parse_file_name) {
+                    files.push((key, entry.path()));
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    }
+    files.sort();
+    let mut lines = Vec::new();
+    for (_, path) in files {
+        let read = match read_lines(&path) {
+            Ok(read) => read,
+            // Sent and removed meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        lines.extend(
+            read.lines
+                .split(|&b| b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(|line| String::from_utf8_lossy(line).into_owned()),
+        );
+    }
+    Ok(lines)
+}
+
 /// Reads a spool file back as the lines to send, skipping lines that are not JSON objects.
 pub(crate) fn read_lines(path: &Path) -> io::Result<Lines> {
-    let data = fs::read(path)?;
+    let data = unpacked(path)?;
     let mut out = Vec::with_capacity(data.len());
     let (mut count, mut events, mut skipped) = (0, 0, 0);
     for line in data.split(|&b| b == b'\n') {
@@ -281,6 +378,102 @@ fn remove_if_stale(path: &Path) {
 mod tests {
     use super::*;
 
+    fn packed(lines: &[u8]) -> Vec<u8> {
+        pack(lines).expect("pack")
+    }
+
+    /// `n` lines shaped like the reporter's events.
+    fn events(n: usize) -> Vec<u8> {
+        let mut lines = Vec::new();
+        for i in 0..n {
+            let line = serde_json::json!({
+                "id": uuid::Uuid::now_v7(),
+                "run_id": uuid::Uuid::now_v7(),
+                "timestamp": "2026-11-30T10:00:00.123456Z",
+                "kind": "state",
+                "state": {"type": "Completed", "name": "Completed", "attempt": 1},
+                "details": {"name": format!("featurize-{i}"), "task_key": "pipeline::featurize"},
+            });
+            lines.extend_from_slice(line.to_string().as_bytes());
+            lines.push(b'\n');
+        }
+        lines
+    }
+
+    #[test]
+    fn files_are_compressed_and_read_back_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s = Spool::new(dir.path().to_path_buf(), u64::MAX, u64::MAX);
+        let lines = events(2000);
+        let file = packed(&lines);
+        assert!(
+            file.len() * 3 < lines.len(),
+            "events compress at least 3x: {} -> {} bytes",
+            lines.len(),
+            file.len()
+        );
+        s.write(key(1, 0), &file, 2000).expect("write");
+        let path = dir.path().join(key(1, 0).file_name(2000));
+        assert!(path.to_string_lossy().ends_with(".jsonl.lz4"));
+        let read = read_lines(&path).expect("read");
+        assert_eq!(read.lines, lines);
+        assert_eq!((read.count, read.events, read.skipped), (2000, 2000, 0));
+        assert_eq!(
+            spooled_lines(dir.path()).expect("lines").len(),
+            2000,
+            "the public reader sees every line"
+        );
+    }
+
+    #[test]
+    fn plain_files_of_older_versions_are_still_read_and_ordered() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let old = format!("{:020}-{:010}-{:010}-1.jsonl", 1, 42, 0);
+        fs::write(dir.path().join(&old), b"{\"a\":1}\n").expect("write");
+        let mut s = Spool::new(dir.path().to_path_buf(), 100, 1 << 20);
+        s.write(key(2, 0), &packed(b"{\"b\":2}\n"), 1)
+            .expect("write");
+        assert!(s.try_own().expect("lock"));
+        s.scan().expect("scan");
+        assert_eq!(s.events(), 2);
+        assert_eq!(
+            s.oldest().map(|(k, _)| k),
+            Some(key(1, 0)),
+            "the plain file is older"
+        );
+        assert_eq!(
+            spooled_lines(dir.path()).expect("lines"),
+            vec!["{\"a\":1}".to_string(), "{\"b\":2}".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_damaged_compressed_file_gives_back_what_precedes_the_damage() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let lines = events(3000);
+        let mut file = packed(&lines);
+        // Damage the last third of the frame: the blocks before it still unpack.
+        let from = file.len() * 2 / 3;
+        for b in &mut file[from..] {
+            *b ^= 0x5a;
+        }
+        let path = dir.path().join(key(1, 0).file_name(3000));
+        fs::write(&path, &file).expect("write");
+        let read = read_lines(&path).expect("read what unpacks");
+        assert!(
+            read.count > 0 && read.count < 3000,
+            "a prefix is kept: {} lines",
+            read.count
+        );
+        assert!(
+            lines.starts_with(&read.lines),
+            "whole lines of the original, in order"
+        );
+        // Entirely foreign bytes: an error, and the caller skips the file.
+        fs::write(&path, b"not lz4 at all").expect("write");
+        assert!(read_lines(&path).is_err());
+    }
+
     fn key(micros: u64, seq: u64) -> Key {
         Key {
             micros,
@@ -295,6 +488,11 @@ mod tests {
         let name = k.file_name(500);
         assert_eq!(Key::parse_file_name(&name), Some((k, 500)));
         assert!(key(9, 1).file_name(1) < key(10, 0).file_name(1));
+        assert_eq!(
+            Key::parse_file_name(&name.replace(".jsonl.lz4", ".jsonl")),
+            Some((k, 500)),
+            "plain files of older versions"
+        );
         assert_eq!(Key::parse_file_name(".x.tmp"), None);
         assert_eq!(Key::parse_file_name("1-2-3-4-5.jsonl"), None);
         assert_eq!(Key::parse_file_name("notes.jsonl"), None);
@@ -310,8 +508,9 @@ mod tests {
             !a.try_own().expect("no dir yet"),
             "nothing to own before a write"
         );
-        b.write(key(2, 0), b"{\"a\":2}\n", 1).expect("write");
-        a.write(key(1, 0), b"{\"a\":1}\n{\"a\":1}\n", 2)
+        b.write(key(2, 0), &packed(b"{\"a\":2}\n"), 1)
+            .expect("write");
+        a.write(key(1, 0), &packed(b"{\"a\":1}\n{\"a\":1}\n"), 2)
             .expect("write");
         assert!(a.try_own().expect("lock"));
         assert!(!b.try_own().expect("lock"), "a holds it");
@@ -333,10 +532,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s = Spool::new(dir.path().to_path_buf(), 3, 1000);
         assert!(s.fits(3, 10));
-        s.write(key(1, 0), b"{}\n{}\n", 2).expect("write");
+        let file = packed(b"{}\n{}\n");
+        s.write(key(1, 0), &file, 2).expect("write");
         assert!(s.fits(1, 10));
         assert!(!s.fits(2, 10));
-        assert!(!s.fits(1, 995));
+        assert!(
+            s.fits(1, 1000 - file.len()),
+            "the bound counts the bytes on disk"
+        );
+        assert!(!s.fits(1, 1001 - file.len()));
     }
 
     #[test]
@@ -353,7 +557,7 @@ mod tests {
     fn no_temporary_file_is_left_behind() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s = Spool::new(dir.path().join("nested"), 10, 1000);
-        s.write(key(1, 0), b"{}\n", 1).expect("write");
+        s.write(key(1, 0), &packed(b"{}\n"), 1).expect("write");
         let names: Vec<String> = fs::read_dir(dir.path().join("nested"))
             .expect("list")
             .filter_map(|e| e.ok())
