@@ -46,9 +46,27 @@ pub struct CreateKey {
     /// Its scopes, as the `--api-key` flag spells them: `read`, `report`, `trigger`,
     /// `worker`, `admin`, or a scope limited to one deployment, `trigger=FLOW/NAME` /
     /// `worker=FLOW/NAME`. 1 to [`MAX_SCOPE_ENTRIES`] entries.
-    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 64))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_items = 1,
+            max_items = 64,
+            inline,
+            value_type = Vec<ScopeEntry>
+        )
+    )]
     pub scopes: Vec<String>,
 }
+
+/// One entry of [`CreateKey::scopes`], for the OpenAPI document: a scope, or `trigger` /
+/// `worker` limited to one deployment (`FLOW/NAME`, each part as deployment names allow).
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = r"^\s*(read|report|trigger|worker|admin|(trigger|worker)=[A-Za-z0-9._-]+/[A-Za-z0-9._-]+)\s*$"
+)]
+pub struct ScopeEntry(pub String);
 
 /// Where a key comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
