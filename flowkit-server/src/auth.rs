@@ -14,8 +14,12 @@
 //! run, its result and its logs: [`require_read`]) even without `read`. A limited worker key
 //! registers and claims its deployments only.
 //!
-//! With no keys configured every request is allowed: the server then only listens on loopback
-//! (see [`crate::config::check_bind`]).
+//! Keys come from the `--api-key` flags (startup keys, in [`crate::config::Settings`]) and from
+//! the database (stored keys, created and revoked at runtime: `crate::api::keys`, kept in memory
+//! per replica by [`crate::key_ring`], which states how soon a change reaches every replica).
+//! Both are checked the same way. With no key at all, neither startup nor stored, every request
+//! is allowed: the server then only listens on loopback (see [`crate::config::check_bind`]);
+//! keys are required as soon as one exists.
 //!
 //! Who created a run ([`Caller::created_by`]): `key:NAME` for an API key, `local` on a server
 //! without keys; a request from the dashboard (whose page sends the

@@ -66,7 +66,7 @@ impl KeyRing {
                 // Not again right after a failed try (the database is down: one try per
                 // MISS_RELOAD_EVERY, not one per request).
                 let tried = self.lock_read().tried_at;
-                if !tried.is_some_and(|at| at.elapsed() < MISS_RELOAD_EVERY) {
+                if tried.is_none_or(|at| at.elapsed() >= MISS_RELOAD_EVERY) {
                     self.read(store).await;
                 }
             }

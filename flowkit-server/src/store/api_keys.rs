@@ -133,10 +133,10 @@ pub(crate) async fn revoke<D: BulkWrite>(
     at: DateTime<Utc>,
 ) -> Result<Option<StoredKey>, StoreError> {
     let mut tx = begin_write::<D>(conn).await?;
-    let mut q = QueryBuilder::new(format!(
+    let mut q = QueryBuilder::new(
         "SELECT id, name, digest, scopes, created, created_by FROM api_keys \
-         WHERE revoked_at IS NULL AND (name = "
-    ));
+         WHERE revoked_at IS NULL AND (name = ",
+    );
     q.bind(D::text(key));
     if let Ok(id) = Uuid::parse_str(key) {
         q.push(" OR id = ").bind(id);
