@@ -128,12 +128,13 @@ impl KeyRing {
 
     /// Reads the keys (the caller holds `reload`); whether it succeeded.
     async fn read(&self, store: &Store) -> bool {
-        let started = Instant::now();
         let result = store.active_api_keys().await;
+        // Counted from the end of the try: a database that takes seconds to fail is not
+        // asked again at once.
         self.copy
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .tried_at = Some(started);
+            .tried_at = Some(Instant::now());
         match result {
             Ok(rows) => {
                 self.install(rows);
