@@ -916,6 +916,25 @@ mod tests {
     }
 
     #[test]
+    fn stored_keys_read_back_as_the_flag_reads_them() {
+        let flag: ApiKey = "team-a:team-a-secret-0123456789:read,trigger=train/nightly"
+            .parse()
+            .expect("key");
+        assert_eq!(flag.scope_list(), ["read", "trigger=train/nightly"]);
+        let stored = ApiKey::stored(
+            "team-a",
+            digest("team-a-secret-0123456789"),
+            &flag.scope_list().join(","),
+        )
+        .expect("stored");
+        assert_eq!(stored, flag);
+        assert!(ApiKey::stored("a b", [0; 32], "read").is_err());
+        assert!(ApiKey::stored("a", [0; 32], "").is_err());
+        assert!(ApiKey::stored(&"x".repeat(65), [0; 32], "read").is_err());
+        assert!(ApiKey::stored(&"x".repeat(64), [0; 32], "read").is_ok());
+    }
+
+    #[test]
     fn no_keys_means_open() {
         let keys = ApiKeys::default();
         assert!(keys.authorize(None, Scope::Admin).is_ok());
