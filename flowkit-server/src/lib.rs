@@ -8,7 +8,8 @@
 //! - [`connections`] accepts and serves the connections, closing slow, stalled and idle
 //!   clients (header, body and idle timeouts) and bounding how many are open;
 //! - [`spawn`] runs one in a background task of this process (tests, benchmarks, embedding);
-//! - [`store`] is the database behind it, [`config`] its flags, [`auth`] its API keys;
+//! - [`store`] is the database behind it, [`config`] its flags, [`auth`] its API keys (those
+//!   created at runtime are read by every replica through [`key_ring`]);
 //! - the bodies of every route are [`wire::api`]'s, shared with every client.
 //!
 //! ```no_run

@@ -161,7 +161,8 @@ pub async fn revoke(
     Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Json<RevokedKey>, ApiError> {
-    let revoked = state.store().revoke_api_key(&key).await?;
+    let revoked_at = Utc::now();
+    let revoked = state.store().revoke_api_key(&key, revoked_at).await?;
     let Some(row) = revoked else {
         if state.settings().api_keys.has_name(&key) {
             return Err(conflict(format!(
@@ -181,7 +182,7 @@ pub async fn revoke(
     );
     Ok(Json(RevokedKey {
         key: info(&row),
-        revoked_at: Utc::now(),
+        revoked_at,
     }))
 }
 

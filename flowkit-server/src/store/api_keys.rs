@@ -175,12 +175,16 @@ impl Store {
         }
     }
 
-    /// Revokes the active key named `key` (or whose id it is), now; the key, or `None` when
-    /// no active key has that name or id.
-    pub async fn revoke_api_key(&self, key: &str) -> Result<Option<StoredKey>, StoreError> {
+    /// Revokes the active key named `key` (or whose id it is) as of `at`; the key, or `None`
+    /// when no active key has that name or id.
+    pub async fn revoke_api_key(
+        &self,
+        key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<StoredKey>, StoreError> {
         let task = Maintenance::RevokeKey {
             key: key.to_string(),
-            at: Utc::now(),
+            at,
         };
         match self.write(task).await? {
             Written::KeyRevoked(revoked) => Ok(revoked),
