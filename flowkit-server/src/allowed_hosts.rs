@@ -147,7 +147,15 @@ const SHOWN_HOST_CHARS: usize = 100;
 /// `forbidden_host`) on a server without API keys, or with `--allowed-host` given.
 pub async fn check_host(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let settings = state.settings();
-    if !settings.api_keys.is_empty() && !settings.allowed_hosts.is_configured() {
+    // Stored keys require keys as much as startup ones (a store that cannot be read counts
+    // as none: the `Host` is checked).
+    let keyed = !settings.api_keys.is_empty()
+        || state
+            .key_ring()
+            .keys(state.store())
+            .await
+            .is_ok_and(|keys| !keys.is_empty());
+    if keyed && !settings.allowed_hosts.is_configured() {
         return next.run(request).await;
     }
     let host = match request.headers().get(header::HOST) {

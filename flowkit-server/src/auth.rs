@@ -14,8 +14,12 @@
 //! run, its result and its logs: [`require_read`]) even without `read`. A limited worker key
 //! registers and claims its deployments only.
 //!
-//! With no keys configured every request is allowed: the server then only listens on loopback
-//! (see [`crate::config::check_bind`]).
+//! Keys come from the `--api-key` flags (startup keys, in [`crate::config::Settings`]) and from
+//! the database (stored keys, created and revoked at runtime: `crate::api::keys`, kept in memory
+//! per replica by [`crate::key_ring`], which states how soon a change reaches every replica).
+//! Both are checked the same way. With no key at all, neither startup nor stored, every request
+//! is allowed: the server then only listens on loopback (see [`crate::config::check_bind`]);
+//! keys are required as soon as one exists.
 //!
 //! Who created a run ([`Caller::created_by`]): `key:NAME` for an API key, `local` on a server
 //! without keys; a request from the dashboard (whose page sends the
@@ -31,6 +35,7 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use flowkit_wire::api::deployments::check_name;
+use flowkit_wire::api::keys::MAX_KEY_NAME_CHARS;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -158,17 +163,29 @@ impl ApiKey {
         })
     }
 
+    /// A key from the three parts of `NAME:SECRET:SCOPES` (see [`ApiKey`]'s `FromStr`): the
+    /// one parser of a key's name and scopes, for the `--api-key` flags and `POST /keys` alike.
+    pub fn from_parts(name: &str, secret: &str, scopes: &str) -> Result<ApiKey, String> {
+        ApiKey::unscoped(name, secret)?.scoped(scopes)
+    }
+
+    /// A key stored in the database: its name, the digest of its secret and its scopes as
+    /// [`ApiKey::from_parts`] reads them.
+    pub fn stored(name: &str, digest: [u8; 32], scopes: &str) -> Result<ApiKey, String> {
+        check_key_name(name)?;
+        ApiKey {
+            name: name.to_string(),
+            digest,
+            scopes: Scopes::default(),
+            trigger_limit: None,
+            worker_limit: None,
+        }
+        .scoped(scopes)
+    }
+
     /// A key without scopes yet (checked name and secret).
     fn unscoped(name: &str, secret: &str) -> Result<ApiKey, String> {
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
-        {
-            return Err(format!(
-                "invalid key name {name:?}: use letters, digits, `-`, `_`, `.`, `@`"
-            ));
-        }
+        check_key_name(name)?;
         if secret.chars().count() < MIN_SECRET_LEN {
             return Err(format!(
                 "the secret of key {name:?} is too short: use at least {MIN_SECRET_LEN} characters"
@@ -184,6 +201,41 @@ impl ApiKey {
             trigger_limit: None,
             worker_limit: None,
         })
+    }
+
+    /// This key with the scopes of `list` (comma-separated, as in `--api-key`).
+    fn scoped(self, list: &str) -> Result<ApiKey, String> {
+        let mut scopes = Vec::new();
+        let mut triggers = Vec::new();
+        let mut workers = Vec::new();
+        for entry in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match entry.split_once('=') {
+                Some((scope, deployment)) => match Scope::from_str(scope)? {
+                    Scope::Trigger => triggers.push(deployment),
+                    Scope::Worker => workers.push(deployment),
+                    other => {
+                        return Err(format!(
+                            "`{entry}`: only `trigger` and `worker` can be limited to a \
+                             deployment, not `{}`",
+                            other.as_str()
+                        ));
+                    }
+                },
+                None => scopes.push(Scope::from_str(entry)?),
+            }
+        }
+        if scopes.is_empty() && triggers.is_empty() && workers.is_empty() {
+            return Err(format!("key {:?} has no scopes", self.name));
+        }
+        // With only limited scopes, the key exists for its deployments alone.
+        ApiKey {
+            scopes: scopes
+                .iter()
+                .fold(Scopes::default(), |s, &scope| s.with(scope)),
+            ..self
+        }
+        .limited(Scope::Trigger, &triggers)?
+        .limited(Scope::Worker, &workers)
     }
 
     /// Limits the key's `scope` (`trigger` or `worker`) to the deployments `flow/name` of
@@ -258,6 +310,24 @@ impl ApiKey {
         &self.name
     }
 
+    /// The key's scopes as `--api-key` spells them: `read`, …, `trigger=FLOW/NAME`.
+    pub fn scope_list(&self) -> Vec<String> {
+        let mut list: Vec<String> = Scope::ALL
+            .into_iter()
+            .filter(|s| self.scopes.0 & s.bit() != 0)
+            .map(|s| s.as_str().to_string())
+            .collect();
+        for (scope, limit) in [
+            ("trigger", &self.trigger_limit),
+            ("worker", &self.worker_limit),
+        ] {
+            for deployment in limit.iter().flat_map(|l| l.iter()) {
+                list.push(format!("{scope}={deployment}"));
+            }
+        }
+        list
+    }
+
     /// The key's scopes.
     pub fn scopes(&self) -> Scopes {
         self.scopes
@@ -288,41 +358,31 @@ impl FromStr for ApiKey {
             || "expected NAME:SECRET:SCOPES, e.g. ci:s3cr3t-at-least-16-chars:report".to_string();
         let (name, rest) = s.split_once(':').ok_or_else(malformed)?;
         let (secret, list) = rest.rsplit_once(':').ok_or_else(malformed)?;
-        let mut scopes = Vec::new();
-        let mut triggers = Vec::new();
-        let mut workers = Vec::new();
-        for entry in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            match entry.split_once('=') {
-                Some((scope, deployment)) => match Scope::from_str(scope)? {
-                    Scope::Trigger => triggers.push(deployment),
-                    Scope::Worker => workers.push(deployment),
-                    other => {
-                        return Err(format!(
-                            "`{entry}`: only `trigger` and `worker` can be limited to a \
-                             deployment, not `{}`",
-                            other.as_str()
-                        ));
-                    }
-                },
-                None => scopes.push(Scope::from_str(entry)?),
-            }
-        }
-        if scopes.is_empty() && (!triggers.is_empty() || !workers.is_empty()) {
-            // Only limited scopes: the key exists for its deployments alone.
-            return ApiKey::unscoped(name, secret)?
-                .limited(Scope::Trigger, &triggers)?
-                .limited(Scope::Worker, &workers);
-        }
-        ApiKey::new(name, secret, &scopes)?
-            .limited(Scope::Trigger, &triggers)?
-            .limited(Scope::Worker, &workers)
+        ApiKey::from_parts(name, secret, list)
     }
 }
 
-fn digest(secret: &str) -> [u8; 32] {
-    *blake3::hash(secret.as_bytes()).as_bytes()
+/// Checks a key's name: 1 to [`MAX_KEY_NAME_CHARS`] letters, digits, `-`, `_`, `.`, `@`.
+pub fn check_key_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.chars().count() > MAX_KEY_NAME_CHARS
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    {
+        let shown: String = name.chars().take(MAX_KEY_NAME_CHARS + 1).collect();
+        return Err(format!(
+            "invalid key name {shown:?}: use 1 to {MAX_KEY_NAME_CHARS} letters, digits, `-`, \
+             `_`, `.`, `@`"
+        ));
+    }
+    Ok(())
 }
 
+/// The BLAKE3 digest of a secret: what the server keeps and compares.
+pub fn digest(secret: &str) -> [u8; 32] {
+    *blake3::hash(secret.as_bytes()).as_bytes()
+}
 /// The configured keys.
 #[derive(Clone, Debug, Default)]
 pub struct ApiKeys {
@@ -448,7 +508,12 @@ impl ApiKeys {
         Ok(ApiKeys { keys: keys.into() })
     }
 
-    /// No keys: the server is open (and loopback-only).
+    /// Keys read from the database, which checked their names are unique when it stored them.
+    pub(crate) fn from_trusted(keys: Vec<ApiKey>) -> ApiKeys {
+        ApiKeys { keys: keys.into() }
+    }
+
+    /// No keys: the server is open (and loopback-only) unless keys are stored.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -458,67 +523,129 @@ impl ApiKeys {
         self.keys.len()
     }
 
-    /// Checks the `Authorization` header value (if any) for `scope`: 401 when it is missing or
-    /// not a known key, 403 when the key lacks the scope. A key whose `trigger` or `worker`
-    /// scope is limited to deployments passes for that scope; the handler then checks the
-    /// deployment ([`Caller::check_deployment`]).
+    /// The keys.
+    pub fn iter(&self) -> impl Iterator<Item = &ApiKey> {
+        self.keys.iter()
+    }
+
+    /// Whether a key is named `name`.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.keys.iter().any(|key| key.name == name)
+    }
+
+    /// The key whose secret has the digest `presented`. Looks at every key whatever matches,
+    /// so the time taken does not depend on which one did; each comparison is constant-time
+    /// over the digests.
+    fn find(&self, presented: &[u8; 32]) -> Option<&ApiKey> {
+        let mut found: Option<&ApiKey> = None;
+        for key in self.keys.iter() {
+            if bool::from(key.digest.ct_eq(presented)) {
+                found = Some(key);
+            }
+        }
+        found
+    }
+
+    /// Checks the `Authorization` header value (if any) for `scope` against these keys only:
+    /// 401 when it is missing or not a known key, 403 when the key lacks the scope. A key
+    /// whose `trigger` or `worker` scope is limited to deployments passes for that scope; the
+    /// handler then checks the deployment ([`Caller::check_deployment`]). The server's
+    /// middleware also looks at the stored keys ([`crate::key_ring`]).
     pub fn authorize(&self, authorization: Option<&str>, scope: Scope) -> Result<Caller, ApiError> {
-        match self.admit(authorization, scope)? {
+        if self.keys.is_empty() {
+            return Ok(Caller::default());
+        }
+        let presented = digest(bearer(authorization)?);
+        let key = self
+            .find(&presented)
+            .ok_or_else(|| ApiError::unauthorized("unknown API key"))?;
+        match key.admit(scope)? {
             Admission::Granted(caller) => Ok(caller),
             Admission::OwnRunsOnly(_, refusal) => Err(refusal),
         }
     }
+}
 
-    fn admit(&self, authorization: Option<&str>, scope: Scope) -> Result<Admission, ApiError> {
-        if self.keys.is_empty() {
-            return Ok(Admission::Granted(Caller::default()));
-        }
-        let token = authorization
-            .and_then(|value| {
-                let (scheme, token) = value.trim().split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then_some(token.trim())
-            })
-            .ok_or_else(|| {
-                ApiError::unauthorized("missing API key: send `Authorization: Bearer <secret>`")
-            })?;
-        let presented = digest(token);
-        // Look at every key whatever matches, so the time taken does not depend on which one
-        // did; each comparison is constant-time over the digests.
-        let mut found: Option<&ApiKey> = None;
-        for key in self.keys.iter() {
-            if bool::from(key.digest.ct_eq(&presented)) {
-                found = Some(key);
-            }
-        }
-        let key = found.ok_or_else(|| ApiError::unauthorized("unknown API key"))?;
+/// The token of an `Authorization: Bearer TOKEN` header; 401 when there is none.
+fn bearer(authorization: Option<&str>) -> Result<&str, ApiError> {
+    authorization
+        .and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        })
+        .ok_or_else(|| {
+            ApiError::unauthorized("missing API key: send `Authorization: Bearer <secret>`")
+        })
+}
+
+impl ApiKey {
+    /// How this key is let through a route that needs `scope`.
+    fn admit(&self, scope: Scope) -> Result<Admission, ApiError> {
         let caller = Caller {
-            key_name: Some(key.name.clone()),
-            trigger_limit: key.trigger_limit.clone(),
-            worker_limit: key.worker_limit.clone(),
+            key_name: Some(self.name.clone()),
+            trigger_limit: self.trigger_limit.clone(),
+            worker_limit: self.worker_limit.clone(),
         };
-        if key.grants(scope) {
+        if self.grants(scope) {
             return Ok(Admission::Granted(caller));
         }
         let refusal = ApiError::forbidden(format!(
             "API key {:?} lacks the `{}` scope this route needs",
-            key.name,
+            self.name,
             scope.as_str()
         ));
-        if scope == Scope::Read && key.trigger_limit.is_some() {
+        if scope == Scope::Read && self.trigger_limit.is_some() {
             return Ok(Admission::OwnRunsOnly(caller, refusal));
         }
         Err(refusal)
     }
 }
 
+/// How a request is let through a route that needs `scope`, by the startup keys (flags) and
+/// the stored keys ([`crate::key_ring`]). Without any key the server is open. A token that is
+/// neither a startup key nor a stored key this replica knows makes it re-read the stored keys
+/// (at most every [`crate::key_ring::MISS_RELOAD_EVERY`]), so a key created on another replica
+/// works at once.
+async fn admit(
+    state: &AppState,
+    authorization: Option<&str>,
+    scope: Scope,
+) -> Result<Admission, ApiError> {
+    let startup = &state.settings().api_keys;
+    let ring = state.key_ring();
+    if startup.is_empty() {
+        // Whether a key is needed at all depends on the stored ones: 503 until they can be
+        // read.
+        if ring.keys(state.store()).await?.is_empty() {
+            return Ok(Admission::Granted(Caller::default()));
+        }
+    }
+    let presented = digest(bearer(authorization)?);
+    // A startup key never waits for the stored ones (nor for the database).
+    if let Some(key) = startup.find(&presented) {
+        return key.admit(scope);
+    }
+    if let Some(key) = ring.keys(state.store()).await?.find(&presented) {
+        return key.admit(scope);
+    }
+    if let Some(fresh) = ring.reload_on_miss(state.store()).await
+        && let Some(key) = fresh.find(&presented)
+    {
+        return key.admit(scope);
+    }
+    Err(ApiError::unauthorized("unknown API key"))
+}
+
+/// Lets a request through to `next` when [`admit`] does, with its [`Caller`] in its
+/// extensions; answers the refusal otherwise.
 async fn require(state: &AppState, scope: Scope, mut request: Request, next: Next) -> Response {
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let caller = match state.settings().api_keys.admit(authorization, scope) {
+    let caller = match admit(state, authorization, scope).await {
         Ok(Admission::Granted(caller)) => caller,
         Ok(Admission::OwnRunsOnly(caller, refusal)) => {
             let run = own_run_route(&request);
@@ -597,6 +724,15 @@ pub async fn require_trigger(
     next: Next,
 ) -> Response {
     require(&state, Scope::Trigger, request, next).await
+}
+
+/// Middleware of the routes that need the `admin` scope (managing keys).
+pub async fn require_admin(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    require(&state, Scope::Admin, request, next).await
 }
 
 /// Middleware of the routes that need the `worker` scope.
@@ -777,6 +913,25 @@ mod tests {
         assert!(!keyed.created(Some("dashboard")));
         assert!(!keyed.created(None));
         assert!(!Caller::default().created(Some("local")));
+    }
+
+    #[test]
+    fn stored_keys_read_back_as_the_flag_reads_them() {
+        let flag: ApiKey = "team-a:team-a-secret-0123456789:read,trigger=train/nightly"
+            .parse()
+            .expect("key");
+        assert_eq!(flag.scope_list(), ["read", "trigger=train/nightly"]);
+        let stored = ApiKey::stored(
+            "team-a",
+            digest("team-a-secret-0123456789"),
+            &flag.scope_list().join(","),
+        )
+        .expect("stored");
+        assert_eq!(stored, flag);
+        assert!(ApiKey::stored("a b", [0; 32], "read").is_err());
+        assert!(ApiKey::stored("a", [0; 32], "").is_err());
+        assert!(ApiKey::stored(&"x".repeat(65), [0; 32], "read").is_err());
+        assert!(ApiKey::stored(&"x".repeat(64), [0; 32], "read").is_ok());
     }
 
     #[test]

@@ -63,7 +63,9 @@ pub struct Cli {
     /// without `read`. Runs record who created them (`created_by`): `key:NAME`, or
     /// `dashboard:key:NAME` from the dashboard. Clients send `Authorization: Bearer SECRET`.
     /// The secret must be at least 16 characters. In the environment variable, separate keys
-    /// with `;`.
+    /// with `;`. Keys can also be created and revoked at runtime (`flowkit keys`, `POST
+    /// /api/v1/keys`, scope admin), stored hashed in the database; a key given here cannot be
+    /// revoked that way.
     #[arg(
         long = "api-key",
         value_name = "NAME:SECRET:SCOPES",

@@ -8,7 +8,8 @@
 //! - [`connections`] accepts and serves the connections, closing slow, stalled and idle
 //!   clients (header, body and idle timeouts) and bounding how many are open;
 //! - [`spawn`] runs one in a background task of this process (tests, benchmarks, embedding);
-//! - [`store`] is the database behind it, [`config`] its flags, [`auth`] its API keys;
+//! - [`store`] is the database behind it, [`config`] its flags, [`auth`] its API keys (those
+//!   created at runtime are read by every replica through [`key_ring`]);
 //! - the bodies of every route are [`wire::api`]'s, shared with every client.
 //!
 //! ```no_run
@@ -26,6 +27,7 @@ pub mod connections;
 pub(crate) mod dashboard;
 pub(crate) mod error;
 pub mod ingest_budget;
+pub mod key_ring;
 pub mod metrics;
 pub(crate) mod params;
 pub mod reaper;
@@ -68,6 +70,7 @@ struct Inner {
     full_scans: tokio::sync::Semaphore,
     metrics: metrics::Metrics,
     stats_cache: stats_cache::StatsCache,
+    key_ring: key_ring::KeyRing,
 }
 
 /// The live streams of this server, as counters (for `/metrics` and tests).
@@ -94,6 +97,7 @@ impl AppState {
                 metrics: metrics::Metrics::default(),
                 full_scans: tokio::sync::Semaphore::new(api::full_scans::FULL_SCANS_AT_ONCE),
                 stats_cache: stats_cache::StatsCache::new(settings.stats_ttl),
+                key_ring: key_ring::KeyRing::default(),
                 stream_slots: Arc::new(stream_slots::StreamSlots::new(
                     settings.max_streams,
                     settings.max_streams_per_key,
@@ -121,6 +125,11 @@ impl AppState {
     /// What this replica counted (`/api/v1/metrics`).
     pub fn metrics(&self) -> &metrics::Metrics {
         &self.inner.metrics
+    }
+
+    /// The stored API keys as this replica knows them.
+    pub fn key_ring(&self) -> &key_ring::KeyRing {
+        &self.inner.key_ring
     }
 
     /// The slots of listings that may scan every run.
@@ -198,6 +207,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             return Err(err).with_context(|| format!("cannot listen on {}", config.bind));
         }
     };
+    let stored_keys = store.active_api_keys().await.map(|keys| keys.len());
+    match (config.settings.api_keys.len(), &stored_keys) {
+        (0, Ok(0)) => tracing::warn!(
+            "no API key: every request is allowed (this server listens on loopback only). \
+             Keys are required as soon as one exists: create the first with \
+             `flowkit keys create NAME --scope admin` (or POST /api/v1/keys)"
+        ),
+        (startup, Ok(stored)) => tracing::info!(
+            startup_keys = startup,
+            stored_keys = stored,
+            "API keys are required"
+        ),
+        (startup, Err(e)) => tracing::warn!(
+            startup_keys = startup,
+            error = %e,
+            "cannot read the stored API keys yet"
+        ),
+    }
     tracing::info!(
         address = %config.bind,
         database = store.backend_name(),

@@ -4,6 +4,7 @@
 //! with the `trigger` scope, shows the server's 422 errors at their fields, and runs the
 //! flow; the run page shows the run waiting, who created it, cancels it and retries it; a run
 //! completed through the real worker protocol (claim, then finish over HTTP) shows its result.
+//! And a key created at runtime (stored, not a flag) opens the dashboard like any other.
 //!
 //! Needs Debian's `chromium`, like the other browser suite.
 
@@ -564,4 +565,83 @@ async fn scenario(page: &Page, api: &Api) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// A server started without keys gets its first key at runtime (`POST /api/v1/keys`, admin);
+/// from then on the dashboard asks for a key, and a stored key it is given works like a flag
+/// key: the deployments list loads with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_works_with_a_stored_key() -> anyhow::Result<()> {
+    let Some(chromium) = chromium() else {
+        skip("no Chromium found (apt-get install chromium, or set FLOWKIT_CHROMIUM)");
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let db = format!("sqlite://{}", dir.path().join("flowkit.db").display());
+    let config = flowkit_server::config::Config::new(db);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = flowkit_server::spawn(listener, config).await?;
+    let base = format!("http://{}", server.addr());
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: base.clone(),
+    };
+    // Open: the local user creates the first key, an admin, then a reader with it.
+    let (status, admin) = api
+        .post(
+            "/api/v1/keys",
+            "",
+            json!({"name": "ops", "scopes": ["admin"]}),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "first key: {status} {admin}");
+    let admin = admin["secret"].as_str().unwrap_or_default().to_string();
+    let (status, viewer) = api
+        .post(
+            "/api/v1/keys",
+            &admin,
+            json!({"name": "viewer", "scopes": ["read"]}),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "viewer key: {status} {viewer}");
+    let viewer = viewer["secret"].as_str().unwrap_or_default().to_string();
+    let (status, body) = api
+        .post(
+            "/api/v1/deployments",
+            &admin,
+            spec("v1", parameter_schema()),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "register: {status} {body}");
+    let (status, _) = api.get("/api/v1/deployments", "").await?;
+    anyhow::ensure!(status == 401, "keys are required now: {status}");
+
+    let (browser, browser_events) = launch(&chromium, &dir.path().join("profile")).await?;
+    let page = browser.new_page(format!("{base}/#/deployments")).await?;
+    let outcome = async {
+        let long = Duration::from_secs(15);
+        wait_for(
+            &page,
+            "document.querySelector('#key-panel').offsetParent !== null",
+            long,
+            "the key panel",
+        )
+        .await?;
+        use_key(&page, &viewer).await?;
+        wait_for(
+            &page,
+            "document.querySelector('#deployments-body tr[data-deployment=\"train/nightly\"]') !== null",
+            long,
+            "the deployment listed with the stored key",
+        )
+        .await
+    }
+    .await;
+    drop(page);
+    let mut browser = browser;
+    let _ = browser.close().await;
+    let _ = browser.wait().await;
+    browser_events.abort();
+    server.stop().await?;
+    outcome
 }

@@ -4,7 +4,7 @@
 //! full), ingest latency, reporter drops reported, runs claimed, lease expiries. Gauges: the
 //! ingest bytes in flight and the budget, live streams open, and flow runs by latest state
 //! over the last 24 hours, from the database (the `/api/stats` query, bounded to that window
-//! and shared with it for a second).
+//! and shared with it for a second); the API keys accepted, by source (startup, stored).
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody, StoreFailures};
@@ -25,7 +25,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
     path = "/api/v1/metrics",
     tag = "server",
     responses(
-        (status = 200, description = "Metrics in the Prometheus text format 0.0.4: `flowkit_events_total{outcome}`, `flowkit_ingest_batches_total`, `flowkit_ingest_refused_total`, `flowkit_ingest_duration_seconds` (histogram), `flowkit_ingest_memory_in_flight_bytes`, `flowkit_ingest_memory_capacity_bytes`, `flowkit_reporter_dropped_events_total`, `flowkit_streams_open`, `flowkit_stream_changes_serialized_total`, `flowkit_runs_claimed_total`, `flowkit_lease_expiries_total` (counters per replica, since it started) and `flowkit_flow_runs{state}` (flow runs created in the last 24 hours by latest state, from the database)", content_type = "text/plain", body = String),
+        (status = 200, description = "Metrics in the Prometheus text format 0.0.4: `flowkit_events_total{outcome}`, `flowkit_ingest_batches_total`, `flowkit_ingest_refused_total`, `flowkit_ingest_duration_seconds` (histogram), `flowkit_ingest_memory_in_flight_bytes`, `flowkit_ingest_memory_capacity_bytes`, `flowkit_reporter_dropped_events_total`, `flowkit_streams_open`, `flowkit_stream_changes_serialized_total`, `flowkit_runs_claimed_total`, `flowkit_lease_expiries_total` (counters per replica, since it started), `flowkit_api_keys{source}` (startup keys of this replica, active stored keys) and `flowkit_flow_runs{state}` (flow runs created in the last 24 hours by latest state, from the database)", content_type = "text/plain", body = String),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
         StoreFailures,
@@ -86,6 +86,23 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         "flowkit_stream_changes_serialized_total {}",
         streams.changes_serialized
     );
+    let stored = match state.key_ring().keys(state.store()).await {
+        Ok(keys) => keys.len(),
+        Err(_) => state.key_ring().rows().len(),
+    };
+    family(
+        &mut out,
+        "flowkit_api_keys",
+        "gauge",
+        "API keys this replica accepts, by source: startup (--api-key flags of this replica) \
+         and stored (created at runtime and not revoked, as last read from the database).",
+    );
+    let _ = writeln!(
+        out,
+        "flowkit_api_keys{{source=\"startup\"}} {}",
+        state.settings().api_keys.len()
+    );
+    let _ = writeln!(out, "flowkit_api_keys{{source=\"stored\"}} {stored}");
     let mut response = out.into_response();
     response
         .headers_mut()

@@ -36,6 +36,7 @@
 //! | `POST /workers/heartbeat` | worker | [`workers::heartbeat`] |
 //! | `POST /flow-runs/{id}/finish` | worker | [`workers::finish`] |
 //! | `POST /flow-runs/{id}/release` | worker | [`workers::release`] |
+//! | `POST /keys`, `GET /keys`, `DELETE /keys/{key}` | admin | [`keys::create`], [`keys::list`], [`keys::revoke`] |
 //!
 //! Every response carries the security headers of [`headers`]. Without API keys, a request
 //! naming a `Host` that is not loopback, the bind address or an `--allowed-host` is refused
@@ -53,6 +54,7 @@ pub mod flow_runs;
 pub mod full_scans;
 pub mod headers;
 pub mod health;
+pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod openapi_links;
@@ -69,7 +71,7 @@ use crate::{AppState, auth, error};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -160,12 +162,20 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route_layer(from_fn(same_origin::require_json_or_same_origin))
         .route_layer(from_fn_with_state(state.clone(), auth::require_trigger));
 
+    let admin = Router::new()
+        .route("/keys", get(keys::list).post(keys::create))
+        .route("/keys/{key}", delete(keys::revoke))
+        // Inside the key check: a request without a key gets 401 first.
+        .route_layer(from_fn(same_origin::require_json_or_same_origin))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
+
     Router::new()
         .merge(open)
         .merge(read)
         .merge(report)
         .merge(worker)
         .merge(trigger)
+        .merge(admin)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
 }

@@ -4,7 +4,7 @@
 use crate::api::openapi_links::{RunLinks, UniqueOperationIds};
 use crate::api::param_schemas::CommaSeparated;
 use crate::api::{
-    deployment_openapi, deployments, events, flow_runs, health, metrics, reporter_drops,
+    deployment_openapi, deployments, events, flow_runs, health, keys, metrics, reporter_drops,
     run_actions, schedules, stats, stream, workers,
 };
 use crate::dashboard;
@@ -87,6 +87,9 @@ use utoipa::{Modify, OpenApi};
         workers::heartbeat,
         workers::finish,
         workers::release,
+        keys::create,
+        keys::list,
+        keys::revoke,
         document,
     ),
     components(schemas(
@@ -132,6 +135,12 @@ use utoipa::{Modify, OpenApi};
         BulkCancelled,
         TaskGroup,
         StateCount,
+        flowkit_wire::api::keys::CreateKey,
+        flowkit_wire::api::keys::CreatedKey,
+        flowkit_wire::api::keys::KeyInfo,
+        flowkit_wire::api::keys::KeyList,
+        flowkit_wire::api::keys::KeySource,
+        flowkit_wire::api::keys::RevokedKey,
     )),
     modifiers(&ApiKeyAuth, &RunLinks, &UniqueOperationIds, &CommaSeparated),
     tags(
@@ -140,6 +149,7 @@ use utoipa::{Modify, OpenApi};
         (name = "flow-runs", description = "Runs, logs, graphs, statistics and the live stream"),
         (name = "deployments", description = "Flows registered by workers, and triggering runs of them with parameters validated against the flow's JSON Schema"),
         (name = "workers", description = "Workers claim triggered runs under leases with fencing tokens, heartbeat, and finish or release them"),
+        (name = "keys", description = "API keys created, listed and revoked at runtime (scope `admin`), stored hashed; every replica sees a new key at once and refuses a revoked one within 5 s"),
     )
 )]
 pub struct ApiDoc;
@@ -156,8 +166,8 @@ impl Modify for ApiKeyAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "An API key's secret (`--api-key NAME:SECRET:SCOPES`). Not needed when the \
-                         server runs without keys.",
+                        "An API key's secret (`--api-key NAME:SECRET:SCOPES`, or created with \
+                         `POST /api/v1/keys`). Not needed when the server has no key at all.",
                     ))
                     .build(),
             ),

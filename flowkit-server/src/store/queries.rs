@@ -757,6 +757,15 @@ pub(crate) enum Maintenance {
     },
     /// See [`super::Backend::mark_overdue`].
     Overdue(DateTime<Utc>),
+    /// See [`super::Store::create_api_key`].
+    CreateKey(Box<super::api_keys::StoredKey>),
+    /// See [`super::Store::revoke_api_key`].
+    RevokeKey {
+        /// The key's name or id.
+        key: String,
+        /// Revoked at.
+        at: DateTime<Utc>,
+    },
     /// See [`super::Backend::record_stale_events`].
     StaleEvents {
         /// The worker.
@@ -789,6 +798,10 @@ pub(crate) enum Written {
     BulkCancelled(flowkit_wire::api::run_actions::BulkCancelled),
     /// [`Maintenance::Overdue`].
     Overdue(super::Overdue),
+    /// [`Maintenance::CreateKey`].
+    KeyCreated(super::api_keys::KeyCreated),
+    /// [`Maintenance::RevokeKey`].
+    KeyRevoked(Option<super::api_keys::StoredKey>),
 }
 
 /// Runs `task` on `conn`.
@@ -863,6 +876,12 @@ pub(crate) async fn maintain<D: BulkWrite>(
         Maintenance::Overdue(now) => leases::mark_overdue::<D>(conn, *now)
             .await
             .map(Written::Overdue),
+        Maintenance::CreateKey(key) => super::api_keys::create::<D>(conn, key)
+            .await
+            .map(Written::KeyCreated),
+        Maintenance::RevokeKey { key, at } => super::api_keys::revoke::<D>(conn, key, *at)
+            .await
+            .map(Written::KeyRevoked),
         Maintenance::StaleEvents { worker, refused } => {
             leases::record_stale_events::<D>(conn, worker, *refused).await?;
             Ok(Written::Count(0))

@@ -125,6 +125,18 @@ impl TestServer {
         TestServer::over(self.store.clone(), settings, self.url.clone(), None, None)
     }
 
+    /// Another replica over the same database: a store of its own on `self.url` (its own
+    /// connections; on SQLite its own writer of the same file) and `settings`. Close it before
+    /// finishing `self`.
+    pub(crate) async fn replica(&self, settings: Settings) -> TestServer {
+        let store = Arc::new(
+            Store::connect(&self.url)
+                .await
+                .expect("open the replica's store"),
+        );
+        TestServer::over(store, settings, self.url.clone(), None, None)
+    }
+
     /// Closes the store (and drops a PostgreSQL test database).
     pub(crate) async fn finish(self) {
         self.state.begin_shutdown();

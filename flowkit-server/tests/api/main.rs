@@ -26,6 +26,7 @@ mod deployments;
 mod drops;
 mod full_scans;
 mod ingestion;
+mod keys;
 mod metrics;
 mod pagination;
 mod read_back;

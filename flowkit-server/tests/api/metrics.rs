@@ -15,9 +15,12 @@ on_every_backend!(
     settings = flowkit_server::config::Settings {
         // Each read of the metrics counts the runs again.
         stats_ttl: std::time::Duration::ZERO,
+        // Leases expire fast: the claims test lets one lapse.
+        lease: std::time::Duration::from_secs(1),
         ..flowkit_server::config::Settings::default()
     };
     metrics_move_with_what_the_server_does,
+    claims_and_lease_expiries_are_counted,
 );
 
 /// The samples of a Prometheus text exposition, by `name{labels}`; checks every line is a
@@ -78,6 +81,8 @@ async fn metrics_move_with_what_the_server_does(server: &TestServer) {
         "flowkit_runs_claimed_total",
         "flowkit_lease_expiries_total",
         "flowkit_flow_runs{state=\"Completed\"}",
+        "flowkit_api_keys{source=\"startup\"}",
+        "flowkit_api_keys{source=\"stored\"}",
     ] {
         assert!(before.contains_key(key), "{key} missing: {before:?}");
     }
@@ -173,4 +178,71 @@ async fn metrics_need_the_read_scope() {
         .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     open.finish().await;
+}
+
+/// A claim counts the runs it leased; the reaper counts the leases it found expired.
+async fn claims_and_lease_expiries_are_counted(server: &TestServer) {
+    let reply = server
+        .post_json(
+            "/api/v1/deployments",
+            &serde_json::json!({
+                "flow": "train", "name": "nightly", "flow_key": "m::train", "version": "v1",
+                "parameter_schema": {"type": "object"}, "output_schema": {},
+                "default_parameters": {}, "retries": 0,
+            }),
+        )
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.body);
+    for _ in 0..2 {
+        let reply = server
+            .post_json(
+                "/api/v1/deployments/train/nightly/runs",
+                &serde_json::json!({"parameters": {}}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    }
+    let before = scrape(server).await;
+    let worker = uuid::Uuid::now_v7();
+    let reply = server
+        .post_json(
+            "/api/v1/workers/claim",
+            &serde_json::json!({
+                "worker": worker, "worker_name": "doomed:1",
+                "deployments": [{"flow": "train", "name": "nightly", "version": "v1"}],
+                "max_runs": 2, "wait_seconds": 0,
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["runs"].as_array().map(Vec::len), Some(2));
+    let claimed = scrape(server).await;
+    assert_eq!(
+        claimed["flowkit_runs_claimed_total"] - before["flowkit_runs_claimed_total"],
+        2.0
+    );
+    assert_eq!(
+        claimed["flowkit_lease_expiries_total"],
+        before["flowkit_lease_expiries_total"]
+    );
+    // The worker never heartbeats: once its one-second leases lapse, the reaper (the
+    // background task's pass, run here) decides both runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut reaped = 0;
+    while reaped < 2 {
+        assert!(std::time::Instant::now() < deadline, "leases never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        reaped += flowkit_server::reaper::reap_now(&server.state)
+            .await
+            .expect("reap");
+    }
+    let after = scrape(server).await;
+    assert_eq!(
+        after["flowkit_lease_expiries_total"] - before["flowkit_lease_expiries_total"],
+        2.0
+    );
+    assert_eq!(
+        after["flowkit_runs_claimed_total"] - before["flowkit_runs_claimed_total"],
+        2.0
+    );
 }

@@ -51,6 +51,9 @@ async fn openapi_document_describes_every_route() {
         ("post", "/api/v1/flow-runs/{id}/release"),
         ("post", "/api/v1/schedules/{id}/pause"),
         ("post", "/api/v1/schedules/{id}/resume"),
+        ("post", "/api/v1/keys"),
+        ("get", "/api/v1/keys"),
+        ("delete", "/api/v1/keys/{key}"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths
@@ -77,7 +80,8 @@ async fn openapi_document_describes_every_route() {
             let uri = path
                 .replace("{id}", &Uuid::now_v7().to_string())
                 .replace("{flow}", "train")
-                .replace("{name}", "nightly");
+                .replace("{name}", "nightly")
+                .replace("{key}", "ci");
             for uri in [uri.clone(), uri.replacen("/api/v1/", "/api/", 1)] {
                 let probe = server.get(&uri).await;
                 assert!(

@@ -57,6 +57,7 @@
 //! | `error.rs` | [`RunError`] |
 //! | `transport.rs` | sending a request and reading its answer or its error |
 //! | `deployments.rs` | listing deployments and triggering runs ([`Triggered`]) |
+//! | `keys.rs` | API keys at runtime: [`Client::create_key`], [`Client::keys`], [`Client::revoke_key`] |
 //! | `runs.rs` | reading, cancelling and retrying runs, their logs ([`RunFilter`], [`PageRequest`]) |
 //! | `wait.rs` | waiting for results: [`Client::run`], [`Client::run_json`], [`Client::result`] |
 //! | `exit_code.rs` | the `flowkit` command's exit codes ([`exit_code`]) |
@@ -64,6 +65,7 @@
 mod deployments;
 mod error;
 pub mod exit_code;
+mod keys;
 mod runs;
 mod transport;
 mod wait;

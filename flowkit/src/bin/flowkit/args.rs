@@ -63,6 +63,31 @@ pub enum Command {
     /// Run a flow run that failed, crashed, timed out or was cancelled again, as its next
     /// attempt.
     Retry(RetryArgs),
+    /// Create, list and revoke API keys (needs an `admin` key, or a server without keys).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its secret, this once: the server keeps only a digest.
+    Create {
+        /// The key's name: letters, digits, `-`, `_`, `.`, `@`.
+        name: String,
+        /// A scope: read, report, trigger, worker, admin, or trigger=FLOW/NAME /
+        /// worker=FLOW/NAME for one deployment; repeat for several.
+        #[arg(long = "scope", value_name = "SCOPE", required = true)]
+        scopes: Vec<String>,
+    },
+    /// List the keys: the server's startup keys and the stored ones (never a secret).
+    #[command(alias = "list")]
+    Ls,
+    /// Revoke a stored key, by name or id: every replica refuses it within 5 s.
+    Revoke {
+        /// The key's name or id.
+        key: String,
+    },
 }
 
 /// `deployments ...`

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`error`] | every error response: `{"error": {"code", "message"}}` |
 //! | [`deployments`] | `POST /deployments`, `GET /deployments…`, `POST /deployments/{flow}/{name}/runs` |
+//! | [`keys`] | `POST /keys`, `GET /keys`, `DELETE /keys/{key}` (API keys at runtime) |
 //! | [`ingest`] | `POST /events` (the answer, and the limits an event must respect) and `POST /reporter-drops` |
 //! | [`runs`] | `GET /flow-runs`, `/flow-runs/{id}`, `/flow-runs/{id}/task-runs` |
 //! | [`schedules`] | the schedules of a deployment |
@@ -24,6 +25,7 @@ pub mod error;
 pub mod graph;
 pub mod health;
 pub mod ingest;
+pub mod keys;
 pub mod logs;
 pub mod page;
 pub mod run_actions;

@@ -3,6 +3,7 @@
 
 mod actions;
 mod deployments;
+mod keys;
 mod logs;
 mod run;
 mod runs;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Logs(args) => logs::run(&client, args, json).await,
         Command::Cancel(args) => actions::cancel(&client, args, json).await,
         Command::Retry(args) => actions::retry(&client, args, json).await,
+        Command::Keys(command) => keys::run(&client, command, json).await,
     };
     match outcome {
         Ok(()) => exit_code::COMPLETED,
