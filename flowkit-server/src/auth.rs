@@ -608,6 +608,15 @@ pub async fn require_worker(
     require(&state, Scope::Worker, request, next).await
 }
 
+/// Middleware of the routes that need the `admin` scope (alert rules).
+pub async fn require_admin(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    require(&state, Scope::Admin, request, next).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,8 @@
 //! | `POST /flow-runs/{id}/cancel` | trigger | [`run_actions::cancel`] |
 //! | `POST /flow-runs/cancel` | trigger | [`run_actions::bulk_cancel`] |
 //! | `POST /flow-runs/{id}/retry` | trigger | [`run_actions::retry`] |
+//! | `POST /alert-rules`, `DELETE /alert-rules/{id}` | admin | [`alerts::create`], [`alerts::delete`] |
+//! | `GET /alert-rules`, `/alert-rules/{id}`, `/alert-rules/{id}/deliveries` | read | [`alerts::list`], [`alerts::get`], [`alerts::deliveries`] |
 //! | `POST /workers/claim` | worker | [`workers::claim`] |
 //! | `POST /workers/heartbeat` | worker | [`workers::heartbeat`] |
 //! | `POST /flow-runs/{id}/finish` | worker | [`workers::finish`] |
@@ -45,6 +47,7 @@
 //! `admin` allows every route. `trigger` and `worker` can be limited to deployments
 //! ([`crate::auth`]); a limited trigger key also reads the runs it created.
 
+pub mod alerts;
 pub mod deployment_openapi;
 pub mod deployments;
 pub mod events;
@@ -69,7 +72,7 @@ use crate::{AppState, auth, error};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -123,6 +126,9 @@ fn routes(state: &AppState) -> Router<AppState> {
             "/deployments/{flow}/{name}/openapi.json",
             get(deployment_openapi::document),
         )
+        .route("/alert-rules", get(alerts::list))
+        .route("/alert-rules/{id}", get(alerts::get))
+        .route("/alert-rules/{id}/deliveries", get(alerts::deliveries))
         .route_layer(from_fn_with_state(state.clone(), auth::require_read));
 
     let report = Router::new()
@@ -160,8 +166,16 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route_layer(from_fn(same_origin::require_json_or_same_origin))
         .route_layer(from_fn_with_state(state.clone(), auth::require_trigger));
 
+    let admin = Router::new()
+        .route("/alert-rules", post(alerts::create))
+        .route("/alert-rules/{id}", delete(alerts::delete))
+        // Inside the key check: a request without a key gets 401 first.
+        .route_layer(from_fn(same_origin::require_json_or_same_origin))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
+
     Router::new()
         .merge(open)
+        .merge(admin)
         .merge(read)
         .merge(report)
         .merge(worker)

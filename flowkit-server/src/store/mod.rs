@@ -31,6 +31,7 @@ use uuid::Uuid;
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
 compile_error!("flowkit-server needs a database: enable its `sqlite` or `postgres` feature");
 
+pub mod alerts;
 mod budget;
 mod cursor;
 mod dialect;

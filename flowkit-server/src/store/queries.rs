@@ -757,6 +757,8 @@ pub(crate) enum Maintenance {
     },
     /// See [`super::Backend::mark_overdue`].
     Overdue(DateTime<Utc>),
+    /// The alerts' tables (`super::alerts`).
+    Alerts(Box<super::alerts::AlertWrite>),
     /// See [`super::Backend::record_stale_events`].
     StaleEvents {
         /// The worker.
@@ -789,6 +791,8 @@ pub(crate) enum Written {
     BulkCancelled(flowkit_wire::api::run_actions::BulkCancelled),
     /// [`Maintenance::Overdue`].
     Overdue(super::Overdue),
+    /// [`Maintenance::Alerts`].
+    Alerts(super::alerts::AlertWritten),
 }
 
 /// Runs `task` on `conn`.
@@ -863,6 +867,9 @@ pub(crate) async fn maintain<D: BulkWrite>(
         Maintenance::Overdue(now) => leases::mark_overdue::<D>(conn, *now)
             .await
             .map(Written::Overdue),
+        Maintenance::Alerts(task) => super::alerts::write::<D>(conn, task)
+            .await
+            .map(Written::Alerts),
         Maintenance::StaleEvents { worker, refused } => {
             leases::record_stale_events::<D>(conn, worker, *refused).await?;
             Ok(Written::Count(0))

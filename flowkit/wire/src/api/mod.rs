@@ -5,6 +5,7 @@
 //!
 //! | module | bodies of |
 //! |---|---|
+//! | `alerts` (feature `alerts`) | `POST /alert-rules`, `GET /alert-rules…`, deliveries |
 //! | [`error`] | every error response: `{"error": {"code", "message"}}` |
 //! | [`deployments`] | `POST /deployments`, `GET /deployments…`, `POST /deployments/{flow}/{name}/runs` |
 //! | [`ingest`] | `POST /events` (the answer, and the limits an event must respect) and `POST /reporter-drops` |
@@ -19,6 +20,8 @@
 //! | [`health`] | `GET /health`, which also says what this server understands |
 //! | [`page`] | pages and cursors of every list |
 
+#[cfg(feature = "alerts")]
+pub mod alerts;
 pub mod deployments;
 pub mod error;
 pub mod graph;
