@@ -213,8 +213,8 @@ async fn send(claimed: Claimed, now: DateTime<Utc>) -> AttemptOutcome {
     let (status, next_attempt) = if error.is_none() {
         (DeliveryStatus::Delivered, None)
     } else if retry && claimed.attempt < MAX_ATTEMPTS {
-        let wait = chrono::Duration::from_std(backoff(claimed.attempt))
-            .unwrap_or(chrono::Duration::MAX);
+        let wait =
+            chrono::Duration::from_std(backoff(claimed.attempt)).unwrap_or(chrono::Duration::MAX);
         (DeliveryStatus::Pending, Some(now + wait))
     } else {
         (DeliveryStatus::Failed, None)

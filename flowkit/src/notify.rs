@@ -24,9 +24,9 @@
 //! `<FLOWKIT_API_URL>/runs/<flow run id, or the run id outside a flow>`
 //! ([`flowkit_wire::links::run_page`]).
 
-use flowkit_wire::alerts::{Alert, AlertState};
 use crate::hooks::{Hook, HookContext, RunInfo};
 use crate::http::{self, Attempt, Backoff};
+use flowkit_wire::alerts::{Alert, AlertState};
 use futures::future::BoxFuture;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
@@ -502,14 +502,14 @@ mod tests {
     use super::*;
     use crate::event::RunKind;
     use crate::state::{State, StateType};
-    use flowkit_wire::alerts::MAX_MESSAGE_CHARS;
-    use uuid::Uuid;
     use axum::body::Bytes;
     use axum::extract::State as Extract;
     use axum::http::HeaderMap;
+    use flowkit_wire::alerts::MAX_MESSAGE_CHARS;
     use std::borrow::Cow;
     use std::collections::VecDeque;
     use std::sync::{Arc, Mutex};
+    use uuid::Uuid;
 
     fn ctx(kind: RunKind, state: State) -> HookContext {
         let flow_run_id = Uuid::now_v7();

@@ -82,9 +82,8 @@ fn parse_spec(body: Value) -> Result<AlertRuleSpec, ApiError> {
     if !found.is_empty() {
         return Err(ApiError::invalid_fields(found));
     }
-    let spec: AlertRuleSpec = serde_json::from_value(body).map_err(|e| {
-        ApiError::invalid_body(format!("{e}; a valid rule: {EXAMPLE_RULE}"))
-    })?;
+    let spec: AlertRuleSpec = serde_json::from_value(body)
+        .map_err(|e| ApiError::invalid_body(format!("{e}; a valid rule: {EXAMPLE_RULE}")))?;
     let errors = spec.check();
     if !errors.is_empty() {
         return Err(ApiError::invalid_fields(errors));

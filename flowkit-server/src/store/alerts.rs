@@ -168,7 +168,10 @@ async fn create_rule<D: Dialect>(
     let mut tx = begin_write::<D>(conn).await?;
     let mut q = QueryBuilder::new("SELECT COUNT(*) AS n FROM alert_rules");
     let row = D::fetch_optional(&mut tx, &mut q).await?;
-    let n: i64 = row.map(|r| Columns::<D>(&r).get("n")).transpose()?.unwrap_or(0);
+    let n: i64 = row
+        .map(|r| Columns::<D>(&r).get("n"))
+        .transpose()?
+        .unwrap_or(0);
     if n >= MAX_RULES as i64 {
         return Ok(0);
     }
@@ -319,14 +322,18 @@ async fn match_events<D: Dialect>(
         let Some(run) = run_facts::<D>(&mut tx, *run_id).await? else {
             continue;
         };
-        for rule in wanted.into_iter().filter(|r| matches(&r.spec, &run, *state)) {
+        for rule in wanted
+            .into_iter()
+            .filter(|r| matches(&r.spec, &run, *state))
+        {
             let scope = format!(
                 "{}\u{1f}{}",
                 run.name,
                 run.deployment.as_deref().unwrap_or("")
             );
             let quiet = rule.spec.quiet().unwrap_or_default();
-            let Some(held_back) = pass_quiet::<D>(&mut tx, rule.id, &scope, order.now, quiet).await?
+            let Some(held_back) =
+                pass_quiet::<D>(&mut tx, rule.id, &scope, order.now, quiet).await?
             else {
                 matched.suppressed += 1;
                 continue;
@@ -396,8 +403,7 @@ async fn pass_quiet<D: Dialect>(
     now: DateTime<Utc>,
     quiet: std::time::Duration,
 ) -> Result<Option<u64>, StoreError> {
-    let mut q =
-        QueryBuilder::new("SELECT last_sent, suppressed FROM alert_quiet WHERE rule_id = ");
+    let mut q = QueryBuilder::new("SELECT last_sent, suppressed FROM alert_quiet WHERE rule_id = ");
     q.bind(rule).push(" AND scope = ").bind(D::text(scope));
     let row = D::fetch_optional(tx, &mut q).await?;
     let last = row
@@ -418,8 +424,9 @@ async fn pass_quiet<D: Dialect>(
         D::execute(tx, &mut q).await?;
         return Ok(None);
     }
-    let mut q =
-        QueryBuilder::new("INSERT INTO alert_quiet (rule_id, scope, last_sent, suppressed) VALUES (");
+    let mut q = QueryBuilder::new(
+        "INSERT INTO alert_quiet (rule_id, scope, last_sent, suppressed) VALUES (",
+    );
     q.bind(rule)
         .push(", ")
         .bind(D::text(scope))
@@ -490,7 +497,9 @@ async fn notify_absences<D: Dialect>(
                 let mut q = QueryBuilder::new(
                     "SELECT MAX(last_seen) AS seen FROM worker_deployments WHERE flow = ",
                 );
-                q.bind(D::text(flow)).push(" AND name = ").bind(D::text(name));
+                q.bind(D::text(flow))
+                    .push(" AND name = ")
+                    .bind(D::text(name));
                 (q, format!("deployment `{deployment}`"))
             }
             (None, Some(flow)) => {
@@ -738,9 +747,15 @@ impl super::Store {
     pub(crate) async fn alert_write(&self, task: AlertWrite) -> Result<AlertWritten, StoreError> {
         let written = match &self.db {
             #[cfg(feature = "sqlite")]
-            super::Db::Sqlite(b) => b.maintain(super::queries::Maintenance::Alerts(Box::new(task))).await?,
+            super::Db::Sqlite(b) => {
+                b.maintain(super::queries::Maintenance::Alerts(Box::new(task)))
+                    .await?
+            }
             #[cfg(feature = "postgres")]
-            super::Db::Postgres(b) => b.maintain(super::queries::Maintenance::Alerts(Box::new(task))).await?,
+            super::Db::Postgres(b) => {
+                b.maintain(super::queries::Maintenance::Alerts(Box::new(task)))
+                    .await?
+            }
         };
         match written {
             super::queries::Written::Alerts(done) => Ok(done),
@@ -750,7 +765,10 @@ impl super::Store {
 
     /// Stores a rule; `false` when [`MAX_RULES`] are stored already.
     pub async fn create_alert_rule(&self, rule: StoredRule) -> Result<bool, StoreError> {
-        match self.alert_write(AlertWrite::CreateRule(Box::new(rule))).await? {
+        match self
+            .alert_write(AlertWrite::CreateRule(Box::new(rule)))
+            .await?
+        {
             AlertWritten::Count(n) => Ok(n > 0),
             other => Err(corrupt(format!("unexpected outcome {other:?}"))),
         }
@@ -824,7 +842,10 @@ impl super::Store {
         limit: u32,
         lease: chrono::Duration,
     ) -> Result<Vec<Claimed>, StoreError> {
-        match self.alert_write(AlertWrite::Claim { now, limit, lease }).await? {
+        match self
+            .alert_write(AlertWrite::Claim { now, limit, lease })
+            .await?
+        {
             AlertWritten::Claimed(c) => Ok(c),
             other => Err(corrupt(format!("unexpected outcome {other:?}"))),
         }
@@ -832,7 +853,10 @@ impl super::Store {
 
     /// Records an attempt; `false` when the delivery moved on meanwhile (nothing written).
     pub async fn record_alert_attempt(&self, outcome: AttemptOutcome) -> Result<bool, StoreError> {
-        match self.alert_write(AlertWrite::Record(Box::new(outcome))).await? {
+        match self
+            .alert_write(AlertWrite::Record(Box::new(outcome)))
+            .await?
+        {
             AlertWritten::Count(n) => Ok(n > 0),
             other => Err(corrupt(format!("unexpected outcome {other:?}"))),
         }

@@ -29,14 +29,11 @@ pub const MAX_MESSAGE_CHARS: usize = 1500;
 
 /// One notification: a run that entered a state, or workers that have been gone too long.
 ///
-/// Serialized as is, it is the webhook body (`Content-Type: application/json`):
-///
-/// ```json
-/// {"run_id":"0192…","run_kind":"task","name":"download","task_key":"etl::download",
-///  "parent_run_id":"0192…","flow_run_id":"0192…","flow_name":"training",
-///  "state":{"type":"Failed","message":"connection refused"},"attempt":3,"elapsed_ms":1520,
-///  "url":"http://127.0.0.1:4200/runs/0192…"}
-/// ```
+/// Serialized as is, it is the webhook body (`Content-Type: application/json`), e.g.
+/// `{"run_id":"0192…","run_kind":"task","name":"download","task_key":"etl::download",
+/// "parent_run_id":"0192…","flow_run_id":"0192…","flow_name":"training",
+/// "state":{"type":"Failed","message":"connection refused"},"attempt":3,"elapsed_ms":1520,
+/// "url":"http://127.0.0.1:4200/runs/0192…"}`.
 ///
 /// The fields a server-side alert adds (`deployment`, `rule`, `at`, `suppressed`,
 /// `worker_absence`) are left out when empty, so in-process hooks send exactly the body above.
@@ -263,7 +260,10 @@ mod tests {
         assert!(body["url"].is_null() && body["state"].is_null());
         alert.suppressed = 49;
         alert.rule = Some("oncall".into());
-        let text = alert.slack_json()["text"].as_str().unwrap_or("").to_string();
+        let text = alert.slack_json()["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         assert!(text.contains("49 more held back"), "{text}");
         assert!(text.contains("rule `oncall`"), "{text}");
         assert_eq!(alert.webhook_json()["suppressed"], 49);
@@ -278,9 +278,18 @@ mod tests {
                 absent_for_secs: 300,
             },
         );
-        let text = alert.slack_json()["text"].as_str().unwrap_or("").to_string();
-        assert!(text.contains("No live worker for deployment `etl/nightly` for 5m"), "{text}");
+        let text = alert.slack_json()["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            text.contains("No live worker for deployment `etl/nightly` for 5m"),
+            "{text}"
+        );
         assert!(alert.webhook_json()["run_id"].is_null());
-        assert_eq!(alert.webhook_json()["worker_absence"]["absent_for_secs"], 300);
+        assert_eq!(
+            alert.webhook_json()["worker_absence"]["absent_for_secs"],
+            300
+        );
     }
 }

@@ -61,19 +61,31 @@ pub const EXAMPLE_RULE: &str = r#"{"name": "etl failures", "deployment": "etl/ni
 #[serde(deny_unknown_fields)]
 pub struct AlertRuleSpec {
     /// What the rule is called (shown in every message).
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200, pattern = "\\S"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 200, pattern = "\\S")
+    )]
     pub name: String,
     /// Only runs of this flow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200, pattern = "\\S"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 200, pattern = "\\S")
+    )]
     pub flow: Option<String>,
     /// Only runs of this deployment, as `flow/name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(min_length = 3, max_length = 200, pattern = "^[^/]+/[^/]+$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 3, max_length = 200, pattern = "^[^/]+/[^/]+$")
+    )]
     pub deployment: Option<String>,
     /// Only runs carrying this tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200, pattern = "\\S"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 200, pattern = "\\S")
+    )]
     pub tag: Option<String>,
     /// The states that fire the rule: `Failed`, `Crashed`, `TimedOut`, `Late`, `Expired`,
     /// `Cancelled`. May be empty when `worker_absent_for` is set.
@@ -232,7 +244,9 @@ pub fn check_url(url: &str) -> Result<(), String> {
         return Err("not a URL: write e.g. \"https://hooks.slack.com/services/…\"".into());
     };
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-        return Err(format!("the scheme is {scheme:?}: only http and https are sent to"));
+        return Err(format!(
+            "the scheme is {scheme:?}: only http and https are sent to"
+        ));
     }
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = host.rsplit('@').next().unwrap_or("");
@@ -430,7 +444,10 @@ mod tests {
             mask_url("https://hooks.slack.com/services/T0/B0/SECRETXYZ1"),
             "https://hooks.slack.com/…XYZ1"
         );
-        assert_eq!(mask_url("http://u:pw@127.0.0.1:9/a"), "http://127.0.0.1:9/…");
+        assert_eq!(
+            mask_url("http://u:pw@127.0.0.1:9/a"),
+            "http://127.0.0.1:9/…"
+        );
         assert_eq!(mask_url("https://h.example"), "https://h.example");
         assert!(!mask_url("https://h/x?token=SECRET").contains("SECRET"));
     }
