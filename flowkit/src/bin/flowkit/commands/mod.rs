@@ -2,6 +2,7 @@
 //! turns its outcome into the exit code.
 
 mod actions;
+mod alerts;
 mod deployments;
 mod logs;
 mod run;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Logs(args) => logs::run(&client, args, json).await,
         Command::Cancel(args) => actions::cancel(&client, args, json).await,
         Command::Retry(args) => actions::retry(&client, args, json).await,
+        Command::Alerts(command) => alerts::run(&client, command, json).await,
     };
     match outcome {
         Ok(()) => exit_code::COMPLETED,
