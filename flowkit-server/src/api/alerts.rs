@@ -188,9 +188,8 @@ pub async fn get(
         (status = 204, description = "Deleted"),
         (status = 400, description = "`invalid_id`: `id` is not a UUID", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the `admin` scope; `forbidden_origin`: a web page of another site without a JSON content type", body = ErrorBody),
+        (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
         (status = 404, description = "No such rule", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: no `Content-Type: application/json` (the body may be empty)", body = ErrorBody),
         StoreFailures,
     ),
     security(("api_key" = []))

@@ -34,6 +34,8 @@ on_every_backend!(
     the_quiet_period_collapses_a_flapping_flow,
     secrets_are_masked_bad_rules_refused_and_delete_removes,
     worker_absence_fires_once_per_absence,
+    states_the_server_decides_fire_too,
+    the_number_of_rules_is_bounded,
 );
 
 /// A receiver on 127.0.0.1: records every request (path, JSON body) and answers with the
@@ -444,7 +446,8 @@ async fn secrets_are_masked_bad_rules_refused_and_delete_removes(server: &TestSe
                 &format!("/api/v1/alert-rules/{id}"),
                 None,
                 None,
-                Some("application/json"),
+                // A DELETE needs no content type (no other site's page can send one).
+                None,
             )
             .await
     };
@@ -513,4 +516,90 @@ async fn worker_absence_fires_once_per_absence(server: &TestServer) {
     assert!(got[0].1["run_id"].is_null());
     let listed = deliveries(server, &rule).await;
     assert_eq!(listed[0]["status"], "delivered");
+}
+
+/// Runs the server decides, not the runtime's events: the scheduler's `Late` and `Expired`,
+/// a cancel of a run no worker started. The database triggers see every path.
+async fn states_the_server_decides_fire_too(server: &TestServer) {
+    let (base, rec, _serving) = receiver(&[]).await;
+    create_rule(
+        server,
+        json!({
+            "name": "server decided",
+            "flow": "etl",
+            "states": ["Late", "Expired", "Cancelled"],
+            "webhook": format!("{base}/hook"),
+            "quiet_period": "0s",
+        }),
+    )
+    .await;
+    let anchor = (Utc::now() - Duration::seconds(59)).to_rfc3339();
+    let spec = json!({
+        "flow": "etl",
+        "name": "sched",
+        "flow_key": "etl::run",
+        "version": "v1",
+        "parameter_schema": {"type": "object", "properties": {"dataset": {"type": "string"}}},
+        "output_schema": {},
+        "default_parameters": {},
+        "schedules": [{"interval": "1m", "anchor": anchor, "max_lateness": "3m"}],
+    });
+    let reply = server.post_json("/api/v1/deployments", &spec).await;
+    assert!(reply.status.is_success(), "{}", reply.body);
+    let detail = server.get_ok("/api/v1/deployments/etl/sched").await;
+    let first: DateTime<Utc> = detail["schedules"][0]["next_at"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no next instant: {detail}"));
+    let scheduler = |at| flowkit_server::scheduler::tick(&server.state, at);
+    assert_eq!(scheduler(first + Duration::seconds(1)).await.expect("tick").created, 1);
+    assert_eq!(scheduler(first + Duration::seconds(61)).await.expect("tick").late, 1);
+    assert_eq!(tick_at(&server.state, first + Duration::seconds(62)).await.delivered, 1);
+    assert_eq!(scheduler(first + Duration::minutes(4)).await.expect("tick").expired, 1);
+    assert_eq!(tick_at(&server.state, first + Duration::minutes(4)).await.delivered, 1);
+
+    let triggered = server
+        .post_json("/api/v1/deployments/etl/sched/runs", &json!({"parameters": {}}))
+        .await;
+    assert!(triggered.status.is_success(), "{}", triggered.body);
+    let id = triggered.body["id"].as_str().expect("run id").to_string();
+    let cancelled = server
+        .post_json(&format!("/api/v1/flow-runs/{id}/cancel"), &json!({}))
+        .await;
+    assert!(cancelled.status.is_success(), "{}", cancelled.body);
+    // (The alerts' clock is past `first + 4m` already: the quiet period's clock goes on.)
+    assert_eq!(tick_at(&server.state, first + Duration::minutes(5)).await.delivered, 1);
+
+    let states: Vec<Value> = rec
+        .got()
+        .iter()
+        .map(|(_, body)| body["state"]["type"].clone())
+        .collect();
+    assert_eq!(states, [json!("Late"), json!("Expired"), json!("Cancelled")]);
+    assert_eq!(rec.got()[2].1["run_id"], id.as_str());
+    assert_eq!(rec.got()[0].1["deployment"], "etl/sched");
+}
+
+/// The server keeps at most `MAX_RULES` rules: one more is a 409 saying so.
+async fn the_number_of_rules_is_bounded(server: &TestServer) {
+    use flowkit_server::wire::api::alerts::MAX_RULES;
+    for i in 0..MAX_RULES {
+        let reply = server
+            .post_json(
+                "/api/v1/alert-rules",
+                &json!({"name": format!("r{i}"), "states": ["Failed"], "webhook": "https://h.example/x"}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{i}: {}", reply.body);
+    }
+    let reply = server
+        .post_json(
+            "/api/v1/alert-rules",
+            &json!({"name": "one more", "states": ["Failed"], "webhook": "https://h.example/x"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+    assert!(reply.error_message().contains("at most 1000"), "{}", reply.body);
+    let list = server.get_ok("/api/v1/alert-rules").await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(MAX_RULES));
 }
