@@ -24,6 +24,9 @@
 //!    about 8.5 h after the first), then the delivery is `failed`. A `4xx` other than 408,
 //!    425 and 429 would not change and fails at once.
 //!
+//! Delivered and failed deliveries are deleted [`KEEP_DELIVERIES`] after their creation
+//! (at most [`PRUNE_PER_TICK`] per tick), so the table stays bounded.
+//!
 //! All of it is in the database, so a restart (or another replica) picks up where this one
 //! stopped. [`tick`] takes the clock as an argument, so tests drive quiet periods and
 //! backoff without sleeping.
@@ -54,6 +57,10 @@ pub const CLAIM_LEASE: Duration = Duration::from_secs(60);
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(60);
 /// The longest wait between two attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
+/// Delivered and failed deliveries are kept this long (with their attempts), then deleted.
+pub const KEEP_DELIVERIES: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The most old deliveries one tick deletes.
+pub const PRUNE_PER_TICK: u32 = 1000;
 /// The longest part of a receiver's answer recorded with a failed attempt, in characters.
 pub const MAX_ERROR_CHARS: usize = 300;
 
@@ -70,6 +77,8 @@ pub struct TickOutcome {
     pub delivered: u64,
     /// Attempts that failed (to be retried, or failed for good).
     pub failed_attempts: u64,
+    /// Finished deliveries older than [`KEEP_DELIVERIES`] deleted.
+    pub pruned: u64,
 }
 
 /// The wait after attempt `attempt` (from 1) failed: [`FIRST_BACKOFF`] doubling, at most
@@ -109,6 +118,10 @@ pub async fn tick(state: &AppState, now: DateTime<Utc>) -> Result<TickOutcome, S
             break;
         }
     }
+    let keep = chrono::Duration::from_std(KEEP_DELIVERIES).unwrap_or(chrono::Duration::MAX);
+    outcome.pruned = store
+        .prune_alert_deliveries(now - keep, PRUNE_PER_TICK)
+        .await?;
     let absences = store.notify_worker_absences(now).await?;
     outcome.created += absences.deliveries;
     let lease = chrono::Duration::from_std(CLAIM_LEASE).unwrap_or(chrono::Duration::MAX);

@@ -70,6 +70,13 @@ pub(crate) enum AlertWrite {
     },
     /// See [`record`].
     Record(Box<AttemptOutcome>),
+    /// See [`prune`].
+    Prune {
+        /// Finished deliveries created before this go.
+        before: DateTime<Utc>,
+        /// At most this many.
+        limit: u32,
+    },
 }
 
 /// What an [`AlertWrite`] did.
@@ -157,6 +164,9 @@ pub(crate) async fn write<D: Dialect>(
             .await
             .map(AlertWritten::Claimed),
         AlertWrite::Record(outcome) => record::<D>(conn, outcome).await.map(AlertWritten::Count),
+        AlertWrite::Prune { before, limit } => prune::<D>(conn, *before, *limit)
+            .await
+            .map(AlertWritten::Count),
     }
 }
 
@@ -652,6 +662,46 @@ async fn record<D: Dialect>(
     Ok(1)
 }
 
+/// Deletes up to `limit` finished (delivered or failed) deliveries created before `before`,
+/// with their attempts; returns how many.
+async fn prune<D: Dialect>(
+    conn: &mut D::Connection,
+    before: DateTime<Utc>,
+    limit: u32,
+) -> Result<u64, StoreError> {
+    let mut tx = begin_write::<D>(conn).await?;
+    let mut q = QueryBuilder::new(
+        "SELECT id FROM alert_deliveries WHERE status <> 'pending' AND created < ",
+    );
+    q.bind_instant(before)
+        .push(" ORDER BY created LIMIT ")
+        .bind(i64::from(limit));
+    let ids = D::fetch_all(&mut tx, &mut q)
+        .await?
+        .iter()
+        .map(|row| Columns::<D>(row).get::<Uuid>("id"))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    for (table, column) in [
+        ("alert_attempts", "delivery_id"),
+        ("alert_deliveries", "id"),
+    ] {
+        let mut q = QueryBuilder::new(format!("DELETE FROM {table} WHERE {column} IN ("));
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.bind(*id);
+        }
+        q.push(")");
+        D::execute_once(&mut tx, &mut q).await?;
+    }
+    tx.commit().await?;
+    Ok(ids.len() as u64)
+}
+
 /// A page of a rule's deliveries, newest first, keyset-paginated on (created, id) after
 /// `after`; with their latest [`MAX_ATTEMPTS_SHOWN`] attempts each. Returns `limit + 1` rows
 /// at most (the caller knows from the extra one that there is a next page).
@@ -847,6 +897,21 @@ impl super::Store {
             .await?
         {
             AlertWritten::Claimed(c) => Ok(c),
+            other => Err(corrupt(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Deletes up to `limit` finished deliveries created before `before`; returns how many.
+    pub async fn prune_alert_deliveries(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        match self
+            .alert_write(AlertWrite::Prune { before, limit })
+            .await?
+        {
+            AlertWritten::Count(n) => Ok(n),
             other => Err(corrupt(format!("unexpected outcome {other:?}"))),
         }
     }

@@ -188,6 +188,13 @@ async fn a_failed_run_sends_one_alert_naming_it_with_a_link(server: &TestServer)
     assert_eq!(outcome.delivered, 2, "{outcome:?}");
     let again = tick_at(&server.state, now + Duration::hours(1)).await;
     assert_eq!(again, TickOutcome::default());
+    assert_eq!(
+        tick_at(&server.state, now + Duration::days(29))
+            .await
+            .pruned,
+        0,
+        "kept 30 days"
+    );
 
     let got = rec.got();
     assert_eq!(got.len(), 2, "{got:?}");
@@ -225,6 +232,11 @@ async fn a_failed_run_sends_one_alert_naming_it_with_a_link(server: &TestServer)
         assert_eq!(d["attempts"].as_array().map(Vec::len), Some(1), "{d}");
         assert_eq!(d["attempts"][0]["status_code"], 200, "{d}");
     }
+    // Finished deliveries are kept for a bounded time, then deleted.
+    let kept = chrono::Duration::from_std(flowkit_server::alerts::KEEP_DELIVERIES).expect("keep");
+    let pruned = tick_at(&server.state, now + kept + Duration::minutes(1)).await;
+    assert_eq!(pruned.pruned, 2, "{pruned:?}");
+    assert!(deliveries(server, &rule).await.is_empty());
 }
 
 /// Closes `server`'s store and opens the same database again: a restarted server.
@@ -552,14 +564,45 @@ async fn states_the_server_decides_fire_too(server: &TestServer) {
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| panic!("no next instant: {detail}"));
     let scheduler = |at| flowkit_server::scheduler::tick(&server.state, at);
-    assert_eq!(scheduler(first + Duration::seconds(1)).await.expect("tick").created, 1);
-    assert_eq!(scheduler(first + Duration::seconds(61)).await.expect("tick").late, 1);
-    assert_eq!(tick_at(&server.state, first + Duration::seconds(62)).await.delivered, 1);
-    assert_eq!(scheduler(first + Duration::minutes(4)).await.expect("tick").expired, 1);
-    assert_eq!(tick_at(&server.state, first + Duration::minutes(4)).await.delivered, 1);
+    assert_eq!(
+        scheduler(first + Duration::seconds(1))
+            .await
+            .expect("tick")
+            .created,
+        1
+    );
+    assert_eq!(
+        scheduler(first + Duration::seconds(61))
+            .await
+            .expect("tick")
+            .late,
+        1
+    );
+    assert_eq!(
+        tick_at(&server.state, first + Duration::seconds(62))
+            .await
+            .delivered,
+        1
+    );
+    assert_eq!(
+        scheduler(first + Duration::minutes(4))
+            .await
+            .expect("tick")
+            .expired,
+        1
+    );
+    assert_eq!(
+        tick_at(&server.state, first + Duration::minutes(4))
+            .await
+            .delivered,
+        1
+    );
 
     let triggered = server
-        .post_json("/api/v1/deployments/etl/sched/runs", &json!({"parameters": {}}))
+        .post_json(
+            "/api/v1/deployments/etl/sched/runs",
+            &json!({"parameters": {}}),
+        )
         .await;
     assert!(triggered.status.is_success(), "{}", triggered.body);
     let id = triggered.body["id"].as_str().expect("run id").to_string();
@@ -568,14 +611,22 @@ async fn states_the_server_decides_fire_too(server: &TestServer) {
         .await;
     assert!(cancelled.status.is_success(), "{}", cancelled.body);
     // (The alerts' clock is past `first + 4m` already: the quiet period's clock goes on.)
-    assert_eq!(tick_at(&server.state, first + Duration::minutes(5)).await.delivered, 1);
+    assert_eq!(
+        tick_at(&server.state, first + Duration::minutes(5))
+            .await
+            .delivered,
+        1
+    );
 
     let states: Vec<Value> = rec
         .got()
         .iter()
         .map(|(_, body)| body["state"]["type"].clone())
         .collect();
-    assert_eq!(states, [json!("Late"), json!("Expired"), json!("Cancelled")]);
+    assert_eq!(
+        states,
+        [json!("Late"), json!("Expired"), json!("Cancelled")]
+    );
     assert_eq!(rec.got()[2].1["run_id"], id.as_str());
     assert_eq!(rec.got()[0].1["deployment"], "etl/sched");
 }
@@ -599,7 +650,11 @@ async fn the_number_of_rules_is_bounded(server: &TestServer) {
         )
         .await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
-    assert!(reply.error_message().contains("at most 1000"), "{}", reply.body);
+    assert!(
+        reply.error_message().contains("at most 1000"),
+        "{}",
+        reply.body
+    );
     let list = server.get_ok("/api/v1/alert-rules").await;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(MAX_RULES));
 }
