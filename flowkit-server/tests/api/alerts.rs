@@ -291,6 +291,13 @@ async fn a_receiver_down_gets_it_after_it_returns_across_a_restart(server: &Test
     let second = tick_at(&server.state, t1).await;
     assert_eq!(second.failed_attempts, 1, "{second:?}");
 
+    let mut metrics = String::new();
+    server.state.metrics().render(&mut metrics);
+    assert!(
+        metrics.contains("flowkit_alert_delivery_failures_total 2"),
+        "{metrics}"
+    );
+
     // The server restarts: everything is in the database.
     let (store, state) = restarted(server).await;
     let t2 = t1 + Duration::seconds(121);
