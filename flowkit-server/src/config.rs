@@ -566,6 +566,29 @@ mod tests {
     }
 
     #[test]
+    fn public_url() {
+        let cli = Cli::try_parse_from([
+            "flowkit-server",
+            "--public-url",
+            "https://flowkit.example.com/",
+        ])
+        .expect("parse");
+        let config = cli.into_config().expect("config");
+        assert_eq!(
+            config.settings.public_url.as_deref(),
+            Some("https://flowkit.example.com")
+        );
+        let cli = Cli::try_parse_from(["flowkit-server"]).expect("parse");
+        assert_eq!(cli.into_config().expect("config").settings.public_url, None);
+        for bad in ["ftp://x/y", "flowkit.example.com", "https://"] {
+            assert!(
+                Cli::try_parse_from(["flowkit-server", "--public-url", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn idempotency_ttl() {
         let cli =
             Cli::try_parse_from(["flowkit-server", "--idempotency-ttl", "90m"]).expect("parse");
