@@ -45,8 +45,9 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// The most state changes one tick matches (batches of [`EVENTS_PER_BATCH`]); the rest wait
 /// for the next tick.
 pub const EVENTS_PER_TICK: u64 = 5000;
-/// State changes matched per transaction.
-pub const EVENTS_PER_BATCH: u32 = 500;
+/// State changes matched per transaction. On SQLite each batch is one turn of the single
+/// writer, taken between ingestion's turns: small, so ingestion never waits long behind it.
+pub const EVENTS_PER_BATCH: u32 = 200;
 /// The most deliveries one tick sends (all at once).
 pub const DELIVERIES_PER_TICK: u32 = 20;
 /// One request's time limit.
