@@ -1119,6 +1119,82 @@ async function onFlowChange(change) {
   } catch (_) { /* it will show on the next load */ }
 }
 
+// ---- alerts -------------------------------------------------------------------------------
+// The alert rules of the server and their recent deliveries (each with its attempts). Only
+// this section reads /api/v1/alert-rules; routing shows it at #/alerts.
+
+/** Recent deliveries shown per rule. */
+const ALERT_DELIVERIES = 20;
+
+function alertWhen(rule) {
+  const when = [...(rule.states || [])];
+  if (rule.worker_absent_for) when.push("no worker for " + rule.worker_absent_for);
+  return when.join(", ");
+}
+
+function alertScope(rule) {
+  const scope = [];
+  if (rule.flow) scope.push("flow " + rule.flow);
+  if (rule.deployment) scope.push("deployment " + rule.deployment);
+  if (rule.tag) scope.push("tag " + rule.tag);
+  return scope.length ? scope.join(", ") : "every flow run";
+}
+
+function alertAttempts(delivery) {
+  return el("ol", { class: "attempts" }, ...delivery.attempts.map((a) =>
+    el("li", { class: a.status_code && a.status_code < 300 ? "ok" : "bad" },
+      fmtTime(a.at) + " · " + (a.status_code ? String(a.status_code) : "no answer") +
+      (a.error ? " · " + a.error : ""))));
+}
+
+function alertDeliveryRow(d) {
+  const about = d.run_id
+    ? el("a", { href: runHref(d.run_id), class: "mono" }, d.run_id.slice(0, 8))
+    : "workers gone";
+  return el("tr", { dataset: { delivery: d.id, status: d.status } },
+    el("td", {}, fmtTime(d.created)),
+    el("td", {}, about),
+    el("td", {}, d.state ? stateBadge(d.state) : "–"),
+    el("td", {}, d.target),
+    el("td", { class: "delivery-status" }, d.status +
+      (d.status === "pending" && d.next_attempt ? " (next " + fmtTime(d.next_attempt) + ")" : "")),
+    el("td", {}, alertAttempts(d)));
+}
+
+async function alertRuleCard(rule) {
+  const body = el("tbody", {});
+  const card = el("article", { class: "alert-rule", dataset: { rule: rule.id } },
+    el("h2", {}, rule.name),
+    el("p", { class: "meta" },
+      el("span", {}, "when: " + alertWhen(rule)),
+      el("span", {}, "for: " + alertScope(rule)),
+      el("span", { class: "targets" }, "to: " + [rule.webhook, rule.slack].filter(Boolean).join(", ")),
+      el("span", {}, "quiet period: " + (rule.quiet_period || "10m"))),
+    el("table", { class: "runs" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Created"), el("th", {}, "Run"), el("th", {}, "State"),
+        el("th", {}, "Target"), el("th", {}, "Status"), el("th", {}, "Attempts"))),
+      body));
+  const page = await api("/api/v1/alert-rules/" + rule.id + "/deliveries?limit=" + ALERT_DELIVERIES);
+  for (const d of page.items) body.append(alertDeliveryRow(d));
+  if (!page.items.length) body.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, "No deliveries yet.")));
+  return card;
+}
+
+async function loadAlerts() {
+  $("alerts-error").hidden = true;
+  try {
+    const rules = await api("/api/v1/alert-rules");
+    const cards = await Promise.all(rules.items.map(alertRuleCard));
+    $("alert-rules").replaceChildren(...cards);
+    if (!cards.length) {
+      $("alert-rules").append(el("p", { class: "empty" }, "No alert rules yet."));
+    }
+  } catch (e) {
+    $("alerts-error").textContent = "Could not load alerts: " + e.message;
+    $("alerts-error").hidden = false;
+  }
+}
+
 // ---- routing ------------------------------------------------------------------------------
 
 const RUN_ROUTE = /^\/runs\/([0-9a-fA-F-]{36})$/;
@@ -1144,7 +1220,7 @@ function routedRunId() {
 
 const DEPLOYMENT_ROUTE = /^\/deployments\/([A-Za-z0-9_.%-]+)\/([A-Za-z0-9_.%-]+)$/;
 
-const VIEWS = ["list-view", "run-view", "deployments-view", "deployment-view"];
+const VIEWS = ["list-view", "run-view", "deployments-view", "deployment-view", "alerts-view"];
 
 function showView(id) {
   for (const v of VIEWS) $(v).hidden = v !== id;
@@ -1163,6 +1239,9 @@ function route() {
   } else if (hash === "/deployments") {
     showView("deployments-view");
     loadDeployments(true);
+  } else if (hash === "/alerts") {
+    showView("alerts-view");
+    loadAlerts();
   } else {
     showView("list-view");
     loadStats();

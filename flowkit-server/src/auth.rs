@@ -726,7 +726,7 @@ pub async fn require_trigger(
     require(&state, Scope::Trigger, request, next).await
 }
 
-/// Middleware of the routes that need the `admin` scope (managing keys).
+/// Middleware of the routes that need the `admin` scope (managing keys and alert rules).
 pub async fn require_admin(
     State(state): State<AppState>,
     request: Request,

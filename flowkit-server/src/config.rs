@@ -127,6 +127,11 @@ pub struct Cli {
     #[arg(long, env = "FLOWKIT_LEASE", default_value = "30s", value_parser = parse_lease)]
     pub lease: Duration,
 
+    /// The URL people reach this server at (behind a proxy, say `https://flowkit.example.com`):
+    /// alert messages link to run pages under it. Without it, links use the bind address.
+    #[arg(long, env = "FLOWKIT_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+
     /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish before the
     /// server stops anyway.
     #[arg(long, env = "FLOWKIT_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -229,6 +234,8 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
     /// How long a worker's lease lasts unless renewed.
     pub lease: Duration,
+    /// `--public-url`: the base of the links of alert messages; `None` = the bind address.
+    pub public_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -246,6 +253,7 @@ impl Default for Settings {
             max_streams_per_key: DEFAULT_MAX_STREAMS_PER_KEY,
             idempotency_ttl: flowkit_wire::api::deployments::DEFAULT_IDEMPOTENCY_TTL,
             lease: flowkit_wire::api::workers::DEFAULT_LEASE,
+            public_url: None,
         }
     }
 }
@@ -323,6 +331,7 @@ impl Cli {
                 max_streams_per_key: self.max_streams_per_key,
                 idempotency_ttl: self.idempotency_ttl,
                 lease: self.lease,
+                public_url: self.public_url,
                 ..Settings::default()
             },
         })
@@ -448,6 +457,12 @@ pub fn parse_max_batch(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// Parses `--public-url`: an `http` or `https` URL, kept without a trailing `/`.
+pub fn parse_public_url(s: &str) -> Result<String, String> {
+    flowkit_wire::api::alerts::check_url(s.trim())?;
+    Ok(s.trim().trim_end_matches('/').to_string())
+}
+
 /// Parses `--lease`: a duration from 1 s to 1 h.
 pub fn parse_lease(s: &str) -> Result<Duration, String> {
     let lease = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
@@ -550,6 +565,29 @@ mod tests {
         assert!(config.settings.api_keys.is_empty());
         assert_eq!(config.settings.idempotency_ttl, Duration::from_secs(86400));
         config.check().expect("loopback without keys is fine");
+    }
+
+    #[test]
+    fn public_url() {
+        let cli = Cli::try_parse_from([
+            "flowkit-server",
+            "--public-url",
+            "https://flowkit.example.com/",
+        ])
+        .expect("parse");
+        let config = cli.into_config().expect("config");
+        assert_eq!(
+            config.settings.public_url.as_deref(),
+            Some("https://flowkit.example.com")
+        );
+        let cli = Cli::try_parse_from(["flowkit-server"]).expect("parse");
+        assert_eq!(cli.into_config().expect("config").settings.public_url, None);
+        for bad in ["ftp://x/y", "flowkit.example.com", "https://"] {
+            assert!(
+                Cli::try_parse_from(["flowkit-server", "--public-url", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! # }
 //! ```
 
+pub mod alerts;
 pub mod allowed_hosts;
 pub(crate) mod api;
 pub mod auth;
@@ -240,7 +241,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// closes the idle ones, ends the live streams, lets in-flight requests finish (at most
 /// `config.shutdown_timeout`) and closes the store, so every acknowledged batch is committed. Also runs the retention
 /// task (old runs when `config.retention` is set, expired idempotency keys always), the
-/// reaper of expired leases and the scheduler of deployments' schedules.
+/// reaper of expired leases, the scheduler of deployments' schedules and the alerts' matcher
+/// and sender ([`alerts`]).
 pub async fn run(
     listener: TcpListener,
     store: Arc<Store>,
@@ -249,10 +251,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut settings = config.settings.clone();
     settings.allowed_hosts = settings.allowed_hosts.with_bind(listener.local_addr()?);
+    if settings.public_url.is_none() {
+        settings.public_url = Some(format!("http://{}", listener.local_addr()?));
+    }
     let state = AppState::new(store.clone(), settings);
     let retention = retention::spawn(store.clone(), config.retention, state.shutdown_signal());
     let reaper = reaper::spawn(state.clone());
     let scheduler = scheduler::spawn(state.clone());
+    let alerts = alerts::spawn(state.clone());
 
     let (triggered_tx, mut triggered_rx) = watch::channel(false);
     let on_shutdown = {
@@ -290,6 +296,14 @@ pub async fn run(
     let _ = reaper.await;
     scheduler.abort();
     let _ = scheduler.await;
+    // The alerts task stops between ticks; a send in flight gets its timeout to finish.
+    let mut alerts = alerts;
+    if tokio::time::timeout(alerts::SEND_TIMEOUT, &mut alerts)
+        .await
+        .is_err()
+    {
+        alerts.abort();
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -24,6 +24,8 @@ pub struct Metrics {
     reporter_drops: AtomicU64,
     runs_claimed: AtomicU64,
     lease_expiries: AtomicU64,
+    alert_deliveries: AtomicU64,
+    alert_failures: AtomicU64,
     latency: Histogram,
 }
 
@@ -91,6 +93,15 @@ impl Metrics {
         add(&self.lease_expiries, runs);
     }
 
+    /// Counts one attempt at sending an alert: delivered (2xx) or not.
+    pub fn alert_attempt(&self, delivered: bool) {
+        if delivered {
+            add(&self.alert_deliveries, 1);
+        } else {
+            add(&self.alert_failures, 1);
+        }
+    }
+
     /// The counters in Prometheus text format (version 0.0.4).
     pub fn render(&self, out: &mut String) {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -152,6 +163,19 @@ impl Metrics {
             get(&self.latency.sum_micros) as f64 / 1e6
         );
         let _ = writeln!(out, "flowkit_ingest_duration_seconds_count {count}");
+        counter(
+            out,
+            "flowkit_alert_deliveries_total",
+            "Alert messages this replica delivered (a 2xx answer).",
+            get(&self.alert_deliveries),
+        );
+        counter(
+            out,
+            "flowkit_alert_delivery_failures_total",
+            "Attempts at sending an alert message that failed on this replica (no answer, or \
+             not 2xx); each is retried with backoff, up to 10 attempts.",
+            get(&self.alert_failures),
+        );
         counter(
             out,
             "flowkit_reporter_dropped_events_total",

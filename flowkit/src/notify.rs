@@ -24,18 +24,15 @@
 //! `<FLOWKIT_API_URL>/runs/<flow run id, or the run id outside a flow>`
 //! ([`flowkit_wire::links::run_page`]).
 
-use crate::event::RunKind;
 use crate::hooks::{Hook, HookContext, RunInfo};
 use crate::http::{self, Attempt, Backoff};
-use crate::state::StateType;
+use flowkit_wire::alerts::{Alert, AlertState};
 use futures::future::BoxFuture;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
-use serde::Serialize;
 use std::fmt;
 use std::sync::OnceLock;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// Per-request timeout unless [`Webhook::timeout`] / [`Slack::timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,9 +48,6 @@ pub const MAX_TOTAL_TIME: Duration = Duration::from_secs(12);
 /// Wait before the first retry; it doubles for every further retry, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
-
-/// Longest error message quoted in a Slack message.
-const MAX_MESSAGE_CHARS: usize = 1500;
 
 /// The name of the environment variable holding the server's URL.
 const API_URL_VAR: &str = "FLOWKIT_API_URL";
@@ -476,127 +470,46 @@ fn run_url(run: &RunInfo, api: Option<&str>) -> Option<String> {
     api.map(|api| flowkit_wire::links::run_page(api, id))
 }
 
-#[derive(Serialize)]
-struct WebhookBody<'a> {
-    run_id: Uuid,
-    run_kind: RunKind,
-    name: &'a str,
-    task_key: &'a str,
-    parent_run_id: Option<Uuid>,
-    flow_run_id: Option<Uuid>,
-    flow_name: Option<&'a str>,
-    state: StateBody<'a>,
-    attempt: u32,
-    elapsed_ms: u64,
-    url: Option<String>,
-}
-
-#[derive(Serialize)]
-struct StateBody<'a> {
-    #[serde(rename = "type")]
-    kind: StateType,
-    message: Option<&'a str>,
-}
-
-fn webhook_body<'a>(ctx: &'a HookContext, api: Option<&str>) -> WebhookBody<'a> {
+/// The run and its state as the shared [`Alert`], which writes both messages (the server's
+/// alert rules send the same ones).
+fn alert_of(ctx: &HookContext, api: Option<&str>) -> Alert {
     let run = &ctx.run;
-    WebhookBody {
-        run_id: run.id,
-        run_kind: run.kind,
-        name: &run.name,
-        task_key: run.task_key,
-        parent_run_id: run.parent_run_id,
-        flow_run_id: run.flow_run_id,
-        flow_name: run.flow_name.as_deref(),
-        state: StateBody {
-            kind: ctx.state.kind,
-            message: ctx.state.message.as_deref(),
-        },
-        attempt: run.attempt,
-        elapsed_ms: u64::try_from(ctx.elapsed.as_millis()).unwrap_or(u64::MAX),
-        url: run_url(run, api),
-    }
+    let mut alert = Alert::run(run.id, run.kind, run.name.as_ref());
+    alert.task_key = run.task_key.to_string();
+    alert.parent_run_id = run.parent_run_id;
+    alert.flow_run_id = run.flow_run_id;
+    alert.flow_name = run.flow_name.as_deref().map(str::to_string);
+    alert.state = Some(AlertState {
+        kind: ctx.state.kind,
+        message: ctx.state.message.clone(),
+    });
+    alert.attempt = run.attempt;
+    alert.elapsed_ms = u64::try_from(ctx.elapsed.as_millis()).unwrap_or(u64::MAX);
+    alert.url = run_url(run, api);
+    alert
 }
 
-/// Escapes the three characters Slack's mrkdwn gives a meaning to.
-fn slack_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn state_emoji(kind: StateType) -> &'static str {
-    match kind {
-        StateType::Completed | StateType::Cached => ":white_check_mark:",
-        StateType::Failed | StateType::Crashed | StateType::TimedOut => ":x:",
-        StateType::Cancelled => ":no_entry_sign:",
-        StateType::AwaitingRetry => ":repeat:",
-        _ => ":information_source:",
-    }
+fn webhook_body(ctx: &HookContext, api: Option<&str>) -> serde_json::Value {
+    alert_of(ctx, api).webhook_json()
 }
 
 fn slack_message(ctx: &HookContext, api: Option<&str>) -> serde_json::Value {
-    let run = &ctx.run;
-    let name = slack_escape(&run.name);
-    let mut headline = format!("{} ", state_emoji(ctx.state.kind));
-    match (run.kind, &run.flow_name) {
-        (RunKind::Flow, _) => headline.push_str(&format!("Flow `{name}`")),
-        (RunKind::Task, Some(flow)) => {
-            headline.push_str(&format!("Task `{name}` in flow `{}`", slack_escape(flow)))
-        }
-        (RunKind::Task, None) => headline.push_str(&format!("Task `{name}`")),
-    }
-    headline.push_str(&format!(": *{}*", ctx.state.kind));
-
-    let mut main = headline;
-    if let Some(message) = ctx
-        .state
-        .message
-        .as_deref()
-        .filter(|m| !m.trim().is_empty())
-    {
-        let mut message: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
-        if message.len() < ctx.state.message.as_deref().map_or(0, str::len) {
-            message.push('…');
-        }
-        for line in slack_escape(&message).lines() {
-            main.push_str("\n>");
-            main.push_str(line);
-        }
-    }
-
-    let elapsed = humantime::format_duration(Duration::from_millis(
-        u64::try_from(ctx.elapsed.as_millis()).unwrap_or(u64::MAX),
-    ));
-    let mut details = format!(
-        "attempt {} · {elapsed} · `{}` · run `{}`",
-        run.attempt,
-        slack_escape(run.task_key),
-        run.id
-    );
-    if let Some(url) = run_url(run, api) {
-        details.push_str(&format!(" · <{url}|view run>"));
-    }
-
-    serde_json::json!({
-        "text": format!("{main}\n{details}"),
-        "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": main}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": details}]},
-        ],
-    })
+    alert_of(ctx, api).slack_json()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::State;
+    use crate::event::RunKind;
+    use crate::state::{State, StateType};
     use axum::body::Bytes;
     use axum::extract::State as Extract;
     use axum::http::HeaderMap;
+    use flowkit_wire::alerts::MAX_MESSAGE_CHARS;
     use std::borrow::Cow;
     use std::collections::VecDeque;
     use std::sync::{Arc, Mutex};
+    use uuid::Uuid;
 
     fn ctx(kind: RunKind, state: State) -> HookContext {
         let flow_run_id = Uuid::now_v7();
@@ -739,7 +652,7 @@ mod tests {
     #[test]
     fn webhook_body_describes_the_run() {
         let ctx = failed();
-        let body = serde_json::to_value(webhook_body(&ctx, Some("http://srv:4200"))).unwrap();
+        let body = webhook_body(&ctx, Some("http://srv:4200"));
         let flow = ctx.run.flow_run_id.unwrap();
         assert_eq!(body["run_id"], ctx.run.id.to_string());
         assert_eq!(body["run_kind"], "task");
@@ -757,7 +670,7 @@ mod tests {
             flowkit_wire::links::run_page("http://srv:4200", flow)
         );
 
-        let body = serde_json::to_value(webhook_body(&ctx, None)).unwrap();
+        let body = webhook_body(&ctx, None);
         assert!(body["url"].is_null());
     }
 

@@ -32,6 +32,8 @@
 //! | `POST /flow-runs/{id}/cancel` | trigger | [`run_actions::cancel`] |
 //! | `POST /flow-runs/cancel` | trigger | [`run_actions::bulk_cancel`] |
 //! | `POST /flow-runs/{id}/retry` | trigger | [`run_actions::retry`] |
+//! | `POST /alert-rules`, `DELETE /alert-rules/{id}` | admin | [`alerts::create`], [`alerts::delete`] |
+//! | `GET /alert-rules`, `/alert-rules/{id}`, `/alert-rules/{id}/deliveries` | read | [`alerts::list`], [`alerts::get`], [`alerts::deliveries`] |
 //! | `POST /workers/claim` | worker | [`workers::claim`] |
 //! | `POST /workers/heartbeat` | worker | [`workers::heartbeat`] |
 //! | `POST /flow-runs/{id}/finish` | worker | [`workers::finish`] |
@@ -46,6 +48,7 @@
 //! `admin` allows every route. `trigger` and `worker` can be limited to deployments
 //! ([`crate::auth`]); a limited trigger key also reads the runs it created.
 
+pub mod alerts;
 pub mod deployment_openapi;
 pub mod deployments;
 pub mod events;
@@ -125,6 +128,9 @@ fn routes(state: &AppState) -> Router<AppState> {
             "/deployments/{flow}/{name}/openapi.json",
             get(deployment_openapi::document),
         )
+        .route("/alert-rules", get(alerts::list))
+        .route("/alert-rules/{id}", get(alerts::get))
+        .route("/alert-rules/{id}/deliveries", get(alerts::deliveries))
         .route_layer(from_fn_with_state(state.clone(), auth::require_read));
 
     let report = Router::new()
@@ -162,20 +168,28 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route_layer(from_fn(same_origin::require_json_or_same_origin))
         .route_layer(from_fn_with_state(state.clone(), auth::require_trigger));
 
+    // Keys: every route needs the JSON content type (or a matching Origin). Alert rules: a
+    // DELETE needs none: no web page of another site can send one (forms only GET and POST; a
+    // cross-site `fetch` DELETE needs a CORS preflight the server never grants).
     let admin = Router::new()
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{key}", delete(keys::revoke))
         // Inside the key check: a request without a key gets 401 first.
         .route_layer(from_fn(same_origin::require_json_or_same_origin))
+        .route(
+            "/alert-rules",
+            post(alerts::create).route_layer(from_fn(same_origin::require_json_or_same_origin)),
+        )
+        .route("/alert-rules/{id}", delete(alerts::delete))
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
 
     Router::new()
         .merge(open)
+        .merge(admin)
         .merge(read)
         .merge(report)
         .merge(worker)
         .merge(trigger)
-        .merge(admin)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
 }

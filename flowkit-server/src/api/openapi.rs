@@ -4,8 +4,8 @@
 use crate::api::openapi_links::{RunLinks, UniqueOperationIds};
 use crate::api::param_schemas::CommaSeparated;
 use crate::api::{
-    deployment_openapi, deployments, events, flow_runs, health, keys, metrics, reporter_drops,
-    run_actions, schedules, stats, stream, workers,
+    alerts, deployment_openapi, deployments, events, flow_runs, health, keys, metrics,
+    reporter_drops, run_actions, schedules, stats, stream, workers,
 };
 use crate::dashboard;
 use axum::http::header;
@@ -41,7 +41,7 @@ use utoipa::{Modify, OpenApi};
             Every error is `{\"error\": {\"code\": ..., \"message\": ...}}` (`code` is one of \
             `ErrorCode`). When the server has API keys, send `Authorization: Bearer <secret>`; \
             GET routes need the `read` scope, ingestion the `report` scope, registering \
-            deployments, claiming and running them the `worker` scope, triggering, cancelling and retrying runs the `trigger` scope (`admin` allows \
+            deployments, claiming and running them the `worker` scope, triggering, cancelling and retrying runs the `trigger` scope, creating and deleting alert rules the `admin` scope (`admin` allows \
             everything). `trigger=FLOW/NAME` and `worker=FLOW/NAME` limit a scope to \
             deployments, and such a trigger key reads the runs it created. Each deployment \
             has its own OpenAPI 3.1 document, typed by its flow's schemas: \
@@ -90,6 +90,11 @@ use utoipa::{Modify, OpenApi};
         keys::create,
         keys::list,
         keys::revoke,
+        alerts::create,
+        alerts::list,
+        alerts::get,
+        alerts::delete,
+        alerts::deliveries,
         document,
     ),
     components(schemas(
@@ -141,6 +146,17 @@ use utoipa::{Modify, OpenApi};
         flowkit_wire::api::keys::KeyList,
         flowkit_wire::api::keys::KeySource,
         flowkit_wire::api::keys::RevokedKey,
+        flowkit_wire::api::alerts::AlertRuleSpec,
+        flowkit_wire::api::alerts::AlertRule,
+        flowkit_wire::api::alerts::AlertRules,
+        flowkit_wire::api::alerts::Delivery,
+        flowkit_wire::api::alerts::DeliveryAttempt,
+        flowkit_wire::api::alerts::DeliveryStatus,
+        flowkit_wire::api::alerts::TargetKind,
+        flowkit_wire::alerts::Alert,
+        flowkit_wire::alerts::AlertState,
+        flowkit_wire::alerts::WorkerAbsence,
+        Page<flowkit_wire::api::alerts::Delivery>,
     )),
     modifiers(&ApiKeyAuth, &RunLinks, &UniqueOperationIds, &CommaSeparated),
     tags(
@@ -150,6 +166,7 @@ use utoipa::{Modify, OpenApi};
         (name = "deployments", description = "Flows registered by workers, and triggering runs of them with parameters validated against the flow's JSON Schema"),
         (name = "workers", description = "Workers claim triggered runs under leases with fencing tokens, heartbeat, and finish or release them"),
         (name = "keys", description = "API keys created, listed and revoked at runtime (scope `admin`), stored hashed; every replica sees a new key at once and refuses a revoked one within 5 s"),
+        (name = "alerts", description = "Server-side alert rules (a webhook or Slack message when a run fails, crashes, times out, is late or expires, or workers are gone) and their deliveries"),
     )
 )]
 pub struct ApiDoc;

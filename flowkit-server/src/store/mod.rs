@@ -31,6 +31,7 @@ use uuid::Uuid;
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
 compile_error!("flowkit-server needs a database: enable its `sqlite` or `postgres` feature");
 
+pub mod alerts;
 pub mod api_keys;
 mod budget;
 mod cursor;

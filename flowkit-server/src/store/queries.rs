@@ -766,6 +766,8 @@ pub(crate) enum Maintenance {
         /// Revoked at.
         at: DateTime<Utc>,
     },
+    /// The alerts' tables (`super::alerts`).
+    Alerts(Box<super::alerts::AlertWrite>),
     /// See [`super::Backend::record_stale_events`].
     StaleEvents {
         /// The worker.
@@ -802,6 +804,8 @@ pub(crate) enum Written {
     KeyCreated(super::api_keys::KeyCreated),
     /// [`Maintenance::RevokeKey`].
     KeyRevoked(Option<super::api_keys::StoredKey>),
+    /// [`Maintenance::Alerts`].
+    Alerts(super::alerts::AlertWritten),
 }
 
 /// Runs `task` on `conn`.
@@ -882,6 +886,9 @@ pub(crate) async fn maintain<D: BulkWrite>(
         Maintenance::RevokeKey { key, at } => super::api_keys::revoke::<D>(conn, key, *at)
             .await
             .map(Written::KeyRevoked),
+        Maintenance::Alerts(task) => super::alerts::write::<D>(conn, task)
+            .await
+            .map(Written::Alerts),
         Maintenance::StaleEvents { worker, refused } => {
             leases::record_stale_events::<D>(conn, worker, *refused).await?;
             Ok(Written::Count(0))

@@ -137,6 +137,20 @@ impl TestServer {
         TestServer::over(store, settings, self.url.clone(), None, None)
     }
 
+    /// The router over another store and state of the same database (a restarted server):
+    /// finish `self`, not it.
+    pub(crate) fn with_store(&self, store: Arc<Store>, state: AppState) -> TestServer {
+        let router = app(state.clone());
+        TestServer {
+            store,
+            state,
+            router,
+            url: self.url.clone(),
+            _dir: None,
+            pg_drop: None,
+        }
+    }
+
     /// Closes the store (and drops a PostgreSQL test database).
     pub(crate) async fn finish(self) {
         self.state.begin_shutdown();

@@ -20,6 +20,7 @@ mod harness;
 mod fixtures;
 
 // The data, on every backend.
+mod alerts;
 mod children;
 mod compatibility;
 mod deployments;

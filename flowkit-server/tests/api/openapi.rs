@@ -54,6 +54,11 @@ async fn openapi_document_describes_every_route() {
         ("post", "/api/v1/keys"),
         ("get", "/api/v1/keys"),
         ("delete", "/api/v1/keys/{key}"),
+        ("post", "/api/v1/alert-rules"),
+        ("get", "/api/v1/alert-rules"),
+        ("get", "/api/v1/alert-rules/{id}"),
+        ("delete", "/api/v1/alert-rules/{id}"),
+        ("get", "/api/v1/alert-rules/{id}/deliveries"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths

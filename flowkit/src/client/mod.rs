@@ -62,6 +62,7 @@
 //! | `wait.rs` | waiting for results: [`Client::run`], [`Client::run_json`], [`Client::result`] |
 //! | `exit_code.rs` | the `flowkit` command's exit codes ([`exit_code`]) |
 
+mod alerts;
 mod deployments;
 mod error;
 pub mod exit_code;

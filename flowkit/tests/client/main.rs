@@ -2,6 +2,7 @@
 //! on loopback: no imitation of the server. Runs are driven to their end by the worker
 //! routes the tests call themselves (claim, then finish), as a worker does.
 
+mod alerts;
 mod cli;
 mod flows;
 mod harness;

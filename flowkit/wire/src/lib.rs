@@ -13,7 +13,10 @@
 //! | [`api`] | every body of the HTTP API: errors, ingestion, runs, logs, graph, stats, pages |
 //! | [`links`] | the URLs of the server's pages, e.g. a run's page on the dashboard |
 //! | `schedule` (feature `schedule`) | the instants of a deployment's schedules |
+//! | `alerts` (feature `alerts`) | what a notification says, as a webhook body and a Slack message |
 
+#[cfg(feature = "alerts")]
+pub mod alerts;
 pub mod api;
 pub mod event;
 pub mod links;

@@ -66,6 +66,9 @@ pub enum Command {
     /// Create, list and revoke API keys (needs an `admin` key, or a server without keys).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Alert rules of the server: list, create, delete them, and read their deliveries.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
 }
 
 /// `keys ...`
@@ -88,6 +91,71 @@ pub enum KeysCommand {
         /// The key's name or id.
         key: String,
     },
+}
+
+/// `alerts ...`
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// List the alert rules (URLs masked), oldest first.
+    Ls,
+    /// Create an alert rule (needs a key with the `admin` scope).
+    Create(CreateAlertArgs),
+    /// Delete an alert rule and its deliveries.
+    Delete {
+        /// The rule's id.
+        id: String,
+    },
+    /// A rule's deliveries, newest first, with every attempt's status code or error.
+    Deliveries {
+        /// The rule's id.
+        id: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: u32,
+    },
+}
+
+/// `alerts create NAME ...`
+#[derive(Debug, Args)]
+pub struct CreateAlertArgs {
+    /// What the rule is called (shown in every message).
+    pub name: String,
+    /// The states that fire it, comma-separated: Failed, Crashed, TimedOut, Late, Expired,
+    /// Cancelled.
+    #[arg(long, value_name = "STATES")]
+    pub states: Option<String>,
+    /// Only runs of this flow.
+    #[arg(long)]
+    pub flow: Option<String>,
+    /// Only runs of this deployment (FLOW/NAME).
+    #[arg(long, value_name = "FLOW/NAME")]
+    pub deployment: Option<String>,
+    /// Only runs with this tag.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Also fire once when the workers have all been gone this long, e.g. `5m`.
+    #[arg(long, value_name = "DURATION")]
+    pub worker_absent_for: Option<String>,
+    /// POST the alert as JSON to this URL (a secret: the variable keeps it out of the
+    /// process list).
+    #[arg(
+        long,
+        env = "FLOWKIT_ALERT_WEBHOOK",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub webhook: Option<String>,
+    /// Post a message to this Slack incoming webhook (a secret, like --webhook).
+    #[arg(
+        long,
+        env = "FLOWKIT_ALERT_SLACK",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub slack: Option<String>,
+    /// At most one message per flow this often, e.g. `10m` (the server's default), `0s`.
+    #[arg(long, value_name = "DURATION")]
+    pub quiet_period: Option<String>,
 }
 
 /// `deployments ...`

@@ -5,6 +5,7 @@
 //!
 //! | module | bodies of |
 //! |---|---|
+//! | `alerts` (feature `alerts`) | `POST /alert-rules`, `GET /alert-rules…`, deliveries |
 //! | [`error`] | every error response: `{"error": {"code", "message"}}` |
 //! | [`deployments`] | `POST /deployments`, `GET /deployments…`, `POST /deployments/{flow}/{name}/runs` |
 //! | [`keys`] | `POST /keys`, `GET /keys`, `DELETE /keys/{key}` (API keys at runtime) |
@@ -20,6 +21,8 @@
 //! | [`health`] | `GET /health`, which also says what this server understands |
 //! | [`page`] | pages and cursors of every list |
 
+#[cfg(feature = "alerts")]
+pub mod alerts;
 pub mod deployments;
 pub mod error;
 pub mod graph;

@@ -2,6 +2,7 @@
 //! turns its outcome into the exit code.
 
 mod actions;
+mod alerts;
 mod deployments;
 mod keys;
 mod logs;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Cancel(args) => actions::cancel(&client, args, json).await,
         Command::Retry(args) => actions::retry(&client, args, json).await,
         Command::Keys(command) => keys::run(&client, command, json).await,
+        Command::Alerts(command) => alerts::run(&client, command, json).await,
     };
     match outcome {
         Ok(()) => exit_code::COMPLETED,

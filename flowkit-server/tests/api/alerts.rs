@@ -1,0 +1,667 @@
+//! Server-side alerts: rules over the API, a run entering a listed state → a real HTTP
+//! receiver on loopback gets the message (once), retries with backoff while the receiver is
+//! down, a restart in between, the quiet period of a flapping flow, masked secrets, bad rules,
+//! and worker absences. The alerts tick is called with chosen instants (its clock), so
+//! nothing here waits out a backoff or a quiet period.
+
+use crate::harness::TestServer;
+use axum::http::{Method, StatusCode};
+use chrono::{DateTime, Duration, Utc};
+use flowkit_server::AppState;
+use flowkit_server::alerts::{TickOutcome, tick};
+use flowkit_server::config::Settings;
+use flowkit_server::store::{Backend, Store};
+use flowkit_server::wire::{Event, EventBody, RunDetails, RunKind, State, StateType};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
+
+const PUBLIC_URL: &str = "https://flowkit.example.com";
+const SECRET: &str = "T0SECRET/B0SECRET/xoxb-very-secret-token";
+
+fn settings() -> Settings {
+    Settings {
+        public_url: Some(PUBLIC_URL.to_string()),
+        ..Settings::default()
+    }
+}
+
+on_every_backend!(
+    settings = super::settings();
+    a_failed_run_sends_one_alert_naming_it_with_a_link,
+    a_receiver_down_gets_it_after_it_returns_across_a_restart,
+    the_quiet_period_collapses_a_flapping_flow,
+    secrets_are_masked_bad_rules_refused_and_delete_removes,
+    worker_absence_fires_once_per_absence,
+    states_the_server_decides_fire_too,
+    the_number_of_rules_is_bounded,
+);
+
+/// A receiver on 127.0.0.1: records every request (path, JSON body) and answers with the
+/// queued statuses in turn, then 200.
+#[derive(Default)]
+struct Receiver {
+    got: Mutex<Vec<(String, Value)>>,
+    answers: Mutex<VecDeque<u16>>,
+}
+
+impl Receiver {
+    fn got(&self) -> Vec<(String, Value)> {
+        self.got.lock().expect("lock").clone()
+    }
+}
+
+async fn record(
+    axum::extract::State(rec): axum::extract::State<Arc<Receiver>>,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    rec.got
+        .lock()
+        .expect("lock")
+        .push((uri.path().to_string(), json));
+    let code = rec.answers.lock().expect("lock").pop_front().unwrap_or(200);
+    StatusCode::from_u16(code).expect("status")
+}
+
+/// Serves a receiver on `listener`; stops when the handle is aborted.
+fn serve(listener: tokio::net::TcpListener, rec: Arc<Receiver>) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new().fallback(record).with_state(rec);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
+async fn receiver(answers: &[u16]) -> (String, Arc<Receiver>, tokio::task::JoinHandle<()>) {
+    let rec = Arc::new(Receiver::default());
+    rec.answers.lock().expect("lock").extend(answers);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    (base, rec.clone(), serve(listener, rec))
+}
+
+/// Ingests a flow run of `flow` (deployment `deployment`, tag `nightly`): Running, then
+/// `state` with `message`. Returns its id.
+async fn run_ending(
+    server: &TestServer,
+    flow: &str,
+    deployment: &str,
+    state: StateType,
+    message: &str,
+) -> Uuid {
+    let id = Uuid::now_v7();
+    let at = Utc::now();
+    let details = RunDetails {
+        task_key: format!("etl::{flow}").into(),
+        tags: vec!["nightly".into()],
+        deployment: Some(deployment.to_string()),
+        ..RunDetails::default()
+    };
+    let event = |at: DateTime<Utc>, body: EventBody| Event {
+        id: Uuid::now_v7(),
+        run_id: id,
+        parent_run_id: None,
+        flow_run_id: Some(id),
+        run_kind: RunKind::Flow,
+        name: flow.to_string().into(),
+        attempt: 1,
+        timestamp: at,
+        lease: None,
+        body,
+    };
+    server
+        .ingest(&[
+            event(
+                at,
+                EventBody::State {
+                    state: State::new(StateType::Running),
+                    details: Some(Box::new(details)),
+                },
+            ),
+            event(
+                at + Duration::milliseconds(1500),
+                EventBody::State {
+                    state: State {
+                        kind: state,
+                        message: Some(message.to_string()),
+                    },
+                    details: None,
+                },
+            ),
+        ])
+        .await;
+    id
+}
+
+async fn create_rule(server: &TestServer, rule: Value) -> Value {
+    let reply = server.post_json("/api/v1/alert-rules", &rule).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    reply.body
+}
+
+async fn deliveries(server: &TestServer, rule: &Value) -> Vec<Value> {
+    let page = server
+        .get_ok(&format!(
+            "/api/v1/alert-rules/{}/deliveries",
+            rule["id"].as_str().expect("id")
+        ))
+        .await;
+    page["items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn tick_at(state: &AppState, now: DateTime<Utc>) -> TickOutcome {
+    tick(state, now).await.expect("alerts tick")
+}
+
+async fn a_failed_run_sends_one_alert_naming_it_with_a_link(server: &TestServer) {
+    let (base, rec, _serving) = receiver(&[]).await;
+    let rule = create_rule(
+        server,
+        json!({
+            "name": "etl failures",
+            "deployment": "etl/nightly",
+            "states": ["Failed", "Crashed"],
+            "webhook": format!("{base}/hook/{SECRET}"),
+            "slack": format!("{base}/slack/{SECRET}"),
+        }),
+    )
+    .await;
+    // Not matching: another deployment, or a state the rule does not list.
+    run_ending(server, "etl", "etl/hourly", StateType::Failed, "other").await;
+    run_ending(server, "etl", "etl/nightly", StateType::Completed, "fine").await;
+    let failed = run_ending(
+        server,
+        "etl",
+        "etl/nightly",
+        StateType::Failed,
+        "boom: disk full",
+    )
+    .await;
+
+    let now = Utc::now();
+    let outcome = tick_at(&server.state, now).await;
+    assert_eq!(outcome.created, 2, "{outcome:?}");
+    assert_eq!(outcome.delivered, 2, "{outcome:?}");
+    let again = tick_at(&server.state, now + Duration::hours(1)).await;
+    assert_eq!(again, TickOutcome::default());
+    assert_eq!(
+        tick_at(&server.state, now + Duration::days(29))
+            .await
+            .pruned,
+        0,
+        "kept 30 days"
+    );
+
+    let got = rec.got();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let hook = got
+        .iter()
+        .find(|(path, _)| path.starts_with("/hook/"))
+        .map(|(_, body)| body.clone())
+        .expect("the webhook got the alert");
+    assert_eq!(hook["run_id"], failed.to_string());
+    assert_eq!(hook["name"], "etl");
+    assert_eq!(hook["deployment"], "etl/nightly");
+    assert_eq!(hook["state"]["type"], "Failed");
+    assert_eq!(hook["state"]["message"], "boom: disk full");
+    assert_eq!(hook["rule"], "etl failures");
+    assert_eq!(hook["url"], format!("{PUBLIC_URL}/runs/{failed}"));
+    assert!(hook["at"].is_string(), "{hook}");
+    let slack = got
+        .iter()
+        .find(|(path, _)| path.starts_with("/slack/"))
+        .map(|(_, body)| body["text"].as_str().unwrap_or("").to_string())
+        .expect("Slack got the message");
+    assert!(slack.contains("Flow `etl`: *Failed*"), "{slack}");
+    assert!(slack.contains("deployment `etl/nightly`"), "{slack}");
+    assert!(slack.contains(">boom: disk full"), "{slack}");
+    assert!(
+        slack.contains(&format!("<{PUBLIC_URL}/runs/{failed}|view run>")),
+        "{slack}"
+    );
+
+    let listed = deliveries(server, &rule).await;
+    assert_eq!(listed.len(), 2);
+    for d in &listed {
+        assert_eq!(d["status"], "delivered", "{d}");
+        assert_eq!(d["run_id"], failed.to_string());
+        assert_eq!(d["attempts"].as_array().map(Vec::len), Some(1), "{d}");
+        assert_eq!(d["attempts"][0]["status_code"], 200, "{d}");
+    }
+    // Finished deliveries are kept for a bounded time, then deleted.
+    let kept = chrono::Duration::from_std(flowkit_server::alerts::KEEP_DELIVERIES).expect("keep");
+    let pruned = tick_at(&server.state, now + kept + Duration::minutes(1)).await;
+    assert_eq!(pruned.pruned, 2, "{pruned:?}");
+    assert!(deliveries(server, &rule).await.is_empty());
+}
+
+/// Closes `server`'s store and opens the same database again: a restarted server.
+async fn restarted(server: &TestServer) -> (Arc<Store>, AppState) {
+    server.store.close().await;
+    let store = Arc::new(Store::connect(&server.url).await.expect("reopen the store"));
+    let state = AppState::new(store.clone(), settings());
+    (store, state)
+}
+
+async fn a_receiver_down_gets_it_after_it_returns_across_a_restart(server: &TestServer) {
+    // A port with nothing listening: connections are refused.
+    let parked = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = parked.local_addr().expect("addr");
+    drop(parked);
+    let rule = create_rule(
+        server,
+        json!({
+            "name": "down",
+            "flow": "etl",
+            "states": ["Crashed"],
+            "webhook": format!("http://{addr}/hook/{SECRET}"),
+        }),
+    )
+    .await;
+    let crashed = run_ending(
+        server,
+        "etl",
+        "etl/nightly",
+        StateType::Crashed,
+        "worker gone",
+    )
+    .await;
+
+    let t0 = Utc::now();
+    let first = tick_at(&server.state, t0).await;
+    assert_eq!((first.created, first.failed_attempts), (1, 1), "{first:?}");
+    // Not due again before its backoff.
+    assert_eq!(
+        tick_at(&server.state, t0 + Duration::seconds(30)).await,
+        TickOutcome::default()
+    );
+
+    // The receiver comes back, answering 503 once.
+    let rec = Arc::new(Receiver::default());
+    rec.answers.lock().expect("lock").push_back(503);
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
+    let _serving = serve(listener, rec.clone());
+    let t1 = t0 + Duration::seconds(61);
+    let second = tick_at(&server.state, t1).await;
+    assert_eq!(second.failed_attempts, 1, "{second:?}");
+
+    let mut metrics = String::new();
+    server.state.metrics().render(&mut metrics);
+    assert!(
+        metrics.contains("flowkit_alert_delivery_failures_total 2"),
+        "{metrics}"
+    );
+
+    // The server restarts: everything is in the database.
+    let (store, state) = restarted(server).await;
+    let t2 = t1 + Duration::seconds(121);
+    let third = tick_at(&state, t2).await;
+    assert_eq!(third.delivered, 1, "{third:?}");
+    assert_eq!(
+        tick_at(&state, t2 + Duration::days(1)).await,
+        TickOutcome::default()
+    );
+
+    let got = rec.got();
+    assert_eq!(got.len(), 2, "one 503, then the delivery: {got:?}");
+    assert_eq!(got[0].1, got[1].1, "the same message each time");
+    assert_eq!(got[1].1["run_id"], crashed.to_string());
+    assert_eq!(got[1].1["state"]["type"], "Crashed");
+
+    let reopened = server.with_store(store.clone(), state);
+    let listed = deliveries(&reopened, &rule).await;
+    assert_eq!(listed.len(), 1);
+    let d = &listed[0];
+    assert_eq!(d["status"], "delivered", "{d}");
+    assert_eq!(d["attempt_count"], 3);
+    let codes: Vec<Value> = d["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| a["status_code"].clone())
+        .collect();
+    assert_eq!(codes, [Value::Null, json!(503), json!(200)], "{d}");
+    assert!(d["attempts"][0]["error"].is_string(), "{d}");
+    assert!(!d.to_string().contains("SECRET"), "{d}");
+    store.close().await;
+}
+
+async fn the_quiet_period_collapses_a_flapping_flow(server: &TestServer) {
+    let (base, rec, _serving) = receiver(&[]).await;
+    create_rule(
+        server,
+        json!({
+            "name": "flapping",
+            "tag": "nightly",
+            "states": ["Failed"],
+            "webhook": format!("{base}/hook"),
+            "quiet_period": "1h",
+        }),
+    )
+    .await;
+    let n = flowkit::testing::scaled(50).max(2);
+    for i in 0..n {
+        run_ending(
+            server,
+            "flappy",
+            "flappy/main",
+            StateType::Failed,
+            &format!("fail {i}"),
+        )
+        .await;
+    }
+    let now = Utc::now();
+    let outcome = tick_at(&server.state, now).await;
+    assert_eq!(outcome.created, 1, "{outcome:?}");
+    assert_eq!(outcome.suppressed, n as u64 - 1, "{outcome:?}");
+    assert_eq!(rec.got().len(), 1);
+    assert!(rec.got()[0].1.get("suppressed").is_none());
+
+    // After the quiet period, the next failure says how many were held back.
+    run_ending(server, "flappy", "flappy/main", StateType::Failed, "again").await;
+    let later = tick_at(&server.state, now + Duration::minutes(61)).await;
+    assert_eq!(later.created, 1, "{later:?}");
+    let got = rec.got();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].1["suppressed"], n as u64 - 1);
+    assert_eq!(got[1].1["state"]["message"], "again");
+}
+
+async fn secrets_are_masked_bad_rules_refused_and_delete_removes(server: &TestServer) {
+    let url = format!("https://hooks.slack.com/services/{SECRET}");
+    let created = create_rule(
+        server,
+        json!({"name": "masked", "states": ["Failed"], "slack": url, "webhook": "http://127.0.0.1:9/x?token=SECRETQ"}),
+    )
+    .await;
+    let id = created["id"].as_str().expect("id").to_string();
+    let list = server.get_ok("/api/v1/alert-rules").await;
+    let one = server.get_ok(&format!("/api/alert-rules/{id}")).await;
+    let shown = deliveries(server, &created).await;
+    for body in [&created, &list, &one, &json!(shown)] {
+        let text = body.to_string();
+        assert!(!text.contains("SECRET"), "{text}");
+    }
+    assert_eq!(one["slack"], "https://hooks.slack.com/…oken");
+    assert_eq!(list["items"][0]["id"], id.as_str());
+
+    for (rule, pointer) in [
+        (
+            json!({"name": "x", "states": ["Bogus"], "webhook": "https://h/x"}),
+            "/states/0",
+        ),
+        (
+            json!({"name": "x", "states": ["Completed"], "webhook": "https://h/x"}),
+            "/states/0",
+        ),
+        (
+            json!({"name": "x", "states": ["Failed"], "webhook": "ftp://h/x"}),
+            "/webhook",
+        ),
+        (
+            json!({"name": "x", "states": ["Failed"], "slack": "not a url"}),
+            "/slack",
+        ),
+        (
+            json!({"name": "x", "states": ["Failed"], "webhook": "https://h/x", "quiet_period": "soon"}),
+            "/quiet_period",
+        ),
+        (
+            json!({"name": "x", "worker_absent_for": "0s", "webhook": "https://h/x"}),
+            "/worker_absent_for",
+        ),
+        (json!({"name": "x", "states": ["Failed"]}), "/webhook"),
+        (json!({"name": "x", "webhook": "https://h/x"}), "/states"),
+    ] {
+        let reply = server.post_json("/api/v1/alert-rules", &rule).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{rule}: {}",
+            reply.body
+        );
+        assert_eq!(reply.error_code(), "invalid_body");
+        let details = &reply.body["error"]["details"];
+        assert_eq!(details[0]["pointer"], pointer, "{rule}: {}", reply.body);
+        assert!(
+            details[0]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("a valid rule: {"),
+            "{}",
+            reply.body
+        );
+    }
+    let reply = server.post_raw("/api/v1/alert-rules", "{\"name\": \"x\", \"oops\": 1, \"states\": [\"Failed\"], \"webhook\": \"https://h/x\"}").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.body
+    );
+
+    let bad_id = server.get("/api/v1/alert-rules/nope").await;
+    assert_eq!(bad_id.status, StatusCode::BAD_REQUEST);
+    let bad_cursor = server
+        .get(&format!("/api/v1/alert-rules/{id}/deliveries?cursor=zzz"))
+        .await;
+    assert_eq!(
+        bad_cursor.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        bad_cursor.body
+    );
+
+    let delete = |id: String| async move {
+        server
+            .request(
+                Method::DELETE,
+                &format!("/api/v1/alert-rules/{id}"),
+                None,
+                None,
+                // A DELETE needs no content type (no other site's page can send one).
+                None,
+            )
+            .await
+    };
+    assert_eq!(delete(id.clone()).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        server
+            .get(&format!("/api/v1/alert-rules/{id}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(delete(id.clone()).await.status, StatusCode::NOT_FOUND);
+    let list = server.get_ok("/api/v1/alert-rules").await;
+    assert_eq!(list["items"], json!([]));
+    // No rule left: a failure queues nothing.
+    run_ending(server, "etl", "etl/nightly", StateType::Failed, "unwatched").await;
+    assert_eq!(
+        tick_at(&server.state, Utc::now()).await,
+        TickOutcome::default()
+    );
+}
+
+async fn worker_absence_fires_once_per_absence(server: &TestServer) {
+    let (base, rec, _serving) = receiver(&[]).await;
+    let rule = create_rule(
+        server,
+        json!({
+            "name": "no workers",
+            "deployment": "etl/nightly",
+            "worker_absent_for": "5m",
+            "webhook": format!("{base}/hook"),
+        }),
+    )
+    .await;
+    let worker = Uuid::now_v7();
+    let heartbeat = json!({
+        "worker": worker,
+        "worker_name": "host:1",
+        "deployments": [{"flow": "etl", "name": "nightly", "version": "v1"}],
+        "leases": [],
+    });
+    let reply = server
+        .post_json("/api/v1/workers/heartbeat", &heartbeat)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+
+    let now = Utc::now();
+    assert_eq!(tick_at(&server.state, now).await.created, 0, "still live");
+    assert_eq!(
+        tick_at(&server.state, now + Duration::minutes(6))
+            .await
+            .created,
+        1
+    );
+    assert_eq!(
+        tick_at(&server.state, now + Duration::minutes(30))
+            .await
+            .created,
+        0,
+        "once"
+    );
+    let got = rec.got();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1["worker_absence"]["absent_for_secs"], 300);
+    assert_eq!(got[0].1["deployment"], "etl/nightly");
+    assert!(got[0].1["run_id"].is_null());
+    let listed = deliveries(server, &rule).await;
+    assert_eq!(listed[0]["status"], "delivered");
+}
+
+/// Runs the server decides, not the runtime's events: the scheduler's `Late` and `Expired`,
+/// a cancel of a run no worker started. The database triggers see every path.
+async fn states_the_server_decides_fire_too(server: &TestServer) {
+    let (base, rec, _serving) = receiver(&[]).await;
+    create_rule(
+        server,
+        json!({
+            "name": "server decided",
+            "flow": "etl",
+            "states": ["Late", "Expired", "Cancelled"],
+            "webhook": format!("{base}/hook"),
+            "quiet_period": "0s",
+        }),
+    )
+    .await;
+    let anchor = (Utc::now() - Duration::seconds(59)).to_rfc3339();
+    let spec = json!({
+        "flow": "etl",
+        "name": "sched",
+        "flow_key": "etl::run",
+        "version": "v1",
+        "parameter_schema": {"type": "object", "properties": {"dataset": {"type": "string"}}},
+        "output_schema": {},
+        "default_parameters": {},
+        "schedules": [{"interval": "1m", "anchor": anchor, "max_lateness": "3m"}],
+    });
+    let reply = server.post_json("/api/v1/deployments", &spec).await;
+    assert!(reply.status.is_success(), "{}", reply.body);
+    let detail = server.get_ok("/api/v1/deployments/etl/sched").await;
+    let first: DateTime<Utc> = detail["schedules"][0]["next_at"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no next instant: {detail}"));
+    let scheduler = |at| flowkit_server::scheduler::tick(&server.state, at);
+    assert_eq!(
+        scheduler(first + Duration::seconds(1))
+            .await
+            .expect("tick")
+            .created,
+        1
+    );
+    assert_eq!(
+        scheduler(first + Duration::seconds(61))
+            .await
+            .expect("tick")
+            .late,
+        1
+    );
+    assert_eq!(
+        tick_at(&server.state, first + Duration::seconds(62))
+            .await
+            .delivered,
+        1
+    );
+    assert_eq!(
+        scheduler(first + Duration::minutes(4))
+            .await
+            .expect("tick")
+            .expired,
+        1
+    );
+    assert_eq!(
+        tick_at(&server.state, first + Duration::minutes(4))
+            .await
+            .delivered,
+        1
+    );
+
+    let triggered = server
+        .post_json(
+            "/api/v1/deployments/etl/sched/runs",
+            &json!({"parameters": {}}),
+        )
+        .await;
+    assert!(triggered.status.is_success(), "{}", triggered.body);
+    let id = triggered.body["id"].as_str().expect("run id").to_string();
+    let cancelled = server
+        .post_json(&format!("/api/v1/flow-runs/{id}/cancel"), &json!({}))
+        .await;
+    assert!(cancelled.status.is_success(), "{}", cancelled.body);
+    // (The alerts' clock is past `first + 4m` already: the quiet period's clock goes on.)
+    assert_eq!(
+        tick_at(&server.state, first + Duration::minutes(5))
+            .await
+            .delivered,
+        1
+    );
+
+    let states: Vec<Value> = rec
+        .got()
+        .iter()
+        .map(|(_, body)| body["state"]["type"].clone())
+        .collect();
+    assert_eq!(
+        states,
+        [json!("Late"), json!("Expired"), json!("Cancelled")]
+    );
+    assert_eq!(rec.got()[2].1["run_id"], id.as_str());
+    assert_eq!(rec.got()[0].1["deployment"], "etl/sched");
+}
+
+/// The server keeps at most `MAX_RULES` rules: one more is a 409 saying so.
+async fn the_number_of_rules_is_bounded(server: &TestServer) {
+    use flowkit_server::wire::api::alerts::MAX_RULES;
+    for i in 0..MAX_RULES {
+        let reply = server
+            .post_json(
+                "/api/v1/alert-rules",
+                &json!({"name": format!("r{i}"), "states": ["Failed"], "webhook": "https://h.example/x"}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{i}: {}", reply.body);
+    }
+    let reply = server
+        .post_json(
+            "/api/v1/alert-rules",
+            &json!({"name": "one more", "states": ["Failed"], "webhook": "https://h.example/x"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+    assert!(
+        reply.error_message().contains("at most 1000"),
+        "{}",
+        reply.body
+    );
+    let list = server.get_ok("/api/v1/alert-rules").await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(MAX_RULES));
+}
