@@ -125,6 +125,11 @@ pub struct Cli {
     #[arg(long, env = "FLOWKIT_LEASE", default_value = "30s", value_parser = parse_lease)]
     pub lease: Duration,
 
+    /// A run created by a schedule and not claimed by a worker this long after its instant
+    /// becomes `Late` (still claimable; alerts can say so). 1 s to 7 d, e.g. `60s`, `5m`.
+    #[arg(long, env = "FLOWKIT_LATE_AFTER", default_value = "60s", value_parser = parse_late_after)]
+    pub late_after: Duration,
+
     /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish before the
     /// server stops anyway.
     #[arg(long, env = "FLOWKIT_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -227,6 +232,8 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
     /// How long a worker's lease lasts unless renewed.
     pub lease: Duration,
+    /// A scheduled run not claimed this long after its instant becomes `Late`.
+    pub late_after: Duration,
 }
 
 impl Default for Settings {
@@ -244,6 +251,7 @@ impl Default for Settings {
             max_streams_per_key: DEFAULT_MAX_STREAMS_PER_KEY,
             idempotency_ttl: flowkit_wire::api::deployments::DEFAULT_IDEMPOTENCY_TTL,
             lease: flowkit_wire::api::workers::DEFAULT_LEASE,
+            late_after: DEFAULT_LATE_AFTER,
         }
     }
 }
@@ -321,6 +329,7 @@ impl Cli {
                 max_streams_per_key: self.max_streams_per_key,
                 idempotency_ttl: self.idempotency_ttl,
                 lease: self.lease,
+                late_after: self.late_after,
                 ..Settings::default()
             },
         })
@@ -446,6 +455,19 @@ pub fn parse_max_batch(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// The default of `--late-after`.
+pub const DEFAULT_LATE_AFTER: Duration = Duration::from_secs(60);
+
+/// Parses `--late-after`: a duration from 1 s to 7 days.
+pub fn parse_late_after(s: &str) -> Result<Duration, String> {
+    let after = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration such as 60s or 5m: {e}"))?;
+    if after < Duration::from_secs(1) || after > Duration::from_secs(7 * 24 * 3600) {
+        return Err(format!("{s:?}: --late-after is 1s to 7d"));
+    }
+    Ok(after)
+}
+
 /// Parses `--lease`: a duration from 1 s to 1 h.
 pub fn parse_lease(s: &str) -> Result<Duration, String> {
     let lease = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
@@ -548,6 +570,23 @@ mod tests {
         assert!(config.settings.api_keys.is_empty());
         assert_eq!(config.settings.idempotency_ttl, Duration::from_secs(86400));
         config.check().expect("loopback without keys is fine");
+    }
+
+    #[test]
+    fn late_after() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["flowkit-server"].iter().chain(args))
+                .expect("parse")
+                .into_config()
+                .expect("config")
+        };
+        assert_eq!(parse(&[]).settings.late_after, Duration::from_secs(60));
+        assert_eq!(
+            parse(&["--late-after", "5m"]).settings.late_after,
+            Duration::from_secs(300)
+        );
+        assert!(parse_late_after("0s").is_err());
+        assert!(parse_late_after("soon").is_err());
     }
 
     #[test]

@@ -11,21 +11,29 @@
 //! instant and `created_by` = `schedule:ID`; its first state's message says which schedule
 //! created it and how many earlier instants it stands for.
 //!
+//! A tick reads the due schedules [`SCHEDULES_PER_TICK`] at a time and goes on while it finds
+//! a full batch, for at most [`TICK_BUDGET`]: 10 000 schedules due in the same minute are all
+//! handled within the tick that finds them (the rest, past the budget, at the next tick).
+//!
 //! Each tick then marks overdue runs: a run of a schedule that no worker has claimed
-//! [`LATE_AFTER`] after its instant becomes `Late` (still claimable), and one not started within
-//! its schedule's `max_lateness` becomes `Expired` (final) instead of starting a stampede.
+//! `--late-after` (default 60 s) after its instant becomes `Late` (still claimable), and one not
+//! started within its schedule's `max_lateness` becomes `Expired` (final) instead of starting a
+//! stampede.
 
 use crate::AppState;
 use crate::api::deployments::{live_since, new_run, run_tags};
 use crate::params;
+use crate::store::schedules::DueSchedule;
 use crate::store::{Backend, NewRun, ScheduleSlot, StoreError, Triggered};
 use crate::stream::changes_of;
 use chrono::{DateTime, Duration, Utc};
 use flowkit_wire::api::deployments::TriggerRequest;
-use flowkit_wire::api::schedules::{CATCHUP_ALL_MAX, Catchup, Overlap};
+use flowkit_wire::api::schedules::{CATCHUP_ALL_MAX, Catchup, Overlap, ScheduleSpec};
 use flowkit_wire::schedule::Schedule;
 use flowkit_wire::state::StateType;
+use serde_json::Map;
 use serde_json::Value;
+use std::collections::HashMap;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -36,11 +44,13 @@ pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// tick is normally at most [`TICK`] late.
 pub const MISSED_AFTER: Duration = Duration::seconds(60);
 
-/// A run created by a schedule and not claimed this long after its instant becomes `Late`.
-pub const LATE_AFTER: Duration = Duration::seconds(60);
-
-/// The most due schedules one tick handles; the rest wait for the next tick.
+/// The due schedules read at once; a tick reads batches while it finds full ones, within
+/// [`TICK_BUDGET`].
 pub const SCHEDULES_PER_TICK: u32 = 100;
+
+/// The most wall-clock time one tick spends creating runs before it leaves the rest of the due
+/// schedules to the next tick (which starts one [`TICK`] later).
+pub const TICK_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The most instants of one schedule a tick looks at (a minutely schedule missed for ten
 /// weeks); beyond, the instants are skipped and counted as this many.
@@ -56,7 +66,7 @@ pub struct TickOutcome {
     pub skipped: u64,
     /// Unfinished runs cancelled by `cancel_running`.
     pub cancelled: usize,
-    /// Runs that became `Late` (not claimed [`LATE_AFTER`] after their instant).
+    /// Runs that became `Late` (not claimed `--late-after` after their instant).
     pub late: u64,
     /// Runs that became `Expired` (not started within their schedule's `max_lateness`).
     pub expired: u64,
@@ -77,7 +87,56 @@ pub async fn tick(state: &AppState, now: DateTime<Utc>) -> Result<TickOutcome, S
 
 async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOutcome, StoreError> {
     let mut outcome = TickOutcome::default();
-    for due in state.store().due_schedules(now, SCHEDULES_PER_TICK).await? {
+    let started = std::time::Instant::now();
+    let mut targets = Targets::default();
+    loop {
+        let batch = state.store().due_schedules(now, SCHEDULES_PER_TICK).await?;
+        let full = batch.len() == SCHEDULES_PER_TICK as usize;
+        for due in batch {
+            handle_due(state, now, due, &mut targets, &mut outcome).await?;
+        }
+        if !full || started.elapsed() >= TICK_BUDGET {
+            return Ok(outcome);
+        }
+    }
+}
+
+/// The [`Target`]s looked up during one tick, by deployment and parameters: the schedules of
+/// one deployment share the version lookup. At most as many as the schedules a tick handles.
+#[derive(Default)]
+struct Targets(HashMap<(String, String, String), Option<Target>>);
+
+impl Targets {
+    async fn get(
+        &mut self,
+        state: &AppState,
+        flow: &str,
+        name: &str,
+        id: Uuid,
+        spec: &ScheduleSpec,
+    ) -> Result<Option<&Target>, StoreError> {
+        let key = (
+            flow.to_string(),
+            name.to_string(),
+            Value::Object(spec.parameters.clone()).to_string(),
+        );
+        if !self.0.contains_key(&key) {
+            let found = target(state, flow, name, id, &spec.parameters).await?;
+            self.0.insert(key.clone(), found);
+        }
+        Ok(self.0.get(&key).and_then(Option::as_ref))
+    }
+}
+
+/// Creates the runs of one due schedule and moves it on.
+async fn handle_due(
+    state: &AppState,
+    now: DateTime<Utc>,
+    due: DueSchedule,
+    targets: &mut Targets,
+    outcome: &mut TickOutcome,
+) -> Result<(), StoreError> {
+    {
         let schedule = match Schedule::compile(&due.spec) {
             Ok(schedule) => schedule,
             Err(e) => {
@@ -87,7 +146,7 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
                     .store()
                     .advance_schedule(due.id, due.last_at, due.last_at, None)
                     .await?;
-                continue;
+                return Ok(());
             }
         };
         let (instants, more) = schedule.between(due.last_at, now, MAX_INSTANTS_SCANNED);
@@ -97,7 +156,7 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
                 .store()
                 .advance_schedule(due.id, due.last_at, due.last_at, next_at)
                 .await?;
-            continue;
+            return Ok(());
         };
         let handled_to = if more { now } else { latest };
         let on_time = |at: &DateTime<Utc>| now - *at <= MISSED_AFTER;
@@ -154,19 +213,46 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
                 _ => {}
             }
         }
-        // The version and parameters are looked up once for all the instants of this tick.
+        // The version and parameters are looked up once per deployment in a tick.
         let target = if create.is_empty() {
             None
         } else {
-            target(state, &due).await?
+            targets
+                .get(state, &due.flow, &due.name, due.id, &due.spec)
+                .await?
         };
         let last = create.last().copied();
+        let late_after = Duration::from_std(state.settings().late_after).unwrap_or(MISSED_AFTER);
         for instant in create {
             // The run of the latest instant carries the count of the ones it stands for.
             let stands_for = if Some(instant) == last { skipped } else { 0 };
-            let created = match &target {
+            let created = match target {
                 Some(target) => {
-                    create_run(state, &due, &schedule, target, instant, stands_for).await?
+                    let mut message = format!(
+                        "created by schedule {} for {}",
+                        due.id,
+                        instant.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    );
+                    if stands_for > 0 {
+                        message.push_str(&format!(
+                            "; it stands for {stands_for} earlier instant(s) that got no run \
+                             (catch-up {:?}, overlap {:?})",
+                            due.spec.catchup, due.spec.overlap
+                        ));
+                    }
+                    let origin = SlotRun {
+                        created_by: format!("schedule:{}", due.id),
+                        message,
+                        tags: Vec::new(),
+                        slot: ScheduleSlot {
+                            schedule_id: due.id,
+                            instant,
+                            skipped: stands_for,
+                            late_at: Some(instant + late_after),
+                            expires_at: schedule.max_lateness().map(|lateness| instant + lateness),
+                        },
+                    };
+                    create_slot_run(state, &due.spec, target, origin).await?
                 }
                 None => None,
             };
@@ -182,40 +268,38 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
             .advance_schedule(due.id, due.last_at, handled_to, next_at)
             .await?;
     }
-    Ok(outcome)
+    Ok(())
 }
 
 /// What a schedule's runs are created from: the version a trigger would run now, and the
 /// schedule's parameters over its defaults, checked against its schema.
-struct Target {
+pub(crate) struct Target {
     deployment: String,
     version: flowkit_wire::api::deployments::DeploymentVersion,
     served: bool,
     parameters: Value,
 }
 
-/// The [`Target`] of `due`'s runs; `None` (logged) when the deployment is gone or its version
-/// refuses the schedule's parameters.
-async fn target(
+/// The [`Target`] of the runs of schedule `id` of `flow`/`name` with `parameters`; `None`
+/// (logged) when the deployment is gone or its version refuses the parameters.
+pub(crate) async fn target(
     state: &AppState,
-    due: &crate::store::schedules::DueSchedule,
+    flow: &str,
+    name: &str,
+    id: Uuid,
+    parameters: &Map<String, Value>,
 ) -> Result<Option<Target>, StoreError> {
     let store = state.store();
-    let deployment = format!("{}/{}", due.flow, due.name);
-    let serving = store
-        .serving_version(&due.flow, &due.name, live_since(state))
-        .await?;
+    let deployment = format!("{flow}/{name}");
+    let serving = store.serving_version(flow, name, live_since(state)).await?;
     let Some(version) = store
-        .deployment_version(&due.flow, &due.name, serving.as_deref())
+        .deployment_version(flow, name, serving.as_deref())
         .await?
     else {
-        tracing::warn!(schedule = %due.id, %deployment, "schedule of a deployment that is gone");
+        tracing::warn!(schedule = %id, %deployment, "schedule of a deployment that is gone");
         return Ok(None);
     };
-    let parameters = Value::Object(params::merge(
-        &version.default_parameters,
-        &due.spec.parameters,
-    ));
+    let parameters = Value::Object(params::merge(&version.default_parameters, parameters));
     match state.validators().get(
         &version.flow,
         &version.name,
@@ -226,7 +310,7 @@ async fn target(
             let errors = params::errors(&validator, &parameters, "", false);
             if let Some(first) = errors.first() {
                 tracing::warn!(
-                    schedule = %due.id,
+                    schedule = %id,
                     %deployment,
                     version = %version.version,
                     error = format!("{}: {}", first.pointer, first.message),
@@ -248,23 +332,33 @@ async fn target(
     }))
 }
 
-/// Creates the run of `due` for `instant`, unless its slot is taken: `Some(id)` of a run
-/// created now, `None` if it existed.
-async fn create_run(
+/// Who creates a run for a schedule's slot, and how it is labelled.
+pub(crate) struct SlotRun {
+    /// `schedule:ID`, `backfill:…`.
+    pub created_by: String,
+    /// The message of its first state.
+    pub message: String,
+    /// Tags beyond the deployment's.
+    pub tags: Vec<String>,
+    /// The slot it takes.
+    pub slot: ScheduleSlot,
+}
+
+/// Creates the run of a schedule's slot (by the tick or a backfill), unless the slot is taken:
+/// `Some(id)` of a run created now, `None` if it existed.
+pub(crate) async fn create_slot_run(
     state: &AppState,
-    due: &crate::store::schedules::DueSchedule,
-    schedule: &Schedule,
+    spec: &ScheduleSpec,
     target: &Target,
-    instant: DateTime<Utc>,
-    skipped: u64,
+    origin: SlotRun,
 ) -> Result<Option<Uuid>, StoreError> {
     let store = state.store();
     let request = TriggerRequest {
-        parameters: due.spec.parameters.clone(),
-        scheduled_for: Some(instant),
+        parameters: spec.parameters.clone(),
+        scheduled_for: Some(origin.slot.instant),
         ..TriggerRequest::default()
     };
-    let tags = run_tags(&target.version.tags, &[]);
+    let tags = run_tags(&target.version.tags, &origin.tags);
     let mut new = new_run(
         &target.version,
         &target.deployment,
@@ -275,30 +369,12 @@ async fn create_run(
         target.served,
     );
     if let flowkit_wire::event::EventBody::State { state: first, .. } = &mut new.event.body {
-        let mut message = format!(
-            "created by schedule {} for {}",
-            due.id,
-            instant.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
-        if skipped > 0 {
-            message.push_str(&format!(
-                "; it stands for {skipped} earlier instant(s) that got no run (catch-up {:?}, \
-                 overlap {:?})",
-                due.spec.catchup, due.spec.overlap
-            ));
-        }
-        first.message = Some(message);
+        first.message = Some(origin.message);
     }
     let event = new.event.clone();
     let new = NewRun {
-        created_by: Some(format!("schedule:{}", due.id)),
-        schedule_slot: Some(ScheduleSlot {
-            schedule_id: due.id,
-            instant,
-            skipped,
-            late_at: instant + LATE_AFTER,
-            expires_at: schedule.max_lateness().map(|lateness| instant + lateness),
-        }),
+        created_by: Some(origin.created_by),
+        schedule_slot: Some(origin.slot),
         ..new
     };
     match store.trigger(new).await? {

@@ -757,6 +757,19 @@ pub(crate) enum Maintenance {
     },
     /// See [`super::Backend::mark_overdue`].
     Overdue(DateTime<Utc>),
+    /// See [`super::Backend::insert_api_schedule`].
+    InsertSchedule {
+        /// The deployment's flow.
+        flow: String,
+        /// The deployment's name.
+        name: String,
+        /// The schedule.
+        row: super::schedules::ScheduleRow,
+        /// When it was created.
+        now: DateTime<Utc>,
+    },
+    /// See [`super::Backend::delete_api_schedule`].
+    DeleteSchedule(Uuid),
     /// See [`super::Backend::record_stale_events`].
     StaleEvents {
         /// The worker.
@@ -789,6 +802,8 @@ pub(crate) enum Written {
     BulkCancelled(flowkit_wire::api::run_actions::BulkCancelled),
     /// [`Maintenance::Overdue`].
     Overdue(super::Overdue),
+    /// [`Maintenance::InsertSchedule`].
+    ScheduleInserted(super::schedules::Inserted),
 }
 
 /// Runs `task` on `conn`.
@@ -863,6 +878,17 @@ pub(crate) async fn maintain<D: BulkWrite>(
         Maintenance::Overdue(now) => leases::mark_overdue::<D>(conn, *now)
             .await
             .map(Written::Overdue),
+        Maintenance::InsertSchedule {
+            flow,
+            name,
+            row,
+            now,
+        } => super::schedules::insert_api_schedule::<D>(conn, flow, name, row, *now)
+            .await
+            .map(Written::ScheduleInserted),
+        Maintenance::DeleteSchedule(id) => super::schedules::delete_api_schedule::<D>(conn, *id)
+            .await
+            .map(Written::Count),
         Maintenance::StaleEvents { worker, refused } => {
             leases::record_stale_events::<D>(conn, worker, *refused).await?;
             Ok(Written::Count(0))
@@ -1592,7 +1618,9 @@ async fn trigger<D: BulkWrite>(
     .push(", created_by = ")
     .bind(new.created_by.as_deref().map(D::text));
     if let Some(slot) = &new.schedule_slot {
-        q.push(", late_at = ").bind_instant(slot.late_at);
+        if let Some(at) = slot.late_at {
+            q.push(", late_at = ").bind_instant(at);
+        }
         if let Some(at) = slot.expires_at {
             q.push(", expires_at = ").bind_instant(at);
         }

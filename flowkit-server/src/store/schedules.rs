@@ -319,3 +319,82 @@ pub(crate) async fn claim_slot<D: Dialect>(
     })?;
     Ok(Some(Columns::<D>(&row).get("run_id")?))
 }
+
+/// What [`insert_api_schedule`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored.
+    Created,
+    /// The deployment already has [`MAX_SCHEDULES_PER_DEPLOYMENT`] schedules created over the
+    /// API (this many).
+    Full(u64),
+}
+
+/// Stores a schedule created over the API for `flow`/`name`, in one transaction with the count
+/// that keeps the deployment at most [`MAX_SCHEDULES_PER_DEPLOYMENT`] of them (on PostgreSQL,
+/// the deployment's row is locked so two creations at once cannot both pass the count).
+pub(crate) async fn insert_api_schedule<D: BulkWrite>(
+    conn: &mut D::Connection,
+    flow: &str,
+    name: &str,
+    row: &ScheduleRow,
+    now: DateTime<Utc>,
+) -> Result<Inserted, StoreError> {
+    let mut tx = begin_write::<D>(conn).await?;
+    if !D::FOR_UPDATE.is_empty() {
+        let mut q = QueryBuilder::new("SELECT flow FROM deployments WHERE flow = ");
+        q.bind(D::text(flow))
+            .push(" AND name = ")
+            .bind(D::text(name))
+            .push(D::FOR_UPDATE);
+        D::fetch_all(&mut tx, &mut q).await?;
+    }
+    let mut q = QueryBuilder::new("SELECT count(*) AS n FROM schedules WHERE flow = ");
+    q.bind(D::text(flow))
+        .push(" AND name = ")
+        .bind(D::text(name))
+        .push(" AND source = 'api'");
+    let row_count = D::fetch_optional(&mut tx, &mut q)
+        .await?
+        .ok_or_else(|| corrupt("count(*) answered nothing".into()))?;
+    let n: i64 = Columns::<D>(&row_count).get("n")?;
+    if n >= MAX_SCHEDULES_PER_DEPLOYMENT as i64 {
+        tx.commit().await?;
+        return Ok(Inserted::Full(u64::try_from(n).unwrap_or(0)));
+    }
+    let mut q = QueryBuilder::new(
+        "INSERT INTO schedules (id, flow, name, source, spec, paused_at, last_at, next_at, \
+         created) VALUES (",
+    );
+    q.bind(row.id)
+        .push(", ")
+        .bind(D::text(flow))
+        .push(", ")
+        .bind(D::text(name))
+        .push(", 'api', ");
+    D::push_json(&mut q, json_string(&row.spec)?);
+    q.push(", NULL, ").bind_instant(now).push(", ");
+    match row.next_at {
+        Some(at) => q.bind_instant(at),
+        None => q.push("NULL"),
+    };
+    q.push(", ").bind_instant(now).push(")");
+    D::execute(&mut tx, &mut q).await?;
+    tx.commit().await?;
+    Ok(Inserted::Created)
+}
+
+/// Deletes a schedule created over the API (those declared in code are replaced by the
+/// deployment's registration instead). The keys of the runs it created are kept, so its id
+/// is never reused for an instant that already ran. Returns how many rows went (0 or 1).
+pub(crate) async fn delete_api_schedule<D: BulkWrite>(
+    conn: &mut D::Connection,
+    id: Uuid,
+) -> Result<u64, StoreError> {
+    let mut tx = begin_write::<D>(conn).await?;
+    let mut q = QueryBuilder::new("DELETE FROM schedules WHERE id = ");
+    q.bind(id).push(" AND source = 'api'");
+    let deleted = D::rows_affected(&D::execute(&mut tx, &mut q).await?);
+    tx.commit().await?;
+    Ok(deleted)
+}

@@ -30,6 +30,7 @@ mod metrics;
 mod pagination;
 mod read_back;
 mod retention;
+mod schedule_api;
 mod schedules;
 mod workers;
 

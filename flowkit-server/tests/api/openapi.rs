@@ -51,6 +51,11 @@ async fn openapi_document_describes_every_route() {
         ("post", "/api/v1/flow-runs/{id}/release"),
         ("post", "/api/v1/schedules/{id}/pause"),
         ("post", "/api/v1/schedules/{id}/resume"),
+        ("post", "/api/v1/deployments/{flow}/{name}/schedules"),
+        ("get", "/api/v1/deployments/{flow}/{name}/schedules"),
+        ("get", "/api/v1/schedules/{id}"),
+        ("delete", "/api/v1/schedules/{id}"),
+        ("post", "/api/v1/deployments/{flow}/{name}/backfill"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths
