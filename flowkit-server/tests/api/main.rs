@@ -31,6 +31,7 @@ mod pagination;
 mod read_back;
 mod retention;
 mod schedule_api;
+mod schedule_year;
 mod schedules;
 mod workers;
 
