@@ -23,8 +23,8 @@
 use crate::AppState;
 use crate::api::deployments::{live_since, new_run, run_tags};
 use crate::params;
-use crate::store::schedules::DueSchedule;
-use crate::store::{Backend, NewRun, ScheduleSlot, StoreError, Triggered};
+use crate::store::schedules::{Advance, DueSchedule};
+use crate::store::{Backend, NewRun, ScheduleSlot, StoreError};
 use crate::stream::changes_of;
 use chrono::{DateTime, Duration, Utc};
 use flowkit_wire::api::deployments::TriggerRequest;
@@ -37,7 +37,8 @@ use std::collections::HashMap;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-/// How often every replica looks for due schedules.
+/// How often every replica looks for due schedules (just after each whole second: see
+/// [`rest_after`]).
 pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An instant first seen this long after it was due counts as missed (catch-up policy); a
@@ -92,9 +93,22 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
     loop {
         let batch = state.store().due_schedules(now, SCHEDULES_PER_TICK).await?;
         let full = batch.len() == SCHEDULES_PER_TICK as usize;
+        // The batch's runs are created in one transaction, and the schedules moved on in
+        // another: two commits per batch, not two per schedule.
+        let mut runs = Vec::new();
+        let mut advances = Vec::with_capacity(batch.len());
         for due in batch {
-            handle_due(state, now, due, &mut targets, &mut outcome).await?;
+            let planned = plan_due(state, now, &due, &mut targets, &mut outcome).await?;
+            outcome.skipped += planned.skipped;
+            runs.extend(planned.runs);
+            advances.push(planned.advance);
         }
+        let created = create_slot_runs(state, runs).await?;
+        outcome.created += created.created as usize;
+        outcome.skipped += created.existing;
+        // By id, on every replica, for the same reason as the slots.
+        advances.sort_by_key(|advance| advance.id);
+        state.store().advance_schedules(advances).await?;
         if !full || started.elapsed() >= TICK_BUDGET {
             return Ok(outcome);
         }
@@ -128,147 +142,157 @@ impl Targets {
     }
 }
 
-/// Creates the runs of one due schedule and moves it on.
-async fn handle_due(
+/// What one due schedule gets from a tick: the runs to create, the instants skipped, and how
+/// far it moves on.
+struct Planned {
+    runs: Vec<NewRun>,
+    skipped: u64,
+    advance: Advance,
+}
+
+/// Decides the runs of one due schedule (catch-up and overlap policies; `cancel_running`
+/// cancels here) and how far it moves on.
+async fn plan_due(
     state: &AppState,
     now: DateTime<Utc>,
-    due: DueSchedule,
+    due: &DueSchedule,
     targets: &mut Targets,
     outcome: &mut TickOutcome,
-) -> Result<(), StoreError> {
-    {
-        let schedule = match Schedule::compile(&due.spec) {
-            Ok(schedule) => schedule,
-            Err(e) => {
-                // Checked at registration: only a spec stored by an older server gets here.
-                tracing::error!(schedule = %due.id, error = %e, "schedule cannot be read; stopped");
-                state
-                    .store()
-                    .advance_schedule(due.id, due.last_at, due.last_at, None)
-                    .await?;
-                return Ok(());
-            }
-        };
-        let (instants, more) = schedule.between(due.last_at, now, MAX_INSTANTS_SCANNED);
-        let Some(&latest) = instants.last() else {
-            let next_at = schedule.next_after(due.last_at);
-            state
-                .store()
-                .advance_schedule(due.id, due.last_at, due.last_at, next_at)
-                .await?;
-            return Ok(());
-        };
-        let handled_to = if more { now } else { latest };
-        let on_time = |at: &DateTime<Utc>| now - *at <= MISSED_AFTER;
-        let mut create: Vec<DateTime<Utc>> = match due.spec.catchup {
-            Catchup::Latest => vec![latest],
-            Catchup::None => instants.iter().copied().filter(on_time).collect(),
-            Catchup::All => instants
-                .iter()
-                .rev()
-                .take(CATCHUP_ALL_MAX)
-                .rev()
-                .copied()
-                .collect(),
-        };
-        let mut skipped = (instants.len() - create.len()) as u64;
-        if !create.is_empty() && due.spec.overlap != Overlap::Allow {
-            let open = state.store().open_schedule_runs(due.id).await?;
-            let waiting = open.iter().any(|(_, s)| {
-                matches!(
-                    s,
-                    StateType::Scheduled
-                        | StateType::Late
-                        | StateType::Pending
-                        | StateType::AwaitingRetry
-                )
-            });
-            match due.spec.overlap {
-                Overlap::Skip if !open.is_empty() => {
-                    skipped += create.len() as u64;
-                    create.clear();
-                }
-                Overlap::QueueOne if waiting => {
-                    skipped += create.len() as u64;
-                    create.clear();
-                }
-                Overlap::QueueOne if !open.is_empty() => {
-                    skipped += (create.len() - 1) as u64;
-                    create.drain(..create.len() - 1);
-                }
-                Overlap::CancelRunning => {
-                    for (run_id, _) in &open {
-                        let reason = format!(
-                            "cancelled by schedule {}: a newer instant is due ({})",
-                            due.id,
-                            latest.to_rfc3339()
-                        );
-                        state.store().cancel(*run_id, Some(reason)).await?;
-                        outcome.cancelled += 1;
-                    }
-                    if !open.is_empty() {
-                        state.wakeups().run_ended();
-                    }
-                }
-                _ => {}
-            }
+) -> Result<Planned, StoreError> {
+    let stay = |next_at| Planned {
+        runs: Vec::new(),
+        skipped: 0,
+        advance: Advance {
+            id: due.id,
+            from: due.last_at,
+            to: due.last_at,
+            next_at,
+        },
+    };
+    let schedule = match Schedule::compile(&due.spec) {
+        Ok(schedule) => schedule,
+        Err(e) => {
+            // Checked at registration: only a spec stored by an older server gets here.
+            tracing::error!(schedule = %due.id, error = %e, "schedule cannot be read; stopped");
+            return Ok(stay(None));
         }
-        // The version and parameters are looked up once per deployment in a tick.
-        let target = if create.is_empty() {
-            None
-        } else {
-            targets
-                .get(state, &due.flow, &due.name, due.id, &due.spec)
-                .await?
-        };
-        let last = create.last().copied();
-        let late_after = Duration::from_std(state.settings().late_after).unwrap_or(MISSED_AFTER);
-        for instant in create {
-            // The run of the latest instant carries the count of the ones it stands for.
-            let stands_for = if Some(instant) == last { skipped } else { 0 };
-            let created = match target {
-                Some(target) => {
-                    let mut message = format!(
-                        "created by schedule {} for {}",
+    };
+    let (instants, more) = schedule.between(due.last_at, now, MAX_INSTANTS_SCANNED);
+    let Some(&latest) = instants.last() else {
+        return Ok(stay(schedule.next_after(due.last_at)));
+    };
+    let handled_to = if more { now } else { latest };
+    let on_time = |at: &DateTime<Utc>| now - *at <= MISSED_AFTER;
+    let mut create: Vec<DateTime<Utc>> = match due.spec.catchup {
+        Catchup::Latest => vec![latest],
+        Catchup::None => instants.iter().copied().filter(on_time).collect(),
+        Catchup::All => instants
+            .iter()
+            .rev()
+            .take(CATCHUP_ALL_MAX)
+            .rev()
+            .copied()
+            .collect(),
+    };
+    let mut skipped = (instants.len() - create.len()) as u64;
+    if !create.is_empty() && due.spec.overlap != Overlap::Allow {
+        let open = state.store().open_schedule_runs(due.id).await?;
+        let waiting = open.iter().any(|(_, s)| {
+            matches!(
+                s,
+                StateType::Scheduled
+                    | StateType::Late
+                    | StateType::Pending
+                    | StateType::AwaitingRetry
+            )
+        });
+        match due.spec.overlap {
+            Overlap::Skip if !open.is_empty() => {
+                skipped += create.len() as u64;
+                create.clear();
+            }
+            Overlap::QueueOne if waiting => {
+                skipped += create.len() as u64;
+                create.clear();
+            }
+            Overlap::QueueOne if !open.is_empty() => {
+                skipped += (create.len() - 1) as u64;
+                create.drain(..create.len() - 1);
+            }
+            Overlap::CancelRunning => {
+                for (run_id, _) in &open {
+                    let reason = format!(
+                        "cancelled by schedule {}: a newer instant is due ({})",
                         due.id,
-                        instant.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        latest.to_rfc3339()
                     );
-                    if stands_for > 0 {
-                        message.push_str(&format!(
-                            "; it stands for {stands_for} earlier instant(s) that got no run \
-                             (catch-up {:?}, overlap {:?})",
-                            due.spec.catchup, due.spec.overlap
-                        ));
-                    }
-                    let origin = SlotRun {
-                        created_by: format!("schedule:{}", due.id),
-                        message,
-                        tags: Vec::new(),
-                        slot: ScheduleSlot {
-                            schedule_id: due.id,
-                            instant,
-                            skipped: stands_for,
-                            late_at: Some(instant + late_after),
-                            expires_at: schedule.max_lateness().map(|lateness| instant + lateness),
-                        },
-                    };
-                    create_slot_run(state, &due.spec, target, origin).await?
+                    state.store().cancel(*run_id, Some(reason)).await?;
+                    outcome.cancelled += 1;
                 }
-                None => None,
-            };
-            match created {
-                Some(_) => outcome.created += 1,
-                None => skipped += 1,
+                if !open.is_empty() {
+                    state.wakeups().run_ended();
+                }
+            }
+            _ => {}
+        }
+    }
+    // The version and parameters are looked up once per deployment in a tick.
+    let target = if create.is_empty() {
+        None
+    } else {
+        targets
+            .get(state, &due.flow, &due.name, due.id, &due.spec)
+            .await?
+    };
+    let mut runs = Vec::with_capacity(create.len());
+    match target {
+        Some(target) => {
+            let last = create.last().copied();
+            let late_after =
+                Duration::from_std(state.settings().late_after).unwrap_or(MISSED_AFTER);
+            for instant in create {
+                // The run of the latest instant carries the count of the ones it stands for.
+                let stands_for = if Some(instant) == last { skipped } else { 0 };
+                let mut message = format!(
+                    "created by schedule {} for {}",
+                    due.id,
+                    instant.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
+                if stands_for > 0 {
+                    message.push_str(&format!(
+                        "; it stands for {stands_for} earlier instant(s) that got no run \
+                         (catch-up {:?}, overlap {:?})",
+                        due.spec.catchup, due.spec.overlap
+                    ));
+                }
+                let origin = SlotRun {
+                    created_by: format!("schedule:{}", due.id),
+                    message,
+                    tags: Vec::new(),
+                    slot: ScheduleSlot {
+                        schedule_id: due.id,
+                        instant,
+                        skipped: stands_for,
+                        late_at: Some(instant + late_after),
+                        expires_at: schedule.max_lateness().map(|lateness| instant + lateness),
+                    },
+                };
+                runs.push(slot_run(&due.spec, target, origin));
             }
         }
-        outcome.skipped += skipped;
-        let next_at = schedule.next_after(handled_to.max(now));
-        state
-            .store()
-            .advance_schedule(due.id, due.last_at, handled_to, next_at)
-            .await?;
+        // No version takes the parameters (logged): the instants get no run.
+        None => skipped += create.len() as u64,
     }
-    Ok(())
+    Ok(Planned {
+        runs,
+        skipped,
+        advance: Advance {
+            id: due.id,
+            from: due.last_at,
+            to: handled_to,
+            next_at: schedule.next_after(handled_to.max(now)),
+        },
+    })
 }
 
 /// What a schedule's runs are created from: the version a trigger would run now, and the
@@ -344,15 +368,9 @@ pub(crate) struct SlotRun {
     pub slot: ScheduleSlot,
 }
 
-/// Creates the run of a schedule's slot (by the tick or a backfill), unless the slot is taken:
-/// `Some(id)` of a run created now, `None` if it existed.
-pub(crate) async fn create_slot_run(
-    state: &AppState,
-    spec: &ScheduleSpec,
-    target: &Target,
-    origin: SlotRun,
-) -> Result<Option<Uuid>, StoreError> {
-    let store = state.store();
+/// The run of a schedule's slot (by the tick or a backfill), to create with
+/// [`create_slot_runs`].
+pub(crate) fn slot_run(spec: &ScheduleSpec, target: &Target, origin: SlotRun) -> NewRun {
     let request = TriggerRequest {
         parameters: spec.parameters.clone(),
         scheduled_for: Some(origin.slot.instant),
@@ -371,24 +389,75 @@ pub(crate) async fn create_slot_run(
     if let flowkit_wire::event::EventBody::State { state: first, .. } = &mut new.event.body {
         first.message = Some(origin.message);
     }
-    let event = new.event.clone();
-    let new = NewRun {
+    NewRun {
         created_by: Some(origin.created_by),
         schedule_slot: Some(origin.slot),
         ..new
-    };
-    match store.trigger(new).await? {
-        Triggered::Created(id) => {
-            state.wakeups().runs_changed();
-            if state.changes().has_subscribers() {
-                state
-                    .changes()
-                    .publish(changes_of(std::slice::from_ref(&event)));
-            }
-            Ok(Some(id))
-        }
-        Triggered::Replayed(_) | Triggered::KeyReused(_) => Ok(None),
     }
+}
+
+/// What [`create_slot_runs`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SlotRuns {
+    /// Runs created.
+    pub created: u64,
+    /// Slots that had a run already.
+    pub existing: u64,
+}
+
+/// Creates the runs of schedules' slots in one transaction, except those whose slot has a run
+/// already (by any replica's tick or a backfill); wakes the waiting claims and announces the
+/// new runs on the live stream.
+pub(crate) async fn create_slot_runs(
+    state: &AppState,
+    mut runs: Vec<NewRun>,
+) -> Result<SlotRuns, StoreError> {
+    if runs.is_empty() {
+        return Ok(SlotRuns::default());
+    }
+    // In the order of the slots' key, on every replica: two transactions claiming the same
+    // slots at once then wait for each other in turn instead of deadlocking.
+    runs.sort_by_key(|run| {
+        run.schedule_slot
+            .as_ref()
+            .map(|slot| (slot.schedule_id, slot.instant))
+    });
+    let events: Vec<_> = if state.changes().has_subscribers() {
+        runs.iter().map(|run| run.event.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let created = state.store().trigger_slots(runs).await?;
+    let mut outcome = SlotRuns::default();
+    for won in &created {
+        if *won {
+            outcome.created += 1;
+        } else {
+            outcome.existing += 1;
+        }
+    }
+    if outcome.created > 0 {
+        state.wakeups().runs_changed();
+        let new: Vec<_> = events
+            .into_iter()
+            .zip(&created)
+            .filter_map(|(event, won)| won.then_some(event))
+            .collect();
+        if !new.is_empty() {
+            state.changes().publish(changes_of(&new));
+        }
+    }
+    Ok(outcome)
+}
+
+/// How long the tick loop rests after a tick that ended at `now`: until just after the next
+/// whole second (instants are whole seconds), at least 100 ms and at most one [`TICK`] plus
+/// that margin, so an instant is seen a few milliseconds after it is due.
+pub fn rest_after(now: DateTime<Utc>) -> std::time::Duration {
+    const MARGIN: std::time::Duration = std::time::Duration::from_millis(5);
+    let into_second = std::time::Duration::from_nanos(u64::from(now.timestamp_subsec_nanos()));
+    let rest = TICK.saturating_sub(into_second) + MARGIN;
+    rest.max(std::time::Duration::from_millis(100))
 }
 
 /// Starts the scheduler of `state`'s server; it stops when the server shuts down.
@@ -411,9 +480,29 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
                 Err(err) => tracing::warn!(error = %err, "scheduler tick failed; retrying"),
             }
             tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep(rest_after(Utc::now())) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn the_loop_rests_until_just_after_the_next_second() {
+        let at = |ms: i64| {
+            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+                .single()
+                .expect("instant")
+                + Duration::milliseconds(ms)
+        };
+        assert_eq!(rest_after(at(0)).as_millis(), 1005);
+        assert_eq!(rest_after(at(250)).as_millis(), 755);
+        // Right before a second: not a busy loop.
+        assert_eq!(rest_after(at(999)).as_millis(), 100);
+    }
 }

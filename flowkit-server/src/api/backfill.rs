@@ -7,7 +7,7 @@ use crate::api::extract::ApiJson;
 use crate::auth::{Caller, Scope};
 use crate::backfill;
 use crate::error::{ApiError, ErrorBody, FieldError, StoreFailures};
-use crate::scheduler::{SlotRun, create_slot_run, target};
+use crate::scheduler::{SlotRun, create_slot_runs, slot_run, target};
 use crate::store::{Backend, ScheduleSlot};
 use axum::http::HeaderMap;
 use axum::{Extension, Json, extract::State};
@@ -156,6 +156,8 @@ pub async fn backfill(
         created: 0,
         existing: 0,
     };
+    // Every run of the backfill in one transaction.
+    let mut runs = Vec::with_capacity(total);
     for (schedule, instants) in slots {
         if instants.is_empty() {
             continue;
@@ -188,12 +190,12 @@ pub async fn backfill(
                     expires_at: None,
                 },
             };
-            match create_slot_run(&state, &schedule.spec, &target, origin).await? {
-                Some(_) => outcome.created += 1,
-                None => outcome.existing += 1,
-            }
+            runs.push(slot_run(&schedule.spec, &target, origin));
         }
     }
+    let created = create_slot_runs(&state, runs).await?;
+    outcome.created = created.created;
+    outcome.existing = created.existing;
     Ok(Json(outcome))
 }
 

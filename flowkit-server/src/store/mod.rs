@@ -711,6 +711,20 @@ pub trait Backend: Send + Sync + 'static {
         row: schedules::ScheduleRow,
     ) -> impl Future<Output = Result<schedules::Inserted, StoreError>> + Send;
 
+    /// Creates the runs of schedules' slots in one transaction (see
+    /// [`schedules::trigger_slots`]); per run, whether it was created. At most the runs of one
+    /// tick's batch or one backfill (1000).
+    fn trigger_slots(
+        &self,
+        runs: Vec<NewRun>,
+    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
+
+    /// [`Backend::advance_schedule`] for many schedules in one transaction; how many moved.
+    fn advance_schedules(
+        &self,
+        advances: Vec<schedules::Advance>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// Deletes a schedule created over the API; returns whether there was one.
     fn delete_api_schedule(
         &self,
@@ -1128,6 +1142,27 @@ impl Backend for Store {
         };
         match on_backend!(self, b => b.maintain(task))? {
             Written::ScheduleInserted(inserted) => Ok(inserted),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn trigger_slots(&self, runs: Vec<NewRun>) -> Result<Vec<bool>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        match on_backend!(self, b => b.maintain(Maintenance::TriggerSlots(runs)))? {
+            Written::SlotsTriggered(created) => Ok(created),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn advance_schedules(
+        &self,
+        advances: Vec<schedules::Advance>,
+    ) -> Result<u64, StoreError> {
+        if advances.is_empty() {
+            return Ok(0);
+        }
+        match on_backend!(self, b => b.maintain(Maintenance::AdvanceSchedules(advances)))? {
+            Written::Count(n) => Ok(n),
             other => Err(unexpected(other)),
         }
     }

@@ -770,6 +770,10 @@ pub(crate) enum Maintenance {
     },
     /// See [`super::Backend::delete_api_schedule`].
     DeleteSchedule(Uuid),
+    /// See [`super::Backend::trigger_slots`].
+    TriggerSlots(Vec<NewRun>),
+    /// See [`super::Backend::advance_schedules`].
+    AdvanceSchedules(Vec<super::schedules::Advance>),
     /// See [`super::Backend::record_stale_events`].
     StaleEvents {
         /// The worker.
@@ -804,6 +808,8 @@ pub(crate) enum Written {
     Overdue(super::Overdue),
     /// [`Maintenance::InsertSchedule`].
     ScheduleInserted(super::schedules::Inserted),
+    /// [`Maintenance::TriggerSlots`].
+    SlotsTriggered(Vec<bool>),
 }
 
 /// Runs `task` on `conn`.
@@ -889,6 +895,14 @@ pub(crate) async fn maintain<D: BulkWrite>(
         Maintenance::DeleteSchedule(id) => super::schedules::delete_api_schedule::<D>(conn, *id)
             .await
             .map(Written::Count),
+        Maintenance::TriggerSlots(runs) => super::schedules::trigger_slots::<D>(conn, runs)
+            .await
+            .map(Written::SlotsTriggered),
+        Maintenance::AdvanceSchedules(advances) => {
+            super::schedules::advance_schedules::<D>(conn, advances)
+                .await
+                .map(Written::Count)
+        }
         Maintenance::StaleEvents { worker, refused } => {
             leases::record_stale_events::<D>(conn, worker, *refused).await?;
             Ok(Written::Count(0))

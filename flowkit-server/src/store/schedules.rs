@@ -189,7 +189,7 @@ pub(crate) async fn due_schedules<D: Dialect>(
         D::json_text("spec")
     ));
     q.bind_instant(now)
-        .push(" ORDER BY next_at LIMIT ")
+        .push(" ORDER BY next_at, id LIMIT ")
         .bind(i64::from(limit));
     let rows = D::fetch_all(&mut *pool.acquire().await?, &mut q).await?;
     rows.iter()
@@ -397,4 +397,105 @@ pub(crate) async fn delete_api_schedule<D: BulkWrite>(
     let deleted = D::rows_affected(&D::execute(&mut tx, &mut q).await?);
     tx.commit().await?;
     Ok(deleted)
+}
+
+/// How far one schedule's instants were handled by a tick: see [`advance_schedule`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Advance {
+    /// The schedule.
+    pub id: Uuid,
+    /// Its `last_at` as read.
+    pub from: DateTime<Utc>,
+    /// Its new `last_at`.
+    pub to: DateTime<Utc>,
+    /// When it is next due.
+    pub next_at: Option<DateTime<Utc>>,
+}
+
+/// [`advance_schedule`] for many schedules, in one transaction; returns how many moved.
+pub(crate) async fn advance_schedules<D: BulkWrite>(
+    conn: &mut D::Connection,
+    advances: &[Advance],
+) -> Result<u64, StoreError> {
+    let mut tx = begin_write::<D>(conn).await?;
+    let mut moved = 0;
+    for a in advances {
+        let mut q = QueryBuilder::new("UPDATE schedules SET last_at = ");
+        q.bind_instant(a.to).push(", next_at = ");
+        match a.next_at {
+            Some(at) => q.bind_instant(at),
+            None => q.push("NULL"),
+        };
+        q.push(" WHERE id = ")
+            .bind(a.id)
+            .push(" AND last_at = ")
+            .bind_instant(a.from);
+        moved += D::rows_affected(&D::execute(&mut tx, &mut q).await?);
+    }
+    tx.commit().await?;
+    Ok(moved)
+}
+
+/// Creates the runs of schedules' slots (each [`NewRun`](super::NewRun) has a
+/// `schedule_slot`, no idempotency key), in one transaction: each slot is claimed, and the
+/// runs of the slots claimed now are written together. Returns, per run, whether it was
+/// created (false: its slot already had a run).
+pub(crate) async fn trigger_slots<D: BulkWrite>(
+    conn: &mut D::Connection,
+    runs: &[super::NewRun],
+) -> Result<Vec<bool>, StoreError> {
+    let mut tx = begin_write::<D>(conn).await?;
+    let mut created = Vec::with_capacity(runs.len());
+    let mut claimed = Vec::with_capacity(runs.len());
+    for run in runs {
+        let won = match &run.schedule_slot {
+            Some(slot) => claim_slot::<D>(&mut tx, slot, run.event.run_id)
+                .await?
+                .is_none(),
+            None => {
+                return Err(corrupt("a slot trigger without a slot".into()));
+            }
+        };
+        created.push(won);
+        if won {
+            claimed.push(run);
+        }
+    }
+    if !claimed.is_empty() {
+        let events: Vec<_> = claimed.iter().map(|run| run.event.clone()).collect();
+        let plan = super::rows::Plan::new(std::slice::from_ref(&events))?;
+        let mut stored = std::collections::HashSet::with_capacity(events.len());
+        super::queries::write_plan::<D>(&mut tx, &plan, &mut stored).await?;
+        for run in &claimed {
+            let mut q = QueryBuilder::new("UPDATE runs SET scheduled_for = ");
+            match run.scheduled_for {
+                Some(at) => q.bind_instant(at),
+                None => q.push("NULL"),
+            };
+            q.push(if run.version_pinned {
+                ", version_pinned = TRUE"
+            } else {
+                ", version_pinned = FALSE"
+            })
+            .push(", max_attempts = ")
+            .bind(i64::from(run.max_attempts.max(1)))
+            .push(", created_by = ")
+            .bind(run.created_by.as_deref().map(D::text));
+            if let Some(slot) = &run.schedule_slot {
+                if let Some(at) = slot.late_at {
+                    q.push(", late_at = ").bind_instant(at);
+                }
+                if let Some(at) = slot.expires_at {
+                    q.push(", expires_at = ").bind_instant(at);
+                }
+            }
+            q.push(" WHERE id = ").bind(run.event.run_id);
+            D::execute(&mut tx, &mut q).await?;
+        }
+        if let Some(notify) = D::NOTIFY_RUNS {
+            D::fetch_optional(&mut tx, &mut QueryBuilder::new(notify)).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(created)
 }
