@@ -429,6 +429,7 @@ pub(crate) async fn claim<D: Dialect>(
     ));
     push_list(&mut q, open.iter().map(|key| (*key).clone()));
     q.push(")");
+    D::push_has_tag(&mut q, crate::backfill::TAG);
     for row in D::fetch_all(&mut tx, &mut q).await? {
         let tags: Vec<String> = Columns::<D>(&row).json("tags")?;
         for tag in tags {

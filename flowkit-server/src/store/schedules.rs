@@ -189,7 +189,7 @@ pub(crate) async fn due_schedules<D: Dialect>(
         D::json_text("spec")
     ));
     q.bind_instant(now)
-        .push(" ORDER BY next_at, id LIMIT ")
+        .push(" ORDER BY next_at LIMIT ")
         .bind(i64::from(limit));
     let rows = D::fetch_all(&mut *pool.acquire().await?, &mut q).await?;
     rows.iter()

@@ -65,6 +65,7 @@ mod deployments;
 mod error;
 pub mod exit_code;
 mod runs;
+mod schedules;
 mod transport;
 mod wait;
 

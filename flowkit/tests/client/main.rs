@@ -5,4 +5,5 @@
 mod cli;
 mod flows;
 mod harness;
+mod schedules_cli;
 mod typed;

@@ -6,6 +6,7 @@ mod deployments;
 mod logs;
 mod run;
 mod runs;
+mod schedules;
 
 use crate::args::{Cli, Command};
 use crate::print;
@@ -30,6 +31,8 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Logs(args) => logs::run(&client, args, json).await,
         Command::Cancel(args) => actions::cancel(&client, args, json).await,
         Command::Retry(args) => actions::retry(&client, args, json).await,
+        Command::Schedules(command) => schedules::run(&client, command, json).await,
+        Command::Backfill(args) => schedules::backfill(&client, args, json).await,
     };
     match outcome {
         Ok(()) => exit_code::COMPLETED,
