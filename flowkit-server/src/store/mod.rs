@@ -1137,7 +1137,7 @@ impl Backend for Store {
         let task = Maintenance::InsertSchedule {
             flow: flow.to_string(),
             name: name.to_string(),
-            row,
+            row: Box::new(row),
             now: Utc::now(),
         };
         match on_backend!(self, b => b.maintain(task))? {

@@ -764,7 +764,7 @@ pub(crate) enum Maintenance {
         /// The deployment's name.
         name: String,
         /// The schedule.
-        row: super::schedules::ScheduleRow,
+        row: Box<super::schedules::ScheduleRow>,
         /// When it was created.
         now: DateTime<Utc>,
     },
