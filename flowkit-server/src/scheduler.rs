@@ -11,9 +11,12 @@
 //! instant and `created_by` = `schedule:ID`; its first state's message says which schedule
 //! created it and how many earlier instants it stands for.
 //!
-//! A tick reads the due schedules [`SCHEDULES_PER_TICK`] at a time and goes on while it finds
-//! a full batch, for at most [`TICK_BUDGET`]: 10 000 schedules due in the same minute are all
-//! handled within the tick that finds them (the rest, past the budget, at the next tick).
+//! A tick reads the due schedules [`CONCURRENT_BATCHES`] batches of [`SCHEDULES_PER_TICK`] at
+//! a time, writes the batches concurrently, and goes on while it finds full reads, for at most
+//! [`TICK_BUDGET`] (the rest wait for the next tick). The runs of a batch are created in one
+//! transaction; each run still costs a few statements (its slot, its row, its columns), which
+//! bounds how fast a burst of thousands of schedules due at the same instant is created: see
+//! the `schedule_bench` example.
 //!
 //! Each tick then marks overdue runs: a run of a schedule that no worker has claimed
 //! `--late-after` (default 60 s) after its instant becomes `Late` (still claimable), and one not
@@ -45,9 +48,12 @@ pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// tick is normally at most [`TICK`] late.
 pub const MISSED_AFTER: Duration = Duration::seconds(60);
 
-/// The due schedules read at once; a tick reads batches while it finds full ones, within
-/// [`TICK_BUDGET`].
+/// The due schedules of one batch: their runs are created in one transaction, and they are
+/// moved on in another.
 pub const SCHEDULES_PER_TICK: u32 = 100;
+
+/// Batches of [`SCHEDULES_PER_TICK`] read at once and written concurrently.
+pub const CONCURRENT_BATCHES: u32 = 4;
 
 /// The most wall-clock time one tick spends creating runs before it leaves the rest of the due
 /// schedules to the next tick (which starts one [`TICK`] later).
@@ -90,29 +96,48 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
     let mut outcome = TickOutcome::default();
     let started = std::time::Instant::now();
     let mut targets = Targets::default();
+    let wanted = SCHEDULES_PER_TICK * CONCURRENT_BATCHES;
     loop {
-        let batch = state.store().due_schedules(now, SCHEDULES_PER_TICK).await?;
-        let full = batch.len() == SCHEDULES_PER_TICK as usize;
-        // The batch's runs are created in one transaction, and the schedules moved on in
-        // another: two commits per batch, not two per schedule.
-        let mut runs = Vec::new();
-        let mut advances = Vec::with_capacity(batch.len());
-        for due in batch {
-            let planned = plan_due(state, now, &due, &mut targets, &mut outcome).await?;
-            outcome.skipped += planned.skipped;
-            runs.extend(planned.runs);
-            advances.push(planned.advance);
+        let due = state.store().due_schedules(now, wanted).await?;
+        let full = due.len() == wanted as usize;
+        // Each batch's runs are created in one transaction and its schedules moved on in
+        // another (two commits per batch, not two per schedule); the batches of one read are
+        // written at once (PostgreSQL writes them on several connections; SQLite's writer
+        // takes them in turn).
+        let mut batches = Vec::new();
+        for chunk in due.chunks(SCHEDULES_PER_TICK as usize) {
+            let mut runs = Vec::new();
+            let mut advances = Vec::with_capacity(chunk.len());
+            for due in chunk {
+                let planned = plan_due(state, now, due, &mut targets, &mut outcome).await?;
+                outcome.skipped += planned.skipped;
+                runs.extend(planned.runs);
+                advances.push(planned.advance);
+            }
+            batches.push(write_batch(state, runs, advances));
         }
-        let created = create_slot_runs(state, runs).await?;
-        outcome.created += created.created as usize;
-        outcome.skipped += created.existing;
-        // By id, on every replica, for the same reason as the slots.
-        advances.sort_by_key(|advance| advance.id);
-        state.store().advance_schedules(advances).await?;
+        for created in futures::future::try_join_all(batches).await? {
+            outcome.created += created.created as usize;
+            outcome.skipped += created.existing;
+        }
         if !full || started.elapsed() >= TICK_BUDGET {
             return Ok(outcome);
         }
     }
+}
+
+/// Creates a batch's runs, then moves its schedules on (a failure in between leaves them due:
+/// the next tick finds their slots taken and moves them on).
+async fn write_batch(
+    state: &AppState,
+    runs: Vec<NewRun>,
+    mut advances: Vec<Advance>,
+) -> Result<SlotRuns, StoreError> {
+    let created = create_slot_runs(state, runs).await?;
+    // By id, on every replica, for the same reason as the slots (see `create_slot_runs`).
+    advances.sort_by_key(|advance| advance.id);
+    state.store().advance_schedules(advances).await?;
+    Ok(created)
 }
 
 /// The [`Target`]s looked up during one tick, by deployment and parameters: the schedules of
