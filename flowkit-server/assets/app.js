@@ -743,7 +743,31 @@ function renderDeployment(detail, versions) {
   if (!(detail.recent_runs || []).length) {
     rbody.append(el("tr", {}, el("td", { colspan: 5, class: "empty" }, "No runs yet.")));
   }
+  renderSchedules(detail.schedules || []);
+}
 
+// ---- a deployment's schedules -----------------------------------------------------------------
+
+/** A schedule's timing for people: `cron 0 3 * * *` or `every 15m`. */
+function scheduleTiming(spec) {
+  if (spec.cron) return "cron " + spec.cron;
+  if (spec.interval) return "every " + spec.interval;
+  return "";
+}
+
+/** The schedules of the deployment shown: timing, zone, source, active flag, next fire time. */
+function renderSchedules(schedules) {
+  const body = $("schedules-body");
+  body.replaceChildren(...schedules.map((s) => el("tr", { dataset: { schedule: s.id } },
+    el("td", { class: "mono" }, scheduleTiming(s.spec || {})),
+    el("td", {}, (s.spec && s.spec.timezone) || "UTC"),
+    el("td", {}, s.source === "api" ? "API" : "code"),
+    el("td", { class: s.active ? "" : "muted" }, s.active ? "active" : "paused"),
+    el("td", { class: "next-fire" }, s.next_at ? fmtTime(s.next_at) : "—"),
+    el("td", { class: "mono", title: s.id }, "…" + s.id.slice(-12)))));
+  if (!schedules.length) {
+    body.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, "No schedules.")));
+  }
 }
 
 /** The version select: the default (what a trigger without `version` runs), then each one. */

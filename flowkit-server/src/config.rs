@@ -131,6 +131,10 @@ pub struct Cli {
     /// alert messages link to run pages under it. Without it, links use the bind address.
     #[arg(long, env = "FLOWKIT_PUBLIC_URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
+    /// A run created by a schedule and not claimed by a worker this long after its instant
+    /// becomes `Late` (still claimable; alerts can say so). 1 s to 7 d, e.g. `60s`, `5m`.
+    #[arg(long, env = "FLOWKIT_LATE_AFTER", default_value = "60s", value_parser = parse_late_after)]
+    pub late_after: Duration,
 
     /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish before the
     /// server stops anyway.
@@ -236,6 +240,8 @@ pub struct Settings {
     pub lease: Duration,
     /// `--public-url`: the base of the links of alert messages; `None` = the bind address.
     pub public_url: Option<String>,
+    /// A scheduled run not claimed this long after its instant becomes `Late`.
+    pub late_after: Duration,
 }
 
 impl Default for Settings {
@@ -254,6 +260,7 @@ impl Default for Settings {
             idempotency_ttl: flowkit_wire::api::deployments::DEFAULT_IDEMPOTENCY_TTL,
             lease: flowkit_wire::api::workers::DEFAULT_LEASE,
             public_url: None,
+            late_after: DEFAULT_LATE_AFTER,
         }
     }
 }
@@ -332,6 +339,7 @@ impl Cli {
                 idempotency_ttl: self.idempotency_ttl,
                 lease: self.lease,
                 public_url: self.public_url,
+                late_after: self.late_after,
                 ..Settings::default()
             },
         })
@@ -463,6 +471,19 @@ pub fn parse_public_url(s: &str) -> Result<String, String> {
     Ok(s.trim().trim_end_matches('/').to_string())
 }
 
+/// The default of `--late-after`.
+pub const DEFAULT_LATE_AFTER: Duration = Duration::from_secs(60);
+
+/// Parses `--late-after`: a duration from 1 s to 7 days.
+pub fn parse_late_after(s: &str) -> Result<Duration, String> {
+    let after = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration such as 60s or 5m: {e}"))?;
+    if after < Duration::from_secs(1) || after > Duration::from_secs(7 * 24 * 3600) {
+        return Err(format!("{s:?}: --late-after is 1s to 7d"));
+    }
+    Ok(after)
+}
+
 /// Parses `--lease`: a duration from 1 s to 1 h.
 pub fn parse_lease(s: &str) -> Result<Duration, String> {
     let lease = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
@@ -588,6 +609,23 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn late_after() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["flowkit-server"].iter().chain(args))
+                .expect("parse")
+                .into_config()
+                .expect("config")
+        };
+        assert_eq!(parse(&[]).settings.late_after, Duration::from_secs(60));
+        assert_eq!(
+            parse(&["--late-after", "5m"]).settings.late_after,
+            Duration::from_secs(300)
+        );
+        assert!(parse_late_after("0s").is_err());
+        assert!(parse_late_after("soon").is_err());
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod alerts;
 pub mod allowed_hosts;
 pub(crate) mod api;
 pub mod auth;
+pub mod backfill;
 pub mod config;
 pub mod connections;
 pub(crate) mod dashboard;

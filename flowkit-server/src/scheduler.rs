@@ -11,36 +11,53 @@
 //! instant and `created_by` = `schedule:ID`; its first state's message says which schedule
 //! created it and how many earlier instants it stands for.
 //!
+//! A tick reads the due schedules [`CONCURRENT_BATCHES`] batches of [`SCHEDULES_PER_TICK`] at
+//! a time, writes the batches concurrently, and goes on while it finds full reads, for at most
+//! [`TICK_BUDGET`] (the rest wait for the next tick). The runs of a batch are created in one
+//! transaction; each run still costs a few statements (its slot, its row, its columns), which
+//! bounds how fast a burst of thousands of schedules due at the same instant is created: see
+//! the `schedule_bench` example.
+//!
 //! Each tick then marks overdue runs: a run of a schedule that no worker has claimed
-//! [`LATE_AFTER`] after its instant becomes `Late` (still claimable), and one not started within
-//! its schedule's `max_lateness` becomes `Expired` (final) instead of starting a stampede.
+//! `--late-after` (default 60 s) after its instant becomes `Late` (still claimable), and one not
+//! started within its schedule's `max_lateness` becomes `Expired` (final) instead of starting a
+//! stampede.
 
 use crate::AppState;
 use crate::api::deployments::{live_since, new_run, run_tags};
 use crate::params;
-use crate::store::{Backend, NewRun, ScheduleSlot, StoreError, Triggered};
+use crate::store::schedules::{Advance, DueSchedule};
+use crate::store::{Backend, NewRun, ScheduleSlot, StoreError};
 use crate::stream::changes_of;
 use chrono::{DateTime, Duration, Utc};
 use flowkit_wire::api::deployments::TriggerRequest;
-use flowkit_wire::api::schedules::{CATCHUP_ALL_MAX, Catchup, Overlap};
+use flowkit_wire::api::schedules::{CATCHUP_ALL_MAX, Catchup, Overlap, ScheduleSpec};
 use flowkit_wire::schedule::Schedule;
 use flowkit_wire::state::StateType;
+use serde_json::Map;
 use serde_json::Value;
+use std::collections::HashMap;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-/// How often every replica looks for due schedules.
+/// How often every replica looks for due schedules (just after each whole second: see
+/// [`rest_after`]).
 pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An instant first seen this long after it was due counts as missed (catch-up policy); a
 /// tick is normally at most [`TICK`] late.
 pub const MISSED_AFTER: Duration = Duration::seconds(60);
 
-/// A run created by a schedule and not claimed this long after its instant becomes `Late`.
-pub const LATE_AFTER: Duration = Duration::seconds(60);
-
-/// The most due schedules one tick handles; the rest wait for the next tick.
+/// The due schedules of one batch: their runs are created in one transaction, and they are
+/// moved on in another.
 pub const SCHEDULES_PER_TICK: u32 = 100;
+
+/// Batches of [`SCHEDULES_PER_TICK`] read at once and written concurrently.
+pub const CONCURRENT_BATCHES: u32 = 4;
+
+/// The most wall-clock time one tick spends creating runs before it leaves the rest of the due
+/// schedules to the next tick (which starts one [`TICK`] later).
+pub const TICK_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The most instants of one schedule a tick looks at (a minutely schedule missed for ten
 /// weeks); beyond, the instants are skipped and counted as this many.
@@ -56,7 +73,7 @@ pub struct TickOutcome {
     pub skipped: u64,
     /// Unfinished runs cancelled by `cancel_running`.
     pub cancelled: usize,
-    /// Runs that became `Late` (not claimed [`LATE_AFTER`] after their instant).
+    /// Runs that became `Late` (not claimed `--late-after` after their instant).
     pub late: u64,
     /// Runs that became `Expired` (not started within their schedule's `max_lateness`).
     pub expired: u64,
@@ -77,145 +94,261 @@ pub async fn tick(state: &AppState, now: DateTime<Utc>) -> Result<TickOutcome, S
 
 async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOutcome, StoreError> {
     let mut outcome = TickOutcome::default();
-    for due in state.store().due_schedules(now, SCHEDULES_PER_TICK).await? {
-        let schedule = match Schedule::compile(&due.spec) {
-            Ok(schedule) => schedule,
-            Err(e) => {
-                // Checked at registration: only a spec stored by an older server gets here.
-                tracing::error!(schedule = %due.id, error = %e, "schedule cannot be read; stopped");
-                state
-                    .store()
-                    .advance_schedule(due.id, due.last_at, due.last_at, None)
-                    .await?;
-                continue;
+    let started = std::time::Instant::now();
+    let mut targets = Targets::default();
+    let wanted = SCHEDULES_PER_TICK * CONCURRENT_BATCHES;
+    loop {
+        let due = state.store().due_schedules(now, wanted).await?;
+        let full = due.len() == wanted as usize;
+        // Each batch's runs are created in one transaction and its schedules moved on in
+        // another (two commits per batch, not two per schedule); the batches of one read are
+        // written at once (PostgreSQL writes them on several connections; SQLite's writer
+        // takes them in turn).
+        let mut batches = Vec::new();
+        for chunk in due.chunks(SCHEDULES_PER_TICK as usize) {
+            let mut runs = Vec::new();
+            let mut advances = Vec::with_capacity(chunk.len());
+            for due in chunk {
+                let planned = plan_due(state, now, due, &mut targets, &mut outcome).await?;
+                outcome.skipped += planned.skipped;
+                runs.extend(planned.runs);
+                advances.push(planned.advance);
             }
-        };
-        let (instants, more) = schedule.between(due.last_at, now, MAX_INSTANTS_SCANNED);
-        let Some(&latest) = instants.last() else {
-            let next_at = schedule.next_after(due.last_at);
-            state
-                .store()
-                .advance_schedule(due.id, due.last_at, due.last_at, next_at)
-                .await?;
-            continue;
-        };
-        let handled_to = if more { now } else { latest };
-        let on_time = |at: &DateTime<Utc>| now - *at <= MISSED_AFTER;
-        let mut create: Vec<DateTime<Utc>> = match due.spec.catchup {
-            Catchup::Latest => vec![latest],
-            Catchup::None => instants.iter().copied().filter(on_time).collect(),
-            Catchup::All => instants
-                .iter()
-                .rev()
-                .take(CATCHUP_ALL_MAX)
-                .rev()
-                .copied()
-                .collect(),
-        };
-        let mut skipped = (instants.len() - create.len()) as u64;
-        if !create.is_empty() && due.spec.overlap != Overlap::Allow {
-            let open = state.store().open_schedule_runs(due.id).await?;
-            let waiting = open.iter().any(|(_, s)| {
-                matches!(
-                    s,
-                    StateType::Scheduled
-                        | StateType::Late
-                        | StateType::Pending
-                        | StateType::AwaitingRetry
-                )
-            });
-            match due.spec.overlap {
-                Overlap::Skip if !open.is_empty() => {
-                    skipped += create.len() as u64;
-                    create.clear();
-                }
-                Overlap::QueueOne if waiting => {
-                    skipped += create.len() as u64;
-                    create.clear();
-                }
-                Overlap::QueueOne if !open.is_empty() => {
-                    skipped += (create.len() - 1) as u64;
-                    create.drain(..create.len() - 1);
-                }
-                Overlap::CancelRunning => {
-                    for (run_id, _) in &open {
-                        let reason = format!(
-                            "cancelled by schedule {}: a newer instant is due ({})",
-                            due.id,
-                            latest.to_rfc3339()
-                        );
-                        state.store().cancel(*run_id, Some(reason)).await?;
-                        outcome.cancelled += 1;
-                    }
-                    if !open.is_empty() {
-                        state.wakeups().run_ended();
-                    }
-                }
-                _ => {}
-            }
+            batches.push(write_batch(state, runs, advances));
         }
-        // The version and parameters are looked up once for all the instants of this tick.
-        let target = if create.is_empty() {
-            None
-        } else {
-            target(state, &due).await?
-        };
-        let last = create.last().copied();
-        for instant in create {
-            // The run of the latest instant carries the count of the ones it stands for.
-            let stands_for = if Some(instant) == last { skipped } else { 0 };
-            let created = match &target {
-                Some(target) => {
-                    create_run(state, &due, &schedule, target, instant, stands_for).await?
-                }
-                None => None,
-            };
-            match created {
-                Some(_) => outcome.created += 1,
-                None => skipped += 1,
-            }
+        for created in futures::future::try_join_all(batches).await? {
+            outcome.created += created.created as usize;
+            outcome.skipped += created.existing;
         }
-        outcome.skipped += skipped;
-        let next_at = schedule.next_after(handled_to.max(now));
-        state
-            .store()
-            .advance_schedule(due.id, due.last_at, handled_to, next_at)
-            .await?;
+        if !full || started.elapsed() >= TICK_BUDGET {
+            return Ok(outcome);
+        }
     }
-    Ok(outcome)
+}
+
+/// Creates a batch's runs, then moves its schedules on (a failure in between leaves them due:
+/// the next tick finds their slots taken and moves them on).
+async fn write_batch(
+    state: &AppState,
+    runs: Vec<NewRun>,
+    mut advances: Vec<Advance>,
+) -> Result<SlotRuns, StoreError> {
+    let created = create_slot_runs(state, runs).await?;
+    // By id, on every replica, for the same reason as the slots (see `create_slot_runs`).
+    advances.sort_by_key(|advance| advance.id);
+    state.store().advance_schedules(advances).await?;
+    Ok(created)
+}
+
+/// The [`Target`]s looked up during one tick, by deployment and parameters: the schedules of
+/// one deployment share the version lookup. At most as many as the schedules a tick handles.
+#[derive(Default)]
+struct Targets(HashMap<(String, String, String), Option<Target>>);
+
+impl Targets {
+    async fn get(
+        &mut self,
+        state: &AppState,
+        flow: &str,
+        name: &str,
+        id: Uuid,
+        spec: &ScheduleSpec,
+    ) -> Result<Option<&Target>, StoreError> {
+        let key = (
+            flow.to_string(),
+            name.to_string(),
+            Value::Object(spec.parameters.clone()).to_string(),
+        );
+        if !self.0.contains_key(&key) {
+            let found = target(state, flow, name, id, &spec.parameters).await?;
+            self.0.insert(key.clone(), found);
+        }
+        Ok(self.0.get(&key).and_then(Option::as_ref))
+    }
+}
+
+/// What one due schedule gets from a tick: the runs to create, the instants skipped, and how
+/// far it moves on.
+struct Planned {
+    runs: Vec<NewRun>,
+    skipped: u64,
+    advance: Advance,
+}
+
+/// Decides the runs of one due schedule (catch-up and overlap policies; `cancel_running`
+/// cancels here) and how far it moves on.
+async fn plan_due(
+    state: &AppState,
+    now: DateTime<Utc>,
+    due: &DueSchedule,
+    targets: &mut Targets,
+    outcome: &mut TickOutcome,
+) -> Result<Planned, StoreError> {
+    let stay = |next_at| Planned {
+        runs: Vec::new(),
+        skipped: 0,
+        advance: Advance {
+            id: due.id,
+            from: due.last_at,
+            to: due.last_at,
+            next_at,
+        },
+    };
+    let schedule = match Schedule::compile(&due.spec) {
+        Ok(schedule) => schedule,
+        Err(e) => {
+            // Checked at registration: only a spec stored by an older server gets here.
+            tracing::error!(schedule = %due.id, error = %e, "schedule cannot be read; stopped");
+            return Ok(stay(None));
+        }
+    };
+    let (instants, more) = schedule.between(due.last_at, now, MAX_INSTANTS_SCANNED);
+    let Some(&latest) = instants.last() else {
+        return Ok(stay(schedule.next_after(due.last_at)));
+    };
+    let handled_to = if more { now } else { latest };
+    let on_time = |at: &DateTime<Utc>| now - *at <= MISSED_AFTER;
+    let mut create: Vec<DateTime<Utc>> = match due.spec.catchup {
+        Catchup::Latest => vec![latest],
+        Catchup::None => instants.iter().copied().filter(on_time).collect(),
+        Catchup::All => instants
+            .iter()
+            .rev()
+            .take(CATCHUP_ALL_MAX)
+            .rev()
+            .copied()
+            .collect(),
+    };
+    let mut skipped = (instants.len() - create.len()) as u64;
+    if !create.is_empty() && due.spec.overlap != Overlap::Allow {
+        let open = state.store().open_schedule_runs(due.id).await?;
+        let waiting = open.iter().any(|(_, s)| {
+            matches!(
+                s,
+                StateType::Scheduled
+                    | StateType::Late
+                    | StateType::Pending
+                    | StateType::AwaitingRetry
+            )
+        });
+        match due.spec.overlap {
+            Overlap::Skip if !open.is_empty() => {
+                skipped += create.len() as u64;
+                create.clear();
+            }
+            Overlap::QueueOne if waiting => {
+                skipped += create.len() as u64;
+                create.clear();
+            }
+            Overlap::QueueOne if !open.is_empty() => {
+                skipped += (create.len() - 1) as u64;
+                create.drain(..create.len() - 1);
+            }
+            Overlap::CancelRunning => {
+                for (run_id, _) in &open {
+                    let reason = format!(
+                        "cancelled by schedule {}: a newer instant is due ({})",
+                        due.id,
+                        latest.to_rfc3339()
+                    );
+                    state.store().cancel(*run_id, Some(reason)).await?;
+                    outcome.cancelled += 1;
+                }
+                if !open.is_empty() {
+                    state.wakeups().run_ended();
+                }
+            }
+            _ => {}
+        }
+    }
+    // The version and parameters are looked up once per deployment in a tick.
+    let target = if create.is_empty() {
+        None
+    } else {
+        targets
+            .get(state, &due.flow, &due.name, due.id, &due.spec)
+            .await?
+    };
+    let mut runs = Vec::with_capacity(create.len());
+    match target {
+        Some(target) => {
+            let last = create.last().copied();
+            let late_after =
+                Duration::from_std(state.settings().late_after).unwrap_or(MISSED_AFTER);
+            for instant in create {
+                // The run of the latest instant carries the count of the ones it stands for.
+                let stands_for = if Some(instant) == last { skipped } else { 0 };
+                let mut message = format!(
+                    "created by schedule {} for {}",
+                    due.id,
+                    instant.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
+                if stands_for > 0 {
+                    message.push_str(&format!(
+                        "; it stands for {stands_for} earlier instant(s) that got no run \
+                         (catch-up {:?}, overlap {:?})",
+                        due.spec.catchup, due.spec.overlap
+                    ));
+                }
+                let origin = SlotRun {
+                    created_by: format!("schedule:{}", due.id),
+                    message,
+                    tags: Vec::new(),
+                    slot: ScheduleSlot {
+                        schedule_id: due.id,
+                        instant,
+                        skipped: stands_for,
+                        late_at: Some(instant + late_after),
+                        expires_at: schedule.max_lateness().map(|lateness| instant + lateness),
+                    },
+                };
+                runs.push(slot_run(&due.spec, target, origin));
+            }
+        }
+        // No version takes the parameters (logged): the instants get no run.
+        None => skipped += create.len() as u64,
+    }
+    Ok(Planned {
+        runs,
+        skipped,
+        advance: Advance {
+            id: due.id,
+            from: due.last_at,
+            to: handled_to,
+            next_at: schedule.next_after(handled_to.max(now)),
+        },
+    })
 }
 
 /// What a schedule's runs are created from: the version a trigger would run now, and the
 /// schedule's parameters over its defaults, checked against its schema.
-struct Target {
+pub(crate) struct Target {
     deployment: String,
     version: flowkit_wire::api::deployments::DeploymentVersion,
     served: bool,
     parameters: Value,
 }
 
-/// The [`Target`] of `due`'s runs; `None` (logged) when the deployment is gone or its version
-/// refuses the schedule's parameters.
-async fn target(
+/// The [`Target`] of the runs of schedule `id` of `flow`/`name` with `parameters`; `None`
+/// (logged) when the deployment is gone or its version refuses the parameters.
+pub(crate) async fn target(
     state: &AppState,
-    due: &crate::store::schedules::DueSchedule,
+    flow: &str,
+    name: &str,
+    id: Uuid,
+    parameters: &Map<String, Value>,
 ) -> Result<Option<Target>, StoreError> {
     let store = state.store();
-    let deployment = format!("{}/{}", due.flow, due.name);
-    let serving = store
-        .serving_version(&due.flow, &due.name, live_since(state))
-        .await?;
+    let deployment = format!("{flow}/{name}");
+    let serving = store.serving_version(flow, name, live_since(state)).await?;
     let Some(version) = store
-        .deployment_version(&due.flow, &due.name, serving.as_deref())
+        .deployment_version(flow, name, serving.as_deref())
         .await?
     else {
-        tracing::warn!(schedule = %due.id, %deployment, "schedule of a deployment that is gone");
+        tracing::warn!(schedule = %id, %deployment, "schedule of a deployment that is gone");
         return Ok(None);
     };
-    let parameters = Value::Object(params::merge(
-        &version.default_parameters,
-        &due.spec.parameters,
-    ));
+    let parameters = Value::Object(params::merge(&version.default_parameters, parameters));
     match state.validators().get(
         &version.flow,
         &version.name,
@@ -226,7 +359,7 @@ async fn target(
             let errors = params::errors(&validator, &parameters, "", false);
             if let Some(first) = errors.first() {
                 tracing::warn!(
-                    schedule = %due.id,
+                    schedule = %id,
                     %deployment,
                     version = %version.version,
                     error = format!("{}: {}", first.pointer, first.message),
@@ -248,23 +381,27 @@ async fn target(
     }))
 }
 
-/// Creates the run of `due` for `instant`, unless its slot is taken: `Some(id)` of a run
-/// created now, `None` if it existed.
-async fn create_run(
-    state: &AppState,
-    due: &crate::store::schedules::DueSchedule,
-    schedule: &Schedule,
-    target: &Target,
-    instant: DateTime<Utc>,
-    skipped: u64,
-) -> Result<Option<Uuid>, StoreError> {
-    let store = state.store();
+/// Who creates a run for a schedule's slot, and how it is labelled.
+pub(crate) struct SlotRun {
+    /// `schedule:ID`, `backfill:…`.
+    pub created_by: String,
+    /// The message of its first state.
+    pub message: String,
+    /// Tags beyond the deployment's.
+    pub tags: Vec<String>,
+    /// The slot it takes.
+    pub slot: ScheduleSlot,
+}
+
+/// The run of a schedule's slot (by the tick or a backfill), to create with
+/// [`create_slot_runs`].
+pub(crate) fn slot_run(spec: &ScheduleSpec, target: &Target, origin: SlotRun) -> NewRun {
     let request = TriggerRequest {
-        parameters: due.spec.parameters.clone(),
-        scheduled_for: Some(instant),
+        parameters: spec.parameters.clone(),
+        scheduled_for: Some(origin.slot.instant),
         ..TriggerRequest::default()
     };
-    let tags = run_tags(&target.version.tags, &[]);
+    let tags = run_tags(&target.version.tags, &origin.tags);
     let mut new = new_run(
         &target.version,
         &target.deployment,
@@ -275,44 +412,77 @@ async fn create_run(
         target.served,
     );
     if let flowkit_wire::event::EventBody::State { state: first, .. } = &mut new.event.body {
-        let mut message = format!(
-            "created by schedule {} for {}",
-            due.id,
-            instant.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
-        if skipped > 0 {
-            message.push_str(&format!(
-                "; it stands for {skipped} earlier instant(s) that got no run (catch-up {:?}, \
-                 overlap {:?})",
-                due.spec.catchup, due.spec.overlap
-            ));
-        }
-        first.message = Some(message);
+        first.message = Some(origin.message);
     }
-    let event = new.event.clone();
-    let new = NewRun {
-        created_by: Some(format!("schedule:{}", due.id)),
-        schedule_slot: Some(ScheduleSlot {
-            schedule_id: due.id,
-            instant,
-            skipped,
-            late_at: instant + LATE_AFTER,
-            expires_at: schedule.max_lateness().map(|lateness| instant + lateness),
-        }),
+    NewRun {
+        created_by: Some(origin.created_by),
+        schedule_slot: Some(origin.slot),
         ..new
-    };
-    match store.trigger(new).await? {
-        Triggered::Created(id) => {
-            state.wakeups().runs_changed();
-            if state.changes().has_subscribers() {
-                state
-                    .changes()
-                    .publish(changes_of(std::slice::from_ref(&event)));
-            }
-            Ok(Some(id))
-        }
-        Triggered::Replayed(_) | Triggered::KeyReused(_) => Ok(None),
     }
+}
+
+/// What [`create_slot_runs`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SlotRuns {
+    /// Runs created.
+    pub created: u64,
+    /// Slots that had a run already.
+    pub existing: u64,
+}
+
+/// Creates the runs of schedules' slots in one transaction, except those whose slot has a run
+/// already (by any replica's tick or a backfill); wakes the waiting claims and announces the
+/// new runs on the live stream.
+pub(crate) async fn create_slot_runs(
+    state: &AppState,
+    mut runs: Vec<NewRun>,
+) -> Result<SlotRuns, StoreError> {
+    if runs.is_empty() {
+        return Ok(SlotRuns::default());
+    }
+    // In the order of the slots' key, on every replica: two transactions claiming the same
+    // slots at once then wait for each other in turn instead of deadlocking.
+    runs.sort_by_key(|run| {
+        run.schedule_slot
+            .as_ref()
+            .map(|slot| (slot.schedule_id, slot.instant))
+    });
+    let events: Vec<_> = if state.changes().has_subscribers() {
+        runs.iter().map(|run| run.event.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let created = state.store().trigger_slots(runs).await?;
+    let mut outcome = SlotRuns::default();
+    for won in &created {
+        if *won {
+            outcome.created += 1;
+        } else {
+            outcome.existing += 1;
+        }
+    }
+    if outcome.created > 0 {
+        state.wakeups().runs_changed();
+        let new: Vec<_> = events
+            .into_iter()
+            .zip(&created)
+            .filter_map(|(event, won)| won.then_some(event))
+            .collect();
+        if !new.is_empty() {
+            state.changes().publish(changes_of(&new));
+        }
+    }
+    Ok(outcome)
+}
+
+/// How long the tick loop rests after a tick that ended at `now`: until just after the next
+/// whole second (instants are whole seconds), at least 100 ms and at most one [`TICK`] plus
+/// that margin, so an instant is seen a few milliseconds after it is due.
+pub fn rest_after(now: DateTime<Utc>) -> std::time::Duration {
+    const MARGIN: std::time::Duration = std::time::Duration::from_millis(5);
+    let into_second = std::time::Duration::from_nanos(u64::from(now.timestamp_subsec_nanos()));
+    let rest = TICK.saturating_sub(into_second) + MARGIN;
+    rest.max(std::time::Duration::from_millis(100))
 }
 
 /// Starts the scheduler of `state`'s server; it stops when the server shuts down.
@@ -335,9 +505,29 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
                 Err(err) => tracing::warn!(error = %err, "scheduler tick failed; retrying"),
             }
             tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep(rest_after(Utc::now())) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn the_loop_rests_until_just_after_the_next_second() {
+        let at = |ms: i64| {
+            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+                .single()
+                .expect("instant")
+                + Duration::milliseconds(ms)
+        };
+        assert_eq!(rest_after(at(0)).as_millis(), 1005);
+        assert_eq!(rest_after(at(250)).as_millis(), 755);
+        // Right before a second: not a busy loop.
+        assert_eq!(rest_after(at(999)).as_millis(), 100);
+    }
 }

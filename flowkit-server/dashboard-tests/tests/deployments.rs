@@ -2,7 +2,8 @@
 //! a deployment registered through the API is listed; its page shows its versions, that no
 //! worker serves it, and a form generated from its parameter schema; the form asks for a key
 //! with the `trigger` scope, shows the server's 422 errors at their fields, and runs the
-//! flow; the run page shows the run waiting, who created it, cancels it and retries it; a run
+//! flow; the page lists the deployment's schedules with their next fire time; the run page
+//! shows the run waiting, who created it, cancels it and retries it; a run
 //! completed through the real worker protocol (claim, then finish over HTTP) shows its result.
 //! And a key created at runtime (stored, not a flag) opens the dashboard like any other.
 //!
@@ -173,6 +174,16 @@ async fn deployments_in_a_real_browser() -> anyhow::Result<()> {
             .await?;
         anyhow::ensure!(status == 201, "register {version}: {status} {body}");
     }
+    // A schedule created over the API, shown on the deployment's page.
+    let (status, body) = api
+        .post(
+            "/api/v1/deployments/train/nightly/schedules",
+            OPS,
+            json!({"cron": "0 3 * * *", "timezone": "Europe/Paris",
+                   "parameters": {"dataset": "s3://d", "learning_rate": 0.1, "mode": "fast"}}),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "create a schedule: {status} {body}");
 
     let (browser, browser_events) = launch(&chromium, &dir.path().join("profile")).await?;
     let page = browser.new_page(format!("{base}/#/deployments")).await?;
@@ -261,6 +272,28 @@ async fn scenario(page: &Page, api: &Api) -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(versions, ["v2", "v1"]);
+    // Its schedules: timing, zone, source, active flag and next fire time.
+    let schedules: Vec<Vec<String>> = eval(
+        page,
+        "[...document.querySelectorAll('#schedules-body tr[data-schedule]')].map(r => [...r.cells].map(c => c.textContent))",
+    )
+    .await?;
+    assert_eq!(schedules.len(), 1, "{schedules:?}");
+    let row = &schedules[0];
+    assert_eq!(
+        (
+            row[0].as_str(),
+            row[1].as_str(),
+            row[2].as_str(),
+            row[3].as_str()
+        ),
+        ("cron 0 3 * * *", "Europe/Paris", "API", "active"),
+        "{row:?}"
+    );
+    assert!(
+        !row[4].is_empty() && row[4] != "—",
+        "no next fire time: {row:?}"
+    );
 
     // The form follows the schema, in the flow's argument order (`x-flowkit-order`): kinds,
     // required marks, defaults, choices.

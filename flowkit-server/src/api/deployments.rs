@@ -67,11 +67,11 @@ pub struct DeploymentPath {
 
 impl DeploymentPath {
     /// `flow/name`, as runs record their deployment.
-    fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         format!("{}/{}", self.flow, self.name)
     }
 
-    fn not_found(&self) -> ApiError {
+    pub(crate) fn not_found(&self) -> ApiError {
         ApiError::not_found(format!(
             "no deployment {}: register it first (POST {PREFIX}/deployments)",
             self.key()
@@ -227,21 +227,12 @@ fn check_schedules(
     let mut ids = Vec::new();
     for (i, schedule) in spec.schedules.iter().enumerate() {
         let at = format!("/schedules/{i}");
-        if let Err(e) = Schedule::compile(schedule) {
-            found.push(field(&format!("{at}/{}", e.field), e.message));
-        }
-        if let Some(validator) = validator {
-            let parameters = Value::Object(params::merge(
-                &spec.default_parameters,
-                &schedule.parameters,
-            ));
-            found.extend(params::errors(
-                validator,
-                &parameters,
-                &format!("{at}/parameters"),
-                false,
-            ));
-        }
+        found.extend(check_schedule(
+            &at,
+            schedule,
+            &spec.default_parameters,
+            validator,
+        ));
         let id = code_schedule_id(&spec.flow, &spec.name, schedule);
         if let Some(first) = ids.iter().position(|known| *known == id) {
             found.push(field(
@@ -252,6 +243,31 @@ fn check_schedules(
             ));
         }
         ids.push(id);
+    }
+    found
+}
+
+/// Every problem of one schedule, at pointers under `at`: its timing (cron, time zone,
+/// interval, lateness; each message shows a valid example) and, when the schema compiled, its
+/// parameters over `defaults`.
+pub(crate) fn check_schedule(
+    at: &str,
+    schedule: &flowkit_wire::api::schedules::ScheduleSpec,
+    defaults: &serde_json::Map<String, Value>,
+    validator: Option<&jsonschema::Validator>,
+) -> Vec<FieldError> {
+    let mut found = Vec::new();
+    if let Err(e) = Schedule::compile(schedule) {
+        found.push(field(&format!("{at}/{}", e.field), e.message));
+    }
+    if let Some(validator) = validator {
+        let parameters = Value::Object(params::merge(defaults, &schedule.parameters));
+        found.extend(params::errors(
+            validator,
+            &parameters,
+            &format!("{at}/parameters"),
+            false,
+        ));
     }
     found
 }

@@ -28,6 +28,9 @@
 //! | `POST /deployments` | worker | [`deployments::register`] |
 //! | `POST /deployments/{flow}/{name}/runs` | trigger | [`deployments::trigger`] |
 //! | `POST /schedules/{id}/pause`, `/schedules/{id}/resume` | trigger | [`schedules::pause`], [`schedules::resume`] |
+//! | `GET /deployments/{flow}/{name}/schedules`, `GET /schedules/{id}` | read | [`schedule_crud::list`], [`schedule_crud::get`] |
+//! | `POST /deployments/{flow}/{name}/schedules`, `DELETE /schedules/{id}` | trigger | [`schedule_crud::create`], [`schedule_crud::delete`] |
+//! | `POST /deployments/{flow}/{name}/backfill` | trigger | [`backfill::backfill`] |
 //! | `GET /flow-runs/{id}/result` | read | [`run_actions::result`] |
 //! | `POST /flow-runs/{id}/cancel` | trigger | [`run_actions::cancel`] |
 //! | `POST /flow-runs/cancel` | trigger | [`run_actions::bulk_cancel`] |
@@ -49,6 +52,7 @@
 //! ([`crate::auth`]); a limited trigger key also reads the runs it created.
 
 pub mod alerts;
+pub mod backfill;
 pub mod deployment_openapi;
 pub mod deployments;
 pub mod events;
@@ -65,6 +69,7 @@ pub mod param_schemas;
 pub mod reporter_drops;
 pub mod run_actions;
 pub mod same_origin;
+pub mod schedule_crud;
 pub mod schedules;
 pub mod stats;
 pub mod stream;
@@ -121,6 +126,11 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route("/deployments", get(deployments::list))
         .route("/deployments/{flow}/{name}", get(deployments::get))
         .route(
+            "/deployments/{flow}/{name}/schedules",
+            get(schedule_crud::list),
+        )
+        .route("/schedules/{id}", get(schedule_crud::get))
+        .route(
             "/deployments/{flow}/{name}/versions",
             get(deployments::versions),
         )
@@ -164,6 +174,15 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route("/flow-runs/{id}/retry", post(run_actions::retry))
         .route("/schedules/{id}/pause", post(schedules::pause))
         .route("/schedules/{id}/resume", post(schedules::resume))
+        .route(
+            "/deployments/{flow}/{name}/schedules",
+            post(schedule_crud::create),
+        )
+        .route("/schedules/{id}", delete(schedule_crud::delete))
+        .route(
+            "/deployments/{flow}/{name}/backfill",
+            post(backfill::backfill),
+        )
         // Inside the key check: a request without a key gets 401 first.
         .route_layer(from_fn(same_origin::require_json_or_same_origin))
         .route_layer(from_fn_with_state(state.clone(), auth::require_trigger));

@@ -4,8 +4,8 @@
 use crate::api::openapi_links::{RunLinks, UniqueOperationIds};
 use crate::api::param_schemas::CommaSeparated;
 use crate::api::{
-    alerts, deployment_openapi, deployments, events, flow_runs, health, keys, metrics,
-    reporter_drops, run_actions, schedules, stats, stream, workers,
+    alerts, backfill, deployment_openapi, deployments, events, flow_runs, health, keys, metrics,
+    reporter_drops, run_actions, schedule_crud, schedules, stats, stream, workers,
 };
 use crate::dashboard;
 use axum::http::header;
@@ -83,6 +83,11 @@ use utoipa::{Modify, OpenApi};
         run_actions::retry,
         schedules::pause,
         schedules::resume,
+        schedule_crud::create,
+        schedule_crud::list,
+        schedule_crud::get,
+        schedule_crud::delete,
+        backfill::backfill,
         workers::claim,
         workers::heartbeat,
         workers::finish,
@@ -122,6 +127,8 @@ use utoipa::{Modify, OpenApi};
         flowkit_wire::api::schedules::ScheduleSource,
         flowkit_wire::api::schedules::Catchup,
         flowkit_wire::api::schedules::Overlap,
+        flowkit_wire::api::schedules::BackfillRequest,
+        flowkit_wire::api::schedules::Backfilled,
         TriggerRequest,
         Page<DeploymentSummary>,
         Page<DeploymentVersion>,

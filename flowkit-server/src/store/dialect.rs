@@ -94,6 +94,8 @@ pub(crate) trait Dialect:
     fn push_strings(query: &mut QueryBuilder<Self>, values: &[String]) -> Result<(), StoreError>;
     /// Appends ` AND` "the run's tags contain `tag`" to a query on `runs`.
     fn push_has_tag(query: &mut QueryBuilder<Self>, tag: &str);
+    /// Appends ` AND` "the run's tags do not contain `tag`" to a query on `runs`.
+    fn push_lacks_tag(query: &mut QueryBuilder<Self>, tag: &str);
     /// Rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
 }
@@ -286,6 +288,13 @@ impl Dialect for sqlx::Sqlite {
             .push(")");
     }
 
+    fn push_lacks_tag(query: &mut QueryBuilder<Self>, tag: &str) {
+        query
+            .push(" AND NOT EXISTS (SELECT 1 FROM json_each(runs.tags) WHERE json_each.value = ")
+            .push_bind(tag.to_string())
+            .push(")");
+    }
+
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
     }
@@ -354,6 +363,13 @@ impl Dialect for sqlx::Postgres {
             .push(" AND tags @> ARRAY[")
             .push_bind(Self::text(tag))
             .push("]::text[]");
+    }
+
+    fn push_lacks_tag(query: &mut QueryBuilder<Self>, tag: &str) {
+        query
+            .push(" AND NOT (tags @> ARRAY[")
+            .push_bind(Self::text(tag))
+            .push("]::text[])");
     }
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {

@@ -420,6 +420,24 @@ pub(crate) async fn claim<D: Dialect>(
         tx.commit().await?;
         return Ok(Vec::new());
     }
+    // Leased runs per limited backfill (see `crate::backfill`): a backfill at its
+    // `max_parallel` has its other runs left out of the search.
+    let mut backfills: HashMap<String, (u32, u32)> = HashMap::new();
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {} FROM runs WHERE lease_expires IS NOT NULL AND deployment IN (",
+        D::json_text("tags")
+    ));
+    push_list(&mut q, open.iter().map(|key| (*key).clone()));
+    q.push(")");
+    D::push_has_tag(&mut q, crate::backfill::TAG);
+    for row in D::fetch_all(&mut tx, &mut q).await? {
+        let tags: Vec<String> = Columns::<D>(&row).json("tags")?;
+        for tag in tags {
+            if let Some((_, limit)) = crate::backfill::limit_of(&tag) {
+                backfills.entry(tag).or_insert((0, limit)).0 += 1;
+            }
+        }
+    }
     let mut q = QueryBuilder::new(format!(
         "SELECT {LEASE_COLUMNS}, CAST(CASE WHEN version_pinned THEN 1 ELSE 0 END AS BIGINT) \
          AS pinned, {}, {} FROM runs WHERE kind = 'flow' AND state IN ('Scheduled', 'Late') \
@@ -445,7 +463,13 @@ pub(crate) async fn claim<D: Dialect>(
                 .push(")");
         }
     }
-    q.push(")) ORDER BY created, id LIMIT ")
+    q.push("))");
+    for (tag, (leased, limit)) in &backfills {
+        if leased >= limit {
+            D::push_lacks_tag(&mut q, tag);
+        }
+    }
+    q.push(" ORDER BY created, id LIMIT ")
         .bind(i64::from(order.max_runs) + CLAIM_SLACK)
         .push(D::SKIP_LOCKED);
     let candidates = read_all_tx::<D, _>(&mut tx, &mut q, |row| {
@@ -483,6 +507,15 @@ pub(crate) async fn claim<D: Dialect>(
         if version.limit.is_some_and(|limit| *count >= limit) {
             continue;
         }
+        let backfill = candidate
+            .tags
+            .iter()
+            .find_map(|tag| crate::backfill::limit_of(tag).map(|(_, limit)| (tag, limit)));
+        if let Some((tag, limit)) = backfill
+            && backfills.get(tag).is_some_and(|(n, _)| *n >= limit)
+        {
+            continue;
+        }
         let state = ServerState::new(
             StateType::Pending,
             format!("claimed by worker {}", order.worker.name),
@@ -510,6 +543,9 @@ pub(crate) async fn claim<D: Dialect>(
         let max_attempts: Option<i64> = c.get("max_attempts")?;
         insert_state::<D>(&mut tx, run, &state).await?;
         *count += 1;
+        if let Some((tag, limit)) = backfill {
+            backfills.entry(tag.clone()).or_insert((0, limit)).0 += 1;
+        }
         claimed.push(ClaimedRun {
             run_id: run.id,
             flow: key.split('/').next().unwrap_or_default().to_string(),

@@ -267,8 +267,9 @@ pub struct ScheduleSlot {
     pub instant: DateTime<Utc>,
     /// Earlier instants this run stands for (skipped by catch-up or overlap).
     pub skipped: u64,
-    /// Not claimed by then, the run becomes `Late`.
-    pub late_at: DateTime<Utc>,
+    /// Not claimed by then, the run becomes `Late` (none: never, as for a backfill's runs,
+    /// which are late by design).
+    pub late_at: Option<DateTime<Utc>>,
     /// Not started by then (its schedule's `max_lateness`), the run becomes `Expired`.
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -703,6 +704,35 @@ pub trait Backend: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Overdue, StoreError>> + Send;
 
+    /// Stores a schedule created over the API, unless its deployment has as many as it may
+    /// (see [`schedules::insert_api_schedule`]).
+    fn insert_api_schedule(
+        &self,
+        flow: &str,
+        name: &str,
+        row: schedules::ScheduleRow,
+    ) -> impl Future<Output = Result<schedules::Inserted, StoreError>> + Send;
+
+    /// Creates the runs of schedules' slots in one transaction (see
+    /// [`schedules::trigger_slots`]); per run, whether it was created. At most the runs of one
+    /// tick's batch or one backfill (1000).
+    fn trigger_slots(
+        &self,
+        runs: Vec<NewRun>,
+    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
+
+    /// [`Backend::advance_schedule`] for many schedules in one transaction; how many moved.
+    fn advance_schedules(
+        &self,
+        advances: Vec<schedules::Advance>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes a schedule created over the API; returns whether there was one.
+    fn delete_api_schedule(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// The unfinished runs among a schedule's latest ones, with their states.
     fn open_schedule_runs(
         &self,
@@ -1097,6 +1127,50 @@ impl Backend for Store {
     async fn mark_overdue(&self, now: DateTime<Utc>) -> Result<Overdue, StoreError> {
         match on_backend!(self, b => b.maintain(Maintenance::Overdue(now)))? {
             Written::Overdue(overdue) => Ok(overdue),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn insert_api_schedule(
+        &self,
+        flow: &str,
+        name: &str,
+        row: schedules::ScheduleRow,
+    ) -> Result<schedules::Inserted, StoreError> {
+        let task = Maintenance::InsertSchedule {
+            flow: flow.to_string(),
+            name: name.to_string(),
+            row: Box::new(row),
+            now: Utc::now(),
+        };
+        match on_backend!(self, b => b.maintain(task))? {
+            Written::ScheduleInserted(inserted) => Ok(inserted),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn trigger_slots(&self, runs: Vec<NewRun>) -> Result<Vec<bool>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        match on_backend!(self, b => b.maintain(Maintenance::TriggerSlots(runs)))? {
+            Written::SlotsTriggered(created) => Ok(created),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn advance_schedules(
+        &self,
+        advances: Vec<schedules::Advance>,
+    ) -> Result<u64, StoreError> {
+        if advances.is_empty() {
+            return Ok(0);
+        }
+        match on_backend!(self, b => b.maintain(Maintenance::AdvanceSchedules(advances)))? {
+            Written::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn delete_api_schedule(&self, id: Uuid) -> Result<bool, StoreError> {
+        match on_backend!(self, b => b.maintain(Maintenance::DeleteSchedule(id)))? {
+            Written::Count(n) => Ok(n > 0),
             other => Err(unexpected(other)),
         }
     }

@@ -768,6 +768,23 @@ pub(crate) enum Maintenance {
     },
     /// The alerts' tables (`super::alerts`).
     Alerts(Box<super::alerts::AlertWrite>),
+    /// See [`super::Backend::insert_api_schedule`].
+    InsertSchedule {
+        /// The deployment's flow.
+        flow: String,
+        /// The deployment's name.
+        name: String,
+        /// The schedule.
+        row: Box<super::schedules::ScheduleRow>,
+        /// When it was created.
+        now: DateTime<Utc>,
+    },
+    /// See [`super::Backend::delete_api_schedule`].
+    DeleteSchedule(Uuid),
+    /// See [`super::Backend::trigger_slots`].
+    TriggerSlots(Vec<NewRun>),
+    /// See [`super::Backend::advance_schedules`].
+    AdvanceSchedules(Vec<super::schedules::Advance>),
     /// See [`super::Backend::record_stale_events`].
     StaleEvents {
         /// The worker.
@@ -806,6 +823,10 @@ pub(crate) enum Written {
     KeyRevoked(Option<super::api_keys::StoredKey>),
     /// [`Maintenance::Alerts`].
     Alerts(super::alerts::AlertWritten),
+    /// [`Maintenance::InsertSchedule`].
+    ScheduleInserted(super::schedules::Inserted),
+    /// [`Maintenance::TriggerSlots`].
+    SlotsTriggered(Vec<bool>),
 }
 
 /// Runs `task` on `conn`.
@@ -889,6 +910,25 @@ pub(crate) async fn maintain<D: BulkWrite>(
         Maintenance::Alerts(task) => super::alerts::write::<D>(conn, task)
             .await
             .map(Written::Alerts),
+        Maintenance::InsertSchedule {
+            flow,
+            name,
+            row,
+            now,
+        } => super::schedules::insert_api_schedule::<D>(conn, flow, name, row, *now)
+            .await
+            .map(Written::ScheduleInserted),
+        Maintenance::DeleteSchedule(id) => super::schedules::delete_api_schedule::<D>(conn, *id)
+            .await
+            .map(Written::Count),
+        Maintenance::TriggerSlots(runs) => super::schedules::trigger_slots::<D>(conn, runs)
+            .await
+            .map(Written::SlotsTriggered),
+        Maintenance::AdvanceSchedules(advances) => {
+            super::schedules::advance_schedules::<D>(conn, advances)
+                .await
+                .map(Written::Count)
+        }
         Maintenance::StaleEvents { worker, refused } => {
             leases::record_stale_events::<D>(conn, worker, *refused).await?;
             Ok(Written::Count(0))
@@ -1618,7 +1658,9 @@ async fn trigger<D: BulkWrite>(
     .push(", created_by = ")
     .bind(new.created_by.as_deref().map(D::text));
     if let Some(slot) = &new.schedule_slot {
-        q.push(", late_at = ").bind_instant(slot.late_at);
+        if let Some(at) = slot.late_at {
+            q.push(", late_at = ").bind_instant(at);
+        }
         if let Some(at) = slot.expires_at {
             q.push(", expires_at = ").bind_instant(at);
         }

@@ -319,3 +319,183 @@ pub(crate) async fn claim_slot<D: Dialect>(
     })?;
     Ok(Some(Columns::<D>(&row).get("run_id")?))
 }
+
+/// What [`insert_api_schedule`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored.
+    Created,
+    /// The deployment already has [`MAX_SCHEDULES_PER_DEPLOYMENT`] schedules created over the
+    /// API (this many).
+    Full(u64),
+}
+
+/// Stores a schedule created over the API for `flow`/`name`, in one transaction with the count
+/// that keeps the deployment at most [`MAX_SCHEDULES_PER_DEPLOYMENT`] of them (on PostgreSQL,
+/// the deployment's row is locked so two creations at once cannot both pass the count).
+pub(crate) async fn insert_api_schedule<D: BulkWrite>(
+    conn: &mut D::Connection,
+    flow: &str,
+    name: &str,
+    row: &ScheduleRow,
+    now: DateTime<Utc>,
+) -> Result<Inserted, StoreError> {
+    let mut tx = begin_write::<D>(conn).await?;
+    if !D::FOR_UPDATE.is_empty() {
+        let mut q = QueryBuilder::new("SELECT flow FROM deployments WHERE flow = ");
+        q.bind(D::text(flow))
+            .push(" AND name = ")
+            .bind(D::text(name))
+            .push(D::FOR_UPDATE);
+        D::fetch_all(&mut tx, &mut q).await?;
+    }
+    let mut q = QueryBuilder::new("SELECT count(*) AS n FROM schedules WHERE flow = ");
+    q.bind(D::text(flow))
+        .push(" AND name = ")
+        .bind(D::text(name))
+        .push(" AND source = 'api'");
+    let row_count = D::fetch_optional(&mut tx, &mut q)
+        .await?
+        .ok_or_else(|| corrupt("count(*) answered nothing".into()))?;
+    let n: i64 = Columns::<D>(&row_count).get("n")?;
+    if n >= MAX_SCHEDULES_PER_DEPLOYMENT as i64 {
+        tx.commit().await?;
+        return Ok(Inserted::Full(u64::try_from(n).unwrap_or(0)));
+    }
+    let mut q = QueryBuilder::new(
+        "INSERT INTO schedules (id, flow, name, source, spec, paused_at, last_at, next_at, \
+         created) VALUES (",
+    );
+    q.bind(row.id)
+        .push(", ")
+        .bind(D::text(flow))
+        .push(", ")
+        .bind(D::text(name))
+        .push(", 'api', ");
+    D::push_json(&mut q, json_string(&row.spec)?);
+    q.push(", NULL, ").bind_instant(now).push(", ");
+    match row.next_at {
+        Some(at) => q.bind_instant(at),
+        None => q.push("NULL"),
+    };
+    q.push(", ").bind_instant(now).push(")");
+    D::execute(&mut tx, &mut q).await?;
+    tx.commit().await?;
+    Ok(Inserted::Created)
+}
+
+/// Deletes a schedule created over the API (those declared in code are replaced by the
+/// deployment's registration instead). The keys of the runs it created are kept, so its id
+/// is never reused for an instant that already ran. Returns how many rows went (0 or 1).
+pub(crate) async fn delete_api_schedule<D: BulkWrite>(
+    conn: &mut D::Connection,
+    id: Uuid,
+) -> Result<u64, StoreError> {
+    let mut tx = begin_write::<D>(conn).await?;
+    let mut q = QueryBuilder::new("DELETE FROM schedules WHERE id = ");
+    q.bind(id).push(" AND source = 'api'");
+    let deleted = D::rows_affected(&D::execute(&mut tx, &mut q).await?);
+    tx.commit().await?;
+    Ok(deleted)
+}
+
+/// How far one schedule's instants were handled by a tick: see [`advance_schedule`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Advance {
+    /// The schedule.
+    pub id: Uuid,
+    /// Its `last_at` as read.
+    pub from: DateTime<Utc>,
+    /// Its new `last_at`.
+    pub to: DateTime<Utc>,
+    /// When it is next due.
+    pub next_at: Option<DateTime<Utc>>,
+}
+
+/// [`advance_schedule`] for many schedules, in one transaction; returns how many moved.
+pub(crate) async fn advance_schedules<D: BulkWrite>(
+    conn: &mut D::Connection,
+    advances: &[Advance],
+) -> Result<u64, StoreError> {
+    let mut tx = begin_write::<D>(conn).await?;
+    let mut moved = 0;
+    for a in advances {
+        let mut q = QueryBuilder::new("UPDATE schedules SET last_at = ");
+        q.bind_instant(a.to).push(", next_at = ");
+        match a.next_at {
+            Some(at) => q.bind_instant(at),
+            None => q.push("NULL"),
+        };
+        q.push(" WHERE id = ")
+            .bind(a.id)
+            .push(" AND last_at = ")
+            .bind_instant(a.from);
+        moved += D::rows_affected(&D::execute(&mut tx, &mut q).await?);
+    }
+    tx.commit().await?;
+    Ok(moved)
+}
+
+/// Creates the runs of schedules' slots (each [`NewRun`](super::NewRun) has a
+/// `schedule_slot`, no idempotency key), in one transaction: each slot is claimed, and the
+/// runs of the slots claimed now are written together. Returns, per run, whether it was
+/// created (false: its slot already had a run).
+pub(crate) async fn trigger_slots<D: BulkWrite>(
+    conn: &mut D::Connection,
+    runs: &[super::NewRun],
+) -> Result<Vec<bool>, StoreError> {
+    let mut tx = begin_write::<D>(conn).await?;
+    let mut created = Vec::with_capacity(runs.len());
+    let mut claimed = Vec::with_capacity(runs.len());
+    for run in runs {
+        let won = match &run.schedule_slot {
+            Some(slot) => claim_slot::<D>(&mut tx, slot, run.event.run_id)
+                .await?
+                .is_none(),
+            None => {
+                return Err(corrupt("a slot trigger without a slot".into()));
+            }
+        };
+        created.push(won);
+        if won {
+            claimed.push(run);
+        }
+    }
+    if !claimed.is_empty() {
+        let events: Vec<_> = claimed.iter().map(|run| run.event.clone()).collect();
+        let plan = super::rows::Plan::new(std::slice::from_ref(&events))?;
+        let mut stored = std::collections::HashSet::with_capacity(events.len());
+        super::queries::write_plan::<D>(&mut tx, &plan, &mut stored).await?;
+        for run in &claimed {
+            let mut q = QueryBuilder::new("UPDATE runs SET scheduled_for = ");
+            match run.scheduled_for {
+                Some(at) => q.bind_instant(at),
+                None => q.push("NULL"),
+            };
+            q.push(if run.version_pinned {
+                ", version_pinned = TRUE"
+            } else {
+                ", version_pinned = FALSE"
+            })
+            .push(", max_attempts = ")
+            .bind(i64::from(run.max_attempts.max(1)))
+            .push(", created_by = ")
+            .bind(run.created_by.as_deref().map(D::text));
+            if let Some(slot) = &run.schedule_slot {
+                if let Some(at) = slot.late_at {
+                    q.push(", late_at = ").bind_instant(at);
+                }
+                if let Some(at) = slot.expires_at {
+                    q.push(", expires_at = ").bind_instant(at);
+                }
+            }
+            q.push(" WHERE id = ").bind(run.event.run_id);
+            D::execute(&mut tx, &mut q).await?;
+        }
+        if let Some(notify) = D::NOTIFY_RUNS {
+            D::fetch_optional(&mut tx, &mut QueryBuilder::new(notify)).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(created)
+}

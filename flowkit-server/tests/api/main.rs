@@ -32,6 +32,8 @@ mod metrics;
 mod pagination;
 mod read_back;
 mod retention;
+mod schedule_api;
+mod schedule_year;
 mod schedules;
 mod workers;
 

@@ -59,6 +59,11 @@ async fn openapi_document_describes_every_route() {
         ("get", "/api/v1/alert-rules/{id}"),
         ("delete", "/api/v1/alert-rules/{id}"),
         ("get", "/api/v1/alert-rules/{id}/deliveries"),
+        ("post", "/api/v1/deployments/{flow}/{name}/schedules"),
+        ("get", "/api/v1/deployments/{flow}/{name}/schedules"),
+        ("get", "/api/v1/schedules/{id}"),
+        ("delete", "/api/v1/schedules/{id}"),
+        ("post", "/api/v1/deployments/{flow}/{name}/backfill"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths

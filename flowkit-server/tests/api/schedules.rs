@@ -19,7 +19,7 @@ on_every_backend!(
     unclaimed_runs_become_late_and_then_expired,
 );
 
-fn spec(name: &str, schedules: Value) -> Value {
+pub(crate) fn spec(name: &str, schedules: Value) -> Value {
     json!({
         "flow": "train",
         "name": name,
@@ -40,11 +40,11 @@ fn spec(name: &str, schedules: Value) -> Value {
     })
 }
 
-async fn register(server: &TestServer, body: &Value) -> Reply {
+pub(crate) async fn register(server: &TestServer, body: &Value) -> Reply {
     server.post_json("/api/v1/deployments", body).await
 }
 
-async fn schedules_of(server: &TestServer, name: &str) -> Vec<Value> {
+pub(crate) async fn schedules_of(server: &TestServer, name: &str) -> Vec<Value> {
     let detail = server
         .get_ok(&format!("/api/v1/deployments/train/{name}"))
         .await;
@@ -54,7 +54,7 @@ async fn schedules_of(server: &TestServer, name: &str) -> Vec<Value> {
         .clone()
 }
 
-async fn runs_of(server: &TestServer, name: &str) -> Vec<Value> {
+pub(crate) async fn runs_of(server: &TestServer, name: &str) -> Vec<Value> {
     let page = server
         .get_ok(&format!(
             "/api/v1/flow-runs?deployment=train/{name}&limit=500"
@@ -63,7 +63,7 @@ async fn runs_of(server: &TestServer, name: &str) -> Vec<Value> {
     page["items"].as_array().expect("items").clone()
 }
 
-fn instant(value: &Value) -> DateTime<Utc> {
+pub(crate) fn instant(value: &Value) -> DateTime<Utc> {
     value
         .as_str()
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
@@ -127,7 +127,7 @@ async fn bad_schedules_refuse_the_registration_listing_every_error(server: &Test
 }
 
 /// Registers `name` with `schedules` and returns its schedules' ids and first instants.
-async fn registered(
+pub(crate) async fn registered(
     server: &TestServer,
     name: &str,
     schedules: Value,

@@ -68,6 +68,7 @@ mod error;
 pub mod exit_code;
 mod keys;
 mod runs;
+mod schedules;
 mod transport;
 mod wait;
 

@@ -7,4 +7,5 @@ mod cli;
 mod flows;
 mod harness;
 mod keys;
+mod schedules_cli;
 mod typed;

@@ -69,6 +69,11 @@ pub enum Command {
     /// Alert rules of the server: list, create, delete them, and read their deliveries.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// List, create, pause, resume or delete a deployment's schedules.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
+    /// Create the runs of a past range of a deployment's schedules (each instant once).
+    Backfill(BackfillArgs),
 }
 
 /// `keys ...`
@@ -156,6 +161,90 @@ pub struct CreateAlertArgs {
     /// At most one message per flow this often, e.g. `10m` (the server's default), `0s`.
     #[arg(long, value_name = "DURATION")]
     pub quiet_period: Option<String>,
+}
+
+/// `schedules ...`
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// List a deployment's schedules: id, source, active, next fire time, timing.
+    #[command(alias = "ls")]
+    List {
+        /// The deployment, as FLOW/NAME.
+        #[arg(value_name = "FLOW/NAME")]
+        deployment: String,
+    },
+    /// Create a schedule over the API (kept when the deployment registers again).
+    Create(CreateScheduleArgs),
+    /// Pause a schedule: it creates no run until resumed (survives re-registration).
+    Pause {
+        /// The schedule's id (`flowkit schedules list`).
+        id: String,
+    },
+    /// Resume a schedule from now (the instants passed while paused get no run).
+    Resume {
+        /// The schedule's id.
+        id: String,
+    },
+    /// Delete a schedule created over the API (one from code is replaced at registration).
+    Delete {
+        /// The schedule's id.
+        id: String,
+    },
+}
+
+/// `schedules create FLOW/NAME ...`
+#[derive(Debug, Args)]
+pub struct CreateScheduleArgs {
+    /// The deployment, as FLOW/NAME.
+    #[arg(value_name = "FLOW/NAME")]
+    pub deployment: String,
+    /// A five-field cron expression, e.g. "0 3 * * *".
+    #[arg(
+        long,
+        value_name = "EXPR",
+        conflicts_with = "interval",
+        required_unless_present = "interval"
+    )]
+    pub cron: Option<String>,
+    /// A fixed interval, e.g. 15m.
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<String>,
+    /// The IANA time zone the cron expression is read in, e.g. Europe/Paris [default: UTC].
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+    /// A parameter of its runs, as NAME=VALUE (read as the deployment's schema says); repeat
+    /// for several.
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Missed instants: latest (default), none or all.
+    #[arg(long, value_name = "POLICY")]
+    pub catchup: Option<String>,
+    /// An instant due while a run is going: skip (default), allow, queue_one, cancel_running.
+    #[arg(long, value_name = "POLICY")]
+    pub overlap: Option<String>,
+    /// A run not started this long after its instant ends Expired, e.g. 30m.
+    #[arg(long, value_name = "DURATION")]
+    pub max_lateness: Option<String>,
+}
+
+/// `backfill FLOW/NAME --from ... --to ...`
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// The deployment, as FLOW/NAME.
+    #[arg(value_name = "FLOW/NAME")]
+    pub deployment: String,
+    /// The first instant (RFC 3339, e.g. 2026-01-01T00:00:00Z), included.
+    #[arg(long, value_name = "INSTANT")]
+    pub from: String,
+    /// The last instant (RFC 3339), included; not after now.
+    #[arg(long, value_name = "INSTANT")]
+    pub to: String,
+    /// At most this many of its runs at once.
+    #[arg(long, value_name = "N")]
+    pub max_parallel: Option<u32>,
+    /// Only this schedule's instants [default: every schedule of the deployment].
+    #[arg(long, value_name = "ID")]
+    pub schedule: Option<String>,
 }
 
 /// `deployments ...`

@@ -183,3 +183,44 @@ pub struct Schedule {
     /// What it is.
     pub spec: ScheduleSpec,
 }
+
+/// The most runs one backfill creates (instants of the range over all its schedules); a
+/// longer range is refused (422): split it.
+pub const MAX_BACKFILL_RUNS: usize = 1000;
+
+/// `POST /deployments/{flow}/{name}/backfill`: create the runs of a past range of a
+/// deployment's schedules, under the same permanent keys (schedule, instant) as the scheduler,
+/// so an instant that already has a run (from the scheduler or an earlier backfill) gets none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BackfillRequest {
+    /// The first instant of the range (included).
+    pub from: DateTime<Utc>,
+    /// The last instant of the range (included); not after now: the instants to come are the
+    /// scheduler's.
+    pub to: DateTime<Utc>,
+    /// At most this many runs of this backfill are claimed by workers at once (the others wait,
+    /// `Scheduled`, oldest instant first); none: no limit but the deployment's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
+    pub max_parallel: Option<u32>,
+    /// The schedule whose instants to backfill; none: every schedule of the deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Uuid>,
+}
+
+/// What a backfill did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Backfilled {
+    /// The backfill's id: its runs carry the tags `backfill` and `backfill:ID` (with its
+    /// `max_parallel`) and `created_by` = `backfill:…`.
+    pub id: Uuid,
+    /// Instants of the range, over the schedules backfilled.
+    pub instants: u64,
+    /// Runs created now.
+    pub created: u64,
+    /// Instants that already had a run (by the scheduler or an earlier backfill): none created.
+    pub existing: u64,
+}

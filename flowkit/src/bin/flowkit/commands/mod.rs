@@ -8,6 +8,7 @@ mod keys;
 mod logs;
 mod run;
 mod runs;
+mod schedules;
 
 use crate::args::{Cli, Command};
 use crate::print;
@@ -34,6 +35,8 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Retry(args) => actions::retry(&client, args, json).await,
         Command::Keys(command) => keys::run(&client, command, json).await,
         Command::Alerts(command) => alerts::run(&client, command, json).await,
+        Command::Schedules(command) => schedules::run(&client, command, json).await,
+        Command::Backfill(args) => schedules::backfill(&client, args, json).await,
     };
     match outcome {
         Ok(()) => exit_code::COMPLETED,
