@@ -112,6 +112,18 @@ impl KeyRing {
         }
     }
 
+    /// Re-reads the keys when the copy is older than [`RELOAD_EVERY`] (or was never read),
+    /// whenever the last try was: for the readiness probe, so that a server that says it is
+    /// ready after a database outage does not then refuse keys with a copy the outage left
+    /// stale. Fails when the database does not answer.
+    pub async fn refresh_if_old(&self, store: &Store) -> Result<(), ApiError> {
+        let (_, age) = self.snapshot();
+        if age.is_some_and(|age| age < RELOAD_EVERY) {
+            return Ok(());
+        }
+        self.reload_now(store).await
+    }
+
     /// The stored keys as last read (at most [`MAX_STORED_KEYS`](flowkit_wire::api::keys::MAX_STORED_KEYS)), without re-reading.
     pub fn rows(&self) -> Arc<[StoredKey]> {
         self.lock_read().rows.clone()

@@ -44,13 +44,14 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
     })
 }
 
-/// Says whether the server can serve requests: its database answers within 2 s.
+/// Says whether the server can serve requests: its database answers within 2 s and the API
+/// keys stored in it are read.
 #[utoipa::path(
     get,
     path = "/api/v1/ready",
     tag = "server",
     responses(
-        (status = 200, description = "The database answers", body = Readiness),
+        (status = 200, description = "The database answers and the stored API keys are read", body = Readiness),
         (status = 503, description = "`unavailable`: the database did not answer within 2 s, or the server is shutting down (with `Retry-After`)", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before probing again"))),
     )
@@ -65,15 +66,25 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, Api
     if *state.shutdown_signal().borrow() {
         return Err(unavailable("the server is shutting down".into()));
     }
-    match tokio::time::timeout(READY_TIMEOUT, state.store().ping()).await {
+    // Ready means requests are served: the database answers, and the stored API keys are
+    // read (a copy left stale by an outage would refuse keys with 503 until re-read).
+    let check = async {
+        state.store().ping().await.map_err(|err| {
+            tracing::warn!(error = %err, "readiness: the database failed");
+            "the database does not answer".to_string()
+        })?;
+        state
+            .key_ring()
+            .refresh_if_old(state.store())
+            .await
+            .map_err(|_| "the stored API keys cannot be read".to_string())
+    };
+    match tokio::time::timeout(READY_TIMEOUT, check).await {
         Ok(Ok(())) => Ok(Json(Readiness {
             status: "ready".to_string(),
             database: state.store().backend_name().to_string(),
         })),
-        Ok(Err(err)) => {
-            tracing::warn!(error = %err, "readiness: the database failed");
-            Err(unavailable("the database does not answer".into()))
-        }
+        Ok(Err(why)) => Err(unavailable(why)),
         Err(_) => Err(unavailable(format!(
             "the database did not answer within {} s",
             READY_TIMEOUT.as_secs()
