@@ -205,6 +205,19 @@ impl Validators {
         Ok(compiled)
     }
 
+    /// The compiled parameter schema of a stored version (see [`Validators::get`]).
+    pub(crate) fn of(
+        &self,
+        version: &flowkit_wire::api::deployments::DeploymentVersion,
+    ) -> Result<Arc<Validator>, String> {
+        self.get(
+            &version.flow,
+            &version.name,
+            &version.version,
+            &version.parameter_schema,
+        )
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), Arc<Validator>>> {
         self.compiled.lock().unwrap_or_else(PoisonError::into_inner)
     }

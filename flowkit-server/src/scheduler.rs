@@ -349,12 +349,7 @@ pub(crate) async fn target(
         return Ok(None);
     };
     let parameters = Value::Object(params::merge(&version.default_parameters, parameters));
-    match state.validators().get(
-        &version.flow,
-        &version.name,
-        &version.version,
-        &version.parameter_schema,
-    ) {
+    match state.validators().of(&version) {
         Ok(validator) => {
             let errors = params::errors(&validator, &parameters, "", false);
             if let Some(first) = errors.first() {

@@ -679,18 +679,7 @@ pub async fn trigger(
     }
 
     let parameters = params::merge(&version.default_parameters, &request.parameters);
-    let validator = state
-        .validators()
-        .get(
-            &version.flow,
-            &version.name,
-            &version.version,
-            &version.parameter_schema,
-        )
-        // Checked at registration: a schema that no longer compiles is the server's problem.
-        .map_err(|why| {
-            ApiError::internal(anyhow::anyhow!("stored schema of {deployment}: {why}"))
-        })?;
+    let validator = validator_of(&state, &version)?;
     let parameters = Value::Object(parameters);
     let errors = params::errors(&validator, &parameters, "", false);
     if !errors.is_empty() {
@@ -864,4 +853,19 @@ pub(crate) fn new_run(
         created_by: None,
         schedule_slot: None,
     }
+}
+
+/// The compiled parameter schema of a stored version. It was checked at registration, so one
+/// that no longer compiles is the server's problem (500).
+pub(crate) fn validator_of(
+    state: &AppState,
+    version: &DeploymentVersion,
+) -> Result<std::sync::Arc<jsonschema::Validator>, ApiError> {
+    state.validators().of(version).map_err(|why| {
+        ApiError::internal(anyhow::anyhow!(
+            "stored schema of {}/{}: {why}",
+            version.flow,
+            version.name
+        ))
+    })
 }

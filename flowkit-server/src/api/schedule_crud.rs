@@ -8,7 +8,7 @@
 //! A deployment has at most [`MAX_SCHEDULES_PER_DEPLOYMENT`] of them.
 
 use crate::AppState;
-use crate::api::deployments::{DeploymentPath, check_schedule};
+use crate::api::deployments::{DeploymentPath, check_schedule, validator_of};
 use crate::api::extract::ApiJson;
 use crate::api::schedules::ScheduleId;
 use crate::auth::{Caller, Scope};
@@ -63,18 +63,7 @@ pub async fn create(
         .deployment_version(&path.flow, &path.name, None)
         .await?
         .ok_or_else(|| path.not_found())?;
-    let validator = state
-        .validators()
-        .get(
-            &version.flow,
-            &version.name,
-            &version.version,
-            &version.parameter_schema,
-        )
-        // Checked at registration: a schema that no longer compiles is the server's problem.
-        .map_err(|why| {
-            ApiError::internal(anyhow::anyhow!("stored schema of {}: {why}", path.key()))
-        })?;
+    let validator = validator_of(&state, &version)?;
     let problems = check_schedule("", &spec, &version.default_parameters, Some(&validator));
     if !problems.is_empty() {
         return Err(ApiError::invalid_fields(problems));

@@ -92,29 +92,43 @@ pub(crate) async fn replace_code_schedules<D: BulkWrite>(
     }
     let deleted = D::rows_affected(&D::execute_once(&mut tx, &mut q).await?);
     for row in rows {
-        let mut q = QueryBuilder::new(
-            "INSERT INTO schedules (id, flow, name, source, spec, paused_at, last_at, next_at, \
-             created) VALUES (",
-        );
-        q.bind(row.id)
-            .push(", ")
-            .bind(D::text(flow))
-            .push(", ")
-            .bind(D::text(name))
-            .push(", 'code', ");
-        D::push_json(&mut q, json_string(&row.spec)?);
-        q.push(", NULL, ").bind_instant(now).push(", ");
-        match row.next_at {
-            Some(at) => q.bind_instant(at),
-            None => q.push("NULL"),
-        };
-        q.push(", ")
-            .bind_instant(now)
-            .push(") ON CONFLICT (id) DO UPDATE SET spec = excluded.spec");
+        let mut q = insert_sql::<D>(flow, name, "code", row, now)?;
+        q.push(" ON CONFLICT (id) DO UPDATE SET spec = excluded.spec");
         D::execute(&mut tx, &mut q).await?;
     }
     tx.commit().await?;
     Ok(deleted)
+}
+
+/// `INSERT INTO schedules … VALUES (…)` of `row`, from `source` (`code` or `api`), active,
+/// handled up to `now`.
+fn insert_sql<D: Dialect>(
+    flow: &str,
+    name: &str,
+    source: &'static str,
+    row: &ScheduleRow,
+    now: DateTime<Utc>,
+) -> Result<QueryBuilder<D>, StoreError> {
+    let mut q = QueryBuilder::new(
+        "INSERT INTO schedules (id, flow, name, source, spec, paused_at, last_at, next_at, \
+         created) VALUES (",
+    );
+    q.bind(row.id)
+        .push(", ")
+        .bind(D::text(flow))
+        .push(", ")
+        .bind(D::text(name))
+        .push(", '")
+        .push(source)
+        .push("', ");
+    D::push_json(&mut q, json_string(&row.spec)?);
+    q.push(", NULL, ").bind_instant(now).push(", ");
+    match row.next_at {
+        Some(at) => q.bind_instant(at),
+        None => q.push("NULL"),
+    };
+    q.push(", ").bind_instant(now).push(")");
+    Ok(q)
 }
 
 /// The schedules of `flow`/`name`: those declared in code first, then those created over the
@@ -362,23 +376,7 @@ pub(crate) async fn insert_api_schedule<D: BulkWrite>(
         tx.commit().await?;
         return Ok(Inserted::Full(u64::try_from(n).unwrap_or(0)));
     }
-    let mut q = QueryBuilder::new(
-        "INSERT INTO schedules (id, flow, name, source, spec, paused_at, last_at, next_at, \
-         created) VALUES (",
-    );
-    q.bind(row.id)
-        .push(", ")
-        .bind(D::text(flow))
-        .push(", ")
-        .bind(D::text(name))
-        .push(", 'api', ");
-    D::push_json(&mut q, json_string(&row.spec)?);
-    q.push(", NULL, ").bind_instant(now).push(", ");
-    match row.next_at {
-        Some(at) => q.bind_instant(at),
-        None => q.push("NULL"),
-    };
-    q.push(", ").bind_instant(now).push(")");
+    let mut q = insert_sql::<D>(flow, name, "api", row, now)?;
     D::execute(&mut tx, &mut q).await?;
     tx.commit().await?;
     Ok(Inserted::Created)
