@@ -52,7 +52,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
     tag = "server",
     responses(
         (status = 200, description = "The database answers and the stored API keys are read", body = Readiness),
-        (status = 503, description = "`unavailable`: the database did not answer within 2 s, or the server is shutting down (with `Retry-After`)", body = ErrorBody,
+        (status = 503, description = "`unavailable`: the database did not answer within 2 s, the stored API keys could not be read, or the server is shutting down (with `Retry-After`)", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before probing again"))),
     )
 )]
