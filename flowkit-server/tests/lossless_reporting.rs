@@ -1,7 +1,9 @@
 //! Reporting loses no run: a flow of many tasks at full speed, reported to a real server, is
 //! on the server whole once its process has exited and a second process (same `FLOWKIT_HOME`)
 //! has delivered what the first spooled — and no reporter ever reported a drop. Also with the
-//! server stopped for the middle of the flow and started again.
+//! server stopped for the middle of the flow and started again, and with a sink so slow that
+//! the process ends with a large backlog still queued for the sinks: its exit flush waits,
+//! past its timeout, while the backlog moves, instead of leaving it behind.
 //!
 //! Real processes (this binary, run again in child mode) against a real server in this one,
 //! on a SQLite file. `flowkit::testing::scaled` sizes the flow: 20 000 tasks by default (about
@@ -19,6 +21,20 @@ const CHILD_VAR: &str = "FLOWKIT_LOSSLESS_TEST_CHILD";
 const SIGNAL_DIR_VAR: &str = "FLOWKIT_LOSSLESS_TEST_SIGNALS";
 /// Set in a child: pause at half the flow until the parent says go on.
 const PAUSE_VAR: &str = "FLOWKIT_LOSSLESS_TEST_PAUSE";
+/// Set in a child: add a sink that takes 100 µs per event.
+const SLOW_SINK_VAR: &str = "FLOWKIT_LOSSLESS_TEST_SLOW_SINK";
+
+/// A sink that holds the sink thread 100 µs per event (busy, as a sink doing real work).
+struct Slow;
+
+impl flowkit::sink::Sink for Slow {
+    fn on_event(&mut self, _: &flowkit::Event) {
+        let until = Instant::now() + Duration::from_micros(100);
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+}
 
 #[task]
 async fn step(i: u64) -> u64 {
@@ -70,6 +86,9 @@ fn child(what: &str) {
         .build()
         .expect("runtime");
     if what == "flow" {
+        if std::env::var_os(SLOW_SINK_VAR).is_some() {
+            flowkit::sink::add_sink(Slow);
+        }
         let pause = std::env::var_os(PAUSE_VAR).is_some();
         let id = runtime.block_on(async {
             let (_, rec) = flowkit::testing::record(many(tasks(), pause)).await;
@@ -135,6 +154,29 @@ fn parent() {
         );
         println!("test lossless_reporting::with_the_server_stopped_in_the_middle ... ok");
 
+        // 3. A slow sink: the flow ends with a backlog the sink thread takes seconds to hand
+        // on, and the exit flush's timeout is far shorter than that.
+        let home = dir.path().join("home-slow-sink");
+        let started = Instant::now();
+        let mut command = command(&url, &home, "flow");
+        command
+            .env("FLOWKIT_REPORT_FLUSH_TIMEOUT", "100ms")
+            .env("FLOWKIT_FLUSH_TIMEOUT", "200ms")
+            .env(SLOW_SINK_VAR, "1");
+        let (flow, stderr) = finish_flow_saying(command.spawn().expect("run the child"));
+        assert!(
+            stderr.contains("past its timeout"),
+            "the exit flush found no backlog to wait for (the test tests nothing): {stderr}"
+        );
+        deliver_spool(&url, &home);
+        assert_whole(&client, &url, &flow).await;
+        println!(
+            "lossless_reporting: {} tasks behind a slow sink, in {:?}",
+            tasks(),
+            started.elapsed()
+        );
+        println!("test lossless_reporting::a_backlog_at_exit_is_spooled_not_lost ... ok");
+
         let drops: serde_json::Value = client
             .get(format!("{url}/api/v1/reporter-drops"))
             .send()
@@ -197,6 +239,11 @@ fn spawn_flow(url: &str, home: &Path, signals: Option<&Path>) -> Child {
 
 /// Waits for the flow's process; returns its flow run id. It must not have dropped anything.
 fn finish_flow(child: Child) -> String {
+    finish_flow_saying(child).0
+}
+
+/// [`finish_flow`], with what the child wrote on stderr.
+fn finish_flow_saying(child: Child) -> (String, String) {
     let out = child.wait_with_output().expect("child output");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -205,12 +252,13 @@ fn finish_flow(child: Child) -> String {
         !stderr.contains("dropped"),
         "the child dropped events: {stderr}"
     );
-    stdout
+    let id = stdout
         .lines()
         .last()
         .expect("the child printed its run id")
         .trim()
-        .to_string()
+        .to_string();
+    (id, stderr.into_owned())
 }
 
 fn run_flow(url: &str, home: &Path, signals: Option<&Path>) -> String {

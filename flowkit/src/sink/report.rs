@@ -390,6 +390,14 @@ pub fn process_stats() -> Option<ReportStats> {
     PROCESS_REPORTER.get().map(|shared| shared.stats.snapshot())
 }
 
+/// Events the process's own reporter has received but not yet serialized (0 when reporting
+/// is off): what a process exiting now would lose.
+pub(crate) fn process_backlog() -> usize {
+    PROCESS_REPORTER
+        .get()
+        .map_or(0, |shared| shared.lock().events.len())
+}
+
 /// The shared state of the process's own reporter, once started.
 static PROCESS_REPORTER: std::sync::OnceLock<Arc<Shared>> = std::sync::OnceLock::new();
 

@@ -331,9 +331,14 @@ impl Sender {
         let mut events = std::mem::take(&mut self.spare);
         let started = std::time::Instant::now();
         let plan = encode::plan(&events, self.records == Some(true), &mut self.runs);
-        for item in &plan {
+        for (i, item) in plan.iter().enumerate() {
             self.push_item(&events, item);
+            if i % 1024 == 1023 {
+                // A flush past its deadline waits on while a large backlog is serialized.
+                crate::bus::progressed();
+            }
         }
+        crate::bus::progressed();
         let stats = &self.shared.stats;
         stats
             .encode_nanos
@@ -483,6 +488,7 @@ impl Sender {
             self.spool_error(&e);
             self.drop_events(batch.events as u64);
         }
+        crate::bus::progressed();
     }
 
     /// Says once that the spool cannot be written.

@@ -1,8 +1,9 @@
 //! The process's event queue and the thread that feeds the sinks.
 //!
-//! Emitting is a `try_send` into a bounded queue: when the queue is full the event is dropped
-//! and counted, so a slow sink never blocks a run. The sink thread drains the queue in
-//! batches and tells the sinks how many events were dropped.
+//! Emitting appends to a bounded queue under a lock held for a push ([`queue`]): when the
+//! queue already holds [`QUEUE_CAPACITY`] events the event is dropped and counted, so a slow
+//! sink never blocks a run. The sink thread takes everything waiting at once, hands it to the
+//! sinks in order and tells them how many events were dropped.
 //!
 //! # Waking the sink thread
 //!
@@ -22,17 +23,23 @@
 //!   does not wait for deliveries itself: events keep flowing while the reporter talks to the
 //!   server.
 
+mod queue;
+
 use crate::event::Event;
 use crate::sink::{Delivery, Sink};
+use queue::Queue;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-/// Capacity of the event queue: past it, events are dropped and counted
-/// ([`dropped_events`]), never waited for.
-pub const QUEUE_CAPACITY: usize = 1 << 16;
+/// Capacity of the event queue between the runtime and the sink thread: past it, events are
+/// dropped and counted ([`dropped_events`]), never waited for.
+///
+/// The sink thread takes events at several million a second, so the queue fills only while
+/// that thread gets no CPU at all (every core busy with tasks); this many events (about
+/// 200 MB at most, taken only as the queue grows) cover seconds of the busiest workloads.
+pub const QUEUE_CAPACITY: usize = 1 << 20;
 
 /// How often the sink thread looks for new events while events keep coming.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(2);
@@ -52,7 +59,7 @@ enum Message {
 }
 
 struct Bus {
-    tx: SyncSender<Message>,
+    queue: Queue<Message>,
     thread: Thread,
     /// Set by the sink thread just before it parks without a timeout.
     sleeping: AtomicBool,
@@ -82,7 +89,6 @@ impl Entry {
 
 fn bus() -> &'static Bus {
     BUS.get_or_init(|| {
-        let (tx, rx) = sync_channel(QUEUE_CAPACITY);
         let sinks: Vec<Entry> = crate::config::get()
             .default_sinks()
             .into_iter()
@@ -92,10 +98,10 @@ fn bus() -> &'static Bus {
         let count = sinks.len();
         let handle = thread::Builder::new()
             .name("flowkit-sinks".into())
-            .spawn(move || sink_loop(rx, sinks))
+            .spawn(move || sink_loop(sinks))
             .expect("the OS refused to start the flowkit sink thread");
         Bus {
-            tx,
+            queue: Queue::new(QUEUE_CAPACITY),
             thread: handle.thread().clone(),
             sleeping: AtomicBool::new(false),
             wakeups: AtomicU64::new(0),
@@ -130,34 +136,21 @@ impl Bus {
         self.thread.unpark();
     }
 
-    /// Queues a message someone waits for, retrying while the queue is full, until `deadline`.
-    fn send_waited(&self, mut msg: Message, deadline: Instant) -> bool {
-        loop {
-            match self.tx.try_send(msg) {
-                Ok(()) => {
-                    self.wake_now();
-                    return true;
-                }
-                Err(TrySendError::Full(back)) => {
-                    msg = back;
-                    self.wake_now();
-                    if Instant::now() >= deadline {
-                        return false;
-                    }
-                    thread::sleep(Duration::from_millis(1));
-                }
-                Err(TrySendError::Disconnected(_)) => return false,
-            }
-        }
+    /// Queues a message someone waits for (never refused: control messages are few, each
+    /// with its waiter) and wakes the sink thread.
+    fn send_control(&self, msg: Message) {
+        // An unbounded push never fails.
+        let _ = self.queue.push(msg, false);
+        self.wake_now();
     }
 }
 
 /// Hands `event` to the sinks, without ever waiting.
 pub(crate) fn emit(event: Event) {
     let bus = bus();
-    match bus.tx.try_send(Message::Event(event)) {
+    match bus.queue.push(Message::Event(event), true) {
         Ok(()) => bus.wake_if_sleeping(),
-        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+        Err(_) => {
             bus.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -187,10 +180,7 @@ pub fn add_sink(sink: impl Sink) {
         bus.local_sinks.fetch_add(1, Ordering::SeqCst);
     }
     bus.sinks.fetch_add(1, Ordering::SeqCst);
-    // Blocking here is fine: adding a sink is configuration, not a run.
-    if bus.tx.send(Message::AddSink(entry)).is_ok() {
-        bus.wake_now();
-    }
+    bus.send_control(Message::AddSink(entry));
 }
 
 /// Flushes the sinks the end of a top-level flow waits for (see [`Sink::waits_at_flow_end`]),
@@ -201,26 +191,8 @@ pub(crate) async fn flush_local(timeout: Duration) -> bool {
         return true;
     }
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut msg = Message::FlushLocal(done_tx);
-    // The queue may be full: keep offering the request until the deadline, without blocking
-    // the runtime's thread.
-    loop {
-        match bus.tx.try_send(msg) {
-            Ok(()) => break,
-            Err(TrySendError::Full(back)) => {
-                msg = back;
-                bus.wake_now();
-                if tokio::time::Instant::now() >= deadline {
-                    return false;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            Err(TrySendError::Disconnected(_)) => return false,
-        }
-    }
-    bus.wake_now();
-    matches!(tokio::time::timeout_at(deadline, done_rx).await, Ok(Ok(())))
+    bus.send_control(Message::FlushLocal(done_tx));
+    matches!(tokio::time::timeout(timeout, done_rx).await, Ok(Ok(())))
 }
 
 /// What a blocking flush found.
@@ -249,9 +221,7 @@ pub(crate) fn flush_blocking(deadline: Instant) -> Flushed {
         };
     }
     let waiter = Arc::new(Waiter::new(deadline));
-    if !bus.send_waited(Message::Deliver(Arc::clone(&waiter)), deadline) {
-        return Flushed::default();
-    }
+    bus.send_control(Message::Deliver(Arc::clone(&waiter)));
     waiter.wait()
 }
 
@@ -311,16 +281,39 @@ impl Waiter {
         }
     }
 
+    /// Waits for every answer until the deadline, and past it for as long as the sink thread
+    /// or the reporter still make progress (events handed on, serialized or spooled), at most
+    /// [`FLUSH_GRACE`] more: a flush at exit that finds a large backlog lets it reach the
+    /// spool rather than losing it.
     fn wait(&self) -> Flushed {
+        let hard_deadline = self.deadline + FLUSH_GRACE;
+        let mut deadline = self.deadline;
+        let mut seen = PROGRESS.load(Ordering::Relaxed);
+        let mut extended = false;
         let mut state = self.lock();
         while state.pending > 0 {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Flushed::default();
+            let now = Instant::now();
+            if now >= deadline {
+                let progress = PROGRESS.load(Ordering::Relaxed);
+                if progress == seen || now >= hard_deadline {
+                    drop(state);
+                    say_unflushed();
+                    return Flushed::default();
+                }
+                seen = progress;
+                deadline = (now + PROGRESS_WINDOW).min(hard_deadline);
+                if !extended {
+                    extended = true;
+                    eprintln!(
+                        "flowkit: the flush is past its timeout but events are still being spooled; waiting while that goes on (at most {} s more)",
+                        FLUSH_GRACE.as_secs()
+                    );
+                }
+                continue;
             }
             state = self
                 .answered
-                .wait_timeout(state, left)
+                .wait_timeout(state, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
@@ -331,48 +324,62 @@ impl Waiter {
     }
 }
 
-fn sink_loop(rx: Receiver<Message>, mut sinks: Vec<Entry>) {
+/// How long a flush may wait past its deadline while events are still being spooled.
+const FLUSH_GRACE: Duration = Duration::from_secs(60);
+
+/// Past its deadline, a flush waits on while progress was made within this long.
+const PROGRESS_WINDOW: Duration = Duration::from_secs(1);
+
+/// Bumped whenever the sink thread hands events on or the reporter serializes or spools them.
+static PROGRESS: AtomicU64 = AtomicU64::new(0);
+
+/// Says that events moved towards a sink's destination (a flush past its deadline waits on
+/// while this is called).
+pub(crate) fn progressed() {
+    PROGRESS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A flush gave up: says on stderr how many events, as far as is known, were then neither
+/// delivered nor spooled (those still in the bus's queue or waiting for the reporter).
+fn say_unflushed() {
+    let queued = BUS.get().map_or(0, |bus| bus.queue.len());
+    let reporter = crate::sink::report::process_backlog();
+    if queued + reporter > 0 {
+        eprintln!(
+            "flowkit: the flush timed out with {} events neither delivered nor spooled ({queued} still queued for the sinks, {reporter} waiting for the reporter); they are lost if the process exits now",
+            queued + reporter
+        );
+    }
+}
+
+fn sink_loop(mut sinks: Vec<Entry>) {
+    // `bus()` starts this thread while it initialises the bus: wait until it is set.
+    let bus = loop {
+        match BUS.get() {
+            Some(bus) => break bus,
+            None => thread::park_timeout(DRAIN_INTERVAL),
+        }
+    };
     let mut reported_drops = 0u64;
     let mut last_message = Instant::now();
     loop {
-        let mut got_any = false;
-        loop {
-            match rx.try_recv() {
-                Ok(msg) => {
-                    got_any = true;
-                    handle(msg, &mut sinks, &mut reported_drops);
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return,
-            }
-        }
-        report_drops(&mut sinks, &mut reported_drops);
-        if got_any {
+        if drain(bus, &mut sinks, &mut reported_drops) {
             last_message = Instant::now();
             continue;
         }
+        report_drops(&mut sinks, &mut reported_drops);
         if last_message.elapsed() < LINGER {
             thread::park_timeout(DRAIN_INTERVAL);
             continue;
         }
         // Idle: sleep until an emitter or a flush wakes us. Raise the flag first, then look at
         // the queue once more, so a message queued in between is never left waiting.
-        let Some(bus) = BUS.get() else {
-            // Only while `bus()` is still being initialised.
-            thread::park_timeout(DRAIN_INTERVAL);
-            continue;
-        };
         bus.sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        match rx.try_recv() {
-            Ok(msg) => {
-                bus.sleeping.store(false, Ordering::SeqCst);
-                handle(msg, &mut sinks, &mut reported_drops);
-                last_message = Instant::now();
-                continue;
-            }
-            Err(TryRecvError::Empty) => {}
-            Err(TryRecvError::Disconnected) => return,
+        if drain(bus, &mut sinks, &mut reported_drops) {
+            bus.sleeping.store(false, Ordering::SeqCst);
+            last_message = Instant::now();
+            continue;
         }
         // `park` may return spuriously: sleep on while nobody cleared the flag.
         while bus.sleeping.load(Ordering::Acquire) {
@@ -380,6 +387,22 @@ fn sink_loop(rx: Receiver<Message>, mut sinks: Vec<Entry>) {
         }
         last_message = Instant::now();
     }
+}
+
+/// Hands everything waiting to the sinks, in order. Returns whether there was anything.
+fn drain(bus: &Bus, sinks: &mut Vec<Entry>, reported_drops: &mut u64) -> bool {
+    let mut chunks = bus.queue.take();
+    if chunks.is_empty() {
+        return false;
+    }
+    for chunk in &mut chunks {
+        for msg in chunk.drain(..) {
+            handle(msg, sinks, reported_drops);
+        }
+        progressed();
+    }
+    bus.queue.recycle(chunks);
+    true
 }
 
 fn handle(msg: Message, sinks: &mut Vec<Entry>, reported_drops: &mut u64) {
