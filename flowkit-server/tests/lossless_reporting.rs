@@ -21,14 +21,20 @@ const CHILD_VAR: &str = "FLOWKIT_LOSSLESS_TEST_CHILD";
 const SIGNAL_DIR_VAR: &str = "FLOWKIT_LOSSLESS_TEST_SIGNALS";
 /// Set in a child: pause at half the flow until the parent says go on.
 const PAUSE_VAR: &str = "FLOWKIT_LOSSLESS_TEST_PAUSE";
-/// Set in a child: add a sink that takes 100 µs per event.
+/// Set in a child: add a sink that takes 100 µs per event for its first 60 000 events.
 const SLOW_SINK_VAR: &str = "FLOWKIT_LOSSLESS_TEST_SLOW_SINK";
 
-/// A sink that holds the sink thread 100 µs per event (busy, as a sink doing real work).
-struct Slow;
+/// A sink that holds the sink thread 100 µs per event (busy, as a sink doing real work) for
+/// its first 60 000 events: a backlog of seconds at exit, whatever the test's scale, well
+/// within the minute a flush waits on for a moving backlog.
+struct Slow(u32);
 
 impl flowkit::sink::Sink for Slow {
     fn on_event(&mut self, _: &flowkit::Event) {
+        if self.0 >= 60_000 {
+            return;
+        }
+        self.0 += 1;
         let until = Instant::now() + Duration::from_micros(100);
         while Instant::now() < until {
             std::hint::spin_loop();
@@ -87,7 +93,7 @@ fn child(what: &str) {
         .expect("runtime");
     if what == "flow" {
         if std::env::var_os(SLOW_SINK_VAR).is_some() {
-            flowkit::sink::add_sink(Slow);
+            flowkit::sink::add_sink(Slow(0));
         }
         let pause = std::env::var_os(PAUSE_VAR).is_some();
         let id = runtime.block_on(async {
