@@ -52,6 +52,8 @@ use uuid::Uuid;
 /// The `kind` of a run record ([`EventBody::RunRecord`]).
 pub const RUN_RECORD_KIND: &str = "run_record";
 
+pub use crate::timestamp_json::Rfc3339;
+
 /// Whether a run is a flow run or a task run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -73,9 +75,9 @@ impl RunKind {
     }
 }
 
-/// One event: a state change or a log line of one run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+/// One event: a state change or a log line of one run. Its JSON is one flat object (see the
+/// [module](self) documentation), written and read by hand rather than derived, for speed.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     /// Unique, time-ordered id of this event (UUID v7); the server ingests each id once.
     pub id: Uuid,
@@ -85,12 +87,10 @@ pub struct Event {
     pub parent_run_id: Option<Uuid>,
     /// The nearest enclosing flow run (the run itself for a flow run); `None` for a task run
     /// outside any flow.
-    #[serde(default)]
     pub flow_run_id: Option<Uuid>,
     /// Flow run or task run.
     pub run_kind: RunKind,
     /// The run's display name (the function name unless `name = "..."` was given).
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub name: Cow<'static, str>,
     /// The attempt this event belongs to, starting at 1 (0 before the first attempt starts).
     pub attempt: u32,
@@ -99,10 +99,8 @@ pub struct Event {
     /// The fencing token of the lease under which a worker runs this event's flow run (see
     /// [`crate::api::workers`]); absent for runs no worker claimed. The server refuses an
     /// event whose token is older than its flow run's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<u64>,
     /// What the event carries.
-    #[serde(flatten)]
     pub body: EventBody,
 }
 
@@ -158,6 +156,8 @@ pub struct LaterState {
     /// The id of this state event (UUID v7); the server ingests each id once.
     pub id: Uuid,
     /// When the run entered this state.
+    #[serde(with = "crate::timestamp_json")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub timestamp: DateTime<Utc>,
     /// The attempt this state belongs to.
     pub attempt: u32,

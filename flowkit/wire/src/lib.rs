@@ -19,10 +19,12 @@
 pub mod alerts;
 pub mod api;
 pub mod event;
+mod event_json;
 pub mod links;
 #[cfg(feature = "schedule")]
 pub mod schedule;
 pub mod state;
+mod timestamp_json;
 
 pub use event::{Event, EventBody, LaterState, LogLevel, RunDetails, RunKind};
 pub use state::{State, StateType};

@@ -14,7 +14,7 @@
 
 use crate::event::{Event, EventBody};
 use flowkit_wire::api::ingest::{MAX_VALUE_DEPTH, cap_depth};
-use flowkit_wire::event::RUN_RECORD_KIND;
+use flowkit_wire::event::{RUN_RECORD_KIND, Rfc3339};
 use serde::ser::{SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
@@ -186,7 +186,7 @@ impl Serialize for RecordOut<'_> {
         s.serialize_field("run_kind", &first.run_kind)?;
         s.serialize_field("name", &first.name)?;
         s.serialize_field("attempt", &first.attempt)?;
-        s.serialize_field("timestamp", &first.timestamp)?;
+        s.serialize_field("timestamp", &Rfc3339(&first.timestamp))?;
         if let Some(lease) = first.lease {
             s.serialize_field("lease", &lease)?;
         }
@@ -226,7 +226,7 @@ impl Serialize for LaterEntry<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut s = serializer.serialize_struct("LaterState", 4)?;
         s.serialize_field("id", &self.event.id)?;
-        s.serialize_field("timestamp", &self.event.timestamp)?;
+        s.serialize_field("timestamp", &Rfc3339(&self.event.timestamp))?;
         s.serialize_field("attempt", &self.event.attempt)?;
         s.serialize_field("state", self.state)?;
         s.end()
