@@ -641,10 +641,14 @@ async fn states_the_server_decides_fire_too(server: &TestServer) {
     assert_eq!(rec.got()[0].1["deployment"], "etl/sched");
 }
 
-/// The server keeps at most `MAX_RULES` rules: one more is a 409 saying so.
+/// The server keeps at most `MAX_RULES` rules: one more is a 409 saying so, also when many
+/// creates race for the last places (PostgreSQL runs them on several connections at once).
 async fn the_number_of_rules_is_bounded(server: &TestServer) {
     use flowkit_server::wire::api::alerts::MAX_RULES;
-    for i in 0..MAX_RULES {
+    use tower::ServiceExt;
+    const ROOM: usize = 3;
+    const TRIES: usize = 24;
+    for i in 0..MAX_RULES - ROOM {
         let reply = server
             .post_json(
                 "/api/v1/alert-rules",
@@ -653,6 +657,29 @@ async fn the_number_of_rules_is_bounded(server: &TestServer) {
             .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{i}: {}", reply.body);
     }
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..TRIES {
+        let router = server.router();
+        creates.spawn(async move {
+            let body = json!({"name": format!("race {i}"), "states": ["Failed"], "webhook": "https://h.example/x"});
+            let request = axum::http::Request::builder()
+                .method(Method::POST)
+                .uri("/api/v1/alert-rules")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body.to_string()))
+                .expect("request");
+            router.oneshot(request).await.expect("infallible").status()
+        });
+    }
+    let mut answers = (0, 0);
+    while let Some(status) = creates.join_next().await {
+        match status.expect("task") {
+            StatusCode::CREATED => answers.0 += 1,
+            StatusCode::CONFLICT => answers.1 += 1,
+            other => panic!("a create answered {other}"),
+        }
+    }
+    assert_eq!(answers, (ROOM, TRIES - ROOM));
     let reply = server
         .post_json(
             "/api/v1/alert-rules",
