@@ -1187,8 +1187,21 @@ function alertDeliveryRow(d) {
 
 async function alertRuleCard(rule) {
   const body = el("tbody", {});
-  const card = el("article", { class: "alert-rule", dataset: { rule: rule.id } },
-    el("h2", {}, rule.name),
+  const enabled = rule.enabled !== false;
+  const edit = el("button", { type: "button", class: "alert-edit" }, "Edit");
+  edit.addEventListener("click", () => editAlertRule(rule));
+  const toggle = el("button", { type: "button", class: "alert-toggle" }, enabled ? "Disable" : "Enable");
+  toggle.addEventListener("click", () => alertAction(toggle, "PATCH", rule.id, { enabled: !enabled }));
+  // Deleting takes two clicks: the first asks.
+  const remove = el("button", { type: "button", class: "alert-delete" }, "Delete");
+  remove.addEventListener("click", () => {
+    if (remove.dataset.armed) alertAction(remove, "DELETE", rule.id);
+    else { remove.dataset.armed = "1"; remove.textContent = "Really delete?"; }
+  });
+  const card = el("article", { class: "alert-rule" + (enabled ? "" : " disabled"),
+    dataset: { rule: rule.id, enabled: String(enabled) } },
+    el("h2", {}, rule.name, enabled ? null : el("span", { class: "paused" }, "disabled")),
+    el("div", { class: "actions" }, edit, toggle, remove),
     el("p", { class: "meta" },
       el("span", {}, "when: " + alertWhen(rule)),
       el("span", {}, "for: " + alertScope(rule)),
@@ -1202,6 +1215,141 @@ async function alertRuleCard(rule) {
   for (const d of page.items) body.append(alertDeliveryRow(d));
   if (!page.items.length) body.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, "No deliveries yet.")));
   return card;
+}
+
+/** The rule form's fields (their `data-field`), in the body's names. */
+const ALERT_TEXT_FIELDS = ["name", "flow", "deployment", "tag", "worker_absent_for", "webhook", "slack", "quiet_period"];
+const ALERT_STATES = ["Failed", "Crashed", "TimedOut", "Late", "Expired", "Cancelled"];
+
+function alertInput(name) {
+  return $("alert-" + name.replace(/_/g, "-"));
+}
+
+function initAlertForm() {
+  $("alert-states").replaceChildren(...ALERT_STATES.map((s) =>
+    el("label", {}, el("input", { type: "checkbox", name: "states", value: s }), " " + s)));
+  $("alert-form").addEventListener("submit", submitAlertRule);
+  $("alert-cancel-edit").addEventListener("click", resetAlertForm);
+}
+
+function clearAlertErrors() {
+  for (const field of $("alert-form").querySelectorAll(".field")) {
+    field.classList.remove("invalid");
+    const p = field.querySelector(".field-error");
+    p.textContent = "";
+    p.hidden = true;
+  }
+  $("alert-form-error").hidden = true;
+  $("alert-form-error").textContent = "";
+}
+
+/** Shows a message at the form's field of a JSON pointer (`/webhook`, `/states/0`); false if none. */
+function alertFieldError(pointer, message) {
+  const name = pointer.split("/")[1];
+  const field = name && [...$("alert-form").querySelectorAll(".field")].find((f) => f.dataset.field === name);
+  if (!field) return false;
+  field.classList.add("invalid");
+  const p = field.querySelector(".field-error");
+  p.textContent = (p.textContent ? p.textContent + "\n" : "") + message;
+  p.hidden = false;
+  return true;
+}
+
+function alertFormError(message) {
+  const p = $("alert-form-error");
+  p.textContent = (p.textContent ? p.textContent + "\n" : "") + message;
+  p.hidden = false;
+}
+
+/** Back to a blank "new rule" form. */
+function resetAlertForm() {
+  $("alert-form").reset();
+  $("alert-edit-id").value = "";
+  $("alert-enabled").checked = true;
+  $("alert-form-title").textContent = "New rule";
+  $("alert-submit").textContent = "Create rule";
+  $("alert-cancel-edit").hidden = true;
+  clearAlertErrors();
+}
+
+/** Fills the form with `rule` (its URLs masked: sent back as they are, they keep the stored ones). */
+function editAlertRule(rule) {
+  resetAlertForm();
+  $("alert-edit-id").value = rule.id;
+  for (const name of ALERT_TEXT_FIELDS) alertInput(name).value = rule[name] || "";
+  for (const box of $("alert-states").querySelectorAll("input")) box.checked = (rule.states || []).includes(box.value);
+  $("alert-enabled").checked = rule.enabled !== false;
+  $("alert-form-title").textContent = "Edit rule " + rule.name;
+  $("alert-submit").textContent = "Save changes";
+  $("alert-cancel-edit").hidden = false;
+  $("alert-form").scrollIntoView();
+}
+
+/**
+ * The body the form describes. A new rule leaves out the empty fields; a change sends every
+ * field, an empty one as null (which removes it).
+ */
+function alertBody(editing) {
+  const body = {};
+  for (const name of ALERT_TEXT_FIELDS) {
+    const value = alertInput(name).value.trim();
+    if (value) body[name] = value;
+    else if (editing && name !== "name") body[name] = null;
+    else if (name === "name") body[name] = value;
+  }
+  body.states = [...$("alert-states").querySelectorAll("input:checked")].map((b) => b.value);
+  body.enabled = $("alert-enabled").checked;
+  return body;
+}
+
+async function submitAlertRule(e) {
+  e.preventDefault();
+  clearAlertErrors();
+  const id = $("alert-edit-id").value;
+  const path = "/api/v1/alert-rules" + (id ? "/" + id : "");
+  $("alert-submit").disabled = true;
+  try {
+    const { status, body: answer, res } = await send(id ? "PATCH" : "POST", path, alertBody(!!id));
+    if (status === 200 || status === 201) {
+      resetAlertForm();
+      await loadAlerts();
+      return;
+    }
+    const message = errorMessage(res, answer);
+    if (status === 401 || status === 403) askForKey(message);
+    const details = (answer && answer.error && answer.error.details) || [];
+    if (status === 422 && details.length) {
+      for (const d of details) {
+        if (!alertFieldError(d.pointer, d.message)) alertFormError((d.pointer || "(rule)") + ": " + d.message);
+      }
+    } else {
+      alertFormError(message);
+    }
+  } catch (err) {
+    alertFormError("Could not reach the server: " + err.message);
+  } finally {
+    $("alert-submit").disabled = false;
+  }
+}
+
+/** Enables, disables (PATCH) or deletes (DELETE) a rule, then shows the rules again. */
+async function alertAction(button, method, id, payload) {
+  button.disabled = true;
+  $("alerts-error").hidden = true;
+  try {
+    const { status, body, res } = await send(method, "/api/v1/alert-rules/" + id, payload);
+    if (!res.ok) {
+      const message = errorMessage(res, body);
+      if (status === 401 || status === 403) askForKey(message);
+      throw new Error(status + ": " + message);
+    }
+    if ($("alert-edit-id").value === id && method === "DELETE") resetAlertForm();
+    await loadAlerts();
+  } catch (err) {
+    $("alerts-error").textContent = "Could not change the rule: " + err.message;
+    $("alerts-error").hidden = false;
+    button.disabled = false;
+  }
 }
 
 async function loadAlerts() {
@@ -1292,6 +1440,7 @@ function init() {
   $("cancel-run").addEventListener("click", () => runAction("cancel"));
   $("retry-run").addEventListener("click", () => runAction("retry"));
   initKeyPanel();
+  initAlertForm();
   window.addEventListener("hashchange", route);
   route();
   connectStream();

@@ -628,11 +628,13 @@ async fn admit(
         return key.admit(scope);
     }
     if let Some(key) = ring.keys(state.store()).await?.find(&presented) {
+        ring.note_use(state, presented);
         return key.admit(scope);
     }
     if let Some(fresh) = ring.reload_on_miss(state.store()).await
         && let Some(key) = fresh.find(&presented)
     {
+        ring.note_use(state, presented);
         return key.admit(scope);
     }
     Err(ApiError::unauthorized("unknown API key"))

@@ -17,12 +17,20 @@
 //! 250 ms per replica however many arrive (a flood of bad tokens cannot flood the database).
 //!
 //! The copy holds at most [`MAX_STORED_KEYS`](flowkit_wire::api::keys::MAX_STORED_KEYS) keys.
+//!
+//! **When a key was last used.** A request let in by a stored key notes it here
+//! ([`KeyRing::note_use`]): a map lookup under a short lock. At most once per
+//! [`LAST_USED_EVERY`] per key, this replica then writes the key's `last_used` in the
+//! background (the request does not wait for it), and the write itself changes nothing when
+//! another replica wrote it less than a minute ago. So `GET /keys` shows when each stored key
+//! was used to within a minute, at the cost of one write per key per minute at most.
 
 use crate::auth::{ApiKey, ApiKeys};
 use crate::error::ApiError;
 use crate::store::Store;
-use crate::store::api_keys::StoredKey;
-use std::sync::{Arc, PoisonError, RwLock};
+use crate::store::api_keys::{LAST_USED_EVERY, StoredKey};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 /// How old the copy of the stored keys may be before a request re-reads it.
@@ -39,6 +47,9 @@ pub struct KeyRing {
     copy: RwLock<Copy>,
     /// Held while re-reading: one query at a time.
     reload: tokio::sync::Mutex<()>,
+    /// When this replica last wrote each stored key's `last_used`, by the key's digest. Holds
+    /// at most the keys of the copy (the others go when it is re-read).
+    touched: Mutex<HashMap<[u8; 32], Instant>>,
 }
 
 #[derive(Debug, Default)]
@@ -124,6 +135,35 @@ impl KeyRing {
         self.reload_now(store).await
     }
 
+    /// Notes that the stored key whose secret has the digest `digest` let a request in: its
+    /// `last_used` is written in the background unless this replica wrote it less than
+    /// [`LAST_USED_EVERY`] ago. Never waits for the database.
+    pub fn note_use(&self, state: &crate::AppState, digest: [u8; 32]) {
+        if !self.due(digest, Instant::now()) {
+            return;
+        }
+        let store = state.store_arc();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_api_key(digest, chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "cannot note when a stored API key was used");
+            }
+        });
+    }
+
+    /// Whether the key of `digest`, used at `now`, is due a `last_used` write (and if so,
+    /// counts it as written at `now`).
+    fn due(&self, digest: [u8; 32], now: Instant) -> bool {
+        let every = LAST_USED_EVERY.to_std().unwrap_or(Duration::from_secs(60));
+        let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+        match touched.get(&digest) {
+            Some(at) if now.saturating_duration_since(*at) < every => false,
+            _ => {
+                touched.insert(digest, now);
+                true
+            }
+        }
+    }
+
     /// The stored keys as last read (at most [`MAX_STORED_KEYS`](flowkit_wire::api::keys::MAX_STORED_KEYS)), without re-reading.
     pub fn rows(&self) -> Arc<[StoredKey]> {
         self.lock_read().rows.clone()
@@ -175,10 +215,38 @@ impl KeyRing {
             )
             .collect();
         let keys = ApiKeys::from_trusted(keys);
+        self.touched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|digest, _| rows.iter().any(|row| row.digest == *digest));
         let mut copy = self.copy.write().unwrap_or_else(PoisonError::into_inner);
         copy.keys = Arc::new(keys);
         copy.rows = rows.into();
         copy.read_at = Some(now);
         copy.tried_at = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_used_is_written_at_most_once_a_minute_per_key() {
+        let ring = KeyRing::default();
+        let start = Instant::now();
+        let (a, b) = ([1; 32], [2; 32]);
+        assert!(ring.due(a, start), "the first use");
+        assert!(!ring.due(a, start + Duration::from_secs(1)));
+        assert!(!ring.due(a, start + Duration::from_secs(59)));
+        assert!(ring.due(b, start + Duration::from_secs(59)), "another key");
+        assert!(
+            ring.due(a, start + Duration::from_secs(60)),
+            "a minute later"
+        );
+        assert!(!ring.due(a, start + Duration::from_secs(61)));
+        // A re-read forgets the keys that are gone.
+        ring.install(Vec::new());
+        assert!(ring.touched.lock().expect("lock").is_empty());
     }
 }

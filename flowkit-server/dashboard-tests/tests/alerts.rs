@@ -2,7 +2,10 @@
 //! running on the real clock): two rules created over the API, a failed run ingested, one
 //! rule's receiver (a real HTTP server on loopback) answers 200, the other's is down. The page
 //! lists both rules with their URLs masked, and each one's delivery with its attempts: 200 for
-//! the first, "no answer" and the error for the second, still pending.
+//! the first, "no answer" and the error for the second, still pending. Then, with an admin
+//! key, a rule is created through the page's form (a bad webhook first: the server's error
+//! shows at that field), disabled, edited (its masked URL left as shown keeps the stored one)
+//! and deleted, each checked over the API.
 //!
 //! Needs Debian's `chromium`, like the other browser suites.
 
@@ -149,7 +152,10 @@ async fn alerts_page_in_a_real_browser() -> anyhow::Result<()> {
 
     let (browser, browser_events) = launch(&chromium, &dir.path().join("profile")).await?;
     let page = browser.new_page(format!("{base}/#/alerts")).await?;
-    let outcome = scenario(&page, run).await;
+    let mut outcome = scenario(&page, run).await;
+    if outcome.is_ok() {
+        outcome = manage(&page, &http, &base).await;
+    }
     drop(page);
     let mut browser = browser;
     let _ = browser.close().await;
@@ -217,5 +223,161 @@ async fn scenario(page: &Page, run: Uuid) -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(href, format!("/#/runs/{run}"));
+    Ok(())
+}
+
+/// The rules as the API shows them (names, enabled, webhook), oldest first.
+async fn rules(http: &reqwest::Client, base: &str) -> anyhow::Result<Vec<Value>> {
+    let (status, body) = send(
+        http,
+        reqwest::Method::GET,
+        format!("{base}/api/v1/alert-rules"),
+        OPS,
+        None,
+    )
+    .await?;
+    anyhow::ensure!(status == 200, "list: {status} {body}");
+    Ok(body["items"].as_array().cloned().unwrap_or_default())
+}
+
+/// Sets the input `id` to `value` (as typed).
+async fn fill(page: &Page, id: &str, value: &str) -> anyhow::Result<()> {
+    let js = format!(
+        "document.getElementById({}).value = {}; true",
+        serde_json::to_string(id)?,
+        serde_json::to_string(value)?
+    );
+    let _: bool = eval(page, &js).await?;
+    Ok(())
+}
+
+/// Clicks the button `selector` of the rule card named `name`.
+async fn click_on_rule(page: &Page, name: &str, selector: &str) -> anyhow::Result<()> {
+    let js = format!(
+        "(() => {{ const card = [...document.querySelectorAll('.alert-rule')].find(c => c.querySelector('h2').firstChild.textContent === {}); card.querySelector({}).click(); return true; }})()",
+        serde_json::to_string(name)?,
+        serde_json::to_string(selector)?
+    );
+    let _: bool = eval(page, &js).await?;
+    Ok(())
+}
+
+async fn manage(page: &Page, http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let long = Duration::from_secs(15);
+    // An admin key for this tab.
+    page.find_element("#key-button").await?.click().await?;
+    fill(page, "key-input", OPS).await?;
+    page.find_element("#key-save").await?.click().await?;
+    wait_for(
+        page,
+        "document.querySelectorAll('.alert-rule').length === 2",
+        long,
+        "the rules again",
+    )
+    .await?;
+
+    // A new rule with a bad webhook: the server's 422 shows at the webhook field.
+    fill(page, "alert-name", "from the form").await?;
+    fill(page, "alert-flow", "etl").await?;
+    fill(page, "alert-webhook", "ftp://hooks.example.com/x").await?;
+    let _: bool = eval(
+        page,
+        "document.querySelector('#alert-states input[value=Failed]').click(); \
+         document.querySelector('#alert-states input[value=Crashed]').click(); true",
+    )
+    .await?;
+    page.find_element("#alert-submit").await?.click().await?;
+    wait_for(
+        page,
+        "!document.querySelector('.field[data-field=webhook] .field-error').hidden",
+        long,
+        "the webhook's error at its field",
+    )
+    .await?;
+    let error: String = eval(
+        page,
+        "document.querySelector('.field[data-field=webhook] .field-error').textContent",
+    )
+    .await?;
+    assert!(error.contains("ftp"), "{error}");
+    let invalid: Vec<String> = eval(
+        page,
+        "[...document.querySelectorAll('#alert-form .field.invalid')].map(f => f.dataset.field)",
+    )
+    .await?;
+    assert_eq!(invalid, ["webhook"]);
+    assert_eq!(rules(http, base).await?.len(), 2, "nothing created");
+
+    // Fixed: created.
+    let url = "https://hooks.example.com/services/T0/B0/FORMSECRET-4321";
+    fill(page, "alert-webhook", url).await?;
+    page.find_element("#alert-submit").await?.click().await?;
+    wait_for(
+        page,
+        "document.querySelectorAll('.alert-rule').length === 3",
+        long,
+        "the new rule's card",
+    )
+    .await?;
+    let all = rules(http, base).await?;
+    let made = &all[2];
+    assert_eq!(made["name"], "from the form");
+    assert_eq!(made["flow"], "etl");
+    assert_eq!(made["states"], json!(["Failed", "Crashed"]));
+    assert_eq!(made["enabled"], true);
+    assert_eq!(made["webhook"], "https://hooks.example.com/…4321");
+    let text: String = eval(page, "document.querySelector('#alerts-view').innerText").await?;
+    assert!(
+        !text.contains("FORMSECRET"),
+        "a secret URL is shown: {text}"
+    );
+    let cleared: String = eval(page, "document.getElementById('alert-name').value").await?;
+    assert_eq!(cleared, "", "the form is blank again");
+
+    // Disabled from its card.
+    click_on_rule(page, "from the form", ".alert-toggle").await?;
+    wait_for(
+        page,
+        "document.querySelector('.alert-rule[data-enabled=false] h2') !== null",
+        long,
+        "the rule shown disabled",
+    )
+    .await?;
+    assert_eq!(rules(http, base).await?[2]["enabled"], false);
+
+    // Edited: a new name; the masked webhook left as shown keeps the stored URL.
+    click_on_rule(page, "from the form", ".alert-edit").await?;
+    let shown: String = eval(page, "document.getElementById('alert-webhook').value").await?;
+    assert_eq!(shown, "https://hooks.example.com/…4321");
+    let enabled: bool = eval(page, "document.getElementById('alert-enabled').checked").await?;
+    assert!(!enabled, "the form shows the rule disabled");
+    fill(page, "alert-name", "renamed in the form").await?;
+    page.find_element("#alert-submit").await?.click().await?;
+    wait_for(
+        page,
+        "[...document.querySelectorAll('.alert-rule h2')].some(h => h.firstChild.textContent === 'renamed in the form')",
+        long,
+        "the renamed rule",
+    )
+    .await?;
+    let changed = &rules(http, base).await?[2];
+    assert_eq!(changed["name"], "renamed in the form");
+    assert_eq!(changed["webhook"], "https://hooks.example.com/…4321");
+    assert_eq!(changed["flow"], "etl");
+    assert_eq!(changed["enabled"], false);
+
+    // Deleted (two clicks).
+    click_on_rule(page, "renamed in the form", ".alert-delete").await?;
+    click_on_rule(page, "renamed in the form", ".alert-delete").await?;
+    wait_for(
+        page,
+        "document.querySelectorAll('.alert-rule').length === 2",
+        long,
+        "the rule gone",
+    )
+    .await?;
+    let left: Vec<Value> = rules(http, base).await?;
+    let names: Vec<&str> = left.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["answers", "down"]);
     Ok(())
 }

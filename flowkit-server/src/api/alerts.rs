@@ -1,5 +1,5 @@
-//! `/alert-rules`: the server-side alert rules (create, list, read, delete; `admin` to change,
-//! `read` to look) and each rule's deliveries with their attempts. Target URLs are secrets:
+//! `/alert-rules`: the server-side alert rules (create, list, read, edit, pause, delete;
+//! `admin` to change, `read` to look) and each rule's deliveries with their attempts. Target URLs are secrets:
 //! they are stored in full and only ever shown masked. Matching and sending are
 //! [`crate::alerts`]'s.
 
@@ -11,9 +11,10 @@ use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use flowkit_wire::api::alerts::{
-    ALERT_STATES, AlertRule, AlertRuleSpec, AlertRules, Delivery, EXAMPLE_RULE, MAX_RULES,
+    ALERT_STATES, AlertRule, AlertRulePatch, AlertRuleSpec, AlertRules, Delivery, EXAMPLE_RULE,
+    MAX_RULES, RULE_FIELDS, mask_url,
 };
 use flowkit_wire::api::deployments::FieldError;
 use flowkit_wire::api::error::ErrorCode;
@@ -49,10 +50,50 @@ fn field(pointer: &str, message: String) -> FieldError {
     }
 }
 
-/// The spec in `body`, or every error found at its JSON pointer: state names this server does
-/// not know are named at `/states/N` (before the shape is checked).
+/// What the value of each field of a rule must be (`null` allowed where the field is
+/// optional), and the error at its pointer when it is not.
+fn check_types(body: &Value, found: &mut Vec<FieldError>) {
+    let Some(fields) = body.as_object() else {
+        found.push(field("", "a rule is a JSON object".to_string()));
+        return;
+    };
+    for (name, value) in fields {
+        let expected = match name.as_str() {
+            "name" => value
+                .is_string()
+                .then_some(())
+                .ok_or("a string (leave it out to keep it)"),
+            "enabled" => value
+                .is_boolean()
+                .then_some(())
+                .ok_or("true or false (leave it out to keep it)"),
+            // Any other shape is named by `parse_spec`.
+            "states" => (!value.is_null())
+                .then_some(())
+                .ok_or("an array of state names (leave it out to keep it)"),
+            known if RULE_FIELDS.contains(&known) => (value.is_string() || value.is_null())
+                .then_some(())
+                .ok_or("a string (or null)"),
+            _ => {
+                found.push(field(
+                    &format!("/{}", name.replace('~', "~0").replace('/', "~1")),
+                    format!("unknown field: a rule has {}", RULE_FIELDS.join(", ")),
+                ));
+                continue;
+            }
+        };
+        if let Err(what) = expected {
+            found.push(field(&format!("/{name}"), format!("must be {what}")));
+        }
+    }
+}
+
+/// The spec in `body`, or every error found at its JSON pointer: fields of the wrong type or
+/// unknown, and state names this server does not know at `/states/N` (before the shape is
+/// checked).
 fn parse_spec(body: Value) -> Result<AlertRuleSpec, ApiError> {
     let mut found = Vec::new();
+    check_types(&body, &mut found);
     match body.get("states") {
         Some(Value::Array(states)) => {
             for (i, state) in states.iter().enumerate() {
@@ -118,7 +159,8 @@ pub async fn create(
     let spec = parse_spec(body)?;
     let rule = StoredRule {
         id: Uuid::now_v7(),
-        created: Utc::now(),
+        // As stored (microseconds): the answer is what a later GET shows.
+        created: Utc::now().trunc_subsecs(6),
         spec,
         absence_notified: None,
     };
@@ -131,6 +173,78 @@ pub async fn create(
         ));
     }
     Ok((StatusCode::CREATED, Json(shown)))
+}
+
+/// `patch` applied to the stored spec `stored`, as JSON (not checked yet): absent fields keep
+/// their value, `null` removes an optional one, and a `webhook` or `slack` equal to the masked
+/// URL the API shows keeps the stored URL.
+fn apply_patch(stored: &AlertRuleSpec, patch: Value) -> Result<Value, ApiError> {
+    let Value::Object(patch) = patch else {
+        return Err(ApiError::invalid_fields(vec![field(
+            "",
+            "a patch is a JSON object of the fields to change".to_string(),
+        )]));
+    };
+    let mut merged = match serde_json::to_value(stored) {
+        Ok(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    for (name, value) in patch {
+        let stored_url = match name.as_str() {
+            "webhook" => stored.webhook.as_deref(),
+            "slack" => stored.slack.as_deref(),
+            _ => None,
+        };
+        let masked = stored_url.map(mask_url);
+        if masked.is_some() && value.as_str() == masked.as_deref() {
+            continue;
+        }
+        if value.is_null() && name != "name" && name != "states" && name != "enabled" {
+            merged.remove(&name);
+        } else {
+            merged.insert(name, value);
+        }
+    }
+    Ok(Value::Object(merged))
+}
+
+/// Changes a rule: any subset of its fields (see `AlertRulePatch`), checked as on creation.
+/// `{"enabled": false}` pauses it, `{"enabled": true}` resumes it.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/alert-rules/{id}",
+    tag = "alerts",
+    params(("id" = Uuid, Path, description = "The rule's id")),
+    request_body(content = AlertRulePatch, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The rule as changed, its URLs masked", body = AlertRule),
+        (status = 400, description = "`invalid_id`: `id` is not a UUID; `invalid_json`: malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `admin` scope; `forbidden_origin`: a web page of another site without a JSON content type", body = ErrorBody),
+        (status = 404, description = "No such rule", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Content type is not JSON", body = ErrorBody),
+        (status = 422, description = "`invalid_body`: the rule as changed is not valid (as on creation: unknown or non-alerting states, a URL that is not http(s), a bad duration, no target left, neither a state nor `worker_absent_for`), or a field is unknown, of the wrong type, or `null` where it cannot be; every error in `details` at its JSON pointer, with a valid example", body = ErrorBody),
+        StoreFailures,
+    ),
+    security(("api_key" = []))
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    RuleId(id): RuleId,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<AlertRule>, ApiError> {
+    let not_found = || ApiError::not_found(format!("no alert rule {id}"));
+    let mut stored = state.store().alert_rule(id).await?.ok_or_else(not_found)?;
+    stored.spec = parse_spec(apply_patch(&stored.spec, body)?)?;
+    if !state
+        .store()
+        .update_alert_rule(id, stored.spec.clone())
+        .await?
+    {
+        return Err(not_found());
+    }
+    Ok(Json(stored.shown()))
 }
 
 /// Every rule, oldest first: at most 1000 (the most the server keeps), in one answer.

@@ -79,6 +79,7 @@ pub async fn create(
         scopes: scopes.join(","),
         created: Utc::now(),
         created_by: caller.created_by(&headers),
+        last_used: None,
     };
     match state.store().create_api_key(row.clone()).await? {
         KeyCreated::Created => {}
@@ -106,13 +107,14 @@ pub async fn create(
 }
 
 /// Lists the keys: the startup keys of this replica, then the active stored keys, oldest first
-/// (at most 1000). Never a secret or a digest.
+/// (at most 1000), each with when it was last used (to within a minute). Never a secret or a
+/// digest.
 #[utoipa::path(
     get,
     path = "/api/v1/keys",
     tag = "keys",
     responses(
-        (status = 200, description = "The keys", body = KeyList),
+        (status = 200, description = "The keys; a stored key's `last_used` is when it last let a request in, to within a minute", body = KeyList),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
         StoreFailures,
@@ -131,6 +133,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<KeyList>, ApiErr
             source: KeySource::Startup,
             created: None,
             created_by: None,
+            last_used: None,
         })
         .collect();
     let stored = state.store().active_api_keys().await?;
@@ -268,6 +271,7 @@ fn info(row: &StoredKey) -> KeyInfo {
         source: KeySource::Stored,
         created: Some(row.created),
         created_by: Some(row.created_by.clone()),
+        last_used: row.last_used,
     }
 }
 

@@ -35,7 +35,7 @@
 //! | `POST /flow-runs/{id}/cancel` | trigger | [`run_actions::cancel`] |
 //! | `POST /flow-runs/cancel` | trigger | [`run_actions::bulk_cancel`] |
 //! | `POST /flow-runs/{id}/retry` | trigger | [`run_actions::retry`] |
-//! | `POST /alert-rules`, `DELETE /alert-rules/{id}` | admin | [`alerts::create`], [`alerts::delete`] |
+//! | `POST /alert-rules`, `PATCH /alert-rules/{id}`, `DELETE /alert-rules/{id}` | admin | [`alerts::create`], [`alerts::update`], [`alerts::delete`] |
 //! | `GET /alert-rules`, `/alert-rules/{id}`, `/alert-rules/{id}/deliveries` | read | [`alerts::list`], [`alerts::get`], [`alerts::deliveries`] |
 //! | `POST /workers/claim` | worker | [`workers::claim`] |
 //! | `POST /workers/heartbeat` | worker | [`workers::heartbeat`] |
@@ -79,7 +79,7 @@ use crate::{AppState, auth, error};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -199,7 +199,12 @@ fn routes(state: &AppState) -> Router<AppState> {
             "/alert-rules",
             post(alerts::create).route_layer(from_fn(same_origin::require_json_or_same_origin)),
         )
-        .route("/alert-rules/{id}", delete(alerts::delete))
+        .route(
+            "/alert-rules/{id}",
+            patch(alerts::update)
+                .route_layer(from_fn(same_origin::require_json_or_same_origin))
+                .delete(alerts::delete),
+        )
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
 
     Router::new()

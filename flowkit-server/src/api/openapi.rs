@@ -41,7 +41,7 @@ use utoipa::{Modify, OpenApi};
             Every error is `{\"error\": {\"code\": ..., \"message\": ...}}` (`code` is one of \
             `ErrorCode`). When the server has API keys, send `Authorization: Bearer <secret>`; \
             GET routes need the `read` scope, ingestion the `report` scope, registering \
-            deployments, claiming and running them the `worker` scope, triggering, cancelling and retrying runs the `trigger` scope, creating and deleting alert rules the `admin` scope (`admin` allows \
+            deployments, claiming and running them the `worker` scope, triggering, cancelling and retrying runs the `trigger` scope, creating, changing and deleting alert rules the `admin` scope (`admin` allows \
             everything). `trigger=FLOW/NAME` and `worker=FLOW/NAME` limit a scope to \
             deployments, and such a trigger key reads the runs it created. Each deployment \
             has its own OpenAPI 3.1 document, typed by its flow's schemas: \
@@ -98,6 +98,7 @@ use utoipa::{Modify, OpenApi};
         alerts::create,
         alerts::list,
         alerts::get,
+        alerts::update,
         alerts::delete,
         alerts::deliveries,
         document,
@@ -154,6 +155,7 @@ use utoipa::{Modify, OpenApi};
         flowkit_wire::api::keys::KeySource,
         flowkit_wire::api::keys::RevokedKey,
         flowkit_wire::api::alerts::AlertRuleSpec,
+        flowkit_wire::api::alerts::AlertRulePatch,
         flowkit_wire::api::alerts::AlertRule,
         flowkit_wire::api::alerts::AlertRules,
         flowkit_wire::api::alerts::Delivery,

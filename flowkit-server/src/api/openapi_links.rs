@@ -1,7 +1,8 @@
 //! OpenAPI links between operations, so that a stateful client (or a fuzzer such as
 //! schemathesis) can follow a run: trigger → the run → its result, logs, children, graph,
 //! cancel, retry; a deployment's registration → the deployment, its versions, its document,
-//! a trigger; a list → its first item.
+//! a trigger; an alert rule's creation → the rule, its change, its deletion, its deliveries;
+//! a list → its first item.
 //!
 //! Operations are named by `operationRef` (a JSON pointer to the operation in this document),
 //! so the links do not depend on operation ids. [`UniqueOperationIds`] makes those unique too
@@ -53,6 +54,20 @@ const DEPLOYMENT_TARGETS: [(&str, &str, &str); 4] = [
     ),
 ];
 
+const RULE: &str = "/api/v1/alert-rules/{id}";
+
+/// Where an alert rule's id leads.
+const RULE_TARGETS: [(&str, &str, &str); 4] = [
+    ("GetAlertRule", "get", RULE),
+    ("UpdateAlertRule", "patch", RULE),
+    ("DeleteAlertRule", "delete", RULE),
+    (
+        "GetAlertDeliveries",
+        "get",
+        "/api/v1/alert-rules/{id}/deliveries",
+    ),
+];
+
 /// An operation whose answers lead elsewhere: its method, its path, the statuses whose
 /// bodies carry the ids, and the links (name, link).
 type Source<'a> = (HttpMethod, &'a str, &'a [&'a str], Vec<(&'a str, Link)>);
@@ -89,7 +104,32 @@ impl Modify for RunLinks {
                 })
                 .collect::<Vec<_>>()
         };
-        let sources: [Source; 8] = [
+        let rule_from = |pointer: &str| {
+            RULE_TARGETS
+                .iter()
+                .map(|&(name, method, path)| {
+                    let link = Link::builder()
+                        .operation_ref(operation_ref(method, path))
+                        .parameter("id", format!("$response.body#{pointer}"))
+                        .description(format!("The alert rule's `{name}`"))
+                        .build();
+                    (name, link)
+                })
+                .collect::<Vec<_>>()
+        };
+        let sources: [Source; 10] = [
+            (
+                HttpMethod::Post,
+                "/api/v1/alert-rules",
+                &["201"],
+                rule_from("/id"),
+            ),
+            (
+                HttpMethod::Get,
+                "/api/v1/alert-rules",
+                &["200"],
+                rule_from("/items/0/id"),
+            ),
             (
                 HttpMethod::Post,
                 "/api/v1/deployments/{flow}/{name}/runs",

@@ -10,7 +10,7 @@
 //! the writer like every write.
 
 use super::StoreError;
-use super::dialect::{Dialect, PushBind, begin_write};
+use super::dialect::{Dialect, PushBind, begin_write, xact_lock};
 use super::queries::{Columns, json_string};
 use super::rows::{corrupt, parse_state};
 use chrono::{DateTime, Utc};
@@ -52,6 +52,13 @@ pub(crate) enum AlertWrite {
     CreateRule(Box<StoredRule>),
     /// See [`delete_rule`].
     DeleteRule(Uuid),
+    /// See [`update_rule`].
+    UpdateRule {
+        /// The rule.
+        id: Uuid,
+        /// Its new spec (checked).
+        spec: Box<AlertRuleSpec>,
+    },
     /// See [`match_events`].
     Match(Box<MatchOrder>),
     /// See [`notify_absences`].
@@ -82,7 +89,8 @@ pub(crate) enum AlertWrite {
 /// What an [`AlertWrite`] did.
 #[derive(Debug)]
 pub enum AlertWritten {
-    /// Rows changed (create: 1, or 0 when [`MAX_RULES`] are stored; delete: rules deleted).
+    /// Rows changed (create: 1, or 0 when [`MAX_RULES`] are stored; delete and update: rules
+    /// deleted or changed).
     Count(u64),
     /// See [`Matched`].
     Matched(Matched),
@@ -154,6 +162,9 @@ pub(crate) async fn write<D: Dialect>(
     match task {
         AlertWrite::CreateRule(rule) => create_rule::<D>(conn, rule).await.map(AlertWritten::Count),
         AlertWrite::DeleteRule(id) => delete_rule::<D>(conn, *id).await.map(AlertWritten::Count),
+        AlertWrite::UpdateRule { id, spec } => update_rule::<D>(conn, *id, spec)
+            .await
+            .map(AlertWritten::Count),
         AlertWrite::Match(order) => match_events::<D>(conn, order)
             .await
             .map(AlertWritten::Matched),
@@ -170,12 +181,18 @@ pub(crate) async fn write<D: Dialect>(
     }
 }
 
+/// The name of the lock that creating a rule holds while it counts the rules (PostgreSQL:
+/// concurrent creates on several connections or replicas wait for each other, so the bound
+/// holds).
+const RULES_LOCK: i64 = 0x666b_616c_6572_7473; // "fkalerts"
+
 /// Stores a rule, unless [`MAX_RULES`] are stored already (then 0).
 async fn create_rule<D: Dialect>(
     conn: &mut D::Connection,
     rule: &StoredRule,
 ) -> Result<u64, StoreError> {
     let mut tx = begin_write::<D>(conn).await?;
+    xact_lock::<D>(&mut tx, RULES_LOCK).await?;
     let mut q = QueryBuilder::new("SELECT COUNT(*) AS n FROM alert_rules");
     let row = D::fetch_optional(&mut tx, &mut q).await?;
     let n: i64 = row
@@ -195,6 +212,24 @@ async fn create_rule<D: Dialect>(
     D::execute(&mut tx, &mut q).await?;
     tx.commit().await?;
     Ok(1)
+}
+
+/// Replaces the spec (and name) of rule `id`; returns 1 when it exists. Its deliveries,
+/// quiet periods and the worker absence it notified stay; pending deliveries go to the new
+/// URLs (the sender reads them when it claims a delivery).
+async fn update_rule<D: Dialect>(
+    conn: &mut D::Connection,
+    id: Uuid,
+    spec: &AlertRuleSpec,
+) -> Result<u64, StoreError> {
+    let mut tx = begin_write::<D>(conn).await?;
+    let mut q = QueryBuilder::new("UPDATE alert_rules SET name = ");
+    q.bind(D::text(&spec.name)).push(", spec = ");
+    D::push_json(&mut q, json_string(spec)?);
+    q.push(" WHERE id = ").bind(id);
+    let changed = D::rows_affected(&D::execute(&mut tx, &mut q).await?);
+    tx.commit().await?;
+    Ok(changed)
 }
 
 /// Deletes a rule with its deliveries, their attempts and its quiet periods; returns 1 when
@@ -278,9 +313,10 @@ struct RunFacts {
     parent_run_id: Option<Uuid>,
 }
 
-/// Whether `rule` fires for a flow run of `run` entering `state`.
+/// Whether `rule` fires for a flow run of `run` entering `state` (never when disabled).
 fn matches(rule: &AlertRuleSpec, run: &RunFacts, state: StateType) -> bool {
-    rule.states.contains(&state)
+    rule.enabled
+        && rule.states.contains(&state)
         && rule.flow.as_ref().is_none_or(|flow| *flow == run.name)
         && rule
             .deployment
@@ -324,7 +360,7 @@ async fn match_events<D: Dialect>(
     for (_, run_id, state, attempt, message) in &events {
         let wanted: Vec<&StoredRule> = rules
             .iter()
-            .filter(|r| r.spec.states.contains(state))
+            .filter(|r| r.spec.enabled && r.spec.states.contains(state))
             .collect();
         if wanted.is_empty() {
             continue;
@@ -486,7 +522,7 @@ async fn create_deliveries<D: Dialect>(
     Ok(created)
 }
 
-/// For every rule with `worker_absent_for`: when the workers it watches (of its deployment,
+/// For every enabled rule with `worker_absent_for`: when the workers it watches (of its deployment,
 /// of its flow, or every worker) were last seen that long before `now`, creates its
 /// deliveries — once per absence (the absence is known by its `last_seen`). Rules whose
 /// workers were never seen fire nothing.
@@ -497,7 +533,7 @@ async fn notify_absences<D: Dialect>(
     let mut tx = begin_write::<D>(conn).await?;
     let mut matched = Matched::default();
     let rules = rules_tx::<D>(&mut tx).await?;
-    for rule in &rules {
+    for rule in rules.iter().filter(|r| r.spec.enabled) {
         let Some(absent_for) = rule.spec.absent_for() else {
             continue;
         };
@@ -827,6 +863,22 @@ impl super::Store {
     /// Deletes a rule with its deliveries; `false` when there was none.
     pub async fn delete_alert_rule(&self, id: Uuid) -> Result<bool, StoreError> {
         match self.alert_write(AlertWrite::DeleteRule(id)).await? {
+            AlertWritten::Count(n) => Ok(n > 0),
+            other => Err(corrupt(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Replaces rule `id`'s spec (checked by the caller); `false` when there is no such rule.
+    pub async fn update_alert_rule(
+        &self,
+        id: Uuid,
+        spec: AlertRuleSpec,
+    ) -> Result<bool, StoreError> {
+        let task = AlertWrite::UpdateRule {
+            id,
+            spec: Box::new(spec),
+        };
+        match self.alert_write(task).await? {
             AlertWritten::Count(n) => Ok(n > 0),
             other => Err(corrupt(format!("unexpected outcome {other:?}"))),
         }

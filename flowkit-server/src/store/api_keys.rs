@@ -1,16 +1,26 @@
 //! API keys created at runtime, in the `api_keys` table (migration 0008): the name, the BLAKE3
 //! digest of the secret (never the secret), the scopes as the `--api-key` flag spells them,
-//! who created the key and when, and when it was revoked. Every replica reads the active keys
+//! who created the key and when, when it was last used (written at most once a minute:
+//! [`LAST_USED_EVERY`]), and when it was revoked. Every replica reads the active keys
 //! into memory (`crate::auth::KeyRing`); these are the queries behind it and behind
 //! `/api/v1/keys`.
 
-use super::dialect::{Dialect, PushBind, begin_write};
+use super::dialect::{Dialect, PushBind, begin_write, xact_lock};
 use super::queries::{BulkWrite, Columns, Maintenance, Written};
 use super::{Db, Store, StoreError, unexpected};
 use chrono::{DateTime, Utc};
 use flowkit_wire::api::keys::MAX_STORED_KEYS;
 use sqlx::{Pool, QueryBuilder};
 use uuid::Uuid;
+
+/// How often a key's `last_used` is written at most: a key used all the time costs one write
+/// a minute, not one per request (so `last_used` may be up to a minute old).
+pub const LAST_USED_EVERY: chrono::Duration = chrono::Duration::seconds(60);
+
+/// The name of the lock creating a key holds while it counts the active keys (PostgreSQL:
+/// concurrent creates on several connections or replicas wait for each other, so
+/// [`MAX_STORED_KEYS`] holds).
+const KEYS_LOCK: i64 = 0x666b_6170_696b_6579; // "fkapikey"
 
 /// A stored key as read back: everything but a secret, which is never stored.
 #[derive(Clone, PartialEq, Eq)]
@@ -27,6 +37,8 @@ pub struct StoredKey {
     pub created: DateTime<Utc>,
     /// Who created it.
     pub created_by: String,
+    /// When it was last used, to [`LAST_USED_EVERY`]; `None` if never.
+    pub last_used: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for StoredKey {
@@ -53,7 +65,7 @@ pub enum KeyCreated {
 /// The active keys, oldest first: at most [`MAX_STORED_KEYS`].
 pub(crate) async fn active_keys<D: Dialect>(pool: &Pool<D>) -> Result<Vec<StoredKey>, StoreError> {
     let mut q = QueryBuilder::new(
-        "SELECT id, name, digest, scopes, created, created_by FROM api_keys \
+        "SELECT id, name, digest, scopes, created, created_by, last_used FROM api_keys \
          WHERE revoked_at IS NULL ORDER BY created, id LIMIT ",
     );
     q.bind(MAX_STORED_KEYS as i64);
@@ -73,6 +85,7 @@ fn stored_key<D: Dialect>(row: &D::Row) -> Result<StoredKey, StoreError> {
         scopes: c.get("scopes")?,
         created: c.instant("created")?,
         created_by: c.get("created_by")?,
+        last_used: c.opt_instant("last_used")?,
     })
 }
 
@@ -82,6 +95,8 @@ pub(crate) async fn create<D: BulkWrite>(
     key: &StoredKey,
 ) -> Result<KeyCreated, StoreError> {
     let mut tx = begin_write::<D>(conn).await?;
+    // Without it, two creates on PostgreSQL could both count MAX_STORED_KEYS - 1 and insert.
+    xact_lock::<D>(&mut tx, KEYS_LOCK).await?;
     let mut q = QueryBuilder::new("SELECT count(*) AS n, coalesce(sum(CASE WHEN name = ");
     q.bind(D::text(&key.name))
         .push(" THEN 1 ELSE 0 END), 0) AS taken FROM api_keys WHERE revoked_at IS NULL");
@@ -134,7 +149,7 @@ pub(crate) async fn revoke<D: BulkWrite>(
 ) -> Result<Option<StoredKey>, StoreError> {
     let mut tx = begin_write::<D>(conn).await?;
     let mut q = QueryBuilder::new(
-        "SELECT id, name, digest, scopes, created, created_by FROM api_keys \
+        "SELECT id, name, digest, scopes, created, created_by, last_used FROM api_keys \
          WHERE revoked_at IS NULL AND (name = ",
     );
     q.bind(D::text(key));
@@ -154,6 +169,27 @@ pub(crate) async fn revoke<D: BulkWrite>(
     D::execute(&mut tx, &mut q).await?;
     tx.commit().await?;
     Ok(Some(found))
+}
+
+/// Sets `last_used` of the active key whose digest is `digest` to `at`, unless it was set less
+/// than [`LAST_USED_EVERY`] before `at` (then nothing is written: several replicas noting
+/// the same key write it once a minute together). Returns the rows changed (0 or 1).
+pub(crate) async fn touch<D: BulkWrite>(
+    conn: &mut D::Connection,
+    digest: &[u8; 32],
+    at: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let mut tx = begin_write::<D>(conn).await?;
+    let mut q = QueryBuilder::new("UPDATE api_keys SET last_used = ");
+    q.bind_instant(at)
+        .push(" WHERE digest = ")
+        .bind(digest.to_vec())
+        .push(" AND revoked_at IS NULL AND (last_used IS NULL OR last_used <= ")
+        .bind_instant(at - LAST_USED_EVERY)
+        .push(")");
+    let changed = D::rows_affected(&D::execute(&mut tx, &mut q).await?);
+    tx.commit().await?;
+    Ok(changed)
 }
 
 impl Store {
@@ -188,6 +224,20 @@ impl Store {
         };
         match self.write(task).await? {
             Written::KeyRevoked(revoked) => Ok(revoked),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Notes that the stored key whose secret has the digest `digest` was used at `at`:
+    /// written unless its `last_used` is less than [`LAST_USED_EVERY`] older. Whether it was
+    /// written.
+    pub async fn touch_api_key(
+        &self,
+        digest: [u8; 32],
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        match self.write(Maintenance::TouchKey { digest, at }).await? {
+            Written::Count(n) => Ok(n > 0),
             other => Err(unexpected(other)),
         }
     }

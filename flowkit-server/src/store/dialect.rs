@@ -71,6 +71,10 @@ pub(crate) trait Dialect:
     /// start); `None` where the database is a file this process writes alone (SQLite: the
     /// process's clock is the database's).
     const NOW_QUERY: Option<&'static str>;
+    /// The start of a statement that takes a lock held until the end of the transaction,
+    /// named by the integer bound after it (then `)`): PostgreSQL's
+    /// `pg_advisory_xact_lock(`. `None` where one writer runs every write (SQLite).
+    const XACT_LOCK: Option<&'static str>;
 
     /// Text as the backend can store it.
     fn text(text: &str) -> String;
@@ -171,6 +175,21 @@ pub(crate) async fn begin_write<D: Dialect>(
     }
 }
 
+/// Takes the transaction-scoped lock `name` ([`Dialect::XACT_LOCK`]; nothing on SQLite, whose
+/// one writer serializes every write): two writes that count rows and then insert one under
+/// a cap hold it, so that concurrent ones cannot both see room for the last row.
+pub(crate) async fn xact_lock<D: Dialect>(
+    tx: &mut D::Connection,
+    name: i64,
+) -> Result<(), sqlx::Error> {
+    if let Some(sql) = D::XACT_LOCK {
+        let mut q = QueryBuilder::new(sql);
+        q.bind(name).push(")");
+        D::fetch_optional(tx, &mut q).await?;
+    }
+    Ok(())
+}
+
 /// Running a query built by a [`QueryBuilder`] on one connection.
 pub(crate) trait Run: Database {
     /// Every row of the result.
@@ -242,6 +261,7 @@ impl Dialect for sqlx::Sqlite {
     const FOR_UPDATE: &'static str = "";
     const NOTIFY_RUNS: Option<&'static str> = None;
     const NOW_QUERY: Option<&'static str> = None;
+    const XACT_LOCK: Option<&'static str> = None;
 
     fn text(text: &str) -> String {
         text.to_string()
@@ -310,6 +330,7 @@ impl Dialect for sqlx::Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const NOTIFY_RUNS: Option<&'static str> = Some("SELECT pg_notify('flowkit_runs', '')");
     const NOW_QUERY: Option<&'static str> = Some("SELECT now() AS now");
+    const XACT_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(");
 
     /// PostgreSQL text cannot hold NUL characters; they are stored as U+FFFD.
     fn text(text: &str) -> String {

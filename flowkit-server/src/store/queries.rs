@@ -766,6 +766,13 @@ pub(crate) enum Maintenance {
         /// Revoked at.
         at: DateTime<Utc>,
     },
+    /// See [`super::Store::touch_api_key`].
+    TouchKey {
+        /// The key's digest.
+        digest: [u8; 32],
+        /// Used at.
+        at: DateTime<Utc>,
+    },
     /// The alerts' tables (`super::alerts`).
     Alerts(Box<super::alerts::AlertWrite>),
     /// See [`super::Backend::insert_api_schedule`].
@@ -907,6 +914,9 @@ pub(crate) async fn maintain<D: BulkWrite>(
         Maintenance::RevokeKey { key, at } => super::api_keys::revoke::<D>(conn, key, *at)
             .await
             .map(Written::KeyRevoked),
+        Maintenance::TouchKey { digest, at } => super::api_keys::touch::<D>(conn, digest, *at)
+            .await
+            .map(Written::Count),
         Maintenance::Alerts(task) => super::alerts::write::<D>(conn, task)
             .await
             .map(Written::Alerts),

@@ -1,7 +1,7 @@
 //! API keys at runtime: `POST /keys`, `GET /keys`, `DELETE /keys/{key}` (scope `admin`), the
 //! rules they share with `--api-key`, two replicas on one database seeing a new key and a
-//! revocation within the stated bound, the keyless mode, and the bound of stored keys. On
-//! every backend.
+//! revocation within the stated bound, the keyless mode, the bound of stored keys (also under
+//! concurrent creates), and when each key was last used. On every backend.
 
 use crate::harness::{Reply, TestServer};
 use axum::body::Body;
@@ -33,6 +33,8 @@ on_every_backend!(
     bad_bodies_are_refused_at_their_fields,
     stored_keys_are_bounded,
     two_replicas_see_new_keys_at_once_and_revocations_within_the_bound,
+    last_used_is_listed_and_written_at_most_once_a_minute,
+    concurrent_creates_keep_the_bound,
 );
 
 mod keyless {
@@ -346,6 +348,7 @@ async fn stored_keys_are_bounded(server: &TestServer) {
                 scopes: "read".to_string(),
                 created: chrono::Utc::now(),
                 created_by: "test".to_string(),
+                last_used: None,
             })
             .await
             .expect("store");
@@ -503,4 +506,137 @@ pub(crate) async fn a_keyless_server_makes_its_first_key_an_admin_and_then_requi
         status(server, Method::GET, "/api/v1/flow-runs", None).await,
         StatusCode::OK
     );
+}
+
+/// The `last_used` of the listed key `name`.
+async fn last_used(server: &TestServer, name: &str) -> Value {
+    let list = call(server, Method::GET, "/api/v1/keys", None, Some(ROOT)).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    list.body["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["name"] == name))
+        .unwrap_or_else(|| panic!("{name} is not listed: {}", list.body))["last_used"]
+        .clone()
+}
+
+/// `GET /keys` shows when each stored key last let a request in: never at first, then the
+/// instant of its first use, which further uses within a minute do not move (no write per
+/// request). The store writes it only when the one stored is a minute old.
+async fn last_used_is_listed_and_written_at_most_once_a_minute(server: &TestServer) {
+    let secret = secret(&create(server, Some(ROOT), "ci", &["read"]).await);
+    assert_eq!(last_used(server, "ci").await, Value::Null, "never used");
+    let startup = call(server, Method::GET, "/api/v1/keys", None, Some(ROOT)).await;
+    assert_eq!(startup.body["keys"][0]["name"], "root");
+    assert_eq!(startup.body["keys"][0]["last_used"], Value::Null);
+
+    let before = chrono::Utc::now();
+    assert_eq!(
+        status(server, Method::GET, "/api/v1/flow-runs", Some(&secret)).await,
+        StatusCode::OK
+    );
+    // Written in the background, after the answer.
+    within(Duration::from_secs(10), "last_used written", async || {
+        !last_used(server, "ci").await.is_null()
+    })
+    .await;
+    let first = last_used(server, "ci").await;
+    let at: chrono::DateTime<chrono::Utc> = first
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("not an instant: {first}"));
+    assert!(
+        at >= before - chrono::Duration::seconds(1),
+        "{at} < {before}"
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            status(server, Method::GET, "/api/v1/flow-runs", Some(&secret)).await,
+            StatusCode::OK
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(last_used(server, "ci").await, first, "within the minute");
+
+    // The store's own guard, at chosen instants (another replica noting the same key).
+    let digest = flowkit_server::auth::digest(&secret);
+    let store = &server.store;
+    assert!(
+        !store
+            .touch_api_key(digest, at + chrono::Duration::seconds(30))
+            .await
+            .expect("touch"),
+        "less than a minute after the last write"
+    );
+    let later = at + chrono::Duration::seconds(61);
+    assert!(store.touch_api_key(digest, later).await.expect("touch"));
+    let shown: chrono::DateTime<chrono::Utc> = last_used(server, "ci")
+        .await
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("an instant");
+    assert_eq!(shown.timestamp_millis(), later.timestamp_millis());
+    // A revoked key is not written.
+    assert_eq!(
+        status(server, Method::DELETE, "/api/v1/keys/ci", Some(ROOT)).await,
+        StatusCode::OK
+    );
+    assert!(
+        !store
+            .touch_api_key(digest, later + chrono::Duration::minutes(5))
+            .await
+            .expect("touch")
+    );
+}
+
+/// Many creates at once with room for a few: exactly that many are created, the others get
+/// 409, and no more than `MAX_STORED_KEYS` are active (PostgreSQL runs them on several
+/// connections at once).
+async fn concurrent_creates_keep_the_bound(server: &TestServer) {
+    use tower::ServiceExt;
+    const ROOM: usize = 3;
+    const TRIES: usize = 24;
+    for i in 0..MAX_STORED_KEYS - ROOM {
+        let outcome = server
+            .store
+            .create_api_key(StoredKey {
+                id: uuid::Uuid::now_v7(),
+                name: format!("bulk-{i}"),
+                digest: flowkit_server::auth::digest(&format!("bulk-secret-{i}-0123456789")),
+                scopes: "read".to_string(),
+                created: chrono::Utc::now(),
+                created_by: "test".to_string(),
+                last_used: None,
+            })
+            .await
+            .expect("store");
+        assert!(matches!(outcome, KeyCreated::Created), "{i}: {outcome:?}");
+    }
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..TRIES {
+        let router = server.router();
+        creates.spawn(async move {
+            let request = axum::http::Request::builder()
+                .method(Method::POST)
+                .uri("/api/v1/keys")
+                .header("authorization", format!("Bearer {ROOT}"))
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    json!({"name": format!("race-{i}"), "scopes": ["read"]}).to_string(),
+                ))
+                .expect("request");
+            router.oneshot(request).await.expect("infallible").status()
+        });
+    }
+    let mut created = 0;
+    let mut refused = 0;
+    while let Some(status) = creates.join_next().await {
+        match status.expect("task") {
+            StatusCode::CREATED => created += 1,
+            StatusCode::CONFLICT => refused += 1,
+            other => panic!("a create answered {other}"),
+        }
+    }
+    assert_eq!((created, refused), (ROOM, TRIES - ROOM));
+    let active = server.store.active_api_keys().await.expect("keys");
+    assert_eq!(active.len(), MAX_STORED_KEYS);
 }

@@ -57,6 +57,7 @@ async fn openapi_document_describes_every_route() {
         ("post", "/api/v1/alert-rules"),
         ("get", "/api/v1/alert-rules"),
         ("get", "/api/v1/alert-rules/{id}"),
+        ("patch", "/api/v1/alert-rules/{id}"),
         ("delete", "/api/v1/alert-rules/{id}"),
         ("get", "/api/v1/alert-rules/{id}/deliveries"),
         ("post", "/api/v1/deployments/{flow}/{name}/schedules"),
@@ -179,6 +180,34 @@ async fn openapi_document_describes_every_route() {
         doc["paths"]["/api/v1/flow-runs/{id}"]["get"]["responses"]["200"]["links"]["GetResult"]
             .is_object()
     );
+    // And an alert rule: its creation -> the rule, its change, its deletion, its deliveries.
+    let rule_links = &doc["paths"]["/api/v1/alert-rules"]["post"]["responses"]["201"]["links"];
+    for (link, method, target) in [
+        ("GetAlertRule", "get", "/api/v1/alert-rules/{id}"),
+        ("UpdateAlertRule", "patch", "/api/v1/alert-rules/{id}"),
+        ("DeleteAlertRule", "delete", "/api/v1/alert-rules/{id}"),
+        (
+            "GetAlertDeliveries",
+            "get",
+            "/api/v1/alert-rules/{id}/deliveries",
+        ),
+    ] {
+        let op_ref = rule_links[link]["operationRef"]
+            .as_str()
+            .unwrap_or_else(|| panic!("rule creation has no link {link}: {rule_links}"));
+        let pointer = op_ref.strip_prefix('#').expect("local operationRef");
+        assert!(doc.pointer(pointer).is_some(), "{op_ref} does not resolve");
+        assert_eq!(
+            op_ref,
+            format!("#/paths/{}/{method}", target.replace('/', "~1"))
+        );
+        assert_eq!(rule_links[link]["parameters"]["id"], "$response.body#/id");
+    }
+    // Every status the rule's change can answer is documented.
+    let patch = &doc["paths"]["/api/v1/alert-rules/{id}"]["patch"]["responses"];
+    for status in ["200", "400", "401", "403", "404", "413", "415", "422"] {
+        assert!(patch[status].is_object(), "PATCH lacks {status}: {patch}");
+    }
     // Operation ids are unique.
     let mut ids: Vec<&str> = paths
         .values()

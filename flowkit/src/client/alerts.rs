@@ -1,9 +1,10 @@
-//! Alert rules of the server: creating, listing and deleting them, and reading their
-//! deliveries (`/alert-rules`). Creating and deleting need a key with the `admin` scope.
+//! Alert rules of the server: creating, listing, changing (pausing) and deleting them, and
+//! reading their deliveries (`/alert-rules`). Creating, changing and deleting need a key with
+//! the `admin` scope.
 
 use super::runs::PageRequest;
 use super::{Client, RunError};
-use flowkit_wire::api::alerts::{AlertRule, AlertRuleSpec, AlertRules, Delivery};
+use flowkit_wire::api::alerts::{AlertRule, AlertRulePatch, AlertRuleSpec, AlertRules, Delivery};
 use flowkit_wire::api::page::Page;
 use reqwest::Method;
 use uuid::Uuid;
@@ -20,6 +21,18 @@ impl Client {
     pub async fn create_alert_rule(&self, spec: &AlertRuleSpec) -> Result<AlertRule, RunError> {
         let url = self.route(&["alert-rules"], &[]);
         self.call(self.request(Method::POST, url).json(spec)?).await
+    }
+
+    /// Changes the fields of an alert rule that `patch` sets (`PATCH /alert-rules/{id}`);
+    /// `enabled: Some(false)` pauses it. The answer masks its URLs.
+    pub async fn update_alert_rule(
+        &self,
+        id: Uuid,
+        patch: &AlertRulePatch,
+    ) -> Result<AlertRule, RunError> {
+        let url = self.route(&["alert-rules", &id.to_string()], &[]);
+        self.call(self.request(Method::PATCH, url).json(patch)?)
+            .await
     }
 
     /// Deletes an alert rule with its deliveries (`DELETE /alert-rules/{id}`).

@@ -60,6 +60,24 @@ async fn keys_are_created_listed_and_revoked_from_the_command_line() {
         Some(4),
         "{json:#?}"
     );
+    // When each stored key was last used: team-a ran `runs ls` above (written in the
+    // background, so polled for a while).
+    assert!(ls.stdout.contains("LAST USED"), "{ls:#?}");
+    let mut used = serde_json::Value::Null;
+    for _ in 0..100 {
+        let listed = server.flowkit(Some(ADMIN), &["keys", "ls", "--json"]).await;
+        let keys = listed.json()["keys"].clone();
+        used = keys
+            .as_array()
+            .and_then(|keys| keys.iter().find(|k| k["name"] == "team-a"))
+            .map(|k| k["last_used"].clone())
+            .unwrap_or_default();
+        if used.is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(used.is_string(), "team-a's last use is not listed: {used}");
 
     // Refusals: not an admin, a name in use, a bad scope, a startup key, no scope at all.
     server

@@ -105,6 +105,8 @@ pub enum AlertsCommand {
     Ls,
     /// Create an alert rule (needs a key with the `admin` scope).
     Create(CreateAlertArgs),
+    /// Change an alert rule: only the fields given change (needs an `admin` key).
+    Update(UpdateAlertArgs),
     /// Delete an alert rule and its deliveries.
     Delete {
         /// The rule's id.
@@ -161,6 +163,50 @@ pub struct CreateAlertArgs {
     /// At most one message per flow this often, e.g. `10m` (the server's default), `0s`.
     #[arg(long, value_name = "DURATION")]
     pub quiet_period: Option<String>,
+}
+
+/// `alerts update ID ...`
+#[derive(Debug, Args)]
+pub struct UpdateAlertArgs {
+    /// The rule's id.
+    pub id: String,
+    /// A new name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The states that fire it (replacing the list), comma-separated.
+    #[arg(long, value_name = "STATES")]
+    pub states: Option<String>,
+    /// Only runs of this flow.
+    #[arg(long)]
+    pub flow: Option<String>,
+    /// Only runs of this deployment (FLOW/NAME).
+    #[arg(long, value_name = "FLOW/NAME")]
+    pub deployment: Option<String>,
+    /// Only runs with this tag.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Fire once when the workers have all been gone this long, e.g. `5m`.
+    #[arg(long, value_name = "DURATION")]
+    pub worker_absent_for: Option<String>,
+    /// A new webhook URL (the stored one is kept without this flag).
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// A new Slack incoming webhook URL (the stored one is kept without this flag).
+    #[arg(long, value_name = "URL")]
+    pub slack: Option<String>,
+    /// At most one message per flow this often, e.g. `10m`, `0s`.
+    #[arg(long, value_name = "DURATION")]
+    pub quiet_period: Option<String>,
+    /// Remove these optional fields, comma-separated: flow, deployment, tag,
+    /// worker_absent_for, webhook, slack, quiet_period.
+    #[arg(long, value_name = "FIELDS", value_delimiter = ',')]
+    pub clear: Vec<String>,
+    /// Resume the rule.
+    #[arg(long, conflicts_with = "disable")]
+    pub enable: bool,
+    /// Pause the rule: it matches nothing until `--enable`.
+    #[arg(long)]
+    pub disable: bool,
 }
 
 /// `schedules ...`

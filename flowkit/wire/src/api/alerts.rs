@@ -108,7 +108,137 @@ pub struct AlertRuleSpec {
     /// sends every one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_period: Option<String>,
+    /// Whether the rule fires (default `true`). A disabled rule matches no state change and
+    /// notices no worker absence until it is enabled again; the deliveries it made before
+    /// are still sent.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
 }
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// The body of `PATCH /alert-rules/{id}`: any subset of the fields of [`AlertRuleSpec`];
+/// the ones absent keep their value. `null` removes an optional field (`flow`, `deployment`,
+/// `tag`, `worker_absent_for`, `webhook`, `slack`, `quiet_period`: a removed quiet period is
+/// the default one). `webhook` and `slack` also keep their stored URL when they are sent
+/// back as the API shows them (masked). The rule that results is checked as a new one is
+/// (it still needs a target, and a state or `worker_absent_for`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AlertRulePatch {
+    /// A new name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 200, pattern = "\\S")
+    )]
+    pub name: Option<String>,
+    /// Only runs of this flow; `null`: every flow.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = "\\S")
+    )]
+    pub flow: Option<Option<String>>,
+    /// Only runs of this deployment (`flow/name`); `null`: every deployment.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<String>, min_length = 3, max_length = 200, pattern = "^[^/]+/[^/]+$")
+    )]
+    pub deployment: Option<Option<String>>,
+    /// Only runs carrying this tag; `null`: any tag.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = "\\S")
+    )]
+    pub tag: Option<Option<String>>,
+    /// The states that fire the rule (replaces the list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 6))]
+    pub states: Option<Vec<StateType>>,
+    /// See [`AlertRuleSpec::worker_absent_for`]; `null` removes it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub worker_absent_for: Option<Option<String>>,
+    /// A new webhook URL; the masked URL the API shows keeps the stored one; `null` removes it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<String>, max_length = 2000, pattern = "^https?://")
+    )]
+    pub webhook: Option<Option<String>>,
+    /// A new Slack URL; the masked URL the API shows keeps the stored one; `null` removes it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<String>, max_length = 2000, pattern = "^https?://")
+    )]
+    pub slack: Option<Option<String>>,
+    /// See [`AlertRuleSpec::quiet_period`]; `null`: the default.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub quiet_period: Option<Option<String>>,
+    /// `false` pauses the rule, `true` resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// A field that is present (`null` included): `Some(value)`; an absent one stays `None`
+/// (`#[serde(default)]`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// The fields of a rule, as named in its JSON: what `PATCH /alert-rules/{id}` may change.
+pub const RULE_FIELDS: [&str; 10] = [
+    "name",
+    "flow",
+    "deployment",
+    "tag",
+    "states",
+    "worker_absent_for",
+    "webhook",
+    "slack",
+    "quiet_period",
+    "enabled",
+];
 
 impl AlertRuleSpec {
     /// Every error of the spec at its JSON pointer, each message showing what is expected;
@@ -436,6 +566,22 @@ mod tests {
         assert_eq!(none[0].pointer, "/webhook");
         let nothing = spec(r#"{"name": "x", "slack": "https://h/x"}"#).check();
         assert_eq!(nothing[0].pointer, "/states");
+    }
+
+    #[test]
+    fn a_patch_tells_absent_from_null() {
+        let patch: AlertRulePatch =
+            serde_json::from_str(r#"{"flow": null, "tag": "x", "enabled": false}"#).expect("patch");
+        assert_eq!(patch.flow, Some(None));
+        assert_eq!(patch.tag, Some(Some("x".to_string())));
+        assert_eq!(patch.webhook, None);
+        assert_eq!(patch.enabled, Some(false));
+        let back = serde_json::to_value(&patch).expect("json");
+        assert_eq!(
+            back,
+            serde_json::json!({"flow": null, "tag": "x", "enabled": false})
+        );
+        assert!(spec(EXAMPLE_RULE).enabled, "enabled unless said");
     }
 
     #[test]

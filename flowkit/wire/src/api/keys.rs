@@ -98,6 +98,10 @@ pub struct KeyInfo {
     /// Who created it (`key:NAME`, `local` on a server without keys); `None` for a startup
     /// key.
     pub created_by: Option<String>,
+    /// When a stored key last let a request in, to within a minute (the server writes it at
+    /// most once a minute per key); `None` if never, and for a startup key.
+    #[serde(default)]
+    pub last_used: Option<DateTime<Utc>>,
 }
 
 /// The answer of `POST /keys`: the key, and its secret, shown this once.

@@ -1,11 +1,11 @@
-//! `flowkit alerts ls|create|delete|deliveries`: the server's alert rules.
+//! `flowkit alerts ls|create|update|delete|deliveries`: the server's alert rules.
 
 use super::Failure;
-use crate::args::{AlertsCommand, CreateAlertArgs};
+use crate::args::{AlertsCommand, CreateAlertArgs, UpdateAlertArgs};
 use crate::print;
 use flowkit::Client;
 use flowkit::client::PageRequest;
-use flowkit_wire::api::alerts::{AlertRule, AlertRuleSpec, Delivery};
+use flowkit_wire::api::alerts::{AlertRule, AlertRulePatch, AlertRuleSpec, Delivery};
 use flowkit_wire::state::StateType;
 use uuid::Uuid;
 
@@ -32,6 +32,25 @@ pub async fn run(client: &Client, command: AlertsCommand, json: bool) -> Result<
                 print::out(&format!(
                     "created alert rule {} ({})",
                     rule.id, rule.spec.name
+                ));
+            }
+            Ok(())
+        }
+        AlertsCommand::Update(args) => {
+            let id = rule_id(&args.id)?;
+            let rule = client.update_alert_rule(id, &patch_of(args)?).await?;
+            if json {
+                print::json(&rule);
+            } else {
+                print::out(&format!(
+                    "updated alert rule {} ({}, {})",
+                    rule.id,
+                    rule.spec.name,
+                    if rule.spec.enabled {
+                        "enabled"
+                    } else {
+                        "disabled"
+                    }
                 ));
             }
             Ok(())
@@ -74,10 +93,10 @@ fn rule_id(text: &str) -> Result<Uuid, Failure> {
     })
 }
 
-/// The rule the flags describe; the server checks it (and answers every error at its field).
-fn spec_of(args: CreateAlertArgs) -> Result<AlertRuleSpec, Failure> {
+/// The states of `--states` (comma-separated, any case).
+fn states_of(text: Option<&str>) -> Result<Vec<StateType>, Failure> {
     let mut states = Vec::new();
-    for name in args.states.iter().flat_map(|s| s.split(',')) {
+    for name in text.iter().flat_map(|s| s.split(',')) {
         let name = name.trim();
         if name.is_empty() {
             continue;
@@ -93,6 +112,12 @@ fn spec_of(args: CreateAlertArgs) -> Result<AlertRuleSpec, Failure> {
             })?;
         states.push(state);
     }
+    Ok(states)
+}
+
+/// The rule the flags describe; the server checks it (and answers every error at its field).
+fn spec_of(args: CreateAlertArgs) -> Result<AlertRuleSpec, Failure> {
+    let states = states_of(args.states.as_deref())?;
     Ok(AlertRuleSpec {
         name: args.name,
         flow: args.flow,
@@ -103,7 +128,62 @@ fn spec_of(args: CreateAlertArgs) -> Result<AlertRuleSpec, Failure> {
         webhook: args.webhook,
         slack: args.slack,
         quiet_period: args.quiet_period,
+        enabled: true,
     })
+}
+
+/// The change the flags describe: only the fields given; `--clear` ones become `null`.
+fn patch_of(args: UpdateAlertArgs) -> Result<AlertRulePatch, Failure> {
+    let mut patch = AlertRulePatch {
+        name: args.name,
+        flow: args.flow.map(Some),
+        deployment: args.deployment.map(Some),
+        tag: args.tag.map(Some),
+        states: args
+            .states
+            .as_deref()
+            .map(|s| states_of(Some(s)))
+            .transpose()?,
+        worker_absent_for: args.worker_absent_for.map(Some),
+        webhook: args.webhook.map(Some),
+        slack: args.slack.map(Some),
+        quiet_period: args.quiet_period.map(Some),
+        enabled: match (args.enable, args.disable) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
+    };
+    for field in &args.clear {
+        let slot = match field.trim() {
+            "flow" => &mut patch.flow,
+            "deployment" => &mut patch.deployment,
+            "tag" => &mut patch.tag,
+            "worker_absent_for" => &mut patch.worker_absent_for,
+            "webhook" => &mut patch.webhook,
+            "slack" => &mut patch.slack,
+            "quiet_period" => &mut patch.quiet_period,
+            other => {
+                return Err(Failure::Usage(format!(
+                    "--clear {other:?}: only flow, deployment, tag, worker_absent_for, webhook, \
+                     slack and quiet_period can be removed"
+                )));
+            }
+        };
+        if slot.as_ref().is_some_and(Option::is_some) {
+            return Err(Failure::Usage(format!(
+                "--clear {field} and --{} both given: choose one",
+                field.replace('_', "-")
+            )));
+        }
+        *slot = Some(None);
+    }
+    if patch == AlertRulePatch::default() {
+        return Err(Failure::Usage(
+            "nothing to change: give --name, --states, --enable, --disable, --clear, …".to_string(),
+        ));
+    }
+    Ok(patch)
 }
 
 fn rule_row(rule: &AlertRule) -> Vec<String> {
@@ -126,7 +206,11 @@ fn rule_row(rule: &AlertRule) -> Vec<String> {
         .collect();
     vec![
         rule.id.to_string(),
-        spec.name.clone(),
+        if spec.enabled {
+            spec.name.clone()
+        } else {
+            format!("{} (disabled)", spec.name)
+        },
         when.join(","),
         if scope.is_empty() {
             "all runs".to_string()

@@ -31,7 +31,18 @@ pub async fn run(client: &Client, command: KeysCommand, json: bool) -> Result<()
                 print::json(&list);
             } else {
                 let rows: Vec<Vec<String>> = list.keys.iter().map(row).collect();
-                print::table(&["NAME", "SOURCE", "SCOPES", "CREATED", "BY", "ID"], &rows);
+                print::table(
+                    &[
+                        "NAME",
+                        "SOURCE",
+                        "SCOPES",
+                        "CREATED",
+                        "BY",
+                        "LAST USED",
+                        "ID",
+                    ],
+                    &rows,
+                );
             }
         }
         KeysCommand::Revoke { key } => {
@@ -63,6 +74,11 @@ fn row(key: &KeyInfo) -> Vec<String> {
         key.created
             .map_or_else(dash, |at| at.format("%Y-%m-%d %H:%M:%S").to_string()),
         key.created_by.clone().unwrap_or_else(dash),
+        match (key.source, key.last_used) {
+            (_, Some(at)) => at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            (KeySource::Stored, None) => "never".to_string(),
+            (KeySource::Startup, None) => dash(),
+        },
         key.id.map_or_else(dash, |id| id.to_string()),
     ]
 }
