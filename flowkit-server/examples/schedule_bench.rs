@@ -11,9 +11,13 @@
 //! Prints `key=value` lines, per backend (`sqlite_…`, `pg_…`):
 //! - `tick_ms_per_s`: milliseconds spent in ticks per second of wall time (1000 = the tick
 //!   never rests);
+//! - `tick_max_ms`: the longest tick (the one that creates a minute's runs);
 //! - `delay_p50_ms`, `delay_p99_ms`, `delay_max_ms`: from each instant being due to its run's
-//!   creation (the run's `created`, by the server's clock), over every run of `--minutes`;
+//!   creation (the run's `created`, by the server's clock: the instant its transaction wrote
+//!   it), over every run of `--minutes`;
 //! - `runs`: runs created (should be schedules × minutes).
+//!
+//! `RUST_LOG=flowkit_server::scheduler=debug` shows when each batch of a tick is written.
 
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
 use clap::Parser;
@@ -82,6 +86,10 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -160,11 +168,13 @@ async fn bench(prefix: &str, url: &str, args: &Args) -> anyhow::Result<()> {
     wait_until(first - ChronoDuration::seconds(1)).await;
     let wall = Instant::now();
     let mut busy = Duration::ZERO;
+    let mut longest = Duration::ZERO;
     // The loop of `scheduler::spawn`: a tick, then a rest until just after the next second.
     while Utc::now() < until + ChronoDuration::seconds(2) {
         let t0 = Instant::now();
         tick(&state, Utc::now()).await?;
         busy += t0.elapsed();
+        longest = longest.max(t0.elapsed());
         tokio::time::sleep(rest_after(Utc::now())).await;
     }
     // Drain what the last minute left, outside the measured window.
@@ -179,6 +189,7 @@ async fn bench(prefix: &str, url: &str, args: &Args) -> anyhow::Result<()> {
         "{prefix}_tick_ms_per_s={:.1}",
         busy.as_secs_f64() * 1000.0 / wall.as_secs_f64()
     );
+    println!("{prefix}_tick_max_ms={:.1}", longest.as_secs_f64() * 1000.0);
 
     // Every run's delay: created - scheduled_for, for the instants measured.
     let mut delays = Vec::new();

@@ -11,12 +11,13 @@
 //! instant and `created_by` = `schedule:ID`; its first state's message says which schedule
 //! created it and how many earlier instants it stands for.
 //!
-//! A tick reads the due schedules [`CONCURRENT_BATCHES`] batches of [`SCHEDULES_PER_TICK`] at
-//! a time, writes the batches concurrently, and goes on while it finds full reads, for at most
-//! [`TICK_BUDGET`] (the rest wait for the next tick). The runs of a batch are created in one
-//! transaction; each run still costs a few statements (its slot, its row, its columns), which
-//! bounds how fast a burst of thousands of schedules due at the same instant is created: see
-//! the `schedule_bench` example.
+//! A tick reads the due schedules [`DUE_PER_READ`] at a time, the most overdue first, and goes
+//! on while it finds full reads, for at most [`TICK_BUDGET`] (the rest wait for the next
+//! tick). It plans them in batches of [`SCHEDULES_PER_BATCH`] and writes each batch in one
+//! transaction of a few multi-row statements (its slots, its runs, its schedules moved on:
+//! see `store::schedules::write_slots`) while it reads and plans the next ones, at most
+//! [`BATCHES_IN_FLIGHT`] ahead: thousands of schedules due at the same instant get their runs
+//! within a second (see the `schedule_bench` example).
 //!
 //! Each tick then marks overdue runs: a run of a schedule that no worker has claimed
 //! `--late-after` (default 60 s) after its instant becomes `Late` (still claimable), and one not
@@ -34,6 +35,7 @@ use flowkit_wire::api::deployments::TriggerRequest;
 use flowkit_wire::api::schedules::{CATCHUP_ALL_MAX, Catchup, Overlap, ScheduleSpec};
 use flowkit_wire::schedule::Schedule;
 use flowkit_wire::state::StateType;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::Map;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -48,12 +50,18 @@ pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// tick is normally at most [`TICK`] late.
 pub const MISSED_AFTER: Duration = Duration::seconds(60);
 
-/// The due schedules of one batch: their runs are created in one transaction, and they are
-/// moved on in another.
-pub const SCHEDULES_PER_TICK: u32 = 100;
+/// Due schedules read at once (the most a tick holds in memory besides the batches being
+/// written).
+pub const DUE_PER_READ: u32 = 2_000;
 
-/// Batches of [`SCHEDULES_PER_TICK`] read at once and written concurrently.
-pub const CONCURRENT_BATCHES: u32 = 4;
+/// The due schedules of one batch: their runs are created and they are moved on in one
+/// transaction.
+pub const SCHEDULES_PER_BATCH: usize = 250;
+
+/// Batches being written (on PostgreSQL, concurrently, on as many connections; SQLite's writer
+/// takes them in turn), and as many planned ahead waiting for them: a tick holds at most twice
+/// this many planned batches.
+pub const BATCHES_IN_FLIGHT: usize = 2;
 
 /// The most wall-clock time one tick spends creating runs before it leaves the rest of the due
 /// schedules to the next tick (which starts one [`TICK`] later).
@@ -96,48 +104,76 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
     let mut outcome = TickOutcome::default();
     let started = std::time::Instant::now();
     let mut targets = Targets::default();
-    let wanted = SCHEDULES_PER_TICK * CONCURRENT_BATCHES;
-    loop {
-        let due = state.store().due_schedules(now, wanted).await?;
-        let full = due.len() == wanted as usize;
-        // Each batch's runs are created in one transaction and its schedules moved on in
-        // another (two commits per batch, not two per schedule); the batches of one read are
-        // written at once (PostgreSQL writes them on several connections; SQLite's writer
-        // takes them in turn).
-        let mut batches = Vec::new();
-        for chunk in due.chunks(SCHEDULES_PER_TICK as usize) {
-            let mut runs = Vec::new();
-            let mut advances = Vec::with_capacity(chunk.len());
-            for due in chunk {
-                let planned = plan_due(state, now, due, &mut targets, &mut outcome).await?;
-                outcome.skipped += planned.skipped;
-                runs.extend(planned.runs);
-                advances.push(planned.advance);
+    let mut due_total = 0;
+    // Reading and planning on one side, writing on the other, side by side: a batch is
+    // written (its runs created and its schedules moved on, in one transaction) while the
+    // next ones are read and planned. Pages are read in (next_at, id) order, each after the
+    // last of the one before, so a page needs no wait for the writes of the one before.
+    let (batches, planned) = tokio::sync::mpsc::channel::<Batch>(BATCHES_IN_FLIGHT);
+    let planning = async {
+        // Dropped when planning ends, even on an error: the writing then ends too.
+        let batches = batches;
+        let mut after = None;
+        loop {
+            let due = state
+                .store()
+                .due_schedules_after(now, after, DUE_PER_READ)
+                .await?;
+            due_total += due.len();
+            after = due.last().map(|due| (due.next_at, due.id));
+            for chunk in due.chunks(SCHEDULES_PER_BATCH) {
+                let mut batch = Batch {
+                    runs: Vec::new(),
+                    advances: Vec::with_capacity(chunk.len()),
+                };
+                for due in chunk {
+                    let planned = plan_due(state, now, due, &mut targets, &mut outcome).await?;
+                    outcome.skipped += planned.skipped;
+                    batch.runs.extend(planned.runs);
+                    batch.advances.push(planned.advance);
+                }
+                if batches.send(batch).await.is_err() {
+                    // The writing failed: its error is the tick's.
+                    return Ok(());
+                }
             }
-            batches.push(write_batch(state, runs, advances));
+            if due.len() < DUE_PER_READ as usize || started.elapsed() >= TICK_BUDGET {
+                return Ok::<_, StoreError>(());
+            }
         }
-        for created in futures::future::try_join_all(batches).await? {
-            outcome.created += created.created as usize;
-            outcome.skipped += created.existing;
-        }
-        if !full || started.elapsed() >= TICK_BUDGET {
-            return Ok(outcome);
-        }
+    };
+    let writing = tokio_stream::wrappers::ReceiverStream::new(planned)
+        .map(|batch| create_slot_runs(state, batch.runs, batch.advances))
+        .buffered(BATCHES_IN_FLIGHT)
+        .try_fold(SlotRuns::default(), |mut total, written| async move {
+            total.created += written.created;
+            total.existing += written.existing;
+            tracing::debug!(
+                created = written.created,
+                since_tick_ms = started.elapsed().as_millis(),
+                "scheduler: batch written"
+            );
+            Ok(total)
+        });
+    let (planning, writing) = tokio::join!(planning, writing);
+    let written = writing?;
+    planning?;
+    outcome.created += written.created as usize;
+    outcome.skipped += written.existing;
+    if due_total > 0 {
+        tracing::debug!(
+            due = due_total,
+            ms = started.elapsed().as_millis(),
+            "scheduler: due schedules handled"
+        );
     }
+    Ok(outcome)
 }
 
-/// Creates a batch's runs, then moves its schedules on (a failure in between leaves them due:
-/// the next tick finds their slots taken and moves them on).
-async fn write_batch(
-    state: &AppState,
+/// One batch of a tick: the runs of [`SCHEDULES_PER_BATCH`] schedules and how far they move on.
+struct Batch {
     runs: Vec<NewRun>,
-    mut advances: Vec<Advance>,
-) -> Result<SlotRuns, StoreError> {
-    let created = create_slot_runs(state, runs).await?;
-    // By id, on every replica, for the same reason as the slots (see `create_slot_runs`).
-    advances.sort_by_key(|advance| advance.id);
-    state.store().advance_schedules(advances).await?;
-    Ok(created)
+    advances: Vec<Advance>,
 }
 
 /// The [`Target`]s looked up during one tick, by deployment and parameters: the schedules of
@@ -425,29 +461,25 @@ pub(crate) struct SlotRuns {
     pub existing: u64,
 }
 
-/// Creates the runs of schedules' slots in one transaction, except those whose slot has a run
+/// Creates the runs of schedules' slots and moves schedules on (`advances`), in one
+/// transaction (see `store::schedules::write_slots`), except the runs whose slot has a run
 /// already (by any replica's tick or a backfill); wakes the waiting claims and announces the
 /// new runs on the live stream.
 pub(crate) async fn create_slot_runs(
     state: &AppState,
-    mut runs: Vec<NewRun>,
+    runs: Vec<NewRun>,
+    advances: Vec<Advance>,
 ) -> Result<SlotRuns, StoreError> {
-    if runs.is_empty() {
+    if runs.is_empty() && advances.is_empty() {
         return Ok(SlotRuns::default());
     }
-    // In the order of the slots' key, on every replica: two transactions claiming the same
-    // slots at once then wait for each other in turn instead of deadlocking.
-    runs.sort_by_key(|run| {
-        run.schedule_slot
-            .as_ref()
-            .map(|slot| (slot.schedule_id, slot.instant))
-    });
     let events: Vec<_> = if state.changes().has_subscribers() {
         runs.iter().map(|run| run.event.clone()).collect()
     } else {
         Vec::new()
     };
-    let created = state.store().trigger_slots(runs).await?;
+    let written = state.store().write_slots(runs, advances).await?;
+    let created = written.created;
     let mut outcome = SlotRuns::default();
     for won in &created {
         if *won {
@@ -458,10 +490,15 @@ pub(crate) async fn create_slot_runs(
     }
     if outcome.created > 0 {
         state.wakeups().runs_changed();
+        // As stored: created when written.
         let new: Vec<_> = events
             .into_iter()
             .zip(&created)
-            .filter_map(|(event, won)| won.then_some(event))
+            .filter(|(_, won)| **won)
+            .map(|(mut event, _)| {
+                event.timestamp = written.at;
+                event
+            })
             .collect();
         if !new.is_empty() {
             state.changes().publish(changes_of(&new));

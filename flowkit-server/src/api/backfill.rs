@@ -193,7 +193,7 @@ pub async fn backfill(
             runs.push(slot_run(&schedule.spec, &target, origin));
         }
     }
-    let created = create_slot_runs(&state, runs).await?;
+    let created = create_slot_runs(&state, runs, Vec::new()).await?;
     outcome.created = created.created;
     outcome.existing = created.existing;
     Ok(Json(outcome))

@@ -80,6 +80,9 @@ pub(crate) trait Dialect:
     fn text(text: &str) -> String;
     /// Binds an instant.
     fn push_instant(query: &mut QueryBuilder<Self>, at: DateTime<Utc>);
+    /// Binds an instant or NULL, typed as an instant (a `VALUES` list needs its type even
+    /// where every row is NULL).
+    fn push_opt_instant(query: &mut QueryBuilder<Self>, at: Option<DateTime<Utc>>);
     /// Binds the current instant (a write's `last_seen`).
     fn push_now(query: &mut QueryBuilder<Self>) {
         Self::push_instant(query, Utc::now());
@@ -113,6 +116,8 @@ pub(crate) trait PushBind<D: Dialect> {
         D: Bind<T>;
     /// Appends a placeholder and binds the instant `at` to it.
     fn bind_instant(&mut self, at: DateTime<Utc>) -> &mut Self;
+    /// Appends a placeholder and binds the instant `at`, or NULL, to it.
+    fn bind_opt_instant(&mut self, at: Option<DateTime<Utc>>) -> &mut Self;
 }
 
 impl<D: Dialect> PushBind<D> for QueryBuilder<D> {
@@ -126,6 +131,11 @@ impl<D: Dialect> PushBind<D> for QueryBuilder<D> {
 
     fn bind_instant(&mut self, at: DateTime<Utc>) -> &mut Self {
         D::push_instant(self, at);
+        self
+    }
+
+    fn bind_opt_instant(&mut self, at: Option<DateTime<Utc>>) -> &mut Self {
+        D::push_opt_instant(self, at);
         self
     }
 }
@@ -197,6 +207,12 @@ pub(crate) trait Run: Database {
         conn: &'c mut Self::Connection,
         query: &'c mut QueryBuilder<Self>,
     ) -> BoxFuture<'c, Result<Vec<Self::Row>, sqlx::Error>>;
+    /// Every row of the result of a statement whose text varies with its arguments (see
+    /// [`Run::execute_once`]).
+    fn fetch_all_once<'c>(
+        conn: &'c mut Self::Connection,
+        query: &'c mut QueryBuilder<Self>,
+    ) -> BoxFuture<'c, Result<Vec<Self::Row>, sqlx::Error>>;
     /// The first row of the result, if any.
     fn fetch_optional<'c>(
         conn: &'c mut Self::Connection,
@@ -225,6 +241,13 @@ where
         query: &'c mut QueryBuilder<Self>,
     ) -> BoxFuture<'c, Result<Vec<Self::Row>, sqlx::Error>> {
         conn.fetch_all(query.build())
+    }
+
+    fn fetch_all_once<'c>(
+        conn: &'c mut Self::Connection,
+        query: &'c mut QueryBuilder<Self>,
+    ) -> BoxFuture<'c, Result<Vec<Self::Row>, sqlx::Error>> {
+        conn.fetch_all(query.build().persistent(false))
     }
 
     fn fetch_optional<'c>(
@@ -269,6 +292,10 @@ impl Dialect for sqlx::Sqlite {
 
     fn push_instant(query: &mut QueryBuilder<Self>, at: DateTime<Utc>) {
         query.push_bind(micros(at));
+    }
+
+    fn push_opt_instant(query: &mut QueryBuilder<Self>, at: Option<DateTime<Utc>>) {
+        query.push_bind(at.map(micros));
     }
 
     fn instant(row: &Self::Row, column: &str) -> Result<DateTime<Utc>, StoreError> {
@@ -342,6 +369,10 @@ impl Dialect for sqlx::Postgres {
     }
 
     fn push_instant(query: &mut QueryBuilder<Self>, at: DateTime<Utc>) {
+        query.push_bind(at);
+    }
+
+    fn push_opt_instant(query: &mut QueryBuilder<Self>, at: Option<DateTime<Utc>>) {
         query.push_bind(at);
     }
 

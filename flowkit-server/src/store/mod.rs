@@ -677,6 +677,15 @@ pub trait Backend: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<schedules::DueSchedule>, StoreError>> + Send;
 
+    /// [`Backend::due_schedules`] after the (`next_at`, id) of the last schedule of the page
+    /// before (see [`schedules::due_schedules`]).
+    fn due_schedules_after(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<schedules::DueSchedule>, StoreError>> + Send;
+
     /// Moves a schedule's handled instants from `from` to `to` and sets when it is next due,
     /// unless another replica did first; returns whether this call moved it.
     fn advance_schedule(
@@ -713,19 +722,14 @@ pub trait Backend: Send + Sync + 'static {
         row: schedules::ScheduleRow,
     ) -> impl Future<Output = Result<schedules::Inserted, StoreError>> + Send;
 
-    /// Creates the runs of schedules' slots in one transaction (see
-    /// [`schedules::trigger_slots`]); per run, whether it was created. At most the runs of one
-    /// tick's batch or one backfill (1000).
-    fn trigger_slots(
+    /// Creates the runs of schedules' slots and moves schedules on, in one transaction (see
+    /// [`schedules::write_slots`]): per run, whether it was created. At most the runs and
+    /// schedules of one tick's batch, or the runs of one backfill (1000).
+    fn write_slots(
         &self,
         runs: Vec<NewRun>,
-    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
-
-    /// [`Backend::advance_schedule`] for many schedules in one transaction; how many moved.
-    fn advance_schedules(
-        &self,
         advances: Vec<schedules::Advance>,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    ) -> impl Future<Output = Result<schedules::SlotsWritten, StoreError>> + Send;
 
     /// Deletes a schedule created over the API; returns whether there was one.
     fn delete_api_schedule(
@@ -1086,7 +1090,15 @@ impl Backend for Store {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<schedules::DueSchedule>, StoreError> {
-        on_backend!(self, b => schedules::due_schedules(b.pool(), now, limit))
+        on_backend!(self, b => schedules::due_schedules(b.pool(), now, None, limit))
+    }
+    async fn due_schedules_after(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: u32,
+    ) -> Result<Vec<schedules::DueSchedule>, StoreError> {
+        on_backend!(self, b => schedules::due_schedules(b.pool(), now, after, limit))
     }
     async fn advance_schedule(
         &self,
@@ -1147,24 +1159,16 @@ impl Backend for Store {
             other => Err(unexpected(other)),
         }
     }
-    async fn trigger_slots(&self, runs: Vec<NewRun>) -> Result<Vec<bool>, StoreError> {
-        if runs.is_empty() {
-            return Ok(Vec::new());
-        }
-        match on_backend!(self, b => b.maintain(Maintenance::TriggerSlots(runs)))? {
-            Written::SlotsTriggered(created) => Ok(created),
-            other => Err(unexpected(other)),
-        }
-    }
-    async fn advance_schedules(
+    async fn write_slots(
         &self,
+        runs: Vec<NewRun>,
         advances: Vec<schedules::Advance>,
-    ) -> Result<u64, StoreError> {
-        if advances.is_empty() {
-            return Ok(0);
+    ) -> Result<schedules::SlotsWritten, StoreError> {
+        if runs.is_empty() && advances.is_empty() {
+            return Ok(schedules::SlotsWritten::default());
         }
-        match on_backend!(self, b => b.maintain(Maintenance::AdvanceSchedules(advances)))? {
-            Written::Count(n) => Ok(n),
+        match on_backend!(self, b => b.maintain(Maintenance::WriteSlots { runs, advances }))? {
+            Written::SlotsWritten(written) => Ok(written),
             other => Err(unexpected(other)),
         }
     }

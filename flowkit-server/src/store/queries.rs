@@ -788,10 +788,13 @@ pub(crate) enum Maintenance {
     },
     /// See [`super::Backend::delete_api_schedule`].
     DeleteSchedule(Uuid),
-    /// See [`super::Backend::trigger_slots`].
-    TriggerSlots(Vec<NewRun>),
-    /// See [`super::Backend::advance_schedules`].
-    AdvanceSchedules(Vec<super::schedules::Advance>),
+    /// See [`super::Backend::write_slots`].
+    WriteSlots {
+        /// The runs of schedules' slots.
+        runs: Vec<NewRun>,
+        /// The schedules moved on.
+        advances: Vec<super::schedules::Advance>,
+    },
     /// See [`super::Backend::record_stale_events`].
     StaleEvents {
         /// The worker.
@@ -832,8 +835,8 @@ pub(crate) enum Written {
     Alerts(super::alerts::AlertWritten),
     /// [`Maintenance::InsertSchedule`].
     ScheduleInserted(super::schedules::Inserted),
-    /// [`Maintenance::TriggerSlots`].
-    SlotsTriggered(Vec<bool>),
+    /// [`Maintenance::WriteSlots`].
+    SlotsWritten(super::schedules::SlotsWritten),
 }
 
 /// Runs `task` on `conn`.
@@ -931,13 +934,10 @@ pub(crate) async fn maintain<D: BulkWrite>(
         Maintenance::DeleteSchedule(id) => super::schedules::delete_api_schedule::<D>(conn, *id)
             .await
             .map(Written::Count),
-        Maintenance::TriggerSlots(runs) => super::schedules::trigger_slots::<D>(conn, runs)
-            .await
-            .map(Written::SlotsTriggered),
-        Maintenance::AdvanceSchedules(advances) => {
-            super::schedules::advance_schedules::<D>(conn, advances)
+        Maintenance::WriteSlots { runs, advances } => {
+            super::schedules::write_slots::<D>(conn, runs, advances)
                 .await
-                .map(Written::Count)
+                .map(Written::SlotsWritten)
         }
         Maintenance::StaleEvents { worker, refused } => {
             leases::record_stale_events::<D>(conn, worker, *refused).await?;

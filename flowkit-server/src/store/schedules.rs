@@ -16,6 +16,7 @@ use flowkit_wire::api::schedules::{
 };
 use flowkit_wire::state::StateType;
 use sqlx::{Pool, QueryBuilder};
+use std::collections::HashSet;
 use uuid::Uuid;
 
 /// How many of a schedule's latest runs the overlap policy looks at.
@@ -62,6 +63,8 @@ pub struct DueSchedule {
     pub spec: ScheduleSpec,
     /// Every instant up to this one was handled.
     pub last_at: DateTime<Utc>,
+    /// Its next instant (due).
+    pub next_at: DateTime<Utc>,
 }
 
 /// Replaces the schedules declared in code of `flow`/`name` with `rows`, in one transaction:
@@ -191,19 +194,29 @@ fn schedule_of<D: Dialect>(row: &D::Row) -> Result<Schedule, StoreError> {
     })
 }
 
-/// Up to `limit` active schedules due at `now`, the most overdue first.
+/// Up to `limit` active schedules due at `now`, the most overdue first, in (`next_at`, id)
+/// order: after `after` (the (`next_at`, id) of the last schedule of the page before), so
+/// that a page can be read while the schedules of the one before are still being moved on.
 pub(crate) async fn due_schedules<D: Dialect>(
     pool: &Pool<D>,
     now: DateTime<Utc>,
+    after: Option<(DateTime<Utc>, Uuid)>,
     limit: u32,
 ) -> Result<Vec<DueSchedule>, StoreError> {
     let mut q = QueryBuilder::new(format!(
-        "SELECT id, flow, name, {}, last_at FROM schedules \
+        "SELECT id, flow, name, {}, last_at, next_at FROM schedules \
          WHERE paused_at IS NULL AND next_at <= ",
         D::json_text("spec")
     ));
-    q.bind_instant(now)
-        .push(" ORDER BY next_at LIMIT ")
+    q.bind_instant(now);
+    if let Some((next_at, id)) = after {
+        q.push(" AND (next_at, id) > (")
+            .bind_instant(next_at)
+            .push(", ")
+            .bind(id)
+            .push(")");
+    }
+    q.push(" ORDER BY next_at, id LIMIT ")
         .bind(i64::from(limit));
     let rows = D::fetch_all(&mut *pool.acquire().await?, &mut q).await?;
     rows.iter()
@@ -215,6 +228,7 @@ pub(crate) async fn due_schedules<D: Dialect>(
                 name: c.get("name")?,
                 spec: c.json("spec")?,
                 last_at: c.instant("last_at")?,
+                next_at: c.instant("next_at")?,
             })
         })
         .collect()
@@ -410,90 +424,189 @@ pub struct Advance {
     pub next_at: Option<DateTime<Utc>>,
 }
 
-/// [`advance_schedule`] for many schedules, in one transaction; returns how many moved.
-pub(crate) async fn advance_schedules<D: BulkWrite>(
-    conn: &mut D::Connection,
-    advances: &[Advance],
-) -> Result<u64, StoreError> {
-    let mut tx = begin_write::<D>(conn).await?;
-    let mut moved = 0;
-    for a in advances {
-        let mut q = QueryBuilder::new("UPDATE schedules SET last_at = ");
-        q.bind_instant(a.to).push(", next_at = ");
-        match a.next_at {
-            Some(at) => q.bind_instant(at),
-            None => q.push("NULL"),
-        };
-        q.push(" WHERE id = ")
-            .bind(a.id)
-            .push(" AND last_at = ")
-            .bind_instant(a.from);
-        moved += D::rows_affected(&D::execute(&mut tx, &mut q).await?);
-    }
-    tx.commit().await?;
-    Ok(moved)
+/// Rows of one multi-row statement of [`write_slots`] (at most 7 bound values each: well
+/// under what either database accepts in one statement).
+pub const ROWS_PER_STATEMENT: usize = 500;
+
+/// What [`write_slots`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotsWritten {
+    /// Per run, in the order given: whether it was created (false: its slot already had a
+    /// run, created by another replica's tick or a backfill).
+    pub created: Vec<bool>,
+    /// Schedules moved on (the others had been moved by another replica since they were
+    /// read).
+    pub advanced: u64,
+    /// When the runs were written: their creation instant (the timestamp of their first
+    /// state), so that a run's `created` never precedes the transaction that wrote it.
+    pub at: DateTime<Utc>,
 }
 
-/// Creates the runs of schedules' slots (each [`NewRun`](super::NewRun) has a
-/// `schedule_slot`, no idempotency key), in one transaction: each slot is claimed, and the
-/// runs of the slots claimed now are written together. Returns, per run, whether it was
-/// created (false: its slot already had a run).
-pub(crate) async fn trigger_slots<D: BulkWrite>(
+/// Creates the runs of schedules' slots and moves schedules on, in one transaction, with a
+/// few multi-row statements per [`ROWS_PER_STATEMENT`] rows whatever their number (every
+/// [`NewRun`](super::NewRun) has a `schedule_slot` and no idempotency key):
+///
+/// 1. the slots, in the order of their key (schedule, instant), with
+///    `INSERT … ON CONFLICT DO NOTHING RETURNING`: a slot that has a run already (committed,
+///    or being written by another transaction, which this one then waits for) is left alone
+///    and its run is not created;
+/// 2. the runs of the slots claimed now: their first states and rows (as ingestion writes
+///    them), then the columns only a schedule's run has, with one `UPDATE … FROM (VALUES …)`;
+/// 3. the schedules, in id order, each only if its `last_at` is still the one read (see
+///    [`advance_schedule`]).
+///
+/// Every transaction takes its locks in that one order (slots by key, then schedules by id),
+/// so two replicas writing the same slots or schedules at once wait for each other instead of
+/// deadlocking. At most the runs of one tick's batch or of one backfill (1000) and the
+/// schedules of one batch.
+pub(crate) async fn write_slots<D: BulkWrite>(
     conn: &mut D::Connection,
     runs: &[super::NewRun],
-) -> Result<Vec<bool>, StoreError> {
+    advances: &[Advance],
+) -> Result<SlotsWritten, StoreError> {
     let mut tx = begin_write::<D>(conn).await?;
-    let mut created = Vec::with_capacity(runs.len());
-    let mut claimed = Vec::with_capacity(runs.len());
+    let at = Utc::now();
+    let mut slots = Vec::with_capacity(runs.len());
     for run in runs {
-        let won = match &run.schedule_slot {
-            Some(slot) => claim_slot::<D>(&mut tx, slot, run.event.run_id)
-                .await?
-                .is_none(),
-            None => {
-                return Err(corrupt("a slot trigger without a slot".into()));
+        let slot = run
+            .schedule_slot
+            .as_ref()
+            .ok_or_else(|| corrupt("a slot trigger without a slot".into()))?;
+        slots.push((slot.schedule_id, slot.instant, slot, run.event.run_id));
+    }
+    slots.sort_by_key(|(schedule, instant, _, _)| (*schedule, *instant));
+    let mut won = HashSet::with_capacity(runs.len());
+    for chunk in slots.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::new(
+            "INSERT INTO schedule_slots (schedule_id, instant, run_id, skipped) VALUES ",
+        );
+        for (i, (schedule, instant, slot, run_id)) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
             }
-        };
-        created.push(won);
-        if won {
-            claimed.push(run);
+            q.push("(")
+                .bind(*schedule)
+                .push(", ")
+                .bind_instant(*instant)
+                .push(", ")
+                .bind(*run_id)
+                .push(", ")
+                .bind(i64::try_from(slot.skipped).unwrap_or(i64::MAX))
+                .push(")");
+        }
+        q.push(" ON CONFLICT (schedule_id, instant) DO NOTHING RETURNING run_id");
+        for row in D::fetch_all_once(&mut tx, &mut q).await? {
+            won.insert(Columns::<D>(&row).get::<Uuid>("run_id")?);
         }
     }
+    let created: Vec<bool> = runs
+        .iter()
+        .map(|run| won.contains(&run.event.run_id))
+        .collect();
+    let claimed: Vec<&super::NewRun> = runs
+        .iter()
+        .filter(|run| won.contains(&run.event.run_id))
+        .collect();
     if !claimed.is_empty() {
-        let events: Vec<_> = claimed.iter().map(|run| run.event.clone()).collect();
-        let plan = super::rows::Plan::new(std::slice::from_ref(&events))?;
-        let mut stored = std::collections::HashSet::with_capacity(events.len());
-        super::queries::write_plan::<D>(&mut tx, &plan, &mut stored).await?;
-        for run in &claimed {
-            let mut q = QueryBuilder::new("UPDATE runs SET scheduled_for = ");
-            match run.scheduled_for {
-                Some(at) => q.bind_instant(at),
-                None => q.push("NULL"),
-            };
-            q.push(if run.version_pinned {
-                ", version_pinned = TRUE"
-            } else {
-                ", version_pinned = FALSE"
+        let events: Vec<_> = claimed
+            .iter()
+            .map(|run| {
+                let mut event = run.event.clone();
+                event.timestamp = at;
+                event
             })
-            .push(", max_attempts = ")
-            .bind(i64::from(run.max_attempts.max(1)))
-            .push(", created_by = ")
-            .bind(run.created_by.as_deref().map(D::text));
-            if let Some(slot) = &run.schedule_slot {
-                if let Some(at) = slot.late_at {
-                    q.push(", late_at = ").bind_instant(at);
+            .collect();
+        let plan = super::rows::Plan::new(std::slice::from_ref(&events))?;
+        let mut stored = HashSet::with_capacity(events.len());
+        super::queries::write_plan::<D>(&mut tx, &plan, &mut stored).await?;
+        for chunk in claimed.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::new(
+                "WITH v (id, scheduled_for, pinned, max_attempts, created_by, late_at, \
+                 expires_at) AS (VALUES ",
+            );
+            for (i, run) in chunk.iter().enumerate() {
+                let slot = run.schedule_slot.as_ref();
+                if i > 0 {
+                    q.push(", ");
                 }
-                if let Some(at) = slot.expires_at {
-                    q.push(", expires_at = ").bind_instant(at);
-                }
+                q.push("(")
+                    .bind(run.event.run_id)
+                    .push(", ")
+                    .bind_opt_instant(run.scheduled_for)
+                    .push(", ")
+                    .bind(i64::from(run.version_pinned))
+                    .push(", ")
+                    .bind(i64::from(run.max_attempts.max(1)))
+                    .push(", ")
+                    .bind(run.created_by.as_deref().map(D::text))
+                    .push(", ")
+                    .bind_opt_instant(slot.and_then(|slot| slot.late_at))
+                    .push(", ")
+                    .bind_opt_instant(slot.and_then(|slot| slot.expires_at))
+                    .push(")");
             }
-            q.push(" WHERE id = ").bind(run.event.run_id);
-            D::execute(&mut tx, &mut q).await?;
+            q.push(
+                ") UPDATE runs SET scheduled_for = v.scheduled_for, \
+                 version_pinned = (v.pinned = 1), max_attempts = v.max_attempts, \
+                 created_by = v.created_by, late_at = v.late_at, expires_at = v.expires_at \
+                 FROM v WHERE runs.id = v.id",
+            );
+            D::execute_once(&mut tx, &mut q).await?;
         }
         if let Some(notify) = D::NOTIFY_RUNS {
             D::fetch_optional(&mut tx, &mut QueryBuilder::new(notify)).await?;
         }
     }
+    let advanced = advance_in_order::<D>(&mut tx, advances).await?;
     tx.commit().await?;
-    Ok(created)
+    Ok(SlotsWritten {
+        created,
+        advanced,
+        at,
+    })
+}
+
+/// [`advance_schedule`] for many schedules inside `tx`, in id order (PostgreSQL: their rows
+/// are locked in that order first, whatever plan the update then takes); how many moved.
+async fn advance_in_order<D: BulkWrite>(
+    tx: &mut D::Connection,
+    advances: &[Advance],
+) -> Result<u64, StoreError> {
+    let mut sorted: Vec<&Advance> = advances.iter().collect();
+    sorted.sort_by_key(|advance| advance.id);
+    let mut moved = 0;
+    for chunk in sorted.chunks(ROWS_PER_STATEMENT) {
+        if !D::FOR_UPDATE.is_empty() {
+            let mut q = QueryBuilder::new("SELECT id FROM schedules WHERE id IN (");
+            for (i, advance) in chunk.iter().enumerate() {
+                if i > 0 {
+                    q.push(", ");
+                }
+                q.bind(advance.id);
+            }
+            q.push(") ORDER BY id").push(D::FOR_UPDATE);
+            D::fetch_all_once(&mut *tx, &mut q).await?;
+        }
+        let mut q = QueryBuilder::new("WITH v (id, from_at, to_at, next_at) AS (VALUES ");
+        for (i, advance) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.push("(")
+                .bind(advance.id)
+                .push(", ")
+                .bind_instant(advance.from)
+                .push(", ")
+                .bind_instant(advance.to)
+                .push(", ")
+                .bind_opt_instant(advance.next_at)
+                .push(")");
+        }
+        q.push(
+            ") UPDATE schedules SET last_at = v.to_at, next_at = v.next_at FROM v \
+             WHERE schedules.id = v.id AND schedules.last_at = v.from_at",
+        );
+        moved += D::rows_affected(&D::execute_once(&mut *tx, &mut q).await?);
+    }
+    Ok(moved)
 }

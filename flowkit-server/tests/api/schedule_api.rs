@@ -12,6 +12,7 @@ use flowkit_server::auth::{ApiKey, ApiKeys};
 use flowkit_server::config::Settings;
 use flowkit_server::scheduler::tick;
 use flowkit_server::store::Backend;
+use flowkit_server::store::schedules::ROWS_PER_STATEMENT;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -20,6 +21,7 @@ on_every_backend!(
     bad_api_schedules_are_refused_at_the_field,
     a_backfill_creates_each_instant_once_with_the_ticks_keys,
     a_backfills_max_parallel_holds_in_the_claim,
+    a_backfill_of_several_statements_creates_each_instant_once,
     a_day_long_outage_gives_one_run_with_the_skipped_count,
 );
 
@@ -542,6 +544,69 @@ async fn claim(server: &TestServer, worker: Uuid, max_runs: u32) -> Vec<Value> {
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     reply.body["runs"].as_array().cloned().unwrap_or_default()
+}
+
+/// Every run of a backfill is written in one transaction of multi-row statements of at most
+/// `ROWS_PER_STATEMENT` slots: one that spans two of them tells the slots taken already, on
+/// both sides of the boundary, from the new ones, and gives no instant two runs.
+async fn a_backfill_of_several_statements_creates_each_instant_once(server: &TestServer) {
+    registered(
+        server,
+        "bulk",
+        json!([{"interval": "1m", "parameters": {"dataset": DATASET}, "overlap": "allow"}]),
+    )
+    .await;
+    let rows = i64::try_from(ROWS_PER_STATEMENT).expect("rows");
+    let instants = 2 * rows;
+    let from = hour_ago() - Duration::days(1);
+    let to = from + Duration::minutes(instants - 1);
+    // The 20 instants around the boundary of the two statements first.
+    let middle = backfill(
+        server,
+        "bulk",
+        json!({"from": from + Duration::minutes(rows - 10), "to": from + Duration::minutes(rows + 9)}),
+    )
+    .await;
+    assert_eq!(middle.status, StatusCode::OK, "{}", middle.body);
+    assert_eq!(
+        (&middle.body["created"], &middle.body["existing"]),
+        (&json!(20), &json!(0)),
+        "{}",
+        middle.body
+    );
+    let whole = backfill(server, "bulk", json!({"from": from, "to": to})).await;
+    assert_eq!(whole.status, StatusCode::OK, "{}", whole.body);
+    assert_eq!(
+        (
+            &whole.body["instants"],
+            &whole.body["created"],
+            &whole.body["existing"]
+        ),
+        (&json!(instants), &json!(instants - 20), &json!(20)),
+        "{}",
+        whole.body
+    );
+    // Every instant of the range once, as the API lists the runs.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let uri = match &cursor {
+            Some(c) => format!("/api/v1/flow-runs?deployment=train/bulk&limit=500&cursor={c}"),
+            None => "/api/v1/flow-runs?deployment=train/bulk&limit=500".to_string(),
+        };
+        let page = server.get_ok(&uri).await;
+        for run in page["items"].as_array().expect("items") {
+            let at = instant(&run["scheduled_for"]);
+            assert!(seen.insert(at), "two runs for {at}");
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let expected: std::collections::BTreeSet<DateTime<Utc>> =
+        (0..instants).map(|m| from + Duration::minutes(m)).collect();
+    assert_eq!(seen, expected);
 }
 
 async fn a_backfills_max_parallel_holds_in_the_claim(server: &TestServer) {

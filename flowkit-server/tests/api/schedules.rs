@@ -7,7 +7,8 @@
 use crate::harness::{Reply, TestServer};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
-use flowkit_server::scheduler::{TickOutcome, tick};
+use flowkit_server::scheduler::{SCHEDULES_PER_BATCH, TickOutcome, tick};
+use flowkit_server::store::Backend;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -17,6 +18,7 @@ on_every_backend!(
     catch_up_and_overlap_policies,
     registration_replaces_code_schedules_keeping_identity_and_pause,
     unclaimed_runs_become_late_and_then_expired,
+    two_replicas_ticking_over_several_batches_create_each_run_once,
 );
 
 pub(crate) fn spec(name: &str, schedules: Value) -> Value {
@@ -201,6 +203,69 @@ async fn a_due_schedule_creates_one_run_per_instant(server: &TestServer) {
         .unwrap_or_else(|| panic!("no run for the latest instant: {runs:?}"));
     let message = newest["state_message"].as_str().unwrap_or_default();
     assert!(message.contains("9 earlier"), "{message}");
+}
+
+/// Time zones of the every-minute schedules of one deployment (each schedule of a deployment
+/// needs a timing of its own).
+const ZONES: [&str; 8] = [
+    "UTC",
+    "Europe/Paris",
+    "America/New_York",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Australia/Lord_Howe",
+    "Pacific/Chatham",
+    "America/Santiago",
+];
+
+/// More schedules due at one instant than one batch of a tick (`SCHEDULES_PER_BATCH`), ticked
+/// by two replicas at once: the batches are planned and written side by side, each in one
+/// transaction, and every schedule gets exactly one run and is moved on once.
+async fn two_replicas_ticking_over_several_batches_create_each_run_once(server: &TestServer) {
+    let deployments = SCHEDULES_PER_BATCH.div_ceil(ZONES.len()) + 1;
+    let schedules = deployments * ZONES.len();
+    assert!(schedules > SCHEDULES_PER_BATCH);
+    let mut due_at = Utc::now();
+    for d in 0..deployments {
+        let specs: Vec<Value> = ZONES
+            .iter()
+            .map(|zone| {
+                json!({"cron": "* * * * *", "timezone": zone,
+                       "parameters": {"dataset": "s3://houses"}, "overlap": "allow"})
+            })
+            .collect();
+        for (_, next_at) in registered(server, &format!("many{d}"), Value::Array(specs)).await {
+            due_at = due_at.max(next_at);
+        }
+    }
+    let other = flowkit_server::AppState::new(
+        std::sync::Arc::new(
+            flowkit_server::store::Store::connect(&server.url)
+                .await
+                .expect("second replica"),
+        ),
+        flowkit_server::config::Settings::default(),
+    );
+    // Every schedule has one instant due (the latest minute), the most recent one's included.
+    let now = due_at + Duration::seconds(1);
+    let (a, b) = tokio::join!(tick(&server.state, now), tick(&other, now));
+    let (a, b) = (a.expect("tick"), b.expect("tick"));
+    assert_eq!(a.created + b.created, schedules, "{a:?} {b:?}");
+    let page = server.get_ok("/api/v1/flow-runs?limit=500").await;
+    let mut slots = std::collections::HashSet::new();
+    for run in page["items"].as_array().expect("items") {
+        let key = (
+            run["created_by"].as_str().expect("created_by").to_string(),
+            instant(&run["scheduled_for"]),
+        );
+        assert!(slots.insert(key), "two runs for one slot: {run}");
+    }
+    assert_eq!(slots.len(), schedules);
+    // Every schedule was moved on: nothing is due any more at that instant.
+    let due = server.store.due_schedules(now, 1000).await.expect("due");
+    assert!(due.is_empty(), "{due:?}");
+    let again = tick(&other, now).await.expect("tick");
+    assert_eq!(again, TickOutcome::default());
 }
 
 async fn catch_up_and_overlap_policies(server: &TestServer) {
