@@ -104,6 +104,7 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
     let mut outcome = TickOutcome::default();
     let started = std::time::Instant::now();
     let mut targets = Targets::default();
+    let mut compiled = Compiled::default();
     let mut due_total = 0;
     // Reading and planning on one side, writing on the other, side by side: a batch is
     // written (its runs created and its schedules moved on, in one transaction) while the
@@ -127,7 +128,9 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
                     advances: Vec::with_capacity(chunk.len()),
                 };
                 for due in chunk {
-                    let planned = plan_due(state, now, due, &mut targets, &mut outcome).await?;
+                    let planned =
+                        plan_due(state, now, due, &mut targets, &mut compiled, &mut outcome)
+                            .await?;
                     outcome.skipped += planned.skipped;
                     batch.runs.extend(planned.runs);
                     batch.advances.push(planned.advance);
@@ -203,6 +206,36 @@ impl Targets {
     }
 }
 
+/// What [`Schedule::compile`] reads of a spec: its timing and its lateness bound.
+type TimingKey = (
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    String,
+    Option<String>,
+);
+
+/// The schedules compiled during one tick, by timing: schedules sharing a timing (every
+/// minute in one zone, say) are compiled once, not once each (compiling parses the cron
+/// expression and searches its next instant). At most as many as the schedules a tick handles.
+#[derive(Default)]
+struct Compiled(HashMap<TimingKey, Result<Schedule, String>>);
+
+impl Compiled {
+    fn get(&mut self, spec: &ScheduleSpec) -> &Result<Schedule, String> {
+        let key = (
+            spec.cron.clone(),
+            spec.interval.clone(),
+            spec.anchor,
+            spec.timezone.clone(),
+            spec.max_lateness.clone(),
+        );
+        self.0
+            .entry(key)
+            .or_insert_with(|| Schedule::compile(spec).map_err(|e| e.to_string()))
+    }
+}
+
 /// What one due schedule gets from a tick: the runs to create, the instants skipped, and how
 /// far it moves on.
 struct Planned {
@@ -218,6 +251,7 @@ async fn plan_due(
     now: DateTime<Utc>,
     due: &DueSchedule,
     targets: &mut Targets,
+    compiled: &mut Compiled,
     outcome: &mut TickOutcome,
 ) -> Result<Planned, StoreError> {
     let stay = |next_at| Planned {
@@ -230,7 +264,7 @@ async fn plan_due(
             next_at,
         },
     };
-    let schedule = match Schedule::compile(&due.spec) {
+    let schedule = match compiled.get(&due.spec).clone() {
         Ok(schedule) => schedule,
         Err(e) => {
             // Checked at registration: only a spec stored by an older server gets here.
