@@ -162,12 +162,22 @@ pub async fn claim(
     let deadline = Instant::now() + Duration::from_secs(u64::from(request.wait_seconds));
     let mut shutdown = state.shutdown_signal();
     let mut slot = None;
+    let mut first = true;
     loop {
         // Listening before looking: a run triggered in between still wakes this claim.
         let woken = state.wakeups().runs().notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let runs = state.store().claim(order.clone()).await?;
+        // The first look records the worker and claims; a woken (or polling) claim first reads
+        // whether a run waits at all, so the claims a trigger wakes beside the one that takes
+        // its run cost a read each, not a write.
+        let look = first || state.store().claimable(&order.worker.served).await?;
+        first = false;
+        let runs = if look {
+            state.store().claim(order.clone()).await?
+        } else {
+            Vec::new()
+        };
         let now = Instant::now();
         if !runs.is_empty() || now >= deadline || *shutdown.borrow() {
             state.metrics().claimed(runs.len());

@@ -22,11 +22,11 @@ use super::{
     WorkerSeen,
 };
 use chrono::{DateTime, Utc};
-use flowkit_wire::api::workers::{ClaimedRun, LiveWorker};
+use flowkit_wire::api::workers::{ClaimedRun, LiveWorker, Served};
 use flowkit_wire::state::StateType;
 use serde_json::{Map, Value};
 use sqlx::{Pool, QueryBuilder};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -139,15 +139,24 @@ impl LeaseRow {
     }
 }
 
-/// One run, as it stands, without a lock.
-async fn read_run<D: Dialect>(
+/// One run, without a lock, with the database's clock (as [`db_now`] reads it) in the same
+/// round trip.
+async fn read_run_now<D: Dialect>(
     conn: &mut D::Connection,
     id: Uuid,
-) -> Result<Option<LeaseRow>, StoreError> {
-    let mut q = QueryBuilder::new(format!("SELECT {LEASE_COLUMNS} FROM runs WHERE id = "));
-    q.bind(id);
-    let row = D::fetch_optional(conn, &mut q).await?;
-    row.as_ref().map(lease_row::<D>).transpose()
+) -> Result<Option<(DateTime<Utc>, LeaseRow)>, StoreError> {
+    let mut q = QueryBuilder::new("SELECT ");
+    D::push_now(&mut q);
+    q.push(format!(" AS now, {LEASE_COLUMNS} FROM runs WHERE id = "))
+        .bind(id);
+    let Some(row) = D::fetch_optional(conn, &mut q).await? else {
+        return Ok(None);
+    };
+    let now = Columns::<D>(&row).instant("now")?;
+    Ok(Some((
+        super::rows::from_micros(now.timestamp_micros())?,
+        lease_row::<D>(&row)?,
+    )))
 }
 
 /// One run, locked until the end of the transaction (PostgreSQL).
@@ -182,12 +191,13 @@ impl ServerState {
     }
 }
 
-/// Stores a server state event in the run's history.
+/// Stores a server state event in the run's history; `false` if an event of that id was
+/// stored already.
 async fn insert_state<D: Dialect>(
     conn: &mut D::Connection,
     run: &LeaseRow,
     state: &ServerState,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let mut q = QueryBuilder::new(
         "INSERT INTO run_states (event_id, run_id, group_id, state, message, attempt, ts) \
          VALUES (",
@@ -206,8 +216,7 @@ async fn insert_state<D: Dialect>(
         .push(", ")
         .bind_instant(state.ts)
         .push(") ON CONFLICT (event_id) DO NOTHING");
-    D::execute(conn, &mut q).await?;
-    Ok(())
+    Ok(D::rows_affected(&D::execute(conn, &mut q).await?) > 0)
 }
 
 /// Appends `UPDATE runs SET <the state's columns>, server_state = <server>`: the caller
@@ -245,24 +254,29 @@ fn push_set_state_by<D: Dialect>(q: &mut QueryBuilder<D>, state: &ServerState, s
 // Workers
 // ---------------------------------------------------------------------------------------------
 
-/// Records that a worker is alive and what it serves (`last_seen` = now).
+/// Records that a worker is alive and what it serves (`last_seen` = the database's clock,
+/// which it returns: the caller's `now`, read in the same round trip).
 async fn touch_worker<D: Dialect>(
     conn: &mut D::Connection,
     worker: &WorkerSeen,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<DateTime<Utc>, StoreError> {
     let mut q = QueryBuilder::new("INSERT INTO workers (id, name, started, last_seen) VALUES (");
     q.bind(worker.id)
         .push(", ")
         .bind(D::text(&worker.name))
-        .push(", ")
-        .bind_instant(now)
-        .push(", ")
-        .bind_instant(now)
-        .push(
-            ") ON CONFLICT (id) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen",
-        );
-    D::execute(conn, &mut q).await?;
+        .push(", ");
+    D::push_now(&mut q);
+    q.push(", ");
+    D::push_now(&mut q);
+    q.push(
+        ") ON CONFLICT (id) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen \
+         RETURNING last_seen",
+    );
+    let row = D::fetch_optional(conn, &mut q)
+        .await?
+        .ok_or_else(|| corrupt("recording a worker returned nothing".into()))?;
+    let now =
+        super::rows::from_micros(Columns::<D>(&row).instant("last_seen")?.timestamp_micros())?;
     for chunk in worker.served.chunks(CHUNK) {
         let mut q = QueryBuilder::new(
             "INSERT INTO worker_deployments (worker, flow, name, version, last_seen) VALUES ",
@@ -289,7 +303,7 @@ async fn touch_worker<D: Dialect>(
         );
         D::execute_once(conn, &mut q).await?;
     }
-    Ok(())
+    Ok(now)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -319,8 +333,7 @@ pub(crate) async fn claim<D: Dialect>(
     order: &ClaimOrder,
 ) -> Result<Vec<ClaimedRun>, StoreError> {
     let mut tx = begin_write::<D>(conn).await?;
-    let now = db_now::<D>(&mut tx).await?;
-    touch_worker::<D>(&mut tx, &order.worker, now).await?;
+    let now = touch_worker::<D>(&mut tx, &order.worker).await?;
     // The deployments served, by `flow/name`.
     let mut deployments: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
     for served in &order.worker.served {
@@ -394,17 +407,38 @@ pub(crate) async fn claim<D: Dialect>(
     }
     let keys: Vec<String> = versions.keys().cloned().collect();
     // Leased runs per deployment: what the limits count (a lease counts until it ends: finished,
-    // released, or decided by the reaper).
+    // released, or decided by the reaper); and, in the same statement, the tags of the leased
+    // runs of limited backfills (see `crate::backfill`): a backfill at its `max_parallel` has
+    // its other runs left out of the search.
     let mut leased: HashMap<String, i64> = HashMap::new();
+    let mut backfills: HashMap<String, (u32, u32)> = HashMap::new();
     let mut q = QueryBuilder::new(
-        "SELECT deployment, count(*) AS n FROM runs WHERE lease_expires IS NOT NULL \
-         AND deployment IN (",
+        "SELECT deployment, count(*) AS n, NULL AS tags FROM runs \
+         WHERE lease_expires IS NOT NULL AND deployment IN (",
     );
     push_list(&mut q, keys.iter().cloned());
-    q.push(") GROUP BY deployment");
+    q.push(format!(
+        ") GROUP BY deployment UNION ALL SELECT deployment, 0 AS n, {} FROM runs \
+         WHERE lease_expires IS NOT NULL AND deployment IN (",
+        D::json_text("tags")
+    ));
+    push_list(&mut q, keys.iter().cloned());
+    q.push(")");
+    D::push_has_tag(&mut q, crate::backfill::TAG);
     for row in D::fetch_all(&mut tx, &mut q).await? {
         let c = Columns::<D>(&row);
-        leased.insert(c.get("deployment")?, c.get("n")?);
+        match c.opt_json::<Vec<String>>("tags")? {
+            None => {
+                leased.insert(c.get("deployment")?, c.get("n")?);
+            }
+            Some(tags) => {
+                for tag in tags {
+                    if let Some((_, limit)) = crate::backfill::limit_of(&tag) {
+                        backfills.entry(tag).or_insert((0, limit)).0 += 1;
+                    }
+                }
+            }
+        }
     }
     // Deployments whose every served version is at its limit are left out of the search.
     let open: Vec<&String> = keys
@@ -419,24 +453,6 @@ pub(crate) async fn claim<D: Dialect>(
     if open.is_empty() {
         tx.commit().await?;
         return Ok(Vec::new());
-    }
-    // Leased runs per limited backfill (see `crate::backfill`): a backfill at its
-    // `max_parallel` has its other runs left out of the search.
-    let mut backfills: HashMap<String, (u32, u32)> = HashMap::new();
-    let mut q = QueryBuilder::new(format!(
-        "SELECT {} FROM runs WHERE lease_expires IS NOT NULL AND deployment IN (",
-        D::json_text("tags")
-    ));
-    push_list(&mut q, open.iter().map(|key| (*key).clone()));
-    q.push(")");
-    D::push_has_tag(&mut q, crate::backfill::TAG);
-    for row in D::fetch_all(&mut tx, &mut q).await? {
-        let tags: Vec<String> = Columns::<D>(&row).json("tags")?;
-        for tag in tags {
-            if let Some((_, limit)) = crate::backfill::limit_of(&tag) {
-                backfills.entry(tag).or_insert((0, limit)).0 += 1;
-            }
-        }
     }
     let mut q = QueryBuilder::new(format!(
         "SELECT {LEASE_COLUMNS}, CAST(CASE WHEN version_pinned THEN 1 ELSE 0 END AS BIGINT) \
@@ -483,9 +499,12 @@ pub(crate) async fn claim<D: Dialect>(
     })
     .await?;
     let expires = lease_end(now, order.lease);
-    let mut claimed = Vec::new();
-    for candidate in candidates {
-        if claimed.len() >= order.max_runs as usize {
+    // The runs taken, decided in memory (limits counted as they are taken), then written with
+    // one update of their rows and one insert of their state events.
+    let message = format!("claimed by worker {}", order.worker.name);
+    let mut taken: Vec<(&Candidate, &VersionInfo, ServerState)> = Vec::new();
+    for candidate in &candidates {
+        if taken.len() >= order.max_runs as usize {
             break;
         }
         let run = &candidate.run;
@@ -511,62 +530,160 @@ pub(crate) async fn claim<D: Dialect>(
             .tags
             .iter()
             .find_map(|tag| crate::backfill::limit_of(tag).map(|(_, limit)| (tag, limit)));
-        if let Some((tag, limit)) = backfill
-            && backfills.get(tag).is_some_and(|(n, _)| *n >= limit)
-        {
-            continue;
+        if let Some((tag, limit)) = backfill {
+            let (n, _) = backfills.entry(tag.clone()).or_insert((0, limit));
+            if *n >= limit {
+                continue;
+            }
+            *n += 1;
         }
+        *count += 1;
         let state = ServerState::new(
             StateType::Pending,
-            format!("claimed by worker {}", order.worker.name),
+            message.clone(),
             run.attempt,
             next_ts(now, run.state_ts),
         );
-        let mut q = QueryBuilder::new("");
-        push_set_state(&mut q, &state);
-        q.push(", lease_token = lease_token + 1, lease_worker = ")
-            .bind(Some(order.worker.id))
-            .push(", lease_expires = ")
-            .bind_instant(expires)
-            .push(", worker = ")
-            .bind(Some(D::text(&order.worker.name)))
-            .push(", version = ")
-            .bind(Some(version.version.clone()))
-            .push(" WHERE id = ")
-            .bind(run.id)
-            .push(" AND state IN ('Scheduled', 'Late') RETURNING lease_token, max_attempts");
-        let Some(row) = D::fetch_optional(&mut tx, &mut q).await? else {
-            continue;
-        };
-        let c = Columns::<D>(&row);
-        let new_token: i64 = c.get("lease_token")?;
-        let max_attempts: Option<i64> = c.get("max_attempts")?;
-        insert_state::<D>(&mut tx, run, &state).await?;
-        *count += 1;
-        if let Some((tag, limit)) = backfill {
-            backfills.entry(tag.clone()).or_insert((0, limit)).0 += 1;
+        taken.push((candidate, version, state));
+    }
+    let mut claimed = Vec::with_capacity(taken.len());
+    for chunk in taken.chunks(CHUNK) {
+        let tokens = lease_taken::<D>(&mut tx, chunk, order, &message, expires).await?;
+        let mut q = QueryBuilder::new(
+            "INSERT INTO run_states (event_id, run_id, group_id, state, message, attempt, ts) \
+             VALUES ",
+        );
+        let mut any = false;
+        for (candidate, version, state) in chunk {
+            let run = &candidate.run;
+            // Not `Scheduled` or `Late` any more (cannot happen under the writer or the row
+            // locks): not claimed.
+            let Some(&(new_token, max_attempts)) = tokens.get(&run.id) else {
+                continue;
+            };
+            if any {
+                q.push(", ");
+            }
+            any = true;
+            q.push("(")
+                .bind(state.event_id)
+                .push(", ")
+                .bind(run.id)
+                .push(", ")
+                .bind(run.group())
+                .push(", ")
+                .bind(state.state.as_str().to_string())
+                .push(", ")
+                .bind(D::text(&message))
+                .push(", ")
+                .bind(i64::from(state.attempt))
+                .push(", ")
+                .bind_instant(state.ts)
+                .push(")");
+            let key = run.deployment.as_deref().unwrap_or_default();
+            let (flow, name) = key.split_once('/').unwrap_or((key, ""));
+            claimed.push(ClaimedRun {
+                run_id: run.id,
+                flow: flow.to_string(),
+                name: name.to_string(),
+                version: version.version.clone(),
+                parameters: candidate.parameters.clone().unwrap_or_default(),
+                attempt: run.attempt,
+                max_attempts: max_attempts
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or_else(|| u32::try_from(version.retries + 1).unwrap_or(1))
+                    .max(run.attempt),
+                token: token(new_token),
+                tags: candidate.tags.clone(),
+            });
         }
-        claimed.push(ClaimedRun {
-            run_id: run.id,
-            flow: key.split('/').next().unwrap_or_default().to_string(),
-            name: key
-                .split_once('/')
-                .map(|(_, n)| n)
-                .unwrap_or_default()
-                .to_string(),
-            version: version.version.clone(),
-            parameters: candidate.parameters.clone().unwrap_or_default(),
-            attempt: run.attempt,
-            max_attempts: max_attempts
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or_else(|| u32::try_from(version.retries + 1).unwrap_or(1))
-                .max(run.attempt),
-            token: token(new_token),
-            tags: candidate.tags.clone(),
-        });
+        if any {
+            q.push(" ON CONFLICT (event_id) DO NOTHING");
+            D::execute_once(&mut tx, &mut q).await?;
+        }
     }
     tx.commit().await?;
     Ok(claimed)
+}
+
+/// Leases the runs of `chunk` to the claiming worker with one update (each `Pending` with its
+/// state's timestamp and event id, a new token, the version chosen), if still `Scheduled` or
+/// `Late`: their new tokens and `max_attempts`, by run id.
+async fn lease_taken<D: Dialect>(
+    tx: &mut D::Connection,
+    chunk: &[(&Candidate, &VersionInfo, ServerState)],
+    order: &ClaimOrder,
+    message: &str,
+    expires: DateTime<Utc>,
+) -> Result<HashMap<Uuid, (i64, Option<i64>)>, StoreError> {
+    // The CTE's column names differ from `runs`' so that the `RETURNING` list is unambiguous.
+    let mut q = QueryBuilder::new("WITH v (v_run, v_ts, v_event, v_version) AS (VALUES ");
+    for (i, (candidate, version, state)) in chunk.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.push("(")
+            .bind(candidate.run.id)
+            .push(", ")
+            .bind_instant(state.ts)
+            .push(", ")
+            .bind(state.event_id)
+            .push(", ")
+            .bind(version.version.clone())
+            .push(")");
+    }
+    q.push(") UPDATE runs SET state = 'Pending', state_message = ")
+        .bind(Some(D::text(message)))
+        .push(
+            ", state_ts = v.v_ts, state_event_id = v.v_event, ended = NULL, server_state = TRUE, \
+             lease_token = lease_token + 1, lease_worker = ",
+        )
+        .bind(Some(order.worker.id))
+        .push(", lease_expires = ")
+        .bind_instant(expires)
+        .push(", worker = ")
+        .bind(Some(D::text(&order.worker.name)))
+        .push(
+            ", version = v.v_version FROM v WHERE runs.id = v.v_run \
+             AND runs.state IN ('Scheduled', 'Late') RETURNING id, lease_token, max_attempts",
+        );
+    let mut tokens = HashMap::with_capacity(chunk.len());
+    for row in D::fetch_all(tx, &mut q).await? {
+        let c = Columns::<D>(&row);
+        tokens.insert(
+            c.get::<Uuid>("id")?,
+            (
+                c.get::<i64>("lease_token")?,
+                c.get::<Option<i64>>("max_attempts")?,
+            ),
+        );
+    }
+    Ok(tokens)
+}
+
+/// Whether a run of one of the deployments `served` waits for a worker: see
+/// [`super::Backend::claimable`].
+pub(crate) async fn claimable<D: Dialect>(
+    pool: &Pool<D>,
+    served: &[Served],
+) -> Result<bool, StoreError> {
+    let keys: BTreeSet<String> = served
+        .iter()
+        .map(|s| format!("{}/{}", s.flow, s.name))
+        .collect();
+    if keys.is_empty() {
+        return Ok(false);
+    }
+    let mut q = QueryBuilder::new(
+        "SELECT 1 AS one FROM runs WHERE kind = 'flow' AND state IN ('Scheduled', 'Late') \
+         AND deployment IN (",
+    );
+    push_list(&mut q, keys);
+    q.push(") AND (scheduled_for IS NULL OR scheduled_for <= ");
+    D::push_now(&mut q);
+    q.push(") LIMIT 1");
+    let row = D::fetch_optional(&mut *pool.acquire().await?, &mut q).await?;
+    Ok(row.is_some())
 }
 
 /// Every row of `q` in a transaction, read with `read`.
@@ -590,8 +707,7 @@ pub(crate) async fn heartbeat<D: Dialect>(
     lease: Duration,
 ) -> Result<HeartbeatOutcome, StoreError> {
     let mut tx = begin_write::<D>(conn).await?;
-    let now = db_now::<D>(&mut tx).await?;
-    touch_worker::<D>(&mut tx, worker, now).await?;
+    let now = touch_worker::<D>(&mut tx, worker).await?;
     let expires = lease_end(now, lease);
     let mut held = HashSet::new();
     // In id order, and locked in id order before the update (PostgreSQL): ingestion upserts
@@ -670,23 +786,33 @@ pub(crate) async fn finish<D: Dialect>(
     finished: &super::Finished,
 ) -> Result<LeaseCall, StoreError> {
     let mut tx = begin_write::<D>(conn).await?;
-    let now = db_now::<D>(&mut tx).await?;
     // The final event's row is taken before the run's: ingestion inserts a run's state events
     // before it upserts the run, so taking them in the same order means the worker's reporter
     // delivering this same event at the same moment waits for the finish (or the finish for
     // it) instead of deadlocking with it (PostgreSQL).
-    let Some(seen) = read_run::<D>(&mut tx, finished.run_id).await? else {
+    let Some((now, seen)) = read_run_now::<D>(&mut tx, finished.run_id).await? else {
         tx.rollback().await?;
         return Ok(LeaseCall::NotFound);
+    };
+    // The event's time: after the run's latest state. If the reporter delivered the event
+    // first (and the row folded it), the lease still ends here, with the result, and the event
+    // takes the server's time.
+    let ts_after = |run: &LeaseRow| {
+        let after = if run.state_event_id == finished.event_id {
+            now
+        } else {
+            run.state_ts
+        };
+        next_ts(now, after).max(finished.timestamp)
     };
     let mut state = ServerState {
         state: finished.state,
         message: finished.message.clone(),
         attempt: finished.attempt,
-        ts: now.max(finished.timestamp),
+        ts: ts_after(&seen),
         event_id: finished.event_id,
     };
-    insert_state::<D>(&mut tx, &seen, &state).await?;
+    let inserted = insert_state::<D>(&mut tx, &seen, &state).await?;
     let Some(run) = lock_run::<D>(&mut tx, finished.run_id).await? else {
         tx.rollback().await?;
         return Ok(LeaseCall::NotFound);
@@ -700,19 +826,17 @@ pub(crate) async fn finish<D: Dialect>(
         tx.rollback().await?;
         return Ok(stale);
     }
-    // The reporter may have delivered the event first (and the row folded it): the lease
-    // still ends here, with the result, and the event takes the server's time.
-    let after = if run.state_event_id == finished.event_id {
-        now
-    } else {
-        run.state_ts
-    };
-    state.ts = next_ts(now, after).max(finished.timestamp);
-    let mut q = QueryBuilder::new("UPDATE run_states SET ts = ");
-    q.bind_instant(state.ts)
-        .push(" WHERE event_id = ")
-        .bind(state.event_id);
-    D::execute(&mut tx, &mut q).await?;
+    // The row as locked decides the time (it may have changed since it was read): the stored
+    // event is moved to it unless it was inserted with it.
+    let ts = ts_after(&run);
+    if !inserted || ts != state.ts {
+        state.ts = ts;
+        let mut q = QueryBuilder::new("UPDATE run_states SET ts = ");
+        q.bind_instant(state.ts)
+            .push(" WHERE event_id = ")
+            .bind(state.event_id);
+        D::execute(&mut tx, &mut q).await?;
+    }
     let mut q = QueryBuilder::new("");
     push_set_state_by(&mut q, &state, false);
     q.push(", lease_expires = NULL, lease_worker = NULL WHERE id = ")

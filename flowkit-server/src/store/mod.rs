@@ -569,6 +569,12 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         order: ClaimOrder,
     ) -> impl Future<Output = Result<Vec<ClaimedRun>, StoreError>> + Send;
+    /// Whether a run of one of the deployments `served` waits for a worker (`Scheduled` or
+    /// `Late`, due): one indexed read without a lock, which a waiting claim makes before its
+    /// write when woken, so a wake-up for a run another worker took costs no write. Limits and
+    /// versions are not looked at: `true` may still claim nothing.
+    fn claimable(&self, served: &[Served])
+    -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Records the worker and extends each listed lease it still holds by `lease` from now.
     fn heartbeat(
         &self,
@@ -957,6 +963,9 @@ impl Backend for Store {
             Written::Claimed(runs) => Ok(runs),
             other => Err(unexpected(other)),
         }
+    }
+    async fn claimable(&self, served: &[Served]) -> Result<bool, StoreError> {
+        on_backend!(self, b => leases::claimable(b.pool(), served))
     }
     async fn heartbeat(
         &self,
