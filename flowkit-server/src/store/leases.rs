@@ -219,14 +219,9 @@ async fn insert_state<D: Dialect>(
     Ok(D::rows_affected(&D::execute(conn, &mut q).await?) > 0)
 }
 
-/// Appends `UPDATE runs SET <the state's columns>, server_state = <server>`: the caller
-/// appends the rest of the `SET` list and the `WHERE`.
+/// Appends `UPDATE runs SET <the state's columns>, server_state = TRUE` (the server decided
+/// the state): the caller appends the rest of the `SET` list and the `WHERE`.
 fn push_set_state<D: Dialect>(q: &mut QueryBuilder<D>, state: &ServerState) {
-    push_set_state_by(q, state, true);
-}
-
-/// [`push_set_state`], saying whether the server decided the state.
-fn push_set_state_by<D: Dialect>(q: &mut QueryBuilder<D>, state: &ServerState, server: bool) {
     q.push("UPDATE runs SET state = ")
         .bind(state.state.as_str().to_string())
         .push(", state_message = ")
@@ -243,11 +238,7 @@ fn push_set_state_by<D: Dialect>(q: &mut QueryBuilder<D>, state: &ServerState, s
     } else {
         q.push("NULL");
     }
-    q.push(if server {
-        ", server_state = TRUE"
-    } else {
-        ", server_state = FALSE"
-    });
+    q.push(", server_state = TRUE");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -838,7 +829,8 @@ pub(crate) async fn finish<D: Dialect>(
         D::execute(&mut tx, &mut q).await?;
     }
     let mut q = QueryBuilder::new("");
-    push_set_state_by(&mut q, &state, false);
+    // The server's verdict: a client event coming later never moves it (see `store::rows`).
+    push_set_state(&mut q, &state);
     q.push(", lease_expires = NULL, lease_worker = NULL WHERE id = ")
         .bind(run.id);
     D::execute(&mut tx, &mut q).await?;

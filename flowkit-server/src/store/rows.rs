@@ -10,8 +10,8 @@
 //! - details: taken from the event that carries them (sent once per run); if several events
 //!   carried details, the first one stored wins;
 //! - a state the server decided is kept: while the row's `server_state` is set (a claim,
-//!   a crash, a re-queue, a cancellation, see `store::leases`), a client's state event is stored
-//!   in the history but does not change the row, whatever its timestamp, EXCEPT the worker
+//!   a crash, a re-queue, a cancellation, a worker's finish, see `store::leases`), a client's
+//!   state event is stored in the history but does not change the row, whatever its timestamp, EXCEPT the worker
 //!   starting a run it claimed: a `Running` event carrying the run's current fencing token
 //!   (`Event::lease`) while the row is `Pending` takes over (whatever its timestamp) and clears
 //!   `server_state`. Events with an older token never get here (ingestion refuses them), and

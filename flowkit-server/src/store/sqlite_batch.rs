@@ -156,7 +156,7 @@ pub(super) async fn finishes(
         q.push(
             ") UPDATE runs SET state = v.state, state_message = v.message, state_ts = v.ts, \
              state_event_id = v.event_id, attempt = v.attempt, ended = v.ended, \
-             server_state = FALSE, lease_expires = NULL, lease_worker = NULL \
+             server_state = TRUE, lease_expires = NULL, lease_worker = NULL \
              FROM v WHERE runs.id = v.id",
         );
         q.build().execute(&mut *tx).await?;

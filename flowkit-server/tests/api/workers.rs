@@ -452,6 +452,12 @@ async fn finish_after_the_reporter_delivered_the_final_event_still_ends_the_leas
     assert_eq!(result.body, json!([1, 2]));
     let beat = worker.heartbeat(server, &[(&id.to_string(), lease)]).await;
     assert_eq!(beat["lost"], json!([id]), "the lease ended: {beat}");
+    // The finish is the server's verdict: a client state event of the run that comes after
+    // it, even an hour "newer" (a skewed clock), is kept in the history but moves nothing.
+    let ahead = run_event(id, StateType::Running, 1, Some(lease), Duration::hours(1));
+    let reply = server.ingest(&[ahead]).await;
+    assert_eq!(reply["accepted"], 1, "{reply}");
+    assert_eq!(run(server, id).await["state"], "Completed");
 }
 
 async fn server_states_hold_against_client_events_and_stale_tokens_are_refused(
