@@ -95,6 +95,27 @@ fn deployment_name(text: &str) -> Result<(&str, &str), Failure> {
     }
 }
 
+/// Adds the `-p NAME=VALUE` pairs to `parameters`, each value read as the parameter's type in
+/// the deployment's newest schema (asked of the server only when there are pairs).
+async fn add_parameter_pairs(
+    client: &Client,
+    (flow, name): (&str, &str),
+    pairs: &[String],
+    parameters: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(), Failure> {
+    let pairs = crate::params::split(pairs).map_err(RunError::InvalidParameters)?;
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let detail = client.deployment(flow, name).await?;
+    let schema = &detail.latest.parameter_schema;
+    for (key, value) in pairs {
+        let value = crate::params::coerce(schema, &key, &value);
+        parameters.insert(key, value);
+    }
+    Ok(())
+}
+
 /// A run id given on the command line.
 fn run_id(text: &str) -> Result<Uuid, Failure> {
     Uuid::parse_str(text.trim()).map_err(|_| {

@@ -1,6 +1,6 @@
 //! `flowkit run FLOW/NAME -p NAME=VALUE ...`: trigger a run and wait for its result.
 
-use super::{Failure, deployment_name};
+use super::{Failure, add_parameter_pairs, deployment_name};
 use crate::args::RunArgs;
 use crate::{params, print};
 use flowkit::{Client, RunError};
@@ -14,16 +14,7 @@ pub async fn run(client: &Client, args: RunArgs, json: bool) -> Result<(), Failu
         Some(path) => params::read_file(path).map_err(RunError::InvalidParameters)?,
         None => Map::new(),
     };
-    let pairs = params::split(&args.params).map_err(RunError::InvalidParameters)?;
-    if !pairs.is_empty() {
-        // The types of the parameters, to read each value as its parameter takes it.
-        let detail = client.deployment(flow, name).await?;
-        let schema = &detail.latest.parameter_schema;
-        for (key, value) in pairs {
-            let value = params::coerce(schema, &key, &value);
-            parameters.insert(key, value);
-        }
-    }
+    add_parameter_pairs(client, (flow, name), &args.params, &mut parameters).await?;
     let request = TriggerRequest {
         parameters,
         idempotency_key: args.idempotency_key.clone(),

@@ -1,10 +1,10 @@
 //! `flowkit schedules list|create|pause|resume|delete` and `flowkit backfill`.
 
-use super::{Failure, deployment_name};
+use super::{Failure, add_parameter_pairs, deployment_name};
 use crate::args::{BackfillArgs, CreateScheduleArgs, SchedulesCommand};
-use crate::{params, print};
+use crate::print;
 use chrono::{DateTime, Utc};
-use flowkit::{Client, RunError};
+use flowkit::Client;
 use flowkit_wire::api::schedules::{BackfillRequest, Schedule, ScheduleSource, ScheduleSpec};
 use serde_json::Value;
 use uuid::Uuid;
@@ -154,16 +154,7 @@ async fn create(client: &Client, args: CreateScheduleArgs, json: bool) -> Result
         spec.overlap = overlap;
     }
     spec.max_lateness = args.max_lateness.clone();
-    let pairs = params::split(&args.params).map_err(RunError::InvalidParameters)?;
-    if !pairs.is_empty() {
-        // The types of the parameters, to read each value as its parameter takes it.
-        let detail = client.deployment(flow, name).await?;
-        let schema = &detail.latest.parameter_schema;
-        for (key, value) in pairs {
-            let value = params::coerce(schema, &key, &value);
-            spec.parameters.insert(key, value);
-        }
-    }
+    add_parameter_pairs(client, (flow, name), &args.params, &mut spec.parameters).await?;
     let schedule = client.create_schedule(flow, name, &spec).await?;
     show(&schedule, json);
     Ok(())
