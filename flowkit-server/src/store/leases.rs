@@ -198,11 +198,20 @@ async fn insert_state<D: Dialect>(
     run: &LeaseRow,
     state: &ServerState,
 ) -> Result<bool, StoreError> {
-    let mut q = QueryBuilder::new(
-        "INSERT INTO run_states (event_id, run_id, group_id, state, message, attempt, ts) \
-         VALUES (",
-    );
-    q.bind(state.event_id)
+    let mut q = QueryBuilder::new(INSERT_STATES);
+    push_state_row(&mut q, run, state);
+    q.push(" ON CONFLICT (event_id) DO NOTHING");
+    Ok(D::rows_affected(&D::execute(conn, &mut q).await?) > 0)
+}
+
+/// The head of an insert of server state events; rows follow as [`push_state_row`] writes them.
+const INSERT_STATES: &str =
+    "INSERT INTO run_states (event_id, run_id, group_id, state, message, attempt, ts) VALUES ";
+
+/// Appends one row of [`INSERT_STATES`]: `state` in the history of `run`.
+fn push_state_row<D: Dialect>(q: &mut QueryBuilder<D>, run: &LeaseRow, state: &ServerState) {
+    q.push("(")
+        .bind(state.event_id)
         .push(", ")
         .bind(run.id)
         .push(", ")
@@ -215,8 +224,7 @@ async fn insert_state<D: Dialect>(
         .bind(i64::from(state.attempt))
         .push(", ")
         .bind_instant(state.ts)
-        .push(") ON CONFLICT (event_id) DO NOTHING");
-    Ok(D::rows_affected(&D::execute(conn, &mut q).await?) > 0)
+        .push(")");
 }
 
 /// Appends `UPDATE runs SET <the state's columns>, server_state = TRUE` (the server decided
@@ -540,10 +548,7 @@ pub(crate) async fn claim<D: Dialect>(
     let mut claimed = Vec::with_capacity(taken.len());
     for chunk in taken.chunks(CHUNK) {
         let tokens = lease_taken::<D>(&mut tx, chunk, order, &message, expires).await?;
-        let mut q = QueryBuilder::new(
-            "INSERT INTO run_states (event_id, run_id, group_id, state, message, attempt, ts) \
-             VALUES ",
-        );
+        let mut q = QueryBuilder::new(INSERT_STATES);
         let mut any = false;
         for (candidate, version, state) in chunk {
             let run = &candidate.run;
@@ -556,21 +561,7 @@ pub(crate) async fn claim<D: Dialect>(
                 q.push(", ");
             }
             any = true;
-            q.push("(")
-                .bind(state.event_id)
-                .push(", ")
-                .bind(run.id)
-                .push(", ")
-                .bind(run.group())
-                .push(", ")
-                .bind(state.state.as_str().to_string())
-                .push(", ")
-                .bind(D::text(&message))
-                .push(", ")
-                .bind(i64::from(state.attempt))
-                .push(", ")
-                .bind_instant(state.ts)
-                .push(")");
+            push_state_row(&mut q, run, state);
             let key = run.deployment.as_deref().unwrap_or_default();
             let (flow, name) = key.split_once('/').unwrap_or((key, ""));
             claimed.push(ClaimedRun {
