@@ -12,6 +12,9 @@
 //! Prints `key=value` lines: `sqlite_events_per_s`, `p99_batch_ms` (SQLite), `pg_events_per_s`
 //! and `pg_p99_batch_ms` (when run), `runs_page_ms`, `runs_page_filtered_ms`.
 
+#[path = "support/pg_database.rs"]
+mod pg_database;
+
 use chrono::{Duration as TimeDelta, Utc};
 use clap::Parser;
 use flowkit_server::config::Config;
@@ -72,35 +75,15 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Ingestion into a fresh database of the PostgreSQL cluster at `pg`, dropped afterwards.
-#[cfg(feature = "postgres")]
 async fn postgres(pg: &str, args: &Args) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let db = format!("flowkit_bench_{}", Uuid::now_v7().simple());
-    let admin = sqlx::PgPool::connect(pg)
-        .await
-        .context("connect to FLOWKIT_BENCH_PG_URL")?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&admin)
-        .await?;
-    let url = with_database(pg, &db);
+    let (url, drop) = pg_database::pg_database(pg, "flowkit_bench").await?;
     let outcome = ingest(&url, args).await;
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await;
-    admin.close().await;
+    let dropped = drop.await;
     let result = outcome?;
+    dropped?;
     println!("pg_events_per_s={:.0}", result.events_per_s);
     println!("pg_p99_batch_ms={:.1}", result.p99_ms);
     Ok(())
-}
-
-#[cfg(not(feature = "postgres"))]
-async fn postgres(_pg: &str, _args: &Args) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "FLOWKIT_BENCH_PG_URL is set, but this build has no PostgreSQL: add `--features postgres`"
-    )
 }
 
 struct IngestResult {
@@ -399,16 +382,4 @@ async fn runs_page(url: &str, runs: usize) -> anyhow::Result<(f64, f64)> {
     );
     server.stop().await?;
     Ok((medians[0], medians[1]))
-}
-
-/// `url` with its database name replaced by `db`.
-#[cfg(feature = "postgres")]
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host = base[scheme_end..].split('/').next().unwrap_or_default();
-    format!("{}{host}/{db}{query}", &base[..scheme_end])
 }

@@ -19,6 +19,9 @@
 //!
 //! `RUST_LOG=flowkit_server::scheduler=debug` shows when each batch of a tick is written.
 
+#[path = "support/pg_database.rs"]
+mod pg_database;
+
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
 use clap::Parser;
 use flowkit_server::AppState;
@@ -29,6 +32,7 @@ use flowkit_server::store::{Backend, PageRequest, RunFilter, Store};
 use flowkit_wire::api::deployments::DeploymentSpec;
 use flowkit_wire::api::schedules::{Overlap, ScheduleSpec};
 use flowkit_wire::schedule::Schedule;
+use pg_database::pg_database;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,7 +110,7 @@ fn main() -> anyhow::Result<()> {
                 .or_else(|| std::env::var("FLOWKIT_TEST_PG_URL").ok());
             match pg {
                 Some(admin) => {
-                    let (url, drop) = pg_database(&admin).await?;
+                    let (url, drop) = pg_database(&admin, "flowkit_schedule_bench").await?;
                     let outcome = bench("pg", &url, &args).await;
                     drop.await?;
                     outcome?;
@@ -242,42 +246,4 @@ async fn wait_until(at: DateTime<Utc>) {
     if let Ok(wait) = (at - Utc::now()).to_std() {
         tokio::time::sleep(wait).await;
     }
-}
-
-#[cfg(feature = "postgres")]
-async fn pg_database(
-    admin_url: &str,
-) -> anyhow::Result<(
-    String,
-    futures::future::BoxFuture<'static, anyhow::Result<()>>,
-)> {
-    let name = format!("flowkit_schedule_bench_{}", uuid::Uuid::now_v7().simple());
-    let admin = sqlx::PgPool::connect(admin_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await?;
-    let base = admin_url
-        .rsplit_once('/')
-        .map(|(base, _)| base.to_string())
-        .unwrap_or_else(|| admin_url.to_string());
-    let url = format!("{base}/{name}");
-    let drop = Box::pin(async move {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&admin)
-        .await?;
-        Ok(())
-    });
-    Ok((url, drop))
-}
-
-#[cfg(not(feature = "postgres"))]
-async fn pg_database(
-    _admin_url: &str,
-) -> anyhow::Result<(
-    String,
-    futures::future::BoxFuture<'static, anyhow::Result<()>>,
-)> {
-    anyhow::bail!("this build of flowkit-server has no PostgreSQL support")
 }

@@ -14,9 +14,13 @@
 //! - `trigger_p99_ms`, `trigger_p50_ms`: latency of each trigger while `--rate` triggers per
 //!   second are sent for `--seconds` (and the workers run them).
 
+#[path = "support/pg_database.rs"]
+mod pg_database;
+
 use clap::Parser;
 use flowkit::flow;
 use flowkit_server::config::Config;
+use pg_database::pg_database;
 use serde_json::json;
 use std::collections::HashMap;
 use std::process::Command;
@@ -111,7 +115,7 @@ async fn bench(backend: String, args: Args) -> anyhow::Result<()> {
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
         (url, None)
     } else {
-        let (url, drop) = pg_database(&backend).await?;
+        let (url, drop) = pg_database(&backend, "flowkit_trigger_bench").await?;
         (url, Some(drop))
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -324,43 +328,4 @@ fn percentile(values: &mut [f64], q: f64) -> f64 {
     values.sort_by(f64::total_cmp);
     let index = ((values.len() as f64 - 1.0) * q).round() as usize;
     values[index.min(values.len() - 1)]
-}
-
-/// A fresh database in the PostgreSQL cluster at `admin_url`, and a future that drops it.
-#[cfg(feature = "postgres")]
-async fn pg_database(
-    admin_url: &str,
-) -> anyhow::Result<(
-    String,
-    futures::future::BoxFuture<'static, anyhow::Result<()>>,
-)> {
-    let name = format!("flowkit_trigger_bench_{}", uuid::Uuid::now_v7().simple());
-    let admin = sqlx::PgPool::connect(admin_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await?;
-    let base = admin_url
-        .rsplit_once('/')
-        .map(|(base, _)| base.to_string())
-        .unwrap_or_else(|| admin_url.to_string());
-    let url = format!("{base}/{name}");
-    let drop = Box::pin(async move {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&admin)
-        .await?;
-        Ok(())
-    });
-    Ok((url, drop))
-}
-
-#[cfg(not(feature = "postgres"))]
-async fn pg_database(
-    _admin_url: &str,
-) -> anyhow::Result<(
-    String,
-    futures::future::BoxFuture<'static, anyhow::Result<()>>,
-)> {
-    anyhow::bail!("this build of flowkit-server has no PostgreSQL support")
 }
