@@ -16,8 +16,8 @@
 //! tick). It plans them in batches of [`SCHEDULES_PER_BATCH`] and writes each batch in one
 //! transaction of a few multi-row statements (its slots, its runs, its schedules moved on:
 //! see `store::schedules::write_slots`) while it reads and plans the next ones, at most
-//! [`BATCHES_IN_FLIGHT`] ahead: thousands of schedules due at the same instant get their runs
-//! within a second (see the `schedule_bench` example).
+//! [`BATCHES_IN_FLIGHT`] ahead: 10 000 schedules due at the same instant get their runs
+//! within about 2 s at the 99th percentile on either backend (the `schedule_bench` example).
 //!
 //! Each tick then marks overdue runs: a run of a schedule that no worker has claimed
 //! `--late-after` (default 60 s) after its instant becomes `Late` (still claimable), and one not
