@@ -85,6 +85,10 @@ pub enum StoreError {
     /// to commit: the write did not happen.
     #[error("database error: the transaction of this write failed: {0}")]
     Commit(String),
+    /// SQLite refused a statement the writer ran on its connection directly (ingestion's rows,
+    /// see `store::sqlite_ingest`).
+    #[error("database error: {0}")]
+    Sqlite(String),
     /// The store is shutting down or its writer is gone.
     #[error("the store is closed")]
     Closed,

@@ -18,6 +18,7 @@ use super::dialect::begin_write;
 use super::queries::{self, Maintenance, Written};
 use super::rows::Plan;
 use super::sqlite_batch;
+use super::sqlite_ingest::Ingester;
 use super::{Finished, IngestOutcome, NewRun, StoreError, Triggered};
 use flowkit_wire::event::Event;
 use sqlx::sqlite::{
@@ -60,8 +61,10 @@ pub(crate) struct SqliteStore {
 
 /// A write, for the writer task.
 enum Command {
+    /// One request's events, made into rows by the caller (on the server's runtime, while
+    /// the writer writes the groups before it).
     Ingest {
-        events: Vec<Event>,
+        plan: Plan,
         reply: oneshot::Sender<Result<IngestOutcome, StoreError>>,
     },
     Maintain {
@@ -160,7 +163,9 @@ impl SqliteStore {
         if events.is_empty() {
             return Ok(IngestOutcome::default());
         }
-        self.write(|reply| Command::Ingest { events, reply }).await
+        let plan = Plan::new(std::slice::from_ref(&events))?;
+        drop(events);
+        self.write(|reply| Command::Ingest { plan, reply }).await
     }
 
     /// Runs a write besides ingestion on the writer, between ingestion groups.
@@ -183,6 +188,14 @@ impl SqliteStore {
 
 /// The writer: takes what has queued, commits it (see [`write_group`]), answers, repeats.
 async fn write_loop(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Command>) {
+    let ingester = match Ingester::open(&mut conn).await {
+        Ok(ingester) => ingester,
+        Err(e) => {
+            // Only a dead connection thread fails this: every request is answered "closed".
+            tracing::error!("the SQLite writer cannot start: {e}");
+            return;
+        }
+    };
     while let Some(first) = receiver.recv().await {
         let mut ingests = Vec::new();
         let mut work = VecDeque::new();
@@ -190,12 +203,9 @@ async fn write_loop(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Com
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
-                Command::Ingest {
-                    events: batch,
-                    reply,
-                } => {
-                    events += batch.len();
-                    ingests.push((batch, reply));
+                Command::Ingest { plan, reply } => {
+                    events += plan.states.len() + plan.logs.len();
+                    ingests.push((plan, reply));
                 }
                 Command::Maintain { task, reply } => work.push_back(Work::Maintain(task, reply)),
             }
@@ -206,8 +216,9 @@ async fn write_loop(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Com
         if !ingests.is_empty() {
             work.push_front(Work::Ingest(ingests));
         }
-        write_group(&mut conn, work).await;
+        write_group(&mut conn, &ingester, work).await;
     }
+    ingester.close(&mut conn).await;
     if let Err(e) = conn.close().await {
         tracing::warn!("closing the SQLite writer connection: {e}");
     }
@@ -218,7 +229,7 @@ type MaintainReply = oneshot::Sender<Result<Written, StoreError>>;
 
 /// One turn's writes, in order: the ingest requests (together), then each other write.
 enum Work {
-    Ingest(Vec<(Vec<Event>, IngestReply)>),
+    Ingest(Vec<(Plan, IngestReply)>),
     Maintain(Maintenance, MaintainReply),
 }
 
@@ -236,7 +247,7 @@ enum Done {
 /// transaction is committed and the rest goes on in a new one (some SQLite errors end the
 /// whole transaction, and no write may count on it after that): a failed write is answered
 /// with its error, a failed ingest group is retried on its own, request by request.
-async fn write_group(conn: &mut SqliteConnection, mut work: VecDeque<Work>) {
+async fn write_group(conn: &mut SqliteConnection, ingester: &Ingester, mut work: VecDeque<Work>) {
     while !work.is_empty() {
         let mut tx = match begin_write::<Sqlite>(conn).await {
             Ok(tx) => tx,
@@ -261,21 +272,21 @@ async fn write_group(conn: &mut SqliteConnection, mut work: VecDeque<Work>) {
         while let Some(item) = work.pop_front() {
             match item {
                 Work::Ingest(group) => {
-                    let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                    let (plans, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
                     // The first write of the transaction (ingestion is put first): written
                     // without a savepoint of its own (which would copy every page it first
                     // touches), since a failure rolls the whole transaction back.
                     let first = done.is_empty();
-                    let applied = match Plan::new(&batches) {
-                        Ok(plan) if first => apply_first(&mut tx, &plan).await,
-                        Ok(plan) => queries::apply::<Sqlite>(&mut tx, &plan).await,
-                        Err(e) => Err(e),
+                    let applied = if first {
+                        ingester.write(&mut tx, &plans).await
+                    } else {
+                        write_in_savepoint(&mut tx, ingester, &plans).await
                     };
                     match applied {
                         Ok(outcomes) => done.push(Done::Ingest(replies, outcomes)),
                         Err(_) => {
                             rollback = first;
-                            failed = Some(Work::Ingest(batches.into_iter().zip(replies).collect()));
+                            failed = Some(Work::Ingest(plans.into_iter().zip(replies).collect()));
                             break;
                         }
                     }
@@ -371,19 +382,22 @@ async fn write_group(conn: &mut SqliteConnection, mut work: VecDeque<Work>) {
             }
         }
         if let Some(Work::Ingest(group)) = failed {
-            ingest_group(conn, group).await;
+            ingest_group(conn, ingester, group).await;
         }
     }
 }
 
-/// Writes an ingest plan straight into `tx`, whose first write it is (see `write_group`).
-async fn apply_first(
-    tx: &mut SqliteConnection,
-    plan: &Plan,
+/// Writes the plans of ingest requests into `conn` in a transaction of their own (a savepoint
+/// when `conn` is in one already); returns each plan's outcome.
+async fn write_in_savepoint(
+    conn: &mut SqliteConnection,
+    ingester: &Ingester,
+    plans: &[Plan],
 ) -> Result<Vec<IngestOutcome>, StoreError> {
-    let mut stored = HashSet::with_capacity(plan.states.len() + plan.logs.len());
-    queries::write_plan::<Sqlite>(tx, plan, &mut stored).await?;
-    Ok(plan.outcomes(&stored))
+    let mut tx = begin_write::<Sqlite>(conn).await?;
+    let outcomes = ingester.write(&mut tx, plans).await?;
+    tx.commit().await?;
+    Ok(outcomes)
 }
 
 /// `first` and what follows it at the front of `work` that `take` accepts (handing back what
@@ -415,19 +429,19 @@ fn refuse<T>(reply: oneshot::Sender<Result<T, StoreError>>, why: &str) {
 
 /// Commits several ingest requests in one transaction; if that fails, tries each on its own
 /// so one bad request cannot fail the others.
-async fn ingest_group(conn: &mut SqliteConnection, group: Vec<(Vec<Event>, IngestReply)>) {
-    let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-    let result = match Plan::new(&batches) {
-        Ok(plan) => queries::apply::<Sqlite>(conn, &plan).await,
-        Err(e) => Err(e),
-    };
-    match result {
+async fn ingest_group(
+    conn: &mut SqliteConnection,
+    ingester: &Ingester,
+    group: Vec<(Plan, IngestReply)>,
+) {
+    let (plans, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+    match write_in_savepoint(conn, ingester, &plans).await {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(outcome));
             }
         }
-        Err(e) if batches.len() == 1 => {
+        Err(e) if plans.len() == 1 => {
             if let Some(reply) = replies.into_iter().next() {
                 let _ = reply.send(Err(e));
             }
@@ -435,16 +449,12 @@ async fn ingest_group(conn: &mut SqliteConnection, group: Vec<(Vec<Event>, Inges
         Err(e) => {
             tracing::warn!(
                 "a group of {} ingest requests failed ({e}); retrying them one by one",
-                batches.len()
+                plans.len()
             );
-            for (batch, reply) in batches.into_iter().zip(replies) {
-                let batch = [batch];
-                let result = match Plan::new(&batch) {
-                    Ok(plan) => queries::apply::<Sqlite>(conn, &plan)
-                        .await
-                        .map(|mut o| o.remove(0)),
-                    Err(e) => Err(e),
-                };
+            for (plan, reply) in plans.iter().zip(replies) {
+                let result = write_in_savepoint(conn, ingester, std::slice::from_ref(plan))
+                    .await
+                    .map(|mut outcomes| outcomes.pop().unwrap_or_default());
                 let _ = reply.send(result);
             }
         }
@@ -538,7 +548,9 @@ mod tests {
             work.push_back(Work::Maintain(task, reply));
             answers.push(answer);
         }
-        write_group(&mut conn, work).await;
+        let ingester = Ingester::open(&mut conn).await.expect("ingester");
+        write_group(&mut conn, &ingester, work).await;
+        ingester.close(&mut conn).await;
         let mut outcomes = Vec::new();
         for answer in answers {
             outcomes.push(answer.await.expect("every write is answered").is_ok());
@@ -605,7 +617,8 @@ mod tests {
         let mut group = Vec::new();
         for n in [3, 700] {
             let (reply, answer) = oneshot::channel();
-            group.push((batch(n), reply));
+            let plan = Plan::new(&[batch(n)]).expect("plan");
+            group.push((plan, reply));
             answers.push(answer);
         }
         let (reply, drops) = oneshot::channel();
@@ -619,7 +632,9 @@ mod tests {
                 reply,
             ),
         ]);
-        write_group(&mut conn, work).await;
+        let ingester = Ingester::open(&mut conn).await.expect("ingester");
+        write_group(&mut conn, &ingester, work).await;
+        ingester.close(&mut conn).await;
         for answer in answers {
             assert!(answer.await.expect("answered").is_err());
         }

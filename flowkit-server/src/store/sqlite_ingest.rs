@@ -1,25 +1,41 @@
-//! Bulk ingestion on SQLite: the rows of a plan written with a few prepared multi-row
-//! statements by the one writer (see `store::sqlite`).
+//! Bulk ingestion on SQLite: the rows of a plan written by the one writer straight on its
+//! connection, with a few prepared multi-row statements.
+//!
+//! Every other statement of the server goes through sqlx, whose SQLite driver runs each on the
+//! connection's own thread: a round trip between two threads per statement, and every bound
+//! value copied into an argument list first. Ingestion writes three or four rows per event, so
+//! here the writer borrows the connection from that thread
+//! ([`SqliteConnection::lock_handle`], the driver's documented way to call SQLite directly)
+//! and runs its statements itself through `rusqlite` (the same SQLite library: both use the one
+//! `libsqlite3-sys`), binding each value from the plan's rows where it lies.
 //!
 //! The writer is the only one to write the file, and each plan is written inside its write
 //! transaction (`BEGIN IMMEDIATE`, which also keeps any other process out): what one lookup of
 //! the plan's event ids finds in `run_states` and `logs` stays true until the inserts. So one
 //! statement tells which events are new, whatever their kind (one event id is one event), and
-//! the inserts need not return what they stored: every row not found is stored. (PostgreSQL,
-//! with concurrent writers, asks each insert what it stored instead.)
+//! the inserts need not return what they stored: every row not found is stored.
 //!
-//! Statement shapes are few, so each is prepared once and kept by the connection: the lookup
-//! binds a power of two of ids; event inserts come in chunks of [`EVENT_CHUNKS`] rows, the last
-//! padded up with copies of its last row (which `ON CONFLICT DO NOTHING` skips); runs in chunks
-//! of [`RUN_CHUNKS`] rows.
+//! Statement shapes are few, so each stays prepared: the lookup binds a power of two of ids;
+//! event inserts come in chunks of [`EVENT_CHUNKS`] rows, the last padded up with copies of its
+//! last row (which `ON CONFLICT DO NOTHING` skips); runs in chunks of [`RUN_CHUNKS`] rows.
+//! (Multi-row statements, because SQLite opens a statement journal for each execution of an
+//! insert into these tables and copies into it every page the statement first changes: one
+//! statement per row would copy the same pages row after row.)
+//!
+//! Two ways in: [`Ingester`], kept by the writer for its whole life, whose statements stay
+//! prepared from one ingest group to the next; and [`BulkWrite`] for the other writes that
+//! store events (a trigger's first state, a scheduled run), which borrow the connection for
+//! one call.
 
-use super::queries::{BulkWrite, LOG_COLUMNS, RUN_COLUMNS, STATE_COLUMNS};
+use super::queries::{self, BulkWrite, LOG_COLUMNS, RUN_COLUMNS, STATE_COLUMNS};
 use super::rows::{self, LogRow, Plan, RunRow, StateRow};
-use super::{StoreError, queries};
-use sqlx::sqlite::{SqliteArguments, SqliteConnection};
-use sqlx::{Arguments, AssertSqlSafe, Row, Sqlite};
+use super::{IngestOutcome, StoreError};
+use rusqlite::Statement;
+use sqlx::Sqlite;
+use sqlx::sqlite::{LockedSqliteHandle, SqliteConnection};
 use std::collections::HashSet;
-use std::sync::{Arc, LazyLock};
+use std::ptr::NonNull;
+use std::sync::LazyLock;
 use uuid::Uuid;
 
 /// Event ids one lookup binds (each used twice: under SQLite's limit of 32 766 parameters).
@@ -33,28 +49,25 @@ const RUN_CHUNKS: [usize; 4] = [256, 32, 8, 1];
 /// The end of an insert of events. The lookup before it found none of them stored, so nothing
 /// conflicts but the padding (a copy of a row of the same statement).
 const SKIP_PADDING: &str = " ON CONFLICT (event_id) DO NOTHING";
-
-/// Values bound per row of `run_states`.
-const STATE_WIDTH: usize = 7;
-/// Values bound per row of `logs`.
-const LOG_WIDTH: usize = 10;
-/// Values bound per row of `runs`.
-const RUN_WIDTH: usize = 24;
+/// Statements the [`Ingester`] keeps prepared: every shape above, and the lookups' 13 sizes.
+const PREPARED: usize = 40;
 
 /// The multi-row statements of ingestion, one per chunk size, built once.
 struct IngestSql {
-    states: Vec<Arc<str>>,
-    logs: Vec<Arc<str>>,
-    runs: Vec<Arc<str>>,
+    states: Vec<String>,
+    logs: Vec<String>,
+    runs: Vec<String>,
+    /// The lookup of `2^i` ids at index `i`.
+    lookups: Vec<String>,
 }
 
 static INGEST_SQL: LazyLock<IngestSql> = LazyLock::new(|| {
-    let build = |table: &str, columns: &str, sizes: &[usize], tail: &str| -> Vec<Arc<str>> {
+    let build = |table: &str, columns: &str, sizes: &[usize], tail: &str| -> Vec<String> {
         let head = format!("INSERT INTO {table} ({columns}) VALUES ");
         let width = columns.split(',').count();
         sizes
             .iter()
-            .map(|&rows| Arc::from(values_sql(&head, width, rows, tail)))
+            .map(|&rows| values_sql(&head, width, rows, tail))
             .collect()
     };
     IngestSql {
@@ -66,6 +79,9 @@ static INGEST_SQL: LazyLock<IngestSql> = LazyLock::new(|| {
             &RUN_CHUNKS,
             &queries::merge_runs::<Sqlite>(),
         ),
+        lookups: (0..=LOOKUP_CHUNK.trailing_zeros())
+            .map(|i| lookup_sql(1 << i))
+            .collect(),
     }
 });
 
@@ -86,12 +102,104 @@ fn lookup_sql(ids: usize) -> String {
     )
 }
 
-/// A statement with room for `values` bound values (growing the arguments one value at a
-/// time would copy them over and over).
-fn statement(sql: Arc<str>, values: usize) -> Statement {
-    let mut arguments = SqliteArguments::default();
-    arguments.reserve(values, 0);
-    sqlx::query_with(AssertSqlSafe(sql), arguments)
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite(e.to_string())
+    }
+}
+
+/// A row of one of ingestion's tables, bound into a multi-row statement.
+trait BindRow {
+    /// Values bound per row (the table's columns as ingestion writes them).
+    const WIDTH: usize;
+    /// Binds this row's values to the parameters after the first `at`.
+    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError>;
+}
+
+/// Binds `values` to the parameters after the first `at`, in order.
+macro_rules! bind_all {
+    ($statement:expr, $at:expr, $($value:expr),+ $(,)?) => {{
+        let mut index = $at;
+        $(
+            index += 1;
+            $statement.raw_bind_parameter(index, $value)?;
+        )+
+        let _ = index;
+        Ok(())
+    }};
+}
+
+impl BindRow for StateRow {
+    const WIDTH: usize = 7;
+    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError> {
+        bind_all!(
+            statement,
+            at,
+            self.event_id.as_bytes(),
+            self.run_id.as_bytes(),
+            self.group_id.as_bytes(),
+            self.state.as_str(),
+            &self.message,
+            self.attempt,
+            self.ts,
+        )
+    }
+}
+
+impl BindRow for LogRow {
+    const WIDTH: usize = 10;
+    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError> {
+        bind_all!(
+            statement,
+            at,
+            self.event_id.as_bytes(),
+            self.run_id.as_bytes(),
+            self.flow_run_id.as_ref().map(Uuid::as_bytes),
+            self.group_id.as_bytes(),
+            &self.run_name,
+            rows::level_number(self.level),
+            &self.message,
+            &self.fields,
+            self.attempt,
+            self.ts,
+        )
+    }
+}
+
+impl BindRow for RunRow {
+    const WIDTH: usize = 24;
+    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError> {
+        static NO_DETAILS: LazyLock<rows::DetailsRow> = LazyLock::new(rows::DetailsRow::default);
+        let details = self.details.as_ref().unwrap_or(&NO_DETAILS);
+        bind_all!(
+            statement,
+            at,
+            self.id.as_bytes(),
+            self.kind.as_str(),
+            &self.name,
+            self.parent_run_id.as_ref().map(Uuid::as_bytes),
+            self.flow_run_id.as_ref().map(Uuid::as_bytes),
+            self.state.as_str(),
+            &self.state_message,
+            self.state_ts,
+            self.state_event_id.as_bytes(),
+            self.attempt,
+            self.created,
+            self.started,
+            self.ended,
+            self.details.is_some(),
+            &details.task_key,
+            details.tags_json()?,
+            &details.parameters,
+            details.upstream_json()?,
+            &details.cache_key,
+            &details.deployment,
+            &details.version,
+            &details.worker,
+            self.lease_token,
+            self.received,
+        )
+    }
 }
 
 /// Splits `rows` into chunks of greedy sizes of `sizes` (largest first); yields each with
@@ -122,84 +230,182 @@ fn chunked<'r, T>(
     })
 }
 
-/// A statement of [`IngestSql`] with its arguments.
-type Statement = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
-
 /// The plan's event ids already stored in `run_states` or `logs`.
-async fn stored_ids(conn: &mut SqliteConnection, plan: &Plan) -> Result<HashSet<Uuid>, StoreError> {
-    let ids: Vec<Uuid> = plan
+fn stored_ids(db: &rusqlite::Connection, plan: &Plan) -> Result<HashSet<Uuid>, StoreError> {
+    let ids: Vec<&Uuid> = plan
         .states
         .iter()
-        .map(|r| r.event_id)
-        .chain(plan.logs.iter().map(|r| r.event_id))
+        .map(|r| &r.event_id)
+        .chain(plan.logs.iter().map(|r| &r.event_id))
         .collect();
     let mut found = HashSet::new();
     for chunk in ids.chunks(LOOKUP_CHUNK) {
         // Padded to a power of two with the last id again: a handful of shapes stay prepared.
         let padded = chunk.len().next_power_of_two();
-        let last = chunk.last().copied().unwrap_or_default();
-        let padded_ids = || {
-            chunk
-                .iter()
-                .copied()
-                .chain(std::iter::repeat_n(last, padded - chunk.len()))
-        };
-        let query = statement(Arc::from(lookup_sql(padded)), 2 * padded);
-        let query = padded_ids()
-            .chain(padded_ids())
-            .fold(query, |query, id| query.bind(id));
-        for row in query.fetch_all(&mut *conn).await? {
-            found.insert(row.try_get::<Uuid, _>(0)?);
+        let shape = padded.trailing_zeros() as usize;
+        let mut lookup = db.prepare_cached(&INGEST_SQL.lookups[shape])?;
+        let last = chunk.last().map_or(&[0; 16], |id| id.as_bytes());
+        let ids = chunk.iter().map(|id| id.as_bytes());
+        let padding = std::iter::repeat_n(last, padded - chunk.len());
+        for (i, id) in ids.chain(padding).enumerate() {
+            lookup.raw_bind_parameter(i + 1, id)?;
+            lookup.raw_bind_parameter(padded + i + 1, id)?;
+        }
+        let mut rows = lookup.raw_query();
+        while let Some(row) = rows.next()? {
+            let id: [u8; 16] = row.get(0)?;
+            found.insert(Uuid::from_bytes(id));
         }
     }
     Ok(found)
 }
 
-/// Inserts `rows` with `statements` (one per size of [`EVENT_CHUNKS`]), binding each row's
-/// `width` values with `bind`; the last chunk is padded with copies of its last row.
-async fn insert_rows<R>(
-    conn: &mut SqliteConnection,
-    statements: &[Arc<str>],
-    width: usize,
+/// Inserts `rows` with `statements` (one per size of [`EVENT_CHUNKS`]); the last chunk is
+/// padded with copies of its last row.
+fn insert_rows<R: BindRow>(
+    db: &rusqlite::Connection,
+    statements: &[String],
     rows: &[&R],
-    bind: impl Fn(Statement, &R) -> Statement,
 ) -> Result<(), StoreError> {
     for (which, chunk) in chunked(rows, &EVENT_CHUNKS, true) {
-        let query = statement(statements[which].clone(), EVENT_CHUNKS[which] * width);
-        let mut query = chunk.iter().fold(query, |query, row| bind(query, row));
-        if let Some(last) = chunk.last() {
-            for _ in chunk.len()..EVENT_CHUNKS[which] {
-                query = bind(query, last);
-            }
+        let mut insert = db.prepare_cached(&statements[which])?;
+        let Some(last) = chunk.last() else { continue };
+        let padding = std::iter::repeat_n(last, EVENT_CHUNKS[which] - chunk.len());
+        for (i, row) in chunk.iter().chain(padding).enumerate() {
+            row.bind(&mut insert, i * R::WIDTH)?;
         }
-        query.execute(&mut *conn).await?;
+        insert.raw_execute()?;
     }
     Ok(())
 }
 
-fn bind_state(query: Statement, row: &StateRow) -> Statement {
-    query
-        .bind(row.event_id)
-        .bind(row.run_id)
-        .bind(row.group_id)
-        .bind(row.state.as_str())
-        .bind(row.message.clone())
-        .bind(i64::from(row.attempt))
-        .bind(row.ts)
+/// See [`BulkWrite::insert_events`].
+fn insert_events(
+    db: &rusqlite::Connection,
+    plan: &Plan,
+    stored: &mut HashSet<Uuid>,
+) -> Result<(), StoreError> {
+    let found = stored_ids(db, plan)?;
+    let (states, logs) = plan.unseen(&found);
+    insert_rows(db, &INGEST_SQL.states, &states)?;
+    insert_rows(db, &INGEST_SQL.logs, &logs)?;
+    stored.extend(states.iter().map(|r| r.event_id));
+    stored.extend(logs.iter().map(|r| r.event_id));
+    Ok(())
 }
 
-fn bind_log(query: Statement, row: &LogRow) -> Statement {
-    query
-        .bind(row.event_id)
-        .bind(row.run_id)
-        .bind(row.flow_run_id)
-        .bind(row.group_id)
-        .bind(row.run_name.clone())
-        .bind(rows::level_number(row.level))
-        .bind(row.message.clone())
-        .bind(row.fields.clone())
-        .bind(i64::from(row.attempt))
-        .bind(row.ts)
+/// See [`BulkWrite::upsert_runs`].
+fn upsert_runs(db: &rusqlite::Connection, runs: &[RunRow]) -> Result<(), StoreError> {
+    for (which, chunk) in chunked(runs, &RUN_CHUNKS, false) {
+        let mut upsert = db.prepare_cached(&INGEST_SQL.runs[which])?;
+        for (i, run) in chunk.iter().enumerate() {
+            run.bind(&mut upsert, i * RunRow::WIDTH)?;
+        }
+        upsert.raw_execute()?;
+    }
+    Ok(())
+}
+
+/// Writes a plan's rows inside the caller's transaction (see [`queries::write_plan`]).
+fn write_plan(
+    db: &rusqlite::Connection,
+    plan: &Plan,
+    stored: &mut HashSet<Uuid>,
+) -> Result<(), StoreError> {
+    if !plan.is_empty() {
+        insert_events(db, plan, stored)?;
+    }
+    let runs = plan.runs(stored);
+    upsert_runs(db, &runs)
+}
+
+/// SQLite's connection of `handle`, as rusqlite sees it, for as long as `handle` is held.
+#[allow(unsafe_code)]
+fn borrowed(handle: &mut LockedSqliteHandle<'_>) -> Result<rusqlite::Connection, StoreError> {
+    // SAFETY: the handle is a live connection, and while `handle` is held the driver's thread
+    // makes no call on it or its statements (see `LockedSqliteHandle::as_raw_handle`). The
+    // rusqlite connection does not own it, so it never closes it; whoever takes it makes sure
+    // it makes its calls (and finalizes its statements, when dropped) while the handle is
+    // held and before the driver closes the connection.
+    Ok(unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?)
+}
+
+/// Ingestion's statements, kept prepared on the writer's connection from one group to the
+/// next. Made by the writer after the migrations and [closed](Ingester::close) before its
+/// connection is: its prepared statements must be finalized while the connection is open.
+pub(super) struct Ingester {
+    db: rusqlite::Connection,
+    /// The connection it was made for: it refuses any other.
+    handle: NonNull<rusqlite::ffi::sqlite3>,
+}
+
+impl Ingester {
+    /// Ingestion's statements on `conn` (prepared as first used).
+    pub(super) async fn open(conn: &mut SqliteConnection) -> Result<Ingester, StoreError> {
+        let mut handle = conn.lock_handle().await?;
+        let db = borrowed(&mut handle)?;
+        db.set_prepared_statement_cache_capacity(PREPARED);
+        Ok(Ingester {
+            db,
+            handle: handle.as_raw_handle(),
+        })
+    }
+
+    /// Writes `plans` one after the other inside the transaction open on `conn` (the
+    /// connection this was made for); returns each plan's outcome.
+    pub(super) async fn write(
+        &self,
+        conn: &mut SqliteConnection,
+        plans: &[Plan],
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        let mut handle = conn.lock_handle().await?;
+        if handle.as_raw_handle() != self.handle {
+            return Err(StoreError::Sqlite(
+                "ingestion's statements were prepared on another connection".into(),
+            ));
+        }
+        let mut outcomes = Vec::with_capacity(plans.len());
+        for plan in plans {
+            let mut stored = HashSet::with_capacity(plan.states.len() + plan.logs.len());
+            write_plan(&self.db, plan, &mut stored)?;
+            outcomes.extend(plan.outcomes(&stored));
+        }
+        drop(handle);
+        Ok(outcomes)
+    }
+
+    /// Finalizes the prepared statements (before `conn`, the connection this was made for,
+    /// is closed).
+    pub(super) async fn close(self, conn: &mut SqliteConnection) {
+        match conn.lock_handle().await {
+            Ok(mut handle) => {
+                if handle.as_raw_handle() == self.handle {
+                    drop(self.db);
+                } else {
+                    // Not the connection they were prepared on: they are not touched.
+                    std::mem::forget(self.db);
+                }
+                drop(handle);
+            }
+            // The driver's thread is gone: nothing may run on the handle any more, so the
+            // statements are left as they are.
+            Err(_) => std::mem::forget(self.db),
+        }
+    }
+}
+
+/// Runs `write` on the connection of `conn`, borrowed from its driver's thread for the call
+/// (its statements prepared for the call and finalized at its end).
+async fn on_connection<T>(
+    conn: &mut SqliteConnection,
+    write: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut handle = conn.lock_handle().await?;
+    let db = borrowed(&mut handle)?;
+    let result = write(&db);
+    drop(db);
+    drop(handle);
+    result
 }
 
 impl BulkWrite for Sqlite {
@@ -208,50 +414,11 @@ impl BulkWrite for Sqlite {
         plan: &Plan,
         stored: &mut HashSet<Uuid>,
     ) -> Result<(), StoreError> {
-        let found = stored_ids(conn, plan).await?;
-        let (states, logs) = plan.unseen(&found);
-        insert_rows(conn, &INGEST_SQL.states, STATE_WIDTH, &states, bind_state).await?;
-        insert_rows(conn, &INGEST_SQL.logs, LOG_WIDTH, &logs, bind_log).await?;
-        stored.extend(states.iter().map(|r| r.event_id));
-        stored.extend(logs.iter().map(|r| r.event_id));
-        Ok(())
+        on_connection(conn, |db| insert_events(db, plan, stored)).await
     }
 
     async fn upsert_runs(conn: &mut SqliteConnection, runs: &[RunRow]) -> Result<(), StoreError> {
-        let no_details = rows::DetailsRow::default();
-        for (which, chunk) in chunked(runs, &RUN_CHUNKS, false) {
-            let mut query = statement(INGEST_SQL.runs[which].clone(), chunk.len() * RUN_WIDTH);
-            for run in chunk {
-                let details = run.details.as_ref().unwrap_or(&no_details);
-                query = query
-                    .bind(run.id)
-                    .bind(run.kind.as_str())
-                    .bind(run.name.clone())
-                    .bind(run.parent_run_id)
-                    .bind(run.flow_run_id)
-                    .bind(run.state.as_str())
-                    .bind(run.state_message.clone())
-                    .bind(run.state_ts)
-                    .bind(run.state_event_id)
-                    .bind(i64::from(run.attempt))
-                    .bind(run.created)
-                    .bind(run.started)
-                    .bind(run.ended)
-                    .bind(run.details.is_some())
-                    .bind(details.task_key.clone())
-                    .bind(details.tags_json()?)
-                    .bind(details.parameters.clone())
-                    .bind(details.upstream_json()?)
-                    .bind(details.cache_key.clone())
-                    .bind(details.deployment.clone())
-                    .bind(details.version.clone())
-                    .bind(details.worker.clone())
-                    .bind(run.lease_token)
-                    .bind(run.received);
-            }
-            query.execute(&mut *conn).await?;
-        }
-        Ok(())
+        on_connection(conn, |db| upsert_runs(db, runs)).await
     }
 }
 
@@ -259,13 +426,21 @@ impl BulkWrite for Sqlite {
 mod tests {
     use super::*;
 
-    /// The widths the arguments are reserved for are the statements' columns.
+    /// The widths rows are bound with are the statements' column counts.
     #[test]
     fn widths_are_the_column_counts() {
         let count = |columns: &str| columns.split(',').count();
-        assert_eq!(count(STATE_COLUMNS), STATE_WIDTH);
-        assert_eq!(count(LOG_COLUMNS), LOG_WIDTH);
-        assert_eq!(count(RUN_COLUMNS), RUN_WIDTH);
+        assert_eq!(count(STATE_COLUMNS), StateRow::WIDTH);
+        assert_eq!(count(LOG_COLUMNS), LogRow::WIDTH);
+        assert_eq!(count(RUN_COLUMNS), RunRow::WIDTH);
+        assert_eq!(INGEST_SQL.lookups.len(), 13);
+        assert!(
+            PREPARED
+                >= INGEST_SQL.states.len()
+                    + INGEST_SQL.logs.len()
+                    + INGEST_SQL.runs.len()
+                    + INGEST_SQL.lookups.len()
+        );
     }
 
     /// Every row lands in exactly one chunk, in order; only the last chunk of an event insert
