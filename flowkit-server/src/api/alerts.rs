@@ -209,7 +209,10 @@ fn apply_patch(stored: &AlertRuleSpec, patch: Value) -> Result<Value, ApiError> 
 }
 
 /// Changes a rule: any subset of its fields (see `AlertRulePatch`), checked as on creation.
-/// `{"enabled": false}` pauses it, `{"enabled": true}` resumes it.
+/// `{"enabled": false}` pauses it, `{"enabled": true}` resumes it. Changes made at once merge:
+/// each is applied to the rule as the other left it (the fields a change does not name keep
+/// the values another change gave them); after [`PATCH_ATTEMPTS`] rounds lost to other
+/// changes the answer is 409 `conflict` and nothing changed.
 #[utoipa::path(
     patch,
     path = "/api/v1/alert-rules/{id}",
@@ -222,6 +225,7 @@ fn apply_patch(stored: &AlertRuleSpec, patch: Value) -> Result<Value, ApiError> 
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `admin` scope; `forbidden_origin`: a web page of another site without a JSON content type", body = ErrorBody),
         (status = 404, description = "No such rule", body = ErrorBody),
+        (status = 409, description = "`conflict`: the rule kept being changed by other requests while this change was applied (8 rounds); nothing changed, send it again", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Content type is not JSON", body = ErrorBody),
         (status = 422, description = "`invalid_body`: the rule as changed is not valid (as on creation: unknown or non-alerting states, a URL that is not http(s), a bad duration, no target left, neither a state nor `worker_absent_for`), or a field is unknown, of the wrong type, or `null` where it cannot be; every error in `details` at its JSON pointer, with a valid example", body = ErrorBody),
@@ -235,17 +239,31 @@ pub async fn update(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<AlertRule>, ApiError> {
     let not_found = || ApiError::not_found(format!("no alert rule {id}"));
-    let mut stored = state.store().alert_rule(id).await?.ok_or_else(not_found)?;
-    stored.spec = parse_spec(apply_patch(&stored.spec, body)?)?;
-    if !state
-        .store()
-        .update_alert_rule(id, stored.spec.clone())
-        .await?
-    {
-        return Err(not_found());
+    for _ in 0..PATCH_ATTEMPTS {
+        let mut stored = state.store().alert_rule(id).await?.ok_or_else(not_found)?;
+        let changed = parse_spec(apply_patch(&stored.spec, body.clone())?)?;
+        let expected = std::mem::replace(&mut stored.spec, changed);
+        // Written only over the spec it was made from; otherwise made again from the new one.
+        if state
+            .store()
+            .update_alert_rule(id, expected, stored.spec.clone())
+            .await?
+        {
+            return Ok(Json(stored.shown()));
+        }
     }
-    Ok(Json(stored.shown()))
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::Conflict,
+        format!(
+            "alert rule {id} was changed by other requests {PATCH_ATTEMPTS} times while this \
+             change was applied; nothing changed: send it again"
+        ),
+    ))
 }
+
+/// Rounds of read, change and compare-and-set a PATCH of a rule tries before answering 409.
+pub const PATCH_ATTEMPTS: usize = 8;
 
 /// Every rule, oldest first: at most 1000 (the most the server keeps), in one answer.
 #[utoipa::path(

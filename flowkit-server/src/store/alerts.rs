@@ -56,6 +56,8 @@ pub(crate) enum AlertWrite {
     UpdateRule {
         /// The rule.
         id: Uuid,
+        /// The spec the change was made from: the rule is changed only if it still has it.
+        expected: Box<AlertRuleSpec>,
         /// Its new spec (checked).
         spec: Box<AlertRuleSpec>,
     },
@@ -162,9 +164,11 @@ pub(crate) async fn write<D: Dialect>(
     match task {
         AlertWrite::CreateRule(rule) => create_rule::<D>(conn, rule).await.map(AlertWritten::Count),
         AlertWrite::DeleteRule(id) => delete_rule::<D>(conn, *id).await.map(AlertWritten::Count),
-        AlertWrite::UpdateRule { id, spec } => update_rule::<D>(conn, *id, spec)
-            .await
-            .map(AlertWritten::Count),
+        AlertWrite::UpdateRule { id, expected, spec } => {
+            update_rule::<D>(conn, *id, expected, spec)
+                .await
+                .map(AlertWritten::Count)
+        }
         AlertWrite::Match(order) => match_events::<D>(conn, order)
             .await
             .map(AlertWritten::Matched),
@@ -214,19 +218,26 @@ async fn create_rule<D: Dialect>(
     Ok(1)
 }
 
-/// Replaces the spec (and name) of rule `id`; returns 1 when it exists. Its deliveries,
-/// quiet periods and the worker absence it notified stay; pending deliveries go to the new
-/// URLs (the sender reads them when it claims a delivery).
+/// Replaces the spec (and name) of rule `id` if its spec is still `expected` (compare and
+/// set: two changes made at once from the same spec cannot both land, so neither undoes the
+/// other unseen); returns 1 when it did. Its deliveries, quiet periods and the worker absence
+/// it notified stay; pending deliveries go to the new URLs (the sender reads them when it
+/// claims a delivery).
 async fn update_rule<D: Dialect>(
     conn: &mut D::Connection,
     id: Uuid,
+    expected: &AlertRuleSpec,
     spec: &AlertRuleSpec,
 ) -> Result<u64, StoreError> {
     let mut tx = begin_write::<D>(conn).await?;
     let mut q = QueryBuilder::new("UPDATE alert_rules SET name = ");
     q.bind(D::text(&spec.name)).push(", spec = ");
     D::push_json(&mut q, json_string(spec)?);
-    q.push(" WHERE id = ").bind(id);
+    // The stored text is what `json_string` wrote (PostgreSQL's `json` keeps its input as is).
+    q.push(" WHERE id = ")
+        .bind(id)
+        .push(" AND CAST(spec AS TEXT) = ")
+        .bind(json_string(expected)?);
     let changed = D::rows_affected(&D::execute(&mut tx, &mut q).await?);
     tx.commit().await?;
     Ok(changed)
@@ -868,14 +879,17 @@ impl super::Store {
         }
     }
 
-    /// Replaces rule `id`'s spec (checked by the caller); `false` when there is no such rule.
+    /// Replaces rule `id`'s spec (checked by the caller) if it is still `expected` (the spec
+    /// the change was made from); `false` when there is no such rule or its spec changed since.
     pub async fn update_alert_rule(
         &self,
         id: Uuid,
+        expected: AlertRuleSpec,
         spec: AlertRuleSpec,
     ) -> Result<bool, StoreError> {
         let task = AlertWrite::UpdateRule {
             id,
+            expected: Box::new(expected),
             spec: Box::new(spec),
         };
         match self.alert_write(task).await? {

@@ -2,7 +2,8 @@
 //! receiver on loopback gets the message (once), retries with backoff while the receiver is
 //! down, a restart in between, the quiet period of a flapping flow, masked secrets, bad rules,
 //! worker absences, and rules changed (`PATCH`): edited, paused and resumed, a target removed,
-//! the stored URLs kept when sent back masked, bad changes refused at their fields. The alerts tick is called with chosen instants (its clock), so
+//! the stored URLs kept when sent back masked, bad changes refused at their fields, changes made
+//! at once merged (compare and set). The alerts tick is called with chosen instants (its clock), so
 //! nothing here waits out a backoff or a quiet period.
 
 use crate::harness::TestServer;
@@ -39,6 +40,7 @@ on_every_backend!(
     the_number_of_rules_is_bounded,
     rules_are_edited_and_paused_keeping_their_secrets,
     bad_changes_are_refused_at_their_fields,
+    changes_made_at_once_all_land,
 );
 
 /// A receiver on 127.0.0.1: records every request (path, JSON body) and answers with the
@@ -909,4 +911,73 @@ async fn bad_changes_are_refused_at_their_fields(server: &TestServer) {
     );
     // An empty change changes nothing, and is fine.
     assert_eq!(patched(server, &id, json!({})).await, rule);
+}
+
+/// A change is written only over the spec it was made from: the store refuses one made from
+/// a spec changed since (so two changes read at once cannot undo each other), and the API,
+/// given many changes of different fields at once, lands every one of them.
+async fn changes_made_at_once_all_land(server: &TestServer) {
+    let rule = create_rule(
+        server,
+        json!({"name": "cas", "states": ["Failed"], "webhook": "http://127.0.0.1:9/hook"}),
+    )
+    .await;
+    let id: Uuid = rule["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("id");
+    let store = &server.store;
+    let read = store.alert_rule(id).await.expect("read").expect("stored");
+    let mut renamed = read.spec.clone();
+    renamed.name = "first".into();
+    assert!(
+        store
+            .update_alert_rule(id, read.spec.clone(), renamed.clone())
+            .await
+            .expect("update")
+    );
+    // Made from the spec as it was before "first" landed: refused, "first" stays.
+    let mut stale = read.spec.clone();
+    stale.tag = Some("late".into());
+    assert!(
+        !store
+            .update_alert_rule(id, read.spec.clone(), stale)
+            .await
+            .expect("update")
+    );
+    let now = store.alert_rule(id).await.expect("read").expect("stored");
+    assert_eq!(now.spec.name, "first");
+    assert_eq!(now.spec.tag, None);
+    // No such rule: refused too.
+    assert!(
+        !store
+            .update_alert_rule(Uuid::now_v7(), renamed.clone(), renamed)
+            .await
+            .expect("update")
+    );
+
+    // Seven requests at once, each setting a field of its own: all of them land.
+    let changes = [
+        json!({"name": "merged"}),
+        json!({"flow": "etl"}),
+        json!({"tag": "nightly"}),
+        json!({"states": ["Failed", "Crashed"]}),
+        json!({"worker_absent_for": "5m"}),
+        json!({"quiet_period": "1m"}),
+        json!({"enabled": false}),
+    ];
+    let id_text = id.to_string();
+    let replies =
+        futures::future::join_all(changes.iter().map(|c| patch_rule(server, &id_text, c))).await;
+    for (change, reply) in changes.iter().zip(&replies) {
+        assert_eq!(reply.status, StatusCode::OK, "{change}: {}", reply.body);
+    }
+    let stored = server
+        .get_ok(&format!("/api/v1/alert-rules/{id_text}"))
+        .await;
+    for change in &changes {
+        for (field, value) in change.as_object().expect("object") {
+            assert_eq!(&stored[field], value, "{field} lost: {stored}");
+        }
+    }
 }
