@@ -116,6 +116,13 @@ trait BindRow {
     fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError>;
 }
 
+impl<R: BindRow> BindRow for &R {
+    const WIDTH: usize = R::WIDTH;
+    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError> {
+        (**self).bind(statement, at)
+    }
+}
+
 /// Binds `values` to the parameters after the first `at`, in order.
 macro_rules! bind_all {
     ($statement:expr, $at:expr, $($value:expr),+ $(,)?) => {{
@@ -260,21 +267,23 @@ fn stored_ids(db: &rusqlite::Connection, plan: &Plan) -> Result<HashSet<Uuid>, S
     Ok(found)
 }
 
-/// Inserts `rows` with `statements` (one per size of [`EVENT_CHUNKS`]); the last chunk is
-/// padded with copies of its last row.
-fn insert_rows<R: BindRow>(
+/// Writes `rows` with `statements` (one per size of `sizes`), chunk by chunk; with `pad`, the
+/// last chunk is padded with copies of its last row up to its statement's size.
+fn write_rows<R: BindRow>(
     db: &rusqlite::Connection,
     statements: &[String],
-    rows: &[&R],
+    sizes: &[usize],
+    pad: bool,
+    rows: &[R],
 ) -> Result<(), StoreError> {
-    for (which, chunk) in chunked(rows, &EVENT_CHUNKS, true) {
-        let mut insert = db.prepare_cached(&statements[which])?;
+    for (which, chunk) in chunked(rows, sizes, pad) {
+        let mut statement = db.prepare_cached(&statements[which])?;
         let Some(last) = chunk.last() else { continue };
-        let padding = std::iter::repeat_n(last, EVENT_CHUNKS[which] - chunk.len());
+        let padding = std::iter::repeat_n(last, sizes[which] - chunk.len());
         for (i, row) in chunk.iter().chain(padding).enumerate() {
-            row.bind(&mut insert, i * R::WIDTH)?;
+            row.bind(&mut statement, i * R::WIDTH)?;
         }
-        insert.raw_execute()?;
+        statement.raw_execute()?;
     }
     Ok(())
 }
@@ -287,8 +296,8 @@ fn insert_events(
 ) -> Result<(), StoreError> {
     let found = stored_ids(db, plan)?;
     let (states, logs) = plan.unseen(&found);
-    insert_rows(db, &INGEST_SQL.states, &states)?;
-    insert_rows(db, &INGEST_SQL.logs, &logs)?;
+    write_rows(db, &INGEST_SQL.states, &EVENT_CHUNKS, true, &states)?;
+    write_rows(db, &INGEST_SQL.logs, &EVENT_CHUNKS, true, &logs)?;
     stored.extend(states.iter().map(|r| r.event_id));
     stored.extend(logs.iter().map(|r| r.event_id));
     Ok(())
@@ -296,14 +305,7 @@ fn insert_events(
 
 /// See [`BulkWrite::upsert_runs`].
 fn upsert_runs(db: &rusqlite::Connection, runs: &[RunRow]) -> Result<(), StoreError> {
-    for (which, chunk) in chunked(runs, &RUN_CHUNKS, false) {
-        let mut upsert = db.prepare_cached(&INGEST_SQL.runs[which])?;
-        for (i, run) in chunk.iter().enumerate() {
-            run.bind(&mut upsert, i * RunRow::WIDTH)?;
-        }
-        upsert.raw_execute()?;
-    }
-    Ok(())
+    write_rows(db, &INGEST_SQL.runs, &RUN_CHUNKS, false, runs)
 }
 
 /// Writes a plan's rows inside the caller's transaction (see [`queries::write_plan`]).
