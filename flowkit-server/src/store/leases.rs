@@ -327,12 +327,25 @@ struct Candidate {
 }
 
 /// Claims runs for a worker, in one transaction: see [`super::Backend::claim`].
+/// The worker is recorded (`last_seen`, what it serves) when `touch` is set (see
+/// `store::worker_touches`).
 pub(crate) async fn claim<D: Dialect>(
     conn: &mut D::Connection,
     order: &ClaimOrder,
+    touch: bool,
 ) -> Result<Vec<ClaimedRun>, StoreError> {
     let mut tx = begin_write::<D>(conn).await?;
-    let now = touch_worker::<D>(&mut tx, &order.worker).await?;
+    // On PostgreSQL the deployments' rows are locked by the read of their served versions when
+    // that is one statement (which reads the database's clock too when the worker is not
+    // recorded): fewer round trips while the lock is held.
+    let fused = !D::FOR_UPDATE.is_empty() && order.worker.served.len() <= CHUNK;
+    let mut now = if touch {
+        Some(touch_worker::<D>(&mut tx, &order.worker).await?)
+    } else if fused {
+        None
+    } else {
+        Some(db_now::<D>(&mut tx).await?)
+    };
     // The deployments served, by `flow/name`.
     let mut deployments: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
     for served in &order.worker.served {
@@ -345,7 +358,7 @@ pub(crate) async fn claim<D: Dialect>(
         tx.commit().await?;
         return Ok(Vec::new());
     }
-    if !D::FOR_UPDATE.is_empty() {
+    if !D::FOR_UPDATE.is_empty() && !fused {
         // Claims of one deployment take turns from here to commit (on every replica): the
         // limit check below counts what the previous claim leased.
         for chunk in deployments.keys().collect::<Vec<_>>().chunks(CHUNK) {
@@ -367,10 +380,21 @@ pub(crate) async fn claim<D: Dialect>(
     // The served versions that are registered, newest first per deployment.
     let mut versions: HashMap<String, Vec<VersionInfo>> = HashMap::new();
     for chunk in order.worker.served.chunks(CHUNK) {
-        let mut q = QueryBuilder::new(
-            "SELECT flow, name, version, concurrency_limit, retries, registered, id \
-             FROM deployment_versions WHERE (flow, name, version) IN (VALUES ",
+        let mut q = QueryBuilder::new("SELECT ");
+        if now.is_none() {
+            D::push_now(&mut q);
+            q.push(" AS now, ");
+        }
+        q.push(
+            "v.flow, v.name, v.version, v.concurrency_limit, v.retries, v.registered, v.id \
+             FROM deployment_versions AS v",
         );
+        if fused {
+            // Claims of one deployment take turns from here to commit (on every replica): the
+            // limit check below counts what the previous claim leased.
+            q.push(" JOIN deployments AS d ON d.flow = v.flow AND d.name = v.name");
+        }
+        q.push(" WHERE (v.flow, v.name, v.version) IN (VALUES ");
         for (i, served) in chunk.iter().enumerate() {
             if i > 0 {
                 q.push(", ");
@@ -384,8 +408,18 @@ pub(crate) async fn claim<D: Dialect>(
                 .push(")");
         }
         q.push(")");
+        if fused {
+            q.push(" ORDER BY v.flow, v.name")
+                .push(D::FOR_UPDATE)
+                .push(" OF d");
+        }
         for row in D::fetch_all(&mut tx, &mut q).await? {
             let c = Columns::<D>(&row);
+            if now.is_none() {
+                now = Some(super::rows::from_micros(
+                    c.instant("now")?.timestamp_micros(),
+                )?);
+            }
             let key = format!("{}/{}", c.get::<String>("flow")?, c.get::<String>("name")?);
             versions.entry(key).or_default().push(VersionInfo {
                 version: c.get("version")?,
@@ -404,6 +438,10 @@ pub(crate) async fn claim<D: Dialect>(
         tx.commit().await?;
         return Ok(Vec::new());
     }
+    let now = match now {
+        Some(now) => now,
+        None => db_now::<D>(&mut tx).await?,
+    };
     let keys: Vec<String> = versions.keys().cloned().collect();
     // Leased runs per deployment: what the limits count (a lease counts until it ends: finished,
     // released, or decided by the reaper); and, in the same statement, the tags of the leased
