@@ -986,20 +986,27 @@ impl Backend for Store {
     async fn claim(&self, order: ClaimOrder) -> Result<Vec<ClaimedRun>, StoreError> {
         let worker = order.worker.id;
         let touch = self.touches.due(&order.worker);
-        let task = Maintenance::Claim {
-            order: Box::new(order),
-            touch,
-        };
-        match on_backend!(self, b => b.maintain(task)) {
-            Ok(Written::Claimed(runs)) => Ok(runs),
-            Ok(other) => Err(unexpected(other)),
-            Err(e) => {
-                if touch {
-                    self.touches.forget(worker);
+        let claimed = match &self.db {
+            // On PostgreSQL: claimed together with the claims waiting at the same moment.
+            #[cfg(feature = "postgres")]
+            Db::Postgres(b) => b.claim(order, touch).await,
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(b) => {
+                let task = Maintenance::Claim {
+                    order: Box::new(order),
+                    touch,
+                };
+                match b.maintain(task).await {
+                    Ok(Written::Claimed(runs)) => Ok(runs),
+                    Ok(other) => Err(unexpected(other)),
+                    Err(e) => Err(e),
                 }
-                Err(e)
             }
+        };
+        if claimed.is_err() && touch {
+            self.touches.forget(worker);
         }
+        claimed
     }
     async fn claimable(&self, served: &[Served]) -> Result<bool, StoreError> {
         on_backend!(self, b => leases::claimable(b.pool(), served))

@@ -1,8 +1,9 @@
 //! Writes of the PostgreSQL store done for many requests at once, as the SQLite writer groups
-//! them (`store::sqlite_batch`): the keyless triggers and the finishes that wait at the same
-//! moment are written together, with a few statements over arrays (`UNNEST`) for the whole
-//! group instead of several round trips and a transaction each. Each answers what the
-//! one-at-a-time write would have.
+//! them (`store::sqlite_batch`): the keyless triggers, the claims and the finishes that wait
+//! at the same moment are written together, with a few statements over arrays (`UNNEST`) or
+//! multi-row `VALUES` for the whole group instead of several round trips and a transaction
+//! each (claims: see `store::leases::claim`). Each answers what the one-at-a-time write would
+//! have.
 //!
 //! A [`GroupWriter`] queues the requests (at most [`QUEUE`]) and writes what waits together
 //! (at most [`GROUP`] requests) with at most [`WRITERS`] groups in flight at once.

@@ -15,13 +15,15 @@
 //! PostgreSQL text cannot hold NUL characters; they are stored as U+FFFD.
 
 use super::dialect::Dialect;
+use super::leases;
 use super::pg_batch::{self, GroupWriter};
 use super::queries::{
     self, BulkWrite, LOG_COLUMNS, Maintenance, NEW_EVENTS_ONLY, RUN_COLUMNS, STATE_COLUMNS, Written,
 };
 use super::rows::{self, LogRow, Plan, RunRow, StateRow, from_micros};
-use super::{Finished, IngestOutcome, LeaseCall, NewRun, StoreError};
+use super::{ClaimOrder, Finished, IngestOutcome, LeaseCall, NewRun, StoreError};
 use chrono::{DateTime, Utc};
+use flowkit_wire::api::workers::ClaimedRun;
 use flowkit_wire::event::Event;
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres};
@@ -48,6 +50,8 @@ pub(crate) struct PgStore {
     triggers: GroupWriter<NewRun, ()>,
     /// Finishes, written together.
     finishes: GroupWriter<Finished, LeaseCall>,
+    /// Claims (and whether to record their workers), written together.
+    claims: GroupWriter<(ClaimOrder, bool), Vec<ClaimedRun>>,
 }
 
 impl PgStore {
@@ -56,12 +60,7 @@ impl PgStore {
     /// at once).
     pub(crate) async fn connect(url: &str) -> Result<PgStore, StoreError> {
         let pool = PgPoolOptions::new()
-            .max_connections(
-                std::env::var("FLOWKIT_TRIGPERF_POOL")
-                    .ok()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(POOL_SIZE),
-            )
+            .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy(url)?;
         // At start the database may still be coming up: keep trying for STARTUP_WAIT (the
@@ -83,10 +82,15 @@ impl PgStore {
             let pool = pool.clone();
             GroupWriter::spawn(move |finished| write_finishes(pool.clone(), finished))
         };
+        let claims = {
+            let pool = pool.clone();
+            GroupWriter::spawn(move |orders| write_claims(pool.clone(), orders))
+        };
         Ok(PgStore {
             pool,
             triggers,
             finishes,
+            claims,
         })
     }
 
@@ -94,6 +98,16 @@ impl PgStore {
     /// same moment, in one statement: see [`super::Backend::trigger`].
     pub(crate) async fn trigger(&self, run: NewRun) -> Result<(), StoreError> {
         self.triggers.write(run).await
+    }
+
+    /// A worker's claim, with the others waiting at the same moment: see
+    /// [`super::Backend::claim`] (`touch`: whether to record the worker).
+    pub(crate) async fn claim(
+        &self,
+        order: ClaimOrder,
+        touch: bool,
+    ) -> Result<Vec<ClaimedRun>, StoreError> {
+        self.claims.write((order, touch)).await
     }
 
     /// A worker's finish, written with others waiting at the same moment: see
@@ -192,6 +206,42 @@ async fn write_triggers(pool: PgPool, runs: Vec<NewRun>) -> Vec<Result<(), Store
 /// [`insert_triggered`] on a connection of `pool`.
 async fn write_triggered(pool: &PgPool, runs: &[&NewRun]) -> Result<(), StoreError> {
     insert_triggered(&mut *pool.acquire().await?, runs).await
+}
+
+/// Claims for a group of orders in one transaction ([`leases::claim`], retried if it collided
+/// with another); if that fails, each on its own, so each gets its own answer.
+async fn write_claims(
+    pool: PgPool,
+    orders: Vec<(ClaimOrder, bool)>,
+) -> Vec<Result<Vec<ClaimedRun>, StoreError>> {
+    let all: Vec<(&ClaimOrder, bool)> = orders.iter().map(|(o, touch)| (o, *touch)).collect();
+    match claim_group(&pool, &all).await {
+        Ok(answers) => answers.into_iter().map(Ok).collect(),
+        Err(e) if all.len() == 1 => vec![Err(e)],
+        Err(_) => {
+            let mut answers = Vec::with_capacity(all.len());
+            for one in &all {
+                answers.push(
+                    claim_group(&pool, std::slice::from_ref(one))
+                        .await
+                        .map(|mut a| a.pop().unwrap_or_default()),
+                );
+            }
+            answers
+        }
+    }
+}
+
+/// [`leases::claim`] for `group` on a connection of `pool`, retried if it collided with another
+/// transaction.
+async fn claim_group(
+    pool: &PgPool,
+    group: &[(&ClaimOrder, bool)],
+) -> Result<Vec<Vec<ClaimedRun>>, StoreError> {
+    with_retries(move || async move {
+        leases::claim::<Postgres>(&mut *pool.acquire().await?, group).await
+    })
+    .await
 }
 
 /// Writes finishes of distinct runs in one transaction ([`pg_batch::finishes`], retried if it

@@ -861,9 +861,9 @@ pub(crate) async fn maintain<D: BulkWrite>(
             .await
             .map(|registration| Written::Registered(Box::new(registration))),
         Maintenance::Trigger(run) => trigger::<D>(conn, run).await.map(Written::Triggered),
-        Maintenance::Claim { order, touch } => leases::claim::<D>(conn, order, *touch)
+        Maintenance::Claim { order, touch } => leases::claim::<D>(conn, &[(&**order, *touch)])
             .await
-            .map(Written::Claimed),
+            .map(|mut answers| Written::Claimed(answers.pop().unwrap_or_default())),
         Maintenance::Heartbeat {
             worker,
             leases: held,
