@@ -636,20 +636,20 @@ pub async fn trigger(
     }
     let store = state.store();
     let deployment = path.key();
-    // Without a version: the newest one a live worker serves, else the newest registered.
-    let serving = match &request.version {
-        Some(_) => None,
+    // Without a version: the newest one a live worker serves, else the newest registered (one
+    // read).
+    let found = match &request.version {
+        Some(wanted) => store
+            .deployment_version(&path.flow, &path.name, Some(wanted))
+            .await?
+            .map(|version| (version, false)),
         None => {
             store
-                .serving_version(&path.flow, &path.name, live_since(&state))
+                .trigger_version(&path.flow, &path.name, live_since(&state))
                 .await?
         }
     };
-    let wanted = request.version.as_deref().or(serving.as_deref());
-    let Some(version) = store
-        .deployment_version(&path.flow, &path.name, wanted)
-        .await?
-    else {
+    let Some((version, serving)) = found else {
         return match &request.version {
             Some(wanted)
                 if store
@@ -720,7 +720,7 @@ pub async fn trigger(
     }
 
     let now = Utc::now();
-    let served = request.version.is_none() && serving.is_some()
+    let served = request.version.is_none() && serving
         || request.version.is_some()
             && store
                 .live_workers(&path.flow, &path.name, live_since(&state))

@@ -8,9 +8,10 @@
 //! row with `server_state` set (see the fold rule in `store::rows`).
 //!
 //! Concurrency: on SQLite every write here runs on the single writer, one at a time. On
-//! PostgreSQL each is one transaction: a claim locks the `deployments` rows it claims from
-//! (so two replicas serialize their concurrency-limit checks of one deployment) and picks its
-//! runs with `FOR UPDATE SKIP LOCKED`; the reaper picks expired leases with `SKIP LOCKED` and
+//! PostgreSQL each is one transaction: a claim (of the group of claims waiting together on
+//! this replica, see `store::pg_batch`) locks the `deployments` rows it claims from (so two
+//! replicas serialize their concurrency-limit checks of one deployment) and picks its runs
+//! with `FOR UPDATE SKIP LOCKED`; the reaper picks expired leases with `SKIP LOCKED` and
 //! changes each run only if its token is still the one it read, so two reapers never decide
 //! one run twice.
 
@@ -26,7 +27,7 @@ use flowkit_wire::api::workers::{ClaimedRun, LiveWorker, Served};
 use flowkit_wire::state::StateType;
 use serde_json::{Map, Value};
 use sqlx::{Pool, QueryBuilder};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -326,38 +327,63 @@ struct Candidate {
     parameters: Option<Map<String, Value>>,
 }
 
-/// Claims runs for a worker, in one transaction: see [`super::Backend::claim`].
+/// Claims runs for the workers of `orders`, in one transaction: see
+/// [`super::Backend::claim`]. Each order comes with whether to record its worker
+/// (`last_seen`, what it serves; see `store::worker_touches`). The orders share the reads
+/// (versions, leased counts, candidates) and the writes (one update of the runs taken, one
+/// insert of their state events); each is answered, in order, as if the orders had claimed one
+/// after the other: the limits count what the earlier ones took.
 pub(crate) async fn claim<D: Dialect>(
     conn: &mut D::Connection,
-    order: &ClaimOrder,
-) -> Result<Vec<ClaimedRun>, StoreError> {
+    orders: &[(&ClaimOrder, bool)],
+) -> Result<Vec<Vec<ClaimedRun>>, StoreError> {
     let mut tx = begin_write::<D>(conn).await?;
-    let now = touch_worker::<D>(&mut tx, &order.worker).await?;
-    // The deployments served, by `flow/name`.
-    let mut deployments: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
-    for served in &order.worker.served {
-        deployments
-            .entry((served.flow.clone(), served.name.clone()))
-            .or_default()
-            .push(&served.version);
+    let mut answers: Vec<Vec<ClaimedRun>> = orders.iter().map(|_| Vec::new()).collect();
+    // Every version served, once.
+    let mut seen_served: BTreeSet<(&str, &str, &str)> = BTreeSet::new();
+    let mut served: Vec<&Served> = Vec::new();
+    for (order, _) in orders {
+        for s in &order.worker.served {
+            if seen_served.insert((&s.flow, &s.name, &s.version)) {
+                served.push(s);
+            }
+        }
     }
+    // On PostgreSQL the deployments' rows are locked by the read of their served versions when
+    // that is one statement (which reads the database's clock too when no worker is recorded):
+    // fewer round trips while the lock is held.
+    let fused = !D::FOR_UPDATE.is_empty() && served.len() <= CHUNK;
+    let mut now = None;
+    for (order, touch) in orders {
+        if *touch {
+            now = Some(touch_worker::<D>(&mut tx, &order.worker).await?);
+        }
+    }
+    if now.is_none() && !fused {
+        now = Some(db_now::<D>(&mut tx).await?);
+    }
+    // The deployments served.
+    let deployments: BTreeSet<(&str, &str)> = served
+        .iter()
+        .map(|s| (s.flow.as_str(), s.name.as_str()))
+        .collect();
     if deployments.is_empty() {
         tx.commit().await?;
-        return Ok(Vec::new());
+        return Ok(answers);
     }
-    if !D::FOR_UPDATE.is_empty() {
+    if !D::FOR_UPDATE.is_empty() && !fused {
         // Claims of one deployment take turns from here to commit (on every replica): the
         // limit check below counts what the previous claim leased.
-        for chunk in deployments.keys().collect::<Vec<_>>().chunks(CHUNK) {
+        for chunk in deployments.iter().collect::<Vec<_>>().chunks(CHUNK) {
             let mut q = QueryBuilder::new("SELECT flow FROM deployments WHERE (flow, name) IN (");
             for (i, (flow, name)) in chunk.iter().enumerate() {
                 if i > 0 {
                     q.push(", ");
                 }
                 q.push("(")
-                    .bind(flow.clone())
+                    .bind(flow.to_string())
                     .push(", ")
-                    .bind(name.clone())
+                    .bind(name.to_string())
                     .push(")");
             }
             q.push(") ORDER BY flow, name").push(D::FOR_UPDATE);
@@ -366,11 +392,22 @@ pub(crate) async fn claim<D: Dialect>(
     }
     // The served versions that are registered, newest first per deployment.
     let mut versions: HashMap<String, Vec<VersionInfo>> = HashMap::new();
-    for chunk in order.worker.served.chunks(CHUNK) {
-        let mut q = QueryBuilder::new(
-            "SELECT flow, name, version, concurrency_limit, retries, registered, id \
-             FROM deployment_versions WHERE (flow, name, version) IN (VALUES ",
+    for chunk in served.chunks(CHUNK) {
+        let mut q = QueryBuilder::new("SELECT ");
+        if now.is_none() {
+            D::push_now(&mut q);
+            q.push(" AS now, ");
+        }
+        q.push(
+            "v.flow, v.name, v.version, v.concurrency_limit, v.retries, v.registered, v.id \
+             FROM deployment_versions AS v",
         );
+        if fused {
+            // Claims of one deployment take turns from here to commit (on every replica): the
+            // limit check below counts what the previous claim leased.
+            q.push(" JOIN deployments AS d ON d.flow = v.flow AND d.name = v.name");
+        }
+        q.push(" WHERE (v.flow, v.name, v.version) IN (VALUES ");
         for (i, served) in chunk.iter().enumerate() {
             if i > 0 {
                 q.push(", ");
@@ -384,8 +421,18 @@ pub(crate) async fn claim<D: Dialect>(
                 .push(")");
         }
         q.push(")");
+        if fused {
+            q.push(" ORDER BY v.flow, v.name")
+                .push(D::FOR_UPDATE)
+                .push(" OF d");
+        }
         for row in D::fetch_all(&mut tx, &mut q).await? {
             let c = Columns::<D>(&row);
+            if now.is_none() {
+                now = Some(super::rows::from_micros(
+                    c.instant("now")?.timestamp_micros(),
+                )?);
+            }
             let key = format!("{}/{}", c.get::<String>("flow")?, c.get::<String>("name")?);
             versions.entry(key).or_default().push(VersionInfo {
                 version: c.get("version")?,
@@ -402,8 +449,12 @@ pub(crate) async fn claim<D: Dialect>(
     }
     if versions.is_empty() {
         tx.commit().await?;
-        return Ok(Vec::new());
+        return Ok(answers);
     }
+    let now = match now {
+        Some(now) => now,
+        None => db_now::<D>(&mut tx).await?,
+    };
     let keys: Vec<String> = versions.keys().cloned().collect();
     // Leased runs per deployment: what the limits count (a lease counts until it ends: finished,
     // released, or decided by the reaper); and, in the same statement, the tags of the leased
@@ -451,8 +502,12 @@ pub(crate) async fn claim<D: Dialect>(
         .collect();
     if open.is_empty() {
         tx.commit().await?;
-        return Ok(Vec::new());
+        return Ok(answers);
     }
+    let wanted: i64 = orders
+        .iter()
+        .map(|(order, _)| i64::from(order.max_runs))
+        .sum();
     let mut q = QueryBuilder::new(format!(
         "SELECT {LEASE_COLUMNS}, CAST(CASE WHEN version_pinned THEN 1 ELSE 0 END AS BIGINT) \
          AS pinned, {}, {} FROM runs WHERE kind = 'flow' AND state IN ('Scheduled', 'Late') \
@@ -485,7 +540,7 @@ pub(crate) async fn claim<D: Dialect>(
         }
     }
     q.push(" ORDER BY created, id LIMIT ")
-        .bind(i64::from(order.max_runs) + CLAIM_SLACK)
+        .bind(wanted + CLAIM_SLACK)
         .push(D::SKIP_LOCKED);
     let candidates = read_all_tx::<D, _>(&mut tx, &mut q, |row| {
         let c = Columns::<D>(row);
@@ -497,60 +552,89 @@ pub(crate) async fn claim<D: Dialect>(
         })
     })
     .await?;
-    let expires = lease_end(now, order.lease);
-    // The runs taken, decided in memory (limits counted as they are taken), then written with
-    // one update of their rows and one insert of their state events.
-    let message = format!("claimed by worker {}", order.worker.name);
-    let mut taken: Vec<(&Candidate, &VersionInfo, ServerState)> = Vec::new();
-    for candidate in &candidates {
-        if taken.len() >= order.max_runs as usize {
-            break;
+    // The runs taken, decided in memory (limits counted as they are taken, order after order),
+    // then written with one update of their rows and one insert of their state events.
+    let mut taken: Vec<Taken> = Vec::new();
+    let mut gone: HashSet<Uuid> = HashSet::new();
+    for (index, (order, _)) in orders.iter().enumerate() {
+        let message = format!("claimed by worker {}", order.worker.name);
+        let expires = lease_end(now, order.lease);
+        // The versions this worker serves, by deployment.
+        let mut mine: HashMap<String, HashSet<&str>> = HashMap::new();
+        for s in &order.worker.served {
+            mine.entry(format!("{}/{}", s.flow, s.name))
+                .or_default()
+                .insert(&s.version);
         }
-        let run = &candidate.run;
-        let Some(key) = run.deployment.as_deref() else {
-            continue;
-        };
-        let Some(served) = versions.get(key) else {
-            continue;
-        };
-        let version = if candidate.pinned {
-            served
-                .iter()
-                .find(|v| Some(&v.version) == run.version.as_ref())
-        } else {
-            served.first()
-        };
-        let Some(version) = version else { continue };
-        let count = leased.entry(key.to_string()).or_insert(0);
-        if version.limit.is_some_and(|limit| *count >= limit) {
-            continue;
-        }
-        let backfill = candidate
-            .tags
-            .iter()
-            .find_map(|tag| crate::backfill::limit_of(tag).map(|(_, limit)| (tag, limit)));
-        if let Some((tag, limit)) = backfill {
-            let (n, _) = backfills.entry(tag.clone()).or_insert((0, limit));
-            if *n >= limit {
+        let mut count_taken = 0;
+        for candidate in &candidates {
+            if count_taken >= order.max_runs as usize {
+                break;
+            }
+            let run = &candidate.run;
+            if gone.contains(&run.id) {
                 continue;
             }
-            *n += 1;
+            let Some(key) = run.deployment.as_deref() else {
+                continue;
+            };
+            let Some(registered) = versions.get(key) else {
+                continue;
+            };
+            // The versions of this deployment this worker serves, newest first.
+            let Some(versions_mine) = mine.get(key) else {
+                continue;
+            };
+            let mut served_here = registered
+                .iter()
+                .filter(|v| versions_mine.contains(v.version.as_str()));
+            let version = if candidate.pinned {
+                served_here.find(|v| Some(&v.version) == run.version.as_ref())
+            } else {
+                served_here.next()
+            };
+            let Some(version) = version else { continue };
+            let count = leased.entry(key.to_string()).or_insert(0);
+            if version.limit.is_some_and(|limit| *count >= limit) {
+                continue;
+            }
+            let backfill = candidate
+                .tags
+                .iter()
+                .find_map(|tag| crate::backfill::limit_of(tag).map(|(_, limit)| (tag, limit)));
+            if let Some((tag, limit)) = backfill {
+                let (n, _) = backfills.entry(tag.clone()).or_insert((0, limit));
+                if *n >= limit {
+                    continue;
+                }
+                *n += 1;
+            }
+            *count += 1;
+            count_taken += 1;
+            gone.insert(run.id);
+            let state = ServerState::new(
+                StateType::Pending,
+                message.clone(),
+                run.attempt,
+                next_ts(now, run.state_ts),
+            );
+            taken.push(Taken {
+                order: index,
+                worker: &order.worker,
+                message: message.clone(),
+                expires,
+                candidate,
+                version,
+                state,
+            });
         }
-        *count += 1;
-        let state = ServerState::new(
-            StateType::Pending,
-            message.clone(),
-            run.attempt,
-            next_ts(now, run.state_ts),
-        );
-        taken.push((candidate, version, state));
     }
-    let mut claimed = Vec::with_capacity(taken.len());
     for chunk in taken.chunks(CHUNK) {
-        let tokens = lease_taken::<D>(&mut tx, chunk, order, &message, expires).await?;
+        let tokens = lease_taken::<D>(&mut tx, chunk).await?;
         let mut q = QueryBuilder::new(INSERT_STATES);
         let mut any = false;
-        for (candidate, version, state) in chunk {
+        for taken in chunk {
+            let (candidate, version) = (taken.candidate, taken.version);
             let run = &candidate.run;
             // Not `Scheduled` or `Late` any more (cannot happen under the writer or the row
             // locks): not claimed.
@@ -561,10 +645,10 @@ pub(crate) async fn claim<D: Dialect>(
                 q.push(", ");
             }
             any = true;
-            push_state_row(&mut q, run, state);
+            push_state_row(&mut q, run, &taken.state);
             let key = run.deployment.as_deref().unwrap_or_default();
             let (flow, name) = key.split_once('/').unwrap_or((key, ""));
-            claimed.push(ClaimedRun {
+            answers[taken.order].push(ClaimedRun {
                 run_id: run.id,
                 flow: flow.to_string(),
                 name: name.to_string(),
@@ -585,50 +669,64 @@ pub(crate) async fn claim<D: Dialect>(
         }
     }
     tx.commit().await?;
-    Ok(claimed)
+    Ok(answers)
 }
 
-/// Leases the runs of `chunk` to the claiming worker with one update (each `Pending` with its
-/// state's timestamp and event id, a new token, the version chosen), if still `Scheduled` or
-/// `Late`: their new tokens and `max_attempts`, by run id.
+/// A run a claim of a group takes.
+struct Taken<'a> {
+    /// The claim's index in its group.
+    order: usize,
+    worker: &'a super::WorkerSeen,
+    /// The `Pending` state's message.
+    message: String,
+    /// When the lease ends.
+    expires: DateTime<Utc>,
+    candidate: &'a Candidate,
+    version: &'a VersionInfo,
+    state: ServerState,
+}
+
+/// Leases the runs of `chunk` to their claiming workers with one update (each `Pending` with
+/// its state's timestamp and event id, a new token, the version chosen), if still `Scheduled`
+/// or `Late`: their new tokens and `max_attempts`, by run id.
 async fn lease_taken<D: Dialect>(
     tx: &mut D::Connection,
-    chunk: &[(&Candidate, &VersionInfo, ServerState)],
-    order: &ClaimOrder,
-    message: &str,
-    expires: DateTime<Utc>,
+    chunk: &[Taken<'_>],
 ) -> Result<HashMap<Uuid, (i64, Option<i64>)>, StoreError> {
     // The CTE's column names differ from `runs`' so that the `RETURNING` list is unambiguous.
-    let mut q = QueryBuilder::new("WITH v (v_run, v_ts, v_event, v_version) AS (VALUES ");
-    for (i, (candidate, version, state)) in chunk.iter().enumerate() {
+    let mut q = QueryBuilder::new(
+        "WITH v (v_run, v_ts, v_event, v_version, v_worker, v_name, v_expires, v_message) \
+         AS (VALUES ",
+    );
+    for (i, taken) in chunk.iter().enumerate() {
         if i > 0 {
             q.push(", ");
         }
         q.push("(")
-            .bind(candidate.run.id)
+            .bind(taken.candidate.run.id)
             .push(", ")
-            .bind_instant(state.ts)
+            .bind_instant(taken.state.ts)
             .push(", ")
-            .bind(state.event_id)
+            .bind(taken.state.event_id)
             .push(", ")
-            .bind(version.version.clone())
+            .bind(taken.version.version.clone())
+            .push(", ")
+            .bind(Some(taken.worker.id))
+            .push(", ")
+            .bind(Some(D::text(&taken.worker.name)))
+            .push(", ")
+            .bind_instant(taken.expires)
+            .push(", ")
+            .bind(Some(D::text(&taken.message)))
             .push(")");
     }
-    q.push(") UPDATE runs SET state = 'Pending', state_message = ")
-        .bind(Some(D::text(message)))
-        .push(
-            ", state_ts = v.v_ts, state_event_id = v.v_event, ended = NULL, server_state = TRUE, \
-             lease_token = lease_token + 1, lease_worker = ",
-        )
-        .bind(Some(order.worker.id))
-        .push(", lease_expires = ")
-        .bind_instant(expires)
-        .push(", worker = ")
-        .bind(Some(D::text(&order.worker.name)))
-        .push(
-            ", version = v.v_version FROM v WHERE runs.id = v.v_run \
-             AND runs.state IN ('Scheduled', 'Late') RETURNING id, lease_token, max_attempts",
-        );
+    q.push(
+        ") UPDATE runs SET state = 'Pending', state_message = v.v_message, state_ts = v.v_ts, \
+         state_event_id = v.v_event, ended = NULL, server_state = TRUE, \
+         lease_token = lease_token + 1, lease_worker = v.v_worker, lease_expires = v.v_expires, \
+         worker = v.v_name, version = v.v_version FROM v WHERE runs.id = v.v_run \
+         AND runs.state IN ('Scheduled', 'Late') RETURNING id, lease_token, max_attempts",
+    );
     let mut tokens = HashMap::with_capacity(chunk.len());
     for row in D::fetch_all(tx, &mut q).await? {
         let c = Columns::<D>(&row);

@@ -38,6 +38,8 @@ mod cursor;
 mod dialect;
 mod leases;
 #[cfg(feature = "postgres")]
+mod pg_batch;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod queries;
 mod rows;
@@ -48,6 +50,7 @@ mod sqlite;
 mod sqlite_batch;
 #[cfg(feature = "sqlite")]
 mod sqlite_ingest;
+mod worker_touches;
 
 /// An error of the store. Constraint violations and bad input are the caller's fault;
 /// everything else is a 500 with the details logged.
@@ -653,6 +656,15 @@ pub trait Backend: Send + Sync + 'static {
         name: &str,
         since: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// The version a trigger naming none runs, in one read: the newest registered version
+    /// served by a worker seen since `since` (with `true`), else the newest registered (with
+    /// `false`); `None` when the deployment has no version.
+    fn trigger_version(
+        &self,
+        flow: &str,
+        name: &str,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<(DeploymentVersion, bool)>, StoreError>> + Send;
     /// Replaces the schedules declared in code of `flow`/`name` (see
     /// [`schedules::replace_code_schedules`]); returns how many were deleted.
     fn replace_code_schedules(
@@ -759,6 +771,8 @@ pub trait Backend: Send + Sync + 'static {
 /// The store the server runs on: one of the backends, chosen from the database URL.
 pub struct Store {
     db: Db,
+    /// The workers whose claims recorded them lately.
+    touches: worker_touches::WorkerTouches,
 }
 
 /// The backends compiled in.
@@ -783,7 +797,10 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            touches: Default::default(),
+        })
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -957,16 +974,43 @@ impl Backend for Store {
         on_backend!(self, b => queries::idempotency_key(b.pool(), deployment, key))
     }
     async fn trigger(&self, run: NewRun) -> Result<Triggered, StoreError> {
+        // Keyless triggers on PostgreSQL: written together by its trigger writer.
+        #[cfg(feature = "postgres")]
+        if let Db::Postgres(b) = &self.db
+            && run.batchable()
+        {
+            let id = run.event.run_id;
+            return b.trigger(run).await.map(|()| Triggered::Created(id));
+        }
         match on_backend!(self, b => b.maintain(Maintenance::Trigger(Box::new(run))))? {
             Written::Triggered(triggered) => Ok(triggered),
             other => Err(unexpected(other)),
         }
     }
     async fn claim(&self, order: ClaimOrder) -> Result<Vec<ClaimedRun>, StoreError> {
-        match on_backend!(self, b => b.maintain(Maintenance::Claim(Box::new(order))))? {
-            Written::Claimed(runs) => Ok(runs),
-            other => Err(unexpected(other)),
+        let worker = order.worker.id;
+        let touch = self.touches.due(&order.worker);
+        let claimed = match &self.db {
+            // On PostgreSQL: claimed together with the claims waiting at the same moment.
+            #[cfg(feature = "postgres")]
+            Db::Postgres(b) => b.claim(order, touch).await,
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(b) => {
+                let task = Maintenance::Claim {
+                    order: Box::new(order),
+                    touch,
+                };
+                match b.maintain(task).await {
+                    Ok(Written::Claimed(runs)) => Ok(runs),
+                    Ok(other) => Err(unexpected(other)),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if claimed.is_err() && touch {
+            self.touches.forget(worker);
         }
+        claimed
     }
     async fn claimable(&self, served: &[Served]) -> Result<bool, StoreError> {
         on_backend!(self, b => leases::claimable(b.pool(), served))
@@ -988,6 +1032,11 @@ impl Backend for Store {
         }
     }
     async fn finish(&self, finished: Finished) -> Result<LeaseCall, StoreError> {
+        // On PostgreSQL: written together with the finishes waiting at the same moment.
+        #[cfg(feature = "postgres")]
+        if let Db::Postgres(b) = &self.db {
+            return b.finish(finished).await;
+        }
         match on_backend!(self, b => b.maintain(Maintenance::Finish(Box::new(finished))))? {
             Written::Lease(call) => Ok(call),
             other => Err(unexpected(other)),
@@ -1067,6 +1116,14 @@ impl Backend for Store {
         since: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError> {
         on_backend!(self, b => leases::serving_version(b.pool(), flow, name, since))
+    }
+    async fn trigger_version(
+        &self,
+        flow: &str,
+        name: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<(DeploymentVersion, bool)>, StoreError> {
+        on_backend!(self, b => queries::trigger_version(b.pool(), flow, name, since))
     }
     async fn replace_code_schedules(
         &self,

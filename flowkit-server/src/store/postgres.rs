@@ -15,16 +15,19 @@
 //! PostgreSQL text cannot hold NUL characters; they are stored as U+FFFD.
 
 use super::dialect::Dialect;
+use super::leases;
+use super::pg_batch::{self, GroupWriter};
 use super::queries::{
     self, BulkWrite, LOG_COLUMNS, Maintenance, NEW_EVENTS_ONLY, RUN_COLUMNS, STATE_COLUMNS, Written,
 };
 use super::rows::{self, LogRow, Plan, RunRow, StateRow, from_micros};
-use super::{IngestOutcome, StoreError};
+use super::{ClaimOrder, Finished, IngestOutcome, LeaseCall, NewRun, StoreError};
 use chrono::{DateTime, Utc};
+use flowkit_wire::api::workers::ClaimedRun;
 use flowkit_wire::event::Event;
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 use std::time::Duration;
 use uuid::Uuid;
@@ -43,6 +46,12 @@ const ATTEMPTS: u32 = 5;
 /// The PostgreSQL store. See the module documentation.
 pub(crate) struct PgStore {
     pool: PgPool,
+    /// Keyless triggers, written together.
+    triggers: GroupWriter<NewRun, ()>,
+    /// Finishes, written together.
+    finishes: GroupWriter<Finished, LeaseCall>,
+    /// Claims (and whether to record their workers), written together.
+    claims: GroupWriter<(ClaimOrder, bool), Vec<ClaimedRun>>,
 }
 
 impl PgStore {
@@ -65,7 +74,46 @@ impl PgStore {
             }
         }
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PgStore { pool })
+        let triggers = {
+            let pool = pool.clone();
+            GroupWriter::spawn(move |runs| write_triggers(pool.clone(), runs))
+        };
+        let finishes = {
+            let pool = pool.clone();
+            GroupWriter::spawn(move |finished| write_finishes(pool.clone(), finished))
+        };
+        let claims = {
+            let pool = pool.clone();
+            GroupWriter::spawn(move |orders| write_claims(pool.clone(), orders))
+        };
+        Ok(PgStore {
+            pool,
+            triggers,
+            finishes,
+            claims,
+        })
+    }
+
+    /// Creates the run of a keyless trigger ([`NewRun::batchable`]) with others waiting at the
+    /// same moment, in one statement: see [`super::Backend::trigger`].
+    pub(crate) async fn trigger(&self, run: NewRun) -> Result<(), StoreError> {
+        self.triggers.write(run).await
+    }
+
+    /// A worker's claim, with the others waiting at the same moment: see
+    /// [`super::Backend::claim`] (`touch`: whether to record the worker).
+    pub(crate) async fn claim(
+        &self,
+        order: ClaimOrder,
+        touch: bool,
+    ) -> Result<Vec<ClaimedRun>, StoreError> {
+        self.claims.write((order, touch)).await
+    }
+
+    /// A worker's finish, written with others waiting at the same moment: see
+    /// [`super::Backend::finish`].
+    pub(crate) async fn finish(&self, finished: Finished) -> Result<LeaseCall, StoreError> {
+        self.finishes.write(finished).await
     }
 
     /// The connections the shared queries run on.
@@ -138,6 +186,106 @@ impl PgStore {
     }
 }
 
+/// Writes keyless triggers with one statement; if that fails, each on its own, so each gets
+/// its own answer.
+async fn write_triggers(pool: PgPool, runs: Vec<NewRun>) -> Vec<Result<(), StoreError>> {
+    let all: Vec<&NewRun> = runs.iter().collect();
+    match write_triggered(&pool, &all).await {
+        Ok(()) => runs.iter().map(|_| Ok(())).collect(),
+        Err(e) if runs.len() == 1 => vec![Err(e)],
+        Err(_) => {
+            let mut answers = Vec::with_capacity(runs.len());
+            for run in &runs {
+                answers.push(write_triggered(&pool, &[run]).await);
+            }
+            answers
+        }
+    }
+}
+
+/// [`insert_triggered`] on a connection of `pool`.
+async fn write_triggered(pool: &PgPool, runs: &[&NewRun]) -> Result<(), StoreError> {
+    insert_triggered(&mut *pool.acquire().await?, runs).await
+}
+
+/// Claims for a group of orders in one transaction ([`leases::claim`], retried if it collided
+/// with another); if that fails, each on its own, so each gets its own answer.
+async fn write_claims(
+    pool: PgPool,
+    orders: Vec<(ClaimOrder, bool)>,
+) -> Vec<Result<Vec<ClaimedRun>, StoreError>> {
+    let all: Vec<(&ClaimOrder, bool)> = orders.iter().map(|(o, touch)| (o, *touch)).collect();
+    match claim_group(&pool, &all).await {
+        Ok(answers) => answers.into_iter().map(Ok).collect(),
+        Err(e) if all.len() == 1 => vec![Err(e)],
+        Err(_) => {
+            let mut answers = Vec::with_capacity(all.len());
+            for one in &all {
+                answers.push(
+                    claim_group(&pool, std::slice::from_ref(one))
+                        .await
+                        .map(|mut a| a.pop().unwrap_or_default()),
+                );
+            }
+            answers
+        }
+    }
+}
+
+/// [`leases::claim`] for `group` on a connection of `pool`, retried if it collided with another
+/// transaction.
+async fn claim_group(
+    pool: &PgPool,
+    group: &[(&ClaimOrder, bool)],
+) -> Result<Vec<Vec<ClaimedRun>>, StoreError> {
+    with_retries(move || async move {
+        leases::claim::<Postgres>(&mut *pool.acquire().await?, group).await
+    })
+    .await
+}
+
+/// Writes finishes of distinct runs in one transaction ([`pg_batch::finishes`], retried if it
+/// collided with another); finishes of one run twice, or a group that failed, one at a time
+/// as [`super::leases::finish`] writes them.
+async fn write_finishes(
+    pool: PgPool,
+    finished: Vec<Finished>,
+) -> Vec<Result<LeaseCall, StoreError>> {
+    let distinct = finished
+        .iter()
+        .map(|f| f.run_id)
+        .collect::<HashSet<_>>()
+        .len();
+    if finished.len() > 1 && distinct == finished.len() {
+        let all: Vec<&Finished> = finished.iter().collect();
+        let all = &all;
+        let pool = &pool;
+        if let Ok(calls) = with_retries(move || async move {
+            pg_batch::finishes(&mut *pool.acquire().await?, all).await
+        })
+        .await
+        {
+            return calls.into_iter().map(Ok).collect();
+        }
+    }
+    let mut answers = Vec::with_capacity(finished.len());
+    for f in finished {
+        let task = Maintenance::Finish(Box::new(f));
+        let task = &task;
+        let pool = &pool;
+        let written = with_retries(move || async move {
+            queries::maintain::<Postgres>(&mut *pool.acquire().await?, task).await
+        })
+        .await;
+        answers.push(match written {
+            Ok(Written::Lease(call)) => Ok(call),
+            Ok(_) => Err(rows::corrupt("a finish answered something else".into())),
+            Err(e) => Err(e),
+        });
+    }
+    answers
+}
+
 /// Whether a transaction failed only because of another one and is worth running again.
 fn retryable(error: &StoreError) -> bool {
     match error {
@@ -195,7 +343,7 @@ fn opt_instants<R>(
 }
 
 /// The insert of a batch of state rows.
-static INSERT_STATES: LazyLock<String> = LazyLock::new(|| {
+pub(super) static INSERT_STATES: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO run_states ({STATE_COLUMNS})
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
@@ -215,27 +363,51 @@ static INSERT_LOGS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The rows of a batch of runs as [`RUN_COLUMNS`] lists them, from the arrays of
+/// [`RUN_ARRAYS`] expanded as `u`. Tags and upstream ids travel as JSON text (an array of arrays
+/// of varying length is not something UNNEST can take) and become arrays here.
+const RUN_SELECT: &str = "u.id, u.kind, u.name, u.parent_run_id, u.flow_run_id, u.state, \
+    u.state_message, u.state_ts, u.state_event_id, u.attempt, u.created, u.started, u.ended, \
+    u.has_details, u.task_key, \
+    ARRAY(SELECT t.value FROM json_array_elements_text(u.tags::json) WITH ORDINALITY AS t(value, n) \
+          ORDER BY t.n), \
+    u.parameters::json, \
+    ARRAY(SELECT t.value::uuid FROM json_array_elements_text(u.upstream::json) WITH ORDINALITY AS t(value, n) \
+          ORDER BY t.n), \
+    u.cache_key, u.deployment, u.version, u.worker, u.lease_token, u.received";
+
+/// The arrays [`bind_runs`] binds, as `$1` to `$24`.
+const RUN_ARRAYS: &str = "$1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], \
+    $6::text[], $7::text[], $8::timestamptz[], $9::uuid[], $10::int8[], $11::timestamptz[], \
+    $12::timestamptz[], $13::timestamptz[], $14::bool[], $15::text[], $16::text[], $17::text[], \
+    $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::int8[], \
+    $24::timestamptz[]";
+
 /// The upsert of a batch of runs: arrays in, one row per run out, merged with
-/// [`queries::merge_runs`]. Tags and upstream ids travel as JSON text (an array of arrays of
-/// varying length is not something UNNEST can take) and become arrays here.
+/// [`queries::merge_runs`].
 static UPSERT_RUNS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO runs ({RUN_COLUMNS})
-SELECT u.id, u.kind, u.name, u.parent_run_id, u.flow_run_id, u.state, u.state_message, u.state_ts,
-       u.state_event_id, u.attempt, u.created, u.started, u.ended, u.has_details, u.task_key,
-       ARRAY(SELECT t.value FROM json_array_elements_text(u.tags::json) WITH ORDINALITY AS t(value, n)
-             ORDER BY t.n),
-       u.parameters::json,
-       ARRAY(SELECT t.value::uuid FROM json_array_elements_text(u.upstream::json) WITH ORDINALITY AS t(value, n)
-             ORDER BY t.n),
-       u.cache_key, u.deployment, u.version, u.worker, u.lease_token, u.received
-FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[],
-            $8::timestamptz[], $9::uuid[], $10::int8[], $11::timestamptz[], $12::timestamptz[],
-            $13::timestamptz[], $14::bool[], $15::text[], $16::text[], $17::text[], $18::text[],
-            $19::text[], $20::text[], $21::text[], $22::text[], $23::int8[],
-            $24::timestamptz[])
-    AS u({RUN_COLUMNS}){}",
+        "INSERT INTO runs ({RUN_COLUMNS}) SELECT {RUN_SELECT} FROM UNNEST({RUN_ARRAYS}) \
+         AS u({RUN_COLUMNS}){}",
         queries::merge_runs::<Postgres>()
+    )
+});
+
+/// Keyless triggers in one statement: their runs' rows ([`bind_runs`], `$1` to `$24`, then the
+/// columns only a trigger sets, `$25` to `$28`), their first state events (`$29` to `$35`),
+/// and the `NOTIFY` that wakes the claims of every replica. The run and event ids are new (made
+/// by this server for the trigger): nothing to merge with.
+static INSERT_TRIGGERED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH r AS (INSERT INTO runs ({RUN_COLUMNS}, scheduled_for, version_pinned, \
+         max_attempts, created_by) SELECT {RUN_SELECT}, u.scheduled_for, u.version_pinned, \
+         u.max_attempts, u.created_by FROM UNNEST({RUN_ARRAYS}, $25::timestamptz[], \
+         $26::bool[], $27::int8[], $28::text[]) AS u({RUN_COLUMNS}, scheduled_for, \
+         version_pinned, max_attempts, created_by)), \
+         s AS (INSERT INTO run_states ({STATE_COLUMNS}) \
+         SELECT * FROM UNNEST($29::uuid[], $30::uuid[], $31::uuid[], $32::text[], $33::text[], \
+                              $34::int8[], $35::timestamptz[])) \
+         SELECT pg_notify('flowkit_runs', '')"
     )
 });
 
@@ -334,6 +506,17 @@ async fn insert_logs(
 
 /// Upserts runs with [`queries::merge_runs`].
 async fn upsert_runs(conn: &mut PgConnection, runs: &[RunRow]) -> Result<(), StoreError> {
+    bind_runs(sqlx::query(AssertSqlSafe(UPSERT_RUNS.as_str())), runs)?
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A statement of rows of runs, with their columns bound as `$1` to `$24` ([`RUN_ARRAYS`]).
+type RunsStatement = sqlx::query::Query<'static, Postgres, PgArguments>;
+
+/// Binds the columns of `runs` to `q` as [`RUN_ARRAYS`] lists them.
+fn bind_runs(q: RunsStatement, runs: &[RunRow]) -> Result<RunsStatement, StoreError> {
     let no_details = rows::DetailsRow::default();
     let details: Vec<&rows::DetailsRow> = runs
         .iter()
@@ -354,8 +537,7 @@ async fn upsert_runs(conn: &mut PgConnection, runs: &[RunRow]) -> Result<(), Sto
         .iter()
         .map(|d| d.upstream_json())
         .collect::<Result<Vec<_>, _>>()?;
-    sqlx::query(AssertSqlSafe(UPSERT_RUNS.as_str()))
-        .bind(column(runs, |r| r.id))
+    Ok(q.bind(column(runs, |r| r.id))
         .bind(column(runs, |r| r.kind.as_str()))
         .bind(column(runs, |r| pg_text(&r.name)))
         .bind(column(runs, |r| r.parent_run_id))
@@ -378,7 +560,44 @@ async fn upsert_runs(conn: &mut PgConnection, runs: &[RunRow]) -> Result<(), Sto
         .bind(column(&details, |d| pg_opt(&d.version)))
         .bind(column(&details, |d| pg_opt(&d.worker)))
         .bind(column(runs, |r| r.lease_token))
-        .bind(instants(runs, |r| r.received)?)
+        .bind(instants(runs, |r| r.received)?))
+}
+
+/// Creates the runs of keyless triggers with [`INSERT_TRIGGERED`]: one statement, so one
+/// transaction, whatever their number.
+async fn insert_triggered(conn: &mut PgConnection, new: &[&NewRun]) -> Result<(), StoreError> {
+    let events: Vec<Event> = new.iter().map(|run| run.event.clone()).collect();
+    let plan = Plan::new(std::slice::from_ref(&events))?;
+    let all: HashSet<Uuid> = plan.states.iter().map(|r| r.event_id).collect();
+    let runs = plan.runs(&all);
+    let by_id: HashMap<Uuid, &NewRun> = new.iter().map(|run| (run.event.run_id, *run)).collect();
+    let trigger = |r: &RunRow| by_id.get(&r.id).copied();
+    let mut scheduled_for = Vec::with_capacity(runs.len());
+    let mut pinned = Vec::with_capacity(runs.len());
+    let mut max_attempts = Vec::with_capacity(runs.len());
+    let mut created_by = Vec::with_capacity(runs.len());
+    for run in &runs {
+        let new = trigger(run).ok_or_else(|| {
+            rows::corrupt(format!("run {} is not one of the triggers written", run.id))
+        })?;
+        scheduled_for.push(new.scheduled_for);
+        pinned.push(new.version_pinned);
+        max_attempts.push(i64::from(new.max_attempts.max(1)));
+        created_by.push(new.created_by.as_deref().map(pg_text));
+    }
+    let states = &plan.states;
+    bind_runs(sqlx::query(AssertSqlSafe(INSERT_TRIGGERED.as_str())), &runs)?
+        .bind(scheduled_for)
+        .bind(pinned)
+        .bind(max_attempts)
+        .bind(created_by)
+        .bind(column(states, |r| r.event_id))
+        .bind(column(states, |r| r.run_id))
+        .bind(column(states, |r| r.group_id))
+        .bind(column(states, |r| r.state.as_str()))
+        .bind(column(states, |r| pg_opt(&r.message)))
+        .bind(column(states, |r| i64::from(r.attempt)))
+        .bind(instants(states, |r| r.ts)?)
         .execute(&mut *conn)
         .await?;
     Ok(())

@@ -688,7 +688,12 @@ pub(crate) enum Maintenance {
     /// See [`super::Backend::trigger`].
     Trigger(Box<NewRun>),
     /// See [`super::Backend::claim`].
-    Claim(Box<super::ClaimOrder>),
+    Claim {
+        /// The claim.
+        order: Box<super::ClaimOrder>,
+        /// Whether to record the worker (`last_seen`, what it serves) too.
+        touch: bool,
+    },
     /// See [`super::Backend::heartbeat`].
     Heartbeat {
         /// The worker.
@@ -856,7 +861,9 @@ pub(crate) async fn maintain<D: BulkWrite>(
             .await
             .map(|registration| Written::Registered(Box::new(registration))),
         Maintenance::Trigger(run) => trigger::<D>(conn, run).await.map(Written::Triggered),
-        Maintenance::Claim(order) => leases::claim::<D>(conn, order).await.map(Written::Claimed),
+        Maintenance::Claim { order, touch } => leases::claim::<D>(conn, &[(&**order, *touch)])
+            .await
+            .map(|mut answers| Written::Claimed(answers.pop().unwrap_or_default())),
         Maintenance::Heartbeat {
             worker,
             leases: held,
@@ -1332,6 +1339,34 @@ pub(crate) async fn deployment_version<D: Dialect>(
 ) -> Result<Option<DeploymentVersion>, StoreError> {
     let found = find_version::<D>(&mut *pool.acquire().await?, flow, name, version).await?;
     Ok(found.map(|v| v.version))
+}
+
+/// See [`super::Backend::trigger_version`].
+pub(crate) async fn trigger_version<D: Dialect>(
+    pool: &Pool<D>,
+    flow: &str,
+    name: &str,
+    since: DateTime<Utc>,
+) -> Result<Option<(DeploymentVersion, bool)>, StoreError> {
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {}, CAST(CASE WHEN EXISTS (SELECT 1 FROM worker_deployments AS d \
+         WHERE d.flow = deployment_versions.flow AND d.name = deployment_versions.name \
+         AND d.version = deployment_versions.version AND d.last_seen >= ",
+        version_columns::<D>()
+    ));
+    q.bind_instant(since)
+        .push(") THEN 1 ELSE 0 END AS BIGINT) AS served FROM deployment_versions WHERE flow = ")
+        .bind(flow.to_string())
+        .push(" AND name = ")
+        .bind(name.to_string())
+        .push(" ORDER BY served DESC, registered DESC, id DESC LIMIT 1");
+    let row = D::fetch_optional(&mut *pool.acquire().await?, &mut q).await?;
+    row.as_ref()
+        .map(|row| {
+            let served = Columns::<D>(row).get::<i64>("served")? != 0;
+            Ok((version_row::<D>(row)?.version, served))
+        })
+        .transpose()
 }
 
 /// The newest version of a deployment and how many it has.
