@@ -15,11 +15,12 @@
 //! guarantee the server makes.
 
 use super::dialect::begin_write;
+use super::leases;
 use super::queries::{self, Maintenance, Written};
 use super::rows::Plan;
 use super::sqlite_batch;
 use super::sqlite_ingest::Ingester;
-use super::{Finished, IngestOutcome, NewRun, StoreError, Triggered};
+use super::{ClaimOrder, Finished, IngestOutcome, NewRun, StoreError, Triggered};
 use flowkit_wire::event::Event;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -42,6 +43,8 @@ const QUEUE: usize = 1024;
 const MAX_TRIGGER_BATCH: usize = 256;
 /// Finishes written together (see [`sqlite_batch::finishes`]).
 const MAX_FINISH_BATCH: usize = 256;
+/// Claims made together (see [`leases::claim`]).
+const MAX_CLAIM_BATCH: usize = 64;
 /// Read-only connections.
 const READERS: u32 = 4;
 /// How long a statement waits for a lock held by another process before failing.
@@ -345,6 +348,40 @@ async fn write_group(conn: &mut SqliteConnection, ingester: &Ingester, mut work:
                         Err(e) => {
                             let why = e.to_string();
                             batch.into_iter().for_each(|(_, reply)| refuse(reply, &why));
+                            break;
+                        }
+                    }
+                }
+                Work::Maintain(Maintenance::Claim { order, touch }, reply) => {
+                    // Claims queued together share their reads and writes (see
+                    // `leases::claim`), each answered with its own runs.
+                    let batch =
+                        gather(
+                            &mut work,
+                            (order, touch, reply),
+                            MAX_CLAIM_BATCH,
+                            |item| match item {
+                                Work::Maintain(Maintenance::Claim { order, touch }, reply) => {
+                                    Ok((order, touch, reply))
+                                }
+                                other => Err(other),
+                            },
+                        );
+                    let orders: Vec<(&ClaimOrder, bool)> = batch
+                        .iter()
+                        .map(|(order, touch, _)| (&**order, *touch))
+                        .collect();
+                    match leases::claim::<Sqlite>(&mut tx, &orders).await {
+                        Ok(answers) => done.extend(batch.into_iter().zip(answers).map(
+                            |((_, _, reply), claimed)| {
+                                Done::Maintain(reply, Written::Claimed(claimed))
+                            },
+                        )),
+                        Err(e) => {
+                            let why = e.to_string();
+                            batch
+                                .into_iter()
+                                .for_each(|(_, _, reply)| refuse(reply, &why));
                             break;
                         }
                     }
