@@ -116,10 +116,14 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
         let batches = batches;
         let mut after = None;
         loop {
-            let due = state
-                .store()
-                .due_schedules_after(now, after, DUE_PER_READ)
-                .await?;
+            // The first read holds one batch, so that its runs are written while the rest
+            // is read.
+            let limit = if after.is_none() {
+                SCHEDULES_PER_BATCH as u32
+            } else {
+                DUE_PER_READ
+            };
+            let due = state.store().due_schedules_after(now, after, limit).await?;
             due_total += due.len();
             after = due.last().map(|due| (due.next_at, due.id));
             for chunk in due.chunks(SCHEDULES_PER_BATCH) {
@@ -140,7 +144,7 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
                     return Ok(());
                 }
             }
-            if due.len() < DUE_PER_READ as usize || started.elapsed() >= TICK_BUDGET {
+            if due.len() < limit as usize || started.elapsed() >= TICK_BUDGET {
                 return Ok::<_, StoreError>(());
             }
         }

@@ -495,7 +495,8 @@ pub(crate) async fn write_slots<D: BulkWrite>(
                 .push(")");
         }
         q.push(" ON CONFLICT (schedule_id, instant) DO NOTHING RETURNING run_id");
-        for row in D::fetch_all_once(&mut tx, &mut q).await? {
+        // Kept prepared, as the statements below: a tick's batches have one size.
+        for row in D::fetch_all(&mut tx, &mut q).await? {
             won.insert(Columns::<D>(&row).get::<Uuid>("run_id")?);
         }
     }
@@ -562,7 +563,7 @@ async fn advance_in_order<D: BulkWrite>(
             ") UPDATE schedules SET last_at = v.to_at, next_at = v.next_at FROM v \
              WHERE schedules.id = v.id AND schedules.last_at = v.from_at",
         );
-        moved += D::rows_affected(&D::execute_once(&mut *tx, &mut q).await?);
+        moved += D::rows_affected(&D::execute(&mut *tx, &mut q).await?);
     }
     Ok(moved)
 }
@@ -593,9 +594,10 @@ async fn insert_slot_runs<D: BulkWrite>(
         .into_iter()
         .map(|row| (row.id, row))
         .collect();
-    if !plan.logs.is_empty() || plan.states.len() != claimed.len() || rows.len() != claimed.len()
-    {
-        return Err(corrupt("a schedule's run is created by one state event".into()));
+    if !plan.logs.is_empty() || plan.states.len() != claimed.len() || rows.len() != claimed.len() {
+        return Err(corrupt(
+            "a schedule's run is created by one state event".into(),
+        ));
     }
     for chunk in plan.states.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::new(format!(
