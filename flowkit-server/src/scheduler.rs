@@ -63,6 +63,9 @@ pub const SCHEDULES_PER_BATCH: usize = 250;
 /// this many planned batches.
 pub const BATCHES_IN_FLIGHT: usize = 2;
 
+/// Deployments whose serving version a tick looks up at once (see `Targets::prefetch`).
+pub const LOOKUPS_AT_ONCE: usize = 8;
+
 /// The most wall-clock time one tick spends creating runs before it leaves the rest of the due
 /// schedules to the next tick (which starts one [`TICK`] later).
 pub const TICK_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
@@ -126,6 +129,7 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
             let due = state.store().due_schedules_after(now, after, limit).await?;
             due_total += due.len();
             after = due.last().map(|due| (due.next_at, due.id));
+            targets.prefetch(state, &due).await?;
             for chunk in due.chunks(SCHEDULES_PER_BATCH) {
                 let mut batch = Batch {
                     runs: Vec::new(),
@@ -189,6 +193,47 @@ struct Batch {
 struct Targets(HashMap<(String, String, String), Option<Target>>);
 
 impl Targets {
+    /// Looks up the targets of the schedules of `due` not known yet, [`LOOKUPS_AT_ONCE`] at a
+    /// time (each is a few reads on a connection of its own: one after the other, their
+    /// round trips would hold the batches' planning back).
+    async fn prefetch(&mut self, state: &AppState, due: &[DueSchedule]) -> Result<(), StoreError> {
+        let mut missing = HashMap::new();
+        for due in due {
+            let key = Self::key(&due.flow, &due.name, &due.spec);
+            if !self.0.contains_key(&key) {
+                missing.entry(key).or_insert_with(|| {
+                    (
+                        due.flow.clone(),
+                        due.name.clone(),
+                        due.id,
+                        due.spec.parameters.clone(),
+                    )
+                });
+            }
+        }
+        let lookups = missing
+            .into_iter()
+            .map(|(key, (flow, name, id, parameters))| async move {
+                let found = target(state, &flow, &name, id, &parameters).await?;
+                Ok::<_, StoreError>((key, found))
+            })
+            .collect::<Vec<_>>();
+        let found: Vec<_> = futures::stream::iter(lookups)
+            .buffer_unordered(LOOKUPS_AT_ONCE)
+            .try_collect()
+            .await?;
+        self.0.extend(found);
+        Ok(())
+    }
+
+    fn key(flow: &str, name: &str, spec: &ScheduleSpec) -> (String, String, String) {
+        (
+            flow.to_string(),
+            name.to_string(),
+            Value::Object(spec.parameters.clone()).to_string(),
+        )
+    }
+
     async fn get(
         &mut self,
         state: &AppState,
@@ -197,11 +242,7 @@ impl Targets {
         id: Uuid,
         spec: &ScheduleSpec,
     ) -> Result<Option<&Target>, StoreError> {
-        let key = (
-            flow.to_string(),
-            name.to_string(),
-            Value::Object(spec.parameters.clone()).to_string(),
-        );
+        let key = Self::key(flow, name, spec);
         if !self.0.contains_key(&key) {
             let found = target(state, flow, name, id, &spec.parameters).await?;
             self.0.insert(key.clone(), found);
