@@ -201,7 +201,15 @@ async fn a_due_schedule_creates_one_run_per_instant(server: &TestServer) {
         detail["started"].is_null() && detail["ended"].is_null(),
         "{detail}"
     );
-    let states = detail["states"].as_array().expect("states");
+    let history = server
+        .get_ok(&format!(
+            "/api/v1/flow-runs/{}/task-runs",
+            run["id"].as_str().expect("id")
+        ))
+        .await;
+    let states = history["flow_run"]["states"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no states: {history}"));
     assert_eq!(states.len(), 1, "{detail}");
     assert_eq!(states[0]["state"], "Scheduled", "{detail}");
     assert_eq!(states[0]["timestamp"], detail["created"], "{detail}");
