@@ -21,7 +21,7 @@
 //! plain inserts, its schedules moved on: see `store::schedules::write_slots`) while it reads
 //! and plans the next ones, at most [`BATCHES_IN_FLIGHT`] ahead: 10 000 schedules due at the
 //! same instant get their runs within 1–2.4 s at the 99th percentile on PostgreSQL and
-//! 1.7–2.1 s on SQLite, whose one writer takes the batches in turn (the `schedule_bench`
+//! 1.6–2.1 s on SQLite, whose one writer takes the batches in turn (the `schedule_bench`
 //! example on a shared, loaded 2-core machine; 1.6–3.7 s before these runs were written by
 //! plain inserts and their versions looked up several at a time).
 //!
