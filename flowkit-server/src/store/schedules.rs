@@ -9,14 +9,14 @@
 use super::StoreError;
 use super::dialect::{Dialect, PushBind, begin_write};
 use super::queries::{BulkWrite, Columns, json_string};
-use super::rows::{corrupt, parse_state};
+use super::rows::{DetailsRow, Plan, RunRow, corrupt, parse_state};
 use chrono::{DateTime, Utc};
 use flowkit_wire::api::schedules::{
     MAX_SCHEDULES_PER_DEPLOYMENT, Schedule, ScheduleSource, ScheduleSpec,
 };
 use flowkit_wire::state::StateType;
 use sqlx::{Pool, QueryBuilder};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// How many of a schedule's latest runs the overlap policy looks at.
@@ -424,8 +424,8 @@ pub struct Advance {
     pub next_at: Option<DateTime<Utc>>,
 }
 
-/// Rows of one multi-row statement of [`write_slots`] (at most 7 bound values each: well
-/// under what either database accepts in one statement).
+/// Rows of one multi-row statement of [`write_slots`] (at most 29 bound values each: 14 500 a
+/// statement, under what either database accepts in one statement).
 pub const ROWS_PER_STATEMENT: usize = 500;
 
 /// What [`write_slots`] did.
@@ -450,8 +450,8 @@ pub struct SlotsWritten {
 ///    `INSERT … ON CONFLICT DO NOTHING RETURNING`: a slot that has a run already (committed,
 ///    or being written by another transaction, which this one then waits for) is left alone
 ///    and its run is not created;
-/// 2. the runs of the slots claimed now: their first states and rows (as ingestion writes
-///    them), then the columns only a schedule's run has, with one `UPDATE … FROM (VALUES …)`;
+/// 2. the runs of the slots claimed now: their first states, then their rows with the columns
+///    only a schedule's run has, by plain multi-row inserts (see [`insert_slot_runs`]);
 /// 3. the schedules, in id order, each only if its `last_at` is still the one read (see
 ///    [`advance_schedule`]).
 ///
@@ -495,7 +495,8 @@ pub(crate) async fn write_slots<D: BulkWrite>(
                 .push(")");
         }
         q.push(" ON CONFLICT (schedule_id, instant) DO NOTHING RETURNING run_id");
-        for row in D::fetch_all_once(&mut tx, &mut q).await? {
+        // Kept prepared, as the statements below: a tick's batches have one size.
+        for row in D::fetch_all(&mut tx, &mut q).await? {
             won.insert(Columns::<D>(&row).get::<Uuid>("run_id")?);
         }
     }
@@ -508,51 +509,7 @@ pub(crate) async fn write_slots<D: BulkWrite>(
         .filter(|run| won.contains(&run.event.run_id))
         .collect();
     if !claimed.is_empty() {
-        let events: Vec<_> = claimed
-            .iter()
-            .map(|run| {
-                let mut event = run.event.clone();
-                event.timestamp = at;
-                event
-            })
-            .collect();
-        let plan = super::rows::Plan::new(std::slice::from_ref(&events))?;
-        let mut stored = HashSet::with_capacity(events.len());
-        super::queries::write_plan::<D>(&mut tx, &plan, &mut stored).await?;
-        for chunk in claimed.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::new(
-                "WITH v (id, scheduled_for, pinned, max_attempts, created_by, late_at, \
-                 expires_at) AS (VALUES ",
-            );
-            for (i, run) in chunk.iter().enumerate() {
-                let slot = run.schedule_slot.as_ref();
-                if i > 0 {
-                    q.push(", ");
-                }
-                q.push("(")
-                    .bind(run.event.run_id)
-                    .push(", ")
-                    .bind_opt_instant(run.scheduled_for)
-                    .push(", ")
-                    .bind(i64::from(run.version_pinned))
-                    .push(", ")
-                    .bind(i64::from(run.max_attempts.max(1)))
-                    .push(", ")
-                    .bind(run.created_by.as_deref().map(D::text))
-                    .push(", ")
-                    .bind_opt_instant(slot.and_then(|slot| slot.late_at))
-                    .push(", ")
-                    .bind_opt_instant(slot.and_then(|slot| slot.expires_at))
-                    .push(")");
-            }
-            q.push(
-                ") UPDATE runs SET scheduled_for = v.scheduled_for, \
-                 version_pinned = (v.pinned = 1), max_attempts = v.max_attempts, \
-                 created_by = v.created_by, late_at = v.late_at, expires_at = v.expires_at \
-                 FROM v WHERE runs.id = v.id",
-            );
-            D::execute_once(&mut tx, &mut q).await?;
-        }
+        insert_slot_runs::<D>(&mut tx, &claimed, at).await?;
         if let Some(notify) = D::NOTIFY_RUNS {
             D::fetch_optional(&mut tx, &mut QueryBuilder::new(notify)).await?;
         }
@@ -606,7 +563,163 @@ async fn advance_in_order<D: BulkWrite>(
             ") UPDATE schedules SET last_at = v.to_at, next_at = v.next_at FROM v \
              WHERE schedules.id = v.id AND schedules.last_at = v.from_at",
         );
-        moved += D::rows_affected(&D::execute_once(&mut *tx, &mut q).await?);
+        moved += D::rows_affected(&D::execute(&mut *tx, &mut q).await?);
     }
     Ok(moved)
+}
+
+/// Inserts the first states and the rows of runs whose slots were just claimed, in `tx`, as
+/// ingestion would fold them (see [`Plan`]) and with the columns only a schedule's run has
+/// (`scheduled_for`, `created_by`, `late_at`, …) in the same insert. The runs and their events
+/// are new (ids made by the server for them), so plain multi-row inserts do: no lookup of
+/// stored event ids, no merge with an existing row, no second write of the row.
+/// [`ROWS_PER_STATEMENT`] rows a statement; every run was created at `at`.
+async fn insert_slot_runs<D: BulkWrite>(
+    tx: &mut D::Connection,
+    claimed: &[&super::NewRun],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let events: Vec<_> = claimed
+        .iter()
+        .map(|run| {
+            let mut event = run.event.clone();
+            event.timestamp = at;
+            event
+        })
+        .collect();
+    let plan = Plan::new(std::slice::from_ref(&events))?;
+    let ids: HashSet<Uuid> = plan.states.iter().map(|row| row.event_id).collect();
+    let mut rows: HashMap<Uuid, RunRow> = plan
+        .runs(&ids)
+        .into_iter()
+        .map(|row| (row.id, row))
+        .collect();
+    if !plan.logs.is_empty() || plan.states.len() != claimed.len() || rows.len() != claimed.len() {
+        return Err(corrupt(
+            "a schedule's run is created by one state event".into(),
+        ));
+    }
+    for chunk in plan.states.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::new(format!(
+            "INSERT INTO run_states ({}) VALUES ",
+            super::queries::STATE_COLUMNS
+        ));
+        for (i, row) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.push("(")
+                .bind(row.event_id)
+                .push(", ")
+                .bind(row.run_id)
+                .push(", ")
+                .bind(row.group_id)
+                .push(", ")
+                .bind(row.state.as_str().to_string())
+                .push(", ")
+                .bind(row.message.as_deref().map(D::text))
+                .push(", ")
+                .bind(i64::from(row.attempt))
+                .push(", ")
+                .bind_instant(instant_of(row.ts)?)
+                .push(")");
+        }
+        D::execute(&mut *tx, &mut q).await?;
+    }
+    let no_details = DetailsRow::default();
+    for chunk in claimed.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::new(
+            "INSERT INTO runs (id, kind, name, parent_run_id, flow_run_id, state, \
+             state_message, state_ts, state_event_id, attempt, created, started, ended, \
+             has_details, task_key, tags, parameters, cache_key, deployment, version, worker, \
+             lease_token, received, scheduled_for, version_pinned, max_attempts, created_by, \
+             late_at, expires_at) VALUES ",
+        );
+        for (i, run) in chunk.iter().enumerate() {
+            let row = rows
+                .remove(&run.event.run_id)
+                .ok_or_else(|| corrupt("a schedule's run was not folded".into()))?;
+            let details = row.details.as_ref().unwrap_or(&no_details);
+            if !details.upstream.is_empty() {
+                return Err(corrupt("a schedule's run with upstream runs".into()));
+            }
+            let slot = run.schedule_slot.as_ref();
+            let truth = |yes: bool| if yes { "TRUE" } else { "FALSE" };
+            if i > 0 {
+                q.push(", ");
+            }
+            q.push("(")
+                .bind(row.id)
+                .push(", ")
+                .bind(row.kind.as_str().to_string())
+                .push(", ")
+                .bind(D::text(&row.name))
+                .push(", ")
+                .bind(row.parent_run_id)
+                .push(", ")
+                .bind(row.flow_run_id)
+                .push(", ")
+                .bind(row.state.as_str().to_string())
+                .push(", ")
+                .bind(row.state_message.as_deref().map(D::text))
+                .push(", ")
+                .bind_instant(instant_of(row.state_ts)?)
+                .push(", ")
+                .bind(row.state_event_id)
+                .push(", ")
+                .bind(i64::from(row.attempt))
+                .push(", ")
+                .bind_instant(instant_of(row.created)?)
+                .push(", ")
+                .bind_opt_instant(row.started.map(instant_of).transpose()?)
+                .push(", ")
+                .bind_opt_instant(row.ended.map(instant_of).transpose()?)
+                .push(", ")
+                .push(truth(row.details.is_some()))
+                .push(", ")
+                .bind(D::text(&details.task_key))
+                .push(", ");
+            D::push_strings(&mut q, &details.tags)?;
+            q.push(", ");
+            match &details.parameters {
+                Some(json) => D::push_json(&mut q, json.clone()),
+                None => {
+                    q.push("NULL");
+                }
+            }
+            q.push(", ")
+                .bind(details.cache_key.as_deref().map(D::text))
+                .push(", ")
+                .bind(details.deployment.as_deref().map(D::text))
+                .push(", ")
+                .bind(details.version.as_deref().map(D::text))
+                .push(", ")
+                .bind(details.worker.as_deref().map(D::text))
+                .push(", ")
+                .bind(row.lease_token)
+                .push(", ")
+                .bind_instant(instant_of(row.received)?)
+                .push(", ")
+                .bind_opt_instant(run.scheduled_for)
+                .push(", ")
+                .push(truth(run.version_pinned))
+                .push(", ")
+                .bind(i64::from(run.max_attempts.max(1)))
+                .push(", ")
+                .bind(run.created_by.as_deref().map(D::text))
+                .push(", ")
+                .bind_opt_instant(slot.and_then(|slot| slot.late_at))
+                .push(", ")
+                .bind_opt_instant(slot.and_then(|slot| slot.expires_at))
+                .push(")");
+        }
+        D::execute(&mut *tx, &mut q).await?;
+    }
+    Ok(())
+}
+
+/// The instant of microseconds since the epoch (as [`Plan`] keeps them).
+fn instant_of(micros: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| corrupt(format!("an instant out of range: {micros} µs")))
 }

@@ -183,6 +183,42 @@ async fn a_due_schedule_creates_one_run_per_instant(server: &TestServer) {
         run["parameters"],
         json!({"dataset": "s3://houses", "epochs": 50})
     );
+    // The row and its first state, as the tick writes them in one insert each: a flow run of
+    // the deployment's version, created at its one Scheduled state.
+    let detail = server
+        .get_ok(&format!(
+            "/api/v1/flow-runs/{}",
+            run["id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(detail["kind"], "flow", "{detail}");
+    assert_eq!(detail["flow_run_id"], detail["id"], "{detail}");
+    assert_eq!(detail["deployment"], "train/minutely", "{detail}");
+    assert_eq!(detail["version"], "abc@0.1.0", "{detail}");
+    assert_eq!(detail["upstream"], json!([]), "{detail}");
+    assert_eq!(detail["attempt"], 1, "{detail}");
+    assert!(
+        detail["started"].is_null() && detail["ended"].is_null(),
+        "{detail}"
+    );
+    let history = server
+        .get_ok(&format!(
+            "/api/v1/flow-runs/{}/task-runs",
+            run["id"].as_str().expect("id")
+        ))
+        .await;
+    let states = history["flow_run"]["states"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no states: {history}"));
+    assert_eq!(states.len(), 1, "{detail}");
+    assert_eq!(states[0]["state"], "Scheduled", "{detail}");
+    assert_eq!(states[0]["timestamp"], detail["created"], "{detail}");
+    assert_eq!(detail["state_timestamp"], detail["created"], "{detail}");
+    let message = states[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("created by schedule {id}")),
+        "{detail}"
+    );
     // The same tick again: nothing more.
     let again = tick(&server.state, first + Duration::seconds(1))
         .await
