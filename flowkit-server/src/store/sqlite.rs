@@ -311,7 +311,7 @@ async fn write_group(conn: &mut SqliteConnection, ingester: &Ingester, mut work:
                             },
                         );
                     let runs: Vec<&NewRun> = batch.iter().map(|(run, _)| run.as_ref()).collect();
-                    if let Err(e) = sqlite_batch::triggers(&mut tx, &runs).await {
+                    if let Err(e) = sqlite_batch::triggers(&mut tx, ingester, &runs).await {
                         let why = e.to_string();
                         batch.into_iter().for_each(|(_, reply)| refuse(reply, &why));
                         break;

@@ -10,29 +10,30 @@ use super::dialect::begin_write;
 use super::leases::{
     LEASE_COLUMNS, LeaseRow, RESULT_UPSERT, check_lease, db_now, lease_row, next_ts,
 };
-use super::queries;
 use super::rows::{self, Plan};
+use super::sqlite_ingest::Ingester;
 use super::{Finished, LeaseCall, NewRun, StoreError};
 use flowkit_wire::event::Event;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// Rows per multi-row statement.
 const CHUNK: usize = 256;
 
-/// Keyless triggers: their first events as one plan (one multi-row insert per table, as
-/// ingestion does), then the columns only a trigger sets in one `UPDATE … FROM` per chunk. A
-/// failure fails them all (the API validated each; what fails here is the database).
+/// Keyless triggers: their first events as one plan, written by the writer's [`Ingester`]
+/// with ingestion's prepared statements, then the columns only a trigger sets in one
+/// `UPDATE … FROM` per chunk. A failure fails them all (the API validated each; what fails here
+/// is the database).
 pub(super) async fn triggers(
     conn: &mut SqliteConnection,
+    ingester: &Ingester,
     runs: &[&NewRun],
 ) -> Result<(), StoreError> {
     let mut tx = begin_write::<Sqlite>(conn).await?;
     let events: Vec<Event> = runs.iter().map(|run| run.event.clone()).collect();
     let plan = Plan::new(std::slice::from_ref(&events))?;
-    let mut stored = HashSet::with_capacity(events.len());
-    queries::write_plan::<Sqlite>(&mut tx, &plan, &mut stored).await?;
+    ingester.write(&mut tx, std::slice::from_ref(&plan)).await?;
     for chunk in runs.chunks(CHUNK) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "WITH v (id, scheduled_for, version_pinned, max_attempts, created_by) AS (VALUES ",
