@@ -123,7 +123,7 @@ fn enabled_by_default() -> bool {
 /// the ones absent keep their value. `null` removes an optional field (`flow`, `deployment`,
 /// `tag`, `worker_absent_for`, `webhook`, `slack`, `quiet_period`: a removed quiet period is
 /// the default one). `webhook` and `slack` also keep their stored URL when they are sent
-/// back as the API shows them (masked). The rule that results is checked as a new one is
+/// back as the API shows them (masked). The rule that results is checked as a new one
 /// (it still needs a target, and a state or `worker_absent_for`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
