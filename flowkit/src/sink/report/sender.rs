@@ -138,6 +138,9 @@ pub(super) struct Sender {
     queue: VecDeque<Batch>,
     /// Events in `queue`.
     queued: usize,
+    /// The most `queued` has been (read by tests).
+    #[cfg(test)]
+    peak_queued: usize,
     /// Whether the server stores run records (`None`: not asked yet; see `learn_event_kinds`).
     records: Option<bool>,
     /// Scratch space of `encode::plan`.
@@ -200,6 +203,8 @@ impl Sender {
             shared,
             queue: VecDeque::new(),
             queued: 0,
+            #[cfg(test)]
+            peak_queued: 0,
             records: None,
             runs: HashMap::new(),
             health_url,
@@ -330,13 +335,20 @@ impl Sender {
         }
         let mut events = std::mem::take(&mut self.spare);
         let started = std::time::Instant::now();
-        let plan = encode::plan(&events, self.records == Some(true), &mut self.runs);
-        for (i, item) in plan.iter().enumerate() {
-            self.push_item(&events, item);
-            if i % 1024 == 1023 {
-                // A flush past its deadline waits on while a large backlog is serialized.
-                crate::bus::progressed();
+        // A backlog (the sender was behind) is serialized a memory's worth at a time, the
+        // oldest spooled in between: its JSON never waits in memory all at once.
+        let part_len = self.cfg.memory_events.max(self.cfg.max_batch_size).max(1);
+        let records = self.records == Some(true);
+        for part in events.chunks(part_len) {
+            let plan = encode::plan(part, records, &mut self.runs);
+            for (i, item) in plan.iter().enumerate() {
+                self.push_item(part, item);
+                if i % 1024 == 1023 {
+                    // A flush past its deadline waits on while a large backlog is serialized.
+                    crate::bus::progressed();
+                }
             }
+            self.bound_memory();
         }
         crate::bus::progressed();
         let stats = &self.shared.stats;
@@ -374,6 +386,10 @@ impl Sender {
                 batch.count += 1;
                 batch.events += n;
                 self.queued += n;
+                #[cfg(test)]
+                {
+                    self.peak_queued = self.peak_queued.max(self.queued);
+                }
                 if written.capped > 0 {
                     self.capped(written.capped);
                 }
@@ -1018,6 +1034,60 @@ mod tests {
             serde_json::json!([{"a": "x\ny"}, {"b": 2}, {"c": 3}])
         );
         assert_eq!(batch(&[]).to_array(), b"[]");
+    }
+
+    /// A backlog far larger than the memory bound, taken in at once (the sender was behind):
+    /// its serialized form never waits in memory whole, the oldest is spooled as it goes.
+    #[test]
+    fn a_large_backlog_is_spooled_as_it_is_serialized() {
+        use crate::event::{EventBody, RunKind};
+        use crate::{State, StateType};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cfg = ReportConfig::new("http://127.0.0.1:9", dir.path().join("spool"))
+            .memory_events(1_000)
+            .batch_size(100, 500);
+        let shared = Arc::new(Shared {
+            pending: std::sync::Mutex::new(super::super::Pending::default()),
+            wake: tokio::sync::Notify::new(),
+            stats: super::super::Stats::default(),
+        });
+        let mut sender = Sender::new(cfg, shared.clone()).expect("sender");
+        let flow = uuid::Uuid::now_v7();
+        let events: Vec<Event> = (0..20_000)
+            .map(|_| Event {
+                id: uuid::Uuid::now_v7(),
+                run_id: uuid::Uuid::now_v7(),
+                parent_run_id: Some(flow),
+                flow_run_id: Some(flow),
+                run_kind: RunKind::Task,
+                name: "step".into(),
+                attempt: 1,
+                timestamp: chrono::Utc::now(),
+                lease: None,
+                body: EventBody::State {
+                    state: State::new(StateType::Completed),
+                    details: None,
+                },
+            })
+            .collect();
+        {
+            let mut pending = shared.lock();
+            pending.events = events;
+            pending.send_now = true;
+        }
+        sender.intake();
+        // One part (the larger of the memory bound and a batch) is serialized before the
+        // oldest are spooled.
+        assert!(
+            sender.peak_queued <= 2_000,
+            "{} events waited in memory, serialized, at once: the bound is 1 000",
+            sender.peak_queued
+        );
+        assert_eq!(
+            sender.queued as u64 + sender.spool.events(),
+            20_000,
+            "every event is in memory or in the spool"
+        );
     }
 
     #[test]
