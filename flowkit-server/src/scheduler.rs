@@ -18,12 +18,17 @@
 //! tick). The deployments' targets of a read are looked up [`LOOKUPS_AT_ONCE`] at a time. It
 //! plans the schedules in batches of [`SCHEDULES_PER_BATCH`] and writes each batch in one
 //! transaction of a few multi-row statements (its slots, its runs' first states and rows by
-//! plain inserts, its schedules moved on: see `store::schedules::write_slots`) while it reads
-//! and plans the next ones, at most [`BATCHES_IN_FLIGHT`] ahead: 10 000 schedules due at the
-//! same instant get their runs within 1–2.4 s at the 99th percentile on PostgreSQL and
-//! 1.6–2.1 s on SQLite, whose one writer takes the batches in turn (the `schedule_bench`
-//! example on a shared, loaded 2-core machine; 1.6–3.7 s before these runs were written by
-//! plain inserts and their versions looked up several at a time).
+//! plain inserts, its schedules moved on: see `store::schedules::write_slots`; on SQLite through
+//! the writer's prepared statements, `store::sqlite_schedule_rows`) while it reads and plans the
+//! next ones, at most [`BATCHES_IN_FLIGHT`] ahead on PostgreSQL ([`SQLITE_BATCHES_IN_FLIGHT`]
+//! on SQLite). The server's loop ([`Scheduler::tick`]) also plans, during the second before an
+//! instant, the runs of the schedules due at it whose runs need no decision at the instant, so
+//! that the instant's tick only reads their schedules again and writes them (nothing is
+//! written before the instant). 10 000 schedules due at the same instant got their runs within
+//! 1.1–1.6 s at the 99th percentile on SQLite (2.3 s before, measured alternately) and 1.7 s
+//! on PostgreSQL in the quieter of two runs (4.9 s in the other, under a load of 6–9; 2.3 s
+//! before) with the `schedule_bench` example on a shared, loaded 2-core machine: not yet the
+//! 1 s aimed at.
 //!
 //! Each tick then marks overdue runs: a run of a schedule that no worker has claimed
 //! `--late-after` (default 60 s) after its instant becomes `Late` (still claimable), and one not
