@@ -18,12 +18,17 @@
 //! tick). The deployments' targets of a read are looked up [`LOOKUPS_AT_ONCE`] at a time. It
 //! plans the schedules in batches of [`SCHEDULES_PER_BATCH`] and writes each batch in one
 //! transaction of a few multi-row statements (its slots, its runs' first states and rows by
-//! plain inserts, its schedules moved on: see `store::schedules::write_slots`) while it reads
-//! and plans the next ones, at most [`BATCHES_IN_FLIGHT`] ahead: 10 000 schedules due at the
-//! same instant get their runs within 1–2.4 s at the 99th percentile on PostgreSQL and
-//! 1.6–2.1 s on SQLite, whose one writer takes the batches in turn (the `schedule_bench`
-//! example on a shared, loaded 2-core machine; 1.6–3.7 s before these runs were written by
-//! plain inserts and their versions looked up several at a time).
+//! plain inserts, its schedules moved on: see `store::schedules::write_slots`; on SQLite through
+//! the writer's prepared statements, `store::sqlite_schedule_rows`) while it reads and plans the
+//! next ones, at most [`BATCHES_IN_FLIGHT`] ahead on PostgreSQL ([`SQLITE_BATCHES_IN_FLIGHT`]
+//! on SQLite). The server's loop ([`Scheduler::tick`]) also plans, during the second before an
+//! instant, the runs of the schedules due at it whose runs need no decision at the instant, so
+//! that the instant's tick only reads their schedules again and writes them (nothing is
+//! written before the instant). 10 000 schedules due at the same instant got their runs within
+//! 1.1–1.6 s at the 99th percentile on SQLite (2.3 s before, measured alternately) and 1.7 s
+//! on PostgreSQL in the quieter of two runs (4.9 s in the other, under a load of 6–9; 2.3 s
+//! before) with the `schedule_bench` example on a shared, loaded 2-core machine: not yet the
+//! 1 s aimed at.
 //!
 //! Each tick then marks overdue runs: a run of a schedule that no worker has claimed
 //! `--late-after` (default 60 s) after its instant becomes `Late` (still claimable), and one not
@@ -44,7 +49,7 @@ use flowkit_wire::state::StateType;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Map;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -62,12 +67,20 @@ pub const DUE_PER_READ: u32 = 2_000;
 
 /// The due schedules of one batch: their runs are created and they are moved on in one
 /// transaction.
-pub const SCHEDULES_PER_BATCH: usize = 250;
+pub const SCHEDULES_PER_BATCH: usize = 256;
 
-/// Batches being written (on PostgreSQL, concurrently, on as many connections; SQLite's writer
-/// takes them in turn), and as many planned ahead waiting for them: a tick holds at most twice
-/// this many planned batches.
-pub const BATCHES_IN_FLIGHT: usize = 2;
+/// Batches being written on PostgreSQL, concurrently, on as many connections, and as many
+/// planned waiting for them: a tick holds at most twice this many planned batches (besides
+/// those planned ahead, see [`Scheduler`]).
+pub const BATCHES_IN_FLIGHT: usize = 4;
+
+/// [`BATCHES_IN_FLIGHT`] on SQLite, whose one writer takes the batches in turn: one being
+/// written, one queued behind it.
+pub const SQLITE_BATCHES_IN_FLIGHT: usize = 2;
+
+/// The most schedules whose runs a [`Scheduler`] plans for the next instant (the rest are
+/// planned at the instant).
+pub const MAX_PLANNED_AHEAD: usize = 20_000;
 
 /// Deployments whose serving version a tick looks up at once (see `Targets::prefetch`).
 pub const LOOKUPS_AT_ONCE: usize = 8;
@@ -97,32 +110,227 @@ pub struct TickOutcome {
 }
 
 /// Creates the runs of every schedule due at `now`, then marks the scheduled runs that are
-/// late or expired as of `now`.
+/// late or expired as of `now`. Plans nothing ahead: see [`Scheduler::tick`] for the tick of
+/// the server's loop.
 pub async fn tick(state: &AppState, now: DateTime<Utc>) -> Result<TickOutcome, StoreError> {
-    let mut outcome = create_due_runs(state, now).await?;
-    let overdue = state.store().mark_overdue(now).await?;
-    outcome.late = overdue.late;
-    outcome.expired = overdue.expired;
-    if overdue.expired > 0 {
-        state.wakeups().run_ended();
-    }
-    Ok(outcome)
+    Scheduler::default().tick_now(state, now).await
 }
 
-async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOutcome, StoreError> {
+/// One replica's scheduler: [`tick`], plus the runs it planned during the second before an
+/// instant for the schedules due at that instant (see [`Scheduler::tick`]).
+#[derive(Default)]
+pub struct Scheduler {
+    ahead: Option<Ahead>,
+}
+
+/// The runs planned during the second before `at` for the schedules due at `at`.
+struct Ahead {
+    /// The instant (a whole second) they are for.
+    at: DateTime<Utc>,
+    /// Their batches of [`SCHEDULES_PER_BATCH`].
+    batches: Vec<Vec<PlannedAhead>>,
+}
+
+/// One schedule's run planned ahead: the schedule as read then, its run, its move.
+struct PlannedAhead {
+    due: DueSchedule,
+    run: NewRun,
+    advance: Advance,
+}
+
+impl Scheduler {
+    /// [`tick`] at `now`, then plans the runs of the schedules due at the next whole second, so
+    /// that the tick at that instant mostly writes them instead of reading, looking up and
+    /// planning them first (10 000 schedules due at once).
+    ///
+    /// Nothing is written ahead of time: the planned runs are created by the tick at or after
+    /// their instant (and within the second after it; a plan whose instant is further past is
+    /// dropped and its schedules planned again), under the same permanent key (schedule,
+    /// instant) and with the same conditional move of each schedule as any tick's. Only the
+    /// schedules that a tick at the instant would plan regardless of what is stored then are
+    /// planned ahead: overlap `allow` (no overlap decision), exactly one instant due (no
+    /// catch-up decision) and a version that takes their parameters; the others are planned at
+    /// the instant. At the instant, each batch's schedules are read again before it is written:
+    /// a schedule paused, deleted, changed or moved on since is planned then instead. The
+    /// planned runs get fresh ids when written; their deployment's version is the one served
+    /// when they were planned (at most a second before).
+    pub async fn tick(
+        &mut self,
+        state: &AppState,
+        now: DateTime<Utc>,
+    ) -> Result<TickOutcome, StoreError> {
+        let outcome = self.tick_now(state, now).await?;
+        if self.ahead.is_none() {
+            match plan_ahead(state, now).await {
+                Ok(ahead) => self.ahead = ahead,
+                // The instant's tick plans them then.
+                Err(err) => tracing::warn!(error = %err, "scheduler: planning ahead failed"),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Creates the runs due at `now` (those planned ahead for it first), marks overdue runs.
+    async fn tick_now(
+        &mut self,
+        state: &AppState,
+        now: DateTime<Utc>,
+    ) -> Result<TickOutcome, StoreError> {
+        let ahead = match self.ahead.take() {
+            // Its instant has not come: kept for a later tick.
+            Some(ahead) if now < ahead.at => {
+                self.ahead = Some(ahead);
+                None
+            }
+            Some(ahead) if now - ahead.at < Duration::seconds(1) => Some(ahead),
+            // Too late: what the schedules get may have changed (catch-up); planned again.
+            Some(_) | None => None,
+        };
+        let mut outcome = create_due_runs(state, now, ahead).await?;
+        let overdue = state.store().mark_overdue(now).await?;
+        outcome.late = overdue.late;
+        outcome.expired = overdue.expired;
+        if overdue.expired > 0 {
+            state.wakeups().run_ended();
+        }
+        Ok(outcome)
+    }
+}
+
+/// The runs of the schedules due at the whole second after `now` (see [`Scheduler::tick`]);
+/// `None` when there are none.
+async fn plan_ahead(state: &AppState, now: DateTime<Utc>) -> Result<Option<Ahead>, StoreError> {
+    let at = DateTime::from_timestamp(now.timestamp() + 1, 0).unwrap_or(now);
+    let mut targets = Targets::default();
+    let mut compiled = Compiled::default();
+    let mut ignored = TickOutcome::default();
+    let mut planned = Vec::new();
+    // Due at `at` but not at `now`: after (`now`, the largest id) in (next_at, id) order.
+    let mut after = Some((now, Uuid::max()));
+    while planned.len() < MAX_PLANNED_AHEAD {
+        let due = state
+            .store()
+            .due_schedules_after(at, after, DUE_PER_READ)
+            .await?;
+        after = due.last().map(|due| (due.next_at, due.id));
+        let full = due.len() >= DUE_PER_READ as usize;
+        let allow: Vec<DueSchedule> = due
+            .into_iter()
+            .filter(|due| due.spec.overlap == Overlap::Allow && due.next_at == at)
+            .collect();
+        targets.prefetch(state, &allow).await?;
+        for due in allow {
+            let plan = plan_due(state, at, &due, &mut targets, &mut compiled, &mut ignored).await?;
+            let simple = plan.skipped == 0
+                && plan.advance.to == at
+                && matches!(plan.runs.as_slice(), [run] if run.scheduled_for == Some(at));
+            if let (true, Some(run)) = (simple, plan.runs.into_iter().next()) {
+                planned.push(PlannedAhead {
+                    due,
+                    run,
+                    advance: plan.advance,
+                });
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    if planned.is_empty() {
+        return Ok(None);
+    }
+    tracing::debug!(schedules = planned.len(), %at, "scheduler: runs planned ahead");
+    let mut batches = Vec::with_capacity(planned.len().div_ceil(SCHEDULES_PER_BATCH));
+    let mut planned = planned.into_iter().peekable();
+    while planned.peek().is_some() {
+        batches.push(planned.by_ref().take(SCHEDULES_PER_BATCH).collect());
+    }
+    Ok(Some(Ahead { at, batches }))
+}
+
+/// The batch of the runs planned ahead in `planned` whose schedules are still as they were
+/// read then (active, not moved on, same spec), read again now, their runs with fresh ids
+/// (made when they are written, as those of the runs planned at the instant); the ids of
+/// their schedules are added to `taken`.
+async fn recheck(
+    state: &AppState,
+    planned: Vec<PlannedAhead>,
+    taken: &mut HashSet<Uuid>,
+) -> Result<Batch, StoreError> {
+    let ids: Vec<Uuid> = planned.iter().map(|p| p.due.id).collect();
+    let now: HashMap<Uuid, DueSchedule> = state
+        .store()
+        .active_schedules(&ids)
+        .await?
+        .into_iter()
+        .map(|due| (due.id, due))
+        .collect();
+    let mut batch = Batch {
+        runs: Vec::with_capacity(planned.len()),
+        advances: Vec::with_capacity(planned.len()),
+    };
+    for PlannedAhead {
+        due,
+        mut run,
+        advance,
+    } in planned
+    {
+        let same = now.get(&due.id).is_some_and(|read| {
+            read.last_at == due.last_at && read.next_at == due.next_at && read.spec == due.spec
+        });
+        if same {
+            taken.insert(due.id);
+            renew_ids(&mut run);
+            batch.runs.push(run);
+            batch.advances.push(advance);
+        }
+    }
+    Ok(batch)
+}
+
+/// Gives a run planned ahead fresh ids (made when it is written, as those of the runs planned
+/// at the instant).
+fn renew_ids(run: &mut NewRun) {
+    let run_id = Uuid::now_v7();
+    run.event.id = Uuid::now_v7();
+    run.event.run_id = run_id;
+    run.event.flow_run_id = Some(run_id);
+}
+
+async fn create_due_runs(
+    state: &AppState,
+    now: DateTime<Utc>,
+    ahead: Option<Ahead>,
+) -> Result<TickOutcome, StoreError> {
     let mut outcome = TickOutcome::default();
     let started = std::time::Instant::now();
     let mut targets = Targets::default();
     let mut compiled = Compiled::default();
     let mut due_total = 0;
+    let ahead = ahead.map_or_else(Vec::new, |ahead| ahead.batches);
+    let in_flight = if state.store().backend_name() == "sqlite" {
+        SQLITE_BATCHES_IN_FLIGHT
+    } else {
+        BATCHES_IN_FLIGHT
+    };
     // Reading and planning on one side, writing on the other, side by side: a batch is
     // written (its runs created and its schedules moved on, in one transaction) while the
     // next ones are read and planned. Pages are read in (next_at, id) order, each after the
     // last of the one before, so a page needs no wait for the writes of the one before.
-    let (batches, planned) = tokio::sync::mpsc::channel::<Batch>(BATCHES_IN_FLIGHT);
+    let (batches, planned) = tokio::sync::mpsc::channel::<Batch>(in_flight);
     let planning = async {
         // Dropped when planning ends, even on an error: the writing then ends too.
         let batches = batches;
+        // The runs planned ahead first (see `Scheduler::tick`), each batch's schedules read
+        // again; then the due schedules but those.
+        let mut taken = HashSet::new();
+        for planned in ahead {
+            let batch = recheck(state, planned, &mut taken).await?;
+            due_total += batch.advances.len();
+            if !batch.advances.is_empty() && batches.send(batch).await.is_err() {
+                return Ok(());
+            }
+        }
         let mut after = None;
         loop {
             // The first read holds one batch, so that its runs are written while the rest
@@ -132,9 +340,18 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
             } else {
                 DUE_PER_READ
             };
-            let due = state.store().due_schedules_after(now, after, limit).await?;
+            let read = state.store().due_schedules_after(now, after, limit).await?;
+            after = read.last().map(|due| (due.next_at, due.id));
+            let full = read.len() >= limit as usize;
+            // Those planned ahead are being written already.
+            let due: Vec<DueSchedule> = if taken.is_empty() {
+                read
+            } else {
+                read.into_iter()
+                    .filter(|due| !taken.contains(&due.id))
+                    .collect()
+            };
             due_total += due.len();
-            after = due.last().map(|due| (due.next_at, due.id));
             targets.prefetch(state, &due).await?;
             for chunk in due.chunks(SCHEDULES_PER_BATCH) {
                 let mut batch = Batch {
@@ -154,14 +371,14 @@ async fn create_due_runs(state: &AppState, now: DateTime<Utc>) -> Result<TickOut
                     return Ok(());
                 }
             }
-            if due.len() < limit as usize || started.elapsed() >= TICK_BUDGET {
+            if !full || started.elapsed() >= TICK_BUDGET {
                 return Ok::<_, StoreError>(());
             }
         }
     };
     let writing = tokio_stream::wrappers::ReceiverStream::new(planned)
         .map(|batch| create_slot_runs(state, batch.runs, batch.advances))
-        .buffered(BATCHES_IN_FLIGHT)
+        .buffered(in_flight)
         .try_fold(SlotRuns::default(), |mut total, written| async move {
             total.created += written.created;
             total.existing += written.existing;
@@ -606,8 +823,9 @@ pub fn rest_after(now: DateTime<Utc>) -> std::time::Duration {
 pub fn spawn(state: AppState) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut shutdown = state.shutdown_signal();
+        let mut scheduler = Scheduler::default();
         loop {
-            match tick(&state, Utc::now()).await {
+            match scheduler.tick(&state, Utc::now()).await {
                 Ok(outcome) if outcome != TickOutcome::default() => {
                     tracing::info!(
                         created = outcome.created,

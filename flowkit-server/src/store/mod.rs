@@ -50,6 +50,8 @@ mod sqlite;
 mod sqlite_batch;
 #[cfg(feature = "sqlite")]
 mod sqlite_ingest;
+#[cfg(feature = "sqlite")]
+mod sqlite_schedule_rows;
 mod worker_touches;
 
 /// An error of the store. Constraint violations and bad input are the caller's fault;
@@ -699,6 +701,14 @@ pub trait Backend: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<schedules::DueSchedule>, StoreError>> + Send;
 
+    /// The schedules of `ids` that are active and have a next instant, as
+    /// [`Backend::due_schedules`] reads them, due or not, in no particular order (see
+    /// [`schedules::active_schedules`]).
+    fn active_schedules(
+        &self,
+        ids: &[Uuid],
+    ) -> impl Future<Output = Result<Vec<schedules::DueSchedule>, StoreError>> + Send;
+
     /// [`Backend::due_schedules`] after the (`next_at`, id) of the last schedule of the page
     /// before (see [`schedules::due_schedules`]).
     fn due_schedules_after(
@@ -1161,6 +1171,12 @@ impl Backend for Store {
         limit: u32,
     ) -> Result<Vec<schedules::DueSchedule>, StoreError> {
         on_backend!(self, b => schedules::due_schedules(b.pool(), now, None, limit))
+    }
+    async fn active_schedules(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<Vec<schedules::DueSchedule>, StoreError> {
+        on_backend!(self, b => schedules::active_schedules(b.pool(), ids))
     }
     async fn due_schedules_after(
         &self,

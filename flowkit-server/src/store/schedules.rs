@@ -219,19 +219,48 @@ pub(crate) async fn due_schedules<D: Dialect>(
     q.push(" ORDER BY next_at, id LIMIT ")
         .bind(i64::from(limit));
     let rows = D::fetch_all(&mut *pool.acquire().await?, &mut q).await?;
-    rows.iter()
-        .map(|row| {
-            let c = Columns::<D>(row);
-            Ok(DueSchedule {
-                id: c.get("id")?,
-                flow: c.get("flow")?,
-                name: c.get("name")?,
-                spec: c.json("spec")?,
-                last_at: c.instant("last_at")?,
-                next_at: c.instant("next_at")?,
-            })
-        })
-        .collect()
+    rows.iter().map(due_schedule_of::<D>).collect()
+}
+
+/// The schedules of `ids` that are active and have a next instant, due or not, in no
+/// particular order: a tick reads again the schedules whose runs it planned ahead (see
+/// `crate::scheduler::Scheduler::tick`). At most [`ROWS_PER_STATEMENT`] ids a statement.
+pub(crate) async fn active_schedules<D: Dialect>(
+    pool: &Pool<D>,
+    ids: &[Uuid],
+) -> Result<Vec<DueSchedule>, StoreError> {
+    let mut found = Vec::with_capacity(ids.len());
+    let mut conn = pool.acquire().await?;
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::new(format!(
+            "SELECT id, flow, name, {}, last_at, next_at FROM schedules \
+             WHERE paused_at IS NULL AND next_at IS NOT NULL AND id IN (",
+            D::json_text("spec")
+        ));
+        for (i, id) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.bind(*id);
+        }
+        q.push(")");
+        for row in D::fetch_all(&mut *conn, &mut q).await? {
+            found.push(due_schedule_of::<D>(&row)?);
+        }
+    }
+    Ok(found)
+}
+
+fn due_schedule_of<D: Dialect>(row: &D::Row) -> Result<DueSchedule, StoreError> {
+    let c = Columns::<D>(row);
+    Ok(DueSchedule {
+        id: c.get("id")?,
+        flow: c.get("flow")?,
+        name: c.get("name")?,
+        spec: c.json("spec")?,
+        last_at: c.instant("last_at")?,
+        next_at: c.instant("next_at")?,
+    })
 }
 
 /// Records that a schedule's instants up to `to` were handled and when it is next due —
@@ -466,15 +495,7 @@ pub(crate) async fn write_slots<D: BulkWrite>(
 ) -> Result<SlotsWritten, StoreError> {
     let mut tx = begin_write::<D>(conn).await?;
     let at = Utc::now();
-    let mut slots = Vec::with_capacity(runs.len());
-    for run in runs {
-        let slot = run
-            .schedule_slot
-            .as_ref()
-            .ok_or_else(|| corrupt("a slot trigger without a slot".into()))?;
-        slots.push((slot.schedule_id, slot.instant, slot, run.event.run_id));
-    }
-    slots.sort_by_key(|(schedule, instant, _, _)| (*schedule, *instant));
+    let slots = sorted_slots(runs)?;
     let mut won = HashSet::with_capacity(runs.len());
     for chunk in slots.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::new(
@@ -521,6 +542,23 @@ pub(crate) async fn write_slots<D: BulkWrite>(
         advanced,
         at,
     })
+}
+
+/// The slots of `runs` (each must have one), in the order of their key (schedule, instant),
+/// each with its run's id: the order [`write_slots`] claims them in.
+pub(super) fn sorted_slots(
+    runs: &[super::NewRun],
+) -> Result<Vec<(Uuid, DateTime<Utc>, &super::ScheduleSlot, Uuid)>, StoreError> {
+    let mut slots = Vec::with_capacity(runs.len());
+    for run in runs {
+        let slot = run
+            .schedule_slot
+            .as_ref()
+            .ok_or_else(|| corrupt("a slot trigger without a slot".into()))?;
+        slots.push((slot.schedule_id, slot.instant, slot, run.event.run_id));
+    }
+    slots.sort_by_key(|(schedule, instant, _, _)| (*schedule, *instant));
+    Ok(slots)
 }
 
 /// [`advance_schedule`] for many schedules inside `tx`, in id order (PostgreSQL: their rows
@@ -579,26 +617,7 @@ async fn insert_slot_runs<D: BulkWrite>(
     claimed: &[&super::NewRun],
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let events: Vec<_> = claimed
-        .iter()
-        .map(|run| {
-            let mut event = run.event.clone();
-            event.timestamp = at;
-            event
-        })
-        .collect();
-    let plan = Plan::new(std::slice::from_ref(&events))?;
-    let ids: HashSet<Uuid> = plan.states.iter().map(|row| row.event_id).collect();
-    let mut rows: HashMap<Uuid, RunRow> = plan
-        .runs(&ids)
-        .into_iter()
-        .map(|row| (row.id, row))
-        .collect();
-    if !plan.logs.is_empty() || plan.states.len() != claimed.len() || rows.len() != claimed.len() {
-        return Err(corrupt(
-            "a schedule's run is created by one state event".into(),
-        ));
-    }
+    let (plan, mut rows) = slot_run_rows(claimed, at)?;
     for chunk in plan.states.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::new(format!(
             "INSERT INTO run_states ({}) VALUES ",
@@ -628,13 +647,7 @@ async fn insert_slot_runs<D: BulkWrite>(
     }
     let no_details = DetailsRow::default();
     for chunk in claimed.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::new(
-            "INSERT INTO runs (id, kind, name, parent_run_id, flow_run_id, state, \
-             state_message, state_ts, state_event_id, attempt, created, started, ended, \
-             has_details, task_key, tags, parameters, cache_key, deployment, version, worker, \
-             lease_token, received, scheduled_for, version_pinned, max_attempts, created_by, \
-             late_at, expires_at) VALUES ",
-        );
+        let mut q = QueryBuilder::new(format!("INSERT INTO runs ({SLOT_RUN_COLUMNS}) VALUES "));
         for (i, run) in chunk.iter().enumerate() {
             let row = rows
                 .remove(&run.event.run_id)
@@ -716,6 +729,42 @@ async fn insert_slot_runs<D: BulkWrite>(
         D::execute(&mut *tx, &mut q).await?;
     }
     Ok(())
+}
+
+/// The columns of `runs` a schedule's run is inserted with (the others take their defaults).
+pub(super) const SLOT_RUN_COLUMNS: &str = "id, kind, name, parent_run_id, flow_run_id, state, \
+     state_message, state_ts, state_event_id, attempt, created, started, ended, has_details, \
+     task_key, tags, parameters, cache_key, deployment, version, worker, lease_token, received, \
+     scheduled_for, version_pinned, max_attempts, created_by, late_at, expires_at";
+
+/// The first states (the plan's `states`) and the rows, by run id, of runs whose slots were
+/// just claimed, created at `at`: what [`insert_slot_runs`] inserts (each run is created by one
+/// state event).
+pub(super) fn slot_run_rows(
+    claimed: &[&super::NewRun],
+    at: DateTime<Utc>,
+) -> Result<(Plan, HashMap<Uuid, RunRow>), StoreError> {
+    let events: Vec<_> = claimed
+        .iter()
+        .map(|run| {
+            let mut event = run.event.clone();
+            event.timestamp = at;
+            event
+        })
+        .collect();
+    let plan = Plan::new(std::slice::from_ref(&events))?;
+    let ids: HashSet<Uuid> = plan.states.iter().map(|row| row.event_id).collect();
+    let rows: HashMap<Uuid, RunRow> = plan
+        .runs(&ids)
+        .into_iter()
+        .map(|row| (row.id, row))
+        .collect();
+    if !plan.logs.is_empty() || plan.states.len() != claimed.len() || rows.len() != claimed.len() {
+        return Err(corrupt(
+            "a schedule's run is created by one state event".into(),
+        ));
+    }
+    Ok((plan, rows))
 }
 
 /// The instant of microseconds since the epoch (as [`Plan`] keeps them).

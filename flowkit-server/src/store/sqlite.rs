@@ -20,6 +20,7 @@ use super::queries::{self, Maintenance, Written};
 use super::rows::Plan;
 use super::sqlite_batch;
 use super::sqlite_ingest::Ingester;
+use super::sqlite_schedule_rows;
 use super::{ClaimOrder, Finished, IngestOutcome, NewRun, StoreError, Triggered};
 use flowkit_wire::event::Event;
 use sqlx::sqlite::{
@@ -386,6 +387,18 @@ async fn write_group(conn: &mut SqliteConnection, ingester: &Ingester, mut work:
                         }
                     }
                 }
+                Work::Maintain(Maintenance::WriteSlots { runs, advances }, reply) => {
+                    // A tick's batch: through the writer's prepared statements.
+                    match write_slots(&mut tx, ingester, &runs, &advances).await {
+                        Ok(written) => {
+                            done.push(Done::Maintain(reply, Written::SlotsWritten(written)))
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                            break;
+                        }
+                    }
+                }
                 Work::Maintain(task, reply) => {
                     match queries::maintain::<Sqlite>(&mut tx, &task).await {
                         Ok(written) => done.push(Done::Maintain(reply, written)),
@@ -435,6 +448,23 @@ async fn write_in_savepoint(
     let outcomes = ingester.write(&mut tx, plans).await?;
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// [`sqlite_schedule_rows::write_slots`] in a savepoint of the transaction open on `conn`.
+async fn write_slots(
+    conn: &mut SqliteConnection,
+    ingester: &Ingester,
+    runs: &[NewRun],
+    advances: &[super::schedules::Advance],
+) -> Result<super::schedules::SlotsWritten, StoreError> {
+    let mut tx = begin_write::<Sqlite>(conn).await?;
+    let written = ingester
+        .on_writer(&mut tx, |db| {
+            sqlite_schedule_rows::write_slots(db, runs, advances)
+        })
+        .await?;
+    tx.commit().await?;
+    Ok(written)
 }
 
 /// `first` and what follows it at the front of `work` that `take` accepts (handing back what

@@ -424,6 +424,34 @@ impl BulkWrite for Sqlite {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The scheduler's writes (`super::sqlite_schedule_rows`), on the writer's connection too
+// ---------------------------------------------------------------------------------------------
+
+impl Ingester {
+    /// Runs `write` on the connection of `conn` (the one this was made for) as rusqlite sees
+    /// it, with this connection's cache of prepared statements (made to hold the scheduler's
+    /// statements besides ingestion's).
+    pub(super) async fn on_writer<T>(
+        &self,
+        conn: &mut SqliteConnection,
+        write: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut handle = conn.lock_handle().await?;
+        if handle.as_raw_handle() != self.handle {
+            return Err(StoreError::Sqlite(
+                "the writer's statements were prepared on another connection".into(),
+            ));
+        }
+        self.db.set_prepared_statement_cache_capacity(
+            PREPARED + super::sqlite_schedule_rows::PREPARED,
+        );
+        let result = write(&self.db);
+        drop(handle);
+        result
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 use crate::harness::{Reply, TestServer};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
-use flowkit_server::scheduler::{SCHEDULES_PER_BATCH, TickOutcome, tick};
+use flowkit_server::scheduler::{SCHEDULES_PER_BATCH, Scheduler, TickOutcome, tick};
 use flowkit_server::store::Backend;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -19,6 +19,7 @@ on_every_backend!(
     registration_replaces_code_schedules_keeping_identity_and_pause,
     unclaimed_runs_become_late_and_then_expired,
     two_replicas_ticking_over_several_batches_create_each_run_once,
+    runs_planned_ahead_are_created_at_their_instant_once,
 );
 
 pub(crate) fn spec(name: &str, schedules: Value) -> Value {
@@ -562,4 +563,90 @@ async fn unclaimed_runs_become_late_and_then_expired(server: &TestServer) {
     let run = state_of(server, "expiring", first).await;
     assert_eq!(run["state"], "Expired", "{run}");
     assert!(run["ended"].is_string(), "{run}");
+}
+
+/// A replica's scheduler plans the runs of the next instant during the second before it:
+/// nothing is written before the instant; at the instant the planned runs are created (once,
+/// even with another replica ticking at once), with fresh ids and every column a run planned at
+/// the instant has; a schedule whose overlap is decided at the instant is planned then; a plan
+/// whose instant is more than a second past is not used.
+async fn runs_planned_ahead_are_created_at_their_instant_once(server: &TestServer) {
+    let mut due_at = Utc::now();
+    let mut ids = Vec::new();
+    for d in 0..2 {
+        let mut specs: Vec<Value> = ZONES
+            .iter()
+            .map(|zone| {
+                json!({"cron": "* * * * *", "timezone": zone,
+                       "parameters": {"dataset": "s3://houses"}, "overlap": "allow"})
+            })
+            .collect();
+        // Overlap `skip` (the default): decided at the instant.
+        specs.push(json!({"cron": "* * * * *", "timezone": "Asia/Tokyo",
+                          "parameters": {"dataset": "s3://skip"}}));
+        for (id, next_at) in registered(server, &format!("ahead{d}"), Value::Array(specs)).await {
+            due_at = due_at.max(next_at);
+            ids.push(id);
+        }
+    }
+    let schedules = ids.len();
+    let other = flowkit_server::AppState::new(
+        std::sync::Arc::new(
+            flowkit_server::store::Store::connect(&server.url)
+                .await
+                .expect("second replica"),
+        ),
+        flowkit_server::config::Settings::default(),
+    );
+    let mut scheduler = Scheduler::default();
+    // Half a second before the instant: nothing due, the instant's runs planned, none written.
+    let before = scheduler
+        .tick(&server.state, due_at - Duration::milliseconds(500))
+        .await
+        .expect("tick");
+    assert_eq!(before, TickOutcome::default());
+    for d in 0..2 {
+        assert!(runs_of(server, &format!("ahead{d}")).await.is_empty());
+    }
+    // At the instant, with another replica (planning at the instant) ticking at once.
+    let now = due_at + Duration::milliseconds(10);
+    let (a, b) = tokio::join!(scheduler.tick(&server.state, now), tick(&other, now));
+    let (a, b) = (a.expect("tick"), b.expect("tick"));
+    assert_eq!(a.created + b.created, schedules, "{a:?} {b:?}");
+    let mut slots = std::collections::HashSet::new();
+    for d in 0..2 {
+        let runs = runs_of(server, &format!("ahead{d}")).await;
+        assert_eq!(runs.len(), ZONES.len() + 1);
+        for run in runs {
+            let key = (
+                run["created_by"].as_str().expect("created_by").to_string(),
+                instant(&run["scheduled_for"]),
+            );
+            assert_eq!(key.1, due_at, "{run}");
+            assert_eq!(run["state"], "Scheduled", "{run}");
+            assert_eq!(run["parameters"]["epochs"], 50, "{run}");
+            assert!(slots.insert(key), "two runs for one slot: {run}");
+        }
+    }
+    assert_eq!(slots.len(), schedules);
+    let due = server.store.due_schedules(now, 1000).await.expect("due");
+    assert!(due.is_empty(), "{due:?}");
+
+    // Planned for the next minute, then ticked two seconds after it: planned again then, once.
+    let next = due_at + Duration::minutes(1);
+    let planned = scheduler
+        .tick(&server.state, next - Duration::milliseconds(300))
+        .await
+        .expect("tick");
+    assert_eq!(planned, TickOutcome::default());
+    let late = scheduler
+        .tick(&server.state, next + Duration::seconds(2))
+        .await
+        .expect("tick");
+    // The two `skip` schedules' runs of the first instant are still waiting.
+    assert_eq!((late.created, late.skipped), (schedules - 2, 2), "{late:?}");
+    let again = tick(&other, next + Duration::seconds(3))
+        .await
+        .expect("tick");
+    assert_eq!(again.created, 0, "{again:?}");
 }
