@@ -20,7 +20,8 @@ use crate::error::{ApiError, ErrorBody, ErrorCode, FieldError, StoreFailures};
 use crate::store::{Backend, ClaimOrder, Finished, LeaseCall, WorkerSeen};
 use crate::wake::CLAIM_POLL;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use flowkit_wire::api::deployments::check_name;
 use flowkit_wire::api::ingest::{MAX_MESSAGE_BYTES, MAX_NAME_CHARS};
@@ -291,10 +292,14 @@ fn stale(id: Uuid, token: u64, current: u64, held: bool, state: StateType) -> Ap
     post,
     path = "/api/v1/flow-runs/{id}/finish",
     tag = "workers",
-    params(("id" = Uuid, Path, description = "The flow run's id")),
+    params(
+        ("id" = Uuid, Path, description = "The flow run's id"),
+        ("Prefer" = Option<String>, Header, description = "`return=minimal`: answer 204 without the run (what a worker does: it saves the server reading the run back)"),
+    ),
     request_body(content = FinishRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The run, in its final state (a result over the limit makes it `Failed`, saying so)", body = Run),
+        (status = 204, description = "With `Prefer: return=minimal`: the run was finished as for 200 (read it with `GET /api/v1/flow-runs/{id}`), without the run in the answer"),
         (status = 400, description = "Malformed JSON, or `id` is not a UUID", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `worker` scope", body = ErrorBody),
@@ -310,8 +315,9 @@ fn stale(id: Uuid, token: u64, current: u64, held: bool, state: StateType) -> Ap
 pub async fn finish(
     State(state): State<AppState>,
     RunId(id): RunId,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<FinishRequest>,
-) -> Result<Json<Run>, ApiError> {
+) -> Result<Response, ApiError> {
     check_token("/token", request.token).map_err(|e| ApiError::invalid_fields(vec![e]))?;
     let event = request.event;
     // The checks of ingestion (names, timestamps, sizes), then those of a finish.
@@ -370,7 +376,10 @@ pub async fn finish(
     match state.store().finish(finished).await? {
         LeaseCall::Done => {
             state.wakeups().run_ended();
-            Ok(Json(flow_run(&state, id).await?))
+            if prefers_minimal(&headers) {
+                return Ok(StatusCode::NO_CONTENT.into_response());
+            }
+            Ok(Json(flow_run(&state, id).await?).into_response())
         }
         LeaseCall::Stale {
             current,
@@ -379,6 +388,21 @@ pub async fn finish(
         } => Err(stale(id, request.token, current, held, run_state)),
         LeaseCall::NotFound => Err(ApiError::not_found(format!("no flow run {id}"))),
     }
+}
+
+/// Whether a `Prefer` header asks for `return=minimal` (RFC 7240): no body in the answer.
+fn prefers_minimal(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|preference| {
+            preference
+                .split(';')
+                .next()
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("return=minimal"))
+        })
 }
 
 /// A worker hands a run back: `Scheduled` again for another worker (`Cancelled` if it was

@@ -319,12 +319,12 @@ struct VersionInfo {
     id: Uuid,
 }
 
-/// A run a claim may take.
+/// A run a claim may take (its parameters are read by the update that takes it, so that the
+/// candidates passed over cost no parameters).
 struct Candidate {
     run: LeaseRow,
     pinned: bool,
     tags: Vec<String>,
-    parameters: Option<Map<String, Value>>,
 }
 
 /// Claims runs for the workers of `orders`, in one transaction: see
@@ -456,102 +456,61 @@ pub(crate) async fn claim<D: Dialect>(
         None => db_now::<D>(&mut tx).await?,
     };
     let keys: Vec<String> = versions.keys().cloned().collect();
-    // Leased runs per deployment: what the limits count (a lease counts until it ends: finished,
-    // released, or decided by the reaper); and, in the same statement, the tags of the leased
-    // runs of limited backfills (see `crate::backfill`): a backfill at its `max_parallel` has
-    // its other runs left out of the search.
-    let mut leased: HashMap<String, i64> = HashMap::new();
-    let mut backfills: HashMap<String, (u32, u32)> = HashMap::new();
-    let mut q = QueryBuilder::new(
-        "SELECT deployment, count(*) AS n, NULL AS tags FROM runs \
-         WHERE lease_expires IS NOT NULL AND deployment IN (",
-    );
-    push_list(&mut q, keys.iter().cloned());
-    q.push(format!(
-        ") GROUP BY deployment UNION ALL SELECT deployment, 0 AS n, {} FROM runs \
-         WHERE lease_expires IS NOT NULL AND deployment IN (",
-        D::json_text("tags")
-    ));
-    push_list(&mut q, keys.iter().cloned());
-    q.push(")");
-    D::push_has_tag(&mut q, crate::backfill::TAG);
-    for row in D::fetch_all(&mut tx, &mut q).await? {
-        let c = Columns::<D>(&row);
-        match c.opt_json::<Vec<String>>("tags")? {
-            None => {
-                leased.insert(c.get("deployment")?, c.get("n")?);
-            }
-            Some(tags) => {
-                for tag in tags {
-                    if let Some((_, limit)) = crate::backfill::limit_of(&tag) {
-                        backfills.entry(tag).or_insert((0, limit)).0 += 1;
-                    }
-                }
-            }
-        }
-    }
-    // Deployments whose every served version is at its limit are left out of the search.
-    let open: Vec<&String> = keys
-        .iter()
-        .filter(|key| {
-            let n = leased.get(*key).copied().unwrap_or(0);
-            versions[*key]
-                .iter()
-                .any(|v| v.limit.is_none_or(|limit| n < limit))
-        })
-        .collect();
-    if open.is_empty() {
-        tx.commit().await?;
-        return Ok(answers);
-    }
     let wanted: i64 = orders
         .iter()
         .map(|(order, _)| i64::from(order.max_runs))
         .sum();
-    let mut q = QueryBuilder::new(format!(
-        "SELECT {LEASE_COLUMNS}, CAST(CASE WHEN version_pinned THEN 1 ELSE 0 END AS BIGINT) \
-         AS pinned, {}, {} FROM runs WHERE kind = 'flow' AND state IN ('Scheduled', 'Late') \
-         AND deployment IN (",
-        D::json_text("tags"),
-        D::json_text("parameters"),
-    ));
-    push_list(&mut q, open.iter().map(|key| (*key).clone()));
-    q.push(") AND (scheduled_for IS NULL OR scheduled_for <= ")
-        .bind_instant(now)
-        .push(") AND (NOT version_pinned OR (deployment, version) IN (VALUES ");
-    let mut first = true;
-    for key in &open {
-        for v in &versions[*key] {
-            if !first {
-                q.push(", ");
+    let window = wanted + CLAIM_SLACK;
+    // Leased runs per deployment: what the limits count (a lease counts until it ends: finished,
+    // released, or decided by the reaper); and the leased runs of limited backfills (see
+    // `crate::backfill`): a backfill at its `max_parallel` has its other runs left out of the
+    // search.
+    let mut leased: HashMap<String, i64> = HashMap::new();
+    let mut backfills: HashMap<String, (u32, u32)> = HashMap::new();
+    // When no served version has a limit, the leased runs are counted only if a candidate
+    // belongs to a limited backfill: otherwise nothing they would decide applies (every
+    // deployment is open, and a backfill exclusion would leave out none of the runs found).
+    let unlimited = versions.values().flatten().all(|v| v.limit.is_none());
+    let mut found = None;
+    if unlimited {
+        let all: Vec<&String> = keys.iter().collect();
+        let candidates = read_candidates::<D>(&mut tx, &all, &versions, &[], now, window).await?;
+        let limited = |c: &Candidate| {
+            c.tags
+                .iter()
+                .any(|tag| crate::backfill::limit_of(tag).is_some())
+        };
+        if !candidates.iter().any(limited) {
+            found = Some(candidates);
+        }
+    }
+    let candidates = match found {
+        Some(candidates) => candidates,
+        None => {
+            count_leased::<D>(&mut tx, &keys, &mut leased, &mut backfills).await?;
+            // Deployments whose every served version is at its limit are left out of the
+            // search.
+            let open: Vec<&String> = keys
+                .iter()
+                .filter(|key| {
+                    let n = leased.get(*key).copied().unwrap_or(0);
+                    versions[*key]
+                        .iter()
+                        .any(|v| v.limit.is_none_or(|limit| n < limit))
+                })
+                .collect();
+            if open.is_empty() {
+                tx.commit().await?;
+                return Ok(answers);
             }
-            first = false;
-            q.push("(")
-                .bind((*key).clone())
-                .push(", ")
-                .bind(v.version.clone())
-                .push(")");
+            let full: Vec<&String> = backfills
+                .iter()
+                .filter(|(_, (leased, limit))| leased >= limit)
+                .map(|(tag, _)| tag)
+                .collect();
+            read_candidates::<D>(&mut tx, &open, &versions, &full, now, window).await?
         }
-    }
-    q.push("))");
-    for (tag, (leased, limit)) in &backfills {
-        if leased >= limit {
-            D::push_lacks_tag(&mut q, tag);
-        }
-    }
-    q.push(" ORDER BY created, id LIMIT ")
-        .bind(wanted + CLAIM_SLACK)
-        .push(D::SKIP_LOCKED);
-    let candidates = read_all_tx::<D, _>(&mut tx, &mut q, |row| {
-        let c = Columns::<D>(row);
-        Ok(Candidate {
-            run: lease_row::<D>(row)?,
-            pinned: c.get::<i64>("pinned")? != 0,
-            tags: c.json("tags")?,
-            parameters: c.opt_json("parameters")?,
-        })
-    })
-    .await?;
+    };
     // The runs taken, decided in memory (limits counted as they are taken, order after order),
     // then written with one update of their rows and one insert of their state events.
     let mut taken: Vec<Taken> = Vec::new();
@@ -630,7 +589,10 @@ pub(crate) async fn claim<D: Dialect>(
         }
     }
     for chunk in taken.chunks(CHUNK) {
-        let tokens = lease_taken::<D>(&mut tx, chunk).await?;
+        // On PostgreSQL the update inserts the `Pending` state events of the runs it leased
+        // (one statement); on SQLite they follow in a second one.
+        let fused = !D::FOR_UPDATE.is_empty();
+        let mut leased = lease_taken::<D>(&mut tx, chunk, fused).await?;
         let mut q = QueryBuilder::new(INSERT_STATES);
         let mut any = false;
         for taken in chunk {
@@ -638,14 +600,21 @@ pub(crate) async fn claim<D: Dialect>(
             let run = &candidate.run;
             // Not `Scheduled` or `Late` any more (cannot happen under the writer or the row
             // locks): not claimed.
-            let Some(&(new_token, max_attempts)) = tokens.get(&run.id) else {
+            let Some(Leased {
+                token: new_token,
+                max_attempts,
+                parameters,
+            }) = leased.remove(&run.id)
+            else {
                 continue;
             };
-            if any {
-                q.push(", ");
+            if !fused {
+                if any {
+                    q.push(", ");
+                }
+                any = true;
+                push_state_row(&mut q, run, &taken.state);
             }
-            any = true;
-            push_state_row(&mut q, run, &taken.state);
             let key = run.deployment.as_deref().unwrap_or_default();
             let (flow, name) = key.split_once('/').unwrap_or((key, ""));
             answers[taken.order].push(ClaimedRun {
@@ -653,7 +622,7 @@ pub(crate) async fn claim<D: Dialect>(
                 flow: flow.to_string(),
                 name: name.to_string(),
                 version: version.version.clone(),
-                parameters: candidate.parameters.clone().unwrap_or_default(),
+                parameters: parameters.unwrap_or_default(),
                 attempt: run.attempt,
                 max_attempts: max_attempts
                     .and_then(|n| u32::try_from(n).ok())
@@ -672,6 +641,98 @@ pub(crate) async fn claim<D: Dialect>(
     Ok(answers)
 }
 
+/// Counts the leased runs of the deployments `keys` into `leased`, and those of limited
+/// backfills (by tag, with the backfill's `max_parallel`) into `backfills`, in one statement.
+async fn count_leased<D: Dialect>(
+    tx: &mut D::Connection,
+    keys: &[String],
+    leased: &mut HashMap<String, i64>,
+    backfills: &mut HashMap<String, (u32, u32)>,
+) -> Result<(), StoreError> {
+    let mut q = QueryBuilder::new(
+        "SELECT deployment, count(*) AS n, NULL AS tags FROM runs \
+         WHERE lease_expires IS NOT NULL AND deployment IN (",
+    );
+    push_list(&mut q, keys.iter().cloned());
+    q.push(format!(
+        ") GROUP BY deployment UNION ALL SELECT deployment, 0 AS n, {} FROM runs \
+         WHERE lease_expires IS NOT NULL AND deployment IN (",
+        D::json_text("tags")
+    ));
+    push_list(&mut q, keys.iter().cloned());
+    q.push(")");
+    D::push_has_tag(&mut q, crate::backfill::TAG);
+    for row in D::fetch_all(tx, &mut q).await? {
+        let c = Columns::<D>(&row);
+        match c.opt_json::<Vec<String>>("tags")? {
+            None => {
+                leased.insert(c.get("deployment")?, c.get("n")?);
+            }
+            Some(tags) => {
+                for tag in tags {
+                    if let Some((_, limit)) = crate::backfill::limit_of(&tag) {
+                        backfills.entry(tag).or_insert((0, limit)).0 += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The oldest claimable runs (at most `window`, locked on PostgreSQL, skipping those locked
+/// by others) of the deployments `open`, of a version served when pinned, without the runs
+/// tagged with one of `full` (limited backfills at their `max_parallel`).
+async fn read_candidates<D: Dialect>(
+    tx: &mut D::Connection,
+    open: &[&String],
+    versions: &HashMap<String, Vec<VersionInfo>>,
+    full: &[&String],
+    now: DateTime<Utc>,
+    window: i64,
+) -> Result<Vec<Candidate>, StoreError> {
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {LEASE_COLUMNS}, CAST(CASE WHEN version_pinned THEN 1 ELSE 0 END AS BIGINT) \
+         AS pinned, {} FROM runs WHERE kind = 'flow' AND state IN ('Scheduled', 'Late') \
+         AND deployment IN (",
+        D::json_text("tags"),
+    ));
+    push_list(&mut q, open.iter().map(|key| (*key).clone()));
+    q.push(") AND (scheduled_for IS NULL OR scheduled_for <= ")
+        .bind_instant(now)
+        .push(") AND (NOT version_pinned OR (deployment, version) IN (VALUES ");
+    let mut first = true;
+    for key in open {
+        for v in &versions[*key] {
+            if !first {
+                q.push(", ");
+            }
+            first = false;
+            q.push("(")
+                .bind((*key).clone())
+                .push(", ")
+                .bind(v.version.clone())
+                .push(")");
+        }
+    }
+    q.push("))");
+    for tag in full {
+        D::push_lacks_tag(&mut q, tag);
+    }
+    q.push(" ORDER BY created, id LIMIT ")
+        .bind(window)
+        .push(D::SKIP_LOCKED);
+    read_all_tx::<D, _>(tx, &mut q, |row| {
+        let c = Columns::<D>(row);
+        Ok(Candidate {
+            run: lease_row::<D>(row)?,
+            pinned: c.get::<i64>("pinned")? != 0,
+            tags: c.json("tags")?,
+        })
+    })
+    .await
+}
+
 /// A run a claim of a group takes.
 struct Taken<'a> {
     /// The claim's index in its group.
@@ -686,17 +747,27 @@ struct Taken<'a> {
     state: ServerState,
 }
 
+/// What the update of a claim answers for a run it leased.
+struct Leased {
+    /// The new fencing token.
+    token: i64,
+    max_attempts: Option<i64>,
+    parameters: Option<Map<String, Value>>,
+}
+
 /// Leases the runs of `chunk` to their claiming workers with one update (each `Pending` with
 /// its state's timestamp and event id, a new token, the version chosen), if still `Scheduled`
-/// or `Late`: their new tokens and `max_attempts`, by run id.
+/// or `Late`: their new tokens, `max_attempts` and parameters, by run id. With `with_states`
+/// (PostgreSQL) the same statement inserts the `Pending` state events of the runs it leased.
 async fn lease_taken<D: Dialect>(
     tx: &mut D::Connection,
     chunk: &[Taken<'_>],
-) -> Result<HashMap<Uuid, (i64, Option<i64>)>, StoreError> {
+    with_states: bool,
+) -> Result<HashMap<Uuid, Leased>, StoreError> {
     // The CTE's column names differ from `runs`' so that the `RETURNING` list is unambiguous.
     let mut q = QueryBuilder::new(
-        "WITH v (v_run, v_ts, v_event, v_version, v_worker, v_name, v_expires, v_message) \
-         AS (VALUES ",
+        "WITH v (v_run, v_ts, v_event, v_version, v_worker, v_name, v_expires, v_message, \
+         v_group, v_attempt) AS (VALUES ",
     );
     for (i, taken) in chunk.iter().enumerate() {
         if i > 0 {
@@ -718,27 +789,42 @@ async fn lease_taken<D: Dialect>(
             .bind_instant(taken.expires)
             .push(", ")
             .bind(Some(D::text(&taken.message)))
+            .push(", ")
+            .bind(taken.candidate.run.group())
+            .push(", ")
+            .bind(i64::from(taken.state.attempt))
             .push(")");
     }
-    q.push(
-        ") UPDATE runs SET state = 'Pending', state_message = v.v_message, state_ts = v.v_ts, \
-         state_event_id = v.v_event, ended = NULL, server_state = TRUE, \
+    let update = "UPDATE runs SET state = 'Pending', state_message = v.v_message, \
+         state_ts = v.v_ts, state_event_id = v.v_event, ended = NULL, server_state = TRUE, \
          lease_token = lease_token + 1, lease_worker = v.v_worker, lease_expires = v.v_expires, \
          worker = v.v_name, version = v.v_version FROM v WHERE runs.id = v.v_run \
-         AND runs.state IN ('Scheduled', 'Late') RETURNING id, lease_token, max_attempts",
-    );
-    let mut tokens = HashMap::with_capacity(chunk.len());
+         AND runs.state IN ('Scheduled', 'Late') RETURNING id, lease_token, max_attempts, ";
+    let parameters = D::json_text("parameters");
+    if with_states {
+        q.push(format!(
+            "), u AS ({update}{parameters}, v.v_event, v.v_group, v.v_message, v.v_attempt, \
+             v.v_ts), s AS (INSERT INTO run_states (event_id, run_id, group_id, state, message, \
+             attempt, ts) SELECT v_event, id, v_group, 'Pending', v_message, v_attempt, v_ts \
+             FROM u ON CONFLICT (event_id) DO NOTHING) \
+             SELECT id, lease_token, max_attempts, parameters FROM u"
+        ));
+    } else {
+        q.push(format!(") {update}{parameters}"));
+    }
+    let mut leased = HashMap::with_capacity(chunk.len());
     for row in D::fetch_all(tx, &mut q).await? {
         let c = Columns::<D>(&row);
-        tokens.insert(
+        leased.insert(
             c.get::<Uuid>("id")?,
-            (
-                c.get::<i64>("lease_token")?,
-                c.get::<Option<i64>>("max_attempts")?,
-            ),
+            Leased {
+                token: c.get("lease_token")?,
+                max_attempts: c.get("max_attempts")?,
+                parameters: c.opt_json("parameters")?,
+            },
         );
     }
-    Ok(tokens)
+    Ok(leased)
 }
 
 /// Whether a run of one of the deployments `served` waits for a worker: see

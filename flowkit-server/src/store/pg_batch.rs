@@ -10,13 +10,12 @@
 
 use super::dialect::{Dialect, begin_write};
 use super::leases::{LEASE_COLUMNS, LeaseRow, RESULT_UPSERT, check_lease, lease_row, next_ts};
-use super::postgres::INSERT_STATES;
 use super::rows::from_micros;
 use super::{Finished, LeaseCall, StoreError};
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -86,65 +85,61 @@ impl<T: Send + 'static, R: Send + 'static> GroupWriter<T, R> {
 
 /// Finishes of distinct runs, in one transaction: each decided as [`super::leases::finish`]
 /// decides it (unknown run, the same finish again, a stale token), written with one statement
-/// per table for the group. As there, the final events' rows are taken before the runs' (the
+/// per step for the group. As there, the final events' rows are taken before the runs' (the
 /// order ingestion takes them in, so a reporter delivering the same event waits for the finish
-/// instead of deadlocking with it): the events are inserted first, then the runs locked in id
-/// order and decided; the events of refused finishes are taken out again. The caller makes
-/// sure no run appears twice.
+/// instead of deadlocking with it): the events are inserted first (with their timestamps
+/// decided from the runs as they are read in the same statement), then the runs locked in id
+/// order and decided; then one statement takes the events of refused finishes out again, moves
+/// those whose run changed meanwhile, and writes the runs and results. The caller makes sure
+/// no run appears twice.
 pub(super) async fn finishes(
     conn: &mut PgConnection,
     finished: &[&Finished],
 ) -> Result<Vec<LeaseCall>, StoreError> {
     let mut tx = begin_write::<Postgres>(conn).await?;
     let ids: Vec<Uuid> = finished.iter().map(|f| f.run_id).collect();
-    let seen_rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT now() AS now, {LEASE_COLUMNS} FROM runs WHERE id = ANY($1)"
-    )))
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?;
-    let Some(first) = seen_rows.first() else {
+    // A client timestamp as stored (microseconds, truncated as the binding truncates it).
+    let stored = |at: DateTime<Utc>| from_micros(at.timestamp_micros());
+    let timestamps = finished
+        .iter()
+        .map(|f| stored(f.timestamp))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first: Vec<(Uuid, DateTime<Utc>, bool, DateTime<Utc>)> =
+        sqlx::query_as(AssertSqlSafe(INSERT_FINAL_EVENTS))
+            .bind(column(finished, |f| f.event_id))
+            .bind(&ids)
+            .bind(column(finished, |f| f.state.as_str()))
+            .bind(column(finished, |f| {
+                f.message.as_deref().map(Postgres::text)
+            }))
+            .bind(column(finished, |f| i64::from(f.attempt)))
+            .bind(&timestamps)
+            .fetch_all(&mut *tx)
+            .await?;
+    let Some(&(_, _, _, now)) = first.first() else {
+        // None of the runs exists.
         tx.rollback().await?;
         return Ok(finished.iter().map(|_| LeaseCall::NotFound).collect());
     };
-    let now = from_micros(Postgres::instant(first, "now")?.timestamp_micros())?;
-    let mut seen: HashMap<Uuid, LeaseRow> = HashMap::with_capacity(seen_rows.len());
-    for row in &seen_rows {
-        let run = lease_row::<Postgres>(row)?;
-        seen.insert(run.id, run);
-    }
+    let now = from_micros(now.timestamp_micros())?;
     // The event's time: after the run's latest state. If the reporter delivered the event
     // first (and the row folded it), the lease still ends here, with the result, and the event
-    // takes the server's time.
-    let ts_after = |run: &LeaseRow, f: &Finished| {
+    // takes the server's time. (The same rule as `INSERT_FINAL_EVENTS` applies in SQL.)
+    let ts_after = |run: &LeaseRow, f: &Finished, at: DateTime<Utc>| {
         let after = if run.state_event_id == f.event_id {
             now
         } else {
             run.state_ts
         };
-        next_ts(now, after).max(f.timestamp)
+        next_ts(now, after).max(at)
     };
-    let mut events: Vec<(&Finished, &LeaseRow, DateTime<Utc>)> = finished
+    let inserted: HashSet<Uuid> = first
         .iter()
-        .filter_map(|f| seen.get(&f.run_id).map(|run| (*f, run, ts_after(run, f))))
-        .collect();
-    events.sort_by_key(|(f, _, _)| f.event_id);
-    let inserted: HashSet<Uuid> = sqlx::query_scalar(AssertSqlSafe(INSERT_STATES.as_str()))
-        .bind(column(&events, |(f, _, _)| f.event_id))
-        .bind(column(&events, |(_, run, _)| run.id))
-        .bind(column(&events, |(_, run, _)| run.group()))
-        .bind(column(&events, |(f, _, _)| f.state.as_str()))
-        .bind(column(&events, |(f, _, _)| {
-            f.message.as_deref().map(Postgres::text)
-        }))
-        .bind(column(&events, |(f, _, _)| i64::from(f.attempt)))
-        .bind(column(&events, |(_, _, ts)| *ts))
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
+        .filter(|(_, _, inserted, _)| *inserted)
+        .map(|(id, _, _, _)| *id)
         .collect();
     let first_ts: HashMap<Uuid, DateTime<Utc>> =
-        events.iter().map(|(f, _, ts)| (f.event_id, *ts)).collect();
+        first.iter().map(|(id, ts, _, _)| (*id, *ts)).collect();
     let mut locked: HashMap<Uuid, LeaseRow> = HashMap::with_capacity(finished.len());
     for row in sqlx::query(AssertSqlSafe(format!(
         "SELECT {LEASE_COLUMNS} FROM runs WHERE id = ANY($1) ORDER BY id FOR UPDATE"
@@ -161,7 +156,7 @@ pub(super) async fn finishes(
     let mut accepted: Vec<(&LeaseRow, &Finished, DateTime<Utc>)> = Vec::new();
     // Events inserted above for finishes refused here.
     let mut refused: Vec<Uuid> = Vec::new();
-    for f in finished {
+    for (f, at) in finished.iter().zip(&timestamps) {
         let decided = match locked.get(&f.run_id) {
             None => Err(LeaseCall::NotFound),
             // The same finish again (its answer was lost): done already.
@@ -171,7 +166,7 @@ pub(super) async fn finishes(
         match decided {
             Ok(run) => {
                 calls.push(LeaseCall::Done);
-                accepted.push((run, *f, ts_after(run, f)));
+                accepted.push((run, *f, ts_after(run, f, *at)));
             }
             Err(call) => {
                 calls.push(call);
@@ -180,12 +175,6 @@ pub(super) async fn finishes(
                 }
             }
         }
-    }
-    if !refused.is_empty() {
-        sqlx::query("DELETE FROM run_states WHERE event_id = ANY($1)")
-            .bind(&refused)
-            .execute(&mut *tx)
-            .await?;
     }
     // The row as locked decides the time (it may have changed since it was read): a stored
     // event is moved to it unless it was inserted with it.
@@ -196,63 +185,84 @@ pub(super) async fn finishes(
         })
         .map(|(_, f, ts)| (f.event_id, *ts))
         .collect();
-    if !moved.is_empty() {
-        sqlx::query(
-            "UPDATE run_states SET ts = u.ts FROM UNNEST($1::uuid[], $2::timestamptz[]) \
-             AS u(event_id, ts) WHERE run_states.event_id = u.event_id",
-        )
-        .bind(column(&moved, |(id, _)| *id))
-        .bind(column(&moved, |(_, ts)| *ts))
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !accepted.is_empty() {
-        // The server's verdict: a client event coming later never moves it (see `store::rows`).
-        sqlx::query(
-            "UPDATE runs SET state = u.state, state_message = u.message, state_ts = u.ts, \
-             state_event_id = u.event_id, attempt = u.attempt, ended = u.ended, \
-             server_state = TRUE, lease_expires = NULL, lease_worker = NULL \
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::uuid[], \
-                         $6::int8[], $7::timestamptz[]) \
-             AS u(id, state, message, ts, event_id, attempt, ended) WHERE runs.id = u.id",
-        )
-        .bind(column(&accepted, |(run, _, _)| run.id))
-        .bind(column(&accepted, |(_, f, _)| f.state.as_str()))
-        .bind(column(&accepted, |(_, f, _)| {
-            f.message.as_deref().map(Postgres::text)
-        }))
-        .bind(column(&accepted, |(_, _, ts)| *ts))
-        .bind(column(&accepted, |(_, f, _)| f.event_id))
-        .bind(column(&accepted, |(_, f, _)| i64::from(f.attempt)))
-        .bind(column(&accepted, |(_, f, ts)| {
-            f.state.is_final().then_some(*ts)
-        }))
-        .execute(&mut *tx)
-        .await?;
-    }
     let results: Vec<(Uuid, &String)> = accepted
         .iter()
         .filter_map(|(run, f, _)| f.result.as_ref().map(|r| (run.id, r)))
         .collect();
-    if !results.is_empty() {
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO run_results (run_id, result, bytes, created) \
-             SELECT u.run_id, u.result, u.bytes, $4 \
-             FROM UNNEST($1::uuid[], $2::bytea[], $3::int8[]) AS u(run_id, result, bytes)\
-             {RESULT_UPSERT}"
-        )))
-        .bind(column(&results, |(id, _)| *id))
-        .bind(column(&results, |(_, r)| r.as_bytes().to_vec()))
-        .bind(column(&results, |(_, r)| {
-            i64::try_from(r.len()).unwrap_or(i64::MAX)
-        }))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    if !refused.is_empty() || !accepted.is_empty() {
+        sqlx::query(AssertSqlSafe(WRITE_FINISHES.as_str()))
+            .bind(&refused)
+            .bind(column(&moved, |(id, _)| *id))
+            .bind(column(&moved, |(_, ts)| *ts))
+            .bind(column(&accepted, |(run, _, _)| run.id))
+            .bind(column(&accepted, |(_, f, _)| f.state.as_str()))
+            .bind(column(&accepted, |(_, f, _)| {
+                f.message.as_deref().map(Postgres::text)
+            }))
+            .bind(column(&accepted, |(_, _, ts)| *ts))
+            .bind(column(&accepted, |(_, f, _)| f.event_id))
+            .bind(column(&accepted, |(_, f, _)| i64::from(f.attempt)))
+            .bind(column(&accepted, |(_, f, ts)| {
+                f.state.is_final().then_some(*ts)
+            }))
+            .bind(column(&results, |(id, _)| *id))
+            .bind(column(&results, |(_, r)| r.as_bytes().to_vec()))
+            .bind(column(&results, |(_, r)| {
+                i64::try_from(r.len()).unwrap_or(i64::MAX)
+            }))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(calls)
 }
+
+/// The final state events of a group of finishes (`$1` to `$6`: event id, run id, state,
+/// message, attempt, the client's timestamp), inserted for the runs that exist with the time
+/// [`super::leases::finish`] gives them (after the run's latest state as read here, with the
+/// database's clock, and not before the client's timestamp), in event id order: one row per
+/// event of an existing run, with its time, whether it was inserted (not stored before), and
+/// the database's clock.
+const INSERT_FINAL_EVENTS: &str = "WITH n AS (SELECT now() AS now), \
+     e AS (SELECT f.event_id, r.id AS run_id, COALESCE(r.flow_run_id, r.id) AS group_id, \
+       f.state, f.message, f.attempt, \
+       GREATEST(CASE WHEN n.now > a.after THEN n.now \
+                ELSE a.after + interval '1 microsecond' END, f.at) AS ts \
+       FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], \
+                   $6::timestamptz[]) AS f(event_id, run_id, state, message, attempt, at) \
+       JOIN runs AS r ON r.id = f.run_id CROSS JOIN n \
+       CROSS JOIN LATERAL (SELECT CASE WHEN r.state_event_id = f.event_id THEN n.now \
+                           ELSE r.state_ts END AS after) AS a), \
+     i AS (INSERT INTO run_states (event_id, run_id, group_id, state, message, attempt, ts) \
+       SELECT event_id, run_id, group_id, state, message, attempt, ts FROM e ORDER BY event_id \
+       ON CONFLICT (event_id) DO NOTHING RETURNING event_id) \
+     SELECT e.event_id, e.ts, i.event_id IS NOT NULL AS inserted, n.now \
+     FROM e LEFT JOIN i ON i.event_id = e.event_id CROSS JOIN n";
+
+/// The writes of a group of finishes once decided, in one statement: the events of refused
+/// finishes deleted (`$1`), events moved to their run's time as locked (`$2`, `$3`), the
+/// accepted runs given their final state with the server's verdict and their lease ended
+/// (`$4` to `$10`: a client event coming later never moves it, see `store::rows`), and their
+/// results stored (`$11` to `$13`, created at `$14`).
+static WRITE_FINISHES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH d AS (DELETE FROM run_states WHERE event_id = ANY($1::uuid[])), \
+         m AS (UPDATE run_states SET ts = u.ts FROM UNNEST($2::uuid[], $3::timestamptz[]) \
+               AS u(event_id, ts) WHERE run_states.event_id = u.event_id), \
+         r AS (UPDATE runs SET state = u.state, state_message = u.message, state_ts = u.ts, \
+               state_event_id = u.event_id, attempt = u.attempt, ended = u.ended, \
+               server_state = TRUE, lease_expires = NULL, lease_worker = NULL \
+               FROM UNNEST($4::uuid[], $5::text[], $6::text[], $7::timestamptz[], $8::uuid[], \
+                           $9::int8[], $10::timestamptz[]) \
+               AS u(id, state, message, ts, event_id, attempt, ended) WHERE runs.id = u.id), \
+         x AS (INSERT INTO run_results (run_id, result, bytes, created) \
+               SELECT u.run_id, u.result, u.bytes, $14::timestamptz \
+               FROM UNNEST($11::uuid[], $12::bytea[], $13::int8[]) AS u(run_id, result, bytes)\
+               {RESULT_UPSERT}) \
+         SELECT 1"
+    )
+});
 
 /// One column of rows, as the array bound for it.
 fn column<R, T>(rows: &[R], value: impl Fn(&R) -> T) -> Vec<T> {

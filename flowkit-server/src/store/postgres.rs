@@ -52,6 +52,9 @@ pub(crate) struct PgStore {
     finishes: GroupWriter<Finished, LeaseCall>,
     /// Claims (and whether to record their workers), written together.
     claims: GroupWriter<(ClaimOrder, bool), Vec<ClaimedRun>>,
+    /// This store's name in the payload of the `NOTIFY` of its triggers: its own listener
+    /// skips them (the trigger route wakes this process's claims itself).
+    replica: String,
 }
 
 impl PgStore {
@@ -74,9 +77,11 @@ impl PgStore {
             }
         }
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let replica = Uuid::now_v7().to_string();
         let triggers = {
             let pool = pool.clone();
-            GroupWriter::spawn(move |runs| write_triggers(pool.clone(), runs))
+            let replica = replica.clone();
+            GroupWriter::spawn(move |runs| write_triggers(pool.clone(), replica.clone(), runs))
         };
         let finishes = {
             let pool = pool.clone();
@@ -91,6 +96,7 @@ impl PgStore {
             triggers,
             finishes,
             claims,
+            replica,
         })
     }
 
@@ -151,12 +157,15 @@ impl PgStore {
         wake: std::sync::Arc<tokio::sync::Notify>,
     ) -> tokio::task::JoinHandle<()> {
         let pool = self.pool.clone();
+        let replica = self.replica.clone();
         tokio::spawn(async move {
             while !pool.is_closed() {
                 match sqlx::postgres::PgListener::connect_with(&pool).await {
                     Ok(mut listener) => match listener.listen("flowkit_runs").await {
                         Ok(()) => loop {
                             match listener.try_recv().await {
+                                // Triggers of this process woke its claims already.
+                                Ok(Some(n)) if n.payload() == replica => {}
                                 // `None`: the connection was lost and is re-established on the
                                 // next call; a notification may have been missed, so wake anyway.
                                 Ok(_) => wake.notify_waiters(),
@@ -187,16 +196,20 @@ impl PgStore {
 }
 
 /// Writes keyless triggers with one statement; if that fails, each on its own, so each gets
-/// its own answer.
-async fn write_triggers(pool: PgPool, runs: Vec<NewRun>) -> Vec<Result<(), StoreError>> {
+/// its own answer. `replica` names this store in the `NOTIFY`.
+async fn write_triggers(
+    pool: PgPool,
+    replica: String,
+    runs: Vec<NewRun>,
+) -> Vec<Result<(), StoreError>> {
     let all: Vec<&NewRun> = runs.iter().collect();
-    match write_triggered(&pool, &all).await {
+    match write_triggered(&pool, &replica, &all).await {
         Ok(()) => runs.iter().map(|_| Ok(())).collect(),
         Err(e) if runs.len() == 1 => vec![Err(e)],
         Err(_) => {
             let mut answers = Vec::with_capacity(runs.len());
             for run in &runs {
-                answers.push(write_triggered(&pool, &[run]).await);
+                answers.push(write_triggered(&pool, &replica, &[run]).await);
             }
             answers
         }
@@ -204,8 +217,8 @@ async fn write_triggers(pool: PgPool, runs: Vec<NewRun>) -> Vec<Result<(), Store
 }
 
 /// [`insert_triggered`] on a connection of `pool`.
-async fn write_triggered(pool: &PgPool, runs: &[&NewRun]) -> Result<(), StoreError> {
-    insert_triggered(&mut *pool.acquire().await?, runs).await
+async fn write_triggered(pool: &PgPool, replica: &str, runs: &[&NewRun]) -> Result<(), StoreError> {
+    insert_triggered(&mut *pool.acquire().await?, replica, runs).await
 }
 
 /// Claims for a group of orders in one transaction ([`leases::claim`], retried if it collided
@@ -395,8 +408,9 @@ static UPSERT_RUNS: LazyLock<String> = LazyLock::new(|| {
 
 /// Keyless triggers in one statement: their runs' rows ([`bind_runs`], `$1` to `$24`, then the
 /// columns only a trigger sets, `$25` to `$28`), their first state events (`$29` to `$35`),
-/// and the `NOTIFY` that wakes the claims of every replica. The run and event ids are new (made
-/// by this server for the trigger): nothing to merge with.
+/// and the `NOTIFY` that wakes the claims of every other replica (its payload, `$36`, names
+/// this one). The run and event ids are new (made by this server for the trigger): nothing to
+/// merge with.
 static INSERT_TRIGGERED: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH r AS (INSERT INTO runs ({RUN_COLUMNS}, scheduled_for, version_pinned, \
@@ -407,7 +421,7 @@ static INSERT_TRIGGERED: LazyLock<String> = LazyLock::new(|| {
          s AS (INSERT INTO run_states ({STATE_COLUMNS}) \
          SELECT * FROM UNNEST($29::uuid[], $30::uuid[], $31::uuid[], $32::text[], $33::text[], \
                               $34::int8[], $35::timestamptz[])) \
-         SELECT pg_notify('flowkit_runs', '')"
+         SELECT pg_notify('flowkit_runs', $36)"
     )
 });
 
@@ -565,7 +579,11 @@ fn bind_runs(q: RunsStatement, runs: &[RunRow]) -> Result<RunsStatement, StoreEr
 
 /// Creates the runs of keyless triggers with [`INSERT_TRIGGERED`]: one statement, so one
 /// transaction, whatever their number.
-async fn insert_triggered(conn: &mut PgConnection, new: &[&NewRun]) -> Result<(), StoreError> {
+async fn insert_triggered(
+    conn: &mut PgConnection,
+    replica: &str,
+    new: &[&NewRun],
+) -> Result<(), StoreError> {
     let events: Vec<Event> = new.iter().map(|run| run.event.clone()).collect();
     let plan = Plan::new(std::slice::from_ref(&events))?;
     let all: HashSet<Uuid> = plan.states.iter().map(|r| r.event_id).collect();
@@ -598,6 +616,7 @@ async fn insert_triggered(conn: &mut PgConnection, new: &[&NewRun]) -> Result<()
         .bind(column(states, |r| pg_opt(&r.message)))
         .bind(column(states, |r| i64::from(r.attempt)))
         .bind(instants(states, |r| r.ts)?)
+        .bind(replica)
         .execute(&mut *conn)
         .await?;
     Ok(())

@@ -420,6 +420,18 @@ async fn finish_stores_the_final_state_and_the_result(server: &TestServer) {
     // The same finish again (its answer was lost): 200, unchanged.
     let reply = finish(server, id, lease, &done, json!({"rmse": 0.1})).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    // As a worker sends it (`Prefer: return=minimal`): 204, without the run.
+    let minimal = axum::http::Request::builder()
+        .method("POST")
+        .uri(format!("/api/v1/flow-runs/{id}/finish"))
+        .header("content-type", "application/json")
+        .header("prefer", "return=minimal");
+    let body = json!({"token": lease, "event": &done, "result": {"rmse": 0.1}});
+    let reply = server
+        .request_with(minimal, serde_json::to_vec(&body).expect("json").into())
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    assert_eq!(run(server, id).await["state_timestamp"], ended);
     // The lease ended: a heartbeat listing it hears it is lost.
     let beat = worker.heartbeat(server, &[(&id.to_string(), lease)]).await;
     assert_eq!(beat["lost"], json!([id]));

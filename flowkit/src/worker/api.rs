@@ -73,12 +73,39 @@ impl Api {
         body: &B,
         timeout: Option<Duration>,
     ) -> Result<R, CallError> {
+        let bytes = self.send(path, body, timeout, false).await?;
+        serde_json::from_slice(bytes.as_ref()).map_err(|e| {
+            CallError::Network(format!("cannot read the server's answer to {path}: {e}"))
+        })
+    }
+
+    /// `POST {base}{path}` with `body` and `Prefer: return=minimal`, for a call whose answer
+    /// the worker does not read (the server then need not build it).
+    pub(crate) async fn post_minimal<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(), CallError> {
+        self.send(path, body, None, true).await.map(drop)
+    }
+
+    /// `POST {base}{path}` with `body`: the body of a successful answer, or the error.
+    async fn send<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Option<Duration>,
+        minimal: bool,
+    ) -> Result<impl AsRef<[u8]>, CallError> {
         let mut request = self.client.post(format!("{}{path}", self.base)).json(body);
         if let Some(key) = &self.key {
             request = request.bearer_auth(key.expose());
         }
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
+        }
+        if minimal {
+            request = request.header("prefer", "return=minimal");
         }
         let response = request
             .send()
@@ -90,9 +117,7 @@ impl Api {
             .await
             .map_err(|e| CallError::Network(http::describe(&e)))?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| {
-                CallError::Network(format!("cannot read the server's answer to {path}: {e}"))
-            });
+            return Ok(bytes);
         }
         let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => (Some(body.error.code), body.error.message),

@@ -139,8 +139,8 @@ impl Runs {
         let backoff = Backoff::doubling(Duration::from_millis(200), Duration::from_secs(5), 0.2);
         let mut failures = 0u32;
         loop {
-            match self.api.post::<_, Run>(&path, &request, None).await {
-                Ok(_) => return,
+            match self.api.post_minimal(&path, &request).await {
+                Ok(()) => return,
                 Err(CallError::Status {
                     code: Some(ErrorCode::StaleLease),
                     message,

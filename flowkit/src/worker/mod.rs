@@ -117,7 +117,8 @@ pub async fn serve<E: From<ServeError>>(
 ///    carries the lease's token ([`Event::lease`](crate::Event::lease)), records the
 ///    deployment (`flow/name`) and this worker, and is reported like any run's.
 /// 4. **Finishes** each run with its final state event (the same event, same id, that the
-///    sinks get) and, when `Completed`, its output as JSON (`POST /flow-runs/{id}/finish`),
+///    sinks get) and, when `Completed`, its output as JSON (`POST /flow-runs/{id}/finish`
+///    with `Prefer: return=minimal`: the server answers 204 without reading the run back),
 ///    retried with backoff while the failure is transient and the lease is held. A `409
 ///    stale_lease` means the server already decided the run's fate: the worker logs it and
 ///    moves on.
