@@ -544,11 +544,12 @@ pub(crate) async fn write_slots<D: BulkWrite>(
     })
 }
 
+/// A slot as [`sorted_slots`] gives it: its schedule, its instant, the slot, its run's id.
+pub(super) type SortedSlot<'a> = (Uuid, DateTime<Utc>, &'a super::ScheduleSlot, Uuid);
+
 /// The slots of `runs` (each must have one), in the order of their key (schedule, instant),
 /// each with its run's id: the order [`write_slots`] claims them in.
-pub(super) fn sorted_slots(
-    runs: &[super::NewRun],
-) -> Result<Vec<(Uuid, DateTime<Utc>, &super::ScheduleSlot, Uuid)>, StoreError> {
+pub(super) fn sorted_slots(runs: &[super::NewRun]) -> Result<Vec<SortedSlot<'_>>, StoreError> {
     let mut slots = Vec::with_capacity(runs.len());
     for run in runs {
         let slot = run
