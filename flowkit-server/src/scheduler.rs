@@ -25,10 +25,10 @@
 //! instant, the runs of the schedules due at it whose runs need no decision at the instant, so
 //! that the instant's tick only reads their schedules again and writes them (nothing is
 //! written before the instant). 10 000 schedules due at the same instant got their runs within
-//! 1.1–1.6 s at the 99th percentile on SQLite (2.3 s before, measured alternately) and 1.7 s
-//! on PostgreSQL in the quieter of two runs (4.9 s in the other, under a load of 6–9; 2.3 s
-//! before) with the `schedule_bench` example on a shared, loaded 2-core machine: not yet the
-//! 1 s aimed at.
+//! 1.22–1.24 s at the 99th percentile on SQLite (1.34–1.45 s before) and 0.99–1.07 s on
+//! PostgreSQL (1.16–1.19 s before) with the `schedule_bench` example on a quiet 2-core machine,
+//! measured alternately with the code before (up to 4.9 s on PostgreSQL under a load of 6–9):
+//! not yet the 1 s aimed at.
 //!
 //! Each tick then marks overdue runs: a run of a schedule that no worker has claimed
 //! `--late-after` (default 60 s) after its instant becomes `Late` (still claimable), and one not
