@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use flowkit_wire::api::deployments::check_name;
 use flowkit_wire::api::ingest::{MAX_MESSAGE_BYTES, MAX_NAME_CHARS};
+use flowkit_wire::api::run_actions;
 use flowkit_wire::api::runs::Run;
 use flowkit_wire::api::workers::{
     ClaimRequest, ClaimResponse, FinishRequest, HeartbeatRequest, HeartbeatResponse,
@@ -396,13 +397,7 @@ fn prefers_minimal(headers: &HeaderMap) -> bool {
         .get_all("prefer")
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|preference| {
-            preference
-                .split(';')
-                .next()
-                .is_some_and(|p| p.trim().eq_ignore_ascii_case("return=minimal"))
-        })
+        .any(run_actions::prefers_return_minimal)
 }
 
 /// A worker hands a run back: `Scheduled` again for another worker (`Cancelled` if it was

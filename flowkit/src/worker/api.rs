@@ -105,7 +105,10 @@ impl Api {
             request = request.timeout(timeout);
         }
         if minimal {
-            request = request.header("prefer", "return=minimal");
+            request = request.header(
+                "prefer",
+                flowkit_wire::api::run_actions::PREFER_RETURN_MINIMAL,
+            );
         }
         let response = request
             .send()

@@ -56,6 +56,27 @@ pub fn prefer_wait(header: &str) -> Result<Option<u32>, String> {
     Ok(None)
 }
 
+/// The `Prefer` preference that asks for an answer without a body (RFC 7240): a worker sends
+/// it with its finish, which then answers 204.
+pub const PREFER_RETURN_MINIMAL: &str = "return=minimal";
+
+/// Whether a `Prefer` header holds [`PREFER_RETURN_MINIMAL`] (any case, parameters after `;`
+/// ignored).
+///
+/// ```
+/// use flowkit_wire::api::run_actions::prefers_return_minimal;
+/// assert!(prefers_return_minimal("wait=5, return=minimal; x=1"));
+/// assert!(!prefers_return_minimal("return=representation"));
+/// ```
+pub fn prefers_return_minimal(header: &str) -> bool {
+    header.split(',').any(|preference| {
+        preference
+            .split(';')
+            .next()
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case(PREFER_RETURN_MINIMAL))
+    })
+}
+
 /// Why a run is cancelled (optional body of `POST /flow-runs/{id}/cancel`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
