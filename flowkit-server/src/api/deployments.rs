@@ -738,6 +738,8 @@ pub async fn trigger(
     );
     let run_id = new.event.run_id;
     let event = new.event.clone();
+    // The answer: the run as created (not read back: a worker may claim it at once).
+    let created = new.record()?;
     let new = NewRun {
         idempotency: key.map(|key| IdempotencyClaim {
             key,
@@ -758,10 +760,7 @@ pub async fn trigger(
             }
             let location = [(header::LOCATION, format!("{PREFIX}/flow-runs/{id}"))];
             let Some(seconds) = wait.filter(|n| *n > 0) else {
-                let run = store.get_run(id).await?.ok_or_else(|| {
-                    ApiError::internal(anyhow::anyhow!("run {id} created but not found"))
-                })?;
-                return Ok((StatusCode::CREATED, location, Json(run)).into_response());
+                return Ok((StatusCode::CREATED, location, Json(created)).into_response());
             };
             let mut run = run_actions_api::wait_for_final(&state, id, seconds).await?;
             if !run.state.is_final() {

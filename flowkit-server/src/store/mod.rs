@@ -265,6 +265,50 @@ impl NewRun {
     pub fn batchable(&self) -> bool {
         self.idempotency.is_none() && self.schedule_slot.is_none()
     }
+
+    /// The run as [`Backend::get_run`] reads it back right after [`Backend::trigger`] created
+    /// it (instants at the microsecond the database keeps; tests compare the two on both
+    /// backends): the trigger answers with it without reading its row again.
+    pub fn record(&self) -> Result<RunRecord, StoreError> {
+        let event = &self.event;
+        let flowkit_wire::event::EventBody::State { state, details } = &event.body else {
+            return Err(rows::corrupt(format!(
+                "the first event of triggered run {} is not a state",
+                event.run_id
+            )));
+        };
+        let stored = |at: DateTime<Utc>| rows::from_micros(rows::micros(at));
+        let details = details.as_deref();
+        let text = |value: Option<&std::borrow::Cow<'static, str>>| value.map(|v| v.to_string());
+        let at = stored(event.timestamp)?;
+        Ok(RunRecord {
+            id: event.run_id,
+            kind: event.run_kind,
+            name: event.name.to_string(),
+            task_key: details.map(|d| d.task_key.to_string()).unwrap_or_default(),
+            parent_run_id: event.parent_run_id,
+            flow_run_id: event.flow_run_id,
+            state: state.kind,
+            state_message: state.message.clone(),
+            state_timestamp: at,
+            attempt: event.attempt,
+            created: at,
+            started: (state.kind == StateType::Running).then_some(at),
+            ended: state.kind.is_final().then_some(at),
+            tags: details
+                .map(|d| d.tags.iter().map(|t| t.to_string()).collect())
+                .unwrap_or_default(),
+            parameters: details.and_then(|d| d.parameters.clone()),
+            upstream: details.map(|d| d.upstream.clone()).unwrap_or_default(),
+            cache_key: details.and_then(|d| d.cache_key.clone()),
+            deployment: details.and_then(|d| d.deployment.clone()),
+            version: details.and_then(|d| text(d.version.as_ref())),
+            worker: details.and_then(|d| text(d.worker.as_ref())),
+            scheduled_for: self.scheduled_for.map(stored).transpose()?,
+            created_by: self.created_by.clone(),
+            result: None,
+        })
+    }
 }
 
 /// A schedule's instant, claimed by the run created for it (see `store::schedules`).

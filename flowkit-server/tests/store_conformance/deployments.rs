@@ -227,10 +227,28 @@ async fn concurrent_keyless_triggers_each_make_their_run(env: &mut Env) {
         DateTime::from_timestamp_micros((Utc::now() + Duration::hours(2)).timestamp_micros())
             .expect("an instant");
     let runs: Vec<NewRun> = (0..64)
-        .map(|i| NewRun {
-            scheduled_for: (i % 2 == 0).then_some(later),
-            created_by: Some(format!("key:caller-{i}")),
-            ..new_run(None)
+        .map(|i| {
+            let mut run = NewRun {
+                scheduled_for: (i % 2 == 0).then_some(later),
+                created_by: Some(format!("key:caller-{i}")),
+                ..new_run(None)
+            };
+            if i % 3 == 0 {
+                // What the answer of a trigger is built from, unusual values included: a
+                // timestamp finer than the database keeps, nested parameters.
+                run.event.timestamp += Duration::nanoseconds(789);
+                if let EventBody::State { state, details } = &mut run.event.body {
+                    state.message = Some(format!("waiting for a worker (é {i})"));
+                    if let Some(details) = details {
+                        details.tags = vec!["z".into(), "a".into(), format!("t{i}").into()];
+                        details.parameters = Some(json!({
+                            "n": i, "x": 0.1, "big": 12345678901234_i64, "s": "ü\n\"",
+                            "nested": {"b": [1, 2.5, null, true], "a": {}}
+                        }));
+                    }
+                }
+            }
+            run
         })
         .collect();
     let outcomes = futures::future::join_all(runs.iter().map(|run| {
@@ -250,6 +268,8 @@ async fn concurrent_keyless_triggers_each_make_their_run(env: &mut Env) {
         assert_eq!(stored.created_by, run.created_by);
         assert_eq!(stored.scheduled_for, run.scheduled_for);
         assert_eq!(stored.deployment.as_deref(), Some("train/nightly"));
+        // The trigger route answers with the record made from what it wrote.
+        assert_eq!(stored, run.record().expect("record"));
     }
 }
 
@@ -308,7 +328,7 @@ async fn one_key_makes_one_run_under_concurrency(env: &mut Env) {
     let mut scheduled = new_run(None);
     let at = DateTime::from_timestamp_micros(1_900_000_000_123_456).expect("instant");
     scheduled.scheduled_for = Some(at);
-    let Triggered::Created(id) = store.trigger(scheduled).await.expect("trigger") else {
+    let Triggered::Created(id) = store.trigger(scheduled.clone()).await.expect("trigger") else {
         panic!("no key, always created");
     };
     let run = store.get_run(id).await.expect("read").expect("stored");
@@ -317,6 +337,15 @@ async fn one_key_makes_one_run_under_concurrency(env: &mut Env) {
     assert_eq!(run.deployment.as_deref(), Some("train/nightly"));
     assert_eq!(run.parameters, Some(json!({"n": 1})));
     assert_eq!(store.states(id).await.expect("states").len(), 1);
+    assert_eq!(run, scheduled.record().expect("record"));
+    // A run created with a key: its record is what is read back too.
+    let keyed = new_run(Some(("another", "fp", expires)));
+    assert_eq!(
+        store.trigger(keyed.clone()).await.expect("trigger"),
+        Triggered::Created(keyed.event.run_id)
+    );
+    let stored = store.get_run(keyed.event.run_id).await.expect("read");
+    assert_eq!(stored, Some(keyed.record().expect("record")));
 }
 
 async fn expired_keys_are_forgotten_and_swept(env: &mut Env) {
