@@ -738,8 +738,6 @@ pub async fn trigger(
     );
     let run_id = new.event.run_id;
     let event = new.event.clone();
-    // The answer: the run as created (not read back: a worker may claim it at once).
-    let created = new.record()?;
     let new = NewRun {
         idempotency: key.map(|key| IdempotencyClaim {
             key,
@@ -749,6 +747,8 @@ pub async fn trigger(
         created_by: Some(caller.created_by(&headers)),
         ..new
     };
+    // The answer: the run as created (not read back: a worker may claim it at once).
+    let created = new.record()?;
     match store.trigger(new).await? {
         Triggered::Created(id) => {
             debug_assert_eq!(id, run_id);
