@@ -6,8 +6,9 @@
 //! past its timeout, while the backlog moves, instead of leaving it behind.
 //!
 //! Real processes (this binary, run again in child mode) against a real server in this one,
-//! on a SQLite file. `flowkit::testing::scaled` sizes the flow: 20 000 tasks by default (about
-//! 60 000 events, about 40 s in a debug build), `FLOWKIT_TEST_SCALE=15` for 300 000.
+//! on a SQLite file. `flowkit::testing::scaled` sizes the flows: 300 000 tasks at full speed
+//! and around the outage (the test profile is optimized, see the workspace's Cargo.toml),
+//! 20 000 behind the slow sink (its backlog is bounded by the sink, not the flow).
 
 use flowkit::{flow, task};
 use std::net::SocketAddr;
@@ -23,6 +24,8 @@ const SIGNAL_DIR_VAR: &str = "FLOWKIT_LOSSLESS_TEST_SIGNALS";
 const PAUSE_VAR: &str = "FLOWKIT_LOSSLESS_TEST_PAUSE";
 /// Set in a child: add a sink that takes 100 µs per event for its first 60 000 events.
 const SLOW_SINK_VAR: &str = "FLOWKIT_LOSSLESS_TEST_SLOW_SINK";
+/// Set in a child: how many tasks its flow runs.
+const TASKS_VAR: &str = "FLOWKIT_LOSSLESS_TEST_TASKS";
 
 /// A sink that holds the sink thread 100 µs per event (busy, as a sink doing real work) for
 /// its first 60 000 events: a backlog of seconds at exit, whatever the test's scale, well
@@ -72,7 +75,13 @@ async fn many(n: u64, pause: bool) -> u64 {
     first.wrapping_add(second)
 }
 
-fn tasks() -> u64 {
+/// Tasks of the flows at full speed and around the outage.
+fn full_tasks() -> u64 {
+    flowkit::testing::scaled(300_000) as u64
+}
+
+/// Tasks of the flow behind the slow sink.
+fn slow_sink_tasks() -> u64 {
     flowkit::testing::scaled(20_000) as u64
 }
 
@@ -96,8 +105,12 @@ fn child(what: &str) {
             flowkit::sink::add_sink(Slow(0));
         }
         let pause = std::env::var_os(PAUSE_VAR).is_some();
+        let tasks: u64 = std::env::var(TASKS_VAR)
+            .expect("the parent sets the task count")
+            .parse()
+            .expect("a task count");
         let id = runtime.block_on(async {
-            let (_, rec) = flowkit::testing::record(many(tasks(), pause)).await;
+            let (_, rec) = flowkit::testing::record(many(tasks, pause)).await;
             rec.run("many").id
         });
         println!("{id}");
@@ -130,10 +143,10 @@ fn parent() {
         let flow = run_flow(&url, &home, None);
         let spooled_at_exit = spooled(&home);
         deliver_spool(&url, &home);
-        assert_whole(&client, &url, &flow).await;
+        assert_whole(&client, &url, &flow, full_tasks()).await;
         println!(
             "lossless_reporting: {} tasks reported in {:?} ({spooled_at_exit} spool lines left at exit, delivered by the next process)",
-            tasks(),
+            full_tasks(),
             started.elapsed()
         );
         println!("test lossless_reporting::at_full_speed ... ok");
@@ -152,10 +165,10 @@ fn parent() {
         server = start(&db, addr).await;
         let flow = finish_flow(child);
         deliver_spool(&url, &home);
-        assert_whole(&client, &url, &flow).await;
+        assert_whole(&client, &url, &flow, full_tasks()).await;
         println!(
             "lossless_reporting: {} tasks with an outage in the middle, in {:?}",
-            tasks(),
+            full_tasks(),
             started.elapsed()
         );
         println!("test lossless_reporting::with_the_server_stopped_in_the_middle ... ok");
@@ -166,6 +179,7 @@ fn parent() {
         let started = Instant::now();
         let mut command = command(&url, &home, "flow");
         command
+            .env(TASKS_VAR, slow_sink_tasks().to_string())
             .env("FLOWKIT_REPORT_FLUSH_TIMEOUT", "100ms")
             .env("FLOWKIT_FLUSH_TIMEOUT", "200ms")
             .env(SLOW_SINK_VAR, "1");
@@ -175,10 +189,10 @@ fn parent() {
             "the exit flush found no backlog to wait for (the test tests nothing): {stderr}"
         );
         deliver_spool(&url, &home);
-        assert_whole(&client, &url, &flow).await;
+        assert_whole(&client, &url, &flow, slow_sink_tasks()).await;
         println!(
             "lossless_reporting: {} tasks behind a slow sink, in {:?}",
-            tasks(),
+            slow_sink_tasks(),
             started.elapsed()
         );
         println!("test lossless_reporting::a_backlog_at_exit_is_spooled_not_lost ... ok");
@@ -234,6 +248,7 @@ fn command(url: &str, home: &Path, what: &str) -> Command {
 
 fn spawn_flow(url: &str, home: &Path, signals: Option<&Path>) -> Child {
     let mut command = command(url, home, "flow");
+    command.env(TASKS_VAR, full_tasks().to_string());
     // The flow's process does not wait for the server at exit: what is left goes to the spool,
     // for the next process.
     command.env("FLOWKIT_REPORT_FLUSH_TIMEOUT", "100ms");
@@ -309,17 +324,16 @@ fn spooled(home: &Path) -> usize {
 
 /// The flow run and every one of its task runs are on the server, `Completed`. Both processes
 /// have exited: what is not there now never will be, so the wait only covers the commit.
-async fn assert_whole(client: &reqwest::Client, url: &str, flow: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+async fn assert_whole(client: &reqwest::Client, url: &str, flow: &str, tasks: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (state, completed, total) = count_tasks(client, url, flow).await;
-        if state == "Completed" && completed == tasks() && total == tasks() {
+        if state == "Completed" && completed == tasks && total == tasks {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "flow run {flow} is {state} with {completed} of {} task runs Completed ({total} in all)",
-            tasks()
+            "flow run {flow} is {state} with {completed} of {tasks} task runs Completed ({total} in all)"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

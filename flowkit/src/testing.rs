@@ -162,6 +162,10 @@ impl Recording {
 /// Call it first in every test of a test binary (the configuration is fixed by the first run
 /// of the process). Returns the home directory in force.
 ///
+/// The directory outlives the process (nothing runs at a test binary's exit); on Linux, each
+/// call removes the homes left by earlier test processes that are no longer running, so
+/// `/tmp` does not fill up run after run.
+///
 /// ```
 /// let home = flowkit::testing::isolated_home();
 /// assert!(home.is_dir());
@@ -172,8 +176,11 @@ pub fn isolated_home() -> std::path::PathBuf {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("flowkit-test-home-{}-{nanos}", std::process::id()));
+        remove_homes_of_exited_processes();
+        let dir = std::env::temp_dir().join(format!(
+            "{HOME_PREFIX}{}-{nanos}",
+            std::process::id()
+        ));
         if let Err(err) = std::fs::create_dir_all(&dir) {
             panic!(
                 "cannot create the test FLOWKIT_HOME {}: {err}",
@@ -189,6 +196,36 @@ pub fn isolated_home() -> std::path::PathBuf {
         crate::config::get().home.clone()
     })
     .clone()
+}
+
+/// The name of every test home starts with this, then the process id and `-`.
+const HOME_PREFIX: &str = "flowkit-test-home-";
+
+/// Removes the test homes whose process has exited: on Linux, a process is running while
+/// `/proc/<pid>` exists (a reused pid only keeps an old home a little longer). Elsewhere,
+/// nothing is removed. Best effort: a home that cannot be removed stays.
+fn remove_homes_of_exited_processes() {
+    let proc_dir = std::path::Path::new("/proc");
+    if !proc_dir.join("self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(HOME_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !proc_dir.join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// For flowkit's own tests: not a stable API.
@@ -305,7 +342,7 @@ fn scale_by(n: usize, scale: f64) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_scale, scale_by};
+    use super::{parse_scale, remove_homes_of_exited_processes, scale_by, HOME_PREFIX};
 
     #[test]
     fn scale_is_a_positive_factor() {
@@ -324,5 +361,23 @@ mod tests {
         assert_eq!(scale_by(3, 0.1), 1);
         assert_eq!(scale_by(7, 1.5), 11);
         assert_eq!(scale_by(usize::MAX, 10.0), usize::MAX);
+    }
+
+    #[test]
+    fn homes_of_exited_processes_are_removed_and_running_ones_kept() {
+        if !std::path::Path::new("/proc/self").exists() {
+            eprintln!("skipped: no /proc here, so no home is ever removed");
+            return;
+        }
+        // Above the largest pid Linux hands out (2^22): no such process.
+        let exited = std::env::temp_dir().join(format!("{HOME_PREFIX}999999999-1"));
+        let running = std::env::temp_dir().join(format!("{HOME_PREFIX}{}-1", std::process::id()));
+        for dir in [&exited, &running] {
+            std::fs::create_dir_all(dir.join("spool")).expect("make a home");
+        }
+        remove_homes_of_exited_processes();
+        assert!(!exited.exists(), "the exited process's home is left");
+        assert!(running.is_dir(), "a running process's home was removed");
+        std::fs::remove_dir_all(&running).expect("clean up");
     }
 }

@@ -332,17 +332,70 @@ pub(crate) async fn get_run<D: Dialect>(
     row.as_ref().map(run_record::<D>).transpose()
 }
 
+/// How far a subflow run's creation may lie outside its flow run's `[created, ended]`: both
+/// come from the clock of the one process that ran them, which may be stepped back a little
+/// (NTP) while it runs.
+const SUBFLOW_CLOCK_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// When the subflow runs of a flow run were created: while it ran (from its `created` to its
+/// `ended`, or on if it has not ended), with [`SUBFLOW_CLOCK_MARGIN`] either side. Unbounded
+/// when the flow run's own row has not arrived.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SubflowWindow {
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+impl SubflowWindow {
+    /// The window of a flow run created at `created` and ended at `ended`.
+    pub(crate) fn of(created: DateTime<Utc>, ended: Option<DateTime<Utc>>) -> Self {
+        Self {
+            from: created.checked_sub_signed(SUBFLOW_CLOCK_MARGIN),
+            to: ended.and_then(|at| at.checked_add_signed(SUBFLOW_CLOCK_MARGIN)),
+        }
+    }
+}
+
+/// The [`SubflowWindow`] of `flow_run_id`, read from its row.
+async fn subflow_window<D: Dialect>(
+    pool: &Pool<D>,
+    flow_run_id: Uuid,
+) -> Result<SubflowWindow, StoreError> {
+    let mut q = QueryBuilder::new("SELECT created, ended FROM runs WHERE id = ");
+    q.bind(flow_run_id);
+    let row = D::fetch_optional(&mut *pool.acquire().await?, &mut q).await?;
+    match row {
+        Some(row) => Ok(SubflowWindow::of(
+            D::instant(&row, "created")?,
+            D::opt_instant(&row, "ended")?,
+        )),
+        None => Ok(SubflowWindow::default()),
+    }
+}
+
 /// Appends the ids of the subflow runs of a flow run: flow runs called by it or by one of its
-/// task runs. The callers are the runs whose `flow_run_id` is the flow run (itself and its
-/// task runs: a subflow run is its own flow run), read from `runs_children` alone; each is
-/// then looked up in `runs_subflows`: the cost follows the size of this flow, not the number
-/// of flow runs stored.
-fn push_subflows<D: Dialect>(q: &mut QueryBuilder<D>, flow_run_id: Uuid) {
-    q.push("SELECT id FROM runs WHERE kind = 'flow' AND id <> ")
+/// task runs. They are read from `runs_subflows_by_created` (subflow runs only, by creation)
+/// within the flow run's [`SubflowWindow`], each caller looked up by primary key: the cost
+/// follows the subflow runs created while this flow ran, not the size of this flow (a page of
+/// the children of a flow of 300 000 task runs looked every one of them up before) nor the
+/// number of runs stored.
+fn push_subflows<D: Dialect>(q: &mut QueryBuilder<D>, flow_run_id: Uuid, window: SubflowWindow) {
+    q.push(
+        "SELECT s.id FROM runs s WHERE s.kind = 'flow' AND s.parent_run_id IS NOT NULL \
+         AND s.id <> ",
+    )
+    .bind(flow_run_id);
+    if let Some(from) = window.from {
+        q.push(" AND s.created >= ").bind_instant(from);
+    }
+    if let Some(to) = window.to {
+        q.push(" AND s.created <= ").bind_instant(to);
+    }
+    q.push(" AND (s.parent_run_id = ")
         .bind(flow_run_id)
-        .push(" AND parent_run_id IN (SELECT id FROM runs WHERE flow_run_id = ")
+        .push(" OR EXISTS (SELECT 1 FROM runs p WHERE p.id = s.parent_run_id AND p.flow_run_id = ")
         .bind(flow_run_id)
-        .push(")");
+        .push("))");
 }
 
 /// Task runs and subflow runs of a flow run, oldest first.
@@ -350,13 +403,14 @@ pub(crate) async fn child_runs<D: Dialect>(
     pool: &Pool<D>,
     flow_run_id: Uuid,
 ) -> Result<Vec<RunRecord>, StoreError> {
+    let window = subflow_window(pool, flow_run_id).await?;
     let columns = run_columns::<D>();
     let mut q = QueryBuilder::new(format!("SELECT {columns} FROM runs WHERE flow_run_id = "));
     q.bind(flow_run_id).push(" AND id <> ").bind(flow_run_id);
     q.push(format!(
         " UNION ALL SELECT {columns} FROM runs WHERE id IN ("
     ));
-    push_subflows(&mut q, flow_run_id);
+    push_subflows(&mut q, flow_run_id, window);
     q.push(") AND flow_run_id IS DISTINCT FROM ")
         .bind(flow_run_id)
         .push(" ORDER BY created, id");
@@ -385,6 +439,7 @@ fn push_after<D: Dialect>(
 pub(crate) fn push_child_page_query<D: Dialect>(
     q: &mut QueryBuilder<D>,
     flow_run_id: Uuid,
+    window: SubflowWindow,
     after: Option<Cursor>,
     limit: i64,
 ) -> Result<(), StoreError> {
@@ -400,7 +455,7 @@ pub(crate) fn push_child_page_query<D: Dialect>(
     q.push(format!(
         ") AS tasks UNION ALL SELECT * FROM (SELECT {columns} FROM runs WHERE id IN ("
     ));
-    push_subflows(q, flow_run_id);
+    push_subflows(q, flow_run_id, window);
     q.push(") AND flow_run_id IS DISTINCT FROM ")
         .bind(flow_run_id);
     push_after(q, after.as_ref())?;
@@ -417,8 +472,10 @@ pub(crate) async fn child_runs_page<D: Dialect>(
     page: &PageRequest,
 ) -> Result<Page<RunRecord>, StoreError> {
     let size = page_size(page);
+    let after = decode_cursor(page)?;
+    let window = subflow_window(pool, flow_run_id).await?;
     let mut q = QueryBuilder::new("");
-    push_child_page_query(&mut q, flow_run_id, decode_cursor(page)?, size as i64 + 1)?;
+    push_child_page_query(&mut q, flow_run_id, window, after, size as i64 + 1)?;
     read_page(pool, &mut q, size, run_record::<D>, |run| Cursor {
         micros: micros(run.created),
         id: run.id,
@@ -480,14 +537,18 @@ pub(crate) fn push_states_query<D: Dialect>(
 
 /// Appends the `name, state, started, ended` of every child of a flow run (task runs and
 /// subflow runs).
-fn push_children_facts<D: Dialect>(q: &mut QueryBuilder<D>, flow_run_id: Uuid) {
+fn push_children_facts<D: Dialect>(
+    q: &mut QueryBuilder<D>,
+    flow_run_id: Uuid,
+    window: SubflowWindow,
+) {
     const FACTS: &str = "name, state, started, ended";
     q.push(format!("SELECT {FACTS} FROM runs WHERE flow_run_id = "))
         .bind(flow_run_id)
         .push(" AND id <> ")
         .bind(flow_run_id)
         .push(format!(" UNION ALL SELECT {FACTS} FROM runs WHERE id IN ("));
-    push_subflows(q, flow_run_id);
+    push_subflows(q, flow_run_id, window);
     q.push(") AND flow_run_id IS DISTINCT FROM ")
         .bind(flow_run_id);
 }
@@ -547,10 +608,11 @@ pub(crate) async fn child_groups<D: Dialect>(
     max_groups: u32,
 ) -> Result<Vec<TaskGroup>, StoreError> {
     let max_groups = max_groups.max(1) as usize;
+    let window = subflow_window(pool, flow_run_id).await?;
     let mut q = QueryBuilder::new("SELECT name, ");
     push_group_aggregates(&mut q);
     q.push(" FROM (");
-    push_children_facts(&mut q, flow_run_id);
+    push_children_facts(&mut q, flow_run_id, window);
     q.push(") AS c GROUP BY name ORDER BY n DESC, name LIMIT ")
         .bind(max_groups as i64 + 1);
     let mut groups = read_all(pool, &mut q, named_task_group::<D>).await?;
@@ -561,7 +623,7 @@ pub(crate) async fn child_groups<D: Dialect>(
     let mut q = QueryBuilder::new("SELECT ");
     push_group_aggregates(&mut q);
     q.push(" FROM (");
-    push_children_facts(&mut q, flow_run_id);
+    push_children_facts(&mut q, flow_run_id, window);
     q.push(") AS c");
     if !groups.is_empty() {
         q.push(" WHERE name NOT IN (");
@@ -578,13 +640,14 @@ pub(crate) async fn states<D: Dialect>(
     pool: &Pool<D>,
     flow_run_id: Uuid,
 ) -> Result<Vec<StateRecord>, StoreError> {
+    let window = subflow_window(pool, flow_run_id).await?;
     let mut q = QueryBuilder::new(format!(
         "SELECT {STATE_RECORD_COLUMNS} FROM run_states WHERE group_id = "
     ));
     q.bind(flow_run_id).push(format!(
         " UNION ALL SELECT {STATE_RECORD_COLUMNS} FROM run_states WHERE group_id IN ("
     ));
-    push_subflows(&mut q, flow_run_id);
+    push_subflows(&mut q, flow_run_id, window);
     q.push(") AND run_id = group_id ORDER BY ts, event_id");
     read_all(pool, &mut q, state_record::<D>).await
 }

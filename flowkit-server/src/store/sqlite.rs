@@ -847,7 +847,8 @@ mod tests {
     }
 
     /// A page of a flow run's children reads its task runs from `runs_children` in page
-    /// order, and their states one `(group_id, run_id)` range each: no scan of the flow.
+    /// order, its subflow runs from those created while it ran, and their states one
+    /// `(group_id, run_id)` range each: no scan of the flow.
     #[tokio::test]
     async fn child_page_and_its_states_use_their_indexes() {
         use super::super::cursor::Cursor;
@@ -873,7 +874,10 @@ mod tests {
             }),
         ] {
             let mut explain = QueryBuilder::<Sqlite>::new("EXPLAIN QUERY PLAN ");
-            queries::push_child_page_query(&mut explain, flow, after, 101).expect("query");
+            let now = chrono::Utc::now();
+            let window = queries::SubflowWindow::of(now, Some(now));
+            queries::push_child_page_query(&mut explain, flow, window, after, 101)
+                .expect("query");
             let plan = plan(explain).await;
             let wanted = if after.is_some() {
                 "runs_children (flow_run_id=? AND (created,id)>(?,?))"
@@ -881,6 +885,12 @@ mod tests {
                 "runs_children (flow_run_id=?)"
             };
             assert!(plan.contains(wanted), "{plan}");
+            // The subflow runs: those created while the flow ran, not a lookup per task run.
+            assert!(
+                plan.contains("runs_subflows_by_created (created>? AND created<?)"),
+                "{plan}"
+            );
+            assert!(!plan.contains("runs_subflows "), "{plan}");
         }
         let mut groups = std::collections::BTreeMap::new();
         groups.insert(flow, vec![Uuid::now_v7(), Uuid::now_v7()]);

@@ -95,8 +95,12 @@ async fn task_runs_pages_walk_every_child_once(server: &TestServer) {
     );
     run.events.extend([e1, e2]);
     ingest_all(server, &run.events).await;
-    // Another flow's runs are none of this flow's children.
-    ingest_all(server, &flow_run("other", 5, start).events).await;
+    // Another flow's runs are none of this flow's children, not even its subflow run created
+    // while this flow ran.
+    let mut other = flow_run("other", 5, start);
+    let (_, e3) = subflow("sub_of_other", other.flow, start + Duration::microseconds(30_500));
+    other.events.push(e3);
+    ingest_all(server, &other.events).await;
 
     let mut expected: Vec<(String, String)> = Vec::new();
     let everything = server
