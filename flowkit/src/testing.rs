@@ -177,10 +177,7 @@ pub fn isolated_home() -> std::path::PathBuf {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         remove_homes_of_exited_processes();
-        let dir = std::env::temp_dir().join(format!(
-            "{HOME_PREFIX}{}-{nanos}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("{HOME_PREFIX}{}-{nanos}", std::process::id()));
         if let Err(err) = std::fs::create_dir_all(&dir) {
             panic!(
                 "cannot create the test FLOWKIT_HOME {}: {err}",
@@ -342,7 +339,7 @@ fn scale_by(n: usize, scale: f64) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_scale, remove_homes_of_exited_processes, scale_by, HOME_PREFIX};
+    use super::{HOME_PREFIX, parse_scale, remove_homes_of_exited_processes, scale_by};
 
     #[test]
     fn scale_is_a_positive_factor() {

@@ -876,8 +876,7 @@ mod tests {
             let mut explain = QueryBuilder::<Sqlite>::new("EXPLAIN QUERY PLAN ");
             let now = chrono::Utc::now();
             let window = queries::SubflowWindow::of(now, Some(now));
-            queries::push_child_page_query(&mut explain, flow, window, after, 101)
-                .expect("query");
+            queries::push_child_page_query(&mut explain, flow, window, after, 101).expect("query");
             let plan = plan(explain).await;
             let wanted = if after.is_some() {
                 "runs_children (flow_run_id=? AND (created,id)>(?,?))"

@@ -98,7 +98,11 @@ async fn task_runs_pages_walk_every_child_once(server: &TestServer) {
     // Another flow's runs are none of this flow's children, not even its subflow run created
     // while this flow ran.
     let mut other = flow_run("other", 5, start);
-    let (_, e3) = subflow("sub_of_other", other.flow, start + Duration::microseconds(30_500));
+    let (_, e3) = subflow(
+        "sub_of_other",
+        other.flow,
+        start + Duration::microseconds(30_500),
+    );
     other.events.push(e3);
     ingest_all(server, &other.events).await;
 
