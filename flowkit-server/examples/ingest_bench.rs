@@ -5,12 +5,18 @@
 //! that cluster and dropped afterwards):
 //!
 //! - ingestion: realistic events (flows with tasks: Pending, Running, a log line, Completed)
-//!   in batches of `--batch` from `--clients` concurrent clients;
+//!   in batches of `--batch` events from `--clients` concurrent clients, sent twice: one JSON
+//!   object per event, and as flowkit's reporter sends them (the states of a run that happen
+//!   within a millisecond travel as one run record, see `EventBody::RunRecord`: every task run
+//!   here, and a flow run's first two states), into a fresh database each time. The same
+//!   events, the same rows stored; the second saves the server parsing;
 //! - the first page of the runs list with `--page-runs` flow runs stored (inserted through the
 //!   store directly, then `GET /api/flow-runs?limit=50` timed over HTTP, median of several).
 //!
-//! Prints `key=value` lines: `sqlite_events_per_s`, `p99_batch_ms` (SQLite), `pg_events_per_s`
-//! and `pg_p99_batch_ms` (when run), `runs_page_ms`, `runs_page_filtered_ms`.
+//! Prints `key=value` lines: `sqlite_events_per_s`, `p99_batch_ms` (SQLite, one object per
+//! event), `sqlite_record_events_per_s` (events per second sent as run records),
+//! `pg_events_per_s`, `pg_p99_batch_ms` and `pg_record_events_per_s` (when run),
+//! `runs_page_ms`, `runs_page_filtered_ms`.
 
 #[path = "support/pg_database.rs"]
 mod pg_database;
@@ -19,8 +25,9 @@ use chrono::{Duration as TimeDelta, Utc};
 use clap::Parser;
 use flowkit_server::config::Config;
 use flowkit_server::store::{Backend, Store};
-use flowkit_server::wire::{Event, EventBody, LogLevel, RunDetails, RunKind};
+use flowkit_server::wire::{Event, EventBody, LaterState, LogLevel, RunDetails, RunKind};
 use flowkit_server::wire::{State, StateType};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -55,10 +62,14 @@ async fn main() -> anyhow::Result<()> {
 
     let dir = tempfile::tempdir()?;
     let sqlite_url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let result = ingest(&sqlite_url, &args).await?;
+    let result = ingest(&sqlite_url, &args, Shape::Events).await?;
     println!("sqlite_events_per_s={:.0}", result.events_per_s);
     println!("p99_batch_ms={:.1}", result.p99_ms);
     println!("sqlite_p50_batch_ms={:.1}", result.p50_ms);
+    let records_url = format!("sqlite://{}", dir.path().join("records.db").display());
+    let result = ingest(&records_url, &args, Shape::Records).await?;
+    println!("sqlite_record_events_per_s={:.0}", result.events_per_s);
+    println!("sqlite_record_p99_batch_ms={:.1}", result.p99_ms);
 
     if let Ok(pg) = std::env::var("FLOWKIT_BENCH_PG_URL") {
         postgres(&pg, &args).await?;
@@ -76,14 +87,30 @@ async fn main() -> anyhow::Result<()> {
 
 /// Ingestion into a fresh database of the PostgreSQL cluster at `pg`, dropped afterwards.
 async fn postgres(pg: &str, args: &Args) -> anyhow::Result<()> {
-    let (url, drop) = pg_database::pg_database(pg, "flowkit_bench").await?;
-    let outcome = ingest(&url, args).await;
-    let dropped = drop.await;
-    let result = outcome?;
-    dropped?;
-    println!("pg_events_per_s={:.0}", result.events_per_s);
-    println!("pg_p99_batch_ms={:.1}", result.p99_ms);
+    for shape in [Shape::Events, Shape::Records] {
+        let (url, drop) = pg_database::pg_database(pg, "flowkit_bench").await?;
+        let outcome = ingest(&url, args, shape).await;
+        let dropped = drop.await;
+        let result = outcome?;
+        dropped?;
+        match shape {
+            Shape::Events => {
+                println!("pg_events_per_s={:.0}", result.events_per_s);
+                println!("pg_p99_batch_ms={:.1}", result.p99_ms);
+            }
+            Shape::Records => println!("pg_record_events_per_s={:.0}", result.events_per_s),
+        }
+    }
     Ok(())
+}
+
+/// How the events travel.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// One JSON object per event.
+    Events,
+    /// As flowkit's reporter sends them: a run's states within a millisecond as one record.
+    Records,
 }
 
 struct IngestResult {
@@ -100,8 +127,8 @@ async fn start_server(url: &str) -> anyhow::Result<flowkit_server::Spawned> {
     flowkit_server::spawn(listener, config).await
 }
 
-async fn ingest(url: &str, args: &Args) -> anyhow::Result<IngestResult> {
-    let bodies = Arc::new(batches(args.events, args.batch, args.tasks)?);
+async fn ingest(url: &str, args: &Args, shape: Shape) -> anyhow::Result<IngestResult> {
+    let bodies = Arc::new(batches(args.events, args.batch, args.tasks, shape)?);
     let server = start_server(url).await?;
     let client = reqwest::Client::new();
     let next = Arc::new(AtomicUsize::new(0));
@@ -155,8 +182,14 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
-/// Realistic events, serialized into batch bodies before the clock starts.
-fn batches(events: usize, batch: usize, tasks: usize) -> anyhow::Result<Vec<(usize, Vec<u8>)>> {
+/// Realistic events, serialized into batch bodies of about `batch` events each before the
+/// clock starts; each body with the count of events it stands for.
+fn batches(
+    events: usize,
+    batch: usize,
+    tasks: usize,
+    shape: Shape,
+) -> anyhow::Result<Vec<(usize, Vec<u8>)>> {
     let mut all = Vec::with_capacity(events);
     let start = Utc::now() - TimeDelta::hours(1);
     let mut n = 0;
@@ -169,9 +202,78 @@ fn batches(events: usize, batch: usize, tasks: usize) -> anyhow::Result<Vec<(usi
         n += 1;
     }
     all.truncate(events);
-    all.chunks(batch.max(1))
-        .map(|chunk| Ok((chunk.len(), serde_json::to_vec(chunk)?)))
-        .collect()
+    let elements = match shape {
+        Shape::Events => all,
+        Shape::Records => into_records(all),
+    };
+    let mut bodies = Vec::new();
+    let mut chunk: Vec<&Event> = Vec::new();
+    let mut count = 0;
+    for element in &elements {
+        chunk.push(element);
+        count += element.event_count();
+        if count >= batch.max(1) {
+            bodies.push((count, serde_json::to_vec(&chunk)?));
+            (chunk, count) = (Vec::new(), 0);
+        }
+    }
+    if !chunk.is_empty() {
+        bodies.push((count, serde_json::to_vec(&chunk)?));
+    }
+    Ok(bodies)
+}
+
+/// The events as flowkit's reporter sends them: the state events of one run within a
+/// millisecond of its first become one run record (at the place of the first), the others
+/// (log lines, a flow run's last state) stay as they are.
+fn into_records(events: Vec<Event>) -> Vec<Event> {
+    let window = TimeDelta::milliseconds(1);
+    let mut out: Vec<Event> = Vec::with_capacity(events.len());
+    // Each run's open record: its place in `out`.
+    let mut open: HashMap<Uuid, usize> = HashMap::new();
+    for event in events {
+        let EventBody::State { state, details } = event.body else {
+            out.push(event);
+            continue;
+        };
+        if let Some(record) = open.get(&event.run_id).map(|&i| &mut out[i])
+            && event.timestamp - record.timestamp <= window
+            && let EventBody::RunRecord { later, .. } = &mut record.body
+        {
+            later.push(LaterState {
+                id: event.id,
+                timestamp: event.timestamp,
+                attempt: event.attempt,
+                state,
+            });
+            continue;
+        }
+        open.insert(event.run_id, out.len());
+        out.push(Event {
+            body: EventBody::RunRecord {
+                state,
+                details,
+                later: Vec::new(),
+            },
+            ..event
+        });
+    }
+    // A record of one state is sent as that state event.
+    for event in &mut out {
+        if let EventBody::RunRecord {
+            state,
+            details,
+            later,
+        } = &mut event.body
+            && later.is_empty()
+        {
+            event.body = EventBody::State {
+                state: state.clone(),
+                details: details.take(),
+            };
+        }
+    }
+    out
 }
 
 /// One flow run: Pending (with details), Running, tasks (Pending, Running, a log line,
