@@ -100,7 +100,10 @@ fn without_memory_statistics() {
         // returns (`SqliteStore::connect` makes it first), through this `Once`.
         #[allow(unsafe_code)]
         let _ = unsafe {
-            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int)
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::ffi::c_int,
+            )
         };
     });
 }

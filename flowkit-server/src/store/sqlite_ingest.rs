@@ -257,7 +257,12 @@ fn find_stored<'i>(
         let mut lookup = db.prepare_cached(&lookups[padded.trailing_zeros() as usize])?;
         let last = chunk.last().map_or(&[0; 16], |id| id.as_bytes());
         let padding = std::iter::repeat_n(last, padded - chunk.len());
-        for (i, id) in chunk.iter().map(|id| id.as_bytes()).chain(padding).enumerate() {
+        for (i, id) in chunk
+            .iter()
+            .map(|id| id.as_bytes())
+            .chain(padding)
+            .enumerate()
+        {
             lookup.raw_bind_parameter(i + 1, id)?;
         }
         let mut rows = lookup.raw_query();
@@ -316,8 +321,22 @@ fn insert_events(
     let log_ids = plan.logs.iter().map(|r| &r.event_id);
     find_stored(db, &INGEST_SQL.in_states, log_ids, &mut found)?;
     let (states, logs) = plan.unseen(&found);
-    write_rows(db, &INGEST_SQL.states, &EVENT_CHUNKS, true, &states, Some(stored))?;
-    write_rows(db, &INGEST_SQL.logs, &EVENT_CHUNKS, true, &logs, Some(stored))
+    write_rows(
+        db,
+        &INGEST_SQL.states,
+        &EVENT_CHUNKS,
+        true,
+        &states,
+        Some(stored),
+    )?;
+    write_rows(
+        db,
+        &INGEST_SQL.logs,
+        &EVENT_CHUNKS,
+        true,
+        &logs,
+        Some(stored),
+    )
 }
 
 /// See [`BulkWrite::upsert_runs`].
