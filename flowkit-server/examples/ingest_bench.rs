@@ -223,9 +223,11 @@ fn batches(
     Ok(bodies)
 }
 
-/// The events as flowkit's reporter sends them: the state events of one run within a
-/// millisecond of its first become one run record (at the place of the first), the others
-/// (log lines, a flow run's last state) stay as they are.
+/// The events as flowkit's reporter sends them (the rule of its encoder, `plan` in
+/// `flowkit/src/sink/report/encode.rs`, crate-private there, with a millisecond standing for
+/// its batch window): the state events of one run within a millisecond of its first become one
+/// run record (at the place of the first), the others (log lines, a flow run's last state) stay
+/// as they are.
 fn into_records(events: Vec<Event>) -> Vec<Event> {
     let window = TimeDelta::milliseconds(1);
     let mut out: Vec<Event> = Vec::with_capacity(events.len());

@@ -265,11 +265,17 @@ fn find_stored<'i>(
         {
             lookup.raw_bind_parameter(i + 1, id)?;
         }
-        let mut rows = lookup.raw_query();
-        while let Some(row) = rows.next()? {
-            let id: [u8; 16] = row.get(0)?;
-            found.insert(Uuid::from_bytes(id));
-        }
+        read_ids(&mut lookup, found)?;
+    }
+    Ok(())
+}
+
+/// Runs `statement`, whose rows are one event id each, and adds the ids to `ids`.
+fn read_ids(statement: &mut Statement<'_>, ids: &mut HashSet<Uuid>) -> Result<(), StoreError> {
+    let mut rows = statement.raw_query();
+    while let Some(row) = rows.next()? {
+        let id: [u8; 16] = row.get(0)?;
+        ids.insert(Uuid::from_bytes(id));
     }
     Ok(())
 }
@@ -293,13 +299,7 @@ fn write_rows<R: BindRow>(
             row.bind(&mut statement, i * R::WIDTH)?;
         }
         match returned.as_deref_mut() {
-            Some(ids) => {
-                let mut rows = statement.raw_query();
-                while let Some(row) = rows.next()? {
-                    let id: [u8; 16] = row.get(0)?;
-                    ids.insert(Uuid::from_bytes(id));
-                }
-            }
+            Some(ids) => read_ids(&mut statement, ids)?,
             None => {
                 statement.raw_execute()?;
             }
