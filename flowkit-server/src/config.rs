@@ -46,8 +46,9 @@ pub struct Cli {
     )]
     pub database_url: String,
 
-    /// How long runs are kept: runs created longer ago than this are deleted by a background
-    /// task (checked hourly). A duration such as `30d`, `12h`, `90days`; `off` keeps
+    /// How long runs are kept: runs this server first received longer ago than this (by its own
+    /// clock, never a client's timestamp) are deleted, each flow run with its task runs and
+    /// logs, by a background task (checked hourly). A duration such as `30d`, `12h`, `90days`; `off` keeps
     /// everything.
     #[arg(long, env = "FLOWKIT_RETENTION", default_value = "30d", value_parser = parse_retention)]
     pub retention: Retention,

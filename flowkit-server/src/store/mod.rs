@@ -51,6 +51,8 @@ mod sqlite_batch;
 #[cfg(feature = "sqlite")]
 mod sqlite_ingest;
 #[cfg(feature = "sqlite")]
+mod sqlite_rows;
+#[cfg(feature = "sqlite")]
 mod sqlite_schedule_rows;
 mod worker_touches;
 
@@ -1088,6 +1090,7 @@ impl Backend for Store {
     async fn finish(&self, finished: Finished) -> Result<LeaseCall, StoreError> {
         // On PostgreSQL: written together with the finishes waiting at the same moment.
         #[cfg(feature = "postgres")]
+        #[allow(irrefutable_let_patterns)] // a build with PostgreSQL only
         if let Db::Postgres(b) = &self.db {
             return b.finish(finished).await;
         }

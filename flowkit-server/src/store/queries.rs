@@ -729,7 +729,7 @@ pub(crate) async fn stats<D: Dialect>(
 pub(crate) enum Maintenance {
     /// See [`super::Backend::delete_before`].
     DeleteBefore {
-        /// Runs created before this go.
+        /// Runs the server received before this go.
         cutoff: DateTime<Utc>,
         /// At most this many runs (with their groups) per call.
         batch: u32,
@@ -750,7 +750,8 @@ pub(crate) enum Maintenance {
     },
     /// See [`super::Backend::trigger`].
     Trigger(Box<NewRun>),
-    /// See [`super::Backend::claim`].
+    /// See [`super::Backend::claim`] (on SQLite; PostgreSQL claims on its own).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     Claim {
         /// The claim.
         order: Box<super::ClaimOrder>,
@@ -882,6 +883,7 @@ pub(crate) enum Written {
     /// [`Maintenance::Trigger`].
     Triggered(Triggered),
     /// [`Maintenance::Claim`].
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     Claimed(Vec<flowkit_wire::api::workers::ClaimedRun>),
     /// [`Maintenance::Heartbeat`].
     Heartbeat(super::HeartbeatOutcome),
@@ -1280,7 +1282,9 @@ pub(crate) trait BulkWrite: Dialect {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// Writes a plan in one transaction; returns each of its requests' outcome.
+/// Writes a plan in one transaction; returns each of its requests' outcome. (PostgreSQL's
+/// ingestion; SQLite's writer writes several plans in one transaction with its `Ingester`.)
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) async fn apply<D: BulkWrite>(
     conn: &mut D::Connection,
     plan: &Plan,

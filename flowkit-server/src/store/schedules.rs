@@ -737,6 +737,11 @@ pub(super) const SLOT_RUN_COLUMNS: &str = "id, kind, name, parent_run_id, flow_r
      state_message, state_ts, state_event_id, attempt, created, started, ended, has_details, \
      task_key, tags, parameters, cache_key, deployment, version, worker, lease_token, received, \
      scheduled_for, version_pinned, max_attempts, created_by, late_at, expires_at";
+/// The columns of a schedule's run besides a run's own ([`super::queries::RUN_COLUMNS`]): the
+/// end of [`SLOT_RUN_COLUMNS`].
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+pub(super) const SLOT_RUN_EXTRA_COLUMNS: &str =
+    "scheduled_for, version_pinned, max_attempts, created_by, late_at, expires_at";
 
 /// The first states (the plan's `states`) and the rows, by run id, of runs whose slots were
 /// just claimed, created at `at`: what [`insert_slot_runs`] inserts (each run is created by one

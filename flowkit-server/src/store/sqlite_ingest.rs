@@ -33,9 +33,9 @@
 //! one call.
 
 use super::queries::{self, BulkWrite, LOG_COLUMNS, RUN_COLUMNS, STATE_COLUMNS};
-use super::rows::{self, LogRow, Plan, RunRow, StateRow};
+use super::rows::{Plan, RunRow};
+use super::sqlite_rows::{BindRow, chunked, read_ids, values_sql};
 use super::{IngestOutcome, StoreError};
-use rusqlite::Statement;
 use sqlx::Sqlite;
 use sqlx::sqlite::{LockedSqliteHandle, SqliteConnection};
 use std::collections::HashSet;
@@ -92,12 +92,6 @@ static INGEST_SQL: LazyLock<IngestSql> = LazyLock::new(|| {
     }
 });
 
-/// `head (?, …), (?, …) tail` with `rows` tuples of `columns` placeholders.
-fn values_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String {
-    let tuple = format!("({})", vec!["?"; columns].join(", "));
-    format!("{head}{}{tail}", vec![tuple; rows].join(", "))
-}
-
 /// The lookups of 1, 2, 4, … [`LOOKUP_CHUNK`] ids in `table`.
 fn lookups(table: &str) -> Vec<String> {
     (0..=LOOKUP_CHUNK.trailing_zeros())
@@ -112,135 +106,6 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
         StoreError::Sqlite(e.to_string())
     }
-}
-
-/// A row of one of ingestion's tables, bound into a multi-row statement.
-trait BindRow {
-    /// Values bound per row (the table's columns as ingestion writes them).
-    const WIDTH: usize;
-    /// Binds this row's values to the parameters after the first `at`.
-    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError>;
-}
-
-impl<R: BindRow> BindRow for &R {
-    const WIDTH: usize = R::WIDTH;
-    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError> {
-        (**self).bind(statement, at)
-    }
-}
-
-/// Binds `values` to the parameters after the first `at`, in order.
-macro_rules! bind_all {
-    ($statement:expr, $at:expr, $($value:expr),+ $(,)?) => {{
-        let mut index = $at;
-        $(
-            index += 1;
-            $statement.raw_bind_parameter(index, $value)?;
-        )+
-        let _ = index;
-        Ok(())
-    }};
-}
-
-impl BindRow for StateRow {
-    const WIDTH: usize = 7;
-    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError> {
-        bind_all!(
-            statement,
-            at,
-            self.event_id.as_bytes(),
-            self.run_id.as_bytes(),
-            self.group_id.as_bytes(),
-            self.state.as_str(),
-            &self.message,
-            self.attempt,
-            self.ts,
-        )
-    }
-}
-
-impl BindRow for LogRow {
-    const WIDTH: usize = 10;
-    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError> {
-        bind_all!(
-            statement,
-            at,
-            self.event_id.as_bytes(),
-            self.run_id.as_bytes(),
-            self.flow_run_id.as_ref().map(Uuid::as_bytes),
-            self.group_id.as_bytes(),
-            &self.run_name,
-            rows::level_number(self.level),
-            &self.message,
-            &self.fields,
-            self.attempt,
-            self.ts,
-        )
-    }
-}
-
-impl BindRow for RunRow {
-    const WIDTH: usize = 24;
-    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError> {
-        static NO_DETAILS: LazyLock<rows::DetailsRow> = LazyLock::new(rows::DetailsRow::default);
-        let details = self.details.as_ref().unwrap_or(&NO_DETAILS);
-        bind_all!(
-            statement,
-            at,
-            self.id.as_bytes(),
-            self.kind.as_str(),
-            &self.name,
-            self.parent_run_id.as_ref().map(Uuid::as_bytes),
-            self.flow_run_id.as_ref().map(Uuid::as_bytes),
-            self.state.as_str(),
-            &self.state_message,
-            self.state_ts,
-            self.state_event_id.as_bytes(),
-            self.attempt,
-            self.created,
-            self.started,
-            self.ended,
-            self.details.is_some(),
-            &details.task_key,
-            details.tags_json()?,
-            &details.parameters,
-            details.upstream_json()?,
-            &details.cache_key,
-            &details.deployment,
-            &details.version,
-            &details.worker,
-            self.lease_token,
-            self.received,
-        )
-    }
-}
-
-/// Splits `rows` into chunks of greedy sizes of `sizes` (largest first); yields each with
-/// the index of its size (so the statement for it). With `pad`, a last chunk smaller than every
-/// size gets the smallest one, and is to be padded.
-fn chunked<'r, T>(
-    mut rows: &'r [T],
-    sizes: &[usize],
-    pad: bool,
-) -> impl Iterator<Item = (usize, &'r [T])> {
-    std::iter::from_fn(move || {
-        if rows.is_empty() {
-            return None;
-        }
-        let found = sizes
-            .iter()
-            .copied()
-            .enumerate()
-            .find(|&(_, size)| size <= rows.len());
-        let (which, size) = match found {
-            Some(found) => found,
-            None if pad => (sizes.len() - 1, rows.len()),
-            None => return None,
-        };
-        let (chunk, rest) = rows.split_at(size);
-        rows = rest;
-        Some((which, chunk))
-    })
 }
 
 /// Adds to `found` the ones of `ids` stored in the table of `lookups` (see [`lookups`]).
@@ -266,16 +131,6 @@ fn find_stored<'i>(
             lookup.raw_bind_parameter(i + 1, id)?;
         }
         read_ids(&mut lookup, found)?;
-    }
-    Ok(())
-}
-
-/// Runs `statement`, whose rows are one event id each, and adds the ids to `ids`.
-fn read_ids(statement: &mut Statement<'_>, ids: &mut HashSet<Uuid>) -> Result<(), StoreError> {
-    let mut rows = statement.raw_query();
-    while let Some(row) = rows.next()? {
-        let id: [u8; 16] = row.get(0)?;
-        ids.insert(Uuid::from_bytes(id));
     }
     Ok(())
 }
@@ -491,6 +346,7 @@ impl Ingester {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::rows::{LogRow, StateRow};
 
     /// The widths rows are bound with are the statements' column counts.
     #[test]

@@ -9,15 +9,18 @@
 //! of [`CHUNKS`] rows (a tick's batch of [`crate::scheduler::SCHEDULES_PER_BATCH`] is one
 //! statement of each), so that each shape stays prepared.
 
+use super::NewRun;
 use super::StoreError;
-use super::rows::{DetailsRow, RunRow, StateRow};
-use super::schedules::{Advance, SLOT_RUN_COLUMNS, SlotsWritten, slot_run_rows, sorted_slots};
-use super::{NewRun, queries::STATE_COLUMNS};
+use super::queries::{RUN_COLUMNS, STATE_COLUMNS};
+use super::rows::{RunRow, StateRow};
+use super::schedules::{
+    Advance, SLOT_RUN_EXTRA_COLUMNS, SlotsWritten, slot_run_rows, sorted_slots,
+};
+use super::sqlite_rows::{BindRow, bind_all, chunked, read_ids, values_sql};
 use chrono::{DateTime, Utc};
 use rusqlite::Statement;
 use std::collections::HashSet;
 use std::sync::LazyLock;
-use uuid::Uuid;
 
 /// Rows per statement, largest first (not padded: the last chunks of a batch take smaller
 /// shapes).
@@ -26,10 +29,8 @@ pub(super) const CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 /// Statements this module keeps prepared: four tables' shapes.
 pub(super) const PREPARED: usize = 4 * CHUNKS.len();
 
-/// Values bound per slot, per state, per run, per advance.
+/// Values bound per slot and per advance.
 const SLOT_WIDTH: usize = 4;
-const STATE_WIDTH: usize = 7;
-const RUN_WIDTH: usize = 29;
 const ADVANCE_WIDTH: usize = 4;
 
 /// The statements, one per size of [`CHUNKS`].
@@ -42,10 +43,9 @@ struct SlotSql {
 
 static SLOT_SQL: LazyLock<SlotSql> = LazyLock::new(|| {
     let build = |head: &str, width: usize, tail: &str| -> Vec<String> {
-        let tuple = format!("({})", vec!["?"; width].join(", "));
         CHUNKS
             .iter()
-            .map(|&rows| format!("{head}{}{tail}", vec![tuple.as_str(); rows].join(", ")))
+            .map(|&rows| values_sql(head, width, rows, tail))
             .collect()
     };
     SlotSql {
@@ -56,12 +56,12 @@ static SLOT_SQL: LazyLock<SlotSql> = LazyLock::new(|| {
         ),
         states: build(
             &format!("INSERT INTO run_states ({STATE_COLUMNS}) VALUES "),
-            STATE_WIDTH,
+            StateRow::WIDTH,
             "",
         ),
         runs: build(
-            &format!("INSERT INTO runs ({SLOT_RUN_COLUMNS}) VALUES "),
-            RUN_WIDTH,
+            &format!("INSERT INTO runs ({RUN_COLUMNS}, {SLOT_RUN_EXTRA_COLUMNS}) VALUES "),
+            SlotRun::WIDTH,
             "",
         ),
         advances: build(
@@ -72,33 +72,6 @@ static SLOT_SQL: LazyLock<SlotSql> = LazyLock::new(|| {
         ),
     }
 });
-
-/// Splits `rows` into chunks of the sizes of [`CHUNKS`], greedily; each with the index of its
-/// size (so its statement).
-fn chunked<T>(mut rows: &[T]) -> impl Iterator<Item = (usize, &[T])> {
-    std::iter::from_fn(move || {
-        let (which, size) = CHUNKS
-            .iter()
-            .copied()
-            .enumerate()
-            .find(|&(_, size)| size <= rows.len())?;
-        let (chunk, rest) = rows.split_at(size);
-        rows = rest;
-        Some((which, chunk))
-    })
-}
-
-/// Binds `values` to the parameters after the first `at`, in order.
-macro_rules! bind_all {
-    ($statement:expr, $at:expr, $($value:expr),+ $(,)?) => {{
-        let mut index = $at;
-        $(
-            index += 1;
-            $statement.raw_bind_parameter(index, $value)?;
-        )+
-        let _ = index;
-    }};
-}
 
 fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
@@ -115,7 +88,7 @@ pub(super) fn write_slots(
     // 1. The slots, in key order; the ones claimed now come back.
     let slots = sorted_slots(runs)?;
     let mut won = HashSet::with_capacity(runs.len());
-    for (which, chunk) in chunked(&slots) {
+    for (which, chunk) in chunked(&slots, &CHUNKS, false) {
         let mut statement = db.prepare_cached(&SLOT_SQL.slots[which])?;
         for (i, (schedule, instant, slot, run_id)) in chunk.iter().enumerate() {
             bind_all!(
@@ -127,11 +100,7 @@ pub(super) fn write_slots(
                 i64::try_from(slot.skipped).unwrap_or(i64::MAX),
             );
         }
-        let mut rows = statement.raw_query();
-        while let Some(row) = rows.next()? {
-            let id: [u8; 16] = row.get(0)?;
-            won.insert(Uuid::from_bytes(id));
-        }
+        read_ids(&mut statement, &mut won)?;
     }
     let created: Vec<bool> = runs
         .iter()
@@ -144,10 +113,10 @@ pub(super) fn write_slots(
     // 2. Their runs: first states, then rows.
     if !claimed.is_empty() {
         let (plan, mut folded) = slot_run_rows(&claimed, at)?;
-        for (which, chunk) in chunked(&plan.states) {
+        for (which, chunk) in chunked(&plan.states, &CHUNKS, false) {
             let mut statement = db.prepare_cached(&SLOT_SQL.states[which])?;
             for (i, row) in chunk.iter().enumerate() {
-                bind_state(&mut statement, i * STATE_WIDTH, row)?;
+                row.bind(&mut statement, i * StateRow::WIDTH)?;
             }
             statement.raw_execute()?;
         }
@@ -156,12 +125,12 @@ pub(super) fn write_slots(
             let row = folded
                 .remove(&run.event.run_id)
                 .ok_or_else(|| super::rows::corrupt("a schedule's run was not folded".into()))?;
-            rows.push((*run, row));
+            rows.push(SlotRun { run, row });
         }
-        for (which, chunk) in chunked(&rows) {
+        for (which, chunk) in chunked(&rows, &CHUNKS, false) {
             let mut statement = db.prepare_cached(&SLOT_SQL.runs[which])?;
-            for (i, (run, row)) in chunk.iter().enumerate() {
-                bind_run(&mut statement, i * RUN_WIDTH, run, row)?;
+            for (i, run) in chunk.iter().enumerate() {
+                run.bind(&mut statement, i * SlotRun::WIDTH)?;
             }
             statement.raw_execute()?;
         }
@@ -170,7 +139,7 @@ pub(super) fn write_slots(
     let mut sorted: Vec<&Advance> = advances.iter().collect();
     sorted.sort_by_key(|advance| advance.id);
     let mut advanced = 0;
-    for (which, chunk) in chunked(&sorted) {
+    for (which, chunk) in chunked(&sorted, &CHUNKS, false) {
         let mut statement = db.prepare_cached(&SLOT_SQL.advances[which])?;
         for (i, advance) in chunk.iter().enumerate() {
             bind_all!(
@@ -191,71 +160,36 @@ pub(super) fn write_slots(
     })
 }
 
-fn bind_state(statement: &mut Statement<'_>, at: usize, row: &StateRow) -> Result<(), StoreError> {
-    bind_all!(
-        statement,
-        at,
-        row.event_id.as_bytes(),
-        row.run_id.as_bytes(),
-        row.group_id.as_bytes(),
-        row.state.as_str(),
-        &row.message,
-        i64::from(row.attempt),
-        row.ts,
-    );
-    Ok(())
+/// A schedule's new run: its row as ingestion writes it, then the columns of
+/// [`SLOT_RUN_EXTRA_COLUMNS`] (as `super::schedules::insert_slot_runs` writes them).
+struct SlotRun<'r> {
+    run: &'r NewRun,
+    row: RunRow,
 }
 
-/// Binds a run's row as `super::schedules::insert_slot_runs` does (the columns of
-/// [`SLOT_RUN_COLUMNS`]).
-fn bind_run(
-    statement: &mut Statement<'_>,
-    at: usize,
-    run: &NewRun,
-    row: &RunRow,
-) -> Result<(), StoreError> {
-    static NO_DETAILS: LazyLock<DetailsRow> = LazyLock::new(DetailsRow::default);
-    let details = row.details.as_ref().unwrap_or(&NO_DETAILS);
-    if !details.upstream.is_empty() {
-        return Err(super::rows::corrupt(
-            "a schedule's run with upstream runs".into(),
-        ));
+impl BindRow for SlotRun<'_> {
+    const WIDTH: usize = RunRow::WIDTH + 6;
+    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError> {
+        let upstream = self.row.details.as_ref().map(|d| d.upstream.len());
+        if upstream.unwrap_or(0) > 0 {
+            return Err(super::rows::corrupt(
+                "a schedule's run with upstream runs".into(),
+            ));
+        }
+        self.row.bind(statement, at)?;
+        let slot = self.run.schedule_slot.as_ref();
+        bind_all!(
+            statement,
+            at + RunRow::WIDTH,
+            self.run.scheduled_for.map(micros),
+            self.run.version_pinned,
+            i64::from(self.run.max_attempts.max(1)),
+            &self.run.created_by,
+            slot.and_then(|slot| slot.late_at).map(micros),
+            slot.and_then(|slot| slot.expires_at).map(micros),
+        );
+        Ok(())
     }
-    let slot = run.schedule_slot.as_ref();
-    bind_all!(
-        statement,
-        at,
-        row.id.as_bytes(),
-        row.kind.as_str(),
-        &row.name,
-        row.parent_run_id.as_ref().map(Uuid::as_bytes),
-        row.flow_run_id.as_ref().map(Uuid::as_bytes),
-        row.state.as_str(),
-        &row.state_message,
-        row.state_ts,
-        row.state_event_id.as_bytes(),
-        i64::from(row.attempt),
-        row.created,
-        row.started,
-        row.ended,
-        row.details.is_some(),
-        &details.task_key,
-        details.tags_json()?,
-        &details.parameters,
-        &details.cache_key,
-        &details.deployment,
-        &details.version,
-        &details.worker,
-        row.lease_token,
-        row.received,
-        run.scheduled_for.map(micros),
-        run.version_pinned,
-        i64::from(run.max_attempts.max(1)),
-        &run.created_by,
-        slot.and_then(|slot| slot.late_at).map(micros),
-        slot.and_then(|slot| slot.expires_at).map(micros),
-    );
-    Ok(())
 }
 
 #[cfg(test)]
@@ -266,13 +200,18 @@ mod tests {
     #[test]
     fn widths_are_the_column_counts() {
         let count = |columns: &str| columns.split(',').count();
-        assert_eq!(count(STATE_COLUMNS), STATE_WIDTH);
-        assert_eq!(count(SLOT_RUN_COLUMNS), RUN_WIDTH);
+        assert_eq!(
+            count(SLOT_RUN_EXTRA_COLUMNS),
+            SlotRun::WIDTH - RunRow::WIDTH
+        );
+        // The generic path's columns: the same, without `upstream` (always empty here).
+        let generic = format!("{RUN_COLUMNS}, {SLOT_RUN_EXTRA_COLUMNS}").replace("upstream, ", "");
+        assert_eq!(generic, super::super::schedules::SLOT_RUN_COLUMNS);
         for (i, size) in CHUNKS.iter().enumerate() {
             for (sql, width) in [
                 (&SLOT_SQL.slots[i], SLOT_WIDTH),
-                (&SLOT_SQL.states[i], STATE_WIDTH),
-                (&SLOT_SQL.runs[i], RUN_WIDTH),
+                (&SLOT_SQL.states[i], StateRow::WIDTH),
+                (&SLOT_SQL.runs[i], SlotRun::WIDTH),
                 (&SLOT_SQL.advances[i], ADVANCE_WIDTH),
             ] {
                 assert_eq!(sql.matches('?').count(), size * width, "{sql}");
@@ -285,7 +224,7 @@ mod tests {
     fn chunks_cover_every_row_once() {
         for len in 0..700usize {
             let rows: Vec<usize> = (0..len).collect();
-            let chunks: Vec<(usize, &[usize])> = chunked(&rows).collect();
+            let chunks: Vec<(usize, &[usize])> = chunked(&rows, &CHUNKS, false).collect();
             let flat: Vec<usize> = chunks.iter().flat_map(|(_, c)| c.iter().copied()).collect();
             assert_eq!(flat, rows);
             for (which, chunk) in chunks {
