@@ -309,6 +309,12 @@ async function showRun(id) {
 
 const RETRYABLE = new Set(["Failed", "Crashed", "Cancelled", "TimedOut"]);
 
+/** Who created a run: a link to the parent run for `run:ID`, the name otherwise. */
+function createdBy(by) {
+  const parent = by.startsWith("run:") ? by.slice(4) : null;
+  return parent ? el("a", { href: runHref(parent) }, el("code", {}, by)) : el("code", {}, by);
+}
+
 function renderRunHeader(run) {
   $("run-title").replaceChildren(el("span", {}, run.name), " ", stateBadge(run.state, run.state_message));
   const meta = $("run-meta");
@@ -318,7 +324,7 @@ function renderRunHeader(run) {
     el("span", {}, "Duration ", fmtDuration(runDuration(run))),
     el("span", {}, "Attempt ", String(run.attempt)),
     run.deployment ? el("span", {}, "Deployment ", el("a", { href: deploymentHref(run.deployment) }, run.deployment)) : null,
-    run.created_by ? el("span", { class: "created-by" }, "Created by ", el("code", {}, run.created_by)) : null,
+    run.created_by ? el("span", { class: "created-by" }, "Created by ", createdBy(run.created_by)) : null,
     run.worker ? el("span", {}, "Worker ", run.worker) : null,
     run.version ? el("span", {}, "Version ", run.version) : null,
     run.scheduled_for ? el("span", {}, "Scheduled for ", fmtTime(run.scheduled_for)) : null,

@@ -181,6 +181,28 @@ async fn wait_recorded(id: Uuid, what: &str, pred: impl Fn(&Event) -> bool) {
     }
 }
 
+/// Waits until the server's task runs of the flow run `id` (one page) satisfy `done`; them.
+async fn wait_task_runs(id: Uuid, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = format!("{}/api/v1/flow-runs/{id}/task-runs?limit=50", shared().url);
+    loop {
+        let page: Value = client()
+            .get(&url)
+            .send()
+            .await
+            .expect("task runs")
+            .json()
+            .await
+            .expect("json");
+        let items = page["items"].as_array().expect("a page of task runs");
+        if done(items) {
+            return items.clone();
+        }
+        assert!(Instant::now() < deadline, "task runs of {id}: {page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A worker of `deployments` in this process, and what stops it.
 fn start_worker(
     worker: Worker,
@@ -482,6 +504,111 @@ async fn a_sigkilled_worker_s_run_crashes_and_is_rerun_elsewhere() {
         .await
         .expect("json");
     assert_eq!(result, json!(42));
+    stop_worker(stop, serving).await;
+}
+
+static KEPT_CALLS: AtomicU32 = AtomicU32::new(0);
+static CACHED_CALLS: AtomicU32 = AtomicU32::new(0);
+static FLAKY_CALLS: AtomicU32 = AtomicU32::new(0);
+
+/// Expensive work whose output is kept: a retry of its flow takes it back.
+#[task(persist = true)]
+async fn kept_step(x: u64) -> anyhow::Result<u64> {
+    KEPT_CALLS.fetch_add(1, Ordering::SeqCst);
+    Ok(x * 10)
+}
+
+/// Work cached by its inputs.
+#[task(cache = inputs)]
+async fn cached_step(x: u64) -> anyhow::Result<u64> {
+    CACHED_CALLS.fetch_add(1, Ordering::SeqCst);
+    Ok(x + 5)
+}
+
+/// Fails on its first call (a flaky download), succeeds after.
+#[task]
+async fn flaky_step(x: u64) -> anyhow::Result<u64> {
+    if FLAKY_CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+        anyhow::bail!("the first call fails");
+    }
+    Ok(x + 1)
+}
+
+/// No retries of its own: it fails, and someone retries it over HTTP.
+#[flow]
+async fn retried_from_failure(x: u64) -> anyhow::Result<u64> {
+    let kept = kept_step(x).await?;
+    let cached = cached_step(kept).await?;
+    flaky_step(cached).await
+}
+
+/// `POST /flow-runs/{id}/retry` of a failed deployed run: the same run as attempt 2, and the
+/// tasks that finished in attempt 1 (kept or cached, in this worker's store) come back
+/// `Cached` instead of running again; only the failed one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_run_reruns_only_what_did_not_finish() {
+    let (stop, serving) =
+        start_worker(Worker::new(), vec![retried_from_failure::deployment("e2e")]);
+    let id = trigger("retried_from_failure", "e2e", json!({"x": 4})).await;
+    let failed = wait_for_state(id, &["Completed", "Failed"], Duration::from_secs(30)).await;
+    assert_eq!(failed["state"], "Failed", "{failed}");
+    assert_eq!(failed["attempt"], 1, "{failed}");
+    let calls =
+        || [&KEPT_CALLS, &CACHED_CALLS, &FLAKY_CALLS].map(|calls| calls.load(Ordering::SeqCst));
+    assert_eq!(calls(), [1, 1, 1]);
+    // Someone sees the failure on the server, tasks included, and retries the run. (Events of
+    // attempt 1 that arrive after the retry carry a stale lease token and are refused.)
+    wait_task_runs(id, |items| {
+        items.len() == 3 && items.iter().any(|t| t["state"] == "Failed")
+    })
+    .await;
+
+    let res = client()
+        .post(format!("{}/api/v1/flow-runs/{id}/retry", shared().url))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("retry");
+    assert_eq!(res.status().as_u16(), 200, "{:?}", res.text().await);
+    let url = format!("{}/api/v1/flow-runs/{id}/result?wait=30", shared().url);
+    let res = client().get(&url).send().await.expect("result");
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(
+        res.json::<Value>().await.expect("json"),
+        json!(4 * 10 + 5 + 1)
+    );
+    let done = wait_for_state(id, &["Completed"], Duration::from_secs(10)).await;
+    assert_eq!(done["id"], id.to_string(), "{done}");
+    assert_eq!(done["attempt"], 2, "{done}");
+    assert_eq!(calls(), [1, 1, 2], "only the failed task ran again");
+
+    // Attempt 2's kept and cached tasks ended `Cached`, on the server too.
+    wait_recorded(id, "attempt 2's end", |e| {
+        e.run_id == id && e.state_type() == Some(StateType::Completed)
+    })
+    .await;
+    let events = recorded(id);
+    let cached_names: Vec<String> = events
+        .iter()
+        .filter(|e| e.run_id != id && e.state_type() == Some(StateType::Cached))
+        .map(|e| e.name.to_string())
+        .collect();
+    assert_eq!(cached_names.len(), 2, "{events:#?}");
+    for name in ["kept_step", "cached_step"] {
+        assert!(
+            cached_names.iter().any(|n| n == name),
+            "{name}: {cached_names:?}"
+        );
+    }
+    // The task runs reach the server through the reporter, after the flow's final state.
+    let tasks = wait_task_runs(id, |items| {
+        let cached = items.iter().filter(|t| t["state"] == "Cached").count();
+        items.len() == 6 && cached == 2
+    })
+    .await;
+    let kept = tasks.iter().filter(|t| t["name"] == "kept_step");
+    assert!(kept.clone().any(|t| t["state"] == "Completed"), "{tasks:?}");
+    assert!(kept.clone().any(|t| t["state"] == "Cached"), "{tasks:?}");
     stop_worker(stop, serving).await;
 }
 

@@ -82,12 +82,17 @@ pub(super) fn run_columns<D: Dialect>() -> String {
 
 pub(super) fn run_record<D: Dialect>(row: &D::Row) -> Result<RunRecord, StoreError> {
     let c = Columns::<D>(row);
+    let parent_run_id: Option<Uuid> = c.get("parent_run_id")?;
+    // A run the server did not create was started by its parent run, if it has one.
+    let created_by = c
+        .get::<Option<String>>("created_by")?
+        .or_else(|| parent_run_id.map(|parent| format!("run:{parent}")));
     Ok(RunRecord {
         id: c.get("id")?,
         kind: parse_kind(&c.get::<String>("kind")?)?,
         name: c.get("name")?,
         task_key: c.get("task_key")?,
-        parent_run_id: c.get("parent_run_id")?,
+        parent_run_id,
         flow_run_id: c.get("flow_run_id")?,
         state: parse_state(&c.get::<String>("state")?)?,
         state_message: c.get("state_message")?,
@@ -104,7 +109,7 @@ pub(super) fn run_record<D: Dialect>(row: &D::Row) -> Result<RunRecord, StoreErr
         version: c.get("version")?,
         worker: c.get("worker")?,
         scheduled_for: c.opt_instant("scheduled_for")?,
-        created_by: c.get("created_by")?,
+        created_by,
         result: None,
     })
 }

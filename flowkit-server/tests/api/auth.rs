@@ -427,7 +427,8 @@ async fn keys_limited_to_deployments(open: &TestServer) {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
 }
 
-/// `created_by`: the key's name, `dashboard` (with its header) or `local` without keys.
+/// `created_by`: the key's name, `dashboard` (with its header) or `local` without keys; a
+/// reported run's parent run.
 async fn created_by_says_who_created_a_run(open: &TestServer) {
     let reply = open
         .post_json("/api/v1/deployments", &deployment_spec("train", "nightly"))
@@ -478,4 +479,20 @@ async fn created_by_says_who_created_a_run(open: &TestServer) {
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "its own run: {}", reply.body);
+    // Runs the runtime reported: a top-level flow run says nothing, a task run names the run
+    // that started it.
+    let reported = flow_run("reported", 1, Utc::now());
+    open.ingest(&reported.events).await;
+    let flow = open
+        .get_ok(&format!("/api/v1/flow-runs/{}", reported.flow))
+        .await;
+    assert!(flow.get("created_by").is_none(), "{flow}");
+    let tasks = open
+        .get_ok(&format!("/api/v1/flow-runs/{}/task-runs", reported.flow))
+        .await;
+    assert_eq!(
+        tasks["items"][0]["created_by"],
+        format!("run:{}", reported.flow),
+        "{tasks}"
+    );
 }

@@ -40,6 +40,7 @@ on_every_backend!(
     cancel_and_retry_follow_the_state_rules,
     bulk_cancel_takes_pages_of_matching_runs,
     results_are_read_and_waited_for,
+    large_results_are_served_apart_and_too_large_ones_fail,
     a_trigger_without_version_runs_the_version_a_live_worker_serves,
 );
 
@@ -846,6 +847,67 @@ async fn results_are_read_and_waited_for(server: &TestServer) {
     assert_eq!(reply.body["state"], "Completed");
     assert_eq!(reply.body["result"], json!({"ok": true}));
     let _ = stale_waiting;
+}
+
+/// A result over the inline bound (1 MiB of JSON) is stored and served whole by `/result`,
+/// but not put inline in a waiting trigger's answer; one over the stored bound (16 MiB) ends
+/// the run `Failed`, saying why. A trigger's answers say where the run is (`Location`).
+async fn large_results_are_served_apart_and_too_large_ones_fail(server: &TestServer) {
+    use flowkit_server::wire::api::run_actions::MAX_INLINE_RESULT_BYTES;
+    use flowkit_server::wire::api::workers::MAX_RESULT_BYTES;
+    register(server, "v1", None, 0).await;
+    let worker = Worker::new("host:big", &["v1"]);
+    let large = json!("x".repeat(MAX_INLINE_RESULT_BYTES + 1024));
+    let (reply, id) = tokio::join!(prefer_trigger(server, "wait=20"), async {
+        let claimed = worker.claim(server, 1, 20).await;
+        let id = run_id(&claimed[0]);
+        let done = run_event(
+            id,
+            StateType::Completed,
+            1,
+            Some(token(&claimed[0])),
+            Duration::zero(),
+        );
+        let finished = finish(server, id, token(&claimed[0]), &done, large.clone()).await;
+        assert_eq!(finished.status, StatusCode::OK, "{}", finished.body);
+        id
+    });
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body["state"], "Completed");
+    assert!(
+        reply.body.get("result").is_none(),
+        "not inline: {}",
+        reply.body["id"]
+    );
+    let location = reply
+        .headers
+        .get(header::LOCATION)
+        .and_then(|l| l.to_str().ok());
+    assert_eq!(location, Some(format!("/api/v1/flow-runs/{id}").as_str()));
+    let served = server.get(&format!("/api/v1/flow-runs/{id}/result")).await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.body, large, "the whole output");
+
+    // Past the stored bound: the run fails, and says so; there is no result to read.
+    let id = run_id(&trigger(server, json!({"parameters": {}})).await);
+    let claimed = worker.claim(server, 1, 0).await;
+    assert_eq!(run_id(&claimed[0]), id);
+    let done = run_event(
+        id,
+        StateType::Completed,
+        1,
+        Some(token(&claimed[0])),
+        Duration::zero(),
+    );
+    let too_large = json!("y".repeat(MAX_RESULT_BYTES + 1));
+    let finished = finish(server, id, token(&claimed[0]), &done, too_large).await;
+    assert_eq!(finished.status, StatusCode::OK, "{}", finished.body);
+    let stored = run(server, id).await;
+    assert_eq!(stored["state"], "Failed", "{stored}");
+    let reply = server.get(&format!("/api/v1/flow-runs/{id}/result")).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+    assert_eq!(reply.error_code(), "run_not_completed");
+    assert!(reply.error_message().contains("at most"), "{}", reply.body);
 }
 
 async fn a_trigger_without_version_runs_the_version_a_live_worker_serves(server: &TestServer) {

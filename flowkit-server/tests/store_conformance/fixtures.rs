@@ -164,7 +164,8 @@ impl Run {
             version: None,
             worker: None,
             scheduled_for: None,
-            created_by: None,
+            // A run another run started names it.
+            created_by: self.parent.map(|parent| format!("run:{parent}")),
             result: None,
         }
     }

@@ -51,10 +51,10 @@ impl Env {
             eprintln!("{PG_SKIP}");
             return None;
         };
-        let database = format!("flowkit_{}_{}", test, Uuid::now_v7().simple())
-            .chars()
-            .take(63)
-            .collect::<String>();
+        // At most 63 characters (PostgreSQL's limit), the whole id kept: cut short, an id
+        // made within the same minute was the same, and a database left by a failed run made
+        // the next run's creation fail.
+        let database = format!("flowkit_{test:.22}_{}", Uuid::now_v7().simple());
         let url = crate::pg_database::create_database(&admin_url, &database).await;
         let store = Arc::new(Store::connect(&url).await.expect("open PostgreSQL store"));
         Some(Env {

@@ -56,9 +56,10 @@ pub struct Run {
     /// that were not scheduled ahead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_for: Option<DateTime<Utc>>,
-    /// Who created the run (runs created by the server: triggers, retries, schedules):
-    /// `key:NAME` (an API key), `dashboard`, `schedule:NAME`, `run:UUID` (a parent run) or
-    /// `local` (a server without keys). Absent for runs reported by the runtime.
+    /// Who created the run: for runs the server created (triggers, retries, schedules)
+    /// `key:NAME` (an API key), `dashboard`, `schedule:NAME` or `local` (a server without
+    /// keys); for a run another run started (a task run, a subflow) `run:UUID`, its parent
+    /// run. Absent for a top-level run the runtime reported (a flow run by `cargo run`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
     /// The output of a `Completed` deployed run, inline when it is at most
