@@ -442,27 +442,41 @@ async fn survives_a_kill(n: u32) -> anyhow::Result<u32> {
     Ok(n + 1)
 }
 
-/// The child process: a worker of `survives_a_kill/e2e` until it is killed.
+/// Takes a second and a half: long enough to get SIGTERM while it runs, well within the
+/// worker's grace.
+#[flow]
+async fn outlasts_a_sigterm(n: u32) -> anyhow::Result<u32> {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Ok(n * 2)
+}
+
+/// The child process: a worker of `survives_a_kill/e2e` until it is killed (`CHILD_ENV` =
+/// `kill`), or of `outlasts_a_sigterm/e2e` until SIGTERM (`term`), with the default signal
+/// handling.
 #[test]
-#[ignore = "the child process of a_sigkilled_worker_s_run_crashes_and_is_rerun_elsewhere"]
+#[ignore = "the child process of the tests that kill or stop a worker process"]
 fn child_worker() {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        return;
-    }
+    let deployment = match std::env::var(CHILD_ENV).as_deref() {
+        Ok("kill") => survives_a_kill::deployment("e2e"),
+        Ok("term") => outlasts_a_sigterm::deployment("e2e"),
+        _ => return,
+    };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime
         .block_on(
             Worker::new()
                 .claim_wait(Duration::from_secs(1))
-                .serve([survives_a_kill::deployment("e2e")]),
+                .serve([deployment]),
         )
         .expect("serve");
 }
 
-fn spawn_child(url: &str, home: &std::path::Path) -> Child {
+/// A worker process (this test binary again) of the deployments `role` names (see
+/// [`child_worker`]).
+fn spawn_child(url: &str, home: &std::path::Path, role: &str) -> Child {
     Command::new(std::env::current_exe().expect("this test binary"))
         .args(["--exact", "child_worker", "--ignored", "--nocapture"])
-        .env(CHILD_ENV, "1")
+        .env(CHILD_ENV, role)
         .env("FLOWKIT_API_URL", url)
         .env("FLOWKIT_HOME", home)
         .env("FLOWKIT_SUMMARY", "0")
@@ -474,7 +488,7 @@ fn spawn_child(url: &str, home: &std::path::Path) -> Child {
 async fn a_sigkilled_worker_s_run_crashes_and_is_rerun_elsewhere() {
     let url = shared().url.clone();
     let home = tempfile::tempdir().expect("child home");
-    let mut child = spawn_child(&url, home.path());
+    let mut child = spawn_child(&url, home.path(), "kill");
     let id = trigger("survives_a_kill", "e2e", json!({"n": 41})).await;
     let running = wait_for_state(id, &["Running"], Duration::from_secs(60)).await;
     assert_eq!(running["attempt"], 1);
@@ -609,6 +623,58 @@ async fn a_retried_run_reruns_only_what_did_not_finish() {
     let kept = tasks.iter().filter(|t| t["name"] == "kept_step");
     assert!(kept.clone().any(|t| t["state"] == "Completed"), "{tasks:?}");
     assert!(kept.clone().any(|t| t["state"] == "Cached"), "{tasks:?}");
+    stop_worker(stop, serving).await;
+}
+
+/// SIGTERM to a worker process: it stops claiming at once, lets the run in flight finish
+/// within its grace, delivers what it reported and exits 0; a run triggered after the signal
+/// waits for another worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_lets_the_run_in_flight_finish_and_claims_no_more() {
+    let url = shared().url.clone();
+    let home = tempfile::tempdir().expect("child home");
+    let mut child = spawn_child(&url, home.path(), "term");
+    let id = trigger("outlasts_a_sigterm", "e2e", json!({"n": 21})).await;
+    wait_for_state(id, &["Running"], Duration::from_secs(60)).await;
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(sent.expect("run kill").success(), "SIGTERM to {pid}");
+    // Sent after the signal: the stopping worker must not take it.
+    let later = trigger("outlasts_a_sigterm", "e2e", json!({"n": 1})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the child's status") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "the worker exits cleanly: {status}");
+    let finished = wait_for_state(
+        id,
+        &["Completed", "Failed", "Cancelled"],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(finished["state"], "Completed", "{finished}");
+    let result: Value = client()
+        .get(format!("{url}/api/v1/flow-runs/{id}/result"))
+        .send()
+        .await
+        .expect("result")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(result, json!(42));
+    let waiting = run(later).await;
+    assert_eq!(waiting["state"], "Scheduled", "{waiting}");
+    // Another worker takes it.
+    let (stop, serving) = start_worker(Worker::new(), vec![outlasts_a_sigterm::deployment("e2e")]);
+    let done = wait_for_state(later, &["Completed"], Duration::from_secs(30)).await;
+    assert_eq!(done["attempt"], 1, "{done}");
     stop_worker(stop, serving).await;
 }
 
