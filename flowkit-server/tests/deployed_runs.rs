@@ -363,6 +363,67 @@ async fn a_cancelled_run_ends_cancelled_with_its_tasks_and_its_hook_runs() {
     stop_worker(stop, serving).await;
 }
 
+/// A subflow that waits a long time in a task of its own.
+#[flow]
+async fn cancellable_child() -> anyhow::Result<()> {
+    wait_a_long_time().await
+}
+
+#[flow]
+async fn cancellable_parent() -> anyhow::Result<()> {
+    cancellable_child().await
+}
+
+/// Cancelling a deployed run cancels its child runs too: the subflow and its task end
+/// `Cancelled`, on the server as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_s_subflow_ends_cancelled_too() {
+    let (stop, serving) = start_worker(Worker::new(), vec![cancellable_parent::deployment("e2e")]);
+    let id = trigger("cancellable_parent", "e2e", json!({})).await;
+    let subflow_of = |events: &[Event]| {
+        events
+            .iter()
+            .find(|e| e.parent_run_id == Some(id) && e.run_kind == flowkit::RunKind::Flow)
+            .map(|e| e.run_id)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let subflow = loop {
+        let all = shared().events.lock().expect("events").clone();
+        if let Some(subflow) = subflow_of(&all)
+            && all.iter().any(|e| {
+                e.parent_run_id == Some(subflow) && e.state_type() == Some(StateType::Running)
+            })
+        {
+            break subflow;
+        }
+        assert!(Instant::now() < deadline, "the subflow's task never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let res = client()
+        .post(format!("{}/api/v1/flow-runs/{id}/cancel", shared().url))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(res.status().as_u16(), 200, "{:?}", res.text().await);
+    let parent = wait_for_state(id, &["Cancelled"], Duration::from_secs(20)).await;
+    assert_eq!(parent["state"], "Cancelled", "{parent}");
+    let child = wait_for_state(subflow, &["Cancelled"], Duration::from_secs(20)).await;
+    assert_eq!(child["parent_run_id"], id.to_string(), "{child}");
+    let all = shared().events.lock().expect("events").clone();
+    let task_states: Vec<StateType> = all
+        .iter()
+        .filter(|e| e.parent_run_id == Some(subflow))
+        .filter_map(Event::state_type)
+        .collect();
+    assert_eq!(
+        task_states.last(),
+        Some(&StateType::Cancelled),
+        "{task_states:?}"
+    );
+    stop_worker(stop, serving).await;
+}
+
 /// Blocks the thread it runs on (the only worker thread of its test's runtime) for two leases.
 #[flow]
 async fn blocks_its_thread() -> anyhow::Result<u32> {
