@@ -1,6 +1,6 @@
 //! One claimed run: started as that run, watched until it ends, is cancelled (stopped within
-//! the cancel grace, then aborted) or loses its lease (aborted at once), then finished on the
-//! server with its final state event and result.
+//! the cancel grace, then aborted) or loses its lease (aborted at once), then, once its events
+//! are delivered, finished on the server with its final state event and result.
 
 use super::api::{Api, CallError};
 use super::held::Held;
@@ -88,6 +88,11 @@ impl Runs {
         let result = (event.state_type() == Some(StateType::Completed))
             .then(|| deployed.take_result())
             .flatten();
+        // The run's events (its task runs, its logs) reach the server before the run ends
+        // there: once it is final, someone may retry it at once, and the events of this
+        // attempt would then carry a stale token and be refused. Bounded by the flush timeout;
+        // what is not delivered by then is spooled, and the run is finished anyway.
+        crate::lifecycle::flush_within(crate::config::get().flush_timeout).await;
         self.finish(&deployed, token, event, result, &lost).await;
         self.held.remove(run_id);
     }
