@@ -88,11 +88,14 @@ impl Runs {
         let result = (event.state_type() == Some(StateType::Completed))
             .then(|| deployed.take_result())
             .flatten();
-        // The run's events (its task runs, its logs) reach the server before the run ends
-        // there: once it is final, someone may retry it at once, and the events of this
-        // attempt would then carry a stale token and be refused. Bounded by the flush timeout;
-        // what is not delivered by then is spooled, and the run is finished anyway.
-        crate::lifecycle::flush_within(crate::config::get().flush_timeout).await;
+        // A run that did not complete can be retried as soon as it is final on the server, and
+        // the events of this attempt sent after that would carry a stale token and be refused:
+        // its events (its task runs, its logs) reach the server first. Bounded by the flush
+        // timeout; what is not delivered by then is spooled, and the run is finished anyway. (A
+        // completed run cannot be retried: it is finished at once, which keeps throughput.)
+        if event.state_type() != Some(StateType::Completed) {
+            crate::lifecycle::flush_within(crate::config::get().flush_timeout).await;
+        }
         self.finish(&deployed, token, event, result, &lost).await;
         self.held.remove(run_id);
     }

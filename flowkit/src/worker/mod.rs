@@ -116,10 +116,11 @@ pub async fn serve<E: From<ServeError>>(
 ///    defaults under them). Every event of the run — the flow's, its task runs', its logs —
 ///    carries the lease's token ([`Event::lease`](crate::Event::lease)), records the
 ///    deployment (`flow/name`) and this worker, and is reported like any run's.
-/// 4. **Finishes** each run, once the reporter has delivered its events (at most the flush
-///    timeout, `FLOWKIT_FLUSH_TIMEOUT`; what is left is spooled), so that a run final on the
-///    server has its task runs and logs there too (a retry right away would make any sent
-///    later stale), with its final state event (the same event, same id, that the
+/// 4. **Finishes** each run — one that did not complete once the reporter has delivered its
+///    events (at most the flush timeout, `FLOWKIT_FLUSH_TIMEOUT`; what is left is spooled), so
+///    that a failed run is on the server with its task runs and logs before anyone can retry
+///    it (a retry makes the events of the attempt before stale) — with its final state event
+///    (the same event, same id, that the
 ///    sinks get) and, when `Completed`, its output as JSON (`POST /flow-runs/{id}/finish`
 ///    with `Prefer: return=minimal`: the server answers 204 without reading the run back),
 ///    retried with backoff while the failure is transient and the lease is held. A `409
