@@ -24,14 +24,10 @@
 //! on SQLite). The server's loop ([`Scheduler::tick`]) also plans, during the second before an
 //! instant, the runs of the schedules due at it whose runs need no decision at the instant, so
 //! that the instant's tick only reads their schedules again and writes them (nothing is
-//! written before the instant). 10 000 schedules due at the same instant got their runs within
-//! 1.22–1.24 s at the 99th percentile on SQLite (1.34–1.45 s before) and 0.99–1.07 s on
-//! PostgreSQL (1.16–1.19 s before) with the `schedule_bench` example on a quiet 2-core machine,
-//! measured alternately with the code before (up to 4.9 s on PostgreSQL under a load of 6–9),
-//! with two batches in flight on SQLite and four on PostgreSQL: not yet the 1 s aimed at. With
-//! eight and six, under a load of 4–6, the p99 was 1.74 s against 1.75 s on SQLite and 1.24 s
-//! against 1.33 s on PostgreSQL, and the tick that wrote them all 1.85 s against 2.46 s; not
-//! yet measured on a quiet machine.
+//! written before the instant). With eight batches in flight on SQLite and six on PostgreSQL,
+//! 10 000 schedules due at the same instant get their runs within 0.63–0.69 s at the 99th
+//! percentile on SQLite and 0.68–0.74 s on PostgreSQL (`schedule_bench`, three runs on a quiet
+//! 2-core machine; with two busy loops taking both cores, 1.21 s and 0.99 s).
 //!
 //! Each tick then marks overdue runs: a run of a schedule that no worker has claimed
 //! `--late-after` (default 60 s) after its instant becomes `Late` (still claimable), and one not

@@ -1,6 +1,7 @@
 //! Server-side alerts: rules over the API, a run entering a listed state → a real HTTP
 //! receiver on loopback gets the message (once), retries with backoff while the receiver is
-//! down, a restart in between, the quiet period of a flapping flow, masked secrets, bad rules,
+//! down, a restart in between, a run crashed by the reaper after its worker died, the quiet
+//! period of a flapping flow, masked secrets, bad rules,
 //! worker absences, and rules changed (`PATCH`): edited, paused and resumed, a target removed,
 //! the stored URLs kept when sent back masked, bad changes refused at their fields, changes made
 //! at once merged (compare and set). The alerts tick is called with chosen instants (its clock), so
@@ -33,6 +34,7 @@ on_every_backend!(
     settings = super::settings();
     a_failed_run_sends_one_alert_naming_it_with_a_link,
     a_receiver_down_gets_it_after_it_returns_across_a_restart,
+    a_crashed_run_alerts_though_its_worker_is_gone,
     the_quiet_period_collapses_a_flapping_flow,
     secrets_are_masked_bad_rules_refused_and_delete_removes,
     worker_absence_fires_once_per_absence,
@@ -641,6 +643,87 @@ async fn states_the_server_decides_fire_too(server: &TestServer) {
     );
     assert_eq!(rec.got()[2].1["run_id"], id.as_str());
     assert_eq!(rec.got()[0].1["deployment"], "etl/sched");
+}
+
+/// A deployed run whose worker died: no process is left to run an `on_failure` hook, the
+/// reaper decides `Crashed` once the lease has passed, and the rule's webhook is told.
+async fn a_crashed_run_alerts_though_its_worker_is_gone(server: &TestServer) {
+    let server = server.with_settings(Settings {
+        lease: std::time::Duration::from_secs(1),
+        ..settings()
+    });
+    let (base, rec, _serving) = receiver(&[]).await;
+    create_rule(
+        &server,
+        json!({
+            "name": "crashes",
+            "flow": "etl",
+            "states": ["Crashed"],
+            "webhook": format!("{base}/hook"),
+            "quiet_period": "0s",
+        }),
+    )
+    .await;
+    let spec = json!({
+        "flow": "etl",
+        "name": "nightly",
+        "flow_key": "etl::run",
+        "version": "v1",
+        "parameter_schema": {"type": "object"},
+        "output_schema": {},
+        "default_parameters": {},
+    });
+    let reply = server.post_json("/api/v1/deployments", &spec).await;
+    assert!(reply.status.is_success(), "{}", reply.body);
+    let triggered = server
+        .post_json(
+            "/api/v1/deployments/etl/nightly/runs",
+            &json!({"parameters": {}}),
+        )
+        .await;
+    assert_eq!(triggered.status, StatusCode::CREATED, "{}", triggered.body);
+    let id = triggered.body["id"].as_str().expect("run id").to_string();
+    // A worker claims it, and dies: no heartbeat, no finish.
+    let claimed = server
+        .post_json(
+            "/api/v1/workers/claim",
+            &json!({
+                "worker": Uuid::now_v7(),
+                "worker_name": "doomed:1",
+                "deployments": [{"flow": "etl", "name": "nightly", "version": "v1"}],
+                "max_runs": 1,
+                "wait_seconds": 0,
+            }),
+        )
+        .await;
+    assert_eq!(claimed.status, StatusCode::OK, "{}", claimed.body);
+    assert_eq!(
+        claimed.body["runs"][0]["run_id"],
+        id.as_str(),
+        "{}",
+        claimed.body
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let reaped = flowkit_server::reaper::reap_now(&server.state)
+        .await
+        .expect("reap");
+    assert_eq!(reaped, 1);
+    let run = server.get_ok(&format!("/api/v1/flow-runs/{id}")).await;
+    assert_eq!(run["state"], "Crashed", "{run}");
+    assert!(rec.got().is_empty(), "nothing sent before the alerts tick");
+    assert_eq!(tick_at(&server.state, Utc::now()).await.delivered, 1);
+    let got = rec.got();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let body = &got[0].1;
+    assert_eq!(body["state"]["type"], "Crashed", "{body}");
+    assert_eq!(body["run_id"], id.as_str(), "{body}");
+    assert_eq!(body["deployment"], "etl/nightly", "{body}");
+    assert!(
+        body["url"]
+            .as_str()
+            .is_some_and(|url| url.starts_with(PUBLIC_URL)),
+        "a link to the run page: {body}"
+    );
 }
 
 /// The server keeps at most `MAX_RULES` rules: one more is a 409 saying so, also when many
