@@ -16,6 +16,7 @@ on_every_backend!(
     bad_schedules_refuse_the_registration_listing_every_error,
     a_due_schedule_creates_one_run_per_instant,
     catch_up_and_overlap_policies,
+    overlap_policies_with_a_running_run,
     registration_replaces_code_schedules_keeping_identity_and_pause,
     unclaimed_runs_become_late_and_then_expired,
     two_replicas_ticking_over_several_batches_create_each_run_once,
@@ -390,6 +391,105 @@ async fn catch_up_and_overlap_policies(server: &TestServer) {
     assert!(
         states.contains(&"Cancelled") && states.contains(&"Scheduled"),
         "{states:?}"
+    );
+}
+
+/// A schedule due in about a second (an every-minute interval anchored 59 s ago), its first
+/// instant's run created by a tick, claimed by a worker and `Running` (its worker's event, with
+/// the lease's token): what the overlap policies decide on at the next instants.
+async fn a_running_scheduled_run(server: &TestServer, name: &str, overlap: &str) -> DateTime<Utc> {
+    let anchor = (Utc::now() - Duration::seconds(59)).to_rfc3339();
+    let (_, first) = registered(
+        server,
+        name,
+        json!([{"interval": "1m", "anchor": anchor, "parameters": {"dataset": "d"}, "overlap": overlap}]),
+    )
+    .await[0];
+    let outcome = tick(&server.state, first + Duration::seconds(1))
+        .await
+        .expect("tick");
+    assert_eq!(outcome.created, 1, "{outcome:?}");
+    // Claimable once its instant has passed on the database's clock.
+    let wait = (first - Utc::now()).num_milliseconds().max(0) as u64 + 200;
+    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    let claimed = server
+        .post_json(
+            "/api/v1/workers/claim",
+            &json!({
+                "worker": Uuid::now_v7(),
+                "worker_name": format!("{name}:1"),
+                "deployments": [{"flow": "train", "name": name, "version": "abc@0.1.0"}],
+                "max_runs": 1,
+                "wait_seconds": 0,
+            }),
+        )
+        .await;
+    assert_eq!(claimed.status, StatusCode::OK, "{}", claimed.body);
+    let run = &claimed.body["runs"][0];
+    let id: Uuid = run["run_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("a run claimed");
+    let mut running = crate::fixtures::event(
+        id,
+        flowkit_server::wire::RunKind::Flow,
+        "train",
+        id,
+        None,
+        Utc::now(),
+        crate::fixtures::state(flowkit_server::wire::StateType::Running, None),
+    );
+    running.lease = run["token"].as_u64();
+    server.ingest(&[running]).await;
+    let runs = runs_of(server, name).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["state"], "Running", "{runs:?}");
+    first
+}
+
+/// The states of a deployment's runs, sorted.
+async fn run_states(server: &TestServer, name: &str) -> Vec<String> {
+    let mut states: Vec<String> = runs_of(server, name)
+        .await
+        .iter()
+        .filter_map(|r| r["state"].as_str().map(str::to_string))
+        .collect();
+    states.sort();
+    states
+}
+
+/// With a run `Running`: `skip` creates nothing, `queue_one` queues one run and no second,
+/// `allow` creates one per instant, `cancel_running` asks the running one to cancel and creates
+/// the new instant's run.
+async fn overlap_policies_with_a_running_run(server: &TestServer) {
+    for (overlap, after_two, expected) in [
+        ("skip", (0, 0), vec!["Running"]),
+        // The second tick is 61 s after the queued run's instant: past `--late-after`, so
+        // that run is `Late` by then (still claimable).
+        ("queue_one", (1, 0), vec!["Late", "Running"]),
+        ("allow", (1, 1), vec!["Late", "Running", "Scheduled"]),
+    ] {
+        let name = format!("running-{overlap}");
+        let first = a_running_scheduled_run(server, &name, overlap).await;
+        let mut created = Vec::new();
+        for minutes in [1, 2] {
+            let at = first + Duration::minutes(minutes) + Duration::seconds(1);
+            created.push(tick(&server.state, at).await.expect("tick").created);
+        }
+        assert_eq!((created[0], created[1]), after_two, "{overlap}");
+        assert_eq!(run_states(server, &name).await, expected, "{overlap}");
+    }
+    let first = a_running_scheduled_run(server, "running-cancel", "cancel_running").await;
+    let outcome = tick(
+        &server.state,
+        first + Duration::minutes(1) + Duration::seconds(1),
+    )
+    .await
+    .expect("tick");
+    assert_eq!((outcome.created, outcome.cancelled), (1, 1), "{outcome:?}");
+    assert_eq!(
+        run_states(server, "running-cancel").await,
+        ["Cancelling", "Scheduled"]
     );
 }
 
