@@ -120,10 +120,10 @@ pub async fn serve<E: From<ServeError>>(
 ///    events (at most the flush timeout, `FLOWKIT_FLUSH_TIMEOUT`; what is left is spooled), so
 ///    that a failed run is on the server with its task runs and logs before anyone can retry
 ///    it (a retry makes the events of the attempt before stale) — with its final state event
-///    (the same event, same id, that the
-///    sinks get) and, when `Completed`, its output as JSON (`POST /flow-runs/{id}/finish`
-///    with `Prefer: return=minimal`: the server answers 204 without reading the run back),
-///    retried with backoff while the failure is transient and the lease is held. A `409
+///    (the same event, same id, that the sinks get) and, when `Completed`, its output as JSON
+///    (`POST /flow-runs/{id}/finish` with `Prefer: return=minimal`: the server answers 204
+///    without reading the run back), retried with backoff while the failure is transient and
+///    the lease is held. A `409
 ///    stale_lease` means the server already decided the run's fate: the worker logs it and
 ///    moves on.
 /// 5. **Heartbeats** once per worker every third of the lease, from an OS thread of its own

@@ -56,10 +56,11 @@ pub struct Run {
     /// that were not scheduled ahead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_for: Option<DateTime<Utc>>,
-    /// Who created the run: for runs the server created (triggers, retries, schedules)
-    /// `key:NAME` (an API key), `dashboard`, `schedule:NAME` or `local` (a server without
-    /// keys); for a run another run started (a task run, a subflow) `run:UUID`, its parent
-    /// run. Absent for a top-level run the runtime reported (a flow run by `cargo run`).
+    /// Who created the run. For a run the server created: `key:NAME` (a trigger with an API
+    /// key), `local` (a trigger on a server without keys), `dashboard:key:NAME` or `dashboard`
+    /// (from the dashboard), `schedule:ID` (a schedule), `backfill:WHO` (a backfill, with who
+    /// asked for it). For a run another run started (a task run, a subflow): `run:UUID`, its
+    /// parent run. Absent for a top-level run the runtime reported (a flow run by `cargo run`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
     /// The output of a `Completed` deployed run, inline when it is at most
