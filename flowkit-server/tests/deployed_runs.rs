@@ -160,6 +160,26 @@ async fn wait_for_state(id: Uuid, want: &[&str], within: Duration) -> Value {
     }
 }
 
+/// The output of the flow run `id` (`GET /flow-runs/{id}/result`, waiting up to 30 s for it
+/// to end): 200 asserted.
+async fn result(id: Uuid) -> Value {
+    let url = format!("{}/api/v1/flow-runs/{id}/result?wait=30", shared().url);
+    let res = client().get(&url).send().await.expect("result");
+    assert_eq!(res.status().as_u16(), 200, "result of {id}");
+    res.json().await.expect("json")
+}
+
+/// `POST /flow-runs/{id}/cancel` with `body`: 200 asserted.
+async fn cancel(id: Uuid, body: Value) {
+    let res = client()
+        .post(format!("{}/api/v1/flow-runs/{id}/cancel", shared().url))
+        .json(&body)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(res.status().as_u16(), 200, "{:?}", res.text().await);
+}
+
 /// Events this process recorded for the flow run `id` and its task runs.
 fn recorded(id: Uuid) -> Vec<Event> {
     shared()
@@ -267,11 +287,7 @@ async fn a_triggered_run_is_claimed_run_and_finished_with_its_result() {
     );
     // `offset` comes from the deployment's defaults.
     let id = trigger("sum_of_squares", "e2e", json!({"n": 4})).await;
-    let url = format!("{}/api/v1/flow-runs/{id}/result?wait=30", shared().url);
-    let res = client().get(&url).send().await.expect("result");
-    assert_eq!(res.status().as_u16(), 200);
-    let result: Value = res.json().await.expect("json");
-    assert_eq!(result, json!({"total": 1030, "terms": 4}));
+    assert_eq!(result(id).await, json!({"total": 1030, "terms": 4}));
 
     let run = wait_for_state(id, &["Completed"], Duration::from_secs(10)).await;
     assert_eq!(run["deployment"], "sum_of_squares/e2e");
@@ -330,13 +346,7 @@ async fn a_cancelled_run_ends_cancelled_with_its_tasks_and_its_hook_runs() {
         e.run_id != id && e.state_type() == Some(StateType::Running)
     })
     .await;
-    let res = client()
-        .post(format!("{}/api/v1/flow-runs/{id}/cancel", shared().url))
-        .json(&json!({"reason": "no longer needed"}))
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(res.status().as_u16(), 200, "{:?}", res.text().await);
+    cancel(id, json!({"reason": "no longer needed"})).await;
     let run = wait_for_state(id, &["Cancelled"], Duration::from_secs(20)).await;
     assert_eq!(run["state"], "Cancelled", "{run}");
 
@@ -399,13 +409,7 @@ async fn a_cancelled_run_s_subflow_ends_cancelled_too() {
         assert!(Instant::now() < deadline, "the subflow's task never ran");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let res = client()
-        .post(format!("{}/api/v1/flow-runs/{id}/cancel", shared().url))
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(res.status().as_u16(), 200, "{:?}", res.text().await);
+    cancel(id, json!({})).await;
     let parent = wait_for_state(id, &["Cancelled"], Duration::from_secs(20)).await;
     assert_eq!(parent["state"], "Cancelled", "{parent}");
     let child = wait_for_state(subflow, &["Cancelled"], Duration::from_secs(20)).await;
@@ -570,15 +574,7 @@ async fn a_sigkilled_worker_s_run_crashes_and_is_rerun_elsewhere() {
         states.iter().any(|(s, a)| s == "Crashed" && *a == 1),
         "attempt 1 crashed: {states:?}"
     );
-    let result: Value = client()
-        .get(format!("{url}/api/v1/flow-runs/{id}/result"))
-        .send()
-        .await
-        .expect("result")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(result, json!(42));
+    assert_eq!(result(id).await, json!(42));
     stop_worker(stop, serving).await;
 }
 
@@ -645,13 +641,7 @@ async fn a_retried_run_reruns_only_what_did_not_finish() {
         .await
         .expect("retry");
     assert_eq!(res.status().as_u16(), 200, "{:?}", res.text().await);
-    let url = format!("{}/api/v1/flow-runs/{id}/result?wait=30", shared().url);
-    let res = client().get(&url).send().await.expect("result");
-    assert_eq!(res.status().as_u16(), 200);
-    assert_eq!(
-        res.json::<Value>().await.expect("json"),
-        json!(4 * 10 + 5 + 1)
-    );
+    assert_eq!(result(id).await, json!(4 * 10 + 5 + 1));
     let done = wait_for_state(id, &["Completed"], Duration::from_secs(10)).await;
     assert_eq!(done["id"], id.to_string(), "{done}");
     assert_eq!(done["attempt"], 2, "{done}");
@@ -721,15 +711,7 @@ async fn a_sigterm_lets_the_run_in_flight_finish_and_claims_no_more() {
     )
     .await;
     assert_eq!(finished["state"], "Completed", "{finished}");
-    let result: Value = client()
-        .get(format!("{url}/api/v1/flow-runs/{id}/result"))
-        .send()
-        .await
-        .expect("result")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(result, json!(42));
+    assert_eq!(result(id).await, json!(42));
     let waiting = run(later).await;
     assert_eq!(waiting["state"], "Scheduled", "{waiting}");
     // Another worker takes it.

@@ -170,8 +170,7 @@ struct SlotRun<'r> {
 impl BindRow for SlotRun<'_> {
     const WIDTH: usize = RunRow::WIDTH + 6;
     fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError> {
-        let upstream = self.row.details.as_ref().map(|d| d.upstream.len());
-        if upstream.unwrap_or(0) > 0 {
+        if (self.row.details.as_ref()).is_some_and(|d| !d.upstream.is_empty()) {
             return Err(super::rows::corrupt(
                 "a schedule's run with upstream runs".into(),
             ));

@@ -684,25 +684,9 @@ async fn a_crashed_run_alerts_though_its_worker_is_gone(server: &TestServer) {
     assert_eq!(triggered.status, StatusCode::CREATED, "{}", triggered.body);
     let id = triggered.body["id"].as_str().expect("run id").to_string();
     // A worker claims it, and dies: no heartbeat, no finish.
-    let claimed = server
-        .post_json(
-            "/api/v1/workers/claim",
-            &json!({
-                "worker": Uuid::now_v7(),
-                "worker_name": "doomed:1",
-                "deployments": [{"flow": "etl", "name": "nightly", "version": "v1"}],
-                "max_runs": 1,
-                "wait_seconds": 0,
-            }),
-        )
-        .await;
-    assert_eq!(claimed.status, StatusCode::OK, "{}", claimed.body);
-    assert_eq!(
-        claimed.body["runs"][0]["run_id"],
-        id.as_str(),
-        "{}",
-        claimed.body
-    );
+    let served = json!([{"flow": "etl", "name": "nightly", "version": "v1"}]);
+    let claimed = server.claim(Uuid::now_v7(), "doomed:1", served, 1, 0).await;
+    assert_eq!(claimed["runs"][0]["run_id"], id.as_str(), "{claimed}");
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     let reaped = flowkit_server::reaper::reap_now(&server.state)
         .await

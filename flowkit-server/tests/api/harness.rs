@@ -260,6 +260,33 @@ impl TestServer {
             .await
     }
 
+    /// `POST /workers/claim` as the worker `worker` named `name`, serving `deployments`
+    /// (`[{"flow", "name", "version"}]`), for at most `max_runs` runs, waiting up to `wait`
+    /// seconds; expects 200. The answer (`runs`, `lease_seconds`).
+    pub(crate) async fn claim(
+        &self,
+        worker: Uuid,
+        name: &str,
+        deployments: Value,
+        max_runs: u32,
+        wait: u32,
+    ) -> Value {
+        let reply = self
+            .post_json(
+                "/api/v1/workers/claim",
+                &serde_json::json!({
+                    "worker": worker,
+                    "worker_name": name,
+                    "deployments": deployments,
+                    "max_runs": max_runs,
+                    "wait_seconds": wait,
+                }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body
+    }
+
     /// Posts events and expects 202.
     pub(crate) async fn ingest(&self, events: &[Event]) -> Value {
         let reply = self.post_json("/api/events", &events).await;

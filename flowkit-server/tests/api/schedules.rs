@@ -412,20 +412,11 @@ async fn a_running_scheduled_run(server: &TestServer, name: &str, overlap: &str)
     // Claimable once its instant has passed on the database's clock.
     let wait = (first - Utc::now()).num_milliseconds().max(0) as u64 + 200;
     tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    let served = json!([{"flow": "train", "name": name, "version": "abc@0.1.0"}]);
     let claimed = server
-        .post_json(
-            "/api/v1/workers/claim",
-            &json!({
-                "worker": Uuid::now_v7(),
-                "worker_name": format!("{name}:1"),
-                "deployments": [{"flow": "train", "name": name, "version": "abc@0.1.0"}],
-                "max_runs": 1,
-                "wait_seconds": 0,
-            }),
-        )
+        .claim(Uuid::now_v7(), &format!("{name}:1"), served, 1, 0)
         .await;
-    assert_eq!(claimed.status, StatusCode::OK, "{}", claimed.body);
-    let run = &claimed.body["runs"][0];
+    let run = &claimed["runs"][0];
     let id: Uuid = run["run_id"]
         .as_str()
         .and_then(|id| id.parse().ok())
@@ -621,22 +612,11 @@ async fn unclaimed_runs_become_late_and_then_expired(server: &TestServer) {
     while Utc::now() < first {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let claim = server
-        .post_json(
-            "/api/v1/workers/claim",
-            &json!({
-                "worker": Uuid::now_v7(),
-                "worker_name": "w1",
-                "deployments": [{"flow": "train", "name": "lateness", "version": "abc@0.1.0"}],
-                "max_runs": 5,
-                "wait_seconds": 0,
-            }),
-        )
-        .await;
-    assert_eq!(claim.status, StatusCode::OK, "{}", claim.body);
-    let claimed = claim.body["runs"].as_array().cloned().unwrap_or_default();
-    assert_eq!(claimed.len(), 1, "{}", claim.body);
-    assert_eq!(claimed[0]["run_id"], run["id"], "{}", claim.body);
+    let served = json!([{"flow": "train", "name": "lateness", "version": "abc@0.1.0"}]);
+    let claim = server.claim(Uuid::now_v7(), "w1", served, 5, 0).await;
+    let claimed = claim["runs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(claimed.len(), 1, "{claim}");
+    assert_eq!(claimed[0]["run_id"], run["id"], "{claim}");
     // Claimed, it no longer expires.
     let later = tick(&server.state, first + Duration::minutes(11))
         .await

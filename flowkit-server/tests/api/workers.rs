@@ -104,21 +104,11 @@ impl Worker {
     }
 
     async fn claim(&self, server: &TestServer, max_runs: u32, wait: u32) -> Vec<Value> {
-        let reply = server
-            .post_json(
-                "/api/v1/workers/claim",
-                &json!({
-                    "worker": self.id,
-                    "worker_name": self.name,
-                    "deployments": self.served(),
-                    "max_runs": max_runs,
-                    "wait_seconds": wait,
-                }),
-            )
+        let answer = server
+            .claim(self.id, &self.name, self.served(), max_runs, wait)
             .await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-        assert_eq!(reply.body["lease_seconds"], 1);
-        reply.body["runs"].as_array().cloned().unwrap_or_default()
+        assert_eq!(answer["lease_seconds"], 1);
+        answer["runs"].as_array().cloned().unwrap_or_default()
     }
 
     async fn heartbeat(&self, server: &TestServer, leases: &[(&str, u64)]) -> Value {
