@@ -53,6 +53,7 @@
 
 pub mod alerts;
 pub mod backfill;
+pub mod concurrency_limits;
 pub mod deployment_openapi;
 pub mod deployments;
 pub mod events;
@@ -79,7 +80,7 @@ use crate::{AppState, auth, error};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -141,6 +142,8 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route("/alert-rules", get(alerts::list))
         .route("/alert-rules/{id}", get(alerts::get))
         .route("/alert-rules/{id}/deliveries", get(alerts::deliveries))
+        .route("/concurrency-limits", get(concurrency_limits::list))
+        .route("/concurrency-limits/{tag}", get(concurrency_limits::get))
         .route_layer(from_fn_with_state(state.clone(), auth::require_read));
 
     let report = Router::new()
@@ -204,6 +207,12 @@ fn routes(state: &AppState) -> Router<AppState> {
             patch(alerts::update)
                 .route_layer(from_fn(same_origin::require_json_or_same_origin))
                 .delete(alerts::delete),
+        )
+        .route(
+            "/concurrency-limits/{tag}",
+            put(concurrency_limits::set)
+                .route_layer(from_fn(same_origin::require_json_or_same_origin))
+                .delete(concurrency_limits::delete),
         )
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
 

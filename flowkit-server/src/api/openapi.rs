@@ -4,8 +4,9 @@
 use crate::api::openapi_links::{RunLinks, UniqueOperationIds};
 use crate::api::param_schemas::CommaSeparated;
 use crate::api::{
-    alerts, backfill, deployment_openapi, deployments, events, flow_runs, health, keys, metrics,
-    reporter_drops, run_actions, schedule_crud, schedules, stats, stream, workers,
+    alerts, backfill, concurrency_limits, deployment_openapi, deployments, events, flow_runs,
+    health, keys, metrics, reporter_drops, run_actions, schedule_crud, schedules, stats, stream,
+    workers,
 };
 use crate::dashboard;
 use axum::http::header;
@@ -41,7 +42,7 @@ use utoipa::{Modify, OpenApi};
             Every error is `{\"error\": {\"code\": ..., \"message\": ...}}` (`code` is one of \
             `ErrorCode`). When the server has API keys, send `Authorization: Bearer <secret>`; \
             GET routes need the `read` scope, ingestion the `report` scope, registering \
-            deployments, claiming and running them the `worker` scope, triggering, cancelling and retrying runs the `trigger` scope, creating, changing and deleting alert rules the `admin` scope (`admin` allows \
+            deployments, claiming and running them the `worker` scope, triggering, cancelling and retrying runs the `trigger` scope, creating, changing and deleting alert rules, API keys and concurrency limits the `admin` scope (`admin` allows \
             everything). `trigger=FLOW/NAME` and `worker=FLOW/NAME` limit a scope to \
             deployments, and such a trigger key reads the runs it created. Each deployment \
             has its own OpenAPI 3.1 document, typed by its flow's schemas: \
@@ -101,6 +102,10 @@ use utoipa::{Modify, OpenApi};
         alerts::update,
         alerts::delete,
         alerts::deliveries,
+        concurrency_limits::set,
+        concurrency_limits::list,
+        concurrency_limits::get,
+        concurrency_limits::delete,
         document,
     ),
     components(schemas(
@@ -131,6 +136,9 @@ use utoipa::{Modify, OpenApi};
         flowkit_wire::api::schedules::BackfillRequest,
         flowkit_wire::api::schedules::Backfilled,
         TriggerRequest,
+        flowkit_wire::api::concurrency_limits::SetLimit,
+        flowkit_wire::api::concurrency_limits::ConcurrencyLimit,
+        flowkit_wire::api::concurrency_limits::ConcurrencyLimits,
         Page<DeploymentSummary>,
         Page<DeploymentVersion>,
         ClaimRequest,
@@ -176,6 +184,7 @@ use utoipa::{Modify, OpenApi};
         (name = "workers", description = "Workers claim triggered runs under leases with fencing tokens, heartbeat, and finish or release them"),
         (name = "keys", description = "API keys created, listed and revoked at runtime (scope `admin`), stored hashed; every replica sees a new key at once and refuses a revoked one within 5 s"),
         (name = "alerts", description = "Server-side alert rules (a webhook or Slack message when a run fails, crashes, times out, is late or expires, or workers are gone) and their deliveries"),
+        (name = "concurrency-limits", description = "Tag concurrency limits of deployed runs: at most N runs carrying a tag leased to workers at once, across every deployment, worker and replica, counted from leases (a dead worker's slot comes back when its lease ends)"),
     )
 )]
 pub struct ApiDoc;

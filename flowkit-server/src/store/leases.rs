@@ -18,6 +18,7 @@
 use super::dialect::{Dialect, PushBind, begin_write};
 use super::queries::{Columns, push_list, read_all};
 use super::rows::{corrupt, group_of, parse_attempt, parse_state};
+use super::tag_limits::{Lock, TagSlots};
 use super::{
     BulkCancelFilter, ClaimOrder, HeartbeatOutcome, LeaseCall, Reaped, RunAction, StoreError,
     WorkerSeen,
@@ -471,9 +472,11 @@ pub(crate) async fn claim<D: Dialect>(
     // belongs to a limited backfill: otherwise nothing they would decide applies (every
     // deployment is open, and a backfill exclusion would leave out none of the runs found).
     let unlimited = versions.values().flatten().all(|v| v.limit.is_none());
+    let all: Vec<&String> = keys.iter().collect();
+    let mut open: Vec<&String> = all.clone();
+    let mut full: Vec<String> = Vec::new();
     let mut found = None;
     if unlimited {
-        let all: Vec<&String> = keys.iter().collect();
         let candidates = read_candidates::<D>(&mut tx, &all, &versions, &[], now, window).await?;
         let limited = |c: &Candidate| {
             c.tags
@@ -484,33 +487,52 @@ pub(crate) async fn claim<D: Dialect>(
             found = Some(candidates);
         }
     }
-    let candidates = match found {
+    let mut candidates = match found {
         Some(candidates) => candidates,
         None => {
             count_leased::<D>(&mut tx, &keys, &mut leased, &mut backfills).await?;
             // Deployments whose every served version is at its limit are left out of the
             // search.
-            let open: Vec<&String> = keys
-                .iter()
-                .filter(|key| {
-                    let n = leased.get(*key).copied().unwrap_or(0);
-                    versions[*key]
-                        .iter()
-                        .any(|v| v.limit.is_none_or(|limit| n < limit))
-                })
-                .collect();
+            open.retain(|key| {
+                let n = leased.get(*key).copied().unwrap_or(0);
+                versions[*key]
+                    .iter()
+                    .any(|v| v.limit.is_none_or(|limit| n < limit))
+            });
             if open.is_empty() {
                 tx.commit().await?;
                 return Ok(answers);
             }
-            let full: Vec<&String> = backfills
+            full = backfills
                 .iter()
                 .filter(|(_, (leased, limit))| leased >= limit)
-                .map(|(tag, _)| tag)
+                .map(|(tag, _)| tag.clone())
                 .collect();
+            let full: Vec<&String> = full.iter().collect();
             read_candidates::<D>(&mut tx, &open, &versions, &full, now, window).await?
         }
     };
+    // Tag limits (`super::tag_limits`): the limits of the candidates' tags, their leased runs
+    // counted. When the oldest candidates carry a tag at its limit, the search is made again
+    // without that tag's runs, so that they do not hide the runs behind them.
+    let mut tag_slots = TagSlots::default();
+    if candidates.iter().any(|c| !c.tags.is_empty()) {
+        let tags = candidates.iter().flat_map(|c| &c.tags);
+        tag_slots.look_up::<D>(&mut tx, tags, Lock::Wait).await?;
+        let at_limit = tag_slots.full();
+        if !at_limit.is_empty()
+            && candidates
+                .iter()
+                .any(|c| c.tags.iter().any(|t| at_limit.contains(t)))
+        {
+            full.extend(at_limit);
+            let full: Vec<&String> = full.iter().collect();
+            candidates =
+                read_candidates::<D>(&mut tx, &open, &versions, &full, now, window).await?;
+            let tags = candidates.iter().flat_map(|c| &c.tags);
+            tag_slots.look_up::<D>(&mut tx, tags, Lock::Skip).await?;
+        }
+    }
     // The runs taken, decided in memory (limits counted as they are taken, order after order),
     // then written with one update of their rows and one insert of their state events.
     let mut taken: Vec<Taken> = Vec::new();
@@ -557,6 +579,9 @@ pub(crate) async fn claim<D: Dialect>(
             if version.limit.is_some_and(|limit| *count >= limit) {
                 continue;
             }
+            if tag_slots.any_limited() && !tag_slots.admits(&candidate.tags) {
+                continue;
+            }
             let backfill = candidate
                 .tags
                 .iter()
@@ -568,6 +593,7 @@ pub(crate) async fn claim<D: Dialect>(
                 }
                 *n += 1;
             }
+            tag_slots.take(&candidate.tags);
             *count += 1;
             count_taken += 1;
             gone.insert(run.id);

@@ -54,6 +54,7 @@ mod sqlite_ingest;
 mod sqlite_rows;
 #[cfg(feature = "sqlite")]
 mod sqlite_schedule_rows;
+pub mod tag_limits;
 mod worker_touches;
 
 /// An error of the store. Constraint violations and bad input are the caller's fault;

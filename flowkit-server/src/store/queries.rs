@@ -840,6 +840,17 @@ pub(crate) enum Maintenance {
         /// Revoked at.
         at: DateTime<Utc>,
     },
+    /// See [`super::Store::set_concurrency_limit`].
+    SetTagLimit {
+        /// The tag.
+        tag: String,
+        /// Its limit.
+        slots: u32,
+        /// Set at.
+        now: DateTime<Utc>,
+    },
+    /// See [`super::Store::delete_concurrency_limit`]: the tag.
+    DeleteTagLimit(String),
     /// See [`super::Store::touch_api_key`].
     TouchKey {
         /// The key's digest.
@@ -994,6 +1005,14 @@ pub(crate) async fn maintain<D: BulkWrite>(
         Maintenance::RevokeKey { key, at } => super::api_keys::revoke::<D>(conn, key, *at)
             .await
             .map(Written::KeyRevoked),
+        Maintenance::SetTagLimit { tag, slots, now } => {
+            super::tag_limits::set::<D>(conn, tag, *slots, *now)
+                .await
+                .map(Written::Count)
+        }
+        Maintenance::DeleteTagLimit(tag) => super::tag_limits::delete::<D>(conn, tag)
+            .await
+            .map(Written::Count),
         Maintenance::TouchKey { digest, at } => super::api_keys::touch::<D>(conn, digest, *at)
             .await
             .map(Written::Count),

@@ -23,6 +23,7 @@ mod fixtures;
 mod alerts;
 mod children;
 mod compatibility;
+mod concurrency_limits;
 mod deployments;
 mod drops;
 mod full_scans;

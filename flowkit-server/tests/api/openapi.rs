@@ -65,6 +65,10 @@ async fn openapi_document_describes_every_route() {
         ("get", "/api/v1/schedules/{id}"),
         ("delete", "/api/v1/schedules/{id}"),
         ("post", "/api/v1/deployments/{flow}/{name}/backfill"),
+        ("get", "/api/v1/concurrency-limits"),
+        ("get", "/api/v1/concurrency-limits/{tag}"),
+        ("put", "/api/v1/concurrency-limits/{tag}"),
+        ("delete", "/api/v1/concurrency-limits/{tag}"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths
@@ -92,7 +96,8 @@ async fn openapi_document_describes_every_route() {
                 .replace("{id}", &Uuid::now_v7().to_string())
                 .replace("{flow}", "train")
                 .replace("{name}", "nightly")
-                .replace("{key}", "ci");
+                .replace("{key}", "ci")
+                .replace("{tag}", "gpu");
             for uri in [uri.clone(), uri.replacen("/api/v1/", "/api/", 1)] {
                 let probe = server.get(&uri).await;
                 assert!(

@@ -57,12 +57,14 @@
 //! | `error.rs` | [`RunError`] |
 //! | `transport.rs` | sending a request and reading its answer or its error |
 //! | `deployments.rs` | listing deployments and triggering runs ([`Triggered`]) |
+//! | `concurrency_limits.rs` | tag concurrency limits of deployed runs: [`Client::concurrency_limits`], [`Client::set_concurrency_limit`], [`Client::delete_concurrency_limit`] |
 //! | `keys.rs` | API keys at runtime: [`Client::create_key`], [`Client::keys`], [`Client::revoke_key`] |
 //! | `runs.rs` | reading, cancelling and retrying runs, their logs ([`RunFilter`], [`PageRequest`]) |
 //! | `wait.rs` | waiting for results: [`Client::run`], [`Client::run_json`], [`Client::result`] |
 //! | `exit_code.rs` | the `flowkit` command's exit codes ([`exit_code`]) |
 
 mod alerts;
+mod concurrency_limits;
 mod deployments;
 mod error;
 pub mod exit_code;

@@ -7,5 +7,6 @@ mod cli;
 mod flows;
 mod harness;
 mod keys;
+mod limits;
 mod schedules_cli;
 mod typed;

@@ -1,6 +1,7 @@
 //! The command line: every command, option and the help text (exit codes included).
 
 use clap::{Args, Parser, Subcommand};
+use flowkit_wire::api::concurrency_limits::MAX_LIMIT;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -69,6 +70,10 @@ pub enum Command {
     /// Alert rules of the server: list, create, delete them, and read their deliveries.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Tag concurrency limits of the server: at most N deployed runs carrying a tag at once,
+    /// across every worker (setting and deleting need an `admin` key).
+    #[command(subcommand)]
+    Limits(LimitsCommand),
     /// List, create, pause, resume or delete a deployment's schedules.
     #[command(subcommand)]
     Schedules(SchedulesCommand),
@@ -95,6 +100,35 @@ pub enum KeysCommand {
     Revoke {
         /// The key's name or id.
         key: String,
+    },
+}
+
+/// `limits ...`
+#[derive(Debug, Subcommand)]
+pub enum LimitsCommand {
+    /// List the tags' limits, by tag: the limit and the runs holding a slot now.
+    #[command(alias = "ls")]
+    List,
+    /// Set a tag's limit (creating or replacing it): at most N of its deployed runs at once.
+    ///
+    /// At most N deployed runs carrying the tag are leased to workers at once, across every
+    /// worker and server replica. Lowering it stops no run leased already: no other is claimed
+    /// until they are fewer than N.
+    #[command(allow_negative_numbers = true)]
+    Set {
+        /// The tag, as the runs carry it, e.g. `gpu` (quote one with spaces).
+        tag: String,
+        /// At most this many runs at once: 1 to 1000000 (`flowkit limits delete` lifts it).
+        #[arg(
+            value_name = "N",
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LIMIT))
+        )]
+        limit: u32,
+    },
+    /// Delete a tag's limit: the server no longer bounds its runs.
+    Delete {
+        /// The tag.
+        tag: String,
     },
 }
 

@@ -6,6 +6,7 @@
 //! | module | bodies of |
 //! |---|---|
 //! | `alerts` (feature `alerts`) | `POST /alert-rules`, `GET /alert-rules…`, deliveries |
+//! | [`concurrency_limits`] | `PUT /concurrency-limits/{tag}`, `GET /concurrency-limits…`, `DELETE /concurrency-limits/{tag}` (tag limits of deployed runs) |
 //! | [`error`] | every error response: `{"error": {"code", "message"}}` |
 //! | [`deployments`] | `POST /deployments`, `GET /deployments…`, `POST /deployments/{flow}/{name}/runs` |
 //! | [`keys`] | `POST /keys`, `GET /keys`, `DELETE /keys/{key}` (API keys at runtime) |
@@ -23,6 +24,7 @@
 
 #[cfg(feature = "alerts")]
 pub mod alerts;
+pub mod concurrency_limits;
 pub mod deployments;
 pub mod error;
 pub mod graph;

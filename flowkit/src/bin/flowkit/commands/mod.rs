@@ -5,6 +5,7 @@ mod actions;
 mod alerts;
 mod deployments;
 mod keys;
+mod limits;
 mod logs;
 mod run;
 mod runs;
@@ -35,6 +36,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Retry(args) => actions::retry(&client, args, json).await,
         Command::Keys(command) => keys::run(&client, command, json).await,
         Command::Alerts(command) => alerts::run(&client, command, json).await,
+        Command::Limits(command) => limits::run(&client, command, json).await,
         Command::Schedules(command) => schedules::run(&client, command, json).await,
         Command::Backfill(args) => schedules::backfill(&client, args, json).await,
     };
