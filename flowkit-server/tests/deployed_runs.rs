@@ -721,6 +721,63 @@ async fn a_sigterm_lets_the_run_in_flight_finish_and_claims_no_more() {
     stop_worker(stop, serving).await;
 }
 
+/// Runs of [`gpu_job_a`] and [`gpu_job_b`] executing now, and the most seen at once.
+static GPU_NOW: AtomicU32 = AtomicU32::new(0);
+static GPU_MOST: AtomicU32 = AtomicU32::new(0);
+
+async fn hold_the_gpu() -> anyhow::Result<u32> {
+    let now = GPU_NOW.fetch_add(1, Ordering::SeqCst) + 1;
+    GPU_MOST.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    GPU_NOW.fetch_sub(1, Ordering::SeqCst);
+    Ok(now)
+}
+
+#[flow]
+async fn gpu_job_a() -> anyhow::Result<u32> {
+    hold_the_gpu().await
+}
+
+#[flow]
+async fn gpu_job_b() -> anyhow::Result<u32> {
+    hold_the_gpu().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_tag_limit_bounds_runs_across_workers_and_deployments() {
+    // Two workers, each serving both deployments with room for 4 runs at once; every run
+    // carries the tag `gpu-e2e`, limited to 1 on the server.
+    let deployments = || {
+        vec![
+            gpu_job_a::deployment("e2e").tags(["gpu-e2e"]),
+            gpu_job_b::deployment("e2e").tags(["gpu-e2e"]),
+        ]
+    };
+    let (stop_1, serving_1) = start_worker(Worker::new().slots(4), deployments());
+    let (stop_2, serving_2) = start_worker(Worker::new().slots(4), deployments());
+    let limit = client()
+        .put(format!(
+            "{}/api/v1/concurrency-limits/gpu-e2e",
+            shared().url
+        ))
+        .json(&json!({"limit": 1}))
+        .send()
+        .await
+        .expect("set the limit");
+    assert_eq!(limit.status().as_u16(), 200);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(trigger("gpu_job_a", "e2e", json!({})).await);
+        ids.push(trigger("gpu_job_b", "e2e", json!({})).await);
+    }
+    for id in ids {
+        assert_eq!(result(id).await, json!(1), "alone on the gpu");
+    }
+    assert_eq!(GPU_MOST.load(Ordering::SeqCst), 1);
+    stop_worker(stop_1, serving_1).await;
+    stop_worker(stop_2, serving_2).await;
+}
+
 /// Every test above again, with the server on PostgreSQL: this test binary run again, in a
 /// child process whose server uses a fresh database of the cluster at `FLOWKIT_TEST_PG_URL`.
 /// Skips with a printed reason when that is unset; fails instead when

@@ -90,6 +90,22 @@ async fn p_none() -> u8 {
     1
 }
 
+#[flow(tags = ["gpu", "ml"])]
+async fn on_the_gpu() -> u8 {
+    1
+}
+
+#[test]
+fn a_deployment_registers_the_flow_s_own_tags_then_its_own() {
+    let spec = on_the_gpu::deployment("nightly").spec().expect("valid");
+    assert_eq!(spec.tags, ["gpu", "ml"], "the server's tag limits see them");
+    let spec = on_the_gpu::deployment("nightly")
+        .tags(["ml", "team-x"])
+        .spec()
+        .expect("valid");
+    assert_eq!(spec.tags, ["gpu", "ml", "team-x"], "added, not repeated");
+}
+
 #[test]
 fn the_spec_describes_the_flow() {
     let spec = train::deployment("nightly")

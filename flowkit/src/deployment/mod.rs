@@ -106,7 +106,8 @@ pub struct Deployment {
     timezone_without_schedule: bool,
     /// Parameters used when a run does not give them (a JSON object).
     pub parameters: Value,
-    /// Tags given to every run of the deployment.
+    /// Tags given to every run of the deployment: the flow's own, then those of
+    /// [`tags`](Deployment::tags).
     pub tags: Vec<String>,
     /// At most this many runs of the deployment at once.
     pub limit: Option<u32>,
@@ -194,15 +195,23 @@ impl Deployment {
         self
     }
 
-    /// Tags given to every run of the deployment (added to the flow's own).
+    /// Tags given to every run of the deployment, added to the flow's own
+    /// (`#[flow(tags = [...])]`, which a deployment starts with). The server knows a run's
+    /// tags from its trigger on: its tag limits (`flowkit limits set TAG N`) hold the run
+    /// before a worker claims it.
     ///
     /// ```
-    /// # #[flowkit::flow] async fn train() {}
+    /// # #[flowkit::flow(tags = ["ml"])] async fn train() {}
     /// let d = train::deployment("nightly").tags(["gpu", "ml"]);
-    /// assert_eq!(d.tags, ["gpu", "ml"]);
+    /// assert_eq!(d.tags, ["ml", "gpu"]);
     /// ```
     pub fn tags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tags: I) -> Deployment {
-        self.tags = tags.into_iter().map(Into::into).collect();
+        for tag in tags {
+            let tag = tag.into();
+            if !self.tags.contains(&tag) {
+                self.tags.push(tag);
+            }
+        }
         self
     }
 
@@ -457,7 +466,7 @@ pub(crate) fn new(
         schedules: Vec::new(),
         timezone_without_schedule: false,
         parameters: Value::Object(Map::new()),
-        tags: Vec::new(),
+        tags: spec.tags.iter().map(|tag| tag.to_string()).collect(),
         limit: None,
         retries: spec.retry.retries,
         parameter_schema: schema::parameter_schema(spec.name(), types.parameters),
