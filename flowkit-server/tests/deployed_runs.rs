@@ -516,14 +516,15 @@ async fn outlasts_a_sigterm(n: u32) -> anyhow::Result<u32> {
 }
 
 /// The child process: a worker of `survives_a_kill/e2e` until it is killed (`CHILD_ENV` =
-/// `kill`), or of `outlasts_a_sigterm/e2e` until SIGTERM (`term`), with the default signal
-/// handling.
+/// `kill`), of `outlasts_a_sigterm/e2e` until SIGTERM (`term`), or of
+/// `ticks_until_stopped/e2e` (`stop`, frozen and thawed), with the default signal handling.
 #[test]
 #[ignore = "the child process of the tests that kill or stop a worker process"]
 fn child_worker() {
     let deployment = match std::env::var(CHILD_ENV).as_deref() {
         Ok("kill") => survives_a_kill::deployment("e2e"),
         Ok("term") => outlasts_a_sigterm::deployment("e2e"),
+        Ok("stop") => ticks_until_stopped::deployment("e2e"),
         _ => return,
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -718,6 +719,96 @@ async fn a_sigterm_lets_the_run_in_flight_finish_and_claims_no_more() {
     let (stop, serving) = start_worker(Worker::new(), vec![outlasts_a_sigterm::deployment("e2e")]);
     let done = wait_for_state(later, &["Completed"], Duration::from_secs(30)).await;
     assert_eq!(done["attempt"], 1, "{done}");
+    stop_worker(stop, serving).await;
+}
+
+/// Where the child of [`a_worker_that_lost_its_lease_stops_the_run`] writes a line per tick of
+/// its run's body.
+const TICKS_ENV: &str = "FLOWKIT_TEST_TICKS";
+
+/// Ticks forever in the child worker (writing to [`TICKS_ENV`]); completes anywhere else.
+#[flow(retries = 1)]
+async fn ticks_until_stopped(n: u32) -> anyhow::Result<u32> {
+    if let Some(path) = std::env::var_os(TICKS_ENV) {
+        loop {
+            use std::io::Write as _;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            writeln!(file, "tick")?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(n + 1)
+}
+
+fn ticks(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
+}
+
+/// A child process killed when dropped, so that a failing test leaves none behind.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args([name, &pid]).status();
+    assert!(sent.expect("run kill").success(), "{name} to {pid}");
+}
+
+/// A worker frozen (SIGSTOP) past its lease: the server decides its run (`Crashed`, then
+/// attempt 2 on another worker). When it wakes (SIGCONT), its next heartbeat learns the lease
+/// is lost and the body of attempt 1 stops; nothing it sends changes the run any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_lost_its_lease_stops_the_run() {
+    let url = shared().url.clone();
+    let home = tempfile::tempdir().expect("child home");
+    let ticks_file = home.path().join("ticks");
+    let child = Command::new(std::env::current_exe().expect("this test binary"))
+        .args(["--exact", "child_worker", "--ignored", "--nocapture"])
+        .env(CHILD_ENV, "stop")
+        .env(TICKS_ENV, &ticks_file)
+        .env("FLOWKIT_API_URL", &url)
+        .env("FLOWKIT_HOME", home.path())
+        .env("FLOWKIT_SUMMARY", "0")
+        .spawn()
+        .expect("spawn the child worker");
+    let child = KillOnDrop(child);
+    let id = trigger("ticks_until_stopped", "e2e", json!({"n": 6})).await;
+    wait_for_state(id, &["Running"], Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ticks(&ticks_file) < 3 {
+        assert!(Instant::now() < deadline, "the body ticks");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&child.0, "-STOP");
+    // Past the lease the reaper crashes attempt 1; another worker runs attempt 2.
+    let (stop, serving) = start_worker(Worker::new(), vec![ticks_until_stopped::deployment("e2e")]);
+    let done = wait_for_state(id, &["Completed"], Duration::from_secs(60)).await;
+    assert_eq!(done["attempt"], 2, "{done}");
+    assert_eq!(result(id).await, json!(7));
+    // The frozen worker wakes: within a heartbeat or two its body stops for good.
+    signal(&child.0, "-CONT");
+    tokio::time::sleep(LEASE).await;
+    let settled = ticks(&ticks_file);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(ticks(&ticks_file), settled, "attempt 1's body still runs");
+    let after = run(id).await;
+    assert_eq!(after["state"], "Completed", "{after}");
+    assert_eq!(after["attempt"], 2, "{after}");
+    let states = flow_run_states::server_states(&client(), &shared().url, id).await;
+    assert!(
+        states.iter().any(|(s, a)| s == "Crashed" && *a == 1),
+        "attempt 1 crashed: {states:?}"
+    );
+    drop(child);
     stop_worker(stop, serving).await;
 }
 
