@@ -346,7 +346,19 @@ async fn a_cancelled_run_ends_cancelled_with_its_tasks_and_its_hook_runs() {
         e.run_id != id && e.state_type() == Some(StateType::Running)
     })
     .await;
+    let asked = Instant::now();
     cancel(id, json!({"reason": "no longer needed"})).await;
+    // Delivered by the worker's next heartbeat (every third of the lease), and honoured at once.
+    wait_recorded(id, "the flow cancelled", |e| {
+        e.run_id == id && e.state_type() == Some(StateType::Cancelled)
+    })
+    .await;
+    let heartbeat = LEASE / 3;
+    assert!(
+        asked.elapsed() <= heartbeat + Duration::from_secs(2),
+        "cancelled {:?} after the request; heartbeats every {heartbeat:?}",
+        asked.elapsed()
+    );
     let run = wait_for_state(id, &["Cancelled"], Duration::from_secs(20)).await;
     assert_eq!(run["state"], "Cancelled", "{run}");
 
@@ -369,6 +381,38 @@ async fn a_cancelled_run_ends_cancelled_with_its_tasks_and_its_hook_runs() {
         CANCEL_HOOKS.load(Ordering::SeqCst),
         1,
         "on_failure ran once"
+    );
+    stop_worker(stop, serving).await;
+}
+
+/// Blocks its thread for four seconds, never reaching an `.await` where the cancel token could
+/// stop it: the worker gives it the cancel grace, then aborts its task and ends the run.
+#[flow]
+async fn ignores_the_cancel() -> anyhow::Result<()> {
+    std::thread::sleep(Duration::from_secs(4));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_that_does_not_stop_is_aborted_after_the_cancel_grace() {
+    let grace = Duration::from_secs(1);
+    let (stop, serving) = start_worker(
+        Worker::new().cancel_grace(grace),
+        vec![ignores_the_cancel::deployment("e2e")],
+    );
+    let id = trigger("ignores_the_cancel", "e2e", json!({})).await;
+    wait_for_state(id, &["Running"], Duration::from_secs(30)).await;
+    let asked = Instant::now();
+    cancel(id, json!({"reason": "stop it"})).await;
+    let run = wait_for_state(id, &["Cancelled"], Duration::from_secs(30)).await;
+    let took = asked.elapsed();
+    assert_eq!(run["state"], "Cancelled", "{run}");
+    let message = run["state_message"].as_str().unwrap_or_default();
+    assert!(message.contains("its task was aborted"), "{run}");
+    assert!(took >= grace, "aborted only after the grace: {took:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "ended by the abort, before the body returned: {took:?}"
     );
     stop_worker(stop, serving).await;
 }
