@@ -561,7 +561,8 @@ async fn outlasts_a_sigterm(n: u32) -> anyhow::Result<u32> {
 
 /// The child process: a worker of `survives_a_kill/e2e` until it is killed (`CHILD_ENV` =
 /// `kill`), of `outlasts_a_sigterm/e2e` until SIGTERM (`term`), or of
-/// `ticks_until_stopped/e2e` (`stop`, frozen and thawed), with the default signal handling.
+/// `ticks_until_stopped/e2e` (`stop`, frozen and thawed) or `ticks_until_stopped/cancel`
+/// (`stop-cancel`, frozen while its run is cancelled), with the default signal handling.
 #[test]
 #[ignore = "the child process of the tests that kill or stop a worker process"]
 fn child_worker() {
@@ -569,6 +570,7 @@ fn child_worker() {
         Ok("kill") => survives_a_kill::deployment("e2e"),
         Ok("term") => outlasts_a_sigterm::deployment("e2e"),
         Ok("stop") => ticks_until_stopped::deployment("e2e"),
+        Ok("stop-cancel") => ticks_until_stopped::deployment("cancel"),
         _ => return,
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -854,6 +856,45 @@ async fn a_worker_that_lost_its_lease_stops_the_run() {
     );
     drop(child);
     stop_worker(stop, serving).await;
+}
+
+/// A worker that died (frozen here, so that it cannot hear the request) while its run was
+/// being cancelled: at lease expiry the reaper ends the run `Cancelled`, never re-queued,
+/// though the flow has retries left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_worker_s_cancelling_run_ends_cancelled_at_lease_expiry() {
+    let url = shared().url.clone();
+    let home = tempfile::tempdir().expect("child home");
+    let ticks_file = home.path().join("ticks");
+    let child = Command::new(std::env::current_exe().expect("this test binary"))
+        .args(["--exact", "child_worker", "--ignored", "--nocapture"])
+        .env(CHILD_ENV, "stop-cancel")
+        .env(TICKS_ENV, &ticks_file)
+        .env("FLOWKIT_API_URL", &url)
+        .env("FLOWKIT_HOME", home.path())
+        .env("FLOWKIT_SUMMARY", "0")
+        .spawn()
+        .expect("spawn the child worker");
+    let child = KillOnDrop(child);
+    let id = trigger("ticks_until_stopped", "cancel", json!({"n": 1})).await;
+    wait_for_state(id, &["Running"], Duration::from_secs(60)).await;
+    signal(&child.0, "-STOP");
+    let asked = Instant::now();
+    cancel(id, json!({"reason": "the worker is gone"})).await;
+    assert_eq!(run(id).await["state"], "Cancelling");
+    let ended = wait_for_state(id, &["Cancelled"], LEASE * 4).await;
+    assert_eq!(ended["state"], "Cancelled", "{ended}");
+    assert_eq!(ended["attempt"], 1, "not re-queued: {ended}");
+    assert!(
+        asked.elapsed() >= LEASE / 2,
+        "decided by the reaper, not the worker"
+    );
+    drop(child);
+    // Nothing claims it again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later = run(id).await;
+    assert_eq!(later["state"], "Cancelled", "{later}");
+    assert_eq!(later["attempt"], 1, "{later}");
 }
 
 /// Runs of [`gpu_job_a`] and [`gpu_job_b`] executing now, and the most seen at once.
