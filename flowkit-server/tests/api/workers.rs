@@ -344,6 +344,22 @@ async fn a_waiting_claim_is_woken_by_a_trigger_and_the_wait_is_bounded(server: &
         [run_id(&triggered)]
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    // Nothing wakes a claim when a run comes due (`scheduled_for` passes): the waiting claim
+    // finds it by looking again every second.
+    let due = Utc::now() + Duration::milliseconds(1500);
+    let later = trigger(server, json!({"parameters": {}, "scheduled_for": due})).await;
+    let started = std::time::Instant::now();
+    let claimed = worker.claim(server, 1, 20).await;
+    assert_eq!(
+        claimed.iter().map(run_id).collect::<Vec<_>>(),
+        [run_id(&later)]
+    );
+    assert!(Utc::now() >= due, "not before it is due");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "found within a poll of coming due: {:?}",
+        started.elapsed()
+    );
 }
 
 async fn finish_stores_the_final_state_and_the_result(server: &TestServer) {

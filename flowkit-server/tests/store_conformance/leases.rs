@@ -1,5 +1,6 @@
 //! Leases on every backend: replicas claiming at once never lease a run twice nor exceed a
-//! deployment's limit, and a run's result goes with it at retention.
+//! deployment's limit, reapers of several replicas decide each expired lease once, and a run's
+//! result goes with it at retention.
 
 use crate::deployments::{new_run, spec};
 use crate::harness::Env;
@@ -16,6 +17,7 @@ conformance!(
     a_result_goes_with_its_run,
     concurrent_finishes_each_end_their_lease,
     a_trigger_on_one_replica_wakes_the_claims_of_another,
+    reapers_of_two_replicas_decide_each_expired_lease_once,
 );
 
 fn order(version: &str, max_runs: u32) -> ClaimOrder {
@@ -221,4 +223,50 @@ async fn a_trigger_on_one_replica_wakes_the_claims_of_another(env: &mut Env) {
             .expect("the listener stops with its store")
             .expect("join");
     }
+}
+
+/// Reapers run on every replica, with no leader: four at once on two replicas decide each
+/// expired lease once (one `Crashed`, one re-queue as attempt 2, never attempt 3).
+async fn reapers_of_two_replicas_decide_each_expired_lease_once(env: &mut Env) {
+    let mut unlimited = spec("train", "v1");
+    unlimited.concurrency_limit = None;
+    env.store
+        .register_deployment(&unlimited, "fp")
+        .await
+        .expect("register");
+    for _ in 0..10 {
+        let mut run = new_run(None);
+        run.max_attempts = 3;
+        env.store.trigger(run).await.expect("trigger");
+    }
+    let mut short = order("v1", 10);
+    short.lease = std::time::Duration::from_secs(1);
+    let claimed = env.store.claim(short).await.expect("claim");
+    assert_eq!(claimed.len(), 10);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let other = Arc::new(Store::connect(&env.url).await.expect("second replica"));
+    let reapers = (0..4).map(|i| {
+        let store = if i % 2 == 0 {
+            env.store.clone()
+        } else {
+            other.clone()
+        };
+        tokio::spawn(async move { store.reap().await.expect("reap") })
+    });
+    let mut decided = Vec::new();
+    for reaper in reapers {
+        decided.extend(reaper.await.expect("join").runs);
+    }
+    let unique: HashSet<Uuid> = decided.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        decided.len(),
+        "a lease decided twice: {decided:?}"
+    );
+    assert_eq!(unique.len(), 10);
+    // Each is waiting as attempt 2, exactly once.
+    let again = env.store.claim(order("v1", 20)).await.expect("claim again");
+    assert_eq!(again.len(), 10);
+    assert!(again.iter().all(|r| r.attempt == 2), "{again:?}");
+    other.close().await;
 }
