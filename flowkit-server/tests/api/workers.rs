@@ -38,6 +38,7 @@ on_every_backend!(
     heartbeats_extend_leases_and_report_lost_ones,
     release_hands_a_run_back,
     cancel_and_retry_follow_the_state_rules,
+    a_retried_run_keeps_its_version_and_parameters,
     bulk_cancel_takes_pages_of_matching_runs,
     results_are_read_and_waited_for,
     large_results_are_served_apart_and_too_large_ones_fail,
@@ -665,6 +666,42 @@ async fn release_hands_a_run_back(server: &TestServer) {
     assert_eq!(token(&again[0]), lease + 1);
 }
 
+/// A retry runs the same version with the same parameters, though a newer version is
+/// registered since: only a worker serving that version takes it.
+async fn a_retried_run_keeps_its_version_and_parameters(server: &TestServer) {
+    register(server, "v1", None, 0).await;
+    let id = run_id(&trigger(server, json!({"parameters": {"epochs": 7}})).await);
+    let old = Worker::new("old:1", &["v1"]);
+    let claimed = old.claim(server, 1, 0).await;
+    assert_eq!(claimed[0]["parameters"], json!({"epochs": 7}));
+    let failed = run_event(
+        id,
+        StateType::Failed,
+        1,
+        Some(token(&claimed[0])),
+        Duration::zero(),
+    );
+    finish(server, id, token(&claimed[0]), &failed, json!(null)).await;
+    register(server, "v2", None, 0).await;
+    let reply = server
+        .post_raw(&format!("/api/v1/flow-runs/{id}/retry"), "")
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["version"], "v1");
+    assert!(
+        Worker::new("new:1", &["v2"])
+            .claim(server, 1, 0)
+            .await
+            .is_empty()
+    );
+    let both = Worker::new("both:1", &["v1", "v2"]);
+    let again = both.claim(server, 1, 0).await;
+    assert_eq!(run_id(&again[0]), id);
+    assert_eq!(again[0]["attempt"], 2);
+    assert_eq!(again[0]["version"], "v1");
+    assert_eq!(again[0]["parameters"], json!({"epochs": 7}));
+}
+
 async fn cancel_and_retry_follow_the_state_rules(server: &TestServer) {
     register(server, "v1", None, 0).await;
     let id = run_id(&trigger(server, json!({"parameters": {}})).await);
@@ -852,6 +889,31 @@ async fn results_are_read_and_waited_for(server: &TestServer) {
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     assert_eq!(reply.body["state"], "Completed");
     assert_eq!(reply.body["result"], json!({"ok": true}));
+    // One that fails within the wait → 201 with the run in its final state, carrying its
+    // error and no result: the caller reads `state`.
+    let (reply, ()) = tokio::join!(prefer_trigger(server, "wait=20"), async {
+        let claimed = worker.claim(server, 1, 20).await;
+        let run = run_id(&claimed[0]);
+        let mut failed = run_event(
+            run,
+            StateType::Failed,
+            1,
+            Some(token(&claimed[0])),
+            Duration::zero(),
+        );
+        if let flowkit_server::wire::EventBody::State { state, .. } = &mut failed.body {
+            state.message = Some("the dataset is empty".into());
+        }
+        finish(server, run, token(&claimed[0]), &failed, json!(null)).await;
+    });
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body["state"], "Failed", "{}", reply.body);
+    assert_eq!(reply.body["state_message"], "the dataset is empty");
+    assert!(reply.body.get("result").is_none(), "{}", reply.body);
+    assert!(
+        reply.headers.get(header::LOCATION).is_some(),
+        "where the run is"
+    );
     let _ = stale_waiting;
 }
 
