@@ -98,7 +98,10 @@ async fn the_readme_s_deployment_walk_through_works_as_written() {
         if let Some(status) = worker.0.try_wait().expect("the worker's status") {
             break status;
         }
-        assert!(Instant::now() < deadline, "the worker did not stop on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not stop on SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "{exit}");
