@@ -1,4 +1,5 @@
-//! One heartbeat per worker, every third of the lease, from an OS thread of its own with its
+//! One heartbeat per worker, every third of the lease and at least every [`MAX_INTERVAL`] (so a
+//! cancellation reaches a run within seconds), from an OS thread of its own with its
 //! own current-thread runtime and HTTP client: a flow that blocks every thread of the user's
 //! tokio runtime cannot keep the heartbeat from going out, so it cannot make its runs look
 //! crashed.
@@ -23,6 +24,10 @@ use uuid::Uuid;
 /// The shortest wait between heartbeats, whatever the lease.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The longest wait between heartbeats, whatever the lease: how long a cancellation may take
+/// to reach a worker.
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How often the thread looks at the lease and at whether it should stop.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -43,7 +48,7 @@ pub(crate) struct Heartbeat {
 
 /// The wait between heartbeats for `lease`.
 pub(crate) fn interval(lease: Duration) -> Duration {
-    (lease / 3).max(MIN_INTERVAL)
+    (lease / 3).min(MAX_INTERVAL).max(MIN_INTERVAL)
 }
 
 impl Heartbeat {
@@ -157,7 +162,8 @@ mod tests {
 
     #[test]
     fn a_third_of_the_lease_but_never_a_busy_loop() {
-        assert_eq!(interval(Duration::from_secs(30)), Duration::from_secs(10));
+        assert_eq!(interval(Duration::from_secs(12)), Duration::from_secs(4));
+        assert_eq!(interval(Duration::from_secs(30)), MAX_INTERVAL);
         assert_eq!(interval(Duration::from_millis(30)), MIN_INTERVAL);
     }
 }

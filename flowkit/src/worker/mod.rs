@@ -126,9 +126,9 @@ pub async fn serve<E: From<ServeError>>(
 ///    the lease is held. A `409
 ///    stale_lease` means the server already decided the run's fate: the worker logs it and
 ///    moves on.
-/// 5. **Heartbeats** once per worker every third of the lease, from an OS thread of its own
-///    (its own small runtime and HTTP client), so a flow that blocks every thread of your
-///    tokio runtime cannot make its runs look crashed. The heartbeat carries every lease the
+/// 5. **Heartbeats** once per worker every third of the lease (at most 5 s apart), from an OS
+///    thread of its own (its own small runtime and HTTP client), so a flow that blocks every
+///    thread of your tokio runtime cannot make its runs look crashed. The heartbeat carries every lease the
 ///    worker holds; its answer cancels runs (`cancel`) or stops them at once (`lost`). When
 ///    heartbeats fail for two thirds of the lease, the worker stops its runs itself, before
 ///    the server reclaims them.
