@@ -7,16 +7,23 @@
 //! ([`PublishedChange::frame`]), so a change costs one serialization however many streams are
 //! open ([`Changes::serialized`] counts them).
 //!
+//! The log lines of a flow run and its task runs go out too (`event: log`, a [`LogEntry`]),
+//! to the streams that follow that flow run with `logs=true`: they are serialized only for a
+//! flow run someone follows ([`Changes::watch_logs`]), once however many follow it, and
+//! published before the batch's changes, so a client sees a run's last lines before it sees
+//! the run end.
+//!
 //! A client too slow to keep up loses the oldest changes; it is then sent a `lagged` event and
 //! should refetch what it shows. Changes are hints for refetching, not a replication log:
 //! when events of a run arrive out of order the change carries the latest state *of the
 //! batch*, and the API has the truth.
 
 use axum::body::Bytes;
+use flowkit_wire::api::logs::LogEntry;
 use flowkit_wire::event::{Event, EventBody};
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -26,10 +33,13 @@ pub use flowkit_wire::api::stream::RunChange;
 /// serialized once.
 #[derive(Debug)]
 pub struct PublishedChange {
-    /// The change.
+    /// The change; for a log line, the run that logged it (its `state` null).
     pub change: RunChange,
-    /// `event: run` and `data: <the change as JSON>`, ready to send.
+    /// `event: run` and `data: <the change as JSON>` (or `event: log` and a [`LogEntry`]),
+    /// ready to send.
     pub frame: Bytes,
+    /// Whether this is a log line, which only streams asking for logs send.
+    pub log: bool,
 }
 
 /// The sending side, shared by every request handler.
@@ -37,6 +47,31 @@ pub struct PublishedChange {
 pub struct Changes {
     sender: broadcast::Sender<Arc<PublishedChange>>,
     serialized: Arc<AtomicU64>,
+    /// Streams following the logs of each flow run, and their total.
+    log_watchers: Arc<Mutex<HashMap<Uuid, usize>>>,
+    watching: Arc<AtomicUsize>,
+}
+
+/// A stream's interest in a flow run's log lines; dropping it ends it.
+#[derive(Debug)]
+pub struct LogWatch {
+    flow_run_id: Uuid,
+    watchers: Arc<Mutex<HashMap<Uuid, usize>>>,
+    watching: Arc<AtomicUsize>,
+}
+
+impl Drop for LogWatch {
+    fn drop(&mut self) {
+        if let Ok(mut watchers) = self.watchers.lock() {
+            if let Some(n) = watchers.get_mut(&self.flow_run_id) {
+                *n -= 1;
+                if *n == 0 {
+                    watchers.remove(&self.flow_run_id);
+                }
+            }
+            self.watching.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Changes {
@@ -46,6 +81,86 @@ impl Changes {
         Changes {
             sender,
             serialized: Arc::new(AtomicU64::new(0)),
+            log_watchers: Arc::new(Mutex::new(HashMap::new())),
+            watching: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Asks for the log lines of `flow_run_id` (the flow run's and its task runs') to be
+    /// published, until the returned watch is dropped.
+    pub fn watch_logs(&self, flow_run_id: Uuid) -> LogWatch {
+        if let Ok(mut watchers) = self.log_watchers.lock() {
+            *watchers.entry(flow_run_id).or_insert(0) += 1;
+            self.watching.fetch_add(1, Ordering::Relaxed);
+        }
+        LogWatch {
+            flow_run_id,
+            watchers: Arc::clone(&self.log_watchers),
+            watching: Arc::clone(&self.watching),
+        }
+    }
+
+    /// The log lines of `events` whose flow run someone follows (see
+    /// [`watch_logs`](Changes::watch_logs)), each serialized once, to publish with
+    /// [`publish_logs`](Changes::publish_logs) once the batch is stored; none (and no work)
+    /// when nobody follows logs.
+    pub fn logs_of(&self, events: &[Event]) -> Vec<PublishedChange> {
+        if self.watching.load(Ordering::Relaxed) == 0 {
+            return Vec::new();
+        }
+        let Ok(watchers) = self.log_watchers.lock().map(|w| w.clone()) else {
+            return Vec::new();
+        };
+        let mut logs = Vec::new();
+        for event in events {
+            let EventBody::Log {
+                level,
+                message,
+                fields,
+            } = &event.body
+            else {
+                continue;
+            };
+            let flow_run_id = event.flow_run_id.unwrap_or(event.run_id);
+            if !watchers.contains_key(&flow_run_id) {
+                continue;
+            }
+            let entry = LogEntry {
+                event_id: event.id,
+                run_id: event.run_id,
+                flow_run_id: Some(flow_run_id),
+                run_name: event.name.to_string(),
+                level: *level,
+                message: message.clone(),
+                fields: fields.clone(),
+                attempt: event.attempt,
+                timestamp: event.timestamp,
+            };
+            let Ok(json) = serde_json::to_string(&entry) else {
+                continue;
+            };
+            let change = RunChange {
+                run_id: event.run_id,
+                flow_run_id: Some(flow_run_id),
+                kind: event.run_kind,
+                name: event.name.to_string(),
+                state: None,
+            };
+            logs.push(PublishedChange {
+                change,
+                frame: Bytes::from(format!("event: log\ndata: {json}\n\n")),
+                log: true,
+            });
+        }
+        logs
+    }
+
+    /// Publishes log lines made by [`logs_of`](Changes::logs_of).
+    pub fn publish_logs(&self, logs: Vec<PublishedChange>) {
+        for log in logs {
+            self.serialized.fetch_add(1, Ordering::Relaxed);
+            // An error only means nobody is listening right now.
+            let _ = self.sender.send(Arc::new(log));
         }
     }
 
@@ -72,9 +187,11 @@ impl Changes {
             self.serialized.fetch_add(1, Ordering::Relaxed);
             let frame = Bytes::from(format!("event: run\ndata: {json}\n\n"));
             // An error only means nobody is listening right now.
-            let _ = self
-                .sender
-                .send(Arc::new(PublishedChange { change, frame }));
+            let _ = self.sender.send(Arc::new(PublishedChange {
+                change,
+                frame,
+                log: false,
+            }));
         }
     }
 

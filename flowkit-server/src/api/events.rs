@@ -135,13 +135,16 @@ pub async fn ingest(
             .changes()
             .has_subscribers()
             .then(|| changes_of(&events));
+        let logs = state.changes().logs_of(&events);
         let outcome = state.store().ingest(events).await?;
         response.accepted = outcome.accepted;
         response.duplicates = outcome.duplicates;
-        if let Some(changes) = changes
-            && outcome.accepted > 0
-        {
-            state.changes().publish(changes);
+        if outcome.accepted > 0 {
+            // A run's last lines before the change that ends it.
+            state.changes().publish_logs(logs);
+            if let Some(changes) = changes {
+                state.changes().publish(changes);
+            }
         }
     }
     state.metrics().batch(

@@ -6,7 +6,8 @@
 //! ends when the server shuts down.
 //!
 //! `?kind=flow` (or `task`) keeps the changes of flow runs (task runs) only;
-//! `?flow_run_id=ID` the changes of one flow run: the run itself and its task runs. Every
+//! `?flow_run_id=ID` the changes of one flow run: the run itself and its task runs; with
+//! `&logs=true` their log lines too, as they arrive (`event: log`, a `LogEntry`). Every
 //! change is serialized once for all streams ([`crate::stream`]); a stream only picks the
 //! shared bytes of those it keeps.
 //!
@@ -53,6 +54,10 @@ pub struct StreamQuery {
     /// Only the changes of this flow run: the run itself and its task runs.
     #[param(value_type = Option<Uuid>)]
     pub flow_run_id: Option<String>,
+    /// `true` (with `flow_run_id`): the log lines of that flow run and its task runs too, as
+    /// they arrive (`event: log`, a `LogEntry`). Default `false`.
+    #[param(value_type = Option<bool>)]
+    pub logs: Option<String>,
 }
 
 /// The changes a stream keeps.
@@ -60,6 +65,7 @@ pub struct StreamQuery {
 struct Filter {
     kind: Option<RunKind>,
     flow_run_id: Option<Uuid>,
+    logs: bool,
 }
 
 impl Filter {
@@ -75,9 +81,27 @@ impl Filter {
                 ));
             }
         };
+        let flow_run_id = parse_uuid("flow_run_id", query.flow_run_id)?;
+        let logs = match non_empty(query.logs).as_deref().map(str::trim) {
+            None | Some("false") => false,
+            Some("true") if flow_run_id.is_some() => true,
+            Some("true") => {
+                return Err(ApiError::invalid_parameter(
+                    "logs",
+                    "follows the logs of one flow run: give its `flow_run_id` too",
+                ));
+            }
+            Some(other) => {
+                return Err(ApiError::invalid_parameter(
+                    "logs",
+                    format!("expected `true` or `false`, got {other:?}"),
+                ));
+            }
+        };
         Ok(Filter {
             kind,
-            flow_run_id: parse_uuid("flow_run_id", query.flow_run_id)?,
+            flow_run_id,
+            logs,
         })
     }
 
@@ -96,8 +120,8 @@ impl Filter {
     tag = "flow-runs",
     params(StreamQuery),
     responses(
-        (status = 200, description = "An endless `text/event-stream` (server-sent events) that ends only when the server shuts down: `event: ready` (data `{}`) once subscribed, then `event: run` with a `RunChange` as JSON data for every run an ingested batch changed, and `event: lagged` with a `Lagged` (`{\"missed\": N}`) when this client fell behind and should refetch; a comment line every 15 s keeps the connection alive", content_type = "text/event-stream", body = String),
-        (status = 400, description = "`invalid_parameter`: `kind` is not `flow` or `task`, or `flow_run_id` is not a UUID", body = ErrorBody),
+        (status = 200, description = "An endless `text/event-stream` (server-sent events) that ends only when the server shuts down: `event: ready` (data `{}`) once subscribed, then `event: run` with a `RunChange` as JSON data for every run an ingested batch changed (with `flow_run_id` and `logs=true`, also `event: log` with a `LogEntry` for every log line of that flow run and its task runs, sent before the change of the same batch), and `event: lagged` with a `Lagged` (`{\"missed\": N}`) when this client fell behind and should refetch; a comment line every 15 s keeps the connection alive", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`invalid_parameter`: `kind` is not `flow` or `task`, `flow_run_id` is not a UUID, or `logs` is not `true`/`false` or is `true` without `flow_run_id`", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
         (status = 429, description = "`too_many_requests`: this key has `--max-streams-per-key` streams open (each dashboard tab holds one)", body = ErrorBody,
@@ -139,7 +163,13 @@ pub async fn stream(
             )
             .with_retry_after(STREAMS_RETRY_AFTER_SECS),
         })?;
-    let changes = BroadcastStream::new(state.changes().subscribe()).filter_map(move |item| {
+    // Subscribed before the logs are asked for: no line published in between is missed.
+    let subscription = state.changes().subscribe();
+    let watch = filter
+        .flow_run_id
+        .filter(|_| filter.logs)
+        .map(|id| state.changes().watch_logs(id));
+    let changes = BroadcastStream::new(subscription).filter_map(move |item| {
         std::future::ready(match item {
             Ok(published) => kept(&filter, &published),
             Err(BroadcastStreamRecvError::Lagged(missed)) => Some(lagged(missed)),
@@ -162,7 +192,7 @@ pub async fn stream(
         // The slot is freed when the stream is dropped: the client went away or the server
         // stops.
         .map(move |frame| {
-            let _open = &slot;
+            let _open = (&slot, &watch);
             Ok::<_, Infallible>(frame)
         });
     let mut response = Body::from_stream(body).into_response();
@@ -177,8 +207,7 @@ pub async fn stream(
 
 /// The shared frame of a change this stream keeps.
 fn kept(filter: &Filter, published: &PublishedChange) -> Option<Bytes> {
-    filter
-        .keeps(&published.change)
+    ((!published.log || filter.logs) && filter.keeps(&published.change))
         .then(|| published.frame.clone())
 }
 
@@ -206,11 +235,13 @@ mod tests {
         let flows = Filter::parse(StreamQuery {
             kind: Some("flow".into()),
             flow_run_id: None,
+            logs: None,
         })
         .expect("filter");
         let one = Filter::parse(StreamQuery {
             kind: None,
             flow_run_id: Some(flow.to_string()),
+            logs: None,
         })
         .expect("filter");
         let task = change(Uuid::now_v7(), RunKind::Task);
@@ -225,7 +256,8 @@ mod tests {
         assert!(
             Filter::parse(StreamQuery {
                 kind: Some("flows".into()),
-                flow_run_id: None
+                flow_run_id: None,
+                logs: None,
             })
             .is_err()
         );

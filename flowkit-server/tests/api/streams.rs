@@ -186,6 +186,91 @@ async fn a_stream_can_follow_one_run_or_flow_runs_only() {
     server.finish().await;
 }
 
+/// `?flow_run_id=ID&logs=true` carries that flow run's log lines (its own and its tasks') as
+/// they arrive, before the change that ends it; no other stream carries log lines.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_can_follow_one_run_s_log_lines() {
+    let server = TestServer::sqlite().await;
+    let listening = server.listen().await;
+    let base = format!("{}/api/v1/stream", listening.url);
+    let a = flow_run("wanted", 1, Utc::now());
+    let b = flow_run("other", 1, Utc::now());
+    let mut with_logs = Sse::open(&format!("{base}?flow_run_id={}&logs=true", a.flow), None)
+        .await
+        .expect("stream");
+    let mut without = Sse::open(&format!("{base}?flow_run_id={}", a.flow), None)
+        .await
+        .expect("stream");
+    let line = |run: Uuid, flow: Uuid, kind: RunKind, text: &str| {
+        event(
+            run,
+            kind,
+            "x",
+            flow,
+            None,
+            Utc::now(),
+            log(LogLevel::Warn, text),
+        )
+    };
+    // One batch: a line of B, a line of A's task, a line of A itself, then A's own states.
+    let mut batch = vec![
+        line(b.flow, b.flow, RunKind::Flow, "not this one"),
+        line(a.tasks[0], a.flow, RunKind::Task, "task says hi"),
+        line(a.flow, a.flow, RunKind::Flow, "flow says hi"),
+    ];
+    batch.extend(a.events.iter().cloned());
+    server.ingest(&batch).await;
+    let mut lines = Vec::new();
+    loop {
+        let (name, data) = with_logs.next().await;
+        if name == "run" {
+            break;
+        }
+        assert_eq!(name, "log", "{data}");
+        let entry: Value = serde_json::from_str(&data).expect("a LogEntry");
+        assert_eq!(entry["flow_run_id"], a.flow.to_string(), "{entry}");
+        // (The fixture's runs log too: A's lines come as well.)
+        let message = entry["message"].as_str().expect("message");
+        if message.contains("says hi") || message == "not this one" {
+            assert_eq!(entry["level"], "WARN");
+            lines.push(message.to_string());
+        }
+    }
+    assert_eq!(
+        lines,
+        ["task says hi", "flow says hi"],
+        "before the run's change"
+    );
+    // Without `logs`: changes only (A and its task).
+    for _ in 0..2 {
+        let (name, _) = without.next().await;
+        assert_eq!(name, "run");
+    }
+    // Bad uses.
+    let reply = server.get("/api/v1/stream?logs=true").await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.error_message().contains("flow_run_id"),
+        "{}",
+        reply.body
+    );
+    let reply = server
+        .get(&format!("/api/v1/stream?flow_run_id={}&logs=yes", a.flow))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    // A closed stream stops the lines being serialized: nothing follows A's logs any more.
+    drop(with_logs);
+    drop(without);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = server.state.live_streams().changes_serialized;
+    server
+        .ingest(&[line(a.flow, a.flow, RunKind::Flow, "nobody reads this")])
+        .await;
+    assert_eq!(server.state.live_streams().changes_serialized, before);
+    server.finish().await;
+}
+
 /// Beyond `--max-streams-per-key` a key gets 429, beyond `--max-streams` anyone 503, both with
 /// `Retry-After`; a closed stream frees its place.
 #[cfg(feature = "sqlite")]
