@@ -604,6 +604,7 @@ async fn a_sigkilled_worker_s_run_crashes_and_is_rerun_elsewhere() {
     let id = trigger("survives_a_kill", "e2e", json!({"n": 41})).await;
     let running = wait_for_state(id, &["Running"], Duration::from_secs(60)).await;
     assert_eq!(running["attempt"], 1);
+    let killed_at = chrono::Utc::now();
     child.kill().expect("SIGKILL the worker");
     child.wait().expect("reap it");
 
@@ -620,6 +621,16 @@ async fn a_sigkilled_worker_s_run_crashes_and_is_rerun_elsewhere() {
     assert!(
         states.iter().any(|(s, a)| s == "Crashed" && *a == 1),
         "attempt 1 crashed: {states:?}"
+    );
+    // Within the lease of the last heartbeat (before the kill), give or take the reaper's
+    // round (a tenth of the lease) and a second of slack.
+    let crashed_at = flow_run_states::entered_at(&client(), &shared().url, id, "Crashed", 1)
+        .await
+        .expect("when it crashed");
+    let after = (crashed_at - killed_at).to_std().unwrap_or_default();
+    assert!(
+        after <= LEASE + Duration::from_secs(1),
+        "crashed {after:?} after the kill; the lease is {LEASE:?}"
     );
     assert_eq!(result(id).await, json!(42));
     stop_worker(stop, serving).await;

@@ -25,3 +25,28 @@ pub async fn server_states(client: &reqwest::Client, url: &str, id: Uuid) -> Vec
         })
         .collect()
 }
+
+/// When the server at `url` recorded flow run `id` entering `state` in `attempt`, if it did.
+#[allow(dead_code)] // Not every test binary that includes this file asks.
+pub async fn entered_at(
+    client: &reqwest::Client,
+    url: &str,
+    id: Uuid,
+    state: &str,
+    attempt: u64,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let body: Value = client
+        .get(format!("{url}/api/v1/flow-runs/{id}/task-runs"))
+        .send()
+        .await
+        .expect("task runs")
+        .json()
+        .await
+        .expect("json");
+    body["flow_run"]["states"]
+        .as_array()?
+        .iter()
+        .find(|s| s["state"] == state && s["attempt"].as_u64() == Some(attempt))
+        .and_then(|s| s["timestamp"].as_str())
+        .and_then(|t| t.parse().ok())
+}
