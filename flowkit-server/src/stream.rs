@@ -11,7 +11,8 @@
 //! to the streams that follow that flow run with `logs=true`: they are serialized only for a
 //! flow run someone follows ([`Changes::watch_logs`]), once however many follow it, and
 //! published before the batch's changes, so a client sees a run's last lines before it sees
-//! the run end.
+//! the run end. They share the channel's bound with the changes: a flow run that logs faster
+//! than a client reads makes that client `lagged`, as any burst of changes does.
 //!
 //! A client too slow to keep up loses the oldest changes; it is then sent a `lagged` event and
 //! should refetch what it shows. Changes are hints for refetching, not a replication log:
