@@ -20,8 +20,9 @@
 //!    [`CLAIM_LEASE`]: PostgreSQL `FOR UPDATE SKIP LOCKED`, SQLite's single writer, so two
 //!    replicas never send one at once) and sent at once, each cut off after [`SEND_TIMEOUT`].
 //!    Each attempt is recorded with its status code or error; a failure is retried after
-//!    [`backoff`] (1 min doubling, at most 6 h), [`MAX_ATTEMPTS`] attempts in all (the last
-//!    about 8.5 h after the first), then the delivery is `failed`. A `4xx` other than 408,
+//!    [`backoff`] (1 min doubling by default, `--alert-retry-after`; at most 6 h),
+//!    [`MAX_ATTEMPTS`] attempts in all (the last about 8.5 h after the first with the
+//!    default), then the delivery is `failed`. A `4xx` other than 408,
 //!    425 and 429 would not change and fails at once.
 //!
 //! Delivered and failed deliveries are deleted [`KEEP_DELIVERIES`] after their creation
@@ -82,13 +83,11 @@ pub struct TickOutcome {
     pub pruned: u64,
 }
 
-/// The wait after attempt `attempt` (from 1) failed: [`FIRST_BACKOFF`] doubling, at most
-/// [`MAX_BACKOFF`].
-pub fn backoff(attempt: u32) -> Duration {
+/// The wait after attempt `attempt` (from 1) failed: `first` (`--alert-retry-after`, by
+/// default [`FIRST_BACKOFF`]) doubling, at most [`MAX_BACKOFF`].
+pub fn backoff(first: Duration, attempt: u32) -> Duration {
     let doublings = attempt.saturating_sub(1).min(20);
-    FIRST_BACKOFF
-        .saturating_mul(1 << doublings)
-        .min(MAX_BACKOFF)
+    first.saturating_mul(1 << doublings).min(MAX_BACKOFF)
 }
 
 /// The base of run links: `--public-url`, else the bind address.
@@ -129,7 +128,9 @@ pub async fn tick(state: &AppState, now: DateTime<Utc>) -> Result<TickOutcome, S
     let claimed = store
         .claim_alert_deliveries(now, DELIVERIES_PER_TICK, lease)
         .await?;
-    let sent = futures::future::join_all(claimed.into_iter().map(|c| send(c, now))).await;
+    let retry_after = state.settings().alert_retry_after;
+    let sent =
+        futures::future::join_all(claimed.into_iter().map(|c| send(c, now, retry_after))).await;
     for outcome_of_one in sent {
         let delivered = outcome_of_one.status == DeliveryStatus::Delivered;
         state.metrics().alert_attempt(delivered);
@@ -188,7 +189,7 @@ fn worth_retrying(status: reqwest::StatusCode) -> bool {
 }
 
 /// Sends one claimed delivery; says how it went and what comes next. Never fails.
-async fn send(claimed: Claimed, now: DateTime<Utc>) -> AttemptOutcome {
+async fn send(claimed: Claimed, now: DateTime<Utc>, retry_after: Duration) -> AttemptOutcome {
     let body = match claimed.target {
         TargetKind::Webhook => claimed.alert.webhook_json(),
         TargetKind::Slack => claimed.alert.slack_json(),
@@ -227,8 +228,8 @@ async fn send(claimed: Claimed, now: DateTime<Utc>) -> AttemptOutcome {
     let (status, next_attempt) = if error.is_none() {
         (DeliveryStatus::Delivered, None)
     } else if retry && claimed.attempt < MAX_ATTEMPTS {
-        let wait =
-            chrono::Duration::from_std(backoff(claimed.attempt)).unwrap_or(chrono::Duration::MAX);
+        let wait = chrono::Duration::from_std(backoff(retry_after, claimed.attempt))
+            .unwrap_or(chrono::Duration::MAX);
         (DeliveryStatus::Pending, Some(now + wait))
     } else {
         (DeliveryStatus::Failed, None)
@@ -266,10 +267,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_a_bound_and_the_attempts_span_hours() {
-        assert_eq!(backoff(1), Duration::from_secs(60));
-        assert_eq!(backoff(2), Duration::from_secs(120));
-        assert_eq!(backoff(30), MAX_BACKOFF);
-        let total: Duration = (1..MAX_ATTEMPTS).map(backoff).sum();
+        assert_eq!(backoff(FIRST_BACKOFF, 1), Duration::from_secs(60));
+        assert_eq!(backoff(FIRST_BACKOFF, 2), Duration::from_secs(120));
+        assert_eq!(backoff(FIRST_BACKOFF, 30), MAX_BACKOFF);
+        assert_eq!(backoff(Duration::from_secs(1), 3), Duration::from_secs(4));
+        let total: Duration = (1..MAX_ATTEMPTS).map(|n| backoff(FIRST_BACKOFF, n)).sum();
         assert!(total > Duration::from_secs(8 * 3600), "{total:?}");
         assert!(total < Duration::from_secs(24 * 3600), "{total:?}");
         assert!(CLAIM_LEASE > SEND_TIMEOUT);

@@ -136,6 +136,10 @@ pub struct Cli {
     /// becomes `Late` (still claimable; alerts can say so). 1 s to 7 d, e.g. `60s`, `5m`.
     #[arg(long, env = "FLOWKIT_LATE_AFTER", default_value = "60s", value_parser = parse_late_after)]
     pub late_after: Duration,
+    /// The wait before an alert delivery that failed is tried again; it doubles after every
+    /// further failure, up to 6 h, for at most 10 attempts. 1 s to 1 h, e.g. `60s`, `5m`.
+    #[arg(long, env = "FLOWKIT_ALERT_RETRY_AFTER", default_value = "60s", value_parser = parse_alert_retry_after)]
+    pub alert_retry_after: Duration,
 
     /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish before the
     /// server stops anyway.
@@ -243,6 +247,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// A scheduled run not claimed this long after its instant becomes `Late`.
     pub late_after: Duration,
+    /// `--alert-retry-after`: the wait before a failed alert delivery's second attempt.
+    pub alert_retry_after: Duration,
 }
 
 impl Default for Settings {
@@ -262,6 +268,7 @@ impl Default for Settings {
             lease: flowkit_wire::api::workers::DEFAULT_LEASE,
             public_url: None,
             late_after: DEFAULT_LATE_AFTER,
+            alert_retry_after: crate::alerts::FIRST_BACKOFF,
         }
     }
 }
@@ -341,6 +348,7 @@ impl Cli {
                 lease: self.lease,
                 public_url: self.public_url,
                 late_after: self.late_after,
+                alert_retry_after: self.alert_retry_after,
                 ..Settings::default()
             },
         })
@@ -481,6 +489,16 @@ pub fn parse_late_after(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("expected a duration such as 60s or 5m: {e}"))?;
     if after < Duration::from_secs(1) || after > Duration::from_secs(7 * 24 * 3600) {
         return Err(format!("{s:?}: --late-after is 1s to 7d"));
+    }
+    Ok(after)
+}
+
+/// Parses `--alert-retry-after`: a duration from 1 s to 1 h.
+pub fn parse_alert_retry_after(s: &str) -> Result<Duration, String> {
+    let after = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration such as 60s or 5m: {e}"))?;
+    if after < Duration::from_secs(1) || after > Duration::from_secs(3600) {
+        return Err(format!("{s:?}: --alert-retry-after is 1s to 1h"));
     }
     Ok(after)
 }
@@ -627,6 +645,29 @@ mod tests {
         );
         assert!(parse_late_after("0s").is_err());
         assert!(parse_late_after("soon").is_err());
+    }
+
+    #[test]
+    fn alert_retry_after() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["flowkit-server"].iter().chain(args))
+                .expect("parse")
+                .into_config()
+                .expect("config")
+        };
+        assert_eq!(
+            parse(&[]).settings.alert_retry_after,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            parse(&["--alert-retry-after", "5s"])
+                .settings
+                .alert_retry_after,
+            Duration::from_secs(5)
+        );
+        assert!(parse_alert_retry_after("0s").is_err());
+        assert!(parse_alert_retry_after("2h").is_err());
+        assert!(parse_alert_retry_after("soon").is_err());
     }
 
     #[test]
