@@ -908,6 +908,35 @@ async fn a_dead_worker_s_cancelling_run_ends_cancelled_at_lease_expiry() {
     assert_eq!(later["attempt"], 1, "{later}");
 }
 
+/// A worker given one valid deployment and one with a bad schedule does not start, and
+/// registers neither: nothing of it is half there on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_a_bad_deployment_registers_none() {
+    shared();
+    let served = Worker::new()
+        .handle_signals(false)
+        .serve([
+            sum_of_squares::deployment("half"),
+            gpu_job_a::deployment("half").cron("61 * * * *"),
+        ])
+        .await;
+    match served {
+        Err(flowkit::ServeError::InvalidDeployment(why)) => {
+            let why = why.to_string();
+            assert!(why.contains("61 * * * *") || why.contains("cron"), "{why}");
+        }
+        other => panic!("expected the bad schedule refused: {other:?}"),
+    }
+    for deployment in ["sum_of_squares/half", "gpu_job_a/half"] {
+        let res = client()
+            .get(format!("{}/api/v1/deployments/{deployment}", shared().url))
+            .send()
+            .await
+            .expect("GET deployment");
+        assert_eq!(res.status().as_u16(), 404, "{deployment} was registered");
+    }
+}
+
 /// Runs of [`gpu_job_a`] and [`gpu_job_b`] executing now, and the most seen at once.
 static GPU_NOW: AtomicU32 = AtomicU32::new(0);
 static GPU_MOST: AtomicU32 = AtomicU32::new(0);

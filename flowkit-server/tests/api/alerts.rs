@@ -33,6 +33,7 @@ fn settings() -> Settings {
 on_every_backend!(
     settings = super::settings();
     a_failed_run_sends_one_alert_naming_it_with_a_link,
+    a_timed_out_run_alerts_too,
     a_receiver_down_gets_it_after_it_returns_across_a_restart,
     a_crashed_run_alerts_though_its_worker_is_gone,
     the_quiet_period_collapses_a_flapping_flow,
@@ -244,6 +245,45 @@ async fn a_failed_run_sends_one_alert_naming_it_with_a_link(server: &TestServer)
     let pruned = tick_at(&server.state, now + kept + Duration::minutes(1)).await;
     assert_eq!(pruned.pruned, 2, "{pruned:?}");
     assert!(deliveries(server, &rule).await.is_empty());
+}
+
+/// `TimedOut` (a run over its `timeout`) is alerted like a failure, saying so.
+async fn a_timed_out_run_alerts_too(server: &TestServer) {
+    let (base, rec, _serving) = receiver(&[]).await;
+    create_rule(
+        server,
+        json!({
+            "name": "too slow",
+            "flow": "etl",
+            "states": ["TimedOut"],
+            "webhook": format!("{base}/hook"),
+        }),
+    )
+    .await;
+    run_ending(
+        server,
+        "etl",
+        "etl/nightly",
+        StateType::Failed,
+        "not listed",
+    )
+    .await;
+    let slow = run_ending(
+        server,
+        "etl",
+        "etl/nightly",
+        StateType::TimedOut,
+        "timed out after 5s",
+    )
+    .await;
+    let outcome = tick_at(&server.state, Utc::now()).await;
+    assert_eq!(outcome.delivered, 1, "{outcome:?}");
+    let got = rec.got();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let alert = &got[0].1;
+    assert_eq!(alert["run_id"], slow.to_string());
+    assert_eq!(alert["state"]["type"], "TimedOut");
+    assert_eq!(alert["state"]["message"], "timed out after 5s");
 }
 
 /// Closes `server`'s store and opens the same database again: a restarted server.

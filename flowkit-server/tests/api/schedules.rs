@@ -330,6 +330,25 @@ async fn catch_up_and_overlap_policies(server: &TestServer) {
     .expect("tick");
     assert_eq!((outcome.created, outcome.skipped), (0, 2), "{outcome:?}");
     assert_eq!(runs_of(server, "all").await.len(), 5);
+    // `all` is bounded: after 121 missed instants, the latest CATCHUP_ALL_MAX get a run and the
+    // older ones are counted as skipped.
+    let max = flowkit_server::wire::api::schedules::CATCHUP_ALL_MAX;
+    let (_, first) = registered(
+        server,
+        "all-bounded",
+        json!([{"interval": "1m", "parameters": dataset, "catchup": "all"}]),
+    )
+    .await[0];
+    let outcome = tick(
+        &server.state,
+        first + Duration::minutes(120) + Duration::seconds(1),
+    )
+    .await
+    .expect("tick");
+    assert_eq!(outcome.created as usize, max, "{outcome:?}");
+    // (The first `all` schedule, its runs still waiting, skips its instants in the same tick.)
+    assert!(outcome.skipped as usize >= 121 - max, "{outcome:?}");
+    assert_eq!(runs_of(server, "all-bounded").await.len(), max);
 
     // `none`: missed instants get no run; the one due now does.
     let (_, first) = registered(
