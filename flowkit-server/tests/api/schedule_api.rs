@@ -23,6 +23,7 @@ on_every_backend!(
     a_backfills_max_parallel_holds_in_the_claim,
     a_backfill_of_several_statements_creates_each_instant_once,
     a_day_long_outage_gives_one_run_with_the_skipped_count,
+    backfill_runs_never_become_late_or_expired,
 );
 
 const DATASET: &str = "s3://houses";
@@ -700,4 +701,45 @@ async fn a_day_long_outage_gives_one_run_with_the_skipped_count(server: &TestSer
             .created,
         0
     );
+}
+
+/// Runs of a past range are late by design: the ticks leave them `Scheduled` (never `Late`,
+/// never `Expired`, whatever the schedule's `max_lateness`) until a worker takes them.
+async fn backfill_runs_never_become_late_or_expired(server: &TestServer) {
+    registered(
+        server,
+        "patient",
+        json!([{"interval": "1m", "parameters": {"dataset": DATASET}, "overlap": "allow",
+                "max_lateness": "2m"}]),
+    )
+    .await;
+    let from = hour_ago();
+    let reply = backfill(
+        server,
+        "patient",
+        json!({"from": from, "to": from + Duration::minutes(4)}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["created"], 5, "{}", reply.body);
+    for minutes in [1, 5, 30] {
+        tick(&server.state, Utc::now() + Duration::minutes(minutes))
+            .await
+            .expect("tick");
+    }
+    let (backfilled, ticked): (Vec<Value>, Vec<Value>) = runs_of(server, "patient")
+        .await
+        .into_iter()
+        .partition(|r| r["created_by"] == "backfill:local");
+    assert_eq!(backfilled.len(), 5);
+    // The same ticks did make the schedule's own unclaimed runs late.
+    assert!(
+        ticked
+            .iter()
+            .any(|r| r["state"] == "Late" || r["state"] == "Expired"),
+        "{ticked:?}"
+    );
+    for run in &backfilled {
+        assert_eq!(run["state"], "Scheduled", "{run}");
+    }
 }
