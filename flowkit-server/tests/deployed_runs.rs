@@ -589,6 +589,7 @@ fn spawn_child(url: &str, home: &std::path::Path, role: &str) -> Child {
     Command::new(std::env::current_exe().expect("this test binary"))
         .args(["--exact", "child_worker", "--ignored", "--nocapture"])
         .env(CHILD_ENV, role)
+        .env(TICKS_ENV, home.join("ticks"))
         .env("FLOWKIT_API_URL", url)
         .env("FLOWKIT_HOME", home)
         .env("FLOWKIT_SUMMARY", "0")
@@ -779,8 +780,8 @@ async fn a_sigterm_lets_the_run_in_flight_finish_and_claims_no_more() {
     stop_worker(stop, serving).await;
 }
 
-/// Where the child of [`a_worker_that_lost_its_lease_stops_the_run`] writes a line per tick of
-/// its run's body.
+/// Where a child worker (see [`spawn_child`]: `FLOWKIT_HOME/ticks`) writes a line per tick of
+/// a [`ticks_until_stopped`] run's body.
 const TICKS_ENV: &str = "FLOWKIT_TEST_TICKS";
 
 /// Ticks forever in the child worker (writing to [`TICKS_ENV`]); completes anywhere else.
@@ -828,16 +829,7 @@ async fn a_worker_that_lost_its_lease_stops_the_run() {
     let url = shared().url.clone();
     let home = tempfile::tempdir().expect("child home");
     let ticks_file = home.path().join("ticks");
-    let child = Command::new(std::env::current_exe().expect("this test binary"))
-        .args(["--exact", "child_worker", "--ignored", "--nocapture"])
-        .env(CHILD_ENV, "stop")
-        .env(TICKS_ENV, &ticks_file)
-        .env("FLOWKIT_API_URL", &url)
-        .env("FLOWKIT_HOME", home.path())
-        .env("FLOWKIT_SUMMARY", "0")
-        .spawn()
-        .expect("spawn the child worker");
-    let child = KillOnDrop(child);
+    let child = KillOnDrop(spawn_child(&url, home.path(), "stop"));
     let id = trigger("ticks_until_stopped", "e2e", json!({"n": 6})).await;
     wait_for_state(id, &["Running"], Duration::from_secs(60)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -876,17 +868,7 @@ async fn a_worker_that_lost_its_lease_stops_the_run() {
 async fn a_dead_worker_s_cancelling_run_ends_cancelled_at_lease_expiry() {
     let url = shared().url.clone();
     let home = tempfile::tempdir().expect("child home");
-    let ticks_file = home.path().join("ticks");
-    let child = Command::new(std::env::current_exe().expect("this test binary"))
-        .args(["--exact", "child_worker", "--ignored", "--nocapture"])
-        .env(CHILD_ENV, "stop-cancel")
-        .env(TICKS_ENV, &ticks_file)
-        .env("FLOWKIT_API_URL", &url)
-        .env("FLOWKIT_HOME", home.path())
-        .env("FLOWKIT_SUMMARY", "0")
-        .spawn()
-        .expect("spawn the child worker");
-    let child = KillOnDrop(child);
+    let child = KillOnDrop(spawn_child(&url, home.path(), "stop-cancel"));
     let id = trigger("ticks_until_stopped", "cancel", json!({"n": 1})).await;
     wait_for_state(id, &["Running"], Duration::from_secs(60)).await;
     signal(&child.0, "-STOP");

@@ -3,16 +3,22 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-/// The states the server at `url` recorded for the flow run `id`, in order: (state, attempt).
-pub async fn server_states(client: &reqwest::Client, url: &str, id: Uuid) -> Vec<(String, u64)> {
-    let body: Value = client
+/// `GET /flow-runs/{id}/task-runs` of the server at `url`: the flow run with its states, and a
+/// page of its task runs.
+async fn task_runs(client: &reqwest::Client, url: &str, id: Uuid) -> Value {
+    client
         .get(format!("{url}/api/v1/flow-runs/{id}/task-runs"))
         .send()
         .await
         .expect("task runs")
         .json()
         .await
-        .expect("json");
+        .expect("json")
+}
+
+/// The states the server at `url` recorded for the flow run `id`, in order: (state, attempt).
+pub async fn server_states(client: &reqwest::Client, url: &str, id: Uuid) -> Vec<(String, u64)> {
+    let body = task_runs(client, url, id).await;
     body["flow_run"]["states"]
         .as_array()
         .expect("states")
@@ -35,14 +41,7 @@ pub async fn entered_at(
     state: &str,
     attempt: u64,
 ) -> Option<chrono::DateTime<chrono::Utc>> {
-    let body: Value = client
-        .get(format!("{url}/api/v1/flow-runs/{id}/task-runs"))
-        .send()
-        .await
-        .expect("task runs")
-        .json()
-        .await
-        .expect("json");
+    let body = task_runs(client, url, id).await;
     body["flow_run"]["states"]
         .as_array()?
         .iter()
