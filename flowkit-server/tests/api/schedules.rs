@@ -21,6 +21,7 @@ on_every_backend!(
     unclaimed_runs_become_late_and_then_expired,
     two_replicas_ticking_over_several_batches_create_each_run_once,
     runs_planned_ahead_are_created_at_their_instant_once,
+    late_marking_racing_claims_decides_each_run_once,
 );
 
 pub(crate) fn spec(name: &str, schedules: Value) -> Value {
@@ -748,4 +749,114 @@ async fn runs_planned_ahead_are_created_at_their_instant_once(server: &TestServe
         .await
         .expect("tick");
     assert_eq!(again.created, 0, "{again:?}");
+}
+
+/// Marking runs `Late` races workers claiming the same runs, with two replicas marking at
+/// once: each run is claimed exactly once, a run is never marked `Late` once a worker holds
+/// it, and a run marked `Late` is still claimed.
+async fn late_marking_racing_claims_decides_each_run_once(server: &TestServer) {
+    const SCHEDULES: i64 = 30;
+    // Every schedule's first instant falls about 1.5 s from now, a few milliseconds apart
+    // (one deployment's schedules need distinct timings).
+    let base = Utc::now() - Duration::milliseconds(58_500);
+    let specs: Vec<Value> = (0..SCHEDULES)
+        .map(|i| {
+            let anchor = (base + Duration::milliseconds(7 * i)).to_rfc3339();
+            json!({"interval": "1m", "anchor": anchor, "parameters": {"dataset": "d"}})
+        })
+        .collect();
+    let firsts = registered(server, "racing", Value::Array(specs)).await;
+    let last = firsts.iter().map(|(_, at)| *at).max().expect("schedules");
+    let created = tick(&server.state, last + Duration::milliseconds(100))
+        .await
+        .expect("tick");
+    assert_eq!(created.created, SCHEDULES as usize, "{created:?}");
+    while Utc::now() <= last {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Past every run's `late_at` on the markers' clock.
+    let overdue_at = last + Duration::minutes(2);
+    let other = flowkit_server::AppState::new(
+        std::sync::Arc::new(
+            flowkit_server::store::Store::connect(&server.url)
+                .await
+                .expect("second replica"),
+        ),
+        flowkit_server::config::Settings::default(),
+    );
+    // The markers start once the claimers are under way, so that markings fall among claims.
+    let marker = |state: flowkit_server::AppState, after: u64| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(after)).await;
+        let mut late = 0;
+        for _ in 0..40 {
+            late += state
+                .store()
+                .mark_overdue(overdue_at)
+                .await
+                .expect("mark overdue")
+                .late;
+            tokio::task::yield_now().await;
+        }
+        late
+    };
+    let served = json!([{"flow": "train", "name": "racing", "version": "abc@0.1.0"}]);
+    let claimer = |w: u32| {
+        let served = served.clone();
+        async move {
+            let mut ids = Vec::new();
+            for _ in 0..60 {
+                let claim = server
+                    .claim(Uuid::now_v7(), &format!("w{w}"), served.clone(), 1, 0)
+                    .await;
+                for run in claim["runs"].as_array().into_iter().flatten() {
+                    ids.push(run["run_id"].as_str().expect("run id").to_string());
+                }
+                if ids.len() >= SCHEDULES as usize {
+                    break;
+                }
+            }
+            ids
+        }
+    };
+    let (late_a, late_b, c1, c2, c3) = tokio::join!(
+        marker(server.state.clone(), 4),
+        marker(other, 6),
+        claimer(1),
+        claimer(2),
+        claimer(3)
+    );
+    // What the race left unclaimed (Late or still Scheduled) is claimed now.
+    let mut claimed: Vec<String> = c1.into_iter().chain(c2).chain(c3).collect();
+    for _ in 0..SCHEDULES {
+        let claim = server.claim(Uuid::now_v7(), "w4", served.clone(), 10, 0).await;
+        let runs = claim["runs"].as_array().cloned().unwrap_or_default();
+        if runs.is_empty() {
+            break;
+        }
+        claimed.extend(runs.iter().map(|r| r["run_id"].as_str().expect("id").to_string()));
+    }
+    let distinct: std::collections::HashSet<&String> = claimed.iter().collect();
+    assert_eq!(distinct.len(), claimed.len(), "a run was claimed twice");
+    assert_eq!(claimed.len(), SCHEDULES as usize, "every run is claimed once");
+
+    let mut marked = 0;
+    for id in &claimed {
+        let history = server
+            .get_ok(&format!("/api/v1/flow-runs/{id}/task-runs"))
+            .await;
+        let states: Vec<&str> = history["flow_run"]["states"]
+            .as_array()
+            .unwrap_or_else(|| panic!("states: {history}"))
+            .iter()
+            .filter_map(|s| s["state"].as_str())
+            .collect();
+        // Scheduled, then at most one Late, then the worker's Pending: never Late once leased.
+        match states.as_slice() {
+            ["Scheduled", "Pending"] => {}
+            ["Scheduled", "Late", "Pending"] => marked += 1,
+            other => panic!("run {id}: states {other:?}"),
+        }
+        assert_eq!(history["flow_run"]["state"], "Pending", "{history}");
+    }
+    assert_eq!(marked, late_a + late_b, "each Late marking is in one run's history");
 }
