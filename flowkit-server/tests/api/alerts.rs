@@ -34,6 +34,7 @@ on_every_backend!(
     settings = super::settings();
     a_failed_run_sends_one_alert_naming_it_with_a_link,
     a_timed_out_run_alerts_too,
+    a_hanging_receiver_never_blocks_ingestion,
     a_receiver_down_gets_it_after_it_returns_across_a_restart,
     a_crashed_run_alerts_though_its_worker_is_gone,
     the_quiet_period_collapses_a_flapping_flow,
@@ -284,6 +285,75 @@ async fn a_timed_out_run_alerts_too(server: &TestServer) {
     assert_eq!(alert["run_id"], slow.to_string());
     assert_eq!(alert["state"]["type"], "TimedOut");
     assert_eq!(alert["state"]["message"], "timed out after 5s");
+}
+
+/// A receiver that accepts the connection and never answers holds an alert send for up to
+/// [`SEND_TIMEOUT`](flowkit_server::alerts::SEND_TIMEOUT); meanwhile ingestion, reads and the
+/// matching of new alerts go on: nothing of the send holds the database or the writer.
+async fn a_hanging_receiver_never_blocks_ingestion(server: &TestServer) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let _hanging = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+            let _ = accepted_tx.send(());
+        }
+    });
+    create_rule(
+        server,
+        json!({"name": "hangs", "flow": "etl", "states": ["Failed"],
+               "webhook": format!("{base}/hook")}),
+    )
+    .await;
+    run_ending(server, "etl", "etl/nightly", StateType::Failed, "first").await;
+    let state = server.state.clone();
+    let stuck = tokio::spawn(async move { tick_at(&state, Utc::now()).await });
+    tokio::time::timeout(std::time::Duration::from_secs(5), accepted.recv())
+        .await
+        .expect("the alert send reaches the receiver")
+        .expect("receiver running");
+
+    // While that send hangs: 40 more failing runs ingested, read back, and matched.
+    let mut more = Vec::new();
+    for i in 0..40 {
+        more.push(
+            run_ending(
+                server,
+                "etl",
+                "etl/nightly",
+                StateType::Failed,
+                &format!("run {i}"),
+            )
+            .await,
+        );
+    }
+    for id in &more {
+        let run = server.get_ok(&format!("/api/v1/flow-runs/{id}")).await;
+        assert_eq!(run["state"], "Failed", "{run}");
+    }
+    let matched = server
+        .state
+        .store()
+        .match_alerts(flowkit_server::store::alerts::MatchOrder {
+            now: Utc::now(),
+            base_url: PUBLIC_URL.to_string(),
+            limit: 100,
+        })
+        .await
+        .expect("match alerts");
+    // Each new failure matched (held back by the rule's quiet period, as the first one's alert
+    // is being sent).
+    assert_eq!(matched.events, 40, "{matched:?}");
+    assert_eq!(matched.deliveries + matched.suppressed, 40, "{matched:?}");
+    assert!(
+        !stuck.is_finished(),
+        "the send was still hanging while all of that happened"
+    );
+    stuck.abort();
 }
 
 /// Closes `server`'s store and opens the same database again: a restarted server.

@@ -828,16 +828,25 @@ async fn late_marking_racing_claims_decides_each_run_once(server: &TestServer) {
     // What the race left unclaimed (Late or still Scheduled) is claimed now.
     let mut claimed: Vec<String> = c1.into_iter().chain(c2).chain(c3).collect();
     for _ in 0..SCHEDULES {
-        let claim = server.claim(Uuid::now_v7(), "w4", served.clone(), 10, 0).await;
+        let claim = server
+            .claim(Uuid::now_v7(), "w4", served.clone(), 10, 0)
+            .await;
         let runs = claim["runs"].as_array().cloned().unwrap_or_default();
         if runs.is_empty() {
             break;
         }
-        claimed.extend(runs.iter().map(|r| r["run_id"].as_str().expect("id").to_string()));
+        claimed.extend(
+            runs.iter()
+                .map(|r| r["run_id"].as_str().expect("id").to_string()),
+        );
     }
     let distinct: std::collections::HashSet<&String> = claimed.iter().collect();
     assert_eq!(distinct.len(), claimed.len(), "a run was claimed twice");
-    assert_eq!(claimed.len(), SCHEDULES as usize, "every run is claimed once");
+    assert_eq!(
+        claimed.len(),
+        SCHEDULES as usize,
+        "every run is claimed once"
+    );
 
     let mut marked = 0;
     for id in &claimed {
@@ -858,5 +867,9 @@ async fn late_marking_racing_claims_decides_each_run_once(server: &TestServer) {
         }
         assert_eq!(history["flow_run"]["state"], "Pending", "{history}");
     }
-    assert_eq!(marked, late_a + late_b, "each Late marking is in one run's history");
+    assert_eq!(
+        marked,
+        late_a + late_b,
+        "each Late marking is in one run's history"
+    );
 }
