@@ -919,6 +919,53 @@ async fn a_worker_with_a_bad_deployment_registers_none() {
     }
 }
 
+/// A worker whose second deployment the server refuses (409: another function owns its
+/// name) does not start, and its first deployment, though valid, is not registered either:
+/// every deployment is checked (`?dry_run=true`) before any is registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_refused_by_the_server_registers_none() {
+    let owner = client()
+        .post(format!("{}/api/v1/deployments", shared().url))
+        .json(&serde_json::json!({
+            "flow": "gpu_job_a",
+            "name": "owned",
+            "flow_key": "another_crate::gpu_job_a",
+            "version": "1",
+            "parameter_schema": {"type": "object"},
+            "output_schema": {},
+            "default_parameters": {}
+        }))
+        .send()
+        .await
+        .expect("POST deployment");
+    assert_eq!(owner.status().as_u16(), 201);
+    let served = Worker::new()
+        .handle_signals(false)
+        .serve([
+            sum_of_squares::deployment("owned"),
+            gpu_job_a::deployment("owned"),
+        ])
+        .await;
+    match served {
+        Err(flowkit::ServeError::Refused {
+            deployment, status, ..
+        }) => {
+            assert_eq!(deployment, "gpu_job_a/owned");
+            assert_eq!(status, 409);
+        }
+        other => panic!("expected the server's 409: {other:?}"),
+    }
+    let res = client()
+        .get(format!(
+            "{}/api/v1/deployments/sum_of_squares/owned",
+            shared().url
+        ))
+        .send()
+        .await
+        .expect("GET deployment");
+    assert_eq!(res.status().as_u16(), 404, "the valid one was registered");
+}
+
 /// Runs of [`gpu_job_a`] and [`gpu_job_b`] executing now, and the most seen at once.
 static GPU_NOW: AtomicU32 = AtomicU32::new(0);
 static GPU_MOST: AtomicU32 = AtomicU32::new(0);

@@ -272,16 +272,29 @@ pub(crate) fn check_schedule(
     found
 }
 
+/// The query of `POST /deployments`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RegisterQuery {
+    /// Only check: answer 204 when registering would succeed (a new version or a repeat), or
+    /// the error it would give, and write nothing. A worker checks every deployment it serves
+    /// this way before registering any, so that one refused leaves none registered.
+    pub dry_run: Option<bool>,
+}
+
 /// Registers a version of a deployment.
 #[utoipa::path(
     post,
     path = "/api/v1/deployments",
     tag = "deployments",
+    params(RegisterQuery),
     request_body(content = DeploymentSpec, content_type = "application/json"),
     responses(
         (status = 201, description = "A new version, now the newest; `Location` is the deployment", body = DeploymentVersion),
         (status = 200, description = "This version was registered before with the same spec: nothing changed", body = DeploymentVersion),
-        (status = 400, description = "Malformed JSON (`invalid_json`)", body = ErrorBody),
+        (status = 204, description = "`dry_run=true`: registering would succeed; nothing was written"),
+        (status = 400, description = "Malformed JSON (`invalid_json`), or an unknown or malformed query parameter (`invalid_parameter`)", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `worker` scope, or has it for other deployments only (`worker=FLOW/NAME`)", body = ErrorBody),
         (status = 409, description = "`deployment_conflict`: another function (`flow_key`) registered this flow/name; `conflict`: this version was registered with another spec", body = ErrorBody),
@@ -295,6 +308,7 @@ pub(crate) fn check_schedule(
 pub async fn register(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    ApiQuery(query): ApiQuery<RegisterQuery>,
     ApiJson(spec): ApiJson<DeploymentSpec>,
 ) -> Result<Response, ApiError> {
     let problems = check_spec(&spec);
@@ -309,6 +323,18 @@ pub async fn register(
     };
     let fingerprint =
         params::fingerprint(&serde_json::to_value(&versioned).map_err(ApiError::internal)?);
+    if query.dry_run == Some(true) {
+        let checked = state
+            .store()
+            .check_registration(&versioned, &fingerprint)
+            .await?;
+        return match checked {
+            Registration::WouldCreate | Registration::Unchanged(_) => {
+                Ok(StatusCode::NO_CONTENT.into_response())
+            }
+            refused => Err(refusal(&spec, refused)),
+        };
+    }
     let location = format!("{PREFIX}/deployments/{}/{}", spec.flow, spec.name);
     let registration = state
         .store()
@@ -345,7 +371,14 @@ pub async fn register(
         )
             .into_response()),
         Registration::Unchanged(version) => Ok((StatusCode::OK, Json(version)).into_response()),
-        Registration::VersionConflict(existing) => Err(ApiError::new(
+        refused => Err(refusal(&spec, refused)),
+    }
+}
+
+/// The 409 of a registration the store refused.
+fn refusal(spec: &DeploymentSpec, registration: Registration) -> ApiError {
+    match registration {
+        Registration::VersionConflict(existing) => ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::Conflict,
             format!(
@@ -356,8 +389,8 @@ pub async fn register(
                 existing.name,
                 existing.registered.to_rfc3339()
             ),
-        )),
-        Registration::OwnedByAnother { flow_key } => Err(ApiError::new(
+        ),
+        Registration::OwnedByAnother { flow_key } => ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::DeploymentConflict,
             format!(
@@ -365,7 +398,12 @@ pub async fn register(
                  cannot share a deployment; give this one another flow or deployment name",
                 spec.flow, spec.name, spec.flow_key
             ),
-        )),
+        ),
+        Registration::Created(_) | Registration::Unchanged(_) | Registration::WouldCreate => {
+            ApiError::internal(anyhow::anyhow!(
+                "a registration that succeeded was taken for a refusal"
+            ))
+        }
     }
 }
 

@@ -238,6 +238,8 @@ pub enum Registration {
         /// The function that registered the pair first.
         flow_key: String,
     },
+    /// A dry run ([`Backend::check_registration`]): this version is new and would be created.
+    WouldCreate,
 }
 
 /// A run to create for a trigger ([`Backend::trigger`]).
@@ -576,6 +578,14 @@ pub trait Backend: Send + Sync + 'static {
     /// changed; a new version becomes the newest (registration order, even across servers).
     /// `fingerprint` identifies the spec's content, to tell a repeat from a conflict.
     fn register_deployment(
+        &self,
+        spec: &DeploymentSpec,
+        fingerprint: &str,
+    ) -> impl Future<Output = Result<Registration, StoreError>> + Send;
+    /// What [`Backend::register_deployment`] would answer, without writing anything:
+    /// [`Registration::WouldCreate`] instead of `Created`. A worker checks all its deployments
+    /// this way before registering any, so a refusal leaves none registered.
+    fn check_registration(
         &self,
         spec: &DeploymentSpec,
         fingerprint: &str,
@@ -988,6 +998,22 @@ impl Backend for Store {
         let task = Maintenance::Register {
             spec: Box::new(spec.clone()),
             fingerprint: fingerprint.to_string(),
+            dry_run: false,
+        };
+        match on_backend!(self, b => b.maintain(task))? {
+            Written::Registered(registration) => Ok(*registration),
+            other => Err(unexpected(other)),
+        }
+    }
+    async fn check_registration(
+        &self,
+        spec: &DeploymentSpec,
+        fingerprint: &str,
+    ) -> Result<Registration, StoreError> {
+        let task = Maintenance::Register {
+            spec: Box::new(spec.clone()),
+            fingerprint: fingerprint.to_string(),
+            dry_run: true,
         };
         match on_backend!(self, b => b.maintain(task))? {
             Written::Registered(registration) => Ok(*registration),

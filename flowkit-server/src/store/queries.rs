@@ -752,6 +752,8 @@ pub(crate) enum Maintenance {
         spec: Box<DeploymentSpec>,
         /// The spec's fingerprint.
         fingerprint: String,
+        /// Only say what registering would do ([`super::Backend::check_registration`]).
+        dry_run: bool,
     },
     /// See [`super::Backend::trigger`].
     Trigger(Box<NewRun>),
@@ -938,7 +940,11 @@ pub(crate) async fn maintain<D: BulkWrite>(
             record_reporter_drops::<D>(conn, worker, *dropped).await?;
             Ok(Written::Count(0))
         }
-        Maintenance::Register { spec, fingerprint } => register::<D>(conn, spec, fingerprint)
+        Maintenance::Register {
+            spec,
+            fingerprint,
+            dry_run,
+        } => register::<D>(conn, spec, fingerprint, *dry_run)
             .await
             .map(|registration| Written::Registered(Box::new(registration))),
         Maintenance::Trigger(run) => trigger::<D>(conn, run).await.map(Written::Triggered),
@@ -1573,11 +1579,14 @@ fn keyset_page<T>(
     }
 }
 
-/// Registers a version, in one transaction: see [`super::Backend::register_deployment`].
+/// Registers a version, in one transaction: see [`super::Backend::register_deployment`]; with
+/// `dry_run`, the same transaction rolled back before anything is written
+/// ([`super::Backend::check_registration`]).
 async fn register<D: BulkWrite>(
     conn: &mut D::Connection,
     spec: &DeploymentSpec,
     fingerprint: &str,
+    dry_run: bool,
 ) -> Result<Registration, StoreError> {
     let now = from_micros(micros(Utc::now()))?;
     let mut tx = begin_write::<D>(conn).await?;
@@ -1625,6 +1634,10 @@ async fn register<D: BulkWrite>(
         } else {
             Registration::VersionConflict(known.version)
         });
+    }
+    if dry_run {
+        tx.rollback().await?;
+        return Ok(Registration::WouldCreate);
     }
     // Strictly after the previous version, whatever the clocks of the servers say, so the
     // newest by `registered` is the one registered last.

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 on_every_backend!(
     registration_keeps_every_version,
+    a_dry_run_answers_as_registration_would_and_writes_nothing,
     registration_refuses_bad_specs_listing_every_error,
     versions_and_deployments_paginate,
     trigger_creates_a_scheduled_flow_run,
@@ -83,6 +84,46 @@ fn pointers(reply: &Reply) -> Vec<String> {
         .collect();
     pointers.sort();
     pointers
+}
+
+/// `?dry_run=true` answers 204 where registering would succeed and the same error where it
+/// would not, and writes nothing either way.
+async fn a_dry_run_answers_as_registration_would_and_writes_nothing(server: &TestServer) {
+    let dry = |body: Value| async move {
+        server
+            .post_json("/api/v1/deployments?dry_run=true", &body)
+            .await
+    };
+    let new = dry(spec("abc@0.1.0")).await;
+    assert_eq!(new.status, StatusCode::NO_CONTENT, "{}", new.body);
+    let missing = server.get("/api/v1/deployments/train/nightly").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+
+    register_ok(server, &spec("abc@0.1.0")).await;
+    // A repeat would succeed (200); a changed version, or another function, would not.
+    assert_eq!(dry(spec("abc@0.1.0")).await.status, StatusCode::NO_CONTENT);
+    let mut changed = spec("abc@0.1.0");
+    changed["tags"] = json!(["gpu"]);
+    let conflict = dry(changed).await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT, "{}", conflict.body);
+    assert_eq!(conflict.error_code(), "conflict");
+    let mut other = spec("xyz@1.0.0");
+    other["flow_key"] = json!("other_crate::train");
+    let taken = dry(other).await;
+    assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.body);
+    assert_eq!(taken.error_code(), "deployment_conflict");
+    let mut bad = spec("v2");
+    bad["name"] = json!("");
+    assert_eq!(dry(bad).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // A new version would be created; it is not.
+    assert_eq!(dry(spec("def@0.1.1")).await.status, StatusCode::NO_CONTENT);
+    let detail = server.get_ok("/api/v1/deployments/train/nightly").await;
+    assert_eq!(detail["latest"]["version"], "abc@0.1.0", "{detail}");
+    assert_eq!(detail["versions"], 1, "{detail}");
+    let unknown = server
+        .post_json("/api/v1/deployments?dry=1", &spec("abc@0.1.0"))
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.body);
 }
 
 async fn registration_keeps_every_version(server: &TestServer) {
