@@ -328,6 +328,7 @@ function renderRunHeader(run) {
     run.worker ? el("span", {}, "Worker ", run.worker) : null,
     run.version ? el("span", {}, "Version ", run.version) : null,
     run.scheduled_for ? el("span", {}, "Scheduled for ", fmtTime(run.scheduled_for)) : null,
+    run.skipped_instants ? el("span", { class: "skipped-instants" }, "Stands for ", String(run.skipped_instants), " skipped instant" + (run.skipped_instants === 1 ? "" : "s")) : null,
   ].filter(Boolean));
   $("run-message").textContent = run.state_message || "";
   $("run-message").hidden = !run.state_message;

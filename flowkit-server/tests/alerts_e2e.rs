@@ -3,7 +3,9 @@
 //! a webhook receiver on loopback that is down at first. The failure is alerted once the
 //! receiver is back, after the server was SIGKILLed and started again in between: exactly one
 //! message, naming the flow, deployment, state and error, with a link that opens the run's
-//! page; every attempt recorded.
+//! page; every attempt recorded. The flow's own in-process `on_failure` webhook, sent by the
+//! worker, carries the same body (one formatting code, `flowkit_wire::alerts`), less the
+//! fields only the server knows.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,6 +25,25 @@ struct Receiver {
     down: AtomicBool,
     refused: Mutex<u32>,
     accepted: Mutex<Vec<Value>>,
+    /// What the flow's in-process hook sent (always accepted).
+    in_process: Mutex<Vec<Value>>,
+}
+
+async fn receive_in_process(
+    State(rec): State<Arc<Receiver>>,
+    axum::Json(body): axum::Json<Value>,
+) -> StatusCode {
+    rec.in_process.lock().expect("lock").push(body);
+    StatusCode::OK
+}
+
+/// Where the flow's in-process hook posts, known once the receiver is up.
+static IN_PROCESS_HOOK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn notify_in_process(ctx: &flowkit::hooks::HookContext) {
+    let hook = flowkit::notify::webhook(IN_PROCESS_HOOK.get().cloned().unwrap_or_default());
+    let handle = tokio::runtime::Handle::current();
+    handle.block_on(flowkit::hooks::Hook::call(&hook, ctx));
 }
 
 async fn receive(
@@ -114,7 +135,7 @@ where
 }
 
 /// Fails, saying why.
-#[flow]
+#[flow(on_failure = notify_in_process)]
 async fn fails_for_alerts() -> anyhow::Result<()> {
     anyhow::bail!("the dataset is empty")
 }
@@ -138,8 +159,13 @@ async fn a_failed_deployed_run_is_alerted_once_across_a_receiver_outage_and_a_re
         "http://{}/hook/secret-token",
         listener.local_addr().expect("addr")
     );
+    let _ = IN_PROCESS_HOOK.set(format!(
+        "http://{}/in-process",
+        listener.local_addr().expect("addr")
+    ));
     let app = axum::Router::new()
         .route("/hook/{token}", axum::routing::post(receive))
+        .route("/in-process", axum::routing::post(receive_in_process))
         .with_state(Arc::clone(&rec));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -249,6 +275,32 @@ async fn a_failed_deployed_run_is_alerted_once_across_a_receiver_outage_and_a_re
     assert_eq!(alert["rule"], "failures");
     let link = alert["url"].as_str().expect("a link");
     assert_eq!(link, format!("{PUBLIC_URL}/runs/{id}"));
+
+    // The worker's in-process hook sent the same body: every field it has is the server's,
+    // but the link's base (the worker knows the API's URL, the server its public one) and the
+    // elapsed time (measured by the process, not known to the server).
+    let in_process = rec.in_process.lock().expect("lock").clone();
+    assert_eq!(in_process.len(), 1, "{in_process:?}");
+    let local = in_process[0].as_object().expect("an object");
+    for (field, value) in local {
+        match field.as_str() {
+            "url" => assert_eq!(value, &json!(format!("{url}/runs/{id}")), "{local:?}"),
+            "elapsed_ms" => assert!(value.is_u64(), "{local:?}"),
+            _ => assert_eq!(
+                &alert[field], value,
+                "{field}: in-process {local:?}, server {alert}"
+            ),
+        }
+    }
+    // The server adds what only it knows, and nothing else.
+    let added: Vec<&str> = alert
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !local.contains_key(*k))
+        .collect();
+    assert_eq!(added, ["at", "deployment", "rule"], "{alert}");
 
     // Every attempt is recorded: the refused ones with their 503, then the 200.
     let page = get(&deliveries).await;

@@ -5,7 +5,8 @@
 //! flow; the page lists the deployment's schedules with their next fire time; the run page
 //! shows the run waiting, who created it, cancels it and retries it; a run
 //! completed through the real worker protocol (claim, then finish over HTTP) shows its result.
-//! And a key created at runtime (stored, not a flag) opens the dashboard like any other.
+//! And a key created at runtime (stored, not a flag) opens the dashboard like any other; a
+//! schedule's run that no worker claimed shows `Late`, and how many missed instants it stands for.
 //!
 //! Needs Debian's `chromium`, like the other browser suite.
 
@@ -670,6 +671,130 @@ async fn the_dashboard_works_with_a_stored_key() -> anyhow::Result<()> {
         .await
     }
     .await;
+    drop(page);
+    let mut browser = browser;
+    let _ = browser.close().await;
+    let _ = browser.wait().await;
+    browser_events.abort();
+    server.stop().await?;
+    outcome
+}
+
+/// A schedule's run that no worker claimed is shown `Late` in the runs list and on its page,
+/// and the page says how many missed instants it stands for (catch-up `latest` after an
+/// outage). The outage is made with a second store on the same database ticking a clock ten
+/// minutes ahead (the scheduler reads an injected clock); the real server, ticking on its own
+/// clock meanwhile, does nothing to that run until the test looks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_run_in_a_real_browser() -> anyhow::Result<()> {
+    let Some(chromium) = chromium() else {
+        skip("no Chromium found (apt-get install chromium, or set FLOWKIT_CHROMIUM)");
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let db = format!("sqlite://{}", dir.path().join("flowkit.db").display());
+    let mut config = flowkit_server::config::Config::new(db.clone());
+    config.settings.late_after = Duration::from_secs(2);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = flowkit_server::spawn(listener, config).await?;
+    let base = format!("http://{}", server.addr());
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: base.clone(),
+    };
+    let (status, body) = api
+        .post("/api/v1/deployments", "", spec("v1", parameter_schema()))
+        .await?;
+    anyhow::ensure!(status == 201, "register: {status} {body}");
+    let (status, schedule) = api
+        .post(
+            "/api/v1/deployments/train/nightly/schedules",
+            "",
+            json!({"interval": "1m", "parameters":
+                   {"dataset": "s3://d", "learning_rate": 0.1, "mode": "fast"}}),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "create a schedule: {status} {schedule}");
+    let first: chrono::DateTime<chrono::Utc> = schedule["next_at"]
+        .as_str()
+        .and_then(|at| at.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no next_at: {schedule}"))?;
+
+    // Ten minutes of instants missed, then a tick: one run for the latest instant, standing for
+    // the ten before it; a minute later on that clock, no worker has claimed it: Late.
+    let other = flowkit_server::AppState::new(
+        std::sync::Arc::new(flowkit_server::store::Store::connect(&db).await?),
+        flowkit_server::config::Settings {
+            late_after: Duration::from_secs(2),
+            ..flowkit_server::config::Settings::default()
+        },
+    );
+    let latest = first + chrono::Duration::minutes(10);
+    let made =
+        flowkit_server::scheduler::tick(&other, latest + chrono::Duration::seconds(1)).await?;
+    anyhow::ensure!(made.created == 1 && made.late == 0, "{made:?}");
+    let marked =
+        flowkit_server::scheduler::tick(&other, latest + chrono::Duration::seconds(50)).await?;
+    anyhow::ensure!(marked.late == 1, "{marked:?}");
+    let (_, runs) = api
+        .get("/api/v1/flow-runs?deployment=train/nightly", "")
+        .await?;
+    let id = runs["items"][0]["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no run: {runs}"))?
+        .to_string();
+    anyhow::ensure!(runs["items"][0]["state"] == "Late", "{runs}");
+
+    let (browser, browser_events) = launch(&chromium, &dir.path().join("profile")).await?;
+    let page = browser.new_page(format!("{base}/#/")).await?;
+    let outcome = async {
+        let long = Duration::from_secs(15);
+        wait_for(
+            &page,
+            "[...document.querySelectorAll('#runs-body .state')].some(s => s.textContent === 'Late')",
+            long,
+            "the Late run in the runs list",
+        )
+        .await?;
+        // The run's link, as a user clicks it (a change of the hash: no page load).
+        page.find_element(format!("#runs-body a[href$=\"{id}\"]").as_str())
+            .await?
+            .click()
+            .await?;
+        wait_for(
+            &page,
+            "document.querySelector('#run-title .state.s-Late') !== null",
+            long,
+            "the run page's Late badge",
+        )
+        .await?;
+        let stands_for: String = eval(
+            &page,
+            "document.querySelector('#run-meta .skipped-instants')?.textContent ?? ''",
+        )
+        .await?;
+        anyhow::ensure!(
+            stands_for == "Stands for 10 skipped instants",
+            "{stands_for:?}"
+        );
+        let message: String = eval(&page, "document.querySelector('#run-message').textContent").await?;
+        anyhow::ensure!(message.contains("no worker has claimed it"), "{message:?}");
+        let cancellable: bool = eval(&page, "!document.querySelector('#cancel-run').hidden").await?;
+        anyhow::ensure!(cancellable, "a Late run is not final: it can be cancelled");
+        Ok(())
+    }
+    .await;
+    if outcome.is_err() {
+        let shot = std::env::temp_dir().join("flowkit-dashboard-late.png");
+        let _ = page
+            .save_screenshot(
+                chromiumoxide::page::ScreenshotParams::builder()
+                    .full_page(true)
+                    .build(),
+                &shot,
+            )
+            .await;
+    }
     drop(page);
     let mut browser = browser;
     let _ = browser.close().await;

@@ -206,7 +206,16 @@ pub async fn list(
     security(("api_key" = []))
 )]
 pub async fn get(State(state): State<AppState>, RunId(id): RunId) -> Result<Json<Run>, ApiError> {
-    Ok(Json(flow_run(&state, id).await?))
+    let mut run = flow_run(&state, id).await?;
+    let schedule = run
+        .created_by
+        .as_deref()
+        .and_then(|by| by.strip_prefix("schedule:"))
+        .and_then(|id| Uuid::parse_str(id).ok());
+    if let (Some(schedule), Some(instant)) = (schedule, run.scheduled_for) {
+        run.skipped_instants = state.store().slot_skipped(schedule, instant).await?;
+    }
+    Ok(Json(run))
 }
 
 /// A page of `GET /api/flow-runs/{id}/task-runs`.
@@ -389,6 +398,7 @@ mod tests {
             worker: None,
             scheduled_for: None,
             created_by: None,
+            skipped_instants: None,
             result: None,
         }
     }

@@ -317,6 +317,7 @@ pub(crate) async fn rule<D: Dialect>(
 /// The run a state change is about, as matching needs it.
 struct RunFacts {
     name: String,
+    task_key: String,
     deployment: Option<String>,
     tags: Vec<String>,
     created: DateTime<Utc>,
@@ -396,7 +397,11 @@ async fn match_events<D: Dialect>(
                 continue;
             };
             let mut alert = Alert::run(*run_id, RunKind::Flow, run.name.clone());
+            // As the run's own process writes it (`flowkit::notify`): a flow run is its own
+            // flow run, of its own flow.
+            alert.task_key = run.task_key.clone();
             alert.flow_run_id = Some(*run_id);
+            alert.flow_name = Some(run.name.clone());
             alert.parent_run_id = run.parent_run_id;
             alert.state = Some(AlertState {
                 kind: *state,
@@ -432,7 +437,8 @@ async fn run_facts<D: Dialect>(
     run_id: Uuid,
 ) -> Result<Option<RunFacts>, StoreError> {
     let mut q = QueryBuilder::new(format!(
-        "SELECT name, deployment, {}, created, state_ts, parent_run_id FROM runs WHERE id = ",
+        "SELECT name, task_key, deployment, {}, created, state_ts, parent_run_id FROM runs \
+         WHERE id = ",
         D::json_text("tags")
     ));
     q.bind(run_id);
@@ -442,6 +448,7 @@ async fn run_facts<D: Dialect>(
     let c = Columns::<D>(&row);
     Ok(Some(RunFacts {
         name: c.get("name")?,
+        task_key: c.get("task_key")?,
         deployment: c.get("deployment")?,
         tags: c.json("tags")?,
         created: c.instant("created")?,

@@ -311,6 +311,7 @@ impl NewRun {
             worker: details.and_then(|d| text(d.worker.as_ref())),
             scheduled_for: self.scheduled_for.map(stored).transpose()?,
             created_by: self.created_by.clone(),
+            skipped_instants: None,
             result: None,
         })
     }
@@ -750,6 +751,14 @@ pub trait Backend: Send + Sync + 'static {
             StoreError,
         >,
     > + Send;
+
+    /// How many earlier instants the run of schedule `schedule_id` at `instant` stands for
+    /// (catch-up `latest`, overlap `skip`); none when that slot has no run.
+    fn slot_skipped(
+        &self,
+        schedule_id: Uuid,
+        instant: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 
     /// Up to `limit` active schedules due at `now`, the most overdue first.
     fn due_schedules(
@@ -1238,6 +1247,13 @@ impl Backend for Store {
         id: Uuid,
     ) -> Result<Option<(String, String, flowkit_wire::api::schedules::Schedule)>, StoreError> {
         on_backend!(self, b => schedules::schedule(b.pool(), id))
+    }
+    async fn slot_skipped(
+        &self,
+        schedule_id: Uuid,
+        instant: DateTime<Utc>,
+    ) -> Result<Option<u64>, StoreError> {
+        on_backend!(self, b => schedules::slot_skipped(b.pool(), schedule_id, instant))
     }
     async fn due_schedules(
         &self,

@@ -110,6 +110,7 @@ pub(super) fn run_record<D: Dialect>(row: &D::Row) -> Result<RunRecord, StoreErr
         worker: c.get("worker")?,
         scheduled_for: c.opt_instant("scheduled_for")?,
         created_by,
+        skipped_instants: None,
         result: None,
     })
 }

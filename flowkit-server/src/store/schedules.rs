@@ -377,6 +377,24 @@ pub(crate) async fn claim_slot<D: Dialect>(
     Ok(Some(Columns::<D>(&row).get("run_id")?))
 }
 
+/// See [`super::Backend::slot_skipped`].
+pub(crate) async fn slot_skipped<D: Dialect>(
+    pool: &Pool<D>,
+    schedule_id: Uuid,
+    instant: DateTime<Utc>,
+) -> Result<Option<u64>, StoreError> {
+    let mut q = QueryBuilder::new("SELECT skipped FROM schedule_slots WHERE schedule_id = ");
+    q.bind(schedule_id)
+        .push(" AND instant = ")
+        .bind_instant(instant);
+    let row = D::fetch_optional(&mut *pool.acquire().await?, &mut q).await?;
+    row.map(|row| {
+        let skipped: i64 = Columns::<D>(&row).get("skipped")?;
+        Ok(u64::try_from(skipped).unwrap_or(0))
+    })
+    .transpose()
+}
+
 /// What [`insert_api_schedule`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inserted {

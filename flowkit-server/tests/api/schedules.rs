@@ -242,6 +242,19 @@ async fn a_due_schedule_creates_one_run_per_instant(server: &TestServer) {
         .unwrap_or_else(|| panic!("no run for the latest instant: {runs:?}"));
     let message = newest["state_message"].as_str().unwrap_or_default();
     assert!(message.contains("9 earlier"), "{message}");
+    // The count is a field of the run (its page), not only words in a message.
+    assert!(
+        newest.get("skipped_instants").is_none(),
+        "lists leave it out"
+    );
+    for (run, skipped) in runs.iter().map(|r| {
+        let at = instant(&r["scheduled_for"]);
+        (r, if at == first { 0 } else { 9 })
+    }) {
+        let id = run["id"].as_str().expect("id");
+        let page = server.get_ok(&format!("/api/v1/flow-runs/{id}")).await;
+        assert_eq!(page["skipped_instants"], skipped, "{page}");
+    }
 }
 
 /// Time zones of the every-minute schedules of one deployment (each schedule of a deployment

@@ -166,6 +166,7 @@ impl Run {
             scheduled_for: None,
             // A run another run started names it.
             created_by: self.parent.map(|parent| format!("run:{parent}")),
+            skipped_instants: None,
             result: None,
         }
     }

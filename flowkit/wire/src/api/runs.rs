@@ -63,6 +63,11 @@ pub struct Run {
     /// parent run. Absent for a top-level run the runtime reported (a flow run by `cargo run`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    /// For a run a schedule created (`created_by` = `schedule:ID`): how many earlier instants
+    /// of that schedule it stands for, which got no run of their own (catch-up `latest` after
+    /// an outage, overlap `skip`). Only in `GET /flow-runs/{id}`; absent in lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_instants: Option<u64>,
     /// The output of a `Completed` deployed run, inline when it is at most
     /// [`MAX_INLINE_RESULT_BYTES`](crate::api::run_actions::MAX_INLINE_RESULT_BYTES) of JSON;
     /// only in answers that wait for the run (`Prefer: wait`); otherwise read it from
