@@ -693,6 +693,9 @@ async fn a_day_long_outage_gives_one_run_with_the_skipped_count(server: &TestSer
     );
     let message = runs[0]["state_message"].as_str().unwrap_or_default();
     assert!(message.contains("1440 earlier"), "{message}");
+    let id = runs[0]["id"].as_str().expect("id");
+    let run = server.get_ok(&format!("/api/v1/flow-runs/{id}")).await;
+    assert_eq!(run["skipped_instants"], 1440, "{run}");
     // Nothing more until the next instant.
     assert_eq!(
         tick(&server.state, back + Duration::seconds(30))
