@@ -35,7 +35,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let recent = state
         .stats_cache()
-        .get_or_compute(StatsKey::Recent { buckets: 1 }, || {
+        .get_or_compute(StatsKey::Day, || {
             crate::api::stats::count(&state, None, None, 1)
         })
         .await?;

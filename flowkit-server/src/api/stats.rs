@@ -1,7 +1,7 @@
 //! `GET /api/stats`: counts of flow runs by state over a window, in buckets, for the
 //! dashboard's chart. The window's ends must lie in the years RFC 3339 can write (0000 to
 //! 9999, in UTC), else 400; every bucket starts inside the window. Answers are reused for a
-//! second ([`crate::stats_cache`]).
+//! second; the default window's closed buckets for 15 s ([`crate::stats_cache`]).
 
 use crate::AppState;
 use crate::api::extract::{ApiQuery, parse_int, parse_time};
@@ -28,7 +28,11 @@ const MAX_WINDOW_DAYS: i64 = 3660;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StatsQuery {
-    /// Start of the window (default: `until` minus 24 hours).
+    /// Start of the window (default: `until` minus 24 hours). When neither `since` nor
+    /// `until` is given, the window is the last `buckets` buckets aligned to their width
+    /// (whole hours for 24 buckets), the last one holding now: it starts at the first one's
+    /// start, up to one bucket less than 24 hours ago. Its earlier buckets are counted at most
+    /// 15 s ago (the current one at most 1 s ago).
     #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<String>,
     /// End of the window (default: now).
@@ -100,11 +104,81 @@ pub async fn stats(
         }
     };
     // Reused for a moment: the dashboard asks about once a second per tab.
-    let stats = state
-        .stats_cache()
-        .get_or_compute(key, || count(&state, since, until, buckets))
-        .await?;
+    let stats = match key {
+        StatsKey::Recent { buckets } => {
+            state
+                .stats_cache()
+                .get_or_compute(key, || recent(&state, buckets))
+                .await?
+        }
+        _ => {
+            state
+                .stats_cache()
+                .get_or_compute(key, || count(&state, since, until, buckets))
+                .await?
+        }
+    };
     Ok(Json(stats))
+}
+
+/// An instant of `micros` µs since the epoch.
+fn instant(micros: i64) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("instant {micros} out of range")))
+}
+
+/// The default window: `buckets` buckets of `86 400 / buckets` seconds (rounded up) aligned to
+/// their width, the last one holding now. The closed ones come from
+/// [`StatsCache::closed_buckets`](crate::stats_cache::StatsCache::closed_buckets); the current
+/// one is counted now.
+pub(crate) async fn recent(state: &AppState, buckets: u32) -> Result<Stats, ApiError> {
+    let now = Utc::now();
+    let n = i64::from(buckets.max(1));
+    let width_secs = (86_400 + n - 1) / n;
+    let width = width_secs * 1_000_000;
+    let now_us = now.timestamp_micros();
+    let current = now_us.div_euclid(width) * width;
+    let starts: Vec<i64> = (1..n).rev().map(|back| current - back * width).collect();
+    let store = state.store();
+    let closed = state
+        .stats_cache()
+        .closed_buckets(width, &starts, |from, to, k| async move {
+            let stats = store.stats(instant(from)?, instant(to)?, k).await?;
+            Ok::<_, ApiError>(stats.buckets.into_iter().map(|b| b.counts).collect())
+        })
+        .await?;
+    let open = if now_us > current {
+        store
+            .stats(instant(current)?, now, 1)
+            .await?
+            .buckets
+            .into_iter()
+            .next()
+            .map(|b| b.counts)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut totals = Vec::new();
+    let mut out = Vec::with_capacity(starts.len() + 1);
+    for (start, counts) in starts
+        .iter()
+        .chain(std::iter::once(&current))
+        .zip(closed.into_iter().chain(std::iter::once(open)))
+    {
+        totals.extend(counts.iter().copied());
+        out.push(StatsBucket {
+            start: instant(*start)?,
+            counts: by_name(counts),
+        });
+    }
+    Ok(Stats {
+        since: instant(starts.first().copied().unwrap_or(current))?,
+        until: now,
+        bucket_seconds: u64::try_from(width_secs).unwrap_or(0),
+        buckets: out,
+        totals: by_name(totals),
+    })
 }
 
 /// Counts the window (`until` default now, `since` default 24 hours before it).

@@ -36,6 +36,7 @@ mod retention;
 mod schedule_api;
 mod schedule_year;
 mod schedules;
+mod stats_buckets;
 mod workers;
 
 // The HTTP surface, keys and the API description (SQLite).
