@@ -174,7 +174,7 @@ pub(crate) async fn recent(state: &AppState, buckets: u32) -> Result<Stats, ApiE
     }
     Ok(Stats {
         since: instant(starts.first().copied().unwrap_or(current))?,
-        until: now,
+        until: instant(now_us)?,
         bucket_seconds: u64::try_from(width_secs).unwrap_or(0),
         buckets: out,
         totals: by_name(totals),
