@@ -216,6 +216,7 @@ async fn bad_limits_are_refused_saying_why(server: &TestServer) {
         (json!({"limit": 1_000_001}), "/limit"),
         (json!({"limit": -1}), "limit"),
         (json!({"limit": "2"}), "limit"),
+        (json!({"limit": 2.5}), "limit"),
         (json!({}), "limit"),
         (json!({"limit": 2, "slots": 3}), "slots"),
     ] {
@@ -274,6 +275,10 @@ async fn bad_limits_are_refused_saying_why(server: &TestServer) {
     // Nothing was set.
     let list = server.get_ok("/api/v1/concurrency-limits").await;
     assert_eq!(list["items"], json!([]));
+    // A whole number written as a float is an integer (as JSON Schema says).
+    let whole = put(server, "gpu", json!({"limit": 3.0})).await;
+    assert_eq!(whole.status, StatusCode::OK, "{}", whole.body);
+    assert_eq!(whole.body["limit"], 3, "{}", whole.body);
 }
 
 async fn the_server_keeps_at_most_max_limits(server: &TestServer) {

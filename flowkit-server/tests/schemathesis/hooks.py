@@ -18,6 +18,9 @@ def _in_range(value, top):
         return False
     if isinstance(value, int):
         return 0 < value <= top
+    # A whole number written as a float (`16.0`) is an integer too (JSON Schema says so).
+    if isinstance(value, float) and value.is_integer():
+        return 0 < value <= top
     if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
         return 0 < int(value.strip()) <= top
     return False

@@ -29,6 +29,7 @@ pub struct SetLimit {
     /// How many runs carrying the tag may be leased at once: 1 or more. Lowering it below the
     /// runs leased now stops none of them; no other is claimed until they are fewer.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
+    #[serde(deserialize_with = "crate::api::whole::u32")]
     pub limit: u32,
 }
 

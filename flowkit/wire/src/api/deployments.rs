@@ -124,12 +124,12 @@ pub struct DeploymentSpec {
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::api::tag_list))]
     pub tags: Vec<String>,
     /// At most this many runs of the deployment at once (none: no limit).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::whole::opt_u32")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub concurrency_limit: Option<u32>,
     /// The flow's `retries`: a run whose worker died is re-queued while it has attempts left
     /// (`retries` + 1 in all).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::whole::u32")]
     pub retries: u32,
     /// The deployment's schedules declared in code: they replace those of the previous
     /// registration (schedules created over the API are kept; a pause survives). Not part of

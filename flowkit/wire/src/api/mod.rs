@@ -38,6 +38,7 @@ pub mod runs;
 pub mod schedules;
 pub mod stats;
 pub mod stream;
+pub mod whole;
 pub mod workers;
 
 /// The OpenAPI schema of a list of tags: at most [`ingest::MAX_TAGS`], each 1 to

@@ -113,7 +113,7 @@ pub struct BulkCancel {
     #[serde(default)]
     pub reason: Option<String>,
     /// At most this many runs (1 to [`MAX_BULK_CANCEL`], default 100).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::whole::opt_u32")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub limit: Option<u32>,
 }

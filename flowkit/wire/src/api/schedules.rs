@@ -202,7 +202,11 @@ pub struct BackfillRequest {
     pub to: DateTime<Utc>,
     /// At most this many runs of this backfill are claimed by workers at once (the others wait,
     /// `Scheduled`, oldest instant first); none: no limit but the deployment's own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::api::whole::opt_u32"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub max_parallel: Option<u32>,
     /// The schedule whose instants to backfill; none: every schedule of the deployment.

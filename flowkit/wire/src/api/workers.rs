@@ -122,9 +122,10 @@ pub struct ClaimRequest {
     pub deployments: Vec<Served>,
     /// At most this many runs (1 to [`MAX_CLAIM_RUNS`]): the worker's free slots.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
+    #[serde(deserialize_with = "crate::api::whole::u32")]
     pub max_runs: u32,
     /// Wait up to this many seconds for a run (0 to [`MAX_CLAIM_WAIT_SECONDS`]; default 0).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::whole::u32")]
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 30))]
     pub wait_seconds: u32,
 }
@@ -172,6 +173,7 @@ pub struct HeldLease {
     /// The run.
     pub run_id: Uuid,
     /// Its fencing token.
+    #[serde(deserialize_with = "crate::api::whole::u64")]
     pub token: u64,
 }
 
@@ -222,6 +224,7 @@ pub struct HeartbeatResponse {
 #[serde(deny_unknown_fields)]
 pub struct FinishRequest {
     /// The lease's fencing token.
+    #[serde(deserialize_with = "crate::api::whole::u64")]
     pub token: u64,
     /// The flow run's final state event, as the runtime emitted it.
     pub event: Event,
@@ -239,6 +242,7 @@ pub struct FinishRequest {
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     /// The lease's fencing token.
+    #[serde(deserialize_with = "crate::api::whole::u64")]
     pub token: u64,
     /// Why (shown as the state's message).
     #[serde(default)]
