@@ -1170,6 +1170,48 @@ mod tests {
         assert!(matches!(split("[\"1]"), Split::Malformed(_)));
     }
 
+    /// A valid batch is parsed in one pass into what the element-by-element path makes of it;
+    /// a batch with anything at fault is left to that path.
+    #[test]
+    fn one_pass_and_element_by_element_agree() {
+        let mut record = state_event();
+        record["kind"] = json!(RUN_RECORD_KIND);
+        record["later"] = json!([
+            {"id": Uuid::now_v7(), "timestamp": Utc::now(), "attempt": 1, "state": {"type": "Completed"}}
+        ]);
+        let mut unknown_kind = log_event();
+        unknown_kind["kind"] = json!("from_the_future");
+        let mut nul = log_event();
+        nul["message"] = json!("a\u{0}b");
+        let body =
+            serde_json::to_vec(&json!([state_event(), record, unknown_kind, nul])).expect("json");
+        let now = now();
+        let one_pass = parse_valid_array(&body, 10, now).expect("a valid batch");
+        assert_eq!(one_pass.len(), 4);
+        let Split::Array(items) = split_array(&body, 10) else {
+            panic!("an array")
+        };
+        let by_element = batch_of(items.into_iter().map(|item| parse_element(item, now)));
+        let batch = parse_batch(&body, 10, now).expect("batch");
+        assert_eq!(batch.events, by_element.events);
+        assert_eq!(batch.positions, [0, 1, 1, 3]);
+        assert_eq!(batch.positions, by_element.positions);
+        assert_eq!((batch.ignored, by_element.ignored), (1, 1));
+        assert!(batch.rejected.is_empty() && by_element.rejected.is_empty());
+
+        let mut late = state_event();
+        late["timestamp"] = json!("1999-01-01T00:00:00Z");
+        for body in [
+            json!([state_event(), late]),
+            json!([state_event(), {"id": 1}]),
+            json!([state_event(), state_event(), state_event()]),
+        ] {
+            let body = serde_json::to_vec(&body).expect("json");
+            assert!(parse_valid_array(&body, 2, now).is_none());
+        }
+        assert!(parse_valid_array(b"[{\"id\": 1}", 10, now).is_none());
+    }
+
     #[test]
     fn a_run_record_is_expanded_into_its_state_events() {
         let mut record = state_event();
