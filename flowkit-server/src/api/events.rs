@@ -335,6 +335,9 @@ pub struct Batch {
 /// A run record (`kind` `run_record`) is expanded into the state events it stands for, each
 /// checked as if sent alone; if one fails the record is rejected whole.
 pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<Batch, ApiError> {
+    if let Some(parsed) = parse_valid_array(body, max_batch, now) {
+        return Ok(batch_of(parsed.into_iter().map(Ok)));
+    }
     let items = match split_array(body, max_batch) {
         Split::Array(items) => items,
         Split::TooMany(count) => {
@@ -359,12 +362,19 @@ pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<
             return Err(ApiError::invalid_json(why));
         }
     };
-    let mut events = Vec::with_capacity(items.len());
-    let mut positions = Vec::with_capacity(items.len());
+    Ok(batch_of(
+        items.into_iter().map(|item| parse_element(item, now)),
+    ))
+}
+
+/// The batch of the elements of an array, each parsed (and checked) or refused, in order.
+fn batch_of(elements: impl ExactSizeIterator<Item = Result<Event, String>>) -> Batch {
+    let mut events = Vec::with_capacity(elements.len());
+    let mut positions = Vec::with_capacity(elements.len());
     let mut ignored = 0;
     let mut rejected = Vec::new();
-    for (index, item) in items.into_iter().enumerate() {
-        match parse_element(item, now) {
+    for (index, element) in elements.enumerate() {
+        match element {
             Ok(event) if matches!(event.body, EventBody::Unknown) => ignored += 1,
             Ok(
                 event @ Event {
@@ -387,12 +397,53 @@ pub fn parse_batch(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Result<
             }),
         }
     }
-    Ok(Batch {
+    Batch {
         events,
         positions,
         ignored,
         rejected,
-    })
+    }
+}
+
+/// The common case in one pass: a JSON array of at most `max_batch` events, each of which
+/// parses straight into an [`Event`] and passes [`check_event`]; `None` on anything else, which
+/// [`parse_batch`] then parses element by element ([`split_array`], which scans the whole body
+/// byte by byte first: a quarter of the server's parsing time) to say which ones are at fault.
+/// The same events either way: each element goes through the same deserializer and checks.
+fn parse_valid_array(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Option<Vec<Event>> {
+    struct Elements {
+        max_batch: usize,
+        now: DateTime<Utc>,
+    }
+    impl<'de> serde::de::Visitor<'de> for Elements {
+        type Value = Vec<Event>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array of valid events")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<Event>, A::Error> {
+            use serde::de::Error;
+            let mut events = Vec::new();
+            while let Some(mut event) = seq.next_element::<Event>()? {
+                if events.len() == self.max_batch {
+                    return Err(A::Error::custom("too many events"));
+                }
+                check_event(&mut event, self.now).map_err(A::Error::custom)?;
+                events.push(event);
+            }
+            Ok(events)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let events =
+        serde::Deserializer::deserialize_seq(&mut deserializer, Elements { max_batch, now })
+            .ok()?;
+    deserializer.end().ok()?;
+    Some(events)
 }
 
 /// Parses one element of the batch from its bytes: straight into an [`Event`] in the common,
@@ -1117,6 +1168,48 @@ mod tests {
         assert!(matches!(split("[1,]"), Split::Malformed(_)));
         assert!(matches!(split("[1] x"), Split::Malformed(_)));
         assert!(matches!(split("[\"1]"), Split::Malformed(_)));
+    }
+
+    /// A valid batch is parsed in one pass into what the element-by-element path makes of it;
+    /// a batch with anything at fault is left to that path.
+    #[test]
+    fn one_pass_and_element_by_element_agree() {
+        let mut record = state_event();
+        record["kind"] = json!(RUN_RECORD_KIND);
+        record["later"] = json!([
+            {"id": Uuid::now_v7(), "timestamp": Utc::now(), "attempt": 1, "state": {"type": "Completed"}}
+        ]);
+        let mut unknown_kind = log_event();
+        unknown_kind["kind"] = json!("from_the_future");
+        let mut nul = log_event();
+        nul["message"] = json!("a\u{0}b");
+        let body =
+            serde_json::to_vec(&json!([state_event(), record, unknown_kind, nul])).expect("json");
+        let now = now();
+        let one_pass = parse_valid_array(&body, 10, now).expect("a valid batch");
+        assert_eq!(one_pass.len(), 4);
+        let Split::Array(items) = split_array(&body, 10) else {
+            panic!("an array")
+        };
+        let by_element = batch_of(items.into_iter().map(|item| parse_element(item, now)));
+        let batch = parse_batch(&body, 10, now).expect("batch");
+        assert_eq!(batch.events, by_element.events);
+        assert_eq!(batch.positions, [0, 1, 1, 3]);
+        assert_eq!(batch.positions, by_element.positions);
+        assert_eq!((batch.ignored, by_element.ignored), (1, 1));
+        assert!(batch.rejected.is_empty() && by_element.rejected.is_empty());
+
+        let mut late = state_event();
+        late["timestamp"] = json!("1999-01-01T00:00:00Z");
+        for body in [
+            json!([state_event(), late]),
+            json!([state_event(), {"id": 1}]),
+            json!([state_event(), state_event(), state_event()]),
+        ] {
+            let body = serde_json::to_vec(&body).expect("json");
+            assert!(parse_valid_array(&body, 2, now).is_none());
+        }
+        assert!(parse_valid_array(b"[{\"id\": 1}", 10, now).is_none());
     }
 
     #[test]

@@ -594,7 +594,7 @@ async fn insert_triggered(
     let mut pinned = Vec::with_capacity(runs.len());
     let mut max_attempts = Vec::with_capacity(runs.len());
     let mut created_by = Vec::with_capacity(runs.len());
-    for run in &runs {
+    for run in runs.iter() {
         let new = trigger(run).ok_or_else(|| {
             rows::corrupt(format!("run {} is not one of the triggers written", run.id))
         })?;

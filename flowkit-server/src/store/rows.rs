@@ -218,6 +218,10 @@ pub(crate) struct Plan {
     sizes: Vec<(usize, usize)>,
     /// When the plan was made (µs, the server's clock): the `received` of the runs it creates.
     received: i64,
+    /// The runs of every state event of the plan, folded when the plan is made (by the
+    /// request's task, off the writer): what [`Plan::runs`] answers when every one of them is
+    /// newly stored, as they are unless events are sent again.
+    folded: Vec<RunRow>,
 }
 
 impl Plan {
@@ -327,6 +331,7 @@ impl Plan {
             plan.logs.push(row);
             plan.log_owner.push(owner);
         }
+        plan.folded = plan.fold(|_| true);
         Ok(plan)
     }
 
@@ -359,15 +364,27 @@ impl Plan {
     }
 
     /// The runs touched by the newly stored state events, folded, sorted by id (a stable lock
-    /// order on PostgreSQL). Replayed events are left out: they would change nothing.
-    pub(crate) fn runs(&self, stored: &HashSet<Uuid>) -> Vec<RunRow> {
+    /// order on PostgreSQL). Replayed events are left out: they would change nothing. Unless
+    /// some were replayed, these are the runs folded when the plan was made.
+    pub(crate) fn runs(&self, stored: &HashSet<Uuid>) -> std::borrow::Cow<'_, [RunRow]> {
+        let all =
+            !self.folded.is_empty() && self.states.iter().all(|row| stored.contains(&row.event_id));
+        if all {
+            std::borrow::Cow::Borrowed(&self.folded)
+        } else {
+            std::borrow::Cow::Owned(self.fold(|id| stored.contains(id)))
+        }
+    }
+
+    /// The runs of the state events whose id `stored` accepts, folded.
+    fn fold(&self, stored: impl Fn(&Uuid) -> bool) -> Vec<RunRow> {
         let mut runs: HashMap<Uuid, RunRow> = HashMap::new();
         // Fold in arrival order so "first details win" means the same as in the database.
         let mut order: Vec<usize> = (0..self.states.len()).collect();
         order.sort_by_key(|&i| self.state_owner[i]);
         for i in order {
             let (row, facts) = (&self.states[i], &self.facts[i]);
-            if !stored.contains(&row.event_id) {
+            if !stored(&row.event_id) {
                 continue;
             }
             let started = (row.state == StateType::Running).then_some(row.ts);

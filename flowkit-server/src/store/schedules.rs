@@ -780,6 +780,7 @@ pub(super) fn slot_run_rows(
     let ids: HashSet<Uuid> = plan.states.iter().map(|row| row.event_id).collect();
     let rows: HashMap<Uuid, RunRow> = plan
         .runs(&ids)
+        .into_owned()
         .into_iter()
         .map(|row| (row.id, row))
         .collect();

@@ -5,7 +5,9 @@
 //! task, on a thread of its own, that owns the only writing connection. It receives requests
 //! (ingest batches, triggers, claims, finishes, …) over a channel and commits whatever has
 //! queued up while it was busy in one transaction (group commit), each request in a savepoint
-//! of its own, then answers each request: an acknowledged write is committed. Readers use their own read-only
+//! of its own, then answers each request: an acknowledged write is committed. A group takes at
+//! most half of what is queued, so that the clients its commit answers come back while the
+//! writer writes the other half. Readers use their own read-only
 //! connections, which WAL lets run alongside the writer. A checkpointer task on one more
 //! connection copies the WAL into the database file every 200 ms (it writes no rows), so the
 //! writer's commits do not stop to do it.
@@ -285,6 +287,11 @@ async fn write_loop(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Com
         let mut ingests = Vec::new();
         let mut work = VecDeque::new();
         let mut events = 0;
+        // At most half of what is queued (rounded up): the clients answered by this group's
+        // commit send their next requests while the writer writes the other half, instead of
+        // every client waiting for one commit and the writer then waiting for them all (with
+        // four clients, a fifth of its time went that way in `ingest_bench`).
+        let max_requests = (receiver.len() + 1).div_ceil(2).min(MAX_GROUP_REQUESTS);
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
@@ -294,7 +301,7 @@ async fn write_loop(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Com
                 }
                 Command::Maintain { task, reply } => work.push_back(Work::Maintain(task, reply)),
             }
-            if events < MAX_GROUP_EVENTS && ingests.len() + work.len() < MAX_GROUP_REQUESTS {
+            if events < MAX_GROUP_EVENTS && ingests.len() + work.len() < max_requests {
                 next = receiver.try_recv().ok();
             }
         }

@@ -27,6 +27,14 @@
 //! insert into these tables and copies into it every page the statement first changes: one
 //! statement per row would copy the same pages row after row.)
 //!
+//! The inserts are `INSERT OR FAIL`: SQLite journals a statement only when it may have to undo
+//! it alone (a constraint that aborts, the default; a function call; an upsert's `DO UPDATE`),
+//! and a statement that fails instead leaves no statement journal to keep. Nothing here relies
+//! on a failed statement being undone alone: a failure fails the whole write, rolled back with
+//! its transaction or savepoint. (The journal's copies of pages were about a tenth of the
+//! writer's time.) Runs are inserted that way too when they are new, and only the others go
+//! through the upsert (`queries::merge_runs`), which still journals.
+//!
 //! Two ways in: [`Ingester`], kept by the writer for its whole life, whose statements stay
 //! prepared from one ingest group to the next; and [`BulkWrite`] for the other writes that
 //! store events (a trigger's first state, a scheduled run), which borrow the connection for
@@ -54,15 +62,22 @@ const RUN_CHUNKS: [usize; 4] = [256, 32, 8, 1];
 /// The end of an insert of events: a stored id (a replay, or the padding: a copy of a row of
 /// the same statement) is skipped; the ids newly stored come back.
 const NEW_EVENTS_ONLY: &str = " ON CONFLICT (event_id) DO NOTHING RETURNING event_id";
+/// The end of an insert of runs that only creates rows: a stored run (or the padding: a copy
+/// of a row of the same statement) is skipped, left to the upsert; the ids of the rows created
+/// come back.
+const NEW_RUNS_ONLY: &str = " ON CONFLICT (id) DO NOTHING RETURNING id";
 /// Statements the [`Ingester`] keeps prepared: every shape above, and the lookups' 2 × 13
 /// sizes.
-const PREPARED: usize = 44;
+const PREPARED: usize = 51;
 
 /// The multi-row statements of ingestion, one per chunk size, built once.
 struct IngestSql {
     states: Vec<String>,
     logs: Vec<String>,
     runs: Vec<String>,
+    /// The inserts of runs not stored yet (see [`NEW_RUNS_ONLY`]), one per size of
+    /// [`EVENT_CHUNKS`].
+    new_runs: Vec<String>,
     /// The lookup of `2^i` ids among the stored log lines, at index `i`.
     in_logs: Vec<String>,
     /// The lookup of `2^i` ids among the stored states, at index `i`.
@@ -71,7 +86,13 @@ struct IngestSql {
 
 static INGEST_SQL: LazyLock<IngestSql> = LazyLock::new(|| {
     let build = |table: &str, columns: &str, sizes: &[usize], tail: &str| -> Vec<String> {
-        let head = format!("INSERT INTO {table} ({columns}) VALUES ");
+        // `OR FAIL` where nothing is updated: see the module documentation.
+        let or = if tail.contains("DO UPDATE") {
+            ""
+        } else {
+            "OR FAIL "
+        };
+        let head = format!("INSERT {or}INTO {table} ({columns}) VALUES ");
         let width = columns.split(',').count();
         sizes
             .iter()
@@ -87,6 +108,7 @@ static INGEST_SQL: LazyLock<IngestSql> = LazyLock::new(|| {
             &RUN_CHUNKS,
             &queries::merge_runs::<Sqlite>(),
         ),
+        new_runs: build("runs", RUN_COLUMNS, &EVENT_CHUNKS, NEW_RUNS_ONLY),
         in_logs: lookups("logs"),
         in_states: lookups("run_states"),
     }
@@ -195,8 +217,25 @@ fn insert_events(
 }
 
 /// See [`BulkWrite::upsert_runs`].
+///
+/// Most runs are new (their events come together): they are inserted first, by a plain insert
+/// that never aborts (see the module documentation); only the runs already stored are merged
+/// by the upsert.
 fn upsert_runs(db: &rusqlite::Connection, runs: &[RunRow]) -> Result<(), StoreError> {
-    write_rows(db, &INGEST_SQL.runs, &RUN_CHUNKS, false, runs, None)
+    let mut created = HashSet::with_capacity(runs.len());
+    write_rows(
+        db,
+        &INGEST_SQL.new_runs,
+        &EVENT_CHUNKS,
+        true,
+        runs,
+        Some(&mut created),
+    )?;
+    if created.len() == runs.len() {
+        return Ok(());
+    }
+    let stored: Vec<&RunRow> = runs.iter().filter(|r| !created.contains(&r.id)).collect();
+    write_rows(db, &INGEST_SQL.runs, &RUN_CHUNKS, false, &stored, None)
 }
 
 /// Writes a plan's rows inside the caller's transaction (see [`queries::write_plan`]).
@@ -361,6 +400,7 @@ mod tests {
                 >= INGEST_SQL.states.len()
                     + INGEST_SQL.logs.len()
                     + INGEST_SQL.runs.len()
+                    + INGEST_SQL.new_runs.len()
                     + INGEST_SQL.in_logs.len()
                     + INGEST_SQL.in_states.len()
         );
