@@ -1257,6 +1257,47 @@ mod tests {
         }
     }
 
+    /// What the sink thread pays per event to keep it whole (a clone pushed on a vector, and
+    /// later dropped by the sender) against encoding it, and what decoding costs the sender:
+    /// `cargo test --release -p flowkit --lib compact_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, for release builds"]
+    fn compact_cost() {
+        let events = task_events(300_000);
+        let n = events.len() as f64;
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let mut whole = Vec::new();
+            for event in &events {
+                whole.push(std::hint::black_box(event).clone());
+            }
+            let clone_ns = t.elapsed().as_nanos() as f64 / n;
+            let t = std::time::Instant::now();
+            drop(std::hint::black_box(whole));
+            let drop_ns = t.elapsed().as_nanos() as f64 / n;
+            let t = std::time::Instant::now();
+            let mut backlog = Backlog::default();
+            for event in &events {
+                backlog.push(std::hint::black_box(event));
+            }
+            let encode_ns = t.elapsed().as_nanos() as f64 / n;
+            let bytes = backlog.bytes() as f64 / n;
+            let t = std::time::Instant::now();
+            let mut back = Vec::new();
+            for chunk in backlog.take(usize::MAX) {
+                decode(chunk, &mut back).expect("decodes");
+            }
+            let decode_ns = t.elapsed().as_nanos() as f64 / n;
+            let t = std::time::Instant::now();
+            drop(std::hint::black_box(back));
+            let drop2_ns = t.elapsed().as_nanos() as f64 / n;
+            eprintln!(
+                "per event: clone {clone_ns:.0} ns + drop {drop_ns:.0} ns ({} B whole) | encode {encode_ns:.0} ns ({bytes:.1} B) + decode {decode_ns:.0} ns + drop {drop2_ns:.0} ns",
+                std::mem::size_of::<Event>()
+            );
+        }
+    }
+
     /// Chunks are sealed as they fill, and what is taken is the oldest first.
     #[test]
     fn chunks_are_taken_oldest_first() {
