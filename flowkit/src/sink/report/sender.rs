@@ -347,6 +347,11 @@ impl Sender {
             }
         }
         let mut events = std::mem::take(&mut self.spare);
+        if events.is_empty() && chunks.is_empty() {
+            // Nothing moved: not counted as progress.
+            self.spare = events;
+            return;
+        }
         let started = std::time::Instant::now();
         let mut count = events.len();
         self.take_in(&events);
