@@ -762,6 +762,159 @@ fn on_event_never_blocks_and_the_bounds_hold() {
     );
 }
 
+/// Events of every form: task and flow runs with details (tags, upstream runs, parameters),
+/// errors spanning lines, logs with fields, unicode everywhere.
+fn varied_events(n: usize) -> Vec<Event> {
+    let flow = Uuid::now_v7();
+    let mut now = Utc::now();
+    let mut events = Vec::with_capacity(n);
+    let mut run = flow;
+    for i in 0..n {
+        now += chrono::Duration::nanoseconds(731);
+        if i % 4 == 0 {
+            run = Uuid::now_v7();
+        }
+        let body = match i % 7 {
+            0 => EventBody::State {
+                state: RunState::new(StateType::Pending),
+                details: Some(Box::new(flowkit::RunDetails {
+                    task_key: "demo::étape".into(),
+                    tags: vec!["db".into(), Cow::Owned(format!("shard-{}", i % 13))],
+                    upstream: vec![flow],
+                    parameters: (i % 14 == 0)
+                        .then(|| json!({"n": i, "x": 0.1 + i as f64, "s": "日本語 🦀"})),
+                    cache_key: (i % 3 == 0).then(|| format!("key-{i}")),
+                    ..flowkit::RunDetails::default()
+                })),
+            },
+            1 | 4 => EventBody::State {
+                state: RunState::new(StateType::Running),
+                details: None,
+            },
+            2 => EventBody::Log {
+                level: flowkit::LogLevel::Warn,
+                message: format!("retrying «{i}»\nafter a pause"),
+                fields: [
+                    ("attempt".to_string(), json!(i % 5)),
+                    ("delay_s".to_string(), json!(-1.5e-3)),
+                    ("nested".to_string(), json!({"a": [1, null, true, "ü"]})),
+                ]
+                .into_iter()
+                .collect(),
+            },
+            3 => EventBody::State {
+                state: RunState::with_message(
+                    StateType::Failed,
+                    format!("error: file «{i}.csv» not found\ncaused by: ENOENT ❌"),
+                ),
+                details: None,
+            },
+            _ => EventBody::State {
+                state: RunState::new(StateType::Completed),
+                details: None,
+            },
+        };
+        events.push(Event {
+            id: Uuid::now_v7(),
+            run_id: run,
+            parent_run_id: (run != flow).then_some(flow),
+            flow_run_id: Some(flow),
+            run_kind: if run == flow {
+                RunKind::Flow
+            } else {
+                RunKind::Task
+            },
+            name: if i % 11 == 0 {
+                Cow::Owned(format!("step-{}", i % 5))
+            } else {
+                Cow::Borrowed("step")
+            },
+            attempt: (i % 3) as u32,
+            timestamp: now,
+            lease: (i % 9 == 0).then_some(i as u64),
+            body,
+        });
+    }
+    events
+}
+
+/// Events handed over far faster than the sender thread serializes them wait in the compact
+/// backlog: none is dropped, and every one reaches the spool as it was, in order.
+#[test]
+fn a_backlog_handed_over_at_once_is_kept_compact_and_loses_nothing() {
+    let addr = unused_addr();
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, _) = config(&format!("http://{addr}"), spool.path());
+    let mut sink = ReportSink::start(
+        config
+            .memory_events(5_000)
+            .flush_timeout(Duration::from_millis(500)),
+    )
+    .expect("start");
+    let sent = varied_events(200_000);
+    feed(&mut sink, &sent);
+    let _ = sink.flush_report();
+    // A debug build on a loaded machine may answer the flush before it has spooled it all.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sink.stats().spooled < sent.len() as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stats = sink.stats();
+    assert!(
+        stats.compacted > 0,
+        "the sender kept up with a tight loop: this tests nothing ({stats:?})"
+    );
+    assert_eq!(stats.dropped, 0, "{stats:?}");
+    let (_, spooled) = spool_contents(spool.path());
+    assert_same_ids(&ids(&spooled), &ids(&sent));
+    for (got, want) in spooled.iter().zip(&sent) {
+        let (got, want) = (
+            serde_json::to_value(got).expect("JSON"),
+            serde_json::to_value(want).expect("JSON"),
+        );
+        assert_eq!(got, want);
+    }
+}
+
+/// Past the byte bound of the compact backlog, newer events are dropped and counted: every
+/// event handed over is spooled or counted.
+#[test]
+fn past_the_backlog_byte_bound_events_are_dropped_and_counted() {
+    let addr = unused_addr();
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, _) = config(&format!("http://{addr}"), spool.path());
+    let mut sink = ReportSink::start(
+        config
+            .memory_events(1_000)
+            .backlog_bytes(300 << 10)
+            .flush_timeout(Duration::from_millis(300)),
+    )
+    .expect("start");
+    let sent = events(300_000);
+    feed(&mut sink, &sent);
+    let _ = sink.flush_report();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = sink.stats();
+        if s.spooled + s.dropped >= sent.len() as u64 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stats = sink.stats();
+    let (_, spooled) = spool_contents(spool.path());
+    assert_eq!(stats.spooled as usize, spooled.len());
+    assert_eq!(
+        stats.dropped as usize + spooled.len(),
+        sent.len(),
+        "every event is spooled or counted: {stats:?}"
+    );
+    assert!(
+        stats.dropped > 0 && stats.compacted > 0,
+        "300 000 events handed over at once fit in 300 KiB: {stats:?}"
+    );
+}
+
 /// A flow parameter or log field nested deeper than the server's parser allows would make the
 /// server reject the event: the reporter cuts it at 64 levels, with a marker, counts it and
 /// says so once; the event (and its batch) is delivered.

@@ -4,8 +4,7 @@
 //! # How events travel
 //!
 //! [`ReportSink::on_event`] runs on the sink thread and only pushes a copy of the event onto a
-//! vector (bounded by [`ReportConfig::backlog_events`], far more than a sender that keeps up
-//! ever leaves there). A dedicated sender thread (a current-thread tokio runtime and one HTTP
+//! vector. A dedicated sender thread (a current-thread tokio runtime and one HTTP
 //! client) takes the events as soon as [`ReportConfig::batch_size`] are waiting, or every
 //! [`ReportConfig::batch_interval`] otherwise, serializes them and POSTs them as a JSON array
 //! of [`Event`] to `{api_url}/api/v1/events`, with `Authorization: Bearer <FLOWKIT_API_KEY>` when
@@ -26,6 +25,24 @@
 //! | `400`, `422` | logs the server's message once, drops the batch (it can never succeed) and counts it |
 //! | `401`, `403` | logs once that `FLOWKIT_API_KEY` is missing or lacks the `report` scope; keeps the events and retries with backoff |
 //! | `5xx`, other, no connection | keeps the events and retries with exponential backoff |
+//!
+//! # When events come faster than the sender serializes them
+//!
+//! A task run emits its events faster (around a million a second in a tight loop) than the
+//! sender thread serializes them (around half a million a second): a long loop of trivial
+//! tasks leaves a backlog with the sink thread. Nothing waits for it and nothing is dropped:
+//! past [`COMPACT_AFTER`] events waiting, the sink thread encodes further ones into a compact
+//! binary form (about 20–30 bytes per event instead of the 200–400 of a whole event, no heap
+//! allocation per event, written into chunks of 256 KiB), until the sender has caught up. The
+//! sender takes that backlog in a memory's worth at a time, oldest first, decodes it (exactly:
+//! the events it gets back are the ones handed over) and serializes, sends or spools it as any
+//! other. A backlog of a million events takes about 25 MB.
+//!
+//! The compact backlog is bounded by [`ReportConfig::backlog_bytes`] (256 MiB by default,
+//! some ten million events; [`ReportConfig::backlog_events`] can bound it by events too);
+//! past the bound newer events are dropped, counted, logged and reported to the server like
+//! the spool's drops below. [`ReportStats::compacted`] counts the events that went through
+//! the compact form.
 //!
 //! # When the server is down
 //!
@@ -72,6 +89,7 @@
 //! While nothing is waiting to be sent, the sender thread sleeps until the sink wakes it (or,
 //! every few seconds, to look at the spool): an idle process does not poll.
 
+mod compact;
 mod encode;
 mod sender;
 mod spool;
@@ -99,9 +117,16 @@ pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(200);
 /// Events kept in memory, serialized, before the oldest are spooled to disk.
 pub const DEFAULT_MEMORY_EVENTS: usize = 50_000;
 /// Most events waiting to be serialized (handed over by the sink thread faster than the sender
-/// thread serializes and spools them) before newer ones are dropped and counted: about
-/// 200 bytes each, so at most about 800 MB, and only while the disk cannot keep up.
-pub const DEFAULT_BACKLOG_EVENTS: usize = 4_000_000;
+/// thread serializes and spools them): no bound of its own, [`DEFAULT_BACKLOG_BYTES`] is the
+/// one that counts.
+pub const DEFAULT_BACKLOG_EVENTS: usize = usize::MAX;
+/// Most bytes of the compact backlog (events waiting to be serialized, encoded in about 20–30
+/// bytes each: some ten million events) before newer events are dropped and counted: 256 MiB.
+pub const DEFAULT_BACKLOG_BYTES: usize = 256 * 1024 * 1024;
+/// Events waiting to be serialized that the sink thread keeps whole (about 200–400 bytes
+/// each); past this many, further ones are encoded into the compact backlog until the sender
+/// thread has caught up.
+pub const COMPACT_AFTER: usize = 16_384;
 /// Most events the spool holds: no bound of its own, the byte bound is the one that counts.
 pub const DEFAULT_SPOOL_MAX_EVENTS: u64 = u64::MAX;
 /// Most bytes the spool holds: 1 GiB (`FLOWKIT_SPOOL_MAX_BYTES`).
@@ -198,9 +223,16 @@ pub struct ReportConfig {
     pub batch_interval: Duration,
     /// Events kept in memory, serialized, before the oldest are spooled.
     pub memory_events: usize,
-    /// Most events waiting to be serialized (the sender thread is behind: a slow disk); past
-    /// it newer events are dropped and counted. Never reached while the sender keeps up.
+    /// Most events waiting to be serialized (the sender thread is behind: events come faster
+    /// than it serializes and spools them); past it newer events are dropped and counted. No
+    /// bound by default: [`ReportConfig::backlog_bytes`] is the one that counts.
     pub backlog_events: usize,
+    /// Most bytes of the compact backlog: past [`COMPACT_AFTER`] whole events, events waiting to
+    /// be serialized are encoded (about 20–30 bytes each, a few hundred for events carrying
+    /// long messages, parameters or log fields); once the encoded ones take this many bytes,
+    /// newer events are dropped and counted (256 MiB by default). Never reached while the
+    /// sender keeps up.
+    pub backlog_bytes: usize,
     /// Most events in the spool; past it events are dropped and counted (no bound by default:
     /// [`ReportConfig::spool_max_bytes`] is the one that counts).
     pub spool_max_events: u64,
@@ -234,6 +266,7 @@ impl ReportConfig {
             batch_interval: DEFAULT_BATCH_INTERVAL,
             memory_events: DEFAULT_MEMORY_EVENTS,
             backlog_events: DEFAULT_BACKLOG_EVENTS,
+            backlog_bytes: DEFAULT_BACKLOG_BYTES,
             spool_max_events: DEFAULT_SPOOL_MAX_EVENTS,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
@@ -274,6 +307,20 @@ impl ReportConfig {
     /// Sets how many events may wait to be serialized before newer ones are dropped.
     pub fn backlog_events(mut self, events: usize) -> ReportConfig {
         self.backlog_events = events.max(1);
+        self
+    }
+
+    /// Sets how many bytes the compact backlog (events waiting to be serialized, encoded) may
+    /// take before newer events are dropped.
+    ///
+    /// ```
+    /// use flowkit::sink::report::ReportConfig;
+    /// let config = ReportConfig::new("http://127.0.0.1:4200", ".flowkit/spool")
+    ///     .backlog_bytes(64 << 20);
+    /// assert_eq!(config.backlog_bytes, 64 << 20);
+    /// ```
+    pub fn backlog_bytes(mut self, bytes: usize) -> ReportConfig {
+        self.backlog_bytes = bytes.max(1);
         self
     }
 
@@ -350,8 +397,9 @@ pub struct ReportStats {
     /// Events the server refused for good (in a `400`/`422` batch, listed as rejected, or
     /// alone and still too big).
     pub rejected: u64,
-    /// Events dropped by this reporter: the spool was full (or could not be written), or
-    /// more than [`ReportConfig::backlog_events`] waited to be serialized.
+    /// Events dropped by this reporter: the spool was full (or could not be written), or the
+    /// events waiting to be serialized reached [`ReportConfig::backlog_bytes`] (or
+    /// [`ReportConfig::backlog_events`]).
     pub dropped: u64,
     /// Events in the spool directory, as far as this process knows.
     pub spooled: u64,
@@ -366,6 +414,10 @@ pub struct ReportStats {
     pub encoded: u64,
     /// Time the sender thread spent serializing them, in nanoseconds.
     pub encode_nanos: u64,
+    /// Events the sink thread handed over in the compact form (more than [`COMPACT_AFTER`]
+    /// waited to be serialized: the sender thread was behind), as far as the sender thread has
+    /// looked.
+    pub compacted: u64,
 }
 
 impl ReportStats {
@@ -393,9 +445,10 @@ pub fn process_stats() -> Option<ReportStats> {
 /// Events the process's own reporter has received but not yet serialized (0 when reporting
 /// is off): what a process exiting now would lose.
 pub(crate) fn process_backlog() -> usize {
-    PROCESS_REPORTER
-        .get()
-        .map_or(0, |shared| shared.lock().events.len())
+    PROCESS_REPORTER.get().map_or(0, |shared| {
+        let pending = shared.lock();
+        pending.events.len() + pending.compact.events()
+    })
 }
 
 /// The shared state of the process's own reporter, once started.
@@ -412,6 +465,7 @@ struct Stats {
     capped: AtomicU64,
     encoded: AtomicU64,
     encode_nanos: AtomicU64,
+    compacted: AtomicU64,
 }
 
 impl Stats {
@@ -427,6 +481,7 @@ impl Stats {
             capped: get(&self.capped),
             encoded: get(&self.encoded),
             encode_nanos: get(&self.encode_nanos),
+            compacted: get(&self.compacted),
         }
     }
 }
@@ -449,7 +504,10 @@ type FlushReply = Box<dyn FnOnce(FlushOutcome) + Send>;
 /// What the sink thread hands to the sender thread.
 #[derive(Default)]
 struct Pending {
+    /// Whole events, oldest first, up to [`COMPACT_AFTER`].
     events: Vec<Event>,
+    /// Events after those, encoded (see `compact`): only while the sender is behind.
+    compact: compact::Backlog,
     /// Events refused because too many were already waiting.
     refused: u64,
     /// Events the bus dropped because its queue was full.
@@ -479,6 +537,7 @@ pub struct ReportSink {
     thread: Option<JoinHandle<()>>,
     batch_size: usize,
     max_pending: usize,
+    max_compact_bytes: usize,
     flush_timeout: Duration,
     spool_dir: PathBuf,
 }
@@ -522,6 +581,7 @@ impl ReportSink {
             thread: Some(thread),
             batch_size: config.batch_size.max(1),
             max_pending: config.backlog_events.max(1),
+            max_compact_bytes: config.backlog_bytes.max(1),
             flush_timeout: config.flush_timeout,
             spool_dir: config.spool_dir,
         })
@@ -577,16 +637,23 @@ fn ends_top_level_flow(event: &Event) -> bool {
 impl Sink for ReportSink {
     fn on_event(&mut self, event: &Event) {
         let mut pending = self.shared.lock();
-        if pending.events.len() >= self.max_pending {
+        let len = pending.events.len() + pending.compact.events();
+        if len >= self.max_pending || pending.compact.bytes() >= self.max_compact_bytes {
             // The sender thread is far behind (a disk slower than the events): never wait.
             pending.refused += 1;
             return;
         }
-        pending.events.push(event.clone());
+        if pending.compact.is_empty() && pending.events.len() < COMPACT_AFTER {
+            pending.events.push(event.clone());
+        } else {
+            // The sender is behind: keep the backlog small (and in order, after the whole
+            // events) until it has caught up.
+            pending.compact.push(event);
+        }
         // The sender sleeps while nothing waits: wake it for the first event (it then sends
         // at the batch interval), a full batch, or the end of a top-level flow (sent at once,
         // so the server shows the run done within milliseconds and little is left for exit).
-        let len = pending.events.len();
+        let len = len + 1;
         let flow_ended = ends_top_level_flow(event);
         pending.send_now |= flow_ended;
         drop(pending);

@@ -4,6 +4,7 @@
 //! time: while a request is in flight the thread keeps taking events in and spooling the
 //! oldest when memory is full, so a slow server never makes the sink thread wait.
 
+use super::compact;
 use super::encode::{self, Item};
 use super::spool::{self, Key, Spool};
 use super::{FlushOutcome, FlushReply, Notices, ReportConfig, Shared};
@@ -282,6 +283,7 @@ impl Sender {
     /// interval has passed or a flush is asked for.
     fn intake(&mut self) {
         let batch_size = self.cfg.batch_size.max(1);
+        let mut chunks = Vec::new();
         {
             let shared = self.shared.clone();
             let mut pending = shared.lock();
@@ -308,12 +310,19 @@ impl Sender {
             }
             self.unreported_drops += refused + bus_dropped;
             let len = pending.events.len();
-            if len > 0 && self.window_start.is_none() {
+            let compacted = pending.compact.events();
+            self.shared
+                .stats
+                .compacted
+                .store(pending.compact.pushed(), Ordering::Relaxed);
+            if len + compacted > 0 && self.window_start.is_none() {
                 self.window_start = Some(Instant::now());
             }
+            // A compact backlog means the sender is behind: no batch is worth waiting for.
             let take_all = self.flush.is_some()
                 || self.shutdown
                 || send_now
+                || compacted > 0
                 || self
                     .window_start
                     .is_some_and(|t| t.elapsed() >= self.cfg.batch_interval);
@@ -322,24 +331,70 @@ impl Sender {
             } else {
                 len / batch_size * batch_size
             };
-            if n == len {
+            if n == len && compacted == 0 {
                 self.window_start = None;
             }
-            if n == 0 {
-                return;
-            } else if n == len {
+            if n == len {
                 std::mem::swap(&mut pending.events, &mut self.spare);
             } else {
                 self.spare.extend(pending.events.drain(..n));
             }
+            // The compact backlog comes after every whole event: a part of it is taken once
+            // those are all taken, and the rest on the next calls (the sender takes them in
+            // while a request is in flight), so a memory's worth is decoded at a time.
+            if n == len && compacted > 0 {
+                chunks = pending.compact.take(self.part_len().saturating_sub(n));
+            }
         }
         let mut events = std::mem::take(&mut self.spare);
+        if events.is_empty() && chunks.is_empty() {
+            // Nothing moved: not counted as progress.
+            self.spare = events;
+            return;
+        }
         let started = std::time::Instant::now();
-        // A backlog (the sender was behind) is serialized a memory's worth at a time, the
-        // oldest spooled in between: its JSON never waits in memory all at once.
-        let part_len = self.cfg.memory_events.max(self.cfg.max_batch_size).max(1);
+        let mut count = events.len();
+        self.take_in(&events);
+        for chunk in chunks {
+            events.clear();
+            let in_chunk = chunk.events();
+            count += in_chunk;
+            if let Err(e) = compact::decode(chunk, &mut events) {
+                // Never seen: the bytes are this process's own. What cannot be read is lost.
+                let lost = (in_chunk - e.decoded) as u64;
+                self.say(&format!(
+                    "flowkit: the reporter could not read back its compact backlog ({e}); {lost} events are dropped"
+                ));
+                self.drop_events(lost);
+                count -= in_chunk - e.decoded;
+            }
+            self.take_in(&events);
+        }
+        crate::bus::progressed();
+        let stats = &self.shared.stats;
+        stats
+            .encode_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        stats.encoded.fetch_add(count as u64, Ordering::Relaxed);
+        events.clear();
+        if events.capacity() > 2 * self.part_len() {
+            // Once behind with a large backlog of whole events: not kept for good.
+            events = Vec::new();
+        }
+        self.spare = events;
+    }
+
+    /// Events serialized at a time while a backlog is taken in: the larger of the memory bound
+    /// and a batch.
+    fn part_len(&self) -> usize {
+        self.cfg.memory_events.max(self.cfg.max_batch_size).max(1)
+    }
+
+    /// Serializes events taken in at the end of the queue, a memory's worth at a time, the
+    /// oldest spooled in between: a backlog's JSON never waits in memory all at once.
+    fn take_in(&mut self, events: &[Event]) {
         let records = self.records == Some(true);
-        for part in events.chunks(part_len) {
+        for part in events.chunks(self.part_len()) {
             let plan = encode::plan(part, records, &mut self.runs);
             for (i, item) in plan.iter().enumerate() {
                 self.push_item(part, item);
@@ -350,16 +405,11 @@ impl Sender {
             }
             self.bound_memory();
         }
-        crate::bus::progressed();
-        let stats = &self.shared.stats;
-        stats
-            .encode_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        stats
-            .encoded
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
-        events.clear();
-        self.spare = events;
+    }
+
+    /// Whether events wait in the compact backlog of the sink thread.
+    fn compact_backlog(&self) -> bool {
+        !self.shared.lock().compact.is_empty()
     }
 
     /// Serializes one element (an event, or a run record) at the end of the queue.
@@ -589,10 +639,20 @@ impl Sender {
             return false;
         };
         let unowned = self.spilled_unowned && !self.spool.is_owner();
-        let done = self.queue.is_empty() && self.spool.oldest().is_none() && !unowned;
-        let stuck = self.queue.is_empty() && unowned;
+        let backlog = self.compact_backlog();
+        let done = self.queue.is_empty() && self.spool.oldest().is_none() && !unowned && !backlog;
+        let stuck = self.queue.is_empty() && unowned && !backlog;
         if !done && !stuck && !flush.give_up && Instant::now() < flush.deadline {
             return false;
+        }
+        // Out of time: what waits in the compact backlog is serialized (and spooled) now; not
+        // what keeps coming meanwhile, though (the loop ends).
+        let waiting = self.shared.lock().compact.events();
+        for _ in 0..waiting.div_ceil(self.part_len()) + 1 {
+            if !self.compact_backlog() {
+                break;
+            }
+            self.intake();
         }
         if self.spool.is_owner() {
             self.spilled_unowned = false;
@@ -1088,6 +1148,80 @@ mod tests {
             20_000,
             "every event is in memory or in the spool"
         );
+    }
+
+    /// A compact backlog (the sink thread encoded what the sender could not take in) is
+    /// taken in a memory's worth at a time, after the whole events, in order, and all of it.
+    #[test]
+    fn a_compact_backlog_is_taken_in_by_parts_in_order() {
+        use crate::event::{EventBody, RunKind};
+        use crate::{State, StateType};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cfg = ReportConfig::new("http://127.0.0.1:9", dir.path().join("spool"))
+            .memory_events(1_000)
+            .batch_size(100, 500);
+        let shared = Arc::new(Shared {
+            pending: std::sync::Mutex::new(super::super::Pending::default()),
+            wake: tokio::sync::Notify::new(),
+            stats: super::super::Stats::default(),
+        });
+        let mut sender = Sender::new(cfg, shared.clone()).expect("sender");
+        let flow = crate::new_id();
+        let events: Vec<Event> = (0..60_000)
+            .map(|i| Event {
+                id: crate::new_id(),
+                run_id: crate::new_id(),
+                parent_run_id: Some(flow),
+                flow_run_id: Some(flow),
+                run_kind: RunKind::Task,
+                name: "step".into(),
+                attempt: 1,
+                timestamp: chrono::Utc::now(),
+                lease: None,
+                body: EventBody::State {
+                    state: State::with_message(StateType::Failed, format!("error {i}")),
+                    details: None,
+                },
+            })
+            .collect();
+        {
+            let mut pending = shared.lock();
+            pending.events = events[..10_000].to_vec();
+            for event in &events[10_000..] {
+                pending.compact.push(event);
+            }
+        }
+        sender.intake();
+        let taken = sender.queued as u64 + sender.spool.events();
+        assert!(
+            (10_000..=20_000).contains(&taken),
+            "the whole events and a part of the compact backlog are taken: {taken}"
+        );
+        assert!(sender.compact_backlog());
+        let mut calls = 1;
+        while sender.compact_backlog() {
+            sender.intake();
+            calls += 1;
+        }
+        assert!(calls >= 5, "{calls}");
+        assert!(sender.peak_queued <= 2_000, "{}", sender.peak_queued);
+        assert_eq!(sender.queued as u64 + sender.spool.events(), 60_000);
+        let mut lines = Vec::new();
+        for line in super::super::spooled_lines(sender.spool.dir()).expect("read the spool") {
+            lines.extend_from_slice(line.as_bytes());
+            lines.push(b'\n');
+        }
+        for batch in &sender.queue {
+            lines.extend_from_slice(&batch.lines);
+        }
+        let got: Vec<uuid::Uuid> = lines
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice::<Event>(l).expect("an event").id)
+            .collect();
+        let want: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+        assert!(got == want, "every event, once, in order");
+        assert_eq!(shared.stats.snapshot().encoded, 60_000);
     }
 
     #[test]
