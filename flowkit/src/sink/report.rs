@@ -4,7 +4,8 @@
 //! # How events travel
 //!
 //! [`ReportSink::on_event`] runs on the sink thread and only pushes a copy of the event onto a
-//! vector. A dedicated sender thread (a current-thread tokio runtime and one HTTP
+//! vector (or, while the sender is far behind, encodes it into the compact backlog described
+//! below). A dedicated sender thread (a current-thread tokio runtime and one HTTP
 //! client) takes the events as soon as [`ReportConfig::batch_size`] are waiting, or every
 //! [`ReportConfig::batch_interval`] otherwise, serializes them and POSTs them as a JSON array
 //! of [`Event`] to `{api_url}/api/v1/events`, with `Authorization: Bearer <FLOWKIT_API_KEY>` when
@@ -30,8 +31,8 @@
 //!
 //! A task run emits its events faster (around a million a second in a tight loop) than the
 //! sender thread serializes them (around half a million a second): a long loop of trivial
-//! tasks leaves a backlog with the sink thread. Nothing waits for it and nothing is dropped:
-//! past [`COMPACT_AFTER`] events waiting, the sink thread encodes further ones into a compact
+//! tasks leaves a backlog with the sink thread. Nothing waits for it, and nothing is dropped
+//! below the bound given next: past [`COMPACT_AFTER`] events waiting, the sink thread encodes further ones into a compact
 //! binary form (about 20–30 bytes per event instead of the 200–400 of a whole event, no heap
 //! allocation per event, written into chunks of 256 KiB), until the sender has caught up. The
 //! sender takes that backlog in a memory's worth at a time, oldest first, decodes it (exactly:
@@ -412,7 +413,8 @@ pub struct ReportStats {
     pub capped: u64,
     /// Events the sender thread serialized (and folded into run records).
     pub encoded: u64,
-    /// Time the sender thread spent serializing them, in nanoseconds.
+    /// Time the sender thread spent serializing them (decoding the compact backlog included),
+    /// in nanoseconds.
     pub encode_nanos: u64,
     /// Events the sink thread handed over in the compact form (more than [`COMPACT_AFTER`]
     /// waited to be serialized: the sender thread was behind), as far as the sender thread has

@@ -646,13 +646,17 @@ impl Sender {
             return false;
         }
         // Out of time: what waits in the compact backlog is serialized (and spooled) now; not
-        // what keeps coming meanwhile, though (the loop ends).
-        let waiting = self.shared.lock().compact.events();
-        for _ in 0..waiting.div_ceil(self.part_len()) + 1 {
-            if !self.compact_backlog() {
-                break;
+        // what keeps coming meanwhile, though (the loop ends). Not when the flush is done: an
+        // intake could join a newer flush to this one, which would be answered complete
+        // while its events are still queued.
+        if !done {
+            let waiting = self.shared.lock().compact.events();
+            for _ in 0..waiting.div_ceil(self.part_len()) + 1 {
+                if !self.compact_backlog() {
+                    break;
+                }
+                self.intake();
             }
-            self.intake();
         }
         if self.spool.is_owner() {
             self.spilled_unowned = false;
