@@ -36,8 +36,9 @@ pub const MAX_CLOSED_BUCKETS: usize = 4096;
 /// Counts of one bucket by state.
 pub type BucketCounts = Vec<(StateType, u64)>;
 
-/// Which answer: the default window (the last 24 hours up to now) or an explicit one, in
-/// microseconds since the epoch, with its number of buckets.
+/// Which answer: the default window (aligned buckets, the last holding now), the exact last
+/// 24 hours of the metrics, or an explicit window, in microseconds since the epoch, with its
+/// number of buckets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StatsKey {
     /// `since` and `until` not given: buckets aligned to their width, the last holding now.
