@@ -25,9 +25,9 @@
 //! instant, the runs of the schedules due at it whose runs need no decision at the instant, so
 //! that the instant's tick only reads their schedules again and writes them (nothing is
 //! written before the instant). With eight batches in flight on SQLite and six on PostgreSQL,
-//! 10 000 schedules due at the same instant get their runs within 0.63–0.69 s at the 99th
-//! percentile on SQLite and 0.68–0.74 s on PostgreSQL (`schedule_bench`, three runs on a quiet
-//! 2-core machine; with two busy loops taking both cores, 1.21 s and 0.99 s).
+//! 10 000 schedules due at the same instant get their runs within 0.42–0.48 s at the 99th
+//! percentile on SQLite and 0.74–0.78 s on PostgreSQL (`schedule_bench`, two runs on a quiet
+//! 2-core machine; with two busy loops taking both cores, an earlier build: 1.21 s and 0.99 s).
 //!
 //! Each tick then marks overdue runs: a run of a schedule that no worker has claimed
 //! `--late-after` (default 60 s) after its instant becomes `Late` (still claimable), and one not
