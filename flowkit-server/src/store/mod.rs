@@ -929,6 +929,26 @@ macro_rules! on_backend {
     };
 }
 
+impl Store {
+    /// [`Backend::register_deployment`], or with `dry_run` [`Backend::check_registration`].
+    async fn register(
+        &self,
+        spec: &DeploymentSpec,
+        fingerprint: &str,
+        dry_run: bool,
+    ) -> Result<Registration, StoreError> {
+        let task = Maintenance::Register {
+            spec: Box::new(spec.clone()),
+            fingerprint: fingerprint.to_string(),
+            dry_run,
+        };
+        match on_backend!(self, b => b.maintain(task))? {
+            Written::Registered(registration) => Ok(*registration),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
 impl Backend for Store {
     async fn ingest(&self, events: Vec<Event>) -> Result<IngestOutcome, StoreError> {
         on_backend!(self, b => b.ingest(events))
@@ -1004,30 +1024,14 @@ impl Backend for Store {
         spec: &DeploymentSpec,
         fingerprint: &str,
     ) -> Result<Registration, StoreError> {
-        let task = Maintenance::Register {
-            spec: Box::new(spec.clone()),
-            fingerprint: fingerprint.to_string(),
-            dry_run: false,
-        };
-        match on_backend!(self, b => b.maintain(task))? {
-            Written::Registered(registration) => Ok(*registration),
-            other => Err(unexpected(other)),
-        }
+        self.register(spec, fingerprint, false).await
     }
     async fn check_registration(
         &self,
         spec: &DeploymentSpec,
         fingerprint: &str,
     ) -> Result<Registration, StoreError> {
-        let task = Maintenance::Register {
-            spec: Box::new(spec.clone()),
-            fingerprint: fingerprint.to_string(),
-            dry_run: true,
-        };
-        match on_backend!(self, b => b.maintain(task))? {
-            Written::Registered(registration) => Ok(*registration),
-            other => Err(unexpected(other)),
-        }
+        self.register(spec, fingerprint, true).await
     }
     async fn list_deployments(
         &self,
