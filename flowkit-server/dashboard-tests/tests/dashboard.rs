@@ -11,7 +11,7 @@
 mod common;
 
 use chromiumoxide::{Browser, Page};
-use common::{chromium, eval, launch, skip, wait_for};
+use common::{chromium, eval, launch, screenshot, skip, wait_for};
 use flowkit::{flow, task};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -272,15 +272,7 @@ async fn a_reported_run_shows_up_live_with_its_tasks_logs_and_retries(
     assert_eq!(lines, 2, "each log line shown once");
 
     // A picture for humans reviewing a failure.
-    let shot = std::env::temp_dir().join("flowkit-dashboard-run.png");
-    let _ = page
-        .save_screenshot(
-            chromiumoxide::page::ScreenshotParams::builder()
-                .full_page(true)
-                .build(),
-            &shot,
-        )
-        .await;
+    screenshot(page, "flowkit-dashboard-run.png").await;
 
     Ok(())
 }

@@ -13,7 +13,7 @@
 mod common;
 
 use chromiumoxide::Page;
-use common::{chromium, eval, launch, skip, wait_for};
+use common::{chromium, close, eval, launch, screenshot, skip, wait_for};
 use flowkit_server::auth::{ApiKey, ApiKeys};
 use flowkit_wire::event::{Event, EventBody, RunKind};
 use flowkit_wire::state::{State, StateType};
@@ -191,21 +191,9 @@ async fn deployments_in_a_real_browser() -> anyhow::Result<()> {
 
     let outcome = scenario(&page, &api).await;
     if outcome.is_err() {
-        let shot = std::env::temp_dir().join("flowkit-dashboard-deployments.png");
-        let _ = page
-            .save_screenshot(
-                chromiumoxide::page::ScreenshotParams::builder()
-                    .full_page(true)
-                    .build(),
-                &shot,
-            )
-            .await;
+        screenshot(&page, "flowkit-dashboard-deployments.png").await;
     }
-    drop(page);
-    let mut browser = browser;
-    let _ = browser.close().await;
-    let _ = browser.wait().await;
-    browser_events.abort();
+    close(page, browser, browser_events).await;
     server.stop().await?;
     outcome
 }
@@ -575,15 +563,7 @@ async fn scenario(page: &Page, api: &Api) -> anyhow::Result<()> {
     .await?;
     assert_eq!(by, ["dashboard:key:team", "dashboard:key:team"]);
     // A picture for humans reviewing the page.
-    let shot = std::env::temp_dir().join("flowkit-dashboard-deployment.png");
-    let _ = page
-        .save_screenshot(
-            chromiumoxide::page::ScreenshotParams::builder()
-                .full_page(true)
-                .build(),
-            &shot,
-        )
-        .await;
+    screenshot(page, "flowkit-dashboard-deployment.png").await;
     // A run's link opens its page.
     page.find_element(&format!("#deployment-runs-body tr[data-id=\"{second}\"] a"))
         .await?
@@ -671,11 +651,7 @@ async fn the_dashboard_works_with_a_stored_key() -> anyhow::Result<()> {
         .await
     }
     .await;
-    drop(page);
-    let mut browser = browser;
-    let _ = browser.close().await;
-    let _ = browser.wait().await;
-    browser_events.abort();
+    close(page, browser, browser_events).await;
     server.stop().await?;
     outcome
 }
@@ -785,21 +761,9 @@ async fn a_late_run_in_a_real_browser() -> anyhow::Result<()> {
     }
     .await;
     if outcome.is_err() {
-        let shot = std::env::temp_dir().join("flowkit-dashboard-late.png");
-        let _ = page
-            .save_screenshot(
-                chromiumoxide::page::ScreenshotParams::builder()
-                    .full_page(true)
-                    .build(),
-                &shot,
-            )
-            .await;
+        screenshot(&page, "flowkit-dashboard-late.png").await;
     }
-    drop(page);
-    let mut browser = browser;
-    let _ = browser.close().await;
-    let _ = browser.wait().await;
-    browser_events.abort();
+    close(page, browser, browser_events).await;
     server.stop().await?;
     outcome
 }

@@ -94,3 +94,26 @@ pub async fn launch(
     });
     Ok((browser, events))
 }
+
+/// Saves a full-page screenshot of `page` as `name` in the temporary directory, for humans
+/// reviewing a run (a failure to save is ignored: it is no test's business).
+pub async fn screenshot(page: &Page, name: &str) {
+    let shot = std::env::temp_dir().join(name);
+    let _ = page
+        .save_screenshot(
+            chromiumoxide::page::ScreenshotParams::builder()
+                .full_page(true)
+                .build(),
+            &shot,
+        )
+        .await;
+}
+
+/// Closes `browser` (and the `page` it shows) and stops the task that drove its events.
+pub async fn close(page: Page, browser: Browser, events: tokio::task::JoinHandle<()>) {
+    drop(page);
+    let mut browser = browser;
+    let _ = browser.close().await;
+    let _ = browser.wait().await;
+    events.abort();
+}
