@@ -7,7 +7,10 @@
 //! queued up while it was busy in one transaction (group commit), each request in a savepoint
 //! of its own, then answers each request: an acknowledged write is committed. A group takes at
 //! most half of what is queued, so that the clients its commit answers come back while the
-//! writer writes the other half. Readers use their own read-only
+//! writer writes the other half. A group of ingest requests alone (what heavy load is made of)
+//! is begun, written and committed on the writer's thread in one borrowing of the connection
+//! (`Ingester::write_alone`), not in three round trips to the connection's own thread. Readers
+//! use their own read-only
 //! connections, which WAL lets run alongside the writer. A checkpointer task on one more
 //! connection copies the WAL into the database file every 200 ms (it writes no rows), so the
 //! writer's commits do not stop to do it.
@@ -23,7 +26,7 @@ use super::leases;
 use super::queries::{self, Maintenance, Written};
 use super::rows::Plan;
 use super::sqlite_batch;
-use super::sqlite_ingest::Ingester;
+use super::sqlite_ingest::{self, Ingester, WrittenAlone};
 use super::sqlite_schedule_rows;
 use super::{ClaimOrder, Finished, IngestOutcome, NewRun, StoreError, Triggered};
 use flowkit_wire::event::Event;
@@ -145,6 +148,10 @@ impl SqliteStore {
             .analysis_limit(400)
             .optimize_on_close(true, 400);
         let mut conn = SqliteConnection::connect_with(&write_options).await?;
+        conn.clear_cached_statements().await?;
+        if !sqlite_ingest::widen_lookaside(&mut conn).await? {
+            tracing::debug!("SQLite kept the writer's lookaside memory as it was");
+        }
         sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
         // Keeps the planner's statistics current (cheap: it only analyzes what changed).
         sqlx::query("PRAGMA optimize = 0x10002")
@@ -283,9 +290,48 @@ async fn write_loop(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Com
             return;
         }
     };
-    while let Some(first) = receiver.recv().await {
-        let mut ingests = Vec::new();
-        let mut work = VecDeque::new();
+    let mut pending = None;
+    loop {
+        let group = match pending.take() {
+            Some(group) => group,
+            None => match receiver.recv().await {
+                Some(first) => Group::gather(&mut receiver, first),
+                None => break,
+            },
+        };
+        if group.work.is_empty() && !conn.is_in_transaction() {
+            // Only ingestion (what heavy load is made of): on this thread, until a group
+            // holds another write.
+            pending = ingest_alone(&mut conn, &ingester, &mut receiver, group.ingests).await;
+            continue;
+        }
+        let mut work = group.work;
+        if !group.ingests.is_empty() {
+            work.push_front(Work::Ingest(group.ingests));
+        }
+        write_group(&mut conn, &ingester, work).await;
+    }
+    ingester.close(&mut conn).await;
+    if let Err(e) = conn.close().await {
+        tracing::warn!("closing the SQLite writer connection: {e}");
+    }
+}
+
+/// The requests one turn of the writer commits together.
+struct Group {
+    /// The ingest requests (written together, first).
+    ingests: Vec<(Plan, IngestReply)>,
+    /// The other writes, in the order they came.
+    work: VecDeque<Work>,
+}
+
+impl Group {
+    /// `first` and what is queued after it, up to the bounds of a group.
+    fn gather(receiver: &mut mpsc::Receiver<Command>, first: Command) -> Group {
+        let mut group = Group {
+            ingests: Vec::new(),
+            work: VecDeque::new(),
+        };
         let mut events = 0;
         // At most half of what is queued (rounded up): the clients answered by this group's
         // commit send their next requests while the writer writes the other half, instead of
@@ -297,22 +343,68 @@ async fn write_loop(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Com
             match command {
                 Command::Ingest { plan, reply } => {
                     events += plan.states.len() + plan.logs.len();
-                    ingests.push((plan, reply));
+                    group.ingests.push((plan, reply));
                 }
-                Command::Maintain { task, reply } => work.push_back(Work::Maintain(task, reply)),
+                Command::Maintain { task, reply } => {
+                    group.work.push_back(Work::Maintain(task, reply))
+                }
             }
-            if events < MAX_GROUP_EVENTS && ingests.len() + work.len() < max_requests {
+            if events < MAX_GROUP_EVENTS && group.ingests.len() + group.work.len() < max_requests {
                 next = receiver.try_recv().ok();
             }
         }
-        if !ingests.is_empty() {
-            work.push_front(Work::Ingest(ingests));
-        }
-        write_group(&mut conn, &ingester, work).await;
+        group
     }
-    ingester.close(&mut conn).await;
-    if let Err(e) = conn.close().await {
-        tracing::warn!("closing the SQLite writer connection: {e}");
+}
+
+/// Commits groups of ingest requests alone, starting with `ingests`, each in a transaction of
+/// its own begun and committed on the writer's thread ([`Ingester::write_alone`]), and answers
+/// each request once its group is committed. The connection stays borrowed from its driver's
+/// thread from one group to the next (also while waiting for the next): none of the round
+/// trips to that thread a group through sqlx takes. Returns the first group that holds another
+/// write, or `None` (the channel closed, or a group failed and was written again as
+/// [`ingest_group`] does).
+async fn ingest_alone(
+    conn: &mut SqliteConnection,
+    ingester: &Ingester,
+    receiver: &mut mpsc::Receiver<Command>,
+    mut ingests: Vec<(Plan, IngestReply)>,
+) -> Option<Group> {
+    let mut handle = match conn.lock_handle().await {
+        Ok(handle) => handle,
+        Err(e) => {
+            let why = e.to_string();
+            ingests
+                .into_iter()
+                .for_each(|(_, reply)| refuse(reply, &why));
+            return None;
+        }
+    };
+    loop {
+        let (plans, replies): (Vec<_>, Vec<_>) = ingests.into_iter().unzip();
+        match ingester.write_alone(&mut handle, &plans) {
+            WrittenAlone::Committed(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            WrittenAlone::Failed(e) => {
+                tracing::debug!("an ingest group failed ({e}); writing its requests again");
+                drop(handle);
+                ingest_group(conn, ingester, plans.into_iter().zip(replies).collect()).await;
+                return None;
+            }
+            WrittenAlone::NotCommitted(e) => {
+                let why = e.to_string();
+                replies.into_iter().for_each(|reply| refuse(reply, &why));
+            }
+        }
+        let first = receiver.recv().await?;
+        let group = Group::gather(receiver, first);
+        if !group.work.is_empty() {
+            return Some(group);
+        }
+        ingests = group.ingests;
     }
 }
 
@@ -808,6 +900,174 @@ mod tests {
             .await
             .expect("count");
         assert_eq!(workers, 1);
+    }
+
+    /// Ingest requests alone are written in a transaction begun and committed on the writer's
+    /// thread (`ingest_alone`): each is answered with its outcome once committed; when one
+    /// fails (here its log line is refused), nothing of the first try stays, the others are
+    /// written again and committed, the failing one is answered with its error and leaves
+    /// nothing behind; no transaction is left open, for sqlx or for SQLite.
+    #[tokio::test]
+    async fn ingest_requests_alone_commit_on_the_writer_and_one_failing_fails_alone() {
+        use flowkit_wire::event::{EventBody, LogLevel, RunKind};
+        use flowkit_wire::state::{State, StateType};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = migrated(&dir).await;
+        sqlx::query(
+            "CREATE TRIGGER refuse_bad_logs BEFORE INSERT ON logs WHEN NEW.message = 'bad' \
+             BEGIN SELECT RAISE(ABORT, 'no bad log lines'); END",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("trigger");
+        let request = |message: &str| -> (Uuid, Vec<Event>) {
+            let run = Uuid::now_v7();
+            let event = |body| Event {
+                id: Uuid::now_v7(),
+                run_id: run,
+                parent_run_id: None,
+                flow_run_id: Some(run),
+                run_kind: RunKind::Flow,
+                name: "etl".into(),
+                attempt: 1,
+                timestamp: chrono::Utc::now(),
+                lease: None,
+                body,
+            };
+            let events = vec![
+                event(EventBody::State {
+                    state: State::new(StateType::Running),
+                    details: None,
+                }),
+                event(EventBody::Log {
+                    level: LogLevel::Info,
+                    message: message.into(),
+                    fields: serde_json::Map::new(),
+                }),
+            ];
+            (run, events)
+        };
+        let ingester = Ingester::open(&mut conn).await.expect("ingester");
+        let count = async |conn: &mut SqliteConnection, table: &str, run: Uuid| -> i64 {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) FROM {table} WHERE {} = ?",
+                if table == "runs" { "id" } else { "run_id" }
+            )))
+            .bind(run.as_bytes().as_slice())
+            .fetch_one(conn)
+            .await
+            .expect("count")
+        };
+        for messages in [["fine", "also fine", "more"], ["fine", "bad", "more"]] {
+            let mut runs = Vec::new();
+            let mut answers = Vec::new();
+            let mut group = Vec::new();
+            for message in messages {
+                let (run, events) = request(message);
+                let (reply, answer) = oneshot::channel();
+                group.push((Plan::new(&[events]).expect("plan"), reply));
+                runs.push(run);
+                answers.push(answer);
+            }
+            // Nothing else comes: the group is written and the writer's turn ends.
+            let (sender, mut receiver) = mpsc::channel(1);
+            drop(sender);
+            let pending = ingest_alone(&mut conn, &ingester, &mut receiver, group).await;
+            assert!(pending.is_none());
+            assert!(!conn.is_in_transaction(), "sqlx sees a transaction open");
+            for ((message, run), answer) in messages.iter().zip(&runs).zip(answers) {
+                let answer = answer.await.expect("every request is answered");
+                let stored = if *message == "bad" {
+                    assert!(answer.is_err(), "{message}: {answer:?}");
+                    0
+                } else {
+                    let outcome = answer.expect("committed");
+                    assert_eq!(outcome.accepted, 2, "{message}: {outcome:?}");
+                    1
+                };
+                for table in ["runs", "run_states", "logs"] {
+                    assert_eq!(
+                        count(&mut conn, table, *run).await,
+                        stored,
+                        "{message} {table}"
+                    );
+                }
+            }
+        }
+        // SQLite has no transaction open either: a transaction of sqlx's own begins and
+        // commits.
+        let mut tx = begin_write::<Sqlite>(&mut conn).await.expect("begin");
+        sqlx::query("DELETE FROM reporter_drops")
+            .execute(&mut *tx)
+            .await
+            .expect("write");
+        tx.commit().await.expect("commit");
+        ingester.close(&mut conn).await;
+    }
+
+    /// Lookaside blocks SQLite holds for `conn` while one statement has `values` strings bound.
+    async fn lookaside_in_use_binding(conn: &mut SqliteConnection, values: usize) -> i32 {
+        let mut handle = conn.lock_handle().await.expect("handle");
+        let raw = handle.as_raw_handle().as_ptr();
+        let db = sqlite_ingest::borrowed(&mut handle).expect("borrow");
+        let mut statement = db
+            .prepare(&format!(
+                "SELECT 1 WHERE 0 IN ({})",
+                vec!["?"; values].join(", ")
+            ))
+            .expect("prepare");
+        for i in 1..=values {
+            statement
+                .raw_bind_parameter(i, format!("a bound value {i:>10}"))
+                .expect("bind");
+        }
+        let (mut current, mut highest) = (0, 0);
+        // SAFETY: a live connection that only this thread uses while `handle` is held.
+        #[allow(unsafe_code)]
+        let code = unsafe {
+            rusqlite::ffi::sqlite3_db_status(
+                raw,
+                rusqlite::ffi::SQLITE_DBSTATUS_LOOKASIDE_USED,
+                &mut current,
+                &mut highest,
+                0,
+            )
+        };
+        assert_eq!(code, rusqlite::ffi::SQLITE_OK);
+        drop(statement);
+        drop(db);
+        drop(handle);
+        current
+    }
+
+    /// The writer's connection gets its wider lookaside pool (`widen_lookaside`): thousands of
+    /// bound values fit in it, where SQLite's default holds about a hundred.
+    #[tokio::test]
+    async fn the_writer_connection_takes_the_wider_lookaside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lookaside.db");
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .expect("url")
+            .create_if_missing(true);
+        let mut plain = SqliteConnection::connect_with(&options)
+            .await
+            .expect("connect");
+        let default = lookaside_in_use_binding(&mut plain, 4000).await;
+        assert!(
+            default < 1000,
+            "SQLite's default pool held {default} blocks"
+        );
+        let mut writer = SqliteConnection::connect_with(&options)
+            .await
+            .expect("connect");
+        writer.clear_cached_statements().await.expect("clear");
+        assert!(
+            sqlite_ingest::widen_lookaside(&mut writer)
+                .await
+                .expect("config")
+        );
+        let widened = lookaside_in_use_binding(&mut writer, 4000).await;
+        assert!(widened >= 4000, "the writer's pool held {widened} blocks");
     }
 
     /// The list query must walk an index in the page's order: no sort of all flow runs.

@@ -66,9 +66,12 @@ const NEW_EVENTS_ONLY: &str = " ON CONFLICT (event_id) DO NOTHING RETURNING even
 /// of a row of the same statement) is skipped, left to the upsert; the ids of the rows created
 /// come back.
 const NEW_RUNS_ONLY: &str = " ON CONFLICT (id) DO NOTHING RETURNING id";
-/// Statements the [`Ingester`] keeps prepared: every shape above, and the lookups' 2 × 13
-/// sizes.
-const PREPARED: usize = 51;
+/// Statements the [`Ingester`] keeps prepared: every shape above, the lookups' 2 × 13 sizes,
+/// and the three of [`Ingester::write_alone`]'s transaction.
+const PREPARED: usize = 54;
+/// How [`Ingester::write_alone`] begins its transaction (as every write does on SQLite, see
+/// `Dialect::BEGIN_WRITE`).
+const BEGIN: &str = "BEGIN IMMEDIATE";
 
 /// The multi-row statements of ingestion, one per chunk size, built once.
 struct IngestSql {
@@ -251,15 +254,59 @@ fn write_plan(
     upsert_runs(db, &runs)
 }
 
+/// Bytes of the writer's lookaside memory ([`widen_lookaside`]).
+const LOOKASIDE_BYTES: usize = 2 << 20;
+/// The size of the larger of its slots (the rest are 128 bytes).
+const LOOKASIDE_SLOT: usize = 256;
+
+/// Gives the writer's connection `conn` [`LOOKASIDE_BYTES`] of lookaside memory (SQLite's
+/// per-connection pool of small blocks) instead of SQLite's default of about 48 KiB. An
+/// ingestion statement binds a few thousand strings and ids at once, each copied into a
+/// block of its own: past the default pool each took a `malloc` and a `free` (in a profile of
+/// `ingest_bench`, about a sixth of the writer's samples were in the allocator). To be called before the connection keeps any
+/// prepared statement: SQLite refuses the change while the pool is in use, and then nothing
+/// changes (the writer is only slower). Says whether the pool was changed.
+pub(super) async fn widen_lookaside(conn: &mut SqliteConnection) -> Result<bool, StoreError> {
+    let mut handle = conn.lock_handle().await?;
+    let slots = LOOKASIDE_BYTES / LOOKASIDE_SLOT;
+    // SAFETY: the handle is a live connection that no other thread uses while `handle` is held
+    // (see `borrowed`); with a null buffer SQLite allocates the pool itself and frees it with
+    // the connection. The two sizes are `int`s, as the option takes them.
+    #[allow(unsafe_code)]
+    let code = unsafe {
+        rusqlite::ffi::sqlite3_db_config(
+            handle.as_raw_handle().as_ptr(),
+            rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
+            std::ptr::null_mut::<std::ffi::c_void>(),
+            LOOKASIDE_SLOT as std::ffi::c_int,
+            slots as std::ffi::c_int,
+        )
+    };
+    drop(handle);
+    Ok(code == rusqlite::ffi::SQLITE_OK)
+}
+
 /// SQLite's connection of `handle`, as rusqlite sees it, for as long as `handle` is held.
 #[allow(unsafe_code)]
-fn borrowed(handle: &mut LockedSqliteHandle<'_>) -> Result<rusqlite::Connection, StoreError> {
+pub(super) fn borrowed(
+    handle: &mut LockedSqliteHandle<'_>,
+) -> Result<rusqlite::Connection, StoreError> {
     // SAFETY: the handle is a live connection, and while `handle` is held the driver's thread
     // makes no call on it or its statements (see `LockedSqliteHandle::as_raw_handle`). The
     // rusqlite connection does not own it, so it never closes it; whoever takes it makes sure
     // it makes its calls (and finalizes its statements, when dropped) while the handle is
     // held and before the driver closes the connection.
     Ok(unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?)
+}
+
+/// What [`Ingester::write_alone`] did.
+pub(super) enum WrittenAlone {
+    /// Committed: each plan's outcome.
+    Committed(Vec<IngestOutcome>),
+    /// A plan's write failed: the transaction was rolled back, nothing of any plan is stored.
+    Failed(StoreError),
+    /// The transaction could not begin or commit: nothing is stored.
+    NotCommitted(StoreError),
 }
 
 /// Ingestion's statements, kept prepared on the writer's connection from one group to the
@@ -296,14 +343,65 @@ impl Ingester {
                 "ingestion's statements were prepared on another connection".into(),
             ));
         }
+        let outcomes = self.write_each(plans);
+        drop(handle);
+        outcomes
+    }
+
+    /// Writes `plans` one after the other on the borrowed connection; returns each plan's
+    /// outcome.
+    fn write_each(&self, plans: &[Plan]) -> Result<Vec<IngestOutcome>, StoreError> {
         let mut outcomes = Vec::with_capacity(plans.len());
         for plan in plans {
             let mut stored = HashSet::with_capacity(plan.states.len() + plan.logs.len());
             write_plan(&self.db, plan, &mut stored)?;
             outcomes.extend(plan.outcomes(&stored));
         }
-        drop(handle);
         Ok(outcomes)
+    }
+
+    /// Writes `plans` one after the other in a transaction of their own, begun and committed
+    /// here on the writer's thread through `handle`, the connection this was made for, which
+    /// the writer holds borrowed from its driver's thread while only ingest requests come
+    /// (see `sqlite::ingest_alone`). Through sqlx, `BEGIN`, the borrowing and `COMMIT` were
+    /// three round trips to that thread per group; while both cores are busy each waited for
+    /// the other thread to be scheduled (the writer slept about a quarter of its time in
+    /// `ingest_bench`).
+    ///
+    /// The connection must not be in a transaction (sqlx's own count of them is left
+    /// untouched: this one ends before the handle is given back). Whatever fails, the
+    /// transaction is rolled back before this returns.
+    pub(super) fn write_alone(
+        &self,
+        handle: &mut LockedSqliteHandle<'_>,
+        plans: &[Plan],
+    ) -> WrittenAlone {
+        if handle.as_raw_handle() != self.handle {
+            return WrittenAlone::NotCommitted(StoreError::Sqlite(
+                "ingestion's statements were prepared on another connection".into(),
+            ));
+        }
+        let run = |sql: &str| -> Result<(), StoreError> {
+            self.db.prepare_cached(sql)?.raw_execute()?;
+            Ok(())
+        };
+        let written = match run(BEGIN) {
+            Err(e) => WrittenAlone::NotCommitted(e),
+            Ok(()) => match self.write_each(plans) {
+                Err(e) => WrittenAlone::Failed(e),
+                Ok(outcomes) => match run("COMMIT") {
+                    Ok(()) => WrittenAlone::Committed(outcomes),
+                    Err(e) => WrittenAlone::NotCommitted(e),
+                },
+            },
+        };
+        if !self.db.is_autocommit() {
+            // A failed write or commit: nothing of it stays.
+            if let Err(e) = run("ROLLBACK") {
+                tracing::error!("rolling back a failed ingest transaction: {e}");
+            }
+        }
+        written
     }
 
     /// Finalizes the prepared statements (before `conn`, the connection this was made for,
