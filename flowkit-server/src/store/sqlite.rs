@@ -37,6 +37,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Sqlite};
 use std::collections::{HashSet, VecDeque};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -83,7 +84,8 @@ enum Command {
     /// One request's events, made into rows by the caller (on the server's runtime, while
     /// the writer writes the groups before it).
     Ingest {
-        plan: Plan,
+        /// Shared with the request, which drops it last (see [`SqliteStore::ingest`]).
+        plan: Arc<Plan>,
         reply: oneshot::Sender<Result<IngestOutcome, StoreError>>,
     },
     Maintain {
@@ -225,9 +227,14 @@ impl SqliteStore {
         if events.is_empty() {
             return Ok(IngestOutcome::default());
         }
-        let plan = Plan::new(std::slice::from_ref(&events))?;
+        let plan = Arc::new(Plan::new(std::slice::from_ref(&events))?);
         drop(events);
-        self.write(|reply| Command::Ingest { plan, reply }).await
+        let kept = plan.clone();
+        let outcome = self.write(|reply| Command::Ingest { plan, reply }).await;
+        // The writer drops its reference before it answers: the plan's rows are freed here,
+        // on the request's task, not on the writer's thread (about 4% of its time).
+        drop(kept);
+        outcome
     }
 
     /// Runs a write besides ingestion on the writer, between ingestion groups.
@@ -320,7 +327,7 @@ async fn write_loop(mut conn: SqliteConnection, mut receiver: mpsc::Receiver<Com
 /// The requests one turn of the writer commits together.
 struct Group {
     /// The ingest requests (written together, first).
-    ingests: Vec<(Plan, IngestReply)>,
+    ingests: Vec<(Arc<Plan>, IngestReply)>,
     /// The other writes, in the order they came.
     work: VecDeque<Work>,
 }
@@ -368,7 +375,7 @@ async fn ingest_alone(
     conn: &mut SqliteConnection,
     ingester: &Ingester,
     receiver: &mut mpsc::Receiver<Command>,
-    mut ingests: Vec<(Plan, IngestReply)>,
+    mut ingests: Vec<(Arc<Plan>, IngestReply)>,
 ) -> Option<Group> {
     let mut handle = match conn.lock_handle().await {
         Ok(handle) => handle,
@@ -384,6 +391,8 @@ async fn ingest_alone(
         let (plans, replies): (Vec<_>, Vec<_>) = ingests.into_iter().unzip();
         match ingester.write_alone(&mut handle, &plans) {
             WrittenAlone::Committed(outcomes) => {
+                // Before the answers, so that each request drops its plan last.
+                drop(plans);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
@@ -413,7 +422,7 @@ type MaintainReply = oneshot::Sender<Result<Written, StoreError>>;
 
 /// One turn's writes, in order: the ingest requests (together), then each other write.
 enum Work {
-    Ingest(Vec<(Plan, IngestReply)>),
+    Ingest(Vec<(Arc<Plan>, IngestReply)>),
     Maintain(Maintenance, MaintainReply),
 }
 
@@ -622,7 +631,7 @@ async fn write_group(conn: &mut SqliteConnection, ingester: &Ingester, mut work:
 async fn write_in_savepoint(
     conn: &mut SqliteConnection,
     ingester: &Ingester,
-    plans: &[Plan],
+    plans: &[Arc<Plan>],
 ) -> Result<Vec<IngestOutcome>, StoreError> {
     let mut tx = begin_write::<Sqlite>(conn).await?;
     let outcomes = ingester.write(&mut tx, plans).await?;
@@ -679,7 +688,7 @@ fn refuse<T>(reply: oneshot::Sender<Result<T, StoreError>>, why: &str) {
 async fn ingest_group(
     conn: &mut SqliteConnection,
     ingester: &Ingester,
-    group: Vec<(Plan, IngestReply)>,
+    group: Vec<(Arc<Plan>, IngestReply)>,
 ) {
     let (plans, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
     match write_in_savepoint(conn, ingester, &plans).await {
@@ -864,7 +873,7 @@ mod tests {
         let mut group = Vec::new();
         for n in [3, 700] {
             let (reply, answer) = oneshot::channel();
-            let plan = Plan::new(&[batch(n)]).expect("plan");
+            let plan = Arc::new(Plan::new(&[batch(n)]).expect("plan"));
             group.push((plan, reply));
             answers.push(answer);
         }
@@ -965,7 +974,7 @@ mod tests {
             for message in messages {
                 let (run, events) = request(message);
                 let (reply, answer) = oneshot::channel();
-                group.push((Plan::new(&[events]).expect("plan"), reply));
+                group.push((Arc::new(Plan::new(&[events]).expect("plan")), reply));
                 runs.push(run);
                 answers.push(answer);
             }

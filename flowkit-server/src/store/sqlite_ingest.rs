@@ -48,7 +48,7 @@ use sqlx::Sqlite;
 use sqlx::sqlite::{LockedSqliteHandle, SqliteConnection};
 use std::collections::HashSet;
 use std::ptr::NonNull;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use uuid::Uuid;
 
 /// Event ids one lookup binds at most (under SQLite's limit of 32 766 parameters).
@@ -263,9 +263,10 @@ const LOOKASIDE_SLOT: usize = 256;
 /// per-connection pool of small blocks) instead of SQLite's default of about 48 KiB. An
 /// ingestion statement binds a few thousand strings and ids at once, each copied into a
 /// block of its own: past the default pool each took a `malloc` and a `free` (in a profile of
-/// `ingest_bench`, about a sixth of the writer's samples were in the allocator). To be called before the connection keeps any
-/// prepared statement: SQLite refuses the change while the pool is in use, and then nothing
-/// changes (the writer is only slower). Says whether the pool was changed.
+/// `ingest_bench`, about a sixth of the writer's samples were in the allocator). To be called
+/// before the connection keeps any prepared statement: SQLite refuses the change while the
+/// pool is in use, and then nothing changes (the writer is only slower). Says whether the
+/// pool was changed.
 pub(super) async fn widen_lookaside(conn: &mut SqliteConnection) -> Result<bool, StoreError> {
     let mut handle = conn.lock_handle().await?;
     let slots = LOOKASIDE_BYTES / LOOKASIDE_SLOT;
@@ -335,7 +336,7 @@ impl Ingester {
     pub(super) async fn write(
         &self,
         conn: &mut SqliteConnection,
-        plans: &[Plan],
+        plans: &[Arc<Plan>],
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         let mut handle = conn.lock_handle().await?;
         if handle.as_raw_handle() != self.handle {
@@ -350,7 +351,7 @@ impl Ingester {
 
     /// Writes `plans` one after the other on the borrowed connection; returns each plan's
     /// outcome.
-    fn write_each(&self, plans: &[Plan]) -> Result<Vec<IngestOutcome>, StoreError> {
+    fn write_each(&self, plans: &[Arc<Plan>]) -> Result<Vec<IngestOutcome>, StoreError> {
         let mut outcomes = Vec::with_capacity(plans.len());
         for plan in plans {
             let mut stored = HashSet::with_capacity(plan.states.len() + plan.logs.len());
@@ -374,7 +375,7 @@ impl Ingester {
     pub(super) fn write_alone(
         &self,
         handle: &mut LockedSqliteHandle<'_>,
-        plans: &[Plan],
+        plans: &[Arc<Plan>],
     ) -> WrittenAlone {
         if handle.as_raw_handle() != self.handle {
             return WrittenAlone::NotCommitted(StoreError::Sqlite(
