@@ -11,6 +11,7 @@
 //! | `FLOWKIT_API_KEY` | sent to the server as `Authorization: Bearer <key>` (by the reporter, the client and the command) | none |
 //! | `FLOWKIT_REPORT_FLUSH_TIMEOUT` | how long a flush waits for the server before spooling what is left (kept below `FLOWKIT_FLUSH_TIMEOUT`) | `3s` |
 //! | `FLOWKIT_SPOOL_MAX_BYTES` | most bytes the reporter's spool (`<FLOWKIT_HOME>/spool`) holds; only past it are events dropped (and counted, and reported). Bytes, or with a unit: `512MiB`, `4GiB`, `2GB` | `1GiB` |
+//! | `FLOWKIT_REPORT_BACKLOG_BYTES` | most bytes of the reporter's compact in-memory backlog (events waiting to be serialized while the reporter is behind); past it newer events are dropped (and counted, and reported). Bytes, or with a unit as above | `256MiB` |
 
 use crate::sink::Sink;
 use std::path::PathBuf;
@@ -43,6 +44,9 @@ pub struct Config {
     /// Most bytes the reporter's spool holds
     /// ([`ReportConfig::spool_max_bytes`](crate::sink::report::ReportConfig::spool_max_bytes)).
     pub spool_max_bytes: u64,
+    /// Most bytes of the reporter's compact backlog
+    /// ([`ReportConfig::backlog_bytes`](crate::sink::report::ReportConfig::backlog_bytes)).
+    pub report_backlog_bytes: usize,
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -104,6 +108,20 @@ impl Config {
                 crate::sink::report::DEFAULT_SPOOL_MAX_BYTES
             }),
         };
+        let report_backlog_bytes = match var("FLOWKIT_REPORT_BACKLOG_BYTES") {
+            None => crate::sink::report::DEFAULT_BACKLOG_BYTES,
+            Some(v) => parse_bytes(&v)
+                .and_then(|bytes| {
+                    usize::try_from(bytes)
+                        .ok()
+                        .filter(|&bytes| bytes > 0)
+                        .ok_or_else(|| format!("{bytes} bytes is not a usable bound"))
+                })
+                .unwrap_or_else(|e| {
+                    eprintln!("flowkit: FLOWKIT_REPORT_BACKLOG_BYTES={v:?} is not a size ({e}), e.g. \"512MiB\"; using 256MiB");
+                    crate::sink::report::DEFAULT_BACKLOG_BYTES
+                }),
+        };
         Config {
             home,
             summary,
@@ -115,6 +133,7 @@ impl Config {
             api_key: api_key_from_env(),
             report_flush_timeout,
             spool_max_bytes,
+            report_backlog_bytes,
         }
     }
 
@@ -138,6 +157,7 @@ impl Config {
             let mut report = ReportConfig::new(url.clone(), self.home.join("spool"))
                 .worker(self.worker.clone())
                 .spool_max_bytes(self.spool_max_bytes)
+                .backlog_bytes(self.report_backlog_bytes)
                 // The bus waits `flush_timeout` for every sink: leave room to write the spool.
                 .flush_timeout(
                     self.report_flush_timeout

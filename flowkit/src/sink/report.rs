@@ -312,7 +312,8 @@ impl ReportConfig {
     }
 
     /// Sets how many bytes the compact backlog (events waiting to be serialized, encoded) may
-    /// take before newer events are dropped.
+    /// take before newer events are dropped (`FLOWKIT_REPORT_BACKLOG_BYTES`; 256 MiB by
+    /// default).
     ///
     /// ```
     /// use flowkit::sink::report::ReportConfig;
