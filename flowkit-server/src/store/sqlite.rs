@@ -8,9 +8,10 @@
 //! of its own, then answers each request: an acknowledged write is committed. A group takes at
 //! most half of what is queued, so that the clients its commit answers come back while the
 //! writer writes the other half. A group of ingest requests alone (what heavy load is made of)
-//! is begun, written and committed on the writer's thread in one borrowing of the connection
-//! (`Ingester::write_alone`), not in three round trips to the connection's own thread. Readers
-//! use their own read-only
+//! is begun, written and committed on the writer's thread (`Ingester::write_alone`), which
+//! keeps the connection borrowed from the connection's own thread from one such group to the
+//! next: no round trip to that thread, where sqlx makes three per group. Readers use their own
+//! read-only
 //! connections, which WAL lets run alongside the writer. A checkpointer task on one more
 //! connection copies the WAL into the database file every 200 ms (it writes no rows), so the
 //! writer's commits do not stop to do it.
@@ -367,9 +368,9 @@ impl Group {
 /// Commits groups of ingest requests alone, starting with `ingests`, each in a transaction of
 /// its own begun and committed on the writer's thread ([`Ingester::write_alone`]), and answers
 /// each request once its group is committed. The connection stays borrowed from its driver's
-/// thread from one group to the next (also while waiting for the next): none of the round
-/// trips to that thread a group through sqlx takes. Returns the first group that holds another
-/// write, or `None` (the channel closed, or a group failed and was written again as
+/// thread from one group to the next (also while waiting for the next), so a group makes no
+/// round trip to that thread (through sqlx it made three). Returns the first group that holds
+/// another write, or `None` (the channel closed, or a group failed and was written again as
 /// [`ingest_group`] does).
 async fn ingest_alone(
     conn: &mut SqliteConnection,
