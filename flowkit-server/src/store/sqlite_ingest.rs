@@ -339,14 +339,21 @@ impl Ingester {
         plans: &[Arc<Plan>],
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         let mut handle = conn.lock_handle().await?;
-        if handle.as_raw_handle() != self.handle {
-            return Err(StoreError::Sqlite(
-                "ingestion's statements were prepared on another connection".into(),
-            ));
-        }
+        self.owns(&mut handle)?;
         let outcomes = self.write_each(plans);
         drop(handle);
         outcomes
+    }
+
+    /// Refuses a handle of another connection than the one the statements were prepared on.
+    fn owns(&self, handle: &mut LockedSqliteHandle<'_>) -> Result<(), StoreError> {
+        if handle.as_raw_handle() == self.handle {
+            Ok(())
+        } else {
+            Err(StoreError::Sqlite(
+                "the writer's statements were prepared on another connection".into(),
+            ))
+        }
     }
 
     /// Writes `plans` one after the other on the borrowed connection; returns each plan's
@@ -377,10 +384,8 @@ impl Ingester {
         handle: &mut LockedSqliteHandle<'_>,
         plans: &[Arc<Plan>],
     ) -> WrittenAlone {
-        if handle.as_raw_handle() != self.handle {
-            return WrittenAlone::NotCommitted(StoreError::Sqlite(
-                "ingestion's statements were prepared on another connection".into(),
-            ));
+        if let Err(e) = self.owns(handle) {
+            return WrittenAlone::NotCommitted(e);
         }
         let run = |sql: &str| -> Result<(), StoreError> {
             self.db.prepare_cached(sql)?.raw_execute()?;
@@ -467,11 +472,7 @@ impl Ingester {
         write: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut handle = conn.lock_handle().await?;
-        if handle.as_raw_handle() != self.handle {
-            return Err(StoreError::Sqlite(
-                "the writer's statements were prepared on another connection".into(),
-            ));
-        }
+        self.owns(&mut handle)?;
         self.db.set_prepared_statement_cache_capacity(
             PREPARED + super::sqlite_schedule_rows::PREPARED,
         );
