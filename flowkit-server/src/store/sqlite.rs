@@ -370,8 +370,8 @@ impl Group {
 /// each request once its group is committed. The connection stays borrowed from its driver's
 /// thread from one group to the next (also while waiting for the next), so a group makes no
 /// round trip to that thread (through sqlx it made three). Returns the first group that holds
-/// another write, or `None` (the channel closed, or a group failed and was written again as
-/// [`ingest_group`] does).
+/// another write, or `None` (the channel closed, or a group failed and its requests were
+/// written again one by one, [`ingest_one_by_one`]).
 async fn ingest_alone(
     conn: &mut SqliteConnection,
     ingester: &Ingester,
@@ -399,9 +399,9 @@ async fn ingest_alone(
                 }
             }
             WrittenAlone::Failed(e) => {
-                tracing::debug!("an ingest group failed ({e}); writing its requests again");
                 drop(handle);
-                ingest_group(conn, ingester, plans.into_iter().zip(replies).collect()).await;
+                let group = plans.into_iter().zip(replies).collect();
+                ingest_one_by_one(conn, ingester, group, &e).await;
                 return None;
             }
             WrittenAlone::NotCommitted(e) => {
@@ -478,9 +478,9 @@ async fn write_group(conn: &mut SqliteConnection, ingester: &Ingester, mut work:
                     };
                     match applied {
                         Ok(outcomes) => done.push(Done::Ingest(replies, outcomes)),
-                        Err(_) => {
+                        Err(e) => {
                             rollback = first;
-                            failed = Some(Work::Ingest(plans.into_iter().zip(replies).collect()));
+                            failed = Some((plans.into_iter().zip(replies).collect(), e));
                             break;
                         }
                     }
@@ -621,8 +621,8 @@ async fn write_group(conn: &mut SqliteConnection, ingester: &Ingester, mut work:
                 (Done::Maintain(reply, _), Err(why)) => refuse(reply, why),
             }
         }
-        if let Some(Work::Ingest(group)) = failed {
-            ingest_group(conn, ingester, group).await;
+        if let Some((group, e)) = failed {
+            ingest_one_by_one(conn, ingester, group, &e).await;
         }
     }
 }
@@ -684,37 +684,26 @@ fn refuse<T>(reply: oneshot::Sender<Result<T, StoreError>>, why: &str) {
     let _ = reply.send(Err(StoreError::Commit(why.to_string())));
 }
 
-/// Commits several ingest requests in one transaction; if that fails, tries each on its own
-/// so one bad request cannot fail the others.
-async fn ingest_group(
+/// Writes each request of an ingest group that failed as a whole (with `why`) in a
+/// transaction of its own, so that one bad request cannot fail the others, and answers each
+/// with its own outcome or error. (The group is not tried whole again: it has just failed.)
+async fn ingest_one_by_one(
     conn: &mut SqliteConnection,
     ingester: &Ingester,
     group: Vec<(Arc<Plan>, IngestReply)>,
+    why: &StoreError,
 ) {
-    let (plans, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-    match write_in_savepoint(conn, ingester, &plans).await {
-        Ok(outcomes) => {
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
-            }
-        }
-        Err(e) if plans.len() == 1 => {
-            if let Some(reply) = replies.into_iter().next() {
-                let _ = reply.send(Err(e));
-            }
-        }
-        Err(e) => {
-            tracing::warn!(
-                "a group of {} ingest requests failed ({e}); retrying them one by one",
-                plans.len()
-            );
-            for (plan, reply) in plans.iter().zip(replies) {
-                let result = write_in_savepoint(conn, ingester, std::slice::from_ref(plan))
-                    .await
-                    .map(|mut outcomes| outcomes.pop().unwrap_or_default());
-                let _ = reply.send(result);
-            }
-        }
+    tracing::warn!(
+        "a group of {} ingest requests failed ({why}); writing them one by one",
+        group.len()
+    );
+    for (plan, reply) in group {
+        let result = write_in_savepoint(conn, ingester, std::slice::from_ref(&plan))
+            .await
+            .map(|mut outcomes| outcomes.pop().unwrap_or_default());
+        // Before the answer, so that the request drops its plan last.
+        drop(plan);
+        let _ = reply.send(result);
     }
 }
 
@@ -760,6 +749,22 @@ mod tests {
     }
 
     /// A connection to a new, migrated database file in `dir`, outside any store.
+    /// An event of the flow run `run` (named `etl`, first attempt, now).
+    fn flow_event(run: Uuid, body: flowkit_wire::event::EventBody) -> Event {
+        Event {
+            id: Uuid::now_v7(),
+            run_id: run,
+            parent_run_id: None,
+            flow_run_id: Some(run),
+            run_kind: flowkit_wire::event::RunKind::Flow,
+            name: "etl".into(),
+            attempt: 1,
+            timestamp: chrono::Utc::now(),
+            lease: None,
+            body,
+        }
+    }
+
     async fn migrated(dir: &tempfile::TempDir) -> SqliteConnection {
         let url = format!("sqlite://{}", dir.path().join("writer.db").display());
         let options = SqliteConnectOptions::from_str(&url)
@@ -831,7 +836,7 @@ mod tests {
     /// answered with the error, and the writes queued after it are committed all the same.
     #[tokio::test]
     async fn a_failing_first_ingest_leaves_nothing_behind() {
-        use flowkit_wire::event::{EventBody, LogLevel, RunKind};
+        use flowkit_wire::event::{EventBody, LogLevel};
         use flowkit_wire::state::{State, StateType};
         let dir = tempfile::tempdir().expect("tempdir");
         let mut conn = migrated(&dir).await;
@@ -843,18 +848,7 @@ mod tests {
         .await
         .expect("trigger");
         let run = Uuid::now_v7();
-        let event = |body| Event {
-            id: Uuid::now_v7(),
-            run_id: run,
-            parent_run_id: None,
-            flow_run_id: Some(run),
-            run_kind: RunKind::Flow,
-            name: "etl".into(),
-            attempt: 1,
-            timestamp: chrono::Utc::now(),
-            lease: None,
-            body,
-        };
+        let event = |body| flow_event(run, body);
         let batch = |n: usize| -> Vec<Event> {
             (0..n)
                 .map(|_| {
@@ -919,7 +913,7 @@ mod tests {
     /// nothing behind; no transaction is left open, for sqlx or for SQLite.
     #[tokio::test]
     async fn ingest_requests_alone_commit_on_the_writer_and_one_failing_fails_alone() {
-        use flowkit_wire::event::{EventBody, LogLevel, RunKind};
+        use flowkit_wire::event::{EventBody, LogLevel};
         use flowkit_wire::state::{State, StateType};
         let dir = tempfile::tempdir().expect("tempdir");
         let mut conn = migrated(&dir).await;
@@ -932,18 +926,7 @@ mod tests {
         .expect("trigger");
         let request = |message: &str| -> (Uuid, Vec<Event>) {
             let run = Uuid::now_v7();
-            let event = |body| Event {
-                id: Uuid::now_v7(),
-                run_id: run,
-                parent_run_id: None,
-                flow_run_id: Some(run),
-                run_kind: RunKind::Flow,
-                name: "etl".into(),
-                attempt: 1,
-                timestamp: chrono::Utc::now(),
-                lease: None,
-                body,
-            };
+            let event = |body| flow_event(run, body);
             let events = vec![
                 event(EventBody::State {
                     state: State::new(StateType::Running),
