@@ -1100,13 +1100,9 @@ mod tests {
         assert_eq!(batch(&[]).to_array(), b"[]");
     }
 
-    /// A backlog far larger than the memory bound, taken in at once (the sender was behind):
-    /// its serialized form never waits in memory whole, the oldest is spooled as it goes.
-    #[test]
-    fn a_large_backlog_is_spooled_as_it_is_serialized() {
-        use crate::event::{EventBody, RunKind};
-        use crate::{State, StateType};
-        let dir = tempfile::tempdir().expect("temp dir");
+    /// A sender spooling into `dir` that keeps at most 1 000 events in memory (batches of 100
+    /// to 500, to a server that never answers), and the state it shares with the sink thread.
+    fn sender_of_a_thousand(dir: &tempfile::TempDir) -> (Sender, Arc<Shared>) {
         let cfg = ReportConfig::new("http://127.0.0.1:9", dir.path().join("spool"))
             .memory_events(1_000)
             .batch_size(100, 500);
@@ -1115,24 +1111,39 @@ mod tests {
             wake: tokio::sync::Notify::new(),
             stats: super::super::Stats::default(),
         });
-        let mut sender = Sender::new(cfg, shared.clone()).expect("sender");
-        let flow = uuid::Uuid::now_v7();
+        let sender = Sender::new(cfg, shared.clone()).expect("sender");
+        (sender, shared)
+    }
+
+    /// A state event of a new task run of the flow run `flow`.
+    fn task_state(flow: uuid::Uuid, state: crate::State) -> Event {
+        Event {
+            id: crate::new_id(),
+            run_id: crate::new_id(),
+            parent_run_id: Some(flow),
+            flow_run_id: Some(flow),
+            run_kind: crate::event::RunKind::Task,
+            name: "step".into(),
+            attempt: 1,
+            timestamp: chrono::Utc::now(),
+            lease: None,
+            body: crate::event::EventBody::State {
+                state,
+                details: None,
+            },
+        }
+    }
+
+    /// A backlog far larger than the memory bound, taken in at once (the sender was behind):
+    /// its serialized form never waits in memory whole, the oldest is spooled as it goes.
+    #[test]
+    fn a_large_backlog_is_spooled_as_it_is_serialized() {
+        use crate::{State, StateType};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut sender, shared) = sender_of_a_thousand(&dir);
+        let flow = crate::new_id();
         let events: Vec<Event> = (0..20_000)
-            .map(|_| Event {
-                id: uuid::Uuid::now_v7(),
-                run_id: uuid::Uuid::now_v7(),
-                parent_run_id: Some(flow),
-                flow_run_id: Some(flow),
-                run_kind: RunKind::Task,
-                name: "step".into(),
-                attempt: 1,
-                timestamp: chrono::Utc::now(),
-                lease: None,
-                body: EventBody::State {
-                    state: State::new(StateType::Completed),
-                    details: None,
-                },
-            })
+            .map(|_| task_state(flow, State::new(StateType::Completed)))
             .collect();
         {
             let mut pending = shared.lock();
@@ -1158,34 +1169,14 @@ mod tests {
     /// taken in a memory's worth at a time, after the whole events, in order, and all of it.
     #[test]
     fn a_compact_backlog_is_taken_in_by_parts_in_order() {
-        use crate::event::{EventBody, RunKind};
         use crate::{State, StateType};
         let dir = tempfile::tempdir().expect("temp dir");
-        let cfg = ReportConfig::new("http://127.0.0.1:9", dir.path().join("spool"))
-            .memory_events(1_000)
-            .batch_size(100, 500);
-        let shared = Arc::new(Shared {
-            pending: std::sync::Mutex::new(super::super::Pending::default()),
-            wake: tokio::sync::Notify::new(),
-            stats: super::super::Stats::default(),
-        });
-        let mut sender = Sender::new(cfg, shared.clone()).expect("sender");
+        let (mut sender, shared) = sender_of_a_thousand(&dir);
         let flow = crate::new_id();
         let events: Vec<Event> = (0..60_000)
-            .map(|i| Event {
-                id: crate::new_id(),
-                run_id: crate::new_id(),
-                parent_run_id: Some(flow),
-                flow_run_id: Some(flow),
-                run_kind: RunKind::Task,
-                name: "step".into(),
-                attempt: 1,
-                timestamp: chrono::Utc::now(),
-                lease: None,
-                body: EventBody::State {
-                    state: State::with_message(StateType::Failed, format!("error {i}")),
-                    details: None,
-                },
+            .map(|i| {
+                let state = State::with_message(StateType::Failed, format!("error {i}"));
+                task_state(flow, state)
             })
             .collect();
         {
