@@ -353,6 +353,17 @@ impl Plan {
                 duplicates[owner] += 1;
             }
         }
+        self.outcomes_with(duplicates)
+    }
+
+    /// What each request did when the database newly stored every row of the plan (the
+    /// only duplicates are the ids repeated within the plan).
+    pub(crate) fn outcomes_all_new(&self) -> Vec<IngestOutcome> {
+        self.outcomes_with(self.sizes.iter().map(|&(_, repeats)| repeats).collect())
+    }
+
+    /// Each request's outcome, given its count of duplicates.
+    fn outcomes_with(&self, duplicates: Vec<usize>) -> Vec<IngestOutcome> {
         self.sizes
             .iter()
             .zip(duplicates)
@@ -374,6 +385,12 @@ impl Plan {
         } else {
             std::borrow::Cow::Owned(self.fold(|id| stored.contains(id)))
         }
+    }
+
+    /// The runs of every state event of the plan, folded (what [`Plan::runs`] answers when
+    /// every one of them is newly stored).
+    pub(crate) fn all_runs(&self) -> &[RunRow] {
+        &self.folded
     }
 
     /// The runs of the state events whose id `stored` accepts, folded.

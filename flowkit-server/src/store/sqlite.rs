@@ -998,6 +998,111 @@ mod tests {
         ingester.close(&mut conn).await;
     }
 
+    /// Writes `requests` as one group on the writer's thread (`ingest_alone`), one plan per
+    /// request; answers each request's outcome.
+    async fn ingest_group(
+        conn: &mut SqliteConnection,
+        ingester: &Ingester,
+        requests: &[Vec<Event>],
+    ) -> Vec<IngestOutcome> {
+        let mut group = Vec::new();
+        let mut answers = Vec::new();
+        for events in requests {
+            let (reply, answer) = oneshot::channel();
+            group.push((
+                Arc::new(Plan::new(std::slice::from_ref(events)).expect("plan")),
+                reply,
+            ));
+            answers.push(answer);
+        }
+        let (sender, mut receiver) = mpsc::channel(1);
+        drop(sender);
+        assert!(
+            ingest_alone(conn, ingester, &mut receiver, group)
+                .await
+                .is_none()
+        );
+        assert!(!conn.is_in_transaction(), "sqlx sees a transaction open");
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await.expect("answered").expect("committed"));
+        }
+        outcomes
+    }
+
+    /// A group written on the writer's thread counts what its inserts store instead of reading
+    /// their ids back. A run whose details come after another of its states (its row is
+    /// stored) is merged into that row. An event sent again makes the group roll back and be
+    /// written again with the inserts that return ids: each request's duplicates are counted
+    /// right, the rest of the group is stored, nothing twice.
+    #[tokio::test]
+    async fn an_ingest_group_counts_new_rows_and_one_sent_again_is_a_duplicate() {
+        use flowkit_wire::event::{EventBody, RunDetails};
+        use flowkit_wire::state::{State, StateType};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = migrated(&dir).await;
+        let ingester = Ingester::open(&mut conn).await.expect("ingester");
+        let state = |run, kind, tag: Option<&str>| {
+            flow_event(
+                run,
+                EventBody::State {
+                    state: State::new(kind),
+                    details: tag.map(|tag| {
+                        Box::new(RunDetails {
+                            tags: vec![tag.to_string().into()],
+                            ..RunDetails::default()
+                        })
+                    }),
+                },
+            )
+        };
+        let outcome = |accepted, duplicates| IngestOutcome {
+            accepted,
+            duplicates,
+        };
+        let (late, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let running = state(late, StateType::Running, None);
+        // Sent after Running, but it happened before, and carries the run's details.
+        let mut pending = state(late, StateType::Pending, Some("late"));
+        pending.timestamp = running.timestamp - chrono::Duration::milliseconds(5);
+        let others = vec![
+            state(other, StateType::Pending, Some("other")),
+            state(other, StateType::Running, None),
+        ];
+        let first = ingest_group(&mut conn, &ingester, &[vec![running.clone()]]).await;
+        assert_eq!(first, [outcome(1, 0)]);
+        let second = ingest_group(&mut conn, &ingester, &[vec![pending.clone()]]).await;
+        assert_eq!(second, [outcome(1, 0)]);
+        let third = ingest_group(
+            &mut conn,
+            &ingester,
+            &[vec![running.clone(), pending.clone()], others],
+        )
+        .await;
+        assert_eq!(third, [outcome(0, 2), outcome(2, 0)]);
+        let row = async |conn: &mut SqliteConnection, run: Uuid| -> (String, String, i64, i64) {
+            sqlx::query_as(
+                "SELECT state, tags, created, \
+                 (SELECT COUNT(*) FROM run_states WHERE run_id = runs.id) FROM runs WHERE id = ?",
+            )
+            .bind(run.as_bytes().as_slice())
+            .fetch_one(conn)
+            .await
+            .expect("run row")
+        };
+        let (state_now, tags, created, states) = row(&mut conn, late).await;
+        assert_eq!(state_now, "Running");
+        assert_eq!(tags, r#"["late"]"#);
+        assert_eq!(created, super::super::rows::micros(pending.timestamp));
+        assert_eq!(states, 2);
+        let (state_now, tags, _, states) = row(&mut conn, other).await;
+        assert_eq!(
+            (state_now.as_str(), tags.as_str(), states),
+            ("Running", r#"["other"]"#, 2)
+        );
+        ingester.close(&mut conn).await;
+    }
+
     /// Lookaside blocks SQLite holds for `conn` while one statement has `values` strings bound.
     async fn lookaside_in_use_binding(conn: &mut SqliteConnection, values: usize) -> i32 {
         let mut handle = conn.lock_handle().await.expect("handle");
