@@ -1034,7 +1034,8 @@ mod tests {
     /// their ids back. A run whose details come after another of its states (its row is
     /// stored) is merged into that row. An event sent again makes the group roll back and be
     /// written again with the inserts that return ids: each request's duplicates are counted
-    /// right, the rest of the group is stored, nothing twice.
+    /// right, the rest of the group is stored, nothing twice; a flow run it creates failed is
+    /// queued for the alert matcher once (no trigger does it on SQLite).
     #[tokio::test]
     async fn an_ingest_group_counts_new_rows_and_one_sent_again_is_a_duplicate() {
         use flowkit_wire::event::{EventBody, RunDetails};
@@ -1042,6 +1043,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut conn = migrated(&dir).await;
         let ingester = Ingester::open(&mut conn).await.expect("ingester");
+        sqlx::query("INSERT INTO alert_rules (id, name, spec, created) VALUES (?, 'r', '{}', 0)")
+            .bind(Uuid::now_v7().as_bytes().as_slice())
+            .execute(&mut conn)
+            .await
+            .expect("a rule");
         let state = |run, kind, tag: Option<&str>| {
             flow_event(
                 run,
@@ -1067,7 +1073,7 @@ mod tests {
         pending.timestamp = running.timestamp - chrono::Duration::milliseconds(5);
         let others = vec![
             state(other, StateType::Pending, Some("other")),
-            state(other, StateType::Running, None),
+            state(other, StateType::Failed, None),
         ];
         let first = ingest_group(&mut conn, &ingester, &[vec![running.clone()]]).await;
         assert_eq!(first, [outcome(1, 0)]);
@@ -1098,8 +1104,14 @@ mod tests {
         let (state_now, tags, _, states) = row(&mut conn, other).await;
         assert_eq!(
             (state_now.as_str(), tags.as_str(), states),
-            ("Running", r#"["other"]"#, 2)
+            ("Failed", r#"["other"]"#, 2)
         );
+        let queued: Vec<(Vec<u8>, String)> =
+            sqlx::query_as("SELECT run_id, state FROM alert_events")
+                .fetch_all(&mut conn)
+                .await
+                .expect("alert events");
+        assert_eq!(queued, [(other.as_bytes().to_vec(), "Failed".to_string())]);
         ingester.close(&mut conn).await;
     }
 

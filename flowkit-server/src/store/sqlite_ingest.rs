@@ -39,8 +39,12 @@
 //! count instead of reading ids back: their inserts end `ON CONFLICT DO NOTHING` without
 //! `RETURNING`, and a chunk that stores as many rows as it holds stored every one of them (see
 //! [`insert_counted`]; in `ingest_bench`, 1.08-1.10× the events per second of the inserts that
-//! return ids). An event sent again is the rare case that cannot be told from a count: the
-//! group is rolled back and written again with the inserts that return ids.
+//! return ids). An event sent again (or a run's details sent after another of its states) is
+//! the rare case that cannot be told from a count: the group is rolled back and written again
+//! with the inserts that return ids.
+//!
+//! No trigger fires on inserts into `runs` (migration 0016): the writer queues the alert
+//! events of the runs it creates itself ([`queue_alerts`]).
 //!
 //! Two ways in: [`Ingester`], kept by the writer for its whole life, whose statements stay
 //! prepared from one ingest group to the next; and [`BulkWrite`] for the other writes that
@@ -51,8 +55,11 @@ use super::queries::{self, BulkWrite, LOG_COLUMNS, RUN_COLUMNS, STATE_COLUMNS};
 use super::rows::{Plan, RunRow};
 use super::sqlite_rows::{BindRow, chunked, read_ids, values_sql};
 use super::{IngestOutcome, StoreError};
+use flowkit_wire::api::alerts::ALERT_STATES;
+use flowkit_wire::event::RunKind;
 use sqlx::Sqlite;
 use sqlx::sqlite::{LockedSqliteHandle, SqliteConnection};
+use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::ptr::NonNull;
 use std::sync::{Arc, LazyLock};
@@ -78,8 +85,8 @@ const NEW_EVENTS_COUNTED: &str = " ON CONFLICT (event_id) DO NOTHING";
 /// The end of an insert of runs that counts what it creates (see [`create_or_merge_runs`]).
 const NEW_RUNS_COUNTED: &str = " ON CONFLICT (id) DO NOTHING";
 /// Statements the [`Ingester`] keeps prepared: every shape above, the lookups' 2 × 13 sizes,
-/// and the three of [`Ingester::write_alone`]'s transaction.
-const PREPARED: usize = 75;
+/// the three of [`Ingester::write_alone`]'s transaction, and [`QUEUE_ALERT`].
+const PREPARED: usize = 76;
 /// How [`Ingester::write_alone`] begins its transaction (as every write does on SQLite, see
 /// `Dialect::BEGIN_WRITE`).
 const BEGIN: &str = "BEGIN IMMEDIATE";
@@ -289,12 +296,40 @@ fn insert_events(
     )
 }
 
+/// Queues an alert event for the run of the id bound, when it is a flow run and alert rules
+/// exist (see [`queue_alerts`]).
+const QUEUE_ALERT: &str = "INSERT INTO alert_events (run_id, state, attempt, message) \
+     SELECT id, state, attempt, state_message FROM runs \
+     WHERE id = ?1 AND kind = 'flow' AND EXISTS (SELECT 1 FROM alert_rules)";
+
+/// Queues for the alert matcher (`crate::alerts`) the flow runs among `created` (rows this
+/// write has just created) that were created in a state a rule may list, while rules exist:
+/// what the trigger on inserts into `runs` did until migration 0016 dropped it. (A row trigger
+/// makes SQLite write every row of an insert into `runs` to a temporary table first and then
+/// copy it, and run the trigger's program for each: in `ingest_bench`, 1.03-1.09× the events
+/// per second without it.) A change of a stored row still reaches `alert_events` through the
+/// trigger on updates.
+pub(super) fn queue_alerts<'r>(
+    db: &rusqlite::Connection,
+    created: impl Iterator<Item = &'r RunRow>,
+) -> Result<(), StoreError> {
+    let alerted = |run: &&RunRow| run.kind == RunKind::Flow && ALERT_STATES.contains(&run.state);
+    for run in created.filter(alerted) {
+        db.prepare_cached(QUEUE_ALERT)?
+            .execute([&run.id.as_bytes()[..]])?;
+    }
+    Ok(())
+}
+
 /// See [`BulkWrite::upsert_runs`].
 ///
 /// Most runs are new (their events come together): they are inserted first, by a plain insert
 /// that never aborts (see the module documentation); only the runs already stored are merged
 /// by the upsert.
-fn upsert_runs(db: &rusqlite::Connection, runs: &[RunRow]) -> Result<(), StoreError> {
+fn upsert_runs<R: BindRow + Borrow<RunRow>>(
+    db: &rusqlite::Connection,
+    runs: &[R],
+) -> Result<(), StoreError> {
     let mut created = HashSet::with_capacity(runs.len());
     write_rows(
         db,
@@ -304,37 +339,40 @@ fn upsert_runs(db: &rusqlite::Connection, runs: &[RunRow]) -> Result<(), StoreEr
         runs,
         Some(&mut created),
     )?;
+    let runs = runs.iter().map(Borrow::borrow);
+    queue_alerts(db, runs.clone().filter(|r| created.contains(&r.id)))?;
     if created.len() == runs.len() {
         return Ok(());
     }
-    let stored: Vec<&RunRow> = runs.iter().filter(|r| !created.contains(&r.id)).collect();
+    let stored: Vec<&RunRow> = runs.filter(|r| !created.contains(&r.id)).collect();
     write_rows(db, &INGEST_SQL.runs, &RUN_CHUNKS, false, &stored, None)
 }
 
 /// Creates the runs `runs` (a plan's, every event of which was newly stored), or merges them
-/// into the stored rows of the same ids.
+/// into the stored rows of the same ids. False, with nothing merged, when a run taken for new
+/// is found stored (the caller then rolls back and writes the plan with [`write_plan`]).
 ///
 /// A run whose details are in the plan is new: they come with its first event. Those are
-/// inserted by a plain insert that counts what it creates (see [`insert_counted`]); a chunk of
-/// them that created fewer rows than it holds is merged whole by the upsert, as the other runs
-/// are (merging a row just created from the same events changes nothing: the merge is a
-/// function of the set of events a row has seen).
-fn create_or_merge_runs(db: &rusqlite::Connection, runs: &[RunRow]) -> Result<(), StoreError> {
-    let (new, mut merged): (Vec<&RunRow>, Vec<&RunRow>) =
+/// inserted by a plain insert that counts what it creates (see [`insert_counted`]); the others
+/// go through [`upsert_runs`].
+fn create_or_merge_runs(db: &rusqlite::Connection, runs: &[RunRow]) -> Result<bool, StoreError> {
+    let (new, others): (Vec<&RunRow>, Vec<&RunRow>) =
         runs.iter().partition(|run| run.details.is_some());
-    insert_counted(db, &INGEST_SQL.new_runs_counted, &new, |chunk| {
-        merged.extend_from_slice(chunk);
-        true
-    })?;
-    write_rows(db, &INGEST_SQL.runs, &RUN_CHUNKS, false, &merged, None)
+    if !insert_counted(db, &INGEST_SQL.new_runs_counted, &new, |_| false)? {
+        return Ok(false);
+    }
+    queue_alerts(db, new.into_iter())?;
+    upsert_runs(db, &others)?;
+    Ok(true)
 }
 
 /// Writes a plan's rows inside the caller's transaction as [`write_plan`] does, with inserts
 /// that count the rows they store instead of returning their ids (see [`insert_counted`]).
-/// True when every event of the plan was newly stored, which is what its outcome then says
-/// ([`Plan::outcomes_all_new`]). False as soon as one is found stored already (sent again):
-/// which ones cannot be told any more, so the transaction is to be rolled back and the plan
-/// written by [`write_plan`].
+/// True when every event of the plan was newly stored and every run taken for new created,
+/// which is what its outcome then says ([`Plan::outcomes_all_new`]). False as soon as an event
+/// is found stored already (sent again), or a run (its details came after another of its
+/// states): which ones cannot be told any more, so the transaction is to be rolled back and
+/// the plan written by [`write_plan`].
 fn write_plan_counted(db: &rusqlite::Connection, plan: &Plan) -> Result<bool, StoreError> {
     if !plan.is_empty() {
         let all_new = stored_as_other_kind(db, plan)?.is_empty()
@@ -344,8 +382,7 @@ fn write_plan_counted(db: &rusqlite::Connection, plan: &Plan) -> Result<bool, St
             return Ok(false);
         }
     }
-    create_or_merge_runs(db, plan.all_runs())?;
-    Ok(true)
+    create_or_merge_runs(db, plan.all_runs())
 }
 
 /// Writes a plan's rows inside the caller's transaction (see [`queries::write_plan`]).
@@ -525,8 +562,9 @@ impl Ingester {
             Ok(()) => match self.write_each_counted(plans) {
                 Err(e) => WrittenAlone::Failed(e),
                 Ok(Some(outcomes)) => commit(outcomes),
-                // An event was sent again: which ones cannot be told from counts, so the
-                // group is written again with the inserts that return what they store.
+                // An event was sent again, or a run taken for new was stored: which ones
+                // cannot be told from counts, so the group is written again with the inserts
+                // that return what they store.
                 Ok(None) => match run("ROLLBACK").and_then(|()| run(BEGIN)) {
                     Err(e) => WrittenAlone::NotCommitted(e),
                     Ok(()) => match self.write_each(plans) {

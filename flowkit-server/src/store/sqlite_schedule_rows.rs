@@ -134,6 +134,8 @@ pub(super) fn write_slots(
             }
             statement.raw_execute()?;
         }
+        // No trigger fires on inserts into `runs` (migration 0016).
+        super::sqlite_ingest::queue_alerts(db, rows.iter().map(|run| &run.row))?;
     }
     // 3. The schedules, in id order, each only if not moved since it was read.
     let mut sorted: Vec<&Advance> = advances.iter().collect();
