@@ -39,9 +39,8 @@
 //! count instead of reading ids back: their inserts end `ON CONFLICT DO NOTHING` without
 //! `RETURNING`, and a chunk that stores as many rows as it holds stored every one of them (see
 //! [`insert_counted`]; in `ingest_bench`, 1.08-1.10× the events per second of the inserts that
-//! return ids). An event sent again (or a run's details sent after another of its states) is
-//! the rare case that cannot be told from a count: the group is rolled back and written again
-//! with the inserts that return ids.
+//! return ids). An event sent again is the rare case that cannot be told from a count: the
+//! group is rolled back and written again with the inserts that return ids.
 //!
 //! No trigger fires on inserts into `runs` (migration 0016): the writer queues the alert
 //! events of the runs it creates itself ([`queue_alerts`]).
@@ -313,12 +312,16 @@ pub(super) fn queue_alerts<'r>(
     db: &rusqlite::Connection,
     created: impl Iterator<Item = &'r RunRow>,
 ) -> Result<(), StoreError> {
-    let alerted = |run: &&RunRow| run.kind == RunKind::Flow && ALERT_STATES.contains(&run.state);
-    for run in created.filter(alerted) {
+    for run in created.filter(|run| may_alert(run)) {
         db.prepare_cached(QUEUE_ALERT)?
             .execute([&run.id.as_bytes()[..]])?;
     }
     Ok(())
+}
+
+/// Whether a run row holds a flow run in a state an alert rule may list.
+fn may_alert(run: &RunRow) -> bool {
+    run.kind == RunKind::Flow && ALERT_STATES.contains(&run.state)
 }
 
 /// See [`BulkWrite::upsert_runs`].
@@ -349,30 +352,42 @@ fn upsert_runs<R: BindRow + Borrow<RunRow>>(
 }
 
 /// Creates the runs `runs` (a plan's, every event of which was newly stored), or merges them
-/// into the stored rows of the same ids. False, with nothing merged, when a run taken for new
-/// is found stored (the caller then rolls back and writes the plan with [`write_plan`]).
+/// into the stored rows of the same ids.
 ///
-/// A run whose details are in the plan is new: they come with its first event. Those are
-/// inserted by a plain insert that counts what it creates (see [`insert_counted`]); the others
-/// go through [`upsert_runs`].
-fn create_or_merge_runs(db: &rusqlite::Connection, runs: &[RunRow]) -> Result<bool, StoreError> {
-    let (new, others): (Vec<&RunRow>, Vec<&RunRow>) =
-        runs.iter().partition(|run| run.details.is_some());
-    if !insert_counted(db, &INGEST_SQL.new_runs_counted, &new, |_| false)? {
-        return Ok(false);
+/// - A run whose details are in the plan is new: they come with its first event. Those are
+///   inserted by a plain insert that counts what it creates (see [`insert_counted`]). A chunk
+///   of them that created fewer rows than it holds (a run's details came after another of its
+///   states) is merged whole by the upsert: merging a row just created from the same events
+///   changes nothing, the merge being a function of the set of events a row has seen.
+/// - The others are merged by the upsert, which creates those not stored.
+/// - Except a flow run in a state an alert rule may list: it goes through [`upsert_runs`],
+///   which tells the runs it creates, to be queued for alerts (an upsert's update is seen by
+///   the trigger on updates; a row it creates, by nothing).
+fn create_or_merge_runs(db: &rusqlite::Connection, runs: &[RunRow]) -> Result<(), StoreError> {
+    let mut alerted = Vec::new();
+    let mut new = Vec::with_capacity(runs.len());
+    let mut merged = Vec::new();
+    for run in runs {
+        match (may_alert(run), run.details.is_some()) {
+            (true, _) => alerted.push(run),
+            (false, true) => new.push(run),
+            (false, false) => merged.push(run),
+        }
     }
-    queue_alerts(db, new.into_iter())?;
-    upsert_runs(db, &others)?;
-    Ok(true)
+    insert_counted(db, &INGEST_SQL.new_runs_counted, &new, |chunk| {
+        merged.extend_from_slice(chunk);
+        true
+    })?;
+    write_rows(db, &INGEST_SQL.runs, &RUN_CHUNKS, false, &merged, None)?;
+    upsert_runs(db, &alerted)
 }
 
 /// Writes a plan's rows inside the caller's transaction as [`write_plan`] does, with inserts
 /// that count the rows they store instead of returning their ids (see [`insert_counted`]).
-/// True when every event of the plan was newly stored and every run taken for new created,
-/// which is what its outcome then says ([`Plan::outcomes_all_new`]). False as soon as an event
-/// is found stored already (sent again), or a run (its details came after another of its
-/// states): which ones cannot be told any more, so the transaction is to be rolled back and
-/// the plan written by [`write_plan`].
+/// True when every event of the plan was newly stored, which is what its outcome then says
+/// ([`Plan::outcomes_all_new`]). False as soon as one is found stored already (sent again):
+/// which ones cannot be told any more, so the transaction is to be rolled back and the plan
+/// written by [`write_plan`].
 fn write_plan_counted(db: &rusqlite::Connection, plan: &Plan) -> Result<bool, StoreError> {
     if !plan.is_empty() {
         let all_new = stored_as_other_kind(db, plan)?.is_empty()
@@ -382,7 +397,8 @@ fn write_plan_counted(db: &rusqlite::Connection, plan: &Plan) -> Result<bool, St
             return Ok(false);
         }
     }
-    create_or_merge_runs(db, plan.all_runs())
+    create_or_merge_runs(db, plan.all_runs())?;
+    Ok(true)
 }
 
 /// Writes a plan's rows inside the caller's transaction (see [`queries::write_plan`]).
@@ -562,9 +578,8 @@ impl Ingester {
             Ok(()) => match self.write_each_counted(plans) {
                 Err(e) => WrittenAlone::Failed(e),
                 Ok(Some(outcomes)) => commit(outcomes),
-                // An event was sent again, or a run taken for new was stored: which ones
-                // cannot be told from counts, so the group is written again with the inserts
-                // that return what they store.
+                // An event was sent again: which ones cannot be told from counts, so the
+                // group is written again with the inserts that return what they store.
                 Ok(None) => match run("ROLLBACK").and_then(|()| run(BEGIN)) {
                     Err(e) => WrittenAlone::NotCommitted(e),
                     Ok(()) => match self.write_each(plans) {
