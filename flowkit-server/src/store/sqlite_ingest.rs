@@ -84,8 +84,9 @@ const NEW_EVENTS_COUNTED: &str = " ON CONFLICT (event_id) DO NOTHING";
 /// The end of an insert of runs that counts what it creates (see [`create_or_merge_runs`]).
 const NEW_RUNS_COUNTED: &str = " ON CONFLICT (id) DO NOTHING";
 /// Statements the [`Ingester`] keeps prepared: every shape above, the lookups' 2 × 13 sizes,
-/// the three of [`Ingester::write_alone`]'s transaction, and [`QUEUE_ALERT`].
-const PREPARED: usize = 76;
+/// the two range searches ([`any_between`]), the three of [`Ingester::write_alone`]'s
+/// transaction, and [`QUEUE_ALERT`].
+const PREPARED: usize = 78;
 /// How [`Ingester::write_alone`] begins its transaction (as every write does on SQLite, see
 /// `Dialect::BEGIN_WRITE`).
 const BEGIN: &str = "BEGIN IMMEDIATE";
@@ -107,6 +108,10 @@ struct IngestSql {
     in_logs: Vec<String>,
     /// The lookup of `2^i` ids among the stored states, at index `i`.
     in_states: Vec<String>,
+    /// Whether a log line is stored with an id between the two bound.
+    any_log_between: String,
+    /// Whether a state is stored with an id between the two bound.
+    any_state_between: String,
 }
 
 static INGEST_SQL: LazyLock<IngestSql> = LazyLock::new(|| {
@@ -144,6 +149,8 @@ static INGEST_SQL: LazyLock<IngestSql> = LazyLock::new(|| {
         new_runs_counted: build("runs", RUN_COLUMNS, &EVENT_CHUNKS, NEW_RUNS_COUNTED),
         in_logs: lookups("logs"),
         in_states: lookups("run_states"),
+        any_log_between: any_between("logs"),
+        any_state_between: any_between("run_states"),
     }
 });
 
@@ -161,6 +168,52 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
         StoreError::Sqlite(e.to_string())
     }
+}
+
+/// Whether `table` holds an event id between the two bound (one search of its key).
+fn any_between(table: &str) -> String {
+    format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE event_id BETWEEN ?1 AND ?2)")
+}
+
+/// The fewest ids [`find_stored_in_ranges`] looks up one by one.
+const RANGE_MIN: usize = 32;
+
+/// Adds to `found` the ones of `ids` (sorted) stored in a table: `any_between` (see
+/// [`any_between`]) says whether the table holds an id between two, `lookups` (see [`lookups`])
+/// finds them one by one.
+///
+/// Event ids are UUIDv7, which begin with their event's time, and a plan's are sorted: they
+/// cover the stretch of time of a batch, in which the other kind's table (what this searches)
+/// mostly holds nothing, an id stored as both kinds being a client's mistake. So the whole
+/// range is asked first, one search of the table's key instead of one per id; a range that
+/// holds a stored id is halved, down to [`RANGE_MIN`] ids looked up one by one. When the
+/// other kind's events of other processes at the same moments are stored, that is about
+/// 2/[`RANGE_MIN`] more searches than looking every id up.
+fn find_stored_in_ranges(
+    db: &rusqlite::Connection,
+    any_between: &str,
+    lookups: &[String],
+    ids: &[&Uuid],
+    found: &mut HashSet<Uuid>,
+) -> Result<(), StoreError> {
+    debug_assert!(ids.is_sorted(), "ids are searched by ranges: sorted");
+    let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+        return Ok(());
+    };
+    let any: bool = db
+        .prepare_cached(any_between)?
+        .query_row([&first.as_bytes()[..], &last.as_bytes()[..]], |row| {
+            row.get(0)
+        })?;
+    if !any {
+        return Ok(());
+    }
+    if ids.len() <= RANGE_MIN {
+        return find_stored(db, lookups, ids.iter().copied(), found);
+    }
+    let (low, high) = ids.split_at(ids.len() / 2);
+    find_stored_in_ranges(db, any_between, lookups, low, found)?;
+    find_stored_in_ranges(db, any_between, lookups, high, found)
 }
 
 /// Adds to `found` the ones of `ids` stored in the table of `lookups` (see [`lookups`]).
@@ -261,11 +314,25 @@ fn stored_as_other_kind(
     db: &rusqlite::Connection,
     plan: &Plan,
 ) -> Result<HashSet<Uuid>, StoreError> {
+    let sql = &*INGEST_SQL;
     let mut found = HashSet::new();
-    let state_ids = plan.states.iter().map(|r| &r.event_id);
-    find_stored(db, &INGEST_SQL.in_logs, state_ids, &mut found)?;
-    let log_ids = plan.logs.iter().map(|r| &r.event_id);
-    find_stored(db, &INGEST_SQL.in_states, log_ids, &mut found)?;
+    // A plan's rows are sorted by event id.
+    let state_ids: Vec<&Uuid> = plan.states.iter().map(|r| &r.event_id).collect();
+    find_stored_in_ranges(
+        db,
+        &sql.any_log_between,
+        &sql.in_logs,
+        &state_ids,
+        &mut found,
+    )?;
+    let log_ids: Vec<&Uuid> = plan.logs.iter().map(|r| &r.event_id).collect();
+    find_stored_in_ranges(
+        db,
+        &sql.any_state_between,
+        &sql.in_states,
+        &log_ids,
+        &mut found,
+    )?;
     Ok(found)
 }
 
@@ -674,6 +741,53 @@ impl Ingester {
 mod tests {
     use super::*;
     use crate::store::rows::{LogRow, StateRow};
+
+    /// Searching by ranges finds exactly the stored ids among sorted ones, wherever they lie:
+    /// none, a few scattered, runs of them, all.
+    #[test]
+    fn ranges_find_exactly_the_stored_ids() {
+        let db = rusqlite::Connection::open_in_memory().expect("db");
+        db.execute_batch("CREATE TABLE logs (event_id BLOB NOT NULL PRIMARY KEY)")
+            .expect("table");
+        let mut ids: Vec<Uuid> = (0..1000).map(|_| Uuid::now_v7()).collect();
+        ids.sort();
+        let sql = &*INGEST_SQL;
+        type Stored = fn(usize) -> bool;
+        let cases: [(&str, Stored); 4] = [
+            ("none", |_| false),
+            ("every 37th", |i| i % 37 == 5),
+            ("a run", |i| (400..480).contains(&i)),
+            ("all", |_| true),
+        ];
+        for (case, stored) in cases {
+            db.execute("DELETE FROM logs", []).expect("clear");
+            let mut expected = HashSet::new();
+            for (i, id) in ids.iter().enumerate() {
+                if stored(i) {
+                    db.execute("INSERT INTO logs VALUES (?1)", [&id.as_bytes()[..]])
+                        .expect("insert");
+                    expected.insert(*id);
+                }
+            }
+            // And ids outside the range searched, which must not be found.
+            for _ in 0..3 {
+                let outside = Uuid::now_v7();
+                db.execute("INSERT INTO logs VALUES (?1)", [&outside.as_bytes()[..]])
+                    .expect("insert");
+            }
+            let searched: Vec<&Uuid> = ids.iter().collect();
+            let mut found = HashSet::new();
+            find_stored_in_ranges(
+                &db,
+                &sql.any_log_between,
+                &sql.in_logs,
+                &searched,
+                &mut found,
+            )
+            .expect("search");
+            assert_eq!(found, expected, "{case}");
+        }
+    }
 
     /// The widths rows are bound with are the statements' column counts.
     #[test]
