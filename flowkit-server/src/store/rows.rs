@@ -254,7 +254,8 @@ impl Plan {
             received: micros(Utc::now()),
             ..Plan::default()
         };
-        let mut states = Vec::new();
+        // Sized for the common batch, all state changes (no reallocation on the way).
+        let mut states = Vec::with_capacity(total);
         let mut logs = Vec::new();
         for (owner, events) in requests.iter().enumerate() {
             let mut repeats = 0;
@@ -320,8 +321,14 @@ impl Plan {
             }
             plan.sizes.push((len, repeats));
         }
-        states.sort_by_key(|(row, _, _)| row.event_id);
-        logs.sort_by_key(|(row, _)| row.event_id);
+        // Ids are unique here, so an unstable sort gives the one order.
+        states.sort_unstable_by_key(|(row, _, _)| row.event_id);
+        logs.sort_unstable_by_key(|(row, _)| row.event_id);
+        plan.states.reserve_exact(states.len());
+        plan.facts.reserve_exact(states.len());
+        plan.state_owner.reserve_exact(states.len());
+        plan.logs.reserve_exact(logs.len());
+        plan.log_owner.reserve_exact(logs.len());
         for (row, facts, owner) in states {
             plan.states.push(row);
             plan.facts.push(facts);
@@ -395,7 +402,7 @@ impl Plan {
 
     /// The runs of the state events whose id `stored` accepts, folded.
     fn fold(&self, stored: impl Fn(&Uuid) -> bool) -> Vec<RunRow> {
-        let mut runs: HashMap<Uuid, RunRow> = HashMap::new();
+        let mut runs: HashMap<Uuid, RunRow> = HashMap::with_capacity(self.states.len());
         // Fold in arrival order so "first details win" means the same as in the database.
         let mut order: Vec<usize> = (0..self.states.len()).collect();
         order.sort_by_key(|&i| self.state_owner[i]);
