@@ -254,9 +254,14 @@ impl Plan {
             received: micros(Utc::now()),
             ..Plan::default()
         };
-        // Sized for the common batch, all state changes (no reallocation on the way).
-        let mut states = Vec::with_capacity(total);
-        let mut logs = Vec::new();
+        // Sized once (no reallocation on the way).
+        let state_events = requests
+            .iter()
+            .flatten()
+            .filter(|event| matches!(event.body, EventBody::State { .. }))
+            .count();
+        let mut states = Vec::with_capacity(state_events);
+        let mut logs = Vec::with_capacity(total - state_events);
         for (owner, events) in requests.iter().enumerate() {
             let mut repeats = 0;
             let len = events.len();

@@ -394,8 +394,8 @@ fn may_alert(run: &RunRow) -> bool {
 /// See [`BulkWrite::upsert_runs`].
 ///
 /// Most runs are new (their events come together): they are inserted first, by a plain insert
-/// that never aborts (see the module documentation); only the runs already stored are merged
-/// by the upsert.
+/// that never aborts (see the module documentation), which tells the runs it creates (queued
+/// for alerts, see [`queue_alerts`]); only the runs already stored are merged by the upsert.
 fn upsert_runs<R: BindRow + Borrow<RunRow>>(
     db: &rusqlite::Connection,
     runs: &[R],
