@@ -51,7 +51,7 @@
 //! one call.
 
 use super::queries::{self, BulkWrite, LOG_COLUMNS, RUN_COLUMNS, STATE_COLUMNS};
-use super::rows::{Plan, RunRow};
+use super::rows::{LogRow, Plan, RunRow, StateRow};
 use super::sqlite_rows::{BindRow, chunked, read_ids, values_sql};
 use super::{IngestOutcome, StoreError};
 use flowkit_wire::api::alerts::ALERT_STATES;
@@ -178,7 +178,31 @@ fn any_between(table: &str) -> String {
 /// The fewest ids [`find_stored_in_ranges`] looks up one by one.
 const RANGE_MIN: usize = 32;
 
-/// Adds to `found` the ones of `ids` (sorted) stored in a table: `any_between` (see
+/// A row keyed by an event id: what [`find_stored`] searches the ids of, from a plan's rows as
+/// they lie (no list of ids built on the way).
+trait EventKeyed {
+    fn event_id(&self) -> &Uuid;
+}
+
+impl EventKeyed for StateRow {
+    fn event_id(&self) -> &Uuid {
+        &self.event_id
+    }
+}
+
+impl EventKeyed for LogRow {
+    fn event_id(&self) -> &Uuid {
+        &self.event_id
+    }
+}
+
+impl EventKeyed for Uuid {
+    fn event_id(&self) -> &Uuid {
+        self
+    }
+}
+
+/// Adds to `found` the ids of `rows` (sorted by them) stored in a table: `any_between` (see
 /// [`any_between`]) says whether the table holds an id between two, `lookups` (see [`lookups`])
 /// finds them one by one.
 ///
@@ -189,50 +213,53 @@ const RANGE_MIN: usize = 32;
 /// holds a stored id is halved, down to [`RANGE_MIN`] ids looked up one by one. When the
 /// other kind's events of other processes at the same moments are stored, that is about
 /// 2/[`RANGE_MIN`] more searches than looking every id up.
-fn find_stored_in_ranges(
+fn find_stored_in_ranges<R: EventKeyed>(
     db: &rusqlite::Connection,
     any_between: &str,
     lookups: &[String],
-    ids: &[&Uuid],
+    rows: &[R],
     found: &mut HashSet<Uuid>,
 ) -> Result<(), StoreError> {
-    debug_assert!(ids.is_sorted(), "ids are searched by ranges: sorted");
-    let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+    debug_assert!(
+        rows.is_sorted_by_key(|row| *row.event_id()),
+        "ids are searched by ranges: sorted"
+    );
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Ok(());
     };
+    let bounds = [first, last].map(|row| &row.event_id().as_bytes()[..]);
     let any: bool = db
         .prepare_cached(any_between)?
-        .query_row([&first.as_bytes()[..], &last.as_bytes()[..]], |row| {
-            row.get(0)
-        })?;
+        .query_row(bounds, |row| row.get(0))?;
     if !any {
         return Ok(());
     }
-    if ids.len() <= RANGE_MIN {
-        return find_stored(db, lookups, ids.iter().copied(), found);
+    if rows.len() <= RANGE_MIN {
+        return find_stored(db, lookups, rows, found);
     }
-    let (low, high) = ids.split_at(ids.len() / 2);
+    let (low, high) = rows.split_at(rows.len() / 2);
     find_stored_in_ranges(db, any_between, lookups, low, found)?;
     find_stored_in_ranges(db, any_between, lookups, high, found)
 }
 
-/// Adds to `found` the ones of `ids` stored in the table of `lookups` (see [`lookups`]).
-fn find_stored<'i>(
+/// Adds to `found` the ids of `rows` stored in the table of `lookups` (see [`lookups`]).
+fn find_stored<R: EventKeyed>(
     db: &rusqlite::Connection,
     lookups: &[String],
-    ids: impl Iterator<Item = &'i Uuid>,
+    rows: &[R],
     found: &mut HashSet<Uuid>,
 ) -> Result<(), StoreError> {
-    let ids: Vec<&Uuid> = ids.collect();
-    for chunk in ids.chunks(LOOKUP_CHUNK) {
+    for chunk in rows.chunks(LOOKUP_CHUNK) {
         // Padded to a power of two with the last id again: a handful of shapes stay prepared.
         let padded = chunk.len().next_power_of_two();
         let mut lookup = db.prepare_cached(&lookups[padded.trailing_zeros() as usize])?;
-        let last = chunk.last().map_or(&[0; 16], |id| id.as_bytes());
+        let last = chunk
+            .last()
+            .map_or(&[0; 16], |row| row.event_id().as_bytes());
         let padding = std::iter::repeat_n(last, padded - chunk.len());
         for (i, id) in chunk
             .iter()
-            .map(|id| id.as_bytes())
+            .map(|row| row.event_id().as_bytes())
             .chain(padding)
             .enumerate()
         {
@@ -317,22 +344,9 @@ fn stored_as_other_kind(
     let sql = &*INGEST_SQL;
     let mut found = HashSet::new();
     // A plan's rows are sorted by event id.
-    let state_ids: Vec<&Uuid> = plan.states.iter().map(|r| &r.event_id).collect();
-    find_stored_in_ranges(
-        db,
-        &sql.any_log_between,
-        &sql.in_logs,
-        &state_ids,
-        &mut found,
-    )?;
-    let log_ids: Vec<&Uuid> = plan.logs.iter().map(|r| &r.event_id).collect();
-    find_stored_in_ranges(
-        db,
-        &sql.any_state_between,
-        &sql.in_states,
-        &log_ids,
-        &mut found,
-    )?;
+    let (states, logs) = (&plan.states, &plan.logs);
+    find_stored_in_ranges(db, &sql.any_log_between, &sql.in_logs, states, &mut found)?;
+    find_stored_in_ranges(db, &sql.any_state_between, &sql.in_states, logs, &mut found)?;
     Ok(found)
 }
 
@@ -740,7 +754,6 @@ impl Ingester {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::rows::{LogRow, StateRow};
 
     /// Searching by ranges finds exactly the stored ids among sorted ones, wherever they lie:
     /// none, a few scattered, runs of them, all.
@@ -775,16 +788,9 @@ mod tests {
                 db.execute("INSERT INTO logs VALUES (?1)", [&outside.as_bytes()[..]])
                     .expect("insert");
             }
-            let searched: Vec<&Uuid> = ids.iter().collect();
             let mut found = HashSet::new();
-            find_stored_in_ranges(
-                &db,
-                &sql.any_log_between,
-                &sql.in_logs,
-                &searched,
-                &mut found,
-            )
-            .expect("search");
+            find_stored_in_ranges(&db, &sql.any_log_between, &sql.in_logs, &ids, &mut found)
+                .expect("search");
             assert_eq!(found, expected, "{case}");
         }
     }
