@@ -748,7 +748,6 @@ mod tests {
         ));
     }
 
-    /// A connection to a new, migrated database file in `dir`, outside any store.
     /// An event of the flow run `run` (named `etl`, first attempt, now).
     fn flow_event(run: Uuid, body: flowkit_wire::event::EventBody) -> Event {
         Event {
@@ -765,6 +764,7 @@ mod tests {
         }
     }
 
+    /// A connection to a new, migrated database file in `dir`, outside any store.
     async fn migrated(dir: &tempfile::TempDir) -> SqliteConnection {
         let url = format!("sqlite://{}", dir.path().join("writer.db").display());
         let options = SqliteConnectOptions::from_str(&url)
@@ -952,24 +952,10 @@ mod tests {
             .expect("count")
         };
         for messages in [["fine", "also fine", "more"], ["fine", "bad", "more"]] {
-            let mut runs = Vec::new();
-            let mut answers = Vec::new();
-            let mut group = Vec::new();
-            for message in messages {
-                let (run, events) = request(message);
-                let (reply, answer) = oneshot::channel();
-                group.push((Arc::new(Plan::new(&[events]).expect("plan")), reply));
-                runs.push(run);
-                answers.push(answer);
-            }
-            // Nothing else comes: the group is written and the writer's turn ends.
-            let (sender, mut receiver) = mpsc::channel(1);
-            drop(sender);
-            let pending = ingest_alone(&mut conn, &ingester, &mut receiver, group).await;
-            assert!(pending.is_none());
-            assert!(!conn.is_in_transaction(), "sqlx sees a transaction open");
+            let (runs, requests): (Vec<Uuid>, Vec<Vec<Event>>) =
+                messages.iter().map(|message| request(message)).unzip();
+            let answers = ingest_group(&mut conn, &ingester, &requests).await;
             for ((message, run), answer) in messages.iter().zip(&runs).zip(answers) {
-                let answer = answer.await.expect("every request is answered");
                 let stored = if *message == "bad" {
                     assert!(answer.is_err(), "{message}: {answer:?}");
                     0
@@ -999,12 +985,13 @@ mod tests {
     }
 
     /// Writes `requests` as one group on the writer's thread (`ingest_alone`), one plan per
-    /// request; answers each request's outcome.
+    /// request, nothing else coming (the group is written and the writer's turn ends); answers
+    /// each request's answer, and checks that no transaction is left open for sqlx.
     async fn ingest_group(
         conn: &mut SqliteConnection,
         ingester: &Ingester,
         requests: &[Vec<Event>],
-    ) -> Vec<IngestOutcome> {
+    ) -> Vec<Result<IngestOutcome, StoreError>> {
         let mut group = Vec::new();
         let mut answers = Vec::new();
         for events in requests {
@@ -1025,7 +1012,7 @@ mod tests {
         assert!(!conn.is_in_transaction(), "sqlx sees a transaction open");
         let mut outcomes = Vec::new();
         for answer in answers {
-            outcomes.push(answer.await.expect("answered").expect("committed"));
+            outcomes.push(answer.await.expect("every request is answered"));
         }
         outcomes
     }
@@ -1075,16 +1062,18 @@ mod tests {
             state(other, StateType::Pending, Some("other")),
             state(other, StateType::Failed, None),
         ];
-        let first = ingest_group(&mut conn, &ingester, &[vec![running.clone()]]).await;
+        let committed = async |conn: &mut SqliteConnection, requests: &[Vec<Event>]| {
+            let answers = ingest_group(conn, &ingester, requests).await;
+            answers
+                .into_iter()
+                .map(|answer| answer.expect("committed"))
+                .collect::<Vec<_>>()
+        };
+        let first = committed(&mut conn, &[vec![running.clone()]]).await;
         assert_eq!(first, [outcome(1, 0)]);
-        let second = ingest_group(&mut conn, &ingester, &[vec![pending.clone()]]).await;
+        let second = committed(&mut conn, &[vec![pending.clone()]]).await;
         assert_eq!(second, [outcome(1, 0)]);
-        let third = ingest_group(
-            &mut conn,
-            &ingester,
-            &[vec![running.clone(), pending.clone()], others],
-        )
-        .await;
+        let third = committed(&mut conn, &[vec![running.clone(), pending.clone()], others]).await;
         assert_eq!(third, [outcome(0, 2), outcome(2, 0)]);
         let row = async |conn: &mut SqliteConnection, run: Uuid| -> (String, String, i64, i64) {
             sqlx::query_as(
