@@ -410,6 +410,10 @@ fn batch_of(elements: impl ExactSizeIterator<Item = Result<Event, String>>) -> B
 /// [`parse_batch`] then parses element by element ([`split_array`], which scans the whole body
 /// byte by byte first: a quarter of the server's parsing time) to say which ones are at fault.
 /// The same events either way: each element goes through the same deserializer and checks.
+///
+/// The body's UTF-8 is checked once, whole, and then read as text: reading bytes, the parser
+/// checks each string on its own (a tenth of its time, short strings missing the fast path of
+/// long ASCII runs).
 fn parse_valid_array(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Option<Vec<Event>> {
     struct Elements {
         max_batch: usize,
@@ -438,7 +442,8 @@ fn parse_valid_array(body: &[u8], max_batch: usize, now: DateTime<Utc>) -> Optio
             Ok(events)
         }
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let text = std::str::from_utf8(body).ok()?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let events =
         serde::Deserializer::deserialize_seq(&mut deserializer, Elements { max_batch, now })
             .ok()?;
@@ -1210,6 +1215,24 @@ mod tests {
             assert!(parse_valid_array(&body, 2, now).is_none());
         }
         assert!(parse_valid_array(b"[{\"id\": 1}", 10, now).is_none());
+
+        // Invalid UTF-8 in one element's string: the whole body is not text, so the batch is
+        // parsed element by element, and only that element is refused.
+        let mut marked = log_event();
+        marked["message"] = json!("ab");
+        let text = serde_json::to_string(&json!([state_event(), marked])).expect("json");
+        let mut body = text.into_bytes();
+        let at = body
+            .windows(4)
+            .position(|w| w == b"\"ab\"")
+            .expect("the message")
+            + 1;
+        body[at] = 0xff;
+        assert!(parse_valid_array(&body, 10, now).is_none());
+        let batch = parse_batch(&body, 10, now).expect("batch");
+        assert_eq!(batch.events.len(), 1);
+        assert_eq!(batch.rejected.len(), 1);
+        assert_eq!(batch.rejected[0].index, 1);
     }
 
     #[test]
