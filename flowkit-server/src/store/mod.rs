@@ -54,6 +54,8 @@ mod sqlite_ingest;
 mod sqlite_rows;
 #[cfg(feature = "sqlite")]
 mod sqlite_schedule_rows;
+#[cfg(feature = "sqlite")]
+mod sqlite_static_insert;
 pub mod tag_limits;
 mod worker_touches;
 

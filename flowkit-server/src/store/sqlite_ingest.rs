@@ -40,7 +40,9 @@
 //! `RETURNING`, and a chunk that stores as many rows as it holds stored every one of them (see
 //! [`insert_counted`]; in `ingest_bench`, 1.08-1.10× the events per second of the inserts that
 //! return ids). An event sent again is the rare case that cannot be told from a count: the
-//! group is rolled back and written again with the inserts that return ids.
+//! group is rolled back and written again with the inserts that return ids. Those counted
+//! inserts bind the plan's values where they lie, without a copy of each ([`StaticInsert`],
+//! which rusqlite's statements cannot do).
 //!
 //! No trigger fires on inserts into `runs` (migration 0016): the writer queues the alert
 //! events of the runs it creates itself ([`queue_alerts`]).
@@ -53,12 +55,14 @@
 use super::queries::{self, BulkWrite, LOG_COLUMNS, RUN_COLUMNS, STATE_COLUMNS};
 use super::rows::{LogRow, Plan, RunRow, StateRow};
 use super::sqlite_rows::{BindRow, chunked, read_ids, values_sql};
+use super::sqlite_static_insert::StaticInsert;
 use super::{IngestOutcome, StoreError};
 use flowkit_wire::api::alerts::ALERT_STATES;
 use flowkit_wire::event::RunKind;
 use sqlx::Sqlite;
 use sqlx::sqlite::{LockedSqliteHandle, SqliteConnection};
 use std::borrow::Borrow;
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ptr::NonNull;
 use std::sync::{Arc, LazyLock};
@@ -83,10 +87,11 @@ const NEW_RUNS_ONLY: &str = " ON CONFLICT (id) DO NOTHING RETURNING id";
 const NEW_EVENTS_COUNTED: &str = " ON CONFLICT (event_id) DO NOTHING";
 /// The end of an insert of runs that counts what it creates (see [`create_or_merge_runs`]).
 const NEW_RUNS_COUNTED: &str = " ON CONFLICT (id) DO NOTHING";
-/// Statements the [`Ingester`] keeps prepared: every shape above, the lookups' 2 × 13 sizes,
-/// the two range searches ([`any_between`]), the three of [`Ingester::write_alone`]'s
-/// transaction, and [`QUEUE_ALERT`].
-const PREPARED: usize = 78;
+/// Statements the [`Ingester`] keeps prepared in rusqlite's cache: every shape above but the
+/// counted inserts (held by [`CountedInserts`]), the lookups' 2 × 13 sizes, the two range
+/// searches ([`any_between`]), the three of [`Ingester::write_alone`]'s transaction, and
+/// [`QUEUE_ALERT`].
+const PREPARED: usize = 57;
 /// How [`Ingester::write_alone`] begins its transaction (as every write does on SQLite, see
 /// `Dialect::BEGIN_WRITE`).
 const BEGIN: &str = "BEGIN IMMEDIATE";
@@ -311,24 +316,77 @@ fn bind_chunk<R: BindRow>(
     Ok(())
 }
 
-/// Inserts `rows` with `statements` (one per size of [`EVENT_CHUNKS`], ending `ON CONFLICT
-/// DO NOTHING` without `RETURNING`), chunk by chunk, the last padded, and counts the rows
-/// each chunk stores. A chunk that stores fewer rows than it holds (some were stored already)
-/// goes to `short`; when `short` answers false, this stops there and answers false.
+/// The tables of the counted inserts ([`insert_counted`]).
+#[derive(Clone, Copy, Debug)]
+enum Counted {
+    States,
+    Logs,
+    NewRuns,
+}
+
+impl Counted {
+    /// The insert of `EVENT_CHUNKS[which]` rows into this table.
+    fn sql(self, which: usize) -> &'static str {
+        let sql = &*INGEST_SQL;
+        match self {
+            Counted::States => &sql.states_counted[which],
+            Counted::Logs => &sql.logs_counted[which],
+            Counted::NewRuns => &sql.new_runs_counted[which],
+        }
+    }
+}
+
+/// The counted inserts on the writer's connection, each prepared as first used and bound
+/// without copies (see [`StaticInsert`]). Dropped (finalized) before the connection closes.
+pub(super) struct CountedInserts {
+    db: NonNull<rusqlite::ffi::sqlite3>,
+    /// By table (in the order of [`Counted`]), then by size of [`EVENT_CHUNKS`].
+    prepared: Vec<Option<StaticInsert>>,
+}
+
+impl CountedInserts {
+    /// None prepared yet, on `db`, the writer's connection (see [`StaticInsert::prepare`]).
+    fn new(db: NonNull<rusqlite::ffi::sqlite3>) -> CountedInserts {
+        CountedInserts {
+            db,
+            prepared: (0..3 * EVENT_CHUNKS.len()).map(|_| None).collect(),
+        }
+    }
+
+    /// The insert of `EVENT_CHUNKS[which]` rows into `table`.
+    fn insert(&mut self, table: Counted, which: usize) -> Result<&mut StaticInsert, StoreError> {
+        let slot = &mut self.prepared[table as usize * EVENT_CHUNKS.len() + which];
+        match slot {
+            Some(insert) => Ok(insert),
+            None => Ok(slot.insert(StaticInsert::prepare(self.db, table.sql(which))?)),
+        }
+    }
+}
+
+/// Inserts `rows` into `table` with the inserts of `counted` (one per size of
+/// [`EVENT_CHUNKS`], ending `ON CONFLICT DO NOTHING` without `RETURNING`), chunk by chunk, the
+/// last padded, and counts the rows each chunk stores. A chunk that stores fewer rows than it
+/// holds (some were stored already) goes to `short`; when `short` answers false, this stops
+/// there and answers false.
 ///
 /// (`RETURNING` costs SQLite, for each row, a run of the trigger program that evaluates it
 /// and an insert into a temporary table the results are read back from; the count is free.
 /// The padding copies of a chunk's last row are not counted: they conflict with it.)
 fn insert_counted<'r, R: BindRow>(
-    db: &rusqlite::Connection,
-    statements: &[String],
+    counted: &mut CountedInserts,
+    table: Counted,
     rows: &'r [R],
     mut short: impl FnMut(&'r [R]) -> bool,
 ) -> Result<bool, StoreError> {
     for (which, chunk) in chunked(rows, &EVENT_CHUNKS, true) {
-        let mut statement = db.prepare_cached(&statements[which])?;
-        bind_chunk(&mut statement, chunk, EVENT_CHUNKS[which])?;
-        if statement.raw_execute()? < chunk.len() && !short(chunk) {
+        let Some(last) = chunk.last() else {
+            continue;
+        };
+        let padding = std::iter::repeat_n(last, EVENT_CHUNKS[which].saturating_sub(chunk.len()));
+        let stored = counted
+            .insert(table, which)?
+            .run(chunk.iter().chain(padding))?;
+        if stored < chunk.len() && !short(chunk) {
             return Ok(false);
         }
     }
@@ -444,7 +502,11 @@ fn upsert_runs<R: BindRow + Borrow<RunRow>>(
 /// - Except a flow run in a state an alert rule may list: it goes through [`upsert_runs`],
 ///   which tells the runs it creates, to be queued for alerts (an upsert's update is seen by
 ///   the trigger on updates; a row it creates, by nothing).
-fn create_or_merge_runs(db: &rusqlite::Connection, runs: &[RunRow]) -> Result<(), StoreError> {
+fn create_or_merge_runs(
+    db: &rusqlite::Connection,
+    counted: &mut CountedInserts,
+    runs: &[RunRow],
+) -> Result<(), StoreError> {
     let mut alerted = Vec::new();
     let mut new = Vec::with_capacity(runs.len());
     let mut merged = Vec::new();
@@ -455,7 +517,7 @@ fn create_or_merge_runs(db: &rusqlite::Connection, runs: &[RunRow]) -> Result<()
             (false, false) => merged.push(run),
         }
     }
-    insert_counted(db, &INGEST_SQL.new_runs_counted, &new, |chunk| {
+    insert_counted(counted, Counted::NewRuns, &new, |chunk| {
         merged.extend_from_slice(chunk);
         true
     })?;
@@ -469,16 +531,20 @@ fn create_or_merge_runs(db: &rusqlite::Connection, runs: &[RunRow]) -> Result<()
 /// ([`Plan::outcomes_all_new`]). False as soon as one is found stored already (sent again):
 /// which ones cannot be told any more, so the transaction is to be rolled back and the plan
 /// written by [`write_plan`].
-fn write_plan_counted(db: &rusqlite::Connection, plan: &Plan) -> Result<bool, StoreError> {
+fn write_plan_counted(
+    db: &rusqlite::Connection,
+    counted: &mut CountedInserts,
+    plan: &Plan,
+) -> Result<bool, StoreError> {
     if !plan.is_empty() {
         let all_new = stored_as_other_kind(db, plan)?.is_empty()
-            && insert_counted(db, &INGEST_SQL.states_counted, &plan.states, |_| false)?
-            && insert_counted(db, &INGEST_SQL.logs_counted, &plan.logs, |_| false)?;
+            && insert_counted(counted, Counted::States, &plan.states, |_| false)?
+            && insert_counted(counted, Counted::Logs, &plan.logs, |_| false)?;
         if !all_new {
             return Ok(false);
         }
     }
-    create_or_merge_runs(db, plan.all_runs())?;
+    create_or_merge_runs(db, counted, plan.all_runs())?;
     Ok(true)
 }
 
@@ -556,6 +622,8 @@ pub(super) enum WrittenAlone {
 /// connection is: its prepared statements must be finalized while the connection is open.
 pub(super) struct Ingester {
     db: rusqlite::Connection,
+    /// The inserts of the writer's own transactions ([`Ingester::write_alone`]).
+    counted: RefCell<CountedInserts>,
     /// The connection it was made for: it refuses any other.
     handle: NonNull<rusqlite::ffi::sqlite3>,
 }
@@ -568,6 +636,7 @@ impl Ingester {
         db.set_prepared_statement_cache_capacity(PREPARED);
         Ok(Ingester {
             db,
+            counted: RefCell::new(CountedInserts::new(handle.as_raw_handle())),
             handle: handle.as_raw_handle(),
         })
     }
@@ -618,8 +687,9 @@ impl Ingester {
         plans: &[Arc<Plan>],
     ) -> Result<Option<Vec<IngestOutcome>>, StoreError> {
         let mut outcomes = Vec::with_capacity(plans.len());
+        let mut counted = self.counted.borrow_mut();
         for plan in plans {
-            if !write_plan_counted(&self.db, plan)? {
+            if !write_plan_counted(&self.db, &mut counted, plan)? {
                 return Ok(None);
             }
             outcomes.extend(plan.outcomes_all_new());
@@ -685,16 +755,21 @@ impl Ingester {
         match conn.lock_handle().await {
             Ok(mut handle) => {
                 if handle.as_raw_handle() == self.handle {
+                    drop(self.counted);
                     drop(self.db);
                 } else {
                     // Not the connection they were prepared on: they are not touched.
+                    std::mem::forget(self.counted);
                     std::mem::forget(self.db);
                 }
                 drop(handle);
             }
             // The driver's thread is gone: nothing may run on the handle any more, so the
             // statements are left as they are.
-            Err(_) => std::mem::forget(self.db),
+            Err(_) => {
+                std::mem::forget(self.counted);
+                std::mem::forget(self.db);
+            }
         }
     }
 }
@@ -803,14 +878,18 @@ mod tests {
         assert_eq!(count(LOG_COLUMNS), LogRow::WIDTH);
         assert_eq!(count(RUN_COLUMNS), RunRow::WIDTH);
         assert_eq!(INGEST_SQL.in_logs.len(), 13);
-        assert!(
-            PREPARED
-                >= INGEST_SQL.states.len()
-                    + INGEST_SQL.logs.len()
-                    + INGEST_SQL.runs.len()
-                    + INGEST_SQL.new_runs.len()
-                    + INGEST_SQL.in_logs.len()
-                    + INGEST_SQL.in_states.len()
+        // The shapes, the two range searches, BEGIN, COMMIT, ROLLBACK and QUEUE_ALERT.
+        assert_eq!(
+            PREPARED,
+            INGEST_SQL.states.len()
+                + INGEST_SQL.logs.len()
+                + INGEST_SQL.runs.len()
+                + INGEST_SQL.new_runs.len()
+                + INGEST_SQL.in_logs.len()
+                + INGEST_SQL.in_states.len()
+                + 2
+                + 3
+                + 1
         );
     }
 

@@ -22,23 +22,130 @@ pub(super) trait BindRow {
     /// Values bound per row (the columns the statement names for it).
     const WIDTH: usize;
     /// Binds this row's values to the parameters after the first `at`.
-    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError>;
+    fn bind<'r>(&'r self, statement: &mut impl Binder<'r>, at: usize) -> Result<(), StoreError>;
 }
 
 impl<R: BindRow> BindRow for &R {
     const WIDTH: usize = R::WIDTH;
-    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError> {
+    fn bind<'r>(&'r self, statement: &mut impl Binder<'r>, at: usize) -> Result<(), StoreError> {
         (**self).bind(statement, at)
     }
 }
 
-/// Binds `values` to the parameters after the first `at`, in order.
+/// What binds values to a statement's parameters (numbered from 1): a rusqlite statement,
+/// which copies each, or [`super::sqlite_static_insert`]'s, which binds values of lifetime
+/// `'r` where they lie.
+pub(super) trait Binder<'r> {
+    /// Binds bytes that live for `'r`.
+    fn blob(&mut self, index: usize, value: &'r [u8]) -> Result<(), StoreError>;
+    /// Binds text that lives for `'r`.
+    fn text(&mut self, index: usize, value: &'r str) -> Result<(), StoreError>;
+    /// Binds text made for this binding (copied).
+    fn text_copied(&mut self, index: usize, value: &str) -> Result<(), StoreError>;
+    /// Binds an integer.
+    fn int(&mut self, index: usize, value: i64) -> Result<(), StoreError>;
+    /// Binds NULL.
+    fn null(&mut self, index: usize) -> Result<(), StoreError>;
+}
+
+impl<'r> Binder<'r> for Statement<'_> {
+    fn blob(&mut self, index: usize, value: &'r [u8]) -> Result<(), StoreError> {
+        Ok(self.raw_bind_parameter(index, value)?)
+    }
+    fn text(&mut self, index: usize, value: &'r str) -> Result<(), StoreError> {
+        Ok(self.raw_bind_parameter(index, value)?)
+    }
+    fn text_copied(&mut self, index: usize, value: &str) -> Result<(), StoreError> {
+        Ok(self.raw_bind_parameter(index, value)?)
+    }
+    fn int(&mut self, index: usize, value: i64) -> Result<(), StoreError> {
+        Ok(self.raw_bind_parameter(index, value)?)
+    }
+    fn null(&mut self, index: usize) -> Result<(), StoreError> {
+        Ok(self.raw_bind_parameter(index, rusqlite::types::Null)?)
+    }
+}
+
+/// A value a row binds: each kind says which of [`Binder`]'s bindings it takes.
+pub(super) trait Param<'r> {
+    /// Binds this value to parameter `index` of `binder`.
+    fn put(self, binder: &mut impl Binder<'r>, index: usize) -> Result<(), StoreError>;
+}
+
+impl<'r> Param<'r> for &'r [u8; 16] {
+    fn put(self, binder: &mut impl Binder<'r>, index: usize) -> Result<(), StoreError> {
+        binder.blob(index, self)
+    }
+}
+
+impl<'r> Param<'r> for &'r str {
+    fn put(self, binder: &mut impl Binder<'r>, index: usize) -> Result<(), StoreError> {
+        binder.text(index, self)
+    }
+}
+
+impl<'r> Param<'r> for &'r String {
+    fn put(self, binder: &mut impl Binder<'r>, index: usize) -> Result<(), StoreError> {
+        binder.text(index, self)
+    }
+}
+
+/// Text made for the binding (a JSON encoding): copied.
+impl<'r> Param<'r> for String {
+    fn put(self, binder: &mut impl Binder<'r>, index: usize) -> Result<(), StoreError> {
+        binder.text_copied(index, &self)
+    }
+}
+
+impl<'r> Param<'r> for &'r Option<String> {
+    fn put(self, binder: &mut impl Binder<'r>, index: usize) -> Result<(), StoreError> {
+        match self {
+            Some(text) => binder.text(index, text),
+            None => binder.null(index),
+        }
+    }
+}
+
+impl<'r, P: Param<'r>> Param<'r> for Option<P> {
+    fn put(self, binder: &mut impl Binder<'r>, index: usize) -> Result<(), StoreError> {
+        match self {
+            Some(value) => value.put(binder, index),
+            None => binder.null(index),
+        }
+    }
+}
+
+impl<'r> Param<'r> for i64 {
+    fn put(self, binder: &mut impl Binder<'r>, index: usize) -> Result<(), StoreError> {
+        binder.int(index, self)
+    }
+}
+
+impl<'r> Param<'r> for u32 {
+    fn put(self, binder: &mut impl Binder<'r>, index: usize) -> Result<(), StoreError> {
+        binder.int(index, i64::from(self))
+    }
+}
+
+impl<'r> Param<'r> for i16 {
+    fn put(self, binder: &mut impl Binder<'r>, index: usize) -> Result<(), StoreError> {
+        binder.int(index, i64::from(self))
+    }
+}
+
+impl<'r> Param<'r> for bool {
+    fn put(self, binder: &mut impl Binder<'r>, index: usize) -> Result<(), StoreError> {
+        binder.int(index, i64::from(self))
+    }
+}
+
+/// Binds `values` (each a [`Param`]) to the parameters after the first `at`, in order.
 macro_rules! bind_all {
     ($statement:expr, $at:expr, $($value:expr),+ $(,)?) => {{
         let mut index = $at;
         $(
             index += 1;
-            $statement.raw_bind_parameter(index, $value)?;
+            $crate::store::sqlite_rows::Param::put($value, &mut *$statement, index)?;
         )+
         let _ = index;
     }};
@@ -47,7 +154,7 @@ pub(super) use bind_all;
 
 impl BindRow for StateRow {
     const WIDTH: usize = 7;
-    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError> {
+    fn bind<'r>(&'r self, statement: &mut impl Binder<'r>, at: usize) -> Result<(), StoreError> {
         bind_all!(
             statement,
             at,
@@ -65,7 +172,7 @@ impl BindRow for StateRow {
 
 impl BindRow for LogRow {
     const WIDTH: usize = 10;
-    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError> {
+    fn bind<'r>(&'r self, statement: &mut impl Binder<'r>, at: usize) -> Result<(), StoreError> {
         bind_all!(
             statement,
             at,
@@ -86,7 +193,7 @@ impl BindRow for LogRow {
 
 impl BindRow for RunRow {
     const WIDTH: usize = 24;
-    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError> {
+    fn bind<'r>(&'r self, statement: &mut impl Binder<'r>, at: usize) -> Result<(), StoreError> {
         static NO_DETAILS: LazyLock<rows::DetailsRow> = LazyLock::new(rows::DetailsRow::default);
         let details = self.details.as_ref().unwrap_or(&NO_DETAILS);
         bind_all!(

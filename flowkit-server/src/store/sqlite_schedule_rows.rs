@@ -16,9 +16,8 @@ use super::rows::{RunRow, StateRow};
 use super::schedules::{
     Advance, SLOT_RUN_EXTRA_COLUMNS, SlotsWritten, slot_run_rows, sorted_slots,
 };
-use super::sqlite_rows::{BindRow, bind_all, chunked, read_ids, values_sql};
+use super::sqlite_rows::{BindRow, Binder, bind_all, chunked, read_ids, values_sql};
 use chrono::{DateTime, Utc};
-use rusqlite::Statement;
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
@@ -116,7 +115,7 @@ pub(super) fn write_slots(
         for (which, chunk) in chunked(&plan.states, &CHUNKS, false) {
             let mut statement = db.prepare_cached(&SLOT_SQL.states[which])?;
             for (i, row) in chunk.iter().enumerate() {
-                row.bind(&mut statement, i * StateRow::WIDTH)?;
+                row.bind(&mut *statement, i * StateRow::WIDTH)?;
             }
             statement.raw_execute()?;
         }
@@ -130,7 +129,7 @@ pub(super) fn write_slots(
         for (which, chunk) in chunked(&rows, &CHUNKS, false) {
             let mut statement = db.prepare_cached(&SLOT_SQL.runs[which])?;
             for (i, run) in chunk.iter().enumerate() {
-                run.bind(&mut statement, i * SlotRun::WIDTH)?;
+                run.bind(&mut *statement, i * SlotRun::WIDTH)?;
             }
             statement.raw_execute()?;
         }
@@ -171,7 +170,7 @@ struct SlotRun<'r> {
 
 impl BindRow for SlotRun<'_> {
     const WIDTH: usize = RunRow::WIDTH + 6;
-    fn bind(&self, statement: &mut Statement<'_>, at: usize) -> Result<(), StoreError> {
+    fn bind<'b>(&'b self, statement: &mut impl Binder<'b>, at: usize) -> Result<(), StoreError> {
         if (self.row.details.as_ref()).is_some_and(|d| !d.upstream.is_empty()) {
             return Err(super::rows::corrupt(
                 "a schedule's run with upstream runs".into(),
