@@ -226,3 +226,114 @@ impl<'r> Binder<'r> for StaticBinder<'_, 'r> {
         self.insert.bound(code)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite_rows::bind_all;
+    use uuid::Uuid;
+
+    struct Row {
+        id: Uuid,
+        name: String,
+        note: Option<String>,
+        n: i64,
+    }
+
+    impl BindRow for Row {
+        const WIDTH: usize = 4;
+        fn bind<'r>(&'r self, binder: &mut impl Binder<'r>, at: usize) -> Result<(), StoreError> {
+            bind_all!(
+                binder,
+                at,
+                self.id.as_bytes(),
+                &self.name,
+                &self.note,
+                self.n
+            );
+            Ok(())
+        }
+    }
+
+    fn row(name: &str, note: Option<&str>, n: i64) -> Row {
+        Row {
+            id: Uuid::now_v7(),
+            name: name.repeat(50),
+            note: note.map(str::to_string),
+            n,
+        }
+    }
+
+    /// Rows bound where they lie are stored as they were, after the rows are gone; a row
+    /// stored already is not counted; a failed run leaves the insert usable.
+    #[test]
+    fn rows_are_stored_as_bound_and_counted() {
+        let db = rusqlite::Connection::open_in_memory().expect("db");
+        db.execute_batch(
+            "CREATE TABLE t (id BLOB PRIMARY KEY, name TEXT NOT NULL, note TEXT, \
+             n INTEGER CHECK (n >= 0))",
+        )
+        .expect("table");
+        // SAFETY: `db` is open for the whole test, used by this thread only, and the insert
+        // is dropped before it.
+        #[allow(unsafe_code)]
+        let handle = NonNull::new(unsafe { db.handle() }).expect("handle");
+        let mut insert = StaticInsert::prepare(
+            handle,
+            "INSERT OR FAIL INTO t VALUES (?, ?, ?, ?), (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .expect("prepare");
+
+        let first = vec![row("a", Some("note"), 1), row("b", None, 2)];
+        assert_eq!(insert.run(first.iter()).expect("first"), 2);
+        let ids: Vec<Uuid> = first.iter().map(|r| r.id).collect();
+        drop(first);
+        // The memory the first rows lay in is handed out again.
+        let again = row("c", Some("other"), 3);
+        let stored_again = Row {
+            id: ids[0],
+            ..row("x", None, 9)
+        };
+        assert_eq!(
+            insert
+                .run([&stored_again, &again].into_iter())
+                .expect("second"),
+            1
+        );
+
+        let refused = [row("d", None, -1), row("e", None, 5)];
+        let error = insert.run(refused.iter()).expect_err("a CHECK constraint");
+        assert!(
+            error.to_string().contains("CHECK constraint failed"),
+            "{error}"
+        );
+        let last = [row("f", None, 6), row("g", Some(""), 7)];
+        assert_eq!(insert.run(last.iter()).expect("after the failure"), 2);
+        drop(insert);
+
+        let mut select = db
+            .prepare("SELECT id, name, note, n FROM t ORDER BY n")
+            .expect("select");
+        let stored: Vec<(Vec<u8>, String, Option<String>, i64)> = select
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let expected = [
+            (ids[0], "a", Some("note"), 1),
+            (ids[1], "b", None, 2),
+            (again.id, "c", Some("other"), 3),
+            (last[0].id, "f", None, 6),
+            (last[1].id, "g", Some(""), 7),
+        ];
+        assert_eq!(stored.len(), expected.len());
+        for ((id, name, note, n), (want_id, want_name, want_note, want_n)) in
+            stored.iter().zip(expected)
+        {
+            assert_eq!(id.as_slice(), want_id.as_bytes());
+            assert_eq!(*name, want_name.repeat(50));
+            assert_eq!(note.as_deref(), want_note);
+            assert_eq!(*n, want_n);
+        }
+    }
+}
