@@ -7,8 +7,9 @@
 //! in the transaction of whatever changed the run: ingestion, the reaper, the scheduler,
 //! cancel, finish. On SQLite, a run created in such a state is queued by the writer that
 //! creates it (`sqlite_ingest::queue_alerts`, migration 0016), in the same transaction.
-//! [`match_events`] consumes them oldest first; on PostgreSQL several replicas may match at once (`FOR UPDATE SKIP LOCKED` gives each its own events); on SQLite it runs on
-//! the writer like every write.
+//! [`match_events`] consumes them oldest first; on PostgreSQL several replicas may match at
+//! once (`FOR UPDATE SKIP LOCKED` gives each its own events); on SQLite it runs on the writer
+//! like every write.
 
 use super::StoreError;
 use super::dialect::{Dialect, PushBind, begin_write, xact_lock};

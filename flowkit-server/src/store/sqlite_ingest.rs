@@ -54,7 +54,7 @@
 
 use super::queries::{self, BulkWrite, LOG_COLUMNS, RUN_COLUMNS, STATE_COLUMNS};
 use super::rows::{LogRow, Plan, RunRow, StateRow};
-use super::sqlite_rows::{BindRow, chunked, read_ids, values_sql};
+use super::sqlite_rows::{BindRow, bind_rows, chunked, padded, read_ids, values_sql};
 use super::sqlite_static_insert::StaticInsert;
 use super::{IngestOutcome, StoreError};
 use flowkit_wire::api::alerts::ALERT_STATES;
@@ -288,30 +288,13 @@ fn write_rows<R: BindRow>(
 ) -> Result<(), StoreError> {
     for (which, chunk) in chunked(rows, sizes, pad) {
         let mut statement = db.prepare_cached(&statements[which])?;
-        bind_chunk(&mut statement, chunk, sizes[which])?;
+        bind_rows(&mut *statement, padded(chunk, sizes[which]))?;
         match returned.as_deref_mut() {
             Some(ids) => read_ids(&mut statement, ids)?,
             None => {
                 statement.raw_execute()?;
             }
         }
-    }
-    Ok(())
-}
-
-/// Binds `chunk` to `statement`, made for `size` rows: the rows past the chunk's are copies
-/// of its last row.
-fn bind_chunk<R: BindRow>(
-    statement: &mut rusqlite::Statement<'_>,
-    chunk: &[R],
-    size: usize,
-) -> Result<(), StoreError> {
-    let Some(last) = chunk.last() else {
-        return Ok(());
-    };
-    let padding = std::iter::repeat_n(last, size.saturating_sub(chunk.len()));
-    for (i, row) in chunk.iter().chain(padding).enumerate() {
-        row.bind(statement, i * R::WIDTH)?;
     }
     Ok(())
 }
@@ -379,13 +362,9 @@ fn insert_counted<'r, R: BindRow>(
     mut short: impl FnMut(&'r [R]) -> bool,
 ) -> Result<bool, StoreError> {
     for (which, chunk) in chunked(rows, &EVENT_CHUNKS, true) {
-        let Some(last) = chunk.last() else {
-            continue;
-        };
-        let padding = std::iter::repeat_n(last, EVENT_CHUNKS[which].saturating_sub(chunk.len()));
         let stored = counted
             .insert(table, which)?
-            .run(chunk.iter().chain(padding))?;
+            .run(padded(chunk, EVENT_CHUNKS[which]))?;
         if stored < chunk.len() && !short(chunk) {
             return Ok(false);
         }

@@ -66,6 +66,26 @@ impl<'r> Binder<'r> for Statement<'_> {
     }
 }
 
+/// `chunk`'s rows, then copies of its last row up to `size` rows in all (the padding of a
+/// statement made for `size` rows).
+pub(super) fn padded<R>(chunk: &[R], size: usize) -> impl Iterator<Item = &R> {
+    let padding = chunk
+        .last()
+        .map(|last| std::iter::repeat_n(last, size.saturating_sub(chunk.len())));
+    chunk.iter().chain(padding.into_iter().flatten())
+}
+
+/// Binds `rows` one after the other to `binder`, [`BindRow::WIDTH`] parameters each.
+pub(super) fn bind_rows<'r, R: BindRow + 'r>(
+    binder: &mut impl Binder<'r>,
+    rows: impl Iterator<Item = &'r R>,
+) -> Result<(), StoreError> {
+    for (i, row) in rows.enumerate() {
+        row.bind(binder, i * R::WIDTH)?;
+    }
+    Ok(())
+}
+
 /// A value a row binds: each kind says which of [`Binder`]'s bindings it takes.
 pub(super) trait Param<'r> {
     /// Binds this value to parameter `index` of `binder`.

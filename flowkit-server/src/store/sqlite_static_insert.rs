@@ -14,7 +14,7 @@
 //! closed, see `sqlite_ingest::Ingester::close`).
 
 use super::StoreError;
-use super::sqlite_rows::{BindRow, Binder};
+use super::sqlite_rows::{BindRow, Binder, bind_rows};
 use rusqlite::ffi;
 use std::ffi::{CStr, c_int};
 use std::marker::PhantomData;
@@ -86,13 +86,7 @@ impl StaticInsert {
             insert: self,
             rows: PhantomData,
         };
-        let bind = || -> Result<(), StoreError> {
-            for (i, row) in rows.enumerate() {
-                row.bind(&mut binder, i * R::WIDTH)?;
-            }
-            Ok(())
-        };
-        let outcome = bind().and_then(|()| self.step());
+        let outcome = bind_rows(&mut binder, rows).and_then(|()| self.step());
         // SAFETY: the statement is live (finalized only on drop) and used by this thread
         // alone. After these two calls it holds no pointer into `rows`: reset stops its run,
         // and clearing the bindings sets every parameter to NULL.
@@ -157,6 +151,31 @@ impl StaticBinder<'_, '_> {
     fn length(length: usize) -> Result<c_int, StoreError> {
         c_int::try_from(length).map_err(|_| StoreError::Sqlite("a value of 2 GiB or more".into()))
     }
+
+    /// Binds `value` with `destructor`: `SQLITE_TRANSIENT` (copied) for any text,
+    /// `SQLITE_STATIC` only for text that lives for `'r` ([`Binder::text`]).
+    fn bind_text(
+        &mut self,
+        index: usize,
+        value: &str,
+        destructor: ffi::sqlite3_destructor_type,
+    ) -> Result<(), StoreError> {
+        let (index, length) = (Self::index(index)?, Self::length(value.len())?);
+        // SAFETY: `value` is UTF-8 of `length` bytes. Copied (`SQLITE_TRANSIENT`), it may be
+        // dropped right after; bound in place (`SQLITE_STATIC`, from `text` only), it lives
+        // for `'r`, longer than the run of the statement (see `blob`).
+        #[allow(unsafe_code)]
+        let code = unsafe {
+            ffi::sqlite3_bind_text(
+                self.insert.statement.as_ptr(),
+                index,
+                value.as_ptr().cast(),
+                length,
+                destructor,
+            )
+        };
+        self.insert.bound(code)
+    }
 }
 
 impl<'r> Binder<'r> for StaticBinder<'_, 'r> {
@@ -178,36 +197,12 @@ impl<'r> Binder<'r> for StaticBinder<'_, 'r> {
     }
 
     fn text(&mut self, index: usize, value: &'r str) -> Result<(), StoreError> {
-        let (index, length) = (Self::index(index)?, Self::length(value.len())?);
-        // SAFETY: as for `blob`; `value` is UTF-8 of `length` bytes.
-        #[allow(unsafe_code)]
-        let code = unsafe {
-            ffi::sqlite3_bind_text(
-                self.insert.statement.as_ptr(),
-                index,
-                value.as_ptr().cast(),
-                length,
-                ffi::SQLITE_STATIC(),
-            )
-        };
-        self.insert.bound(code)
+        // `value` lives for `'r`, as `blob`'s does.
+        self.bind_text(index, value, ffi::SQLITE_STATIC())
     }
 
     fn text_copied(&mut self, index: usize, value: &str) -> Result<(), StoreError> {
-        let (index, length) = (Self::index(index)?, Self::length(value.len())?);
-        // SAFETY: `value` is UTF-8 of `length` bytes; SQLite copies it before this returns
-        // (`SQLITE_TRANSIENT`), so it may be dropped right after.
-        #[allow(unsafe_code)]
-        let code = unsafe {
-            ffi::sqlite3_bind_text(
-                self.insert.statement.as_ptr(),
-                index,
-                value.as_ptr().cast(),
-                length,
-                ffi::SQLITE_TRANSIENT(),
-            )
-        };
-        self.insert.bound(code)
+        self.bind_text(index, value, ffi::SQLITE_TRANSIENT())
     }
 
     fn int(&mut self, index: usize, value: i64) -> Result<(), StoreError> {
