@@ -283,43 +283,66 @@ impl Waiter {
 
     /// Waits for every answer until the deadline, and past it for as long as the sink thread
     /// or the reporter still make progress (events handed on, serialized or spooled), at most
-    /// [`FLUSH_GRACE`] more: a flush at exit that finds a large backlog lets it reach the
-    /// spool rather than losing it.
+    /// [`FLUSH_GRACE`] more ([`wait_while_progressing`]): a flush at exit that finds a large
+    /// backlog lets it reach the spool rather than losing it.
     fn wait(&self) -> Flushed {
-        let hard_deadline = self.deadline + FLUSH_GRACE;
-        let mut deadline = self.deadline;
-        let mut seen = PROGRESS.load(Ordering::Relaxed);
-        let mut extended = false;
-        let mut state = self.lock();
-        while state.pending > 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                let progress = PROGRESS.load(Ordering::Relaxed);
-                if progress == seen || now >= hard_deadline {
-                    drop(state);
-                    say_unflushed();
-                    return Flushed::default();
-                }
-                seen = progress;
-                deadline = (now + PROGRESS_WINDOW).min(hard_deadline);
-                if !extended {
-                    extended = true;
-                    eprintln!(
-                        "flowkit: the flush is past its timeout but events are still being spooled; waiting while that goes on (at most {} s more)",
-                        FLUSH_GRACE.as_secs()
-                    );
-                }
-                continue;
-            }
-            state = self
+        let delivered = wait_while_progressing(self.deadline, |timeout| {
+            let state = self.lock();
+            let (state, _) = self
                 .answered
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+                .wait_timeout_while(state, timeout, |state| state.pending > 0)
+                .unwrap_or_else(PoisonError::into_inner);
+            (state.pending == 0).then_some(state.delivered)
+        });
+        match delivered {
+            Some(delivered) => Flushed {
+                answered: true,
+                delivered,
+            },
+            None => {
+                say_unflushed();
+                Flushed::default()
+            }
         }
-        Flushed {
-            answered: true,
-            delivered: state.delivered,
+    }
+}
+
+/// Waits for what `answer` gives (each call waits at most the time it is passed, and answers
+/// `None` if nothing came by then) until `deadline`, and past it while events still move
+/// towards the sinks' destinations ([`progressed`] was called within the last
+/// [`PROGRESS_WINDOW`]), at most [`FLUSH_GRACE`] past `deadline`. `None` once it gives up.
+///
+/// Every wait for a flush's answer goes through here (the bus's flush, and the reporter's
+/// own [`crate::sink::report::ReportSink::flush_report`] and drop), so none of them cuts off a spool
+/// that is still being written.
+pub(crate) fn wait_while_progressing<T>(
+    deadline: Instant,
+    mut answer: impl FnMut(Duration) -> Option<T>,
+) -> Option<T> {
+    let hard_deadline = deadline + FLUSH_GRACE;
+    let mut until = deadline;
+    let mut seen = PROGRESS.load(Ordering::Relaxed);
+    let mut extended = false;
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            let progress = PROGRESS.load(Ordering::Relaxed);
+            if progress == seen || now >= hard_deadline {
+                return None;
+            }
+            seen = progress;
+            until = (now + PROGRESS_WINDOW).min(hard_deadline);
+            if !extended {
+                extended = true;
+                eprintln!(
+                    "flowkit: the flush is past its timeout but events are still being spooled; waiting while that goes on (at most {} s more)",
+                    FLUSH_GRACE.as_secs()
+                );
+            }
+            continue;
+        }
+        if let Some(value) = answer(until - now) {
+            return Some(value);
         }
     }
 }

@@ -106,7 +106,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Events a POST carries when the reporter is not busy: a batch is sent as soon as this many
 /// are waiting.
@@ -601,17 +601,19 @@ impl ReportSink {
     }
 
     /// Waits up to the flush timeout for everything received so far to be delivered, then
-    /// spools what is left. Returns within the flush timeout plus the time to write the spool
-    /// (and gives up waiting one second after that).
+    /// spools what is left. Returns within the flush timeout plus the time to write the spool:
+    /// it gives up one second after the timeout unless the spool is still being written, and
+    /// waits on while it is (at most a minute more).
     pub fn flush_report(&mut self) -> FlushOutcome {
         let (tx, rx) = mpsc::channel();
         self.request_flush(Box::new(move |outcome| {
             let _ = tx.send(outcome);
         }));
-        // The sender answers at its deadline; the margin covers writing the spool.
-        match rx.recv_timeout(self.flush_timeout + Duration::from_secs(1)) {
-            Ok(outcome) => outcome,
-            Err(_) => FlushOutcome {
+        // The sender answers at its deadline, after writing the spool: a second's margin, and
+        // more while the spool is still being written.
+        match answer_of(&rx, self.flush_timeout) {
+            Some(outcome) => outcome,
+            None => FlushOutcome {
                 complete: false,
                 spooled: self.shared.stats.spooled.load(Ordering::Relaxed),
                 spool_dir: self.spool_dir.clone(),
@@ -628,6 +630,20 @@ impl ReportSink {
         self.shared.lock().flush.push(reply);
         self.shared.wake.notify_one();
     }
+}
+
+/// The sender's answer to a flush of `flush_timeout`: waited for one second past that
+/// timeout (the sender answers at it, once what is left is spooled), and past that while the
+/// spool is still being written (at most a minute, see [`crate::bus::wait_while_progressing`]).
+/// `None` if the sender did not answer (or is gone).
+fn answer_of(rx: &mpsc::Receiver<FlushOutcome>, flush_timeout: Duration) -> Option<FlushOutcome> {
+    let deadline = Instant::now() + flush_timeout + Duration::from_secs(1);
+    crate::bus::wait_while_progressing(deadline, |timeout| match rx.recv_timeout(timeout) {
+        Ok(outcome) => Some(Some(outcome)),
+        Err(mpsc::RecvTimeoutError::Timeout) => None,
+        Err(mpsc::RecvTimeoutError::Disconnected) => Some(None),
+    })
+    .flatten()
 }
 
 /// Whether `event` ends a top-level flow run.
@@ -702,10 +718,7 @@ impl Drop for ReportSink {
         }
         self.shared.wake.notify_one();
         // Join only a thread that answered: one stuck on a dead disk is left behind.
-        if rx
-            .recv_timeout(self.flush_timeout + Duration::from_secs(1))
-            .is_ok()
-        {
+        if answer_of(&rx, self.flush_timeout).is_some() {
             let _ = thread.join();
         }
     }
