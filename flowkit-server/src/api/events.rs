@@ -35,7 +35,7 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use flowkit_wire::api::error::{ErrorBody, ErrorCode, ErrorDetail};
 use flowkit_wire::api::ingest::{
     IngestResponse, MAX_CLOCK_SKEW_SECS, MAX_FIELDS_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_CHARS,
@@ -618,7 +618,9 @@ fn check_event(event: &mut Event, now: DateTime<Utc>) -> Result<(), String> {
     if event.name.trim().is_empty() {
         return Err("field `name`: must not be empty".to_string());
     }
-    check_timestamp("timestamp", event.timestamp, now)?;
+    if !timestamp_in_range(event.timestamp, now) {
+        return Err(timestamp_error("timestamp", event.timestamp, now));
+    }
     match &mut event.body {
         EventBody::State { state, details } => {
             check_state(state);
@@ -638,7 +640,13 @@ fn check_event(event: &mut Event, now: DateTime<Utc>) -> Result<(), String> {
             check_state(state);
             check_run_details(details)?;
             for (i, l) in later.iter_mut().enumerate() {
-                check_timestamp(&format!("later[{i}].timestamp"), l.timestamp, now)?;
+                if !timestamp_in_range(l.timestamp, now) {
+                    return Err(timestamp_error(
+                        &format!("later[{i}].timestamp"),
+                        l.timestamp,
+                        now,
+                    ));
+                }
                 check_state(&mut l.state);
             }
         }
@@ -654,7 +662,7 @@ fn check_event(event: &mut Event, now: DateTime<Utc>) -> Result<(), String> {
                     *fields = map;
                 }
             }
-            let size = serde_json::to_vec(fields).map_or(usize::MAX, |v| v.len());
+            let size = json_len(fields);
             if size > MAX_FIELDS_BYTES {
                 return Err(format!(
                     "field `fields`: {size} bytes of JSON, at most {MAX_FIELDS_BYTES} are accepted"
@@ -667,23 +675,22 @@ fn check_event(event: &mut Event, now: DateTime<Utc>) -> Result<(), String> {
     Ok(())
 }
 
-fn check_timestamp(
-    field: &str,
-    timestamp: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<(), String> {
-    let earliest = Utc
-        .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
-        .single()
-        .unwrap_or(DateTime::UNIX_EPOCH);
-    if timestamp < earliest || timestamp > now + chrono::Duration::seconds(MAX_CLOCK_SKEW_SECS) {
-        return Err(format!(
-            "field `{field}`: {} is out of range (after 2000-01-01 and at most one day ahead of the server's clock, {})",
-            timestamp.to_rfc3339(),
-            now.to_rfc3339()
-        ));
-    }
-    Ok(())
+/// The earliest timestamp accepted: 2000-01-01T00:00:00Z.
+const EARLIEST_TIMESTAMP_SECS: i64 = 946_684_800;
+
+/// Whether `timestamp` is after 2000-01-01 and at most [`MAX_CLOCK_SKEW_SECS`] ahead of `now`.
+fn timestamp_in_range(timestamp: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    timestamp.timestamp() >= EARLIEST_TIMESTAMP_SECS
+        && timestamp <= now + chrono::Duration::seconds(MAX_CLOCK_SKEW_SECS)
+}
+
+/// The error of a `timestamp` out of [`timestamp_in_range`], naming `field`.
+fn timestamp_error(field: &str, timestamp: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    format!(
+        "field `{field}`: {} is out of range (after 2000-01-01 and at most one day ahead of the server's clock, {})",
+        timestamp.to_rfc3339(),
+        now.to_rfc3339()
+    )
 }
 
 /// Truncates an over-long state message and replaces its NUL characters.
@@ -732,7 +739,7 @@ fn check_details(details: &RunDetails) -> Result<(), String> {
         ));
     }
     if let Some(parameters) = &details.parameters {
-        let size = serde_json::to_vec(parameters).map_or(usize::MAX, |v| v.len());
+        let size = json_len(parameters);
         if size > MAX_PARAMETERS_BYTES {
             return Err(format!(
                 "field `details.parameters`: {size} bytes of JSON, at most {MAX_PARAMETERS_BYTES}"
@@ -740,6 +747,26 @@ fn check_details(details: &RunDetails) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The length in bytes of `value`'s JSON encoding, counted as it is written instead of kept
+/// (`usize::MAX` if it cannot be encoded).
+fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(bytes.len());
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 fn check_name(field: &str, value: &str) -> Result<(), String> {
@@ -1053,6 +1080,14 @@ mod tests {
         v["timestamp"] = json!((Utc::now() + chrono::Duration::days(2)).to_rfc3339());
         assert!(error_of(v).starts_with("field `timestamp`"));
 
+        // The earliest accepted instant is 2000-01-01T00:00:00Z itself.
+        let mut v = state_event();
+        v["timestamp"] = json!("2000-01-01T00:00:00Z");
+        parse_event(v, now()).expect("2000-01-01 is accepted");
+        let mut v = state_event();
+        v["timestamp"] = json!("1999-12-31T23:59:59.999999Z");
+        assert!(error_of(v).contains("is out of range (after 2000-01-01"));
+
         let mut v = log_event();
         v["message"] = json!("é".repeat(MAX_MESSAGE_BYTES));
         let event = parse_event(v, now()).expect("truncated, not rejected");
@@ -1065,6 +1100,18 @@ mod tests {
         let mut v = log_event();
         v["fields"] = json!({"big": "x".repeat(MAX_FIELDS_BYTES)});
         assert!(error_of(v).starts_with("field `fields`"));
+    }
+
+    #[test]
+    fn json_len_is_the_length_of_the_encoding() {
+        for value in [
+            json!(null),
+            json!({"a": [1, -2.5e-7, "é\u{1}\"\\/"], "b": {"c": true, "d": []}}),
+            json!("x".repeat(100_000)),
+        ] {
+            let encoded = serde_json::to_vec(&value).expect("JSON");
+            assert_eq!(json_len(&value), encoded.len(), "{value}");
+        }
     }
 
     #[test]

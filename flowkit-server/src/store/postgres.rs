@@ -132,7 +132,7 @@ impl PgStore {
         if events.is_empty() {
             return Ok(IngestOutcome::default());
         }
-        let plan = &Plan::new(std::slice::from_ref(&events))?;
+        let plan = &Plan::new(vec![events])?;
         let outcomes = with_retries(move || async move {
             queries::apply::<Postgres>(&mut *self.pool.acquire().await?, plan).await
         })
@@ -585,7 +585,7 @@ async fn insert_triggered(
     new: &[&NewRun],
 ) -> Result<(), StoreError> {
     let events: Vec<Event> = new.iter().map(|run| run.event.clone()).collect();
-    let plan = Plan::new(std::slice::from_ref(&events))?;
+    let plan = Plan::new(vec![events])?;
     let all: HashSet<Uuid> = plan.states.iter().map(|r| r.event_id).collect();
     let runs = plan.runs(&all);
     let by_id: HashMap<Uuid, &NewRun> = new.iter().map(|run| (run.event.run_id, *run)).collect();

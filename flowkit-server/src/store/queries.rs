@@ -1790,7 +1790,7 @@ async fn trigger<D: BulkWrite>(
         tx.commit().await?;
         return Ok(Triggered::Replayed(existing));
     }
-    let plan = Plan::new(std::slice::from_ref(&vec![new.event.clone()]))?;
+    let plan = Plan::new(vec![vec![new.event.clone()]])?;
     let mut stored = HashSet::with_capacity(1);
     write_plan::<D>(&mut tx, &plan, &mut stored).await?;
     let mut q = QueryBuilder::new("UPDATE runs SET scheduled_for = ");

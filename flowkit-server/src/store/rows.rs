@@ -23,6 +23,7 @@ use super::{IngestOutcome, Stats, StatsBucket, StoreError};
 use chrono::{DateTime, Utc};
 use flowkit_wire::event::{Event, EventBody, LogLevel, RunDetails, RunKind};
 use flowkit_wire::state::StateType;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
@@ -141,16 +142,16 @@ pub(crate) struct DetailsRow {
 }
 
 impl DetailsRow {
-    fn new(details: &RunDetails) -> Result<DetailsRow, StoreError> {
+    fn new(details: RunDetails) -> Result<DetailsRow, StoreError> {
         Ok(DetailsRow {
-            task_key: details.task_key.to_string(),
-            version: details.version.as_ref().map(|v| v.to_string()),
-            tags: details.tags.iter().map(|t| t.to_string()).collect(),
+            task_key: details.task_key.into_owned(),
+            version: details.version.map(Cow::into_owned),
+            tags: details.tags.into_iter().map(Cow::into_owned).collect(),
             parameters: details.parameters.as_ref().map(json_text).transpose()?,
-            upstream: details.upstream.clone(),
-            cache_key: details.cache_key.clone(),
-            deployment: details.deployment.clone(),
-            worker: details.worker.as_ref().map(|w| w.to_string()),
+            upstream: details.upstream,
+            cache_key: details.cache_key,
+            deployment: details.deployment,
+            worker: details.worker.map(Cow::into_owned),
         })
     }
 
@@ -244,10 +245,10 @@ impl Plan {
         (states, logs)
     }
 
-    /// Splits the requests' events into rows (copies: a failed group is retried request by
-    /// request from the same events), dropping repeats of an id already in the plan
-    /// (they are duplicates whatever the database says).
-    pub(crate) fn new(requests: &[Vec<Event>]) -> Result<Plan, StoreError> {
+    /// Splits the requests' events into rows, moving their names, messages and details into
+    /// them, and drops repeats of an id already in the plan (they are duplicates whatever the
+    /// database says). A failed group is retried plan by plan, from the rows.
+    pub(crate) fn new(requests: Vec<Vec<Event>>) -> Result<Plan, StoreError> {
         let total: usize = requests.iter().map(Vec::len).sum();
         let mut seen = HashSet::with_capacity(total);
         let mut plan = Plan {
@@ -262,7 +263,7 @@ impl Plan {
             .count();
         let mut states = Vec::with_capacity(state_events);
         let mut logs = Vec::with_capacity(total - state_events);
-        for (owner, events) in requests.iter().enumerate() {
+        for (owner, events) in requests.into_iter().enumerate() {
             let mut repeats = 0;
             let len = events.len();
             for event in events {
@@ -272,14 +273,14 @@ impl Plan {
                 }
                 let group_id = group_of(event.run_id, event.flow_run_id);
                 let ts = micros(event.timestamp);
-                match &event.body {
+                match event.body {
                     EventBody::State { state, details } => {
                         let facts = RunFacts {
                             kind: event.run_kind,
-                            name: event.name.to_string(),
+                            name: event.name.into_owned(),
                             parent_run_id: event.parent_run_id,
                             flow_run_id: event.flow_run_id,
-                            details: details.as_deref().map(DetailsRow::new).transpose()?,
+                            details: details.map(|d| DetailsRow::new(*d)).transpose()?,
                             lease_token: event
                                 .lease
                                 .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
@@ -289,7 +290,7 @@ impl Plan {
                             run_id: event.run_id,
                             group_id,
                             state: state.kind,
-                            message: state.message.clone(),
+                            message: state.message,
                             attempt: event.attempt,
                             ts,
                         };
@@ -303,16 +304,16 @@ impl Plan {
                         let fields = if fields.is_empty() {
                             None
                         } else {
-                            Some(json_text(fields)?)
+                            Some(json_text(&fields)?)
                         };
                         let row = LogRow {
                             event_id: event.id,
                             run_id: event.run_id,
                             flow_run_id: event.flow_run_id,
                             group_id,
-                            run_name: event.name.to_string(),
-                            level: *level,
-                            message: message.clone(),
+                            run_name: event.name.into_owned(),
+                            level,
+                            message,
                             fields,
                             attempt: event.attempt,
                             ts,
@@ -470,7 +471,8 @@ impl Plan {
                 run
             })
             .collect();
-        runs.sort_by_key(|run| run.id);
+        // One run per id: an unstable sort gives the one order, without a scratch copy.
+        runs.sort_unstable_by_key(|run| run.id);
         runs
     }
 }

@@ -776,7 +776,7 @@ pub(super) fn slot_run_rows(
             event
         })
         .collect();
-    let plan = Plan::new(std::slice::from_ref(&events))?;
+    let plan = Plan::new(vec![events])?;
     let ids: HashSet<Uuid> = plan.states.iter().map(|row| row.event_id).collect();
     let rows: HashMap<Uuid, RunRow> = plan
         .runs(&ids)

@@ -236,8 +236,7 @@ impl SqliteStore {
         if events.is_empty() {
             return Ok(IngestOutcome::default());
         }
-        let plan = Arc::new(Plan::new(std::slice::from_ref(&events))?);
-        drop(events);
+        let plan = Arc::new(Plan::new(vec![events])?);
         let kept = plan.clone();
         let outcome = self.write(|reply| Command::Ingest { plan, reply }).await;
         // The writer drops its reference before it answers: the plan's rows are freed here,
@@ -876,7 +875,7 @@ mod tests {
         let mut group = Vec::new();
         for n in [3, 700] {
             let (reply, answer) = oneshot::channel();
-            let plan = Arc::new(Plan::new(&[batch(n)]).expect("plan"));
+            let plan = Arc::new(Plan::new(vec![batch(n)]).expect("plan"));
             group.push((plan, reply));
             answers.push(answer);
         }
@@ -1005,7 +1004,7 @@ mod tests {
         for events in requests {
             let (reply, answer) = oneshot::channel();
             group.push((
-                Arc::new(Plan::new(std::slice::from_ref(events)).expect("plan")),
+                Arc::new(Plan::new(vec![events.clone()]).expect("plan")),
                 reply,
             ));
             answers.push(answer);

@@ -32,7 +32,7 @@ pub(super) async fn triggers(
 ) -> Result<(), StoreError> {
     let mut tx = begin_write::<Sqlite>(conn).await?;
     let events: Vec<Event> = runs.iter().map(|run| run.event.clone()).collect();
-    let plan = std::sync::Arc::new(Plan::new(std::slice::from_ref(&events))?);
+    let plan = std::sync::Arc::new(Plan::new(vec![events])?);
     ingester.write(&mut tx, std::slice::from_ref(&plan)).await?;
     for chunk in runs.chunks(CHUNK) {
         let mut q = QueryBuilder::<Sqlite>::new(
