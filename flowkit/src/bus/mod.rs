@@ -313,8 +313,8 @@ impl Waiter {
 /// [`PROGRESS_WINDOW`]), at most [`FLUSH_GRACE`] past `deadline`. `None` once it gives up.
 ///
 /// Every wait for a flush's answer goes through here (the bus's flush, and the reporter's
-/// own [`crate::sink::report::ReportSink::flush_report`] and drop), so none of them cuts off a spool
-/// that is still being written.
+/// own [`crate::sink::report::ReportSink::flush_report`] and drop), so none of them cuts off
+/// a spool that is still being written.
 pub(crate) fn wait_while_progressing<T>(
     deadline: Instant,
     mut answer: impl FnMut(Duration) -> Option<T>,
