@@ -838,21 +838,26 @@ fn varied_events(n: usize) -> Vec<Event> {
     events
 }
 
+/// A reporter with no server to reach (a memory queue of 5 000 events, `flush_timeout`),
+/// handed 200 000 varied events at once; its spool directory; the events.
+fn backlog_without_a_server(
+    flush_timeout: Duration,
+) -> (ReportSink, tempfile::TempDir, Vec<Event>) {
+    let addr = unused_addr();
+    let spool = tempfile::tempdir().expect("temp dir");
+    let (config, _) = config(&format!("http://{addr}"), spool.path());
+    let mut sink =
+        ReportSink::start(config.memory_events(5_000).flush_timeout(flush_timeout)).expect("start");
+    let sent = varied_events(200_000);
+    feed(&mut sink, &sent);
+    (sink, spool, sent)
+}
+
 /// Events handed over far faster than the sender thread serializes them wait in the compact
 /// backlog: none is dropped, and every one reaches the spool as it was, in order.
 #[test]
 fn a_backlog_handed_over_at_once_is_kept_compact_and_loses_nothing() {
-    let addr = unused_addr();
-    let spool = tempfile::tempdir().expect("temp dir");
-    let (config, _) = config(&format!("http://{addr}"), spool.path());
-    let mut sink = ReportSink::start(
-        config
-            .memory_events(5_000)
-            .flush_timeout(Duration::from_millis(500)),
-    )
-    .expect("start");
-    let sent = varied_events(200_000);
-    feed(&mut sink, &sent);
+    let (mut sink, spool, sent) = backlog_without_a_server(Duration::from_millis(500));
     let started = Instant::now();
     let outcome = sink.flush_report();
     // Past its timeout the flush waits on while the backlog is still being spooled: it
@@ -881,17 +886,7 @@ fn a_backlog_handed_over_at_once_is_kept_compact_and_loses_nothing() {
 /// spool, past the flush timeout if spooling takes longer: nothing is cut off by the drop.
 #[test]
 fn dropping_a_reporter_waits_while_its_backlog_is_spooled() {
-    let addr = unused_addr();
-    let spool = tempfile::tempdir().expect("temp dir");
-    let (config, _) = config(&format!("http://{addr}"), spool.path());
-    let mut sink = ReportSink::start(
-        config
-            .memory_events(5_000)
-            .flush_timeout(Duration::from_millis(100)),
-    )
-    .expect("start");
-    let sent = varied_events(200_000);
-    feed(&mut sink, &sent);
+    let (sink, spool, sent) = backlog_without_a_server(Duration::from_millis(100));
     let started = Instant::now();
     drop(sink);
     eprintln!("the drop took {:?}", started.elapsed());

@@ -678,7 +678,8 @@ fn check_event(event: &mut Event, now: DateTime<Utc>) -> Result<(), String> {
 /// The earliest timestamp accepted: 2000-01-01T00:00:00Z.
 const EARLIEST_TIMESTAMP_SECS: i64 = 946_684_800;
 
-/// Whether `timestamp` is after 2000-01-01 and at most [`MAX_CLOCK_SKEW_SECS`] ahead of `now`.
+/// Whether `timestamp` is at or after 2000-01-01 and at most [`MAX_CLOCK_SKEW_SECS`] ahead of
+/// `now`.
 fn timestamp_in_range(timestamp: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     timestamp.timestamp() >= EARLIEST_TIMESTAMP_SECS
         && timestamp <= now + chrono::Duration::seconds(MAX_CLOCK_SKEW_SECS)

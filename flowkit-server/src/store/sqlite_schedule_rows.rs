@@ -16,7 +16,7 @@ use super::rows::{RunRow, StateRow};
 use super::schedules::{
     Advance, SLOT_RUN_EXTRA_COLUMNS, SlotsWritten, slot_run_rows, sorted_slots,
 };
-use super::sqlite_rows::{BindRow, Binder, bind_all, chunked, read_ids, values_sql};
+use super::sqlite_rows::{BindRow, Binder, bind_all, bind_rows, chunked, read_ids, values_sql};
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -114,9 +114,7 @@ pub(super) fn write_slots(
         let (plan, mut folded) = slot_run_rows(&claimed, at)?;
         for (which, chunk) in chunked(&plan.states, &CHUNKS, false) {
             let mut statement = db.prepare_cached(&SLOT_SQL.states[which])?;
-            for (i, row) in chunk.iter().enumerate() {
-                row.bind(&mut *statement, i * StateRow::WIDTH)?;
-            }
+            bind_rows(&mut *statement, chunk.iter())?;
             statement.raw_execute()?;
         }
         let mut rows = Vec::with_capacity(claimed.len());
@@ -128,9 +126,7 @@ pub(super) fn write_slots(
         }
         for (which, chunk) in chunked(&rows, &CHUNKS, false) {
             let mut statement = db.prepare_cached(&SLOT_SQL.runs[which])?;
-            for (i, run) in chunk.iter().enumerate() {
-                run.bind(&mut *statement, i * SlotRun::WIDTH)?;
-            }
+            bind_rows(&mut *statement, chunk.iter())?;
             statement.raw_execute()?;
         }
         // No trigger fires on inserts into `runs` (migration 0016).
